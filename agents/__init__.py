@@ -1,0 +1,3 @@
+"""agents (built in a later issue)."""
+
+__all__: list[str] = []

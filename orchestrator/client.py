@@ -1,0 +1,191 @@
+"""The Python API: :class:`Orchestrator` to start and find runs, :class:`RunHandle` per run.
+
+Example::
+
+    async with Orchestrator() as orch:                 # embedded Redis by default
+        handle = await orch.start(report, "pricing")
+        async for event in handle.events():
+            print(event.type)
+        print(await handle.result())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from types import ModuleType, TracebackType
+from typing import Any
+
+from redis.asyncio import Redis
+
+from . import serde
+from .connection import Connection, connect
+from .definitions import ActivityDef, WorkflowDef
+from .errors import RunCancelledError, RunFailedError, UserError
+from .keys import STATUSES
+from .settings import Settings
+from .store import Event, RunInfo, Store, now_ms
+from .worker import Worker
+
+__all__ = ["Orchestrator", "RunHandle"]
+
+
+class RunHandle:
+    """One run: await its result, follow its events, signal or cancel it."""
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self._store = store
+        self.run_id = run_id
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.run_id!r})"
+
+    async def info(self) -> RunInfo:
+        """The run's current metadata (status, owner, result)."""
+        return await self._store.run_info(self.run_id)
+
+    async def result(self, *, timeout: float | None = None) -> Any:
+        """Wait for the run to end; its result, or :class:`RunFailedError` /
+        :class:`RunCancelledError`."""
+        async with asyncio.timeout(timeout):
+            async for event in self.events():
+                if event.type == "run_completed":
+                    return event.data.get("result")
+                if event.type == "run_failed":
+                    err = event.data.get("error") or {}
+                    raise RunFailedError(
+                        f"run {self.run_id} failed: {err.get('type', 'Error')}: "
+                        f"{err.get('message', '')}", error=err)
+                if event.type == "run_cancelled":
+                    raise RunCancelledError(f"run {self.run_id} was cancelled")
+        raise RunFailedError(f"run {self.run_id} log ended without a result")  # pragma: no cover
+
+    async def events(self, *, follow: bool = True, after: str = "") -> AsyncIterator[Event]:
+        """The run's log, oldest first; with ``follow``, live until the run ends."""
+        await self._store.get_meta(self.run_id)  # a clear error for an unknown id
+        last = after
+        while True:
+            batch = await self._store.read_log(self.run_id, after=last)
+            for event in batch:
+                yield event
+                if event.type in ("run_completed", "run_failed", "run_cancelled"):
+                    return
+            if batch:
+                last = batch[-1].id
+            if not follow:
+                return
+            if not batch:
+                await self._store.follow_log(self.run_id, after=last or "0", block_ms=1000)
+
+    async def signal(self, name: str, payload: Any = None) -> None:
+        """Send a signal; a run waiting in ``ctx.wait_for_signal(name)`` resumes with it."""
+        event = {"type": "signal_received", "name": name,
+                 "payload": serde.loads(serde.dumps(payload, what=f"payload of signal {name!r}")),
+                 "ts": now_ms()}
+        await self._external(event)
+
+    async def cancel(self) -> None:
+        """Ask the run to stop; its child runs are cancelled with it."""
+        await self._external({"type": "cancel_requested", "ts": now_ms()})
+
+    async def _external(self, event: dict[str, Any]) -> None:
+        routing = await self._store.external(self.run_id, event)
+        if routing.status == "missing":
+            await self._store.get_meta(self.run_id)  # raises RunNotFoundError
+        if routing.status == "terminal":
+            raise UserError(f"run {self.run_id} has already ended; nothing to {event['type']}")
+        pipe = self._store.client.pipeline(transaction=False)
+        self._store.route(pipe, self.run_id, routing)
+        await pipe.execute()
+
+
+class Orchestrator:
+    """Connects to Redis (embedded by default) and starts, finds and lists runs.
+
+    Keyword options override the environment (``TASKLOOM_*``); pass ``client`` to use a
+    Redis client you made yourself.
+    """
+
+    def __init__(self, *, settings: Settings | None = None, client: Redis | None = None,
+                 **overrides: Any) -> None:
+        self.settings = settings or Settings.from_env(**overrides)
+        self._client = client
+        self._conn: Connection | None = None
+        self._store: Store | None = None
+
+    async def __aenter__(self) -> Orchestrator:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Open the connection (starting the embedded Redis if no URL is set)."""
+        if self._store is not None:
+            return
+        if self._client is None:
+            self._conn = await connect(self.settings)
+            client = self._conn.client
+        else:
+            client = self._client
+        self._store = Store(client, prefix=self.settings.key_prefix)
+
+    async def close(self) -> None:
+        """Close the connection; an embedded Redis this process started is shut down."""
+        if self._conn is not None:
+            await self._conn.close()
+        self._conn, self._store = None, None
+
+    @property
+    def store(self) -> Store:
+        """The underlying :class:`Store` (after :meth:`connect`)."""
+        if self._store is None:
+            raise UserError("the Orchestrator is not connected: use `async with "
+                            "Orchestrator() as orch:` or `await orch.connect()` first")
+        return self._store
+
+    async def start(self, workflow: WorkflowDef | str, *args: Any,
+                    run_id: str | None = None) -> RunHandle:
+        """Start ``workflow(*args)``; returns at once with a :class:`RunHandle`.
+
+        ``run_id`` is an idempotency key: starting again with the same id and the same
+        input returns the existing run; with a different input it is an error.
+        """
+        name = workflow.name if isinstance(workflow, WorkflowDef) else workflow
+        if not isinstance(name, str) or not name:
+            raise UserError("start() needs a @workflow function or a workflow name")
+        if run_id is not None and (not run_id or any(c in run_id for c in "{} \n")):
+            raise UserError(f"run id {run_id!r} must be non-empty, without braces or spaces")
+        rid = run_id or uuid.uuid4().hex
+        input_json = serde.dumps({"args": list(args), "kwargs": {}},
+                                 what=f"input of workflow {name!r}")
+        created, status = await self.store.create_run(rid, workflow=name,
+                                                      input_json=input_json)
+        if created or status == "pending":
+            await self.store.enqueue_run(rid, "new")
+        return RunHandle(self.store, rid)
+
+    def handle(self, run_id: str) -> RunHandle:
+        """A handle on an existing run."""
+        return RunHandle(self.store, run_id)
+
+    async def list_runs(self, status: str | None = None, *, limit: int = 100) -> list[RunInfo]:
+        """Runs by status (newest first), read from the status indexes."""
+        if status is not None and status not in STATUSES:
+            raise UserError(f"unknown status {status!r}; choose one of {', '.join(STATUSES)}")
+        return await self.store.list_runs(status, limit=limit)
+
+    def worker(self, *, workflows: Iterable[WorkflowDef] = (),
+               activities: Iterable[ActivityDef] = (),
+               modules: Iterable[ModuleType | str] = (), **options: Any) -> Worker:
+        """A :class:`Worker` on this connection, with the settings' defaults."""
+        options.setdefault("concurrency", self.settings.concurrency)
+        options.setdefault("queue", self.settings.queue)
+        options.setdefault("lease_ttl", self.settings.lease_ttl)
+        return Worker(self.store, workflows=workflows, activities=activities,
+                      modules=modules, **options)
+
+

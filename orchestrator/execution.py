@@ -1,0 +1,630 @@
+"""One run held in a worker's memory: its replayed history and its live workflow task.
+
+The worker that owns a run (holds its lease) keeps an :class:`Execution`: the steps
+recorded in the run's log, the futures that workflow code awaits, and a buffer of
+writes flushed to Redis once per event-loop tick, so a ``gather`` of a thousand
+activities is one fenced script call, not a thousand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from redis.exceptions import RedisError
+
+from . import serde
+from .context import Context, _Scope, _scope
+from .errors import (
+    ActivityError,
+    ChildWorkflowError,
+    LeaseLostError,
+    NondeterminismError,
+    TaskloomError,
+)
+from .store import Event, Op, Store, now_ms
+
+if TYPE_CHECKING:
+    from .definitions import Registry
+
+__all__ = ["Execution", "Host"]
+
+log = logging.getLogger("taskloom.execution")
+
+TERMINAL_EVENTS = {"run_completed", "run_failed", "run_cancelled"}
+
+
+class Host(Protocol):
+    """What an execution needs from the worker that holds it."""
+
+    store: Store
+    registry: Registry
+    worker_id: str
+    queue: str
+    claim_ttl_ms: int
+
+    def take_slot(self) -> bool: ...
+    def give_slot(self) -> None: ...
+    def run_local(
+        self, run_id: str, seq: str, name: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> None: ...
+    def finished(self, execution: Execution) -> None: ...
+    def evict_soon(self, execution: Execution) -> None: ...
+
+
+@dataclass
+class _Step:
+    kind: str
+    name: str
+    scheduled: bool = False
+    dispatch: str = ""
+    dispatched_here: bool = False
+    done: bool = False
+    ok: bool = True
+    value: Any = None
+    error: dict[str, Any] | None = None
+    due_ms: int = 0
+    child_id: str = ""
+
+
+@dataclass
+class _Batch:
+    ops: list[Op] = field(default_factory=list)
+    tasks: list[dict[str, str]] = field(default_factory=list)
+    local: dict[str, tuple[str, list[Any], dict[str, Any]]] = field(default_factory=dict)
+    after: list[Any] = field(default_factory=list)
+
+
+def _error_dict(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, TaskloomError):
+        out = exc.to_dict()
+    else:
+        out = {"type": type(exc).__name__, "message": str(exc)}
+    out["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
+    return out
+
+
+class Execution:
+    """A run owned by this worker: replayed from its log, then continued for real."""
+
+    def __init__(
+        self, *, host: Host, run_id: str, epoch: str, meta: dict[str, str], events: list[Event]
+    ) -> None:
+        self.host = host
+        self.run_id = run_id
+        self.epoch = epoch
+        self.workflow_name = meta["workflow"]
+        self.input = serde.loads(meta["input"])
+        parent = meta.get("parent") or ""
+        self.parent: dict[str, Any] | None = serde.loads(parent) if parent else None
+        self.steps: dict[str, _Step] = {}
+        self.signals: dict[str, deque[tuple[str, Any]]] = {}
+        self.taken_signals: set[str] = set()
+        self.waiters: dict[str, asyncio.Future[_Step]] = {}
+        self.waiting_kind: dict[str, str] = {}
+        self.signal_waiters: dict[str, deque[str]] = {}
+        self.timer_handles: dict[str, asyncio.TimerHandle] = {}
+        self.last_id = ""
+        self.cancel_requested = False
+        self.terminal = False
+        self.replaying = True
+        self.task: asyncio.Task[Any] | None = None
+        self._batch = _Batch()
+        self._flush_queued = False
+        self._flushing: asyncio.Task[None] | None = None
+        self._root = _Scope("")
+        for event in events:
+            self.apply(event)
+        if events:
+            self.last_id = events[-1].id
+
+    # -- applying recorded events -------------------------------------------------------
+    def apply_all(self, events: list[Event], *, read: bool = True) -> None:
+        """Apply log events (idempotent) and wake whatever waits on them.
+
+        ``read`` says the events were read in order from the log, so ``last_id`` may move
+        past them; outcomes this worker recorded itself are applied with ``read=False``.
+        """
+        for event in events:
+            self.apply(event)
+        if read and events:
+            self.last_id = events[-1].id
+        self._check_evictable()
+
+    def apply(self, event: Event) -> None:
+        """Fold one log event into the history."""
+        d, seq = event.data, event.seq
+        t = event.type
+        if t == "activity_scheduled" and seq is not None:
+            step = self.steps.setdefault(seq, _Step("activity", d["name"]))
+            step.scheduled, step.dispatch = True, d.get("dispatch", "queue")
+        elif (
+            t
+            in (
+                "activity_completed",
+                "activity_failed",
+                "child_completed",
+                "child_failed",
+                "timer_fired",
+                "signal_taken",
+                "now_recorded",
+            )
+            and seq is not None
+        ):
+            kind = {
+                "activity_completed": "activity",
+                "activity_failed": "activity",
+                "child_completed": "child",
+                "child_failed": "child",
+                "timer_fired": "timer",
+                "signal_taken": "signal",
+                "now_recorded": "now",
+            }[t]
+            step = self.steps.setdefault(seq, _Step(kind, d.get("name", "")))
+            if t == "signal_taken":
+                self.taken_signals.add(d["signal_id"])
+                self._drop_signal(d["name"], d["signal_id"])
+            self._resolve(
+                seq,
+                step,
+                ok=not t.endswith("_failed"),
+                value=d.get("result", d.get("payload", d.get("value"))),
+                error=d.get("error"),
+            )
+        elif t == "timer_started" and seq is not None:
+            step = self.steps.setdefault(seq, _Step("timer", "sleep"))
+            step.scheduled, step.due_ms = True, int(d["due_ms"])
+        elif t == "child_started" and seq is not None:
+            step = self.steps.setdefault(seq, _Step("child", d["workflow"]))
+            step.scheduled, step.child_id = True, d["child_id"]
+        elif t == "signal_received":
+            if event.id not in self.taken_signals:
+                self.signals.setdefault(d["name"], deque()).append((event.id, d.get("payload")))
+                self._feed_signal_waiters(d["name"])
+        elif t == "cancel_requested" and not self.cancel_requested:
+            self.cancel_requested = True
+            if self.task is not None and not self.task.done():
+                self.task.cancel()
+        elif t in TERMINAL_EVENTS:
+            self.terminal = True
+
+    def _resolve(
+        self, seq: str, step: _Step, *, ok: bool, value: Any, error: dict[str, Any] | None
+    ) -> None:
+        if step.done:
+            return
+        step.done, step.ok, step.value, step.error = True, ok, value, error
+        fut = self.waiters.pop(seq, None)
+        self.waiting_kind.pop(seq, None)
+        if fut is not None and not fut.done():
+            fut.set_result(step)
+
+    def _drop_signal(self, name: str, signal_id: str) -> None:
+        pending = self.signals.get(name)
+        if pending:
+            self.signals[name] = deque(s for s in pending if s[0] != signal_id)
+
+    # -- step helpers -------------------------------------------------------------------
+    def _step(self, seq: str, kind: str, name: str) -> _Step | None:
+        step = self.steps.get(seq)
+        if step is not None and (step.kind != kind or step.name != name):
+            raise NondeterminismError(
+                f"run {self.run_id}, step {seq}: the workflow now calls {kind} {name!r}, but "
+                f"the log recorded {step.kind} {step.name!r} at this position. Workflow code "
+                f"changed while this run was in flight, or it branches on something not "
+                f"recorded (time, randomness, I/O): use ctx.now()/ctx.random() and keep "
+                f"running runs on the code that started them"
+            )
+        if step is None:
+            self.replaying = False
+        return step
+
+    def _wait(self, seq: str, kind: str) -> asyncio.Future[_Step]:
+        fut = self.waiters.get(seq)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self.waiters[seq] = fut
+            self.waiting_kind[seq] = kind
+            if kind in ("timer", "signal"):
+                self._check_evictable()
+        return fut
+
+    # -- the workflow-facing operations (called by Context) -----------------------------
+    async def activity(self, seq: str, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Run activity ``name`` as step ``seq``, or return its recorded outcome."""
+        step = self._step(seq, "activity", name)
+        if step is None:
+            step = self.steps[seq] = _Step("activity", name, scheduled=True)
+            self._dispatch(seq, step, args, kwargs, new=True)
+        elif not step.done and step.dispatch == "local" and not step.dispatched_here:
+            self._dispatch(seq, step, args, kwargs, new=False)  # its runner died with its owner
+        if not step.done:
+            step = await self._wait(seq, "activity")
+        if step.ok:
+            return step.value
+        err = step.error or {}
+        raise ActivityError(
+            f"activity {name!r} (step {seq}) failed: {err.get('type', 'Error')}: "
+            f"{err.get('message', '')}",
+            activity=name,
+            error_type=str(err.get("type", "")),
+        )
+
+    def _dispatch(
+        self, seq: str, step: _Step, args: list[Any], kwargs: dict[str, Any], *, new: bool
+    ) -> None:
+        args_json = serde.dumps(args, what=f"arguments of activity {step.name!r}")
+        kwargs_json = serde.dumps(kwargs, what=f"keyword arguments of activity {step.name!r}")
+        local = self.host.take_slot()
+        step.dispatch, step.dispatched_here = ("local" if local else "queue"), True
+        event = {
+            "type": "activity_scheduled",
+            "seq": seq,
+            "name": step.name,
+            "dispatch": step.dispatch,
+            "ts": now_ms(),
+        }
+        if new:
+            event["args"], event["kwargs"] = args, kwargs
+        b = self._batch
+        b.ops.append(Op(event=event, mode="sched", seq=seq, claim=local))
+        if local:
+            b.local[seq] = (step.name, args, kwargs)
+        else:
+            b.tasks.append(
+                {
+                    "run": self.run_id,
+                    "seq": seq,
+                    "name": step.name,
+                    "args": args_json,
+                    "kwargs": kwargs_json,
+                }
+            )
+        self._queue_flush()
+
+    async def sleep(self, seq: str, seconds: float) -> None:
+        """A durable timer as step ``seq``."""
+        step = self._step(seq, "timer", "sleep")
+        if step is None:
+            step = self.steps[seq] = _Step(
+                "timer", "sleep", scheduled=True, due_ms=now_ms() + int(seconds * 1000)
+            )
+            self._batch.ops.append(
+                Op(
+                    event={
+                        "type": "timer_started",
+                        "seq": seq,
+                        "due_ms": step.due_ms,
+                        "ts": now_ms(),
+                    }
+                )
+            )
+            self._queue_flush()
+        if not step.done:
+            fut = self._wait(seq, "timer")
+            self._arm_timer(seq, step)
+            await fut
+
+    def _arm_timer(self, seq: str, step: _Step) -> None:
+        if seq in self.timer_handles:
+            return
+        delay = max(0.0, (step.due_ms - now_ms()) / 1000)
+        loop = asyncio.get_running_loop()
+        self.timer_handles[seq] = loop.call_later(delay, self._fire_timer, seq)
+
+    def _fire_timer(self, seq: str) -> None:
+        self.timer_handles.pop(seq, None)
+        step = self.steps[seq]
+        if step.done:
+            return
+        self._batch.ops.append(
+            Op(event={"type": "timer_fired", "seq": seq, "ts": now_ms()}, mode="step", seq=seq)
+        )
+        self._queue_flush()
+        self._resolve(seq, step, ok=True, value=None, error=None)
+
+    async def wait_for_signal(self, seq: str, name: str) -> Any:
+        """Take the next signal ``name`` as step ``seq``."""
+        step = self._step(seq, "signal", name)
+        if step is None:
+            step = self.steps[seq] = _Step("signal", name)
+            fut = self._wait(seq, "signal")
+            self.signal_waiters.setdefault(name, deque()).append(seq)
+            self._feed_signal_waiters(name)
+        elif not step.done:
+            fut = self._wait(seq, "signal")
+        if not step.done:
+            step = await fut
+        return step.value
+
+    def _feed_signal_waiters(self, name: str) -> None:
+        waiting, pending = self.signal_waiters.get(name), self.signals.get(name)
+        while waiting and pending:
+            seq = waiting.popleft()
+            signal_id, payload = pending.popleft()
+            self.taken_signals.add(signal_id)
+            self._batch.ops.append(
+                Op(
+                    event={
+                        "type": "signal_taken",
+                        "seq": seq,
+                        "name": name,
+                        "signal_id": signal_id,
+                        "payload": payload,
+                        "ts": now_ms(),
+                    },
+                    mode="step",
+                    seq=seq,
+                )
+            )
+            self._queue_flush()
+            self._resolve(seq, self.steps[seq], ok=True, value=payload, error=None)
+
+    async def child(self, seq: str, workflow: str, args: list[Any]) -> Any:
+        """Run ``workflow`` as a child run, step ``seq``."""
+        step = self._step(seq, "child", workflow)
+        if step is None:
+            child_id = f"{self.run_id}.{seq}"
+            step = self.steps[seq] = _Step("child", workflow, scheduled=True, child_id=child_id)
+            input_json = serde.dumps(
+                {"args": args, "kwargs": {}}, what=f"input of child workflow {workflow!r}"
+            )
+            self._batch.ops.append(
+                Op(
+                    event={
+                        "type": "child_started",
+                        "seq": seq,
+                        "workflow": workflow,
+                        "child_id": child_id,
+                        "ts": now_ms(),
+                    }
+                )
+            )
+            self._batch.after.append(("child", seq, child_id, workflow, input_json))
+            self._queue_flush()
+        elif not step.done:  # after a takeover: make sure the child exists, or collect it
+            self._batch.after.append(
+                ("child", seq, step.child_id, workflow, serde.dumps({"args": args, "kwargs": {}}))
+            )
+            self._queue_flush()
+        if not step.done:
+            step = await self._wait(seq, "child")
+        if step.ok:
+            return step.value
+        err = step.error or {}
+        raise ChildWorkflowError(
+            f"child run {step.child_id} ({workflow}) failed: "
+            f"{err.get('type', 'Error')}: {err.get('message', '')}"
+        )
+
+    def now(self, seq: str) -> int:
+        """The time in ms for step ``seq``, recorded on first use."""
+        step = self._step(seq, "now", "now")
+        if step is None:
+            value = now_ms()
+            step = self.steps[seq] = _Step("now", "now", done=True, value=value)
+            self._batch.ops.append(
+                Op(event={"type": "now_recorded", "seq": seq, "value": value}, mode="step", seq=seq)
+            )
+            self._queue_flush()
+        return int(step.value)
+
+    # -- running the workflow function --------------------------------------------------
+    def start(self) -> None:
+        """Start (or replay) the workflow function in its own task."""
+        if self.cancel_requested:
+            self.task = asyncio.get_running_loop().create_task(self._cancelled_main())
+        else:
+            self.task = asyncio.get_running_loop().create_task(self._main())
+        self.task.add_done_callback(self._on_done)
+
+    async def _cancelled_main(self) -> Any:
+        raise asyncio.CancelledError
+
+    async def _main(self) -> Any:
+        _scope.set(self._root)
+        wf = self.host.registry.workflow(self.workflow_name)
+        return await wf.fn(
+            Context(self), *self.input.get("args", []), **self.input.get("kwargs", {})
+        )
+
+    def _on_done(self, task: asyncio.Task[Any]) -> None:
+        for handle in self.timer_handles.values():
+            handle.cancel()
+        if task.cancelled():
+            if not self.cancel_requested:
+                return  # evicted or lease lost: another incarnation goes on
+            status, event, result = "cancelled", {"type": "run_cancelled"}, None
+        elif (exc := task.exception()) is not None:
+            err = _error_dict(exc)
+            status, event, result = "failed", {"type": "run_failed", "error": err}, err
+        else:
+            result = task.result()
+            try:
+                serde.dumps(result, what=f"result of workflow {self.workflow_name!r}")
+                status, event = "completed", {"type": "run_completed", "result": result}
+            except TaskloomError as ser:
+                err = _error_dict(ser)
+                status, event, result = "failed", {"type": "run_failed", "error": err}, err
+        event["ts"] = now_ms()
+        asyncio.get_running_loop().create_task(self._finish(status, event, result))
+
+    async def _finish(self, status: str, event: dict[str, Any], result: Any) -> None:
+        try:
+            await self._drain()
+            await self.host.store.append(
+                self.run_id,
+                self.host.worker_id,
+                self.epoch,
+                [Op(event=event)],
+                claim_ttl_ms=self.host.claim_ttl_ms,
+                status=status,
+                result=result,
+            )
+            self.terminal = True
+            if status == "cancelled":
+                await self._cancel_children()
+            if self.parent is not None:
+                await self._deliver_to_parent(status, result)
+        except LeaseLostError as exc:
+            log.info("run %s: not finishing here: %s", self.run_id, exc)
+        except Exception:
+            log.exception("run %s: could not record its end; another worker will", self.run_id)
+        finally:
+            self.host.finished(self)
+
+    async def _deliver_to_parent(self, status: str, result: Any) -> None:
+        assert self.parent is not None
+        pid, pseq = self.parent["run_id"], self.parent["seq"]
+        await deliver(
+            self.host.store,
+            pid,
+            pseq,
+            child_outcome(pseq, self.workflow_name, status, result),
+            self.host.worker_id,
+        )
+
+    async def _cancel_children(self) -> None:
+        for step in self.steps.values():
+            if step.kind == "child" and not step.done and step.child_id:
+                routing = await self.host.store.external(
+                    step.child_id, {"type": "cancel_requested", "ts": now_ms()}
+                )
+                if routing.status == "ok":
+                    pipe = self.host.store.client.pipeline(transaction=False)
+                    self.host.store.route(pipe, step.child_id, routing)
+                    await pipe.execute()
+
+    # -- flushing buffered writes -------------------------------------------------------
+    def _queue_flush(self) -> None:
+        if not self._flush_queued:
+            self._flush_queued = True
+            asyncio.get_running_loop().call_soon(self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_queued = False
+        batch, self._batch = self._batch, _Batch()
+        if not (batch.ops or batch.after):
+            return
+        self._flushing = asyncio.get_running_loop().create_task(self._flush(batch, self._flushing))
+        self._flushing.add_done_callback(lambda _: self._check_evictable())
+
+    async def _drain(self) -> None:
+        while self._flush_queued or (self._flushing is not None and not self._flushing.done()):
+            if self._flush_queued:
+                self._start_flush()
+            if self._flushing is not None:
+                with contextlib.suppress(Exception):
+                    await self._flushing
+
+    async def _flush(self, batch: _Batch, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            with contextlib.suppress(BaseException):
+                await previous
+        store, host = self.host.store, self.host
+        try:
+            if batch.tasks:  # queue first: a crash before the log entry re-schedules it
+                pipe = store.client.pipeline(transaction=False)
+                for task in batch.tasks:
+                    pipe.xadd(store.keys.queue(host.queue), task)
+                await pipe.execute()
+            results = (
+                await store.append(
+                    self.run_id,
+                    host.worker_id,
+                    self.epoch,
+                    batch.ops,
+                    claim_ttl_ms=host.claim_ttl_ms,
+                )
+                if batch.ops
+                else []
+            )
+        except (LeaseLostError, RedisError) as exc:
+            for _ in batch.local:
+                host.give_slot()
+            log.warning("run %s: dropping it from this worker: %s", self.run_id, exc)
+            if self.task is not None:
+                self.task.cancel()
+            return
+        for op, res in zip(batch.ops, results, strict=True):
+            if op.seq in batch.local and op.mode == "sched":
+                if res in ("busy", "done"):
+                    host.give_slot()
+                else:
+                    name, args, kwargs = batch.local[op.seq]
+                    host.run_local(self.run_id, op.seq, name, args, kwargs)
+        for item in batch.after:
+            await self._after(item)
+
+    async def _after(self, item: tuple[Any, ...]) -> None:
+        _, seq, child_id, workflow, input_json = item
+        store = self.host.store
+        created, status = await store.create_run(
+            child_id,
+            workflow=workflow,
+            input_json=input_json,
+            parent={"run_id": self.run_id, "seq": seq},
+        )
+        if created or status == "pending":
+            await store.enqueue_run(child_id, "new")
+        elif status in ("completed", "failed", "cancelled"):  # it ended while we were away
+            info = await store.run_info(child_id)
+            await deliver(
+                store,
+                self.run_id,
+                seq,
+                child_outcome(seq, workflow, status, info.result),
+                self.host.worker_id,
+            )
+
+    # -- eviction -----------------------------------------------------------------------
+    def _check_evictable(self) -> None:
+        if self.evictable():
+            self.host.evict_soon(self)
+
+    def evictable(self) -> bool:
+        """Waiting only on timers or signals: the run can leave memory until they fire."""
+        if self.terminal or self.task is None or self.task.done() or not self.waiters:
+            return False
+        if self._flush_queued or (self._flushing is not None and not self._flushing.done()):
+            return False
+        return all(k in ("timer", "signal") for k in self.waiting_kind.values())
+
+    def next_due_ms(self) -> int | None:
+        """The earliest pending timer, for the scheduler's timer set."""
+        dues = [self.steps[s].due_ms for s, k in self.waiting_kind.items() if k == "timer"]
+        return min(dues) if dues else None
+
+
+async def deliver(
+    store: Store, run_id: str, seq: str, event: dict[str, Any], worker_id: str
+) -> None:
+    """Record an outcome on ``run_id`` step ``seq`` exactly once and wake its owner."""
+    (routing,) = await store.record([(run_id, seq, event)], worker_id)
+    if routing.status == "ok":
+        pipe = store.client.pipeline(transaction=False)
+        store.route(pipe, run_id, routing)
+        await pipe.execute()
+
+
+def child_outcome(seq: str, workflow: str, status: str, result: Any) -> dict[str, Any]:
+    """The event that records a finished child run on its parent's step ``seq``."""
+    if status == "completed":
+        return {
+            "type": "child_completed",
+            "seq": seq,
+            "name": workflow,
+            "result": result,
+            "ts": now_ms(),
+        }
+    error = (
+        result
+        if isinstance(result, dict) and result
+        else {"type": "RunCancelledError", "message": f"child run {status}"}
+    )
+    return {"type": "child_failed", "seq": seq, "name": workflow, "error": error, "ts": now_ms()}

@@ -1,0 +1,81 @@
+"""Every Redis key taskloom uses, built in one place.
+
+The keys of one run share the ``{run_id}`` hash tag, so every script that touches a
+run stays inside one hash slot; the scheduler's, the status index's, each queue's and
+each worker's keys carry tags of their own. The layout is ready for Redis Cluster.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ACTIVE_STATUSES", "STATUSES", "TERMINAL_STATUSES", "Keys"]
+
+TERMINAL_STATUSES = ("completed", "failed", "cancelled")
+ACTIVE_STATUSES = ("pending", "running", "waiting")
+STATUSES = ACTIVE_STATUSES + TERMINAL_STATUSES
+
+
+class Keys:
+    """Key names under one prefix (``Settings.key_prefix``)."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    # -- one run: all share the {run_id} tag -------------------------------------------
+    def meta(self, run_id: str) -> str:
+        """Hash: workflow, input, status, owner, epoch, lease, result."""
+        return f"{self.prefix}:run:{{{run_id}}}:meta"
+
+    def log(self, run_id: str) -> str:
+        """Stream: the run's append-only event log, its source of truth."""
+        return f"{self.prefix}:run:{{{run_id}}}:log"
+
+    def steps(self, run_id: str) -> str:
+        """Hash: step seq -> id of the log entry that recorded its outcome (exactly once)."""
+        return f"{self.prefix}:run:{{{run_id}}}:steps"
+
+    def claim(self, run_id: str, seq: str) -> str:
+        """String with a TTL: the worker executing this activity right now."""
+        return f"{self.prefix}:run:{{{run_id}}}:claim:{seq}"
+
+    def run_keys(self, run_id: str) -> tuple[str, str, str]:
+        """``(meta, log, steps)`` of a run, the KEYS most scripts take."""
+        return self.meta(run_id), self.log(run_id), self.steps(run_id)
+
+    # -- status index: one tag ----------------------------------------------------------
+    def index(self, status: str) -> str:
+        """Sorted set: run ids in ``status``, scored by last change (ms)."""
+        return f"{self.prefix}:{{idx}}:status:{status}"
+
+    # -- scheduler: one tag -------------------------------------------------------------
+    @property
+    def runq(self) -> str:
+        """Stream + consumer group: runs that need a worker to take them."""
+        return f"{self.prefix}:{{sched}}:runq"
+
+    @property
+    def timers(self) -> str:
+        """Sorted set: ``run_id`` of durable timers, scored by due time (ms)."""
+        return f"{self.prefix}:{{sched}}:timers"
+
+    @property
+    def leases(self) -> str:
+        """Sorted set: run ids by lease expiry (ms), to find a dead worker's runs."""
+        return f"{self.prefix}:{{sched}}:leases"
+
+    # -- activity queues and workers ----------------------------------------------------
+    def queue(self, name: str) -> str:
+        """Stream + consumer group: activity tasks any worker can take."""
+        return f"{self.prefix}:{{q:{name}}}:tasks"
+
+    def wake(self, worker_id: str) -> str:
+        """Stream: run ids whose new events the owning worker should read."""
+        return f"{self.prefix}:{{w:{worker_id}}}:wake"
+
+    @property
+    def stats(self) -> str:
+        """Hash: cluster-wide counters (duplicates dropped, ...)."""
+        return f"{self.prefix}:stats"
+
+    GROUP = "workers"

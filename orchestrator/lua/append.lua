@@ -1,0 +1,47 @@
+-- The owner's fenced write: append events to the run's log, in order.
+-- KEYS: meta, log, steps, claim keys referenced by index...
+-- ARGV: worker_id, epoch, now_ms, claim_ttl_ms, new_status, result_json, n,
+--       then n times: seq, mode, claim_key_index, event_json
+-- mode 'log'   plain event
+--      'step'  an outcome the owner decides (timer fired, signal taken): first one wins
+--      'sched' an activity scheduled; skipped when its outcome is already recorded;
+--              with a claim key index, the owner claims it to run it itself
+-- Returns one entry per event: the new entry id, 'done' (outcome already recorded),
+-- 'busy' (another worker holds the claim), or 'dup'.
+local m = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'status')
+if m[1] ~= ARGV[1] or m[2] ~= ARGV[2] then
+  return redis.error_reply('STALE lease: run owned by ' .. tostring(m[1]) .. ' epoch ' .. tostring(m[2]))
+end
+if m[3] == 'completed' or m[3] == 'failed' or m[3] == 'cancelled' then
+  return redis.error_reply('TERMINAL run is ' .. m[3])
+end
+local out = {}
+local n = tonumber(ARGV[7])
+local i = 8
+for k = 1, n do
+  local seq, mode, claim, event = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  i = i + 4
+  if mode == 'log' then
+    out[k] = redis.call('XADD', KEYS[2], '*', 'e', event)
+  elseif redis.call('HEXISTS', KEYS[3], seq) == 1 then
+    out[k] = mode == 'sched' and 'done' or 'dup'
+  elseif mode == 'step' then
+    local id = redis.call('XADD', KEYS[2], '*', 'e', event)
+    redis.call('HSET', KEYS[3], seq, id)
+    out[k] = id
+  else
+    local busy = false
+    if claim > 0 then
+      busy = not redis.call('SET', KEYS[claim], ARGV[1], 'NX', 'PX', ARGV[4])
+    end
+    local id = redis.call('XADD', KEYS[2], '*', 'e', event)
+    out[k] = busy and 'busy' or id
+  end
+end
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'status', ARGV[5], 'updated_ms', ARGV[3])
+  if ARGV[5] == 'completed' or ARGV[5] == 'failed' or ARGV[5] == 'cancelled' then
+    redis.call('HSET', KEYS[1], 'result', ARGV[6], 'owner', '', 'lease_until', 0)
+  end
+end
+return out

@@ -1,0 +1,97 @@
+"""Typed settings, read from the environment only at the edges.
+
+Explicit arguments win over ``TASKLOOM_*`` variables, which win over defaults::
+
+    settings = Settings.from_env(concurrency=4)   # env for the rest
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigurationError
+
+__all__ = ["Settings", "default_data_dir"]
+
+
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The per-user data directory: ``$XDG_DATA_HOME/taskloom`` or ``~/.local/share/taskloom``."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "taskloom"
+
+
+# setting name -> environment variables, first one set wins
+_ENV: dict[str, tuple[str, ...]] = {
+    "redis_url": ("TASKLOOM_REDIS_URL", "REDIS_URL"),
+    "data_dir": ("TASKLOOM_DATA_DIR",),
+    "key_prefix": ("TASKLOOM_KEY_PREFIX",),
+    "concurrency": ("TASKLOOM_CONCURRENCY",),
+    "lease_ttl": ("TASKLOOM_LEASE_TTL",),
+    "appendfsync": ("TASKLOOM_APPENDFSYNC",),
+    "queue": ("TASKLOOM_QUEUE",),
+}
+
+
+class Settings(BaseModel):
+    """Everything taskloom can be configured with.
+
+    ``redis_url`` unset means: start (or reuse) an embedded redis-server under
+    ``data_dir``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    redis_url: str | None = None
+    """Redis to use; ``None`` starts the embedded server (env: TASKLOOM_REDIS_URL, REDIS_URL)."""
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """Where the embedded Redis keeps its socket and AOF (env: TASKLOOM_DATA_DIR)."""
+    key_prefix: str = "tl"
+    """Prefix of every Redis key, so several deployments share one Redis (TASKLOOM_KEY_PREFIX)."""
+    concurrency: int = Field(default=16, ge=1, le=10_000)
+    """Activities a worker runs at once (TASKLOOM_CONCURRENCY)."""
+    lease_ttl: float = Field(default=2.0, gt=0.05, le=3600)
+    """Seconds a worker's lease on a run or an activity lasts without a heartbeat."""
+    appendfsync: Literal["everysec", "always"] = "everysec"
+    """AOF fsync policy of the embedded Redis (TASKLOOM_APPENDFSYNC)."""
+    queue: str = "default"
+    """Activity queue a worker takes work from (TASKLOOM_QUEUE)."""
+
+    @field_validator("key_prefix", "queue")
+    @classmethod
+    def _no_braces(cls, value: str) -> str:
+        if not value or any(c in value for c in "{}: \t\n"):
+            raise ValueError("must be non-empty, without braces, colons or whitespace")
+        return value
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``); ``overrides`` win.
+
+        Overrides whose value is ``None`` are ignored, so CLI options can be passed as is.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name, variables in _ENV.items():
+            for var in variables:
+                if env.get(var):
+                    values[name] = env[var]
+                    break
+        if "data_dir" not in values and env is not os.environ:
+            values["data_dir"] = default_data_dir(env)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigurationError(
+                f"invalid taskloom settings ({problems}); fix the argument or the "
+                f"TASKLOOM_* environment variable"
+            ) from None

@@ -1,0 +1,417 @@
+"""The Redis state store: every read and write of taskloom's durable state.
+
+The store owns the key layout (:class:`~orchestrator.keys.Keys`) and the Lua scripts,
+registered once per client and called by EVALSHA. Each multi-key change is one script
+touching one hash slot; the few follow-ups that cross slots (status index, queues,
+wake-ups) are idempotent, so a crash between the two leaves nothing wrong that the next
+step does not repair.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
+
+from . import serde
+from .errors import LeaseLostError, RunIdConflictError, RunNotFoundError
+from .keys import STATUSES, TERMINAL_STATUSES, Keys
+
+__all__ = ["Event", "Op", "Routing", "RunInfo", "Store", "now_ms"]
+
+_SCRIPTS = (
+    "create_run",
+    "acquire",
+    "renew",
+    "release",
+    "append",
+    "start",
+    "record",
+    "external",
+    "pop_timers",
+    "set_index",
+)
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, as stored in leases and timers."""
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a run's log."""
+
+    id: str
+    """The stream entry id (``ms-seq``), ordered."""
+    type: str
+    data: dict[str, Any]
+
+    @property
+    def seq(self) -> str | None:
+        """The workflow step this event belongs to, if any."""
+        value = self.data.get("seq")
+        return None if value is None else str(value)
+
+    @classmethod
+    def parse(cls, entry_id: str, fields: dict[str, str]) -> Event:
+        """Build an event from a raw stream entry."""
+        data = serde.loads(fields["e"])
+        return cls(id=entry_id, type=data.get("type", "?"), data=data)
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One event for :meth:`Store.append`, with how it is written."""
+
+    event: dict[str, Any]
+    mode: Literal["log", "step", "sched"] = "log"
+    seq: str = ""
+    claim: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """Where to send the wake-up after an outcome was recorded on a run."""
+
+    status: str  # ok | dup | late | missing | terminal
+    entry_id: str = ""
+    owner: str = ""
+    lease_until: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A run's metadata, as listed by status."""
+
+    run_id: str
+    workflow: str
+    status: str
+    created_ms: int
+    updated_ms: int
+    owner: str
+    parent: dict[str, Any] | None
+    result: Any
+    duplicates_dropped: int
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, str]) -> RunInfo:
+        """Build from the run's meta hash."""
+        parent = meta.get("parent") or ""
+        result = meta.get("result") or ""
+        return cls(
+            run_id=meta["run_id"],
+            workflow=meta.get("workflow", ""),
+            status=meta.get("status", ""),
+            created_ms=int(meta.get("created_ms") or 0),
+            updated_ms=int(meta.get("updated_ms") or 0),
+            owner=meta.get("owner", ""),
+            parent=serde.loads(parent) if parent else None,
+            result=serde.loads(result) if result else None,
+            duplicates_dropped=int(meta.get("dups") or 0),
+        )
+
+
+class Store:
+    """Durable state on one Redis client (``decode_responses=True``)."""
+
+    def __init__(self, client: Redis, *, prefix: str = "tl") -> None:
+        self.client = client
+        self.keys = Keys(prefix)
+        lua = resources.files("orchestrator") / "lua"
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script((lua / f"{name}.lua").read_text()) for name in _SCRIPTS
+        }
+
+    def _script(self, name: str) -> AsyncScript:
+        return self._scripts[name]
+
+    async def _call(
+        self, name: str, keys: Sequence[str], args: Sequence[Any], pipe: Pipeline | None = None
+    ) -> Any:
+        return await self._scripts[name](keys=list(keys), args=list(args), client=pipe)
+
+    # -- runs ---------------------------------------------------------------------------
+    async def create_run(
+        self,
+        run_id: str,
+        *,
+        workflow: str,
+        input_json: str,
+        parent: dict[str, Any] | None = None,
+    ) -> tuple[bool, str]:
+        """Create a run; returns ``(created, status)``. Same id + same input is a no-op."""
+        meta, log, _ = self.keys.run_keys(run_id)
+        ts = now_ms()
+        event = serde.dumps({"type": "run_created", "workflow": workflow, "ts": ts})
+        res = await self._call(
+            "create_run",
+            [meta, log],
+            [
+                run_id,
+                workflow,
+                input_json,
+                serde.digest(input_json),
+                ts,
+                serde.dumps(parent) if parent else "",
+                event,
+            ],
+        )
+        if res[0] == "conflict":
+            raise RunIdConflictError(
+                f"run id {run_id!r} already exists with a different "
+                f"{'workflow (' + str(res[1]) + ')' if res[1] != workflow else 'input'}; "
+                f"a run id is an idempotency key: reuse it only for the same workflow and "
+                f"input, or choose a new id"
+            )
+        if res[0] == "created":
+            await self.set_index(run_id, "pending")
+        return res[0] == "created", str(res[1])
+
+    async def get_meta(self, run_id: str) -> dict[str, str]:
+        """The run's meta hash; raises :class:`RunNotFoundError` if there is no such run."""
+        meta: dict[str, str] = await self.client.hgetall(self.keys.meta(run_id))
+        if not meta:
+            raise RunNotFoundError(
+                f"no run {run_id!r} under key prefix {self.keys.prefix!r}; list runs with "
+                f"`taskloom runs` and check TASKLOOM_REDIS_URL / TASKLOOM_KEY_PREFIX"
+            )
+        return meta
+
+    async def run_info(self, run_id: str) -> RunInfo:
+        """The run's metadata as a :class:`RunInfo`."""
+        return RunInfo.from_meta(await self.get_meta(run_id))
+
+    async def set_index(self, run_id: str, status: str, pipe: Pipeline | None = None) -> None:
+        """Put ``run_id`` in the index of ``status`` (and out of every other)."""
+        keys = [self.keys.index(status)] + [self.keys.index(s) for s in STATUSES if s != status]
+        await self._call("set_index", keys, [run_id, now_ms()], pipe)
+
+    async def list_runs(self, status: str | None = None, *, limit: int = 100) -> list[RunInfo]:
+        """Runs by status (newest change first), from the index sorted sets; never SCAN."""
+        statuses = [status] if status else list(STATUSES)
+        pipe = self.client.pipeline(transaction=False)
+        for s in statuses:
+            pipe.zrevrange(self.keys.index(s), 0, limit - 1, withscores=True)
+        ranked: list[tuple[float, str, str]] = []
+        for s, rows in zip(statuses, await pipe.execute(), strict=True):
+            ranked.extend((score, run_id, s) for run_id, score in rows)
+        ranked.sort(reverse=True)
+        ranked = ranked[:limit]
+        pipe = self.client.pipeline(transaction=False)
+        for _, run_id, _ in ranked:
+            pipe.hgetall(self.keys.meta(run_id))
+        out: list[RunInfo] = []
+        for (_, run_id, indexed), meta in zip(ranked, await pipe.execute(), strict=True):
+            if not meta:
+                continue
+            if meta.get("status") != indexed:  # the index lags the run: repair it
+                await self.set_index(run_id, meta["status"])
+                if status and meta.get("status") != status:
+                    continue
+            out.append(RunInfo.from_meta(meta))
+        return out
+
+    async def read_log(self, run_id: str, *, after: str = "") -> list[Event]:
+        """Events of the run's log after entry id ``after`` (all of them by default)."""
+        start = f"({after}" if after else "-"
+        rows = await self.client.xrange(self.keys.log(run_id), start, "+")
+        return [Event.parse(entry_id, fields) for entry_id, fields in rows]
+
+    async def follow_log(self, run_id: str, *, after: str, block_ms: int) -> list[Event]:
+        """Block up to ``block_ms`` for events after ``after``; ``[]`` on time-out."""
+        res = await self.client.xread({self.keys.log(run_id): after or "0"}, block=block_ms)
+        if not res:
+            return []
+        return [Event.parse(entry_id, fields) for entry_id, fields in res[0][1]]
+
+    # -- leases -------------------------------------------------------------------------
+    async def acquire(self, run_id: str, worker: str, *, ttl_ms: int) -> tuple[str, str]:
+        """Try to own a run: ``('acquired', epoch)``, ``('held', owner)``, ``('terminal'|
+        'missing', ...)``."""
+        ts = now_ms()
+        res = await self._call("acquire", [self.keys.meta(run_id)], [worker, ts, ttl_ms])
+        if res[0] == "acquired":
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zadd(self.keys.leases, {run_id: ts + ttl_ms})
+            if res[2] != "running":
+                await self.set_index(run_id, "running", pipe)
+            await pipe.execute()
+        return str(res[0]), str(res[1]) if len(res) > 1 else ""
+
+    async def renew(
+        self, leases: Iterable[tuple[str, str]], worker: str, *, ttl_ms: int
+    ) -> list[bool]:
+        """Renew ``(run_id, epoch)`` leases in one round trip; ``False`` where lost."""
+        leases = list(leases)
+        if not leases:
+            return []
+        ts = now_ms()
+        pipe = self.client.pipeline(transaction=False)
+        for run_id, epoch in leases:
+            await self._call("renew", [self.keys.meta(run_id)], [worker, epoch, ts, ttl_ms], pipe)
+        pipe.zadd(self.keys.leases, {run_id: ts + ttl_ms for run_id, _ in leases})
+        res = await pipe.execute()
+        return [bool(r) for r in res[:-1]]
+
+    async def release(
+        self, run_id: str, worker: str, epoch: str, *, last_seen: str, status: str
+    ) -> int:
+        """Give up a run: 1 released, 0 not ours any more, -1 unseen events arrived."""
+        meta, log, _ = self.keys.run_keys(run_id)
+        res = int(
+            await self._call("release", [meta, log], [worker, epoch, last_seen, status, now_ms()])
+        )
+        if res == 1:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zrem(self.keys.leases, run_id)
+            await self.set_index(run_id, status, pipe)
+            await pipe.execute()
+        return res
+
+    async def expired_leases(self, *, limit: int = 100) -> list[str]:
+        """Run ids whose lease has passed its expiry (their owner may be dead)."""
+        rows: list[str] = await self.client.zrangebyscore(
+            self.keys.leases, "-inf", now_ms(), start=0, num=limit
+        )
+        return rows
+
+    # -- the owner's writes -------------------------------------------------------------
+    async def append(
+        self,
+        run_id: str,
+        worker: str,
+        epoch: str,
+        ops: Sequence[Op],
+        *,
+        claim_ttl_ms: int,
+        status: str = "",
+        result: Any = None,
+    ) -> list[str]:
+        """Append ops to the run's log, fenced by ``epoch``; see ``append.lua``."""
+        meta, log, steps = self.keys.run_keys(run_id)
+        keys = [meta, log, steps]
+        args: list[Any] = [
+            worker,
+            epoch,
+            now_ms(),
+            claim_ttl_ms,
+            status,
+            serde.dumps(result) if status else "",
+            len(ops),
+        ]
+        for op in ops:
+            claim_index = 0
+            if op.claim:
+                keys.append(self.keys.claim(run_id, op.seq))
+                claim_index = len(keys)
+            args += [op.seq, op.mode, claim_index, serde.dumps(op.event)]
+        try:
+            res = await self._call("append", keys, args)
+        except ResponseError as exc:
+            if str(exc).startswith(("STALE", "TERMINAL")):
+                raise LeaseLostError(f"run {run_id}: {exc}") from None
+            raise
+        if status:
+            pipe = self.client.pipeline(transaction=False)
+            if status in TERMINAL_STATUSES:
+                pipe.zrem(self.keys.leases, run_id)
+            await self.set_index(run_id, status, pipe)
+            await pipe.execute()
+        return [str(r) for r in res]
+
+    # -- activities ---------------------------------------------------------------------
+    async def start_activities(
+        self, tasks: Sequence[tuple[str, str]], worker: str, *, ttl_ms: int
+    ) -> list[str]:
+        """Claim ``(run_id, seq)`` tasks in one round trip: 'ok', 'done' or 'busy' each."""
+        pipe = self.client.pipeline(transaction=False)
+        for run_id, seq in tasks:
+            await self._call(
+                "start",
+                [self.keys.steps(run_id), self.keys.claim(run_id, seq)],
+                [seq, worker, ttl_ms],
+                pipe,
+            )
+        return [str(r) for r in await pipe.execute()]
+
+    async def record(
+        self, items: Sequence[tuple[str, str, dict[str, Any]]], worker: str
+    ) -> list[Routing]:
+        """Record step outcomes ``(run_id, seq, event)`` exactly once each, pipelined."""
+        pipe = self.client.pipeline(transaction=False)
+        for run_id, seq, event in items:
+            meta, log, steps = self.keys.run_keys(run_id)
+            await self._call(
+                "record",
+                [meta, log, steps, self.keys.claim(run_id, seq)],
+                [seq, serde.dumps(event), worker],
+                pipe,
+            )
+        out = [_routing(r) for r in await pipe.execute()]
+        dups = sum(1 for r in out if r.status == "dup")
+        if dups:
+            await self.client.hincrby(self.keys.stats, "duplicates_dropped", dups)
+        return out
+
+    async def external(self, run_id: str, event: dict[str, Any]) -> Routing:
+        """Append an event from outside the run (signal, cancel request)."""
+        meta, log, _ = self.keys.run_keys(run_id)
+        return _routing(await self._call("external", [meta, log], [serde.dumps(event)]))
+
+    async def renew_claims(self, claims: Iterable[tuple[str, str]], *, ttl_ms: int) -> None:
+        """Extend the claims on activities this worker is running."""
+        pipe = self.client.pipeline(transaction=False)
+        for run_id, seq in claims:
+            pipe.pexpire(self.keys.claim(run_id, seq), ttl_ms)
+        await pipe.execute()
+
+    # -- queues, wake-ups, timers -------------------------------------------------------
+    async def ensure_groups(self, queue: str) -> None:
+        """Create the consumer groups (idempotent)."""
+        for stream in (self.keys.queue(queue), self.keys.runq):
+            try:
+                await self.client.xgroup_create(stream, Keys.GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def enqueue_run(self, run_id: str, why: str, pipe: Pipeline | None = None) -> None:
+        """Ask any worker to take ``run_id``."""
+        target = pipe if pipe is not None else self.client
+        await target.xadd(self.keys.runq, {"run": run_id, "why": why})
+
+    def route(self, pipe: Pipeline, run_id: str, routing: Routing) -> None:
+        """Queue the wake-up for a recorded outcome: to the live owner, else the run queue."""
+        if routing.owner and routing.lease_until > now_ms():
+            pipe.xadd(
+                self.keys.wake(routing.owner), {"run": run_id}, maxlen=10_000, approximate=True
+            )
+        else:
+            pipe.xadd(self.keys.runq, {"run": run_id, "why": "event"})
+
+    async def add_timer(self, run_id: str, due_ms: int, pipe: Pipeline | None = None) -> None:
+        """Make sure the run is woken at ``due_ms`` (keeps the earliest)."""
+        target = pipe if pipe is not None else self.client
+        await target.zadd(self.keys.timers, {run_id: due_ms}, lt=True)
+
+    async def pop_timers(self, *, limit: int = 100) -> int:
+        """Move due timers to the run queue; returns how many fired."""
+        return int(
+            await self._call("pop_timers", [self.keys.timers, self.keys.runq], [now_ms(), limit])
+        )
+
+
+def _routing(res: Any) -> Routing:
+    if res[0] != "ok":
+        return Routing(status=str(res[0]))
+    return Routing(
+        status="ok", entry_id=str(res[1]), owner=str(res[2] or ""), lease_until=int(res[3] or 0)
+    )

@@ -1,0 +1,533 @@
+"""The worker: owns runs (under leases), runs activities, and resumes what others dropped.
+
+One worker process serves any number of runs and up to ``concurrency`` activities at a
+time. It takes activities from its queue's consumer group, and runs an activity of a
+run it owns itself when it has a free slot (recorded exactly as if it had come off the
+queue). Every ``lease_ttl / 4`` seconds it renews its leases and activity claims,
+resumes runs whose owner's lease expired, reclaims a dead worker's deliveries
+(XAUTOCLAIM) and moves due timers to the run queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from . import serde
+from .definitions import ActivityDef, Registry, WorkflowDef
+from .errors import TaskloomError
+from .execution import Execution, _error_dict
+from .keys import Keys
+from .store import Event, Routing, Store, now_ms
+
+__all__ = ["ActivityInfo", "Worker", "activity_info"]
+
+log = logging.getLogger("taskloom.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityInfo:
+    """What a running activity knows about itself."""
+
+    run_id: str
+    seq: str
+    name: str
+    worker_id: str
+
+    @property
+    def idempotency_key(self) -> str:
+        """``run_id/seq``: pass it to external systems so a re-execution is harmless."""
+        return f"{self.run_id}/{self.seq}"
+
+
+_current: contextvars.ContextVar[ActivityInfo] = contextvars.ContextVar("taskloom_activity")
+
+
+def activity_info() -> ActivityInfo:
+    """The running activity's :class:`ActivityInfo` (only inside an activity)."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError("activity_info() is only available inside a running activity") from None
+
+
+class _Batcher:
+    """Collects items submitted in one event-loop tick and handles them in one call."""
+
+    def __init__(self, handle: Callable[[list[Any]], Awaitable[list[Any]]]) -> None:
+        self._handle = handle
+        self._items: list[tuple[Any, asyncio.Future[Any]]] = []
+
+    def submit(self, item: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        if not self._items:
+            loop.call_soon(lambda: loop.create_task(self._flush()))
+        self._items.append((item, fut))
+        return fut
+
+    async def _flush(self) -> None:
+        items, self._items = self._items, []
+        try:
+            results = await self._handle([i for i, _ in items])
+        except BaseException as exc:
+            for _, fut in items:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for (_, fut), res in zip(items, results, strict=True):
+            if not fut.done():
+                fut.set_result(res)
+
+
+class Worker:
+    """Runs workflows and activities against one store until stopped.
+
+    Example::
+
+        worker = Worker(store, workflows=[report], activities=[fetch], concurrency=8)
+        await worker.run()          # until SIGTERM / worker.stop()
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        workflows: Iterable[WorkflowDef] = (),
+        activities: Iterable[ActivityDef] = (),
+        modules: Iterable[ModuleType | str] = (),
+        concurrency: int = 16,
+        queue: str = "default",
+        lease_ttl: float = 2.0,
+        worker_id: str | None = None,
+        shutdown_grace: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.registry = Registry(workflows=workflows, activities=activities)
+        for module in modules:
+            self.registry.add_module(module)
+        self.concurrency = concurrency
+        self.queue = queue
+        self.lease_ttl = lease_ttl
+        self.claim_ttl_ms = int(lease_ttl * 1000)
+        self.worker_id = worker_id or (
+            f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        )
+        self.shutdown_grace = shutdown_grace
+        self.runs: dict[str, Execution] = {}
+        self._free = concurrency
+        self._slot_freed = asyncio.Event()
+        self._inflight: dict[tuple[str, str], str | None] = {}
+        self._held_msgs: set[str] = set()
+        self._activity_tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._evicting: set[str] = set()
+        self._executor = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="taskloom-activity"
+        )
+        self._recorder = _Batcher(self._record_batch)
+        self.started = asyncio.Event()
+
+    # -- slots (Host protocol) ----------------------------------------------------------
+    def take_slot(self) -> bool:
+        """Take a slot if one is free right now (used to run an owned activity here)."""
+        if self._free > 0 and not self._stopping.is_set():
+            self._free -= 1
+            return True
+        return False
+
+    def give_slot(self) -> None:
+        """Return a slot."""
+        self._free += 1
+        self._slot_freed.set()
+
+    async def _wait_slot(self) -> None:
+        while self._free <= 0:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+        self._free -= 1
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the worker to shut down gracefully (as SIGTERM does)."""
+        self._stopping.set()
+
+    async def run(self, *, install_signal_handlers: bool = False) -> None:
+        """Serve until :meth:`stop` (or SIGTERM/SIGINT with ``install_signal_handlers``)."""
+        await self.store.ensure_groups(self.queue)
+        loop = asyncio.get_running_loop()
+        if install_signal_handlers:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        loops = [
+            loop.create_task(self._guard(self._runq_loop), name="runq"),
+            loop.create_task(self._guard(self._queue_loop), name="queue"),
+            loop.create_task(self._guard(self._wake_loop), name="wake"),
+            loop.create_task(self._guard(self._maintenance_loop), name="maintenance"),
+        ]
+        self.started.set()
+        log.info(
+            "worker %s serving queue %r, %d slots", self.worker_id, self.queue, self.concurrency
+        )
+        try:
+            await self._stopping.wait()
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._shutdown()
+
+    async def _guard(self, body: Callable[[], Awaitable[None]]) -> None:
+        """Run a loop forever, riding out Redis outages with capped backoff."""
+        delay = 0.05
+        while not self._stopping.is_set():
+            try:
+                await body()
+                delay = 0.05
+            except RedisError as exc:
+                log.warning(
+                    "worker %s: Redis error (%s); retrying in %.2fs", self.worker_id, exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _shutdown(self) -> None:
+        store = self.store
+        with contextlib.suppress(RedisError):  # hand back deliveries not started yet
+            waiting = [m for m in self._held_msgs if m not in self._inflight.values()]
+            if waiting:
+                await self._requeue(waiting)
+        if self._activity_tasks:
+            _, pending = await asyncio.wait(self._activity_tasks, timeout=self.shutdown_grace)
+            for task in pending:
+                task.cancel()
+        for ex in list(self.runs.values()):
+            await ex._drain()
+            if ex.task is not None:
+                ex.task.cancel()
+            with contextlib.suppress(RedisError):
+                if (
+                    await store.release(
+                        ex.run_id, self.worker_id, ex.epoch, last_seen="", status="waiting"
+                    )
+                    == 1
+                ):
+                    await store.enqueue_run(ex.run_id, "released")
+        self.runs.clear()
+        with contextlib.suppress(RedisError):
+            await store.client.delete(store.keys.wake(self.worker_id))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        log.info("worker %s stopped", self.worker_id)
+
+    async def _requeue(self, msg_ids: list[str]) -> None:
+        qkey = self.store.keys.queue(self.queue)
+        rows = await self.store.client.xclaim(qkey, Keys.GROUP, self.worker_id, 0, msg_ids)
+        pipe = self.store.client.pipeline(transaction=False)
+        for msg_id, fields in rows:
+            if fields:
+                pipe.xadd(qkey, fields)
+            pipe.xack(qkey, Keys.GROUP, msg_id)
+            pipe.xdel(qkey, msg_id)
+        await pipe.execute()
+
+    # -- runs ---------------------------------------------------------------------------
+    async def _runq_loop(self) -> None:
+        client, key = self.store.client, self.store.keys.runq
+        while not self._stopping.is_set():
+            res = await client.xreadgroup(
+                Keys.GROUP, self.worker_id, {key: ">"}, count=50, block=1000
+            )
+            for _, messages in res or []:
+                await self._handle_run_messages(messages)
+
+    async def _handle_run_messages(self, messages: list[tuple[str, dict[str, str]]]) -> None:
+        key = self.store.keys.runq
+        for run_id in dict.fromkeys(f["run"] for _, f in messages if f):
+            await self.take_run(run_id)
+        ids = [m for m, _ in messages]
+        if ids:
+            pipe = self.store.client.pipeline(transaction=False)
+            pipe.xack(key, Keys.GROUP, *ids)
+            pipe.xdel(key, *ids)
+            await pipe.execute()
+
+    async def take_run(self, run_id: str) -> None:
+        """Look at ``run_id``: refresh it if held here, else try to own and resume it."""
+        ex = self.runs.get(run_id)
+        if ex is not None:
+            await self._refresh(ex)
+            return
+        if self._stopping.is_set():
+            await self.store.enqueue_run(run_id, "handoff")
+            return
+        state, value = await self.store.acquire(run_id, self.worker_id, ttl_ms=self.claim_ttl_ms)
+        if state == "held":
+            await self.store.client.xadd(
+                self.store.keys.wake(value), {"run": run_id}, maxlen=10_000, approximate=True
+            )
+            return
+        if state != "acquired":
+            return
+        try:
+            meta = await self.store.get_meta(run_id)
+            events = await self.store.read_log(run_id)
+        except (RedisError, TaskloomError):
+            log.exception("run %s: could not load its log", run_id)
+            return
+        ex = Execution(host=self, run_id=run_id, epoch=value, meta=meta, events=events)
+        self.runs[run_id] = ex
+        ex.start()
+
+    async def _refresh(self, ex: Execution) -> None:
+        events = await self.store.read_log(ex.run_id, after=ex.last_id)
+        ex.apply_all(events)
+
+    def finished(self, execution: Execution) -> None:
+        """The run ended (or was dropped): forget it."""
+        if self.runs.get(execution.run_id) is execution:
+            del self.runs[execution.run_id]
+
+    def evict_soon(self, execution: Execution) -> None:
+        """Drop a run that waits only on timers or signals from memory, shortly."""
+        if execution.run_id in self._evicting:
+            return
+        self._evicting.add(execution.run_id)
+        asyncio.get_running_loop().call_later(
+            0.05, lambda: asyncio.get_running_loop().create_task(self._evict(execution))
+        )
+
+    async def _evict(self, ex: Execution) -> None:
+        self._evicting.discard(ex.run_id)
+        if self.runs.get(ex.run_id) is not ex or not ex.evictable():
+            return
+        store = self.store
+        due = ex.next_due_ms()
+        if due is not None:
+            await store.add_timer(ex.run_id, due)
+        res = await store.release(
+            ex.run_id, self.worker_id, ex.epoch, last_seen=ex.last_id, status="waiting"
+        )
+        if res == -1:  # something arrived meanwhile: read it instead
+            await self._refresh(ex)
+            return
+        self.finished(ex)
+        if ex.task is not None:
+            ex.task.cancel()
+
+    # -- activities ---------------------------------------------------------------------
+    async def _queue_loop(self) -> None:
+        client, key = self.store.client, self.store.keys.queue(self.queue)
+        while not self._stopping.is_set():
+            if self._free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            res = await client.xreadgroup(
+                Keys.GROUP, self.worker_id, {key: ">"}, count=max(self._free, 1), block=1000
+            )
+            for _, messages in res or []:
+                await self._take_tasks(messages)
+
+    async def _take_tasks(self, messages: list[tuple[str, dict[str, str]]]) -> None:
+        qkey = self.store.keys.queue(self.queue)
+        stale = [m for m, f in messages if not f]  # deleted while pending
+        tasks = [(m, f) for m, f in messages if f]
+        if tasks:
+            self._held_msgs.update(m for m, _ in tasks)
+            states = await self.store.start_activities(
+                [(f["run"], f["seq"]) for _, f in tasks], self.worker_id, ttl_ms=self.claim_ttl_ms
+            )
+            for (msg_id, f), state in zip(tasks, states, strict=True):
+                if state == "ok":
+                    self._spawn(
+                        f["run"],
+                        f["seq"],
+                        f["name"],
+                        serde.loads(f["args"]),
+                        serde.loads(f.get("kwargs") or "{}"),
+                        msg_id,
+                        slot=False,
+                    )
+                elif state == "done":
+                    stale.append(msg_id)
+                else:  # another worker runs it: look again after the visibility timeout
+                    self._held_msgs.discard(msg_id)
+        if stale:
+            self._held_msgs.difference_update(stale)
+            pipe = self.store.client.pipeline(transaction=False)
+            pipe.xack(qkey, Keys.GROUP, *stale)
+            pipe.xdel(qkey, *stale)
+            await pipe.execute()
+
+    def run_local(
+        self, run_id: str, seq: str, name: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        """Run an activity of an owned run here (its slot is already taken)."""
+        self._spawn(run_id, seq, name, args, kwargs, None, slot=True)
+
+    def _spawn(
+        self,
+        run_id: str,
+        seq: str,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        msg_id: str | None,
+        *,
+        slot: bool,
+    ) -> None:
+        self._inflight[(run_id, seq)] = msg_id
+        task = asyncio.get_running_loop().create_task(
+            self._execute(run_id, seq, name, args, kwargs, msg_id, has_slot=slot)
+        )
+        self._activity_tasks.add(task)
+        task.add_done_callback(self._activity_tasks.discard)
+
+    async def _execute(
+        self,
+        run_id: str,
+        seq: str,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        msg_id: str | None,
+        *,
+        has_slot: bool,
+    ) -> None:
+        if not has_slot:
+            await self._wait_slot()
+        started = now_ms()
+        token = _current.set(ActivityInfo(run_id, seq, name, self.worker_id))
+        try:
+            event = await self._call_activity(name, args, kwargs)
+        finally:
+            _current.reset(token)
+        event |= {
+            "seq": seq,
+            "name": name,
+            "started_ms": started,
+            "ended_ms": now_ms(),
+            "worker": self.worker_id,
+        }
+        try:
+            routing: Routing = await self._recorder.submit((run_id, seq, event, msg_id))
+        finally:
+            self._inflight.pop((run_id, seq), None)
+            if msg_id is not None:
+                self._held_msgs.discard(msg_id)
+            self.give_slot()
+        if routing.status == "ok":
+            ex = self.runs.get(run_id)
+            if ex is not None and routing.owner == self.worker_id:
+                ex.apply_all(
+                    [Event(id=routing.entry_id, type=event["type"], data=event)], read=False
+                )
+            else:
+                pipe = self.store.client.pipeline(transaction=False)
+                self.store.route(pipe, run_id, routing)
+                await pipe.execute()
+
+    async def _call_activity(
+        self, name: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        try:
+            adef = self.registry.activity(name)
+            if adef.is_async:
+                result = await adef.fn(*args, **kwargs)
+            else:
+                ctx = contextvars.copy_context()
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, lambda: ctx.run(adef.fn, *args, **kwargs)
+                )
+            serde.dumps(result, what=f"result of activity {name!r}")
+            return {"type": "activity_completed", "result": result}
+        except Exception as exc:
+            return {"type": "activity_failed", "error": _error_dict(exc)}
+
+    async def _record_batch(
+        self, items: list[tuple[str, str, dict[str, Any], str | None]]
+    ) -> list[Routing]:
+        routings = await self.store.record([(r, s, e) for r, s, e, _ in items], self.worker_id)
+        acks = [m for _, _, _, m in items if m is not None]
+        if acks:
+            qkey = self.store.keys.queue(self.queue)
+            pipe = self.store.client.pipeline(transaction=False)
+            pipe.xack(qkey, Keys.GROUP, *acks)
+            pipe.xdel(qkey, *acks)
+            await pipe.execute()
+        return routings
+
+    # -- wake-ups and maintenance -------------------------------------------------------
+    async def _wake_loop(self) -> None:
+        client, key, last = self.store.client, self.store.keys.wake(self.worker_id), "0"
+        while not self._stopping.is_set():
+            res = await client.xread({key: last}, count=500, block=1000)
+            for _, messages in res or []:
+                last = messages[-1][0]
+                for run_id in dict.fromkeys(f["run"] for _, f in messages):
+                    await self.take_run(run_id)
+                await client.xtrim(key, minid=last)
+
+    async def _maintenance_loop(self) -> None:
+        interval = self.lease_ttl / 4
+        while not self._stopping.is_set():
+            await self._heartbeat()
+            await self._recover()
+            await asyncio.sleep(interval)
+
+    async def _heartbeat(self) -> None:
+        store = self.store
+        held = [(rid, ex.epoch) for rid, ex in self.runs.items()]
+        for (run_id, _), ok in zip(
+            held, await store.renew(held, self.worker_id, ttl_ms=self.claim_ttl_ms), strict=True
+        ):
+            ex = self.runs.get(run_id)
+            if not ok and ex is not None:
+                log.warning("run %s: lease lost to another worker; dropping it", run_id)
+                self.finished(ex)
+                if ex.task is not None:
+                    ex.task.cancel()
+        if self._inflight:
+            await store.renew_claims(list(self._inflight), ttl_ms=self.claim_ttl_ms)
+        if self._held_msgs:
+            await store.client.xclaim(
+                store.keys.queue(self.queue),
+                Keys.GROUP,
+                self.worker_id,
+                0,
+                list(self._held_msgs),
+                justid=True,
+            )
+
+    async def _recover(self) -> None:
+        """Resume runs of dead owners, reclaim stuck deliveries, fire due timers."""
+        store, idle = self.store, self.claim_ttl_ms
+        for run_id in await store.expired_leases():
+            if run_id not in self.runs:
+                await self.take_run(run_id)
+        if self._free > 0:
+            qkey = store.keys.queue(self.queue)
+            res = await store.client.xautoclaim(
+                qkey, Keys.GROUP, self.worker_id, idle, "0-0", count=self._free
+            )
+            if res[1]:
+                await self._take_tasks(res[1])
+        res = await store.client.xautoclaim(
+            store.keys.runq, Keys.GROUP, self.worker_id, idle, "0-0", count=50
+        )
+        if res[1]:
+            await self._handle_run_messages(res[1])
+        await store.pop_timers()

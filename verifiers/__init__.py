@@ -1,0 +1,3 @@
+"""verifiers (built in a later issue)."""
+
+__all__: list[str] = []
