@@ -61,6 +61,7 @@ __all__ = [
     "UnknownWorkflowError",
     "UserError",
     "Worker",
+    "WorkflowDef",
     "WorkflowError",
     "activity",
     "activity_info",

@@ -56,7 +56,9 @@ class RunHandle:
                     err = event.data.get("error") or {}
                     raise RunFailedError(
                         f"run {self.run_id} failed: {err.get('type', 'Error')}: "
-                        f"{err.get('message', '')}", error=err)
+                        f"{err.get('message', '')}",
+                        error=err,
+                    )
                 if event.type == "run_cancelled":
                     raise RunCancelledError(f"run {self.run_id} was cancelled")
         raise RunFailedError(f"run {self.run_id} log ended without a result")  # pragma: no cover
@@ -80,9 +82,12 @@ class RunHandle:
 
     async def signal(self, name: str, payload: Any = None) -> None:
         """Send a signal; a run waiting in ``ctx.wait_for_signal(name)`` resumes with it."""
-        event = {"type": "signal_received", "name": name,
-                 "payload": serde.loads(serde.dumps(payload, what=f"payload of signal {name!r}")),
-                 "ts": now_ms()}
+        event = {
+            "type": "signal_received",
+            "name": name,
+            "payload": serde.loads(serde.dumps(payload, what=f"payload of signal {name!r}")),
+            "ts": now_ms(),
+        }
         await self._external(event)
 
     async def cancel(self) -> None:
@@ -95,7 +100,7 @@ class RunHandle:
             await self._store.get_meta(self.run_id)  # raises RunNotFoundError
         if routing.status == "terminal":
             raise UserError(f"run {self.run_id} has already ended; nothing to {event['type']}")
-        pipe = self._store.client.pipeline(transaction=False)
+        pipe = self._store.raw.pipeline(transaction=False)
         self._store.route(pipe, self.run_id, routing)
         await pipe.execute()
 
@@ -107,8 +112,9 @@ class Orchestrator:
     Redis client you made yourself.
     """
 
-    def __init__(self, *, settings: Settings | None = None, client: Redis | None = None,
-                 **overrides: Any) -> None:
+    def __init__(
+        self, *, settings: Settings | None = None, client: Redis | None = None, **overrides: Any
+    ) -> None:
         self.settings = settings or Settings.from_env(**overrides)
         self._client = client
         self._conn: Connection | None = None
@@ -118,8 +124,12 @@ class Orchestrator:
         await self.connect()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
     async def connect(self) -> None:
@@ -143,12 +153,15 @@ class Orchestrator:
     def store(self) -> Store:
         """The underlying :class:`Store` (after :meth:`connect`)."""
         if self._store is None:
-            raise UserError("the Orchestrator is not connected: use `async with "
-                            "Orchestrator() as orch:` or `await orch.connect()` first")
+            raise UserError(
+                "the Orchestrator is not connected: use `async with "
+                "Orchestrator() as orch:` or `await orch.connect()` first"
+            )
         return self._store
 
-    async def start(self, workflow: WorkflowDef | str, *args: Any,
-                    run_id: str | None = None) -> RunHandle:
+    async def start(
+        self, workflow: WorkflowDef | str, *args: Any, run_id: str | None = None
+    ) -> RunHandle:
         """Start ``workflow(*args)``; returns at once with a :class:`RunHandle`.
 
         ``run_id`` is an idempotency key: starting again with the same id and the same
@@ -160,10 +173,10 @@ class Orchestrator:
         if run_id is not None and (not run_id or any(c in run_id for c in "{} \n")):
             raise UserError(f"run id {run_id!r} must be non-empty, without braces or spaces")
         rid = run_id or uuid.uuid4().hex
-        input_json = serde.dumps({"args": list(args), "kwargs": {}},
-                                 what=f"input of workflow {name!r}")
-        created, status = await self.store.create_run(rid, workflow=name,
-                                                      input_json=input_json)
+        input_json = serde.dumps(
+            {"args": list(args), "kwargs": {}}, what=f"input of workflow {name!r}"
+        )
+        created, status = await self.store.create_run(rid, workflow=name, input_json=input_json)
         if created or status == "pending":
             await self.store.enqueue_run(rid, "new")
         return RunHandle(self.store, rid)
@@ -178,14 +191,18 @@ class Orchestrator:
             raise UserError(f"unknown status {status!r}; choose one of {', '.join(STATUSES)}")
         return await self.store.list_runs(status, limit=limit)
 
-    def worker(self, *, workflows: Iterable[WorkflowDef] = (),
-               activities: Iterable[ActivityDef] = (),
-               modules: Iterable[ModuleType | str] = (), **options: Any) -> Worker:
+    def worker(
+        self,
+        *,
+        workflows: Iterable[WorkflowDef] = (),
+        activities: Iterable[ActivityDef] = (),
+        modules: Iterable[ModuleType | str] = (),
+        **options: Any,
+    ) -> Worker:
         """A :class:`Worker` on this connection, with the settings' defaults."""
         options.setdefault("concurrency", self.settings.concurrency)
         options.setdefault("queue", self.settings.queue)
         options.setdefault("lease_ttl", self.settings.lease_ttl)
-        return Worker(self.store, workflows=workflows, activities=activities,
-                      modules=modules, **options)
-
-
+        return Worker(
+            self.store, workflows=workflows, activities=activities, modules=modules, **options
+        )

@@ -36,6 +36,8 @@ __all__ = ["Execution", "Host"]
 
 log = logging.getLogger("taskloom.execution")
 
+KEEP_SHORT_TIMERS_MS = 1000
+
 TERMINAL_EVENTS = {"run_completed", "run_failed", "run_cancelled"}
 
 
@@ -436,6 +438,7 @@ class Execution:
     def _on_done(self, task: asyncio.Task[Any]) -> None:
         for handle in self.timer_handles.values():
             handle.cancel()
+        event: dict[str, Any]
         if task.cancelled():
             if not self.cancel_requested:
                 return  # evicted or lease lost: another incarnation goes on
@@ -496,7 +499,7 @@ class Execution:
                     step.child_id, {"type": "cancel_requested", "ts": now_ms()}
                 )
                 if routing.status == "ok":
-                    pipe = self.host.store.client.pipeline(transaction=False)
+                    pipe = self.host.store.raw.pipeline(transaction=False)
                     self.host.store.route(pipe, step.child_id, routing)
                     await pipe.execute()
 
@@ -529,7 +532,7 @@ class Execution:
         store, host = self.host.store, self.host
         try:
             if batch.tasks:  # queue first: a crash before the log entry re-schedules it
-                pipe = store.client.pipeline(transaction=False)
+                pipe = store.raw.pipeline(transaction=False)
                 for task in batch.tasks:
                     pipe.xadd(store.keys.queue(host.queue), task)
                 await pipe.execute()
@@ -593,7 +596,10 @@ class Execution:
             return False
         if self._flush_queued or (self._flushing is not None and not self._flushing.done()):
             return False
-        return all(k in ("timer", "signal") for k in self.waiting_kind.values())
+        if not all(k in ("timer", "signal") for k in self.waiting_kind.values()):
+            return False
+        due = self.next_due_ms()  # a timer about to fire is cheaper to keep than to replay
+        return due is None or due - now_ms() > KEEP_SHORT_TIMERS_MS
 
     def next_due_ms(self) -> int | None:
         """The earliest pending timer, for the scheduler's timer set."""
@@ -607,7 +613,7 @@ async def deliver(
     """Record an outcome on ``run_id`` step ``seq`` exactly once and wake its owner."""
     (routing,) = await store.record([(run_id, seq, event)], worker_id)
     if routing.status == "ok":
-        pipe = store.client.pipeline(transaction=False)
+        pipe = store.raw.pipeline(transaction=False)
         store.route(pipe, run_id, routing)
         await pipe.execute()
 

@@ -124,6 +124,9 @@ class Store:
 
     def __init__(self, client: Redis, *, prefix: str = "tl") -> None:
         self.client = client
+        # redis-py's stubs type replies as unions of every shape; we rely on
+        # decode_responses=True and read replies as the documented shapes.
+        self.raw: Any = client
         self.keys = Keys(prefix)
         lua = resources.files("orchestrator") / "lua"
         self._scripts: dict[str, AsyncScript] = {
@@ -177,7 +180,7 @@ class Store:
 
     async def get_meta(self, run_id: str) -> dict[str, str]:
         """The run's meta hash; raises :class:`RunNotFoundError` if there is no such run."""
-        meta: dict[str, str] = await self.client.hgetall(self.keys.meta(run_id))
+        meta: dict[str, str] = await self.raw.hgetall(self.keys.meta(run_id))
         if not meta:
             raise RunNotFoundError(
                 f"no run {run_id!r} under key prefix {self.keys.prefix!r}; list runs with "
@@ -197,7 +200,7 @@ class Store:
     async def list_runs(self, status: str | None = None, *, limit: int = 100) -> list[RunInfo]:
         """Runs by status (newest change first), from the index sorted sets; never SCAN."""
         statuses = [status] if status else list(STATUSES)
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.raw.pipeline(transaction=False)
         for s in statuses:
             pipe.zrevrange(self.keys.index(s), 0, limit - 1, withscores=True)
         ranked: list[tuple[float, str, str]] = []
@@ -205,7 +208,7 @@ class Store:
             ranked.extend((score, run_id, s) for run_id, score in rows)
         ranked.sort(reverse=True)
         ranked = ranked[:limit]
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.raw.pipeline(transaction=False)
         for _, run_id, _ in ranked:
             pipe.hgetall(self.keys.meta(run_id))
         out: list[RunInfo] = []
@@ -222,12 +225,12 @@ class Store:
     async def read_log(self, run_id: str, *, after: str = "") -> list[Event]:
         """Events of the run's log after entry id ``after`` (all of them by default)."""
         start = f"({after}" if after else "-"
-        rows = await self.client.xrange(self.keys.log(run_id), start, "+")
+        rows = await self.raw.xrange(self.keys.log(run_id), start, "+")
         return [Event.parse(entry_id, fields) for entry_id, fields in rows]
 
     async def follow_log(self, run_id: str, *, after: str, block_ms: int) -> list[Event]:
         """Block up to ``block_ms`` for events after ``after``; ``[]`` on time-out."""
-        res = await self.client.xread({self.keys.log(run_id): after or "0"}, block=block_ms)
+        res = await self.raw.xread({self.keys.log(run_id): after or "0"}, block=block_ms)
         if not res:
             return []
         return [Event.parse(entry_id, fields) for entry_id, fields in res[0][1]]
@@ -239,7 +242,7 @@ class Store:
         ts = now_ms()
         res = await self._call("acquire", [self.keys.meta(run_id)], [worker, ts, ttl_ms])
         if res[0] == "acquired":
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.raw.pipeline(transaction=False)
             pipe.zadd(self.keys.leases, {run_id: ts + ttl_ms})
             if res[2] != "running":
                 await self.set_index(run_id, "running", pipe)
@@ -254,7 +257,7 @@ class Store:
         if not leases:
             return []
         ts = now_ms()
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.raw.pipeline(transaction=False)
         for run_id, epoch in leases:
             await self._call("renew", [self.keys.meta(run_id)], [worker, epoch, ts, ttl_ms], pipe)
         pipe.zadd(self.keys.leases, {run_id: ts + ttl_ms for run_id, _ in leases})
@@ -270,7 +273,7 @@ class Store:
             await self._call("release", [meta, log], [worker, epoch, last_seen, status, now_ms()])
         )
         if res == 1:
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.raw.pipeline(transaction=False)
             pipe.zrem(self.keys.leases, run_id)
             await self.set_index(run_id, status, pipe)
             await pipe.execute()
@@ -278,7 +281,7 @@ class Store:
 
     async def expired_leases(self, *, limit: int = 100) -> list[str]:
         """Run ids whose lease has passed its expiry (their owner may be dead)."""
-        rows: list[str] = await self.client.zrangebyscore(
+        rows: list[str] = await self.raw.zrangebyscore(
             self.keys.leases, "-inf", now_ms(), start=0, num=limit
         )
         return rows
@@ -320,7 +323,7 @@ class Store:
                 raise LeaseLostError(f"run {run_id}: {exc}") from None
             raise
         if status:
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.raw.pipeline(transaction=False)
             if status in TERMINAL_STATUSES:
                 pipe.zrem(self.keys.leases, run_id)
             await self.set_index(run_id, status, pipe)
@@ -332,7 +335,7 @@ class Store:
         self, tasks: Sequence[tuple[str, str]], worker: str, *, ttl_ms: int
     ) -> list[str]:
         """Claim ``(run_id, seq)`` tasks in one round trip: 'ok', 'done' or 'busy' each."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.raw.pipeline(transaction=False)
         for run_id, seq in tasks:
             await self._call(
                 "start",
@@ -346,7 +349,7 @@ class Store:
         self, items: Sequence[tuple[str, str, dict[str, Any]]], worker: str
     ) -> list[Routing]:
         """Record step outcomes ``(run_id, seq, event)`` exactly once each, pipelined."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.raw.pipeline(transaction=False)
         for run_id, seq, event in items:
             meta, log, steps = self.keys.run_keys(run_id)
             await self._call(
@@ -358,7 +361,7 @@ class Store:
         out = [_routing(r) for r in await pipe.execute()]
         dups = sum(1 for r in out if r.status == "dup")
         if dups:
-            await self.client.hincrby(self.keys.stats, "duplicates_dropped", dups)
+            await self.raw.hincrby(self.keys.stats, "duplicates_dropped", dups)
         return out
 
     async def external(self, run_id: str, event: dict[str, Any]) -> Routing:
@@ -368,7 +371,7 @@ class Store:
 
     async def renew_claims(self, claims: Iterable[tuple[str, str]], *, ttl_ms: int) -> None:
         """Extend the claims on activities this worker is running."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.raw.pipeline(transaction=False)
         for run_id, seq in claims:
             pipe.pexpire(self.keys.claim(run_id, seq), ttl_ms)
         await pipe.execute()
@@ -378,7 +381,7 @@ class Store:
         """Create the consumer groups (idempotent)."""
         for stream in (self.keys.queue(queue), self.keys.runq):
             try:
-                await self.client.xgroup_create(stream, Keys.GROUP, id="0", mkstream=True)
+                await self.raw.xgroup_create(stream, Keys.GROUP, id="0", mkstream=True)
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise

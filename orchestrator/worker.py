@@ -134,6 +134,7 @@ class Worker:
         self._held_msgs: set[str] = set()
         self._activity_tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self._timer_due = asyncio.Event()
         self._evicting: set[str] = set()
         self._executor = ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="taskloom-activity"
@@ -228,14 +229,14 @@ class Worker:
                     await store.enqueue_run(ex.run_id, "released")
         self.runs.clear()
         with contextlib.suppress(RedisError):
-            await store.client.delete(store.keys.wake(self.worker_id))
+            await store.raw.delete(store.keys.wake(self.worker_id))
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info("worker %s stopped", self.worker_id)
 
     async def _requeue(self, msg_ids: list[str]) -> None:
         qkey = self.store.keys.queue(self.queue)
-        rows = await self.store.client.xclaim(qkey, Keys.GROUP, self.worker_id, 0, msg_ids)
-        pipe = self.store.client.pipeline(transaction=False)
+        rows = await self.store.raw.xclaim(qkey, Keys.GROUP, self.worker_id, 0, msg_ids)
+        pipe = self.store.raw.pipeline(transaction=False)
         for msg_id, fields in rows:
             if fields:
                 pipe.xadd(qkey, fields)
@@ -245,7 +246,7 @@ class Worker:
 
     # -- runs ---------------------------------------------------------------------------
     async def _runq_loop(self) -> None:
-        client, key = self.store.client, self.store.keys.runq
+        client, key = self.store.raw, self.store.keys.runq
         while not self._stopping.is_set():
             res = await client.xreadgroup(
                 Keys.GROUP, self.worker_id, {key: ">"}, count=50, block=1000
@@ -259,7 +260,7 @@ class Worker:
             await self.take_run(run_id)
         ids = [m for m, _ in messages]
         if ids:
-            pipe = self.store.client.pipeline(transaction=False)
+            pipe = self.store.raw.pipeline(transaction=False)
             pipe.xack(key, Keys.GROUP, *ids)
             pipe.xdel(key, *ids)
             await pipe.execute()
@@ -275,7 +276,7 @@ class Worker:
             return
         state, value = await self.store.acquire(run_id, self.worker_id, ttl_ms=self.claim_ttl_ms)
         if state == "held":
-            await self.store.client.xadd(
+            await self.store.raw.xadd(
                 self.store.keys.wake(value), {"run": run_id}, maxlen=10_000, approximate=True
             )
             return
@@ -317,19 +318,22 @@ class Worker:
         due = ex.next_due_ms()
         if due is not None:
             await store.add_timer(ex.run_id, due)
+            loop = asyncio.get_running_loop()
+            loop.call_at(loop.time() + max(0.0, (due - now_ms()) / 1000), self._timer_due.set)
+        self.finished(ex)  # out of the table first: the run may be taken the moment it's free
         res = await store.release(
             ex.run_id, self.worker_id, ex.epoch, last_seen=ex.last_id, status="waiting"
         )
-        if res == -1:  # something arrived meanwhile: read it instead
+        if res == -1 and ex.run_id not in self.runs:  # something arrived meanwhile: read it
+            self.runs[ex.run_id] = ex
             await self._refresh(ex)
             return
-        self.finished(ex)
         if ex.task is not None:
             ex.task.cancel()
 
     # -- activities ---------------------------------------------------------------------
     async def _queue_loop(self) -> None:
-        client, key = self.store.client, self.store.keys.queue(self.queue)
+        client, key = self.store.raw, self.store.keys.queue(self.queue)
         while not self._stopping.is_set():
             if self._free <= 0:
                 self._slot_freed.clear()
@@ -367,7 +371,7 @@ class Worker:
                     self._held_msgs.discard(msg_id)
         if stale:
             self._held_msgs.difference_update(stale)
-            pipe = self.store.client.pipeline(transaction=False)
+            pipe = self.store.raw.pipeline(transaction=False)
             pipe.xack(qkey, Keys.GROUP, *stale)
             pipe.xdel(qkey, *stale)
             await pipe.execute()
@@ -436,7 +440,7 @@ class Worker:
                     [Event(id=routing.entry_id, type=event["type"], data=event)], read=False
                 )
             else:
-                pipe = self.store.client.pipeline(transaction=False)
+                pipe = self.store.raw.pipeline(transaction=False)
                 self.store.route(pipe, run_id, routing)
                 await pipe.execute()
 
@@ -464,7 +468,7 @@ class Worker:
         acks = [m for _, _, _, m in items if m is not None]
         if acks:
             qkey = self.store.keys.queue(self.queue)
-            pipe = self.store.client.pipeline(transaction=False)
+            pipe = self.store.raw.pipeline(transaction=False)
             pipe.xack(qkey, Keys.GROUP, *acks)
             pipe.xdel(qkey, *acks)
             await pipe.execute()
@@ -472,7 +476,7 @@ class Worker:
 
     # -- wake-ups and maintenance -------------------------------------------------------
     async def _wake_loop(self) -> None:
-        client, key, last = self.store.client, self.store.keys.wake(self.worker_id), "0"
+        client, key, last = self.store.raw, self.store.keys.wake(self.worker_id), "0"
         while not self._stopping.is_set():
             res = await client.xread({key: last}, count=500, block=1000)
             for _, messages in res or []:
@@ -486,7 +490,9 @@ class Worker:
         while not self._stopping.is_set():
             await self._heartbeat()
             await self._recover()
-            await asyncio.sleep(interval)
+            self._timer_due.clear()
+            with contextlib.suppress(TimeoutError):  # a timer this worker set wakes it early
+                await asyncio.wait_for(self._timer_due.wait(), interval)
 
     async def _heartbeat(self) -> None:
         store = self.store
@@ -503,7 +509,7 @@ class Worker:
         if self._inflight:
             await store.renew_claims(list(self._inflight), ttl_ms=self.claim_ttl_ms)
         if self._held_msgs:
-            await store.client.xclaim(
+            await store.raw.xclaim(
                 store.keys.queue(self.queue),
                 Keys.GROUP,
                 self.worker_id,
@@ -520,12 +526,12 @@ class Worker:
                 await self.take_run(run_id)
         if self._free > 0:
             qkey = store.keys.queue(self.queue)
-            res = await store.client.xautoclaim(
+            res = await store.raw.xautoclaim(
                 qkey, Keys.GROUP, self.worker_id, idle, "0-0", count=self._free
             )
             if res[1]:
                 await self._take_tasks(res[1])
-        res = await store.client.xautoclaim(
+        res = await store.raw.xautoclaim(
             store.keys.runq, Keys.GROUP, self.worker_id, idle, "0-0", count=50
         )
         if res[1]:

@@ -1,0 +1,322 @@
+"""The ``taskloom`` command line.
+
+Exit codes: 0 success, 1 failure (or doctor findings), 2 usage error or Redis
+unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from . import serde
+from .client import Orchestrator
+from .errors import RedisUnavailableError, TaskloomError, UserError
+from .keys import STATUSES
+from .settings import Settings
+from .store import Event, RunInfo
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace, Orchestrator], Coroutine[Any, Any, int]]
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    return Settings.from_env(
+        redis_url=args.redis_url, data_dir=args.data_dir, key_prefix=args.key_prefix, **extra
+    )
+
+
+# -- commands ---------------------------------------------------------------------------
+async def _demo(args: argparse.Namespace, orch: Orchestrator) -> int:
+    from .demo import ACTIVITIES, WORKFLOWS, brief
+
+    where = orch.settings.redis_url or f"embedded Redis in {orch.settings.data_dir}"
+    _out("taskloom demo: the real durable engine with SIMULATED subagents (no LLM is called)")
+    _out(f"state store: {where}")
+    worker = orch.worker(workflows=WORKFLOWS, activities=ACTIVITIES, concurrency=8)
+    worker_task = asyncio.create_task(worker.run())
+    try:
+        handle = await orch.start(brief, args.goal)
+        _out(f"run {handle.run_id} started")
+        t0 = time.monotonic()
+        async for event in handle.events():
+            _out(f"  {time.monotonic() - t0:6.2f}s  {_describe(event)}")
+        result = await handle.result()
+    finally:
+        worker.stop()
+        await worker_task
+    if args.json:
+        _out(json.dumps({"run_id": handle.run_id, "result": result}))
+    else:
+        _out(f"result ({'simulated' if result.get('simulated') else 'real'}):")
+        _out(json.dumps(result, indent=2))
+    return 0
+
+
+async def _worker(args: argparse.Namespace, orch: Orchestrator) -> int:
+    worker = orch.worker(
+        modules=args.imports or [], concurrency=args.concurrency or orch.settings.concurrency
+    )
+    _out(
+        f"worker {worker.worker_id}: {len(worker.registry.workflow_names)} workflows, "
+        f"{len(worker.registry.activity_names)} activities, queue {worker.queue!r}, "
+        f"{worker.concurrency} slots (Ctrl-C or SIGTERM stops gracefully)"
+    )
+    await worker.run(install_signal_handlers=True)
+    return 0
+
+
+async def _runs(args: argparse.Namespace, orch: Orchestrator) -> int:
+    runs = await orch.list_runs(args.status, limit=args.limit)
+    if args.json:
+        _out(json.dumps([_info_dict(r) for r in runs]))
+        return 0
+    if not runs:
+        _out("no runs" + (f" with status {args.status}" if args.status else ""))
+    now = time.time() * 1000
+    for r in runs:
+        _out(f"{r.run_id:34} {r.status:10} {r.workflow:24} {_age(now - r.created_ms)}")
+    return 0
+
+
+async def _status(args: argparse.Namespace, orch: Orchestrator) -> int:
+    info = await orch.handle(args.run_id).info()
+    if args.json:
+        _out(json.dumps(_info_dict(info)))
+    else:
+        _out(f"run {info.run_id}: {info.status} ({info.workflow})")
+        if info.owner:
+            _out(f"owner: {info.owner}")
+        if info.result is not None:
+            _out(f"result: {json.dumps(info.result)}")
+    return 0 if info.status != "failed" else 1
+
+
+async def _history(args: argparse.Namespace, orch: Orchestrator) -> int:
+    async for event in orch.handle(args.run_id).events(follow=args.follow):
+        if args.json:
+            _out(json.dumps({"id": event.id, **event.data}))
+        else:
+            _out(f"{event.id:>18}  {_describe(event)}")
+    return 0
+
+
+async def _cancel(args: argparse.Namespace, orch: Orchestrator) -> int:
+    await orch.handle(args.run_id).cancel()
+    _out(f"cancel requested for run {args.run_id}")
+    return 0
+
+
+async def _signal(args: argparse.Namespace, orch: Orchestrator) -> int:
+    try:
+        payload = json.loads(args.payload) if args.payload is not None else None
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"the signal payload is not JSON ({exc}); quote it, e.g. '{{\"ok\": true}}'"
+        ) from None
+    await orch.handle(args.run_id).signal(args.name, payload)
+    _out(f"signal {args.name!r} sent to run {args.run_id}")
+    return 0
+
+
+async def _start(args: argparse.Namespace, orch: Orchestrator) -> int:
+    try:
+        wf_args = [json.loads(a) for a in args.args]
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"workflow arguments are JSON values ({exc}); quote strings as '\"text\"'"
+        ) from None
+    handle = await orch.start(args.workflow, *wf_args, run_id=args.run_id)
+    if args.wait:
+        result = await handle.result()
+        _out(
+            json.dumps({"run_id": handle.run_id, "result": result})
+            if args.json
+            else json.dumps(result)
+        )
+    else:
+        _out(json.dumps({"run_id": handle.run_id}) if args.json else handle.run_id)
+    return 0
+
+
+async def _doctor(args: argparse.Namespace, orch: Orchestrator) -> int:
+    from .doctor import diagnose, render_json, render_text
+
+    report = await diagnose(orch.store.client)
+    _out(render_json(report) if args.json else render_text(report))
+    return 0 if report.ok else 1
+
+
+# -- rendering --------------------------------------------------------------------------
+def _age(ms: float) -> str:
+    s = ms / 1000
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s / size:.0f}{unit} ago"
+    return f"{s:.0f}s ago"
+
+
+def _info_dict(info: RunInfo) -> dict[str, Any]:
+    return {
+        "run_id": info.run_id,
+        "workflow": info.workflow,
+        "status": info.status,
+        "created_ms": info.created_ms,
+        "updated_ms": info.updated_ms,
+        "owner": info.owner,
+        "result": info.result,
+        "parent": info.parent,
+        "duplicates_dropped": info.duplicates_dropped,
+    }
+
+
+def _describe(event: Event) -> str:
+    d, seq = event.data, event.seq
+    where = f"step {seq} " if seq is not None else ""
+    match event.type:
+        case "activity_scheduled":
+            return f"{where}scheduled {d['name']} ({d.get('dispatch', '')})"
+        case "activity_completed":
+            return f"{where}completed {d['name']} -> {_short(d.get('result'))}"
+        case "activity_failed":
+            return f"{where}FAILED {d['name']}: {d['error'].get('message', '')}"
+        case "timer_started":
+            return f"{where}sleeping until {d['due_ms']}"
+        case "child_started":
+            return f"{where}child run {d['child_id']} ({d['workflow']})"
+        case "run_completed":
+            return f"run completed -> {_short(d.get('result'))}"
+        case "run_failed":
+            return f"run FAILED: {d['error'].get('type')}: {d['error'].get('message')}"
+        case _:
+            return f"{where}{event.type.replace('_', ' ')}"
+
+
+def _short(value: Any, limit: int = 70) -> str:
+    text = serde.dumps(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- parsing ----------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="taskloom", description="durable orchestration of LLM subagents on Redis"
+    )
+    p.add_argument(
+        "--redis-url",
+        help="Redis URL (default: TASKLOOM_REDIS_URL, REDIS_URL, else the embedded server)",
+    )
+    p.add_argument("--data-dir", help="data directory of the embedded Redis")
+    p.add_argument("--key-prefix", help="prefix of every Redis key")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(handler=handler)
+        return sp
+
+    d = cmd("demo", _demo, "run an example workflow end to end (simulated subagents)")
+    d.add_argument("--goal", default="choose a vector database")
+    d.add_argument("--json", action="store_true")
+    w = cmd("worker", _worker, "run a worker: take runs and activities until stopped")
+    w.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        metavar="MODULE",
+        help="module whose @workflow/@activity definitions to serve (repeatable)",
+    )
+    w.add_argument("--concurrency", type=int, help="activities at once (TASKLOOM_CONCURRENCY)")
+    r = cmd("runs", _runs, "list runs by status")
+    r.add_argument("--status", choices=STATUSES)
+    r.add_argument("--limit", type=int, default=50)
+    r.add_argument("--json", action="store_true")
+    for name, handler, help_ in (
+        ("status", _status, "show one run"),
+        ("history", _history, "show a run's event log"),
+        ("cancel", _cancel, "cancel a run and its children"),
+    ):
+        sp = cmd(name, handler, help_)
+        sp.add_argument("run_id")
+        if name != "cancel":
+            sp.add_argument("--json", action="store_true")
+        if name == "history":
+            sp.add_argument("--follow", action="store_true", help="keep following until the end")
+    s = cmd("signal", _signal, "send a signal to a run")
+    s.add_argument("run_id")
+    s.add_argument("name")
+    s.add_argument("payload", nargs="?", help="JSON payload")
+    st = cmd("start", _start, "start a workflow by name (a worker must serve it)")
+    st.add_argument("workflow")
+    st.add_argument("args", nargs="*", help="JSON arguments")
+    st.add_argument("--run-id")
+    st.add_argument("--wait", action="store_true", help="wait for the result")
+    st.add_argument("--json", action="store_true")
+    doc = cmd("doctor", _doctor, "check the Redis in use: version, persistence, eviction, latency")
+    doc.add_argument("--json", action="store_true")
+    return p
+
+
+async def _main(args: argparse.Namespace) -> int:
+    orch = Orchestrator(settings=_settings(args))
+    await orch.connect()
+    try:
+        handler: Handler = args.handler
+        return await handler(args, orch)
+    finally:
+        await orch.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``taskloom`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(_main(args))
+    except KeyboardInterrupt:
+        return 130
+    except RedisUnavailableError as exc:
+        if args.debug:
+            raise
+        if args.command == "doctor" and getattr(args, "json", False):
+            _out(
+                json.dumps(
+                    {
+                        "checks": [
+                            {
+                                "name": "reachable",
+                                "ok": False,
+                                "detail": str(exc),
+                                "fix": "start Redis or fix TASKLOOM_REDIS_URL",
+                            }
+                        ],
+                        "ok": False,
+                    }
+                )
+            )
+        print(f"taskloom: error: {exc}", file=sys.stderr)
+        return 2
+    except TaskloomError as exc:
+        if args.debug:
+            raise
+        print(f"taskloom: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, UserError) else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

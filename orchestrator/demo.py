@@ -1,0 +1,67 @@
+"""``taskloom demo``: an example workflow end to end, with simulated subagents.
+
+No API key, no Redis URL and no network are needed: the engine is the real one (on the
+embedded Redis unless a URL is configured); the subagents are plain functions that
+sleep a little and return canned text, and everything they print says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .context import Context
+from .definitions import activity, workflow
+
+__all__ = ["ACTIVITIES", "WORKFLOWS", "brief", "review"]
+
+SIMULATED = "[simulated]"
+
+
+@activity(name="demo.plan")
+async def plan(goal: str) -> list[str]:
+    """A stand-in planner: splits the goal into three sections."""
+    await asyncio.sleep(0.05)
+    return [f"{goal}: background", f"{goal}: options", f"{goal}: recommendation"]
+
+
+@activity(name="demo.write")
+async def write(section: str) -> dict[str, Any]:
+    """A stand-in subagent: 'writes' one section."""
+    await asyncio.sleep(0.1)
+    words = len(section.split()) * 40
+    return {"section": section, "text": f"{SIMULATED} draft of '{section}'", "words": words}
+
+
+@activity(name="demo.check")
+async def check(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """A stand-in verifier: every part needs a non-empty text."""
+    await asyncio.sleep(0.02)
+    return {"ok": all(p["text"] for p in parts), "checked": len(parts)}
+
+
+@workflow(name="demo.review")
+async def review(ctx: Context, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """A child workflow: checks the drafts."""
+    return dict(await ctx.run(check, parts))
+
+
+@workflow(name="demo.brief")
+async def brief(ctx: Context, goal: str) -> dict[str, Any]:
+    """Plan, write the sections in parallel, pause durably, review in a child run."""
+    sections = await ctx.run(plan, goal)
+    parts = await ctx.gather(*(ctx.run(write, s) for s in sections))
+    await ctx.sleep(0.2)  # a durable timer: the run leaves memory while it waits
+    verdict = await ctx.child(review, parts)
+    return {
+        "goal": goal,
+        "sections": [p["section"] for p in parts],
+        "words": sum(p["words"] for p in parts),
+        "review": verdict,
+        "finished_at": ctx.now().isoformat(),
+        "simulated": True,
+    }
+
+
+WORKFLOWS = [brief, review]
+ACTIVITIES = [plan, write, check]

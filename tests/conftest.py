@@ -1,0 +1,154 @@
+"""Shared fixtures: a real Redis (isolated by key prefix), workers in-process or as
+subprocesses, and a guard that fails any attempt to reach a real LLM provider."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from orchestrator import Orchestrator, Settings, Store, Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("TASKLOOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REAL_PROVIDERS = ("api.openai.com", "api.anthropic.com")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_real_providers() -> Iterator[None]:
+    """Any lookup of a real provider's host fails the test run."""
+    real = socket.getaddrinfo
+
+    def guarded(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and any(host.endswith(p) for p in REAL_PROVIDERS):
+            raise AssertionError(f"a test tried to reach a real LLM provider ({host})")
+        return real(host, *args, **kwargs)
+
+    socket.getaddrinfo = guarded
+    yield
+    socket.getaddrinfo = real
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real Redis the suite runs against: 127.0.0.1:6379 (or TASKLOOM_TEST_REDIS_URL),
+    else an embedded redis-server started for the session."""
+    try:
+        SyncRedis.from_url(REDIS_URL, socket_timeout=2).ping()
+    except RedisError:
+        if "TASKLOOM_TEST_REDIS_URL" in os.environ:
+            raise
+        from orchestrator.embedded import EmbeddedRedis
+
+        with EmbeddedRedis(Path(tempfile.mkdtemp(prefix="tl-test-", dir="/tmp"))) as server:
+            yield server.url
+        return
+    yield REDIS_URL
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    p = f"t{uuid.uuid4().hex[:10]}"
+    yield p
+    client = SyncRedis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{p}:*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i : i + 500])
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[Redis]:
+    c = Redis.from_url(redis_url, decode_responses=True)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+async def store(client: Redis, prefix: str) -> Store:
+    return Store(client, prefix=prefix)
+
+
+@pytest.fixture
+async def orch(client: Redis, prefix: str, redis_url: str) -> AsyncIterator[Orchestrator]:
+    o = Orchestrator(client=client, settings=Settings(redis_url=redis_url, key_prefix=prefix))
+    await o.connect()
+    yield o
+    await o.close()
+
+
+def worker_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
+    """Environment for a worker subprocess on this test's prefix."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "TASKLOOM_REDIS_URL": redis_url,
+            "TASKLOOM_KEY_PREFIX": prefix,
+            "PYTHONPATH": str(ROOT),
+            **extra,
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def spawn_worker(redis_url: str, prefix: str) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start ``taskloom worker --import MODULE`` as a real process; killed at teardown."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def spawn(
+        *modules: str, concurrency: int = 4, lease_ttl: float = 1.0, **env: str
+    ) -> subprocess.Popen[str]:
+        args = [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "worker",
+            "--concurrency",
+            str(concurrency),
+        ]
+        for m in modules:
+            args += ["--import", m]
+        proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=worker_env(redis_url, prefix, TASKLOOM_LEASE_TTL=str(lease_ttl), **env),
+        )
+        procs.append(proc)
+        return proc
+
+    yield spawn
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=10)
+
+
+@pytest.fixture
+def make_worker(store: Store) -> Callable[..., Worker]:
+    """An in-process worker on this test's store (run it with ``running(worker)``)."""
+
+    def make(**kwargs: Any) -> Worker:
+        kwargs.setdefault("lease_ttl", 1.0)
+        return Worker(store, **kwargs)
+
+    return make

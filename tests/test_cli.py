@@ -1,0 +1,117 @@
+"""The command line as a user meets it: README commands, demo, doctor, runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, worker_env
+
+
+def taskloom(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+def fresh_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("TASKLOOM_REDIS_URL", "REDIS_URL")}
+    env["TASKLOOM_DATA_DIR"] = str(data_dir)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    first_block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert first_block is not None
+    demo_line, test_line = first_block.group(1).strip().splitlines()[:2]
+    assert "taskloom demo" in demo_line.split("#")[0]
+    assert "pytest" in test_line.split("#")[0]
+
+
+def test_demo_runs_on_the_embedded_redis_and_leaves_no_server_behind() -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="tl-demo-", dir="/tmp"))
+    proc = taskloom("demo", env=fresh_env(data_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert "SIMULATED" in proc.stdout and "run completed" in proc.stdout
+    assert f"embedded Redis in {data_dir}" in proc.stdout
+    assert (data_dir / "redis.log").exists()
+    assert not (data_dir / "redis.pid").exists() or not _pid_alive(
+        int((data_dir / "redis.pid").read_text())
+    ), "the embedded server must be stopped"
+    # The run is still there afterwards: the data survived the server's restart.
+    runs = taskloom("runs", "--json", env=fresh_env(data_dir))
+    assert runs.returncode == 0, runs.stderr
+    listed = json.loads(runs.stdout)
+    assert [r["status"] for r in listed] == ["completed", "completed"]  # the run and its child
+
+
+def test_doctor_json_against_the_machines_redis(redis_url: str, prefix: str) -> None:
+    proc = taskloom("doctor", "--json", env=worker_env(redis_url, prefix))
+    report = json.loads(proc.stdout)
+    assert set(report) == {"checks", "ok"}
+    assert [c["name"] for c in report["checks"]] == [
+        "version",
+        "persistence",
+        "maxmemory-policy",
+        "latency",
+    ]
+    for check in report["checks"]:
+        assert set(check) == {"name", "ok", "detail", "fix"}
+        assert check["ok"] or check["fix"], "every finding comes with its fix"
+    assert proc.returncode == (0 if report["ok"] else 1)
+
+
+def test_doctor_reports_an_unreachable_redis_with_exit_2(prefix: str) -> None:
+    env = worker_env("redis://127.0.0.1:1/0", prefix)
+    proc = taskloom("doctor", "--json", env=env, timeout=120)
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout)["ok"] is False
+    assert "cannot reach Redis" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["status", "no-such-run"], ["history", "no-such-run"]])
+def test_unknown_run_is_a_clear_error_without_traceback(
+    args: list[str], redis_url: str, prefix: str
+) -> None:
+    proc = taskloom(*args, env=worker_env(redis_url, prefix))
+    assert proc.returncode == 2
+    assert "no run 'no-such-run'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_start_wait_with_a_worker_process(redis_url: str, prefix: str, spawn_worker) -> None:
+    spawn_worker("orchestrator.demo")
+    env = worker_env(redis_url, prefix)
+    proc = taskloom(
+        "start", "demo.brief", '"pick a queue"', "--run-id", "cli-1", "--wait", "--json", env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["run_id"] == "cli-1" and out["result"]["review"]["ok"] is True
+    hist = taskloom("history", "cli-1", "--json", env=env)
+    types = [json.loads(line)["type"] for line in hist.stdout.splitlines()]
+    assert types[0] == "run_created" and types[-1] == "run_completed"
+    status = taskloom("status", "cli-1", "--json", env=env)
+    assert json.loads(status.stdout)["status"] == "completed"

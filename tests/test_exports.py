@@ -1,0 +1,22 @@
+"""The public surface is exactly what is meant (as httpx checks its own)."""
+
+from __future__ import annotations
+
+import orchestrator
+from orchestrator import errors
+
+
+def test_all_names_exist_and_are_public() -> None:
+    for name in orchestrator.__all__:
+        assert hasattr(orchestrator, name), name
+        assert not name.startswith("_")
+    assert sorted(orchestrator.__all__) == orchestrator.__all__
+
+
+def test_every_error_is_exported_and_derives_from_the_root() -> None:
+    exported = {n for n in errors.__all__}
+    assert exported <= set(orchestrator.__all__)
+    for name in exported:
+        cls = getattr(errors, name)
+        assert issubclass(cls, errors.TaskloomError)
+        assert name in (errors.__doc__ or ""), f"{name} missing from the tree in errors.py"
