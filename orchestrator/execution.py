@@ -551,6 +551,7 @@ class Execution:
             for _ in batch.local:
                 host.give_slot()
             log.warning("run %s: dropping it from this worker: %s", self.run_id, exc)
+            self.host.finished(self)  # its lease lapses; whoever takes it next replays it
             if self.task is not None:
                 self.task.cancel()
             return

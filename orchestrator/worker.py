@@ -427,7 +427,7 @@ class Worker:
             "worker": self.worker_id,
         }
         try:
-            routing: Routing = await self._recorder.submit((run_id, seq, event, msg_id))
+            routing = await self._record_until_stored(run_id, seq, event, msg_id)
         finally:
             self._inflight.pop((run_id, seq), None)
             if msg_id is not None:
@@ -443,6 +443,26 @@ class Worker:
                 pipe = self.store.raw.pipeline(transaction=False)
                 self.store.route(pipe, run_id, routing)
                 await pipe.execute()
+
+    async def _record_until_stored(
+        self, run_id: str, seq: str, event: dict[str, Any], msg_id: str | None
+    ) -> Routing:
+        """Record an outcome, riding out a Redis outage: the result is in hand, keep it."""
+        delay = 0.05
+        while True:
+            try:
+                routing: Routing = await self._recorder.submit((run_id, seq, event, msg_id))
+                return routing
+            except RedisError as exc:
+                log.warning(
+                    "run %s step %s: cannot record yet (%s); retrying in %.2fs",
+                    run_id,
+                    seq,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _call_activity(
         self, name: str, args: list[Any], kwargs: dict[str, Any]
