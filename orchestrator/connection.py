@@ -57,7 +57,9 @@ async def connect(settings: Settings) -> Connection:
         from .embedded import EmbeddedRedis  # only processes without a URL need it
 
         embedded = EmbeddedRedis(settings.data_dir, appendfsync=settings.appendfsync)
-        await asyncio.to_thread(embedded.start)
+        # In this thread, not a helper thread: the server's parent-death signal follows
+        # the thread that started it, and it must live as long as this process.
+        embedded.start()
         url = embedded.url
     client = make_client(url)
     try:

@@ -1,0 +1,129 @@
+"""`diagnose` against real servers: the machine's Redis and an embedded one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from orchestrator.doctor import Check, Report, diagnose, render_json, render_text
+from orchestrator.embedded import EmbeddedRedis
+from orchestrator.errors import ConfigurationError, RedisUnavailableError
+
+NAMES = ["version", "persistence", "maxmemory-policy", "latency"]
+
+
+@pytest.fixture
+def embedded() -> Iterator[EmbeddedRedis]:
+    path = Path(tempfile.mkdtemp(prefix="tl-doc-", dir="/tmp"))
+    server = EmbeddedRedis(path / "data")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def _diagnose_local(decode: bool) -> tuple[Report, str]:
+    client = redis.asyncio.Redis(host="127.0.0.1", port=6379, decode_responses=decode)
+    try:
+        report = await diagnose(client, pings=20)
+        appendonly = str((await client.config_get("appendonly"))["appendonly"])
+    finally:
+        await client.aclose()
+    return report, appendonly
+
+
+async def _diagnose_url(url: str) -> Report:
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        return await diagnose(client)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("decode", [False, True])
+def test_local_redis_report_has_the_checks_in_order(decode: bool) -> None:
+    report, appendonly = asyncio.run(_diagnose_local(decode))
+    assert [check.name for check in report.checks] == NAMES
+    by_name = {check.name: check for check in report.checks}
+    assert by_name["version"].ok
+    assert by_name["persistence"].ok == (appendonly == "yes")
+    assert "p50" in by_name["latency"].detail and "p99" in by_name["latency"].detail
+    for check in report.checks:
+        assert isinstance(check, Check)
+        assert (check.fix == "") == check.ok
+    assert report.ok == all(check.ok for check in report.checks)
+
+
+def test_embedded_redis_passes_persistence_and_eviction(embedded: EmbeddedRedis) -> None:
+    report = asyncio.run(_diagnose_url(embedded.url))
+    by_name = {check.name: check for check in report.checks}
+    assert by_name["persistence"].ok
+    assert "everysec" in by_name["persistence"].detail
+    assert by_name["maxmemory-policy"].ok
+    assert by_name["version"].ok
+
+
+def test_an_untuned_server_fails_with_fixes(embedded: EmbeddedRedis) -> None:
+    client = redis.Redis.from_url(embedded.url)
+    client.config_set("appendonly", "no")
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    client.close()
+    report = asyncio.run(_diagnose_url(embedded.url))
+    by_name = {check.name: check for check in report.checks}
+    assert not report.ok
+    assert not by_name["persistence"].ok
+    assert "CONFIG SET appendonly yes" in by_name["persistence"].fix
+    assert not by_name["maxmemory-policy"].ok
+    assert "allkeys-lru" in by_name["maxmemory-policy"].detail
+    assert "CONFIG SET maxmemory-policy noeviction" in by_name["maxmemory-policy"].fix
+    text = render_text(report)
+    assert "FAIL  persistence" in text
+    assert "fix: run `CONFIG SET maxmemory-policy noeviction`" in text
+    assert text.splitlines()[-1].startswith("2 of 4 checks failed")
+
+
+def test_render_json_is_the_documented_shape(embedded: EmbeddedRedis) -> None:
+    report = asyncio.run(_diagnose_url(embedded.url))
+    data = json.loads(render_json(report))
+    assert set(data) == {"checks", "ok"}
+    assert data["ok"] is report.ok
+    assert [check["name"] for check in data["checks"]] == NAMES
+    for check in data["checks"]:
+        assert set(check) == {"name", "ok", "detail", "fix"}
+
+
+def test_render_text_summarises_a_passing_report() -> None:
+    report = Report([Check("version", True, "Redis 7.2.4", "")])
+    assert render_text(report) == "ok    version  Redis 7.2.4\nAll 1 checks passed."
+
+
+def test_pings_must_be_positive(embedded: EmbeddedRedis) -> None:
+    client = redis.asyncio.Redis.from_url(embedded.url)
+    with pytest.raises(ConfigurationError):
+        asyncio.run(diagnose(client, pings=0))
+
+
+def test_unreachable_redis_is_reported(tmp_path: Path) -> None:
+    async def run() -> None:
+        client = redis.asyncio.Redis(
+            unix_socket_path=str(tmp_path / "nothing.sock"), retry=Retry(NoBackoff(), 0)
+        )
+        try:
+            await diagnose(client)
+        finally:
+            await client.aclose()
+
+    with pytest.raises(RedisUnavailableError, match="cannot reach Redis"):
+        asyncio.run(run())
