@@ -280,7 +280,8 @@ class Worker:
                 self.store.keys.wake(value), {"run": run_id}, maxlen=10_000, approximate=True
             )
             return
-        if state != "acquired":
+        if state != "acquired":  # ended or gone: no lease left to watch
+            await self.store.raw.zrem(self.store.keys.leases, run_id)
             return
         try:
             meta = await self.store.get_meta(run_id)

@@ -318,3 +318,17 @@ async def _until(check: Any, timeout: float = 15.0) -> None:
     async with asyncio.timeout(timeout):
         while not await check():
             await asyncio.sleep(0.02)
+
+
+async def test_activity_arguments_that_are_not_json_fail_the_run_clearly(
+    orch: Orchestrator, make_worker
+) -> None:
+    @workflow(name="bad_args")
+    async def bad_args(ctx: Context) -> Any:
+        return await ctx.run(echo, {1, 2, 3})
+
+    async with running(make_worker(workflows=[bad_args], activities=ALL_ACT)):
+        with pytest.raises(RunFailedError) as err:
+            await (await orch.start(bad_args)).result(timeout=20)
+    assert err.value.error["type"] == "SerializationError"
+    assert "arguments of activity 'echo'" in err.value.error["message"]
