@@ -1,0 +1,725 @@
+"""Benchmark taskloom against a raw redis-py loop on the same Redis, in one run.
+
+Usage::
+
+    python benchmarks/run.py            # a readable table
+    python benchmarks/run.py --json     # one JSON object per line, one per workload
+    python benchmarks/run.py --quick --only W1,W3 --redis-url redis://127.0.0.1:6379/0
+
+Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
+
+- ``baseline``: the least durable work per task with plain redis-py (XADD, XREADGROUP,
+  HSET, XACK), 1000 tasks fanned out, and 200 sequential rounds.
+- ``W1``: one workflow gathers 1000 no-op activities and sums their results.
+- ``W2``: 500 activities that each wait 100 ms, at most 100 at once (ideal: 0.5 s).
+- ``W3``: a chain of 200 activities; the per-step overhead is the gap between one
+  activity's end and the next one's start, as the activities themselves saw the clock.
+- ``W4``: 2000 activities of 5 ms, two at a time; the worker is SIGKILLed about 1 s in
+  and a fresh one started at once. Executions are counted by the activities in an
+  append-only file; duplicate recordings are counted in the run's log.
+
+Every engine workload gets a fresh worker process (``python -m orchestrator.cli worker
+--import benchmarks.workloads --concurrency N``), warmed up by a small workflow run to
+completion before measuring and stopped with SIGTERM afterwards. All keys live under a
+prefix unique to this benchmark run and are deleted (SCAN + DEL) at the end. Targets
+are reported (``target_met``), never asserted; the exit status is 1 only if a workload
+could not be measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as `python benchmarks/run.py`
+    sys.path.insert(0, str(ROOT))
+
+from redis.asyncio import Redis  # noqa: E402
+from redis.exceptions import RedisError  # noqa: E402
+
+from benchmarks import workloads as wl  # noqa: E402
+from orchestrator import Orchestrator, RunHandle, Settings, TaskloomError  # noqa: E402
+
+__all__ = ["QUICK", "STANDARD", "Sizes", "main"]
+
+WORKLOADS = ("baseline", "W1", "W2", "W3", "W4")
+DEFAULT_LEASE_TTL_S = float(Settings.model_fields["lease_ttl"].default)
+READY_TIMEOUT_S = 30.0
+RESULT_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each workload is."""
+
+    warmup: int
+    baseline: int
+    baseline_seq: int
+    w1: int
+    w1_concurrency: int
+    w2: int
+    w2_sleep_s: float
+    w2_concurrency: int
+    w3: int
+    w3_concurrency: int
+    w4: int
+    w4_sleep_s: float
+    w4_concurrency: int
+    w4_kill_after_s: float
+    repeats: int = 3
+    """Fan-out throughput (baseline, W1) is the median of this many timed runs."""
+
+
+STANDARD = Sizes(
+    warmup=50,
+    baseline=1000,
+    baseline_seq=200,
+    w1=1000,
+    w1_concurrency=100,
+    w2=500,
+    w2_sleep_s=0.1,
+    w2_concurrency=100,
+    w3=200,
+    w3_concurrency=16,
+    w4=2000,
+    w4_sleep_s=0.005,
+    w4_concurrency=2,
+    w4_kill_after_s=1.0,
+)
+QUICK = Sizes(
+    warmup=20,
+    baseline=200,
+    baseline_seq=50,
+    w1=200,
+    w1_concurrency=100,
+    w2=200,
+    w2_sleep_s=0.1,
+    w2_concurrency=100,
+    w3=50,
+    w3_concurrency=16,
+    w4=300,
+    w4_sleep_s=0.005,
+    w4_concurrency=2,
+    w4_kill_after_s=0.3,
+)
+
+
+class BenchmarkError(Exception):
+    """A workload could not be measured (a worker died, a wait timed out, a wrong sum)."""
+
+
+# -- statistics -------------------------------------------------------------------------
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) by linear interpolation between closest ranks."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _r(value: float, digits: int = 3) -> float:
+    return round(value, digits)
+
+
+# -- worker processes -------------------------------------------------------------------
+class WorkerProcess:
+    """One ``taskloom worker`` subprocess serving :mod:`benchmarks.workloads`."""
+
+    def __init__(self, *, redis_url: str, prefix: str, concurrency: int, log_path: Path) -> None:
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.concurrency = concurrency
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    def env(self) -> dict[str, str]:
+        """The parent's environment without any ``TASKLOOM_*`` (defaults apply, e.g. the
+        lease TTL), plus this benchmark's Redis URL, key prefix and PYTHONPATH."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TASKLOOM_")}
+        path = env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = str(ROOT) + (os.pathsep + path if path else "")
+        env["TASKLOOM_REDIS_URL"] = self.redis_url
+        env["TASKLOOM_KEY_PREFIX"] = self.prefix
+        return env
+
+    def start(self) -> None:
+        """Start the process (returns at once; see :func:`_warm_up` for readiness)."""
+        args = [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "worker",
+            "--import",
+            "benchmarks.workloads",
+            "--concurrency",
+            str(self.concurrency),
+        ]
+        with self.log_path.open("ab") as out:
+            self.started_at = time.perf_counter()
+            self.proc = subprocess.Popen(
+                args, cwd=ROOT, env=self.env(), stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def exited(self) -> int | None:
+        """The exit code if the process has ended, else ``None``."""
+        return None if self.proc is None else self.proc.poll()
+
+    def kill(self) -> None:
+        """SIGKILL: the crash of W4."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=STOP_TIMEOUT_S)
+
+    async def stop(self) -> None:
+        """SIGTERM (a graceful stop); SIGKILL if it has not exited within 10 s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=STOP_TIMEOUT_S)
+
+    def tail(self, lines: int = 15) -> str:
+        """The end of the worker's output, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+async def _result(
+    handle: RunHandle, workers: Sequence[WorkerProcess], timeout: float = RESULT_TIMEOUT_S
+) -> Any:
+    """The run's result; fails fast if a worker process dies, and after ``timeout``."""
+    task = asyncio.ensure_future(handle.result(timeout=timeout))
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.2)
+            for w in workers:
+                code = w.exited()
+                if code is not None and not task.done():
+                    raise BenchmarkError(
+                        f"the worker exited with code {code} before run {handle.run_id} "
+                        f"ended; its output:\n{w.tail()}"
+                    )
+        try:
+            return task.result()
+        except TimeoutError:
+            raise BenchmarkError(f"run {handle.run_id} did not end within {timeout:.0f}s") from None
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+
+async def _warm_up(orch: Orchestrator, worker: WorkerProcess, n: int) -> None:
+    """Wait until the worker serves runs, by running a small workflow to completion."""
+    handle = await orch.start(wl.WARMUP, n)
+    total = await _result(handle, [worker], timeout=READY_TIMEOUT_S)
+    if total != n * (n - 1) // 2:
+        raise BenchmarkError(f"warm-up returned {total!r}, expected {n * (n - 1) // 2}")
+
+
+class Bench:
+    """One benchmark run: a Redis, a unique key prefix, a scratch directory."""
+
+    def __init__(self, redis_url: str, sizes: Sizes) -> None:
+        self.redis_url = redis_url
+        self.sizes = sizes
+        self.prefix = f"bench-{uuid.uuid4().hex[:10]}"
+        self.tmp = Path(tempfile.mkdtemp(prefix="taskloom-bench-"))
+        self.baseline: dict[str, Any] | None = None
+
+    def sub_prefix(self, workload: str) -> str:
+        """Each workload's own key prefix (under the run's prefix), so none sees another."""
+        return f"{self.prefix}-{workload.lower()}"
+
+    def worker(self, workload: str, concurrency: int, label: str = "") -> WorkerProcess:
+        """A (not yet started) worker process for ``workload``."""
+        return WorkerProcess(
+            redis_url=self.redis_url,
+            prefix=self.sub_prefix(workload),
+            concurrency=concurrency,
+            log_path=self.tmp / f"worker-{workload}{label}.log",
+        )
+
+    @contextlib.asynccontextmanager
+    async def orchestrator(self, workload: str) -> AsyncIterator[Orchestrator]:
+        """A client on ``workload``'s key prefix."""
+        settings = Settings(redis_url=self.redis_url, key_prefix=self.sub_prefix(workload))
+        async with Orchestrator(settings=settings) as orch:
+            yield orch
+
+    async def cleanup(self) -> int:
+        """Delete every key of this run (SCAN + DEL) and the scratch directory."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        client = Redis.from_url(self.redis_url, decode_responses=True)
+        deleted = 0
+        try:
+            batch: list[str] = []
+            async for key in client.scan_iter(match=f"{self.prefix}*", count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    deleted += await client.delete(*batch)
+                    batch = []
+            if batch:
+                deleted += await client.delete(*batch)
+        finally:
+            await client.aclose()
+        return deleted
+
+    # -- baseline -----------------------------------------------------------------------
+    async def run_baseline(self) -> dict[str, Any]:
+        """Raw redis-py: fan-out throughput and sequential round latency."""
+        producer = Redis.from_url(self.redis_url, decode_responses=True)
+        consumer = Redis.from_url(self.redis_url, decode_responses=True)
+        p = self.sub_prefix("baseline")
+        try:
+            await _baseline_fanout(producer, consumer, f"{p}:warm", self.sizes.warmup)
+            times = [
+                await _baseline_fanout(producer, consumer, f"{p}:fan{k}", self.sizes.baseline)
+                for k in range(self.sizes.repeats)
+            ]
+            seconds = median(times)
+            await _baseline_seq(producer, consumer, f"{p}:seqwarm", 10)
+            gaps = await _baseline_seq(producer, consumer, f"{p}:seq", self.sizes.baseline_seq)
+        finally:
+            await producer.aclose()
+            await consumer.aclose()
+        n = self.sizes.baseline
+        self.baseline = {
+            "workload": "baseline",
+            "n": n,
+            "seconds": _r(seconds, 4),
+            "activities_per_s": round(n / seconds),
+            "repeats": self.sizes.repeats,
+            "seq_n": self.sizes.baseline_seq,
+            "seq_p50_ms": _r(percentile(gaps, 50) * 1000),
+            "seq_p99_ms": _r(percentile(gaps, 99) * 1000),
+            "method": (
+                "redis-py asyncio + hiredis, one process, two connections. Fan-out: the "
+                f"producer XADDs {n} tasks (JSON args) in one non-transactional pipeline "
+                "while the consumer loops XREADGROUP COUNT 100 BLOCK 1000, and for each "
+                "batch runs the no-op, then pipelines one HSET per result plus one XACK "
+                "of the batch; timed from the first XADD to the last result stored "
+                f"(median of {self.sizes.repeats} runs). "
+                "Sequential: per step XADD, XREADGROUP COUNT 1, then HSET+XACK in one "
+                "pipeline; per-step overhead = next step's start minus this step's end "
+                "(3 round trips)."
+            ),
+        }
+        return self.baseline
+
+    # -- W1 -----------------------------------------------------------------------------
+    async def run_w1(self) -> dict[str, Any]:
+        """Fan-out of no-op activities: throughput, and its ratio to the baseline's."""
+        n, conc = self.sizes.w1, self.sizes.w1_concurrency
+        baseline = self.baseline or await self.run_baseline()  # measured first if not yet
+
+        async def once(orch: Orchestrator, worker: WorkerProcess) -> float:
+            t0 = time.perf_counter()
+            handle = await orch.start(wl.FANOUT_NOOP, n)
+            result = await _result(handle, [worker])
+            seconds = time.perf_counter() - t0
+            expected = {"n": n, "sum": n * (n - 1) // 2}
+            if result != expected:
+                raise BenchmarkError(f"W1 returned {result!r}, expected {expected!r}")
+            return seconds
+
+        async def body(orch: Orchestrator, worker: WorkerProcess) -> dict[str, Any]:
+            seconds = median([await once(orch, worker) for _ in range(self.sizes.repeats)])
+            rate = n / seconds
+            base = float(baseline["activities_per_s"])
+            return {
+                "workload": "W1",
+                "n": n,
+                "seconds": _r(seconds, 4),
+                "activities_per_s": round(rate),
+                "baseline_activities_per_s": round(base),
+                "ratio_to_baseline": _r(rate / base),
+                "sum_ok": True,
+                "repeats": self.sizes.repeats,
+                "concurrency": conc,
+            }
+
+        return await self._with_worker("W1", conc, body)
+
+    # -- W2 -----------------------------------------------------------------------------
+    async def run_w2(self) -> dict[str, Any]:
+        """LLM-like latency: makespan of waiting activities versus the ideal."""
+        n, conc, sleep_s = self.sizes.w2, self.sizes.w2_concurrency, self.sizes.w2_sleep_s
+
+        async def body(orch: Orchestrator, worker: WorkerProcess) -> dict[str, Any]:
+            t0 = time.perf_counter()
+            handle = await orch.start(wl.FANOUT_SLEEP, n, sleep_s)
+            done = await _result(handle, [worker])
+            seconds = time.perf_counter() - t0
+            if done != n:
+                raise BenchmarkError(f"W2 returned {done!r}, expected {n}")
+            ideal = -(-n // conc) * sleep_s
+            return {
+                "workload": "W2",
+                "n": n,
+                "seconds": _r(seconds, 4),
+                "ideal_s": _r(ideal, 4),
+                "overhead_ratio": _r(seconds / ideal),
+                "concurrency": conc,
+                "activity_s": sleep_s,
+            }
+
+        return await self._with_worker("W2", conc, body)
+
+    # -- W3 -----------------------------------------------------------------------------
+    async def run_w3(self) -> dict[str, Any]:
+        """A sequential chain: per-step overhead seen by the activities' own clocks."""
+        n, conc = self.sizes.w3, self.sizes.w3_concurrency
+
+        async def body(orch: Orchestrator, worker: WorkerProcess) -> dict[str, Any]:
+            t0 = time.perf_counter()
+            handle = await orch.start(wl.CHAIN, n)
+            stamps = await _result(handle, [worker])
+            seconds = time.perf_counter() - t0
+            if not isinstance(stamps, list) or len(stamps) != n:
+                raise BenchmarkError(f"W3 returned {len(stamps)} stamps, expected {n}")
+            gaps = [stamps[i][0] - stamps[i - 1][1] for i in range(1, n)]
+            return {
+                "workload": "W3",
+                "n": n,
+                "seconds": _r(seconds, 4),
+                "p50_ms": _r(percentile(gaps, 50) * 1000),
+                "p99_ms": _r(percentile(gaps, 99) * 1000),
+                "max_ms": _r(max(gaps) * 1000),
+                "concurrency": conc,
+            }
+
+        return await self._with_worker("W3", conc, body)
+
+    # -- W4 -----------------------------------------------------------------------------
+    async def run_w4(self) -> dict[str, Any]:
+        """SIGKILL the worker mid-run, start a fresh one, and count what happened."""
+        s = self.sizes
+        n, conc = s.w4, s.w4_concurrency
+        path = self.tmp / "w4-executions.log"
+        path.write_bytes(b"")
+        first = self.worker("W4", conc)
+        fresh = self.worker("W4", conc, label="-fresh")
+        async with self.orchestrator("W4") as orch:
+            try:
+                first.start()
+                await _warm_up(orch, first, s.warmup)
+                t0 = time.perf_counter()
+                handle = await orch.start(wl.CRASH_FANOUT, n, s.w4_sleep_s, str(path))
+                await asyncio.sleep(max(0.0, t0 + s.w4_kill_after_s - time.perf_counter()))
+                killed_after = time.perf_counter() - t0
+                executed_before_kill = len(path.read_bytes().splitlines())
+                first.kill()
+                fresh.start()
+                completed = True
+                try:
+                    result = await _result(handle, [fresh])
+                except (BenchmarkError, TaskloomError):  # no result: still count the rest
+                    completed, result = False, None
+                end = time.perf_counter()
+            finally:
+                first.kill()
+                await fresh.stop()
+            info = await handle.info()
+            events = await orch.store.read_log(handle.run_id)
+        recorded = Counter(e.seq for e in events if e.type == "activity_completed")
+        executed = Counter(int(line) for line in path.read_bytes().splitlines() if line)
+        if completed and isinstance(result, list):
+            lost = len(set(range(n)) - {int(i) for i in result})
+        else:  # no result: count the steps that never had an outcome recorded
+            lost = n - len(recorded)
+        return {
+            "workload": "W4",
+            "n": n,
+            "completed": completed and info.status == "completed",
+            "executed_twice": sum(1 for c in executed.values() if c > 1),
+            "lost": lost,
+            "recorded_twice": sum(c - 1 for c in recorded.values() if c > 1),
+            "recovery_s": _r(end - fresh.started_at) if completed else None,
+            "duplicates_dropped": info.duplicates_dropped,
+            "lease_ttl_s": DEFAULT_LEASE_TTL_S,
+            "executions": sum(executed.values()),
+            "executed_before_kill": executed_before_kill,
+            "killed_after_s": _r(killed_after),
+            "seconds": _r(end - t0),
+            "concurrency": conc,
+            "activity_s": s.w4_sleep_s,
+        }
+
+    # -- shared -------------------------------------------------------------------------
+    async def _with_worker(
+        self,
+        workload: str,
+        concurrency: int,
+        body: Callable[[Orchestrator, WorkerProcess], Awaitable[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        worker = self.worker(workload, concurrency)
+        async with self.orchestrator(workload) as orch:
+            try:
+                worker.start()
+                await _warm_up(orch, worker, self.sizes.warmup)
+                return await body(orch, worker)
+            finally:
+                await worker.stop()
+
+
+# -- targets and output -----------------------------------------------------------------
+TARGETS = {
+    "W1": ">= 3000 activities/s and >= 0.4x baseline",
+    "W2": "overhead_ratio <= 1.15",
+    "W3": "p50 <= 0.5 ms and p99 <= 1.0 ms",
+    "W4": "completed, lost 0, recorded_twice 0, executed_twice <= 2, recovery <= 6 s",
+}
+
+
+def target_met(row: dict[str, Any]) -> bool | None:
+    """Whether ``row`` meets its workload's target (``None``: no target)."""
+    match row.get("workload"):
+        case "W1":
+            return bool(row["activities_per_s"] >= 3000 and row["ratio_to_baseline"] >= 0.4)
+        case "W2":
+            return bool(row["overhead_ratio"] <= 1.15)
+        case "W3":
+            return bool(row["p50_ms"] <= 0.5 and row["p99_ms"] <= 1.0)
+        case "W4":
+            return bool(
+                row["completed"]
+                and row["lost"] == 0
+                and row["recorded_twice"] == 0
+                and row["executed_twice"] <= 2
+                and row["recovery_s"] <= 6
+            )
+    return None
+
+
+def summary(row: dict[str, Any]) -> str:
+    """One readable line of results for the table."""
+    match row.get("workload"):
+        case _ if "error" in row:
+            return f"ERROR: {row['error'].splitlines()[0]}"
+        case "baseline":
+            return (
+                f"{row['activities_per_s']:,} tasks/s; sequential round p50 "
+                f"{row['seq_p50_ms']} ms, p99 {row['seq_p99_ms']} ms"
+            )
+        case "W1":
+            return (
+                f"{row['activities_per_s']:,} activities/s = {row['ratio_to_baseline']}x "
+                f"baseline ({row['baseline_activities_per_s']:,}/s)"
+            )
+        case "W2":
+            return (
+                f"makespan {row['seconds']} s vs ideal {row['ideal_s']} s "
+                f"= {row['overhead_ratio']}x"
+            )
+        case "W3":
+            return f"step overhead p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms"
+        case "W4":
+            return (
+                f"completed={row['completed']} lost={row['lost']} "
+                f"recorded_twice={row['recorded_twice']} "
+                f"executed_twice={row['executed_twice']} recovery {row['recovery_s']} s "
+                f"(lease {row['lease_ttl_s']} s)"
+            )
+    return ""
+
+
+def render_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as a plain-text table, with the targets underneath."""
+    header = ("workload", "n", "seconds", "result", "target met")
+    body = []
+    for row in rows:
+        met = row.get("target_met")
+        body.append(
+            (
+                str(row.get("workload", "")),
+                str(row.get("n", "")),
+                str(row.get("seconds", "")),
+                summary(row),
+                "-" if met is None else ("yes" if met else "NO"),
+            )
+        )
+    widths = [max(len(r[i]) for r in (header, *body)) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in (header, *body)
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    shown = [str(r.get("workload")) for r in rows if str(r.get("workload")) in TARGETS]
+    if shown:
+        lines.append("")
+        lines.append("targets (reported, not asserted):")
+        lines.extend(f"  {w}: {TARGETS[w]}" for w in shown)
+    return "\n".join(lines)
+
+
+def parse_only(value: str | None) -> list[str]:
+    """``--only W1,w3`` -> ``['W1', 'W3']``, in the canonical order; ``ValueError`` for an
+    unknown name."""
+    if not value:
+        return list(WORKLOADS)
+    wanted = [v.strip() for v in value.split(",") if v.strip()]
+    known = {w.lower() for w in WORKLOADS}
+    unknown = [v for v in wanted if v.lower() not in known]
+    if unknown or not wanted:
+        raise ValueError(
+            f"unknown workload(s) {', '.join(unknown) or repr(value)}; choose from "
+            f"{', '.join(WORKLOADS)}"
+        )
+    lowered = {v.lower() for v in wanted}
+    return [w for w in WORKLOADS if w.lower() in lowered]
+
+
+async def run_all(redis_url: str, sizes: Sizes, names: Sequence[str], *, as_json: bool) -> int:
+    """Measure the selected workloads in order; print each line (JSON) or the table."""
+    probe = Redis.from_url(redis_url, decode_responses=True, socket_timeout=5)
+    try:
+        await probe.ping()
+    except RedisError as exc:
+        print(f"run.py: cannot reach Redis at {redis_url}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await probe.aclose()
+    bench = Bench(redis_url, sizes)
+    runners: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+        "baseline": bench.run_baseline,
+        "W1": bench.run_w1,
+        "W2": bench.run_w2,
+        "W3": bench.run_w3,
+        "W4": bench.run_w4,
+    }
+    rows: list[dict[str, Any]] = []
+    failed = False
+    try:
+        for name in names:
+            try:
+                row = await runners[name]()
+                row["target_met"] = target_met(row)
+            except (
+                BenchmarkError,
+                TaskloomError,
+                RedisError,
+                OSError,
+                TimeoutError,
+                subprocess.SubprocessError,
+            ) as exc:
+                failed = True
+                row = {"workload": name, "error": f"{type(exc).__name__}: {exc}"}
+            rows.append(row)
+            if as_json:
+                print(json.dumps(row), flush=True)
+    finally:
+        with contextlib.suppress(RedisError):
+            await bench.cleanup()
+    if not as_json:
+        print(render_table(rows))
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse options and run the benchmarks."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--json", action="store_true", help="one JSON object per line per workload")
+    p.add_argument(
+        "--redis-url",
+        default=os.environ.get("TASKLOOM_REDIS_URL") or "redis://127.0.0.1:6379/0",
+        help="Redis to measure against (default: TASKLOOM_REDIS_URL or local 6379/0)",
+    )
+    p.add_argument("--only", help=f"comma-separated workloads, of {','.join(WORKLOADS)}")
+    p.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    args = p.parse_args(argv)
+    try:
+        names = parse_only(args.only)
+    except ValueError as exc:
+        p.error(str(exc))
+    sizes = QUICK if args.quick else STANDARD
+    return asyncio.run(run_all(args.redis_url, sizes, names, as_json=args.json))
+
+
+# -- baseline loops ---------------------------------------------------------------------
+async def _baseline_fanout(producer: Redis, consumer: Redis, key: str, n: int) -> float:
+    """XADD ``n`` tasks (one pipeline) while a consumer XREADGROUPs, HSETs and XACKs."""
+    stream, results, group = f"{key}:tasks", f"{key}:results", "g"
+    await producer.xgroup_create(stream, group, id="0", mkstream=True)
+
+    async def produce() -> None:
+        pipe = producer.pipeline(transaction=False)
+        for i in range(n):
+            pipe.xadd(stream, {"name": "noop", "args": json.dumps([i])})
+        await pipe.execute()
+
+    async def consume() -> None:
+        done = 0
+        while done < n:
+            res: Any = await consumer.xreadgroup(group, "c1", {stream: ">"}, count=100, block=1000)
+            if not res:
+                raise BenchmarkError("baseline consumer saw no tasks for 1 s")
+            messages: list[tuple[str, dict[str, str]]] = res[0][1]
+            pipe = consumer.pipeline(transaction=False)
+            for msg_id, fields in messages:
+                (i,) = json.loads(fields["args"])
+                pipe.hset(results, msg_id, json.dumps({"i": i}))
+            pipe.xack(stream, group, *(m for m, _ in messages))
+            await pipe.execute()
+            done += len(messages)
+
+    t0 = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(produce(), consume()), RESULT_TIMEOUT_S)
+    seconds = time.perf_counter() - t0
+    stored: Any = await producer.hvals(results)
+    if len(stored) != n or sum(json.loads(v)["i"] for v in stored) != n * (n - 1) // 2:
+        raise BenchmarkError(f"baseline stored {len(stored)} results, expected {n}")
+    return seconds
+
+
+async def _baseline_seq(producer: Redis, consumer: Redis, key: str, n: int) -> list[float]:
+    """``n`` sequential rounds; returns the gaps between one step's end and the next's start."""
+    stream, results, group = f"{key}:tasks", f"{key}:results", "g"
+    await producer.xgroup_create(stream, group, id="0", mkstream=True)
+    stamps: list[tuple[float, float]] = []
+    for i in range(n):
+        await producer.xadd(stream, {"name": "stamp", "args": json.dumps([i])})
+        res: Any = await consumer.xreadgroup(group, "c1", {stream: ">"}, count=1, block=1000)
+        if not res:
+            raise BenchmarkError("baseline consumer saw no task for 1 s")
+        msg_id: str = res[0][1][0][0]
+        start = time.time()
+        stamps.append((start, time.time()))
+        pipe = consumer.pipeline(transaction=False)
+        pipe.hset(results, msg_id, json.dumps(stamps[-1]))
+        pipe.xack(stream, group, msg_id)
+        await pipe.execute()
+    return [stamps[i][0] - stamps[i - 1][1] for i in range(1, n)]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

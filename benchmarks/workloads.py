@@ -1,0 +1,120 @@
+"""Workflows and activities of the benchmark workloads, served by a worker subprocess.
+
+Start a worker on them with::
+
+    python -m orchestrator.cli worker --import benchmarks.workloads --concurrency N
+
+Every name is explicit (``bench.*``) so the driver (:mod:`benchmarks.run`) starts runs
+by name and never depends on how a function's qualified name is spelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from orchestrator import Context, activity, workflow
+
+__all__ = [
+    "CHAIN",
+    "CRASH_FANOUT",
+    "FANOUT_NOOP",
+    "FANOUT_SLEEP",
+    "WARMUP",
+    "chain",
+    "crash_fanout",
+    "crash_step",
+    "fanout_noop",
+    "fanout_sleep",
+    "noop",
+    "sleep_step",
+    "stamp",
+    "warmup",
+]
+
+WARMUP = "bench.warmup"
+FANOUT_NOOP = "bench.fanout_noop"
+FANOUT_SLEEP = "bench.fanout_sleep"
+CHAIN = "bench.chain"
+CRASH_FANOUT = "bench.crash_fanout"
+
+
+# -- activities -------------------------------------------------------------------------
+@activity(name="bench.noop")
+async def noop(i: int) -> dict[str, int]:
+    """W1: no work at all; the engine's cost per activity is all that is measured."""
+    return {"i": i}
+
+
+@activity(name="bench.sleep_step")
+async def sleep_step(i: int, seconds: float) -> int:
+    """W2: stands in for an LLM call, which waits on the network and uses no CPU."""
+    await asyncio.sleep(seconds)
+    return i
+
+
+@activity(name="bench.stamp")
+async def stamp(i: int) -> list[float]:
+    """W3: ``[start, end]`` wall-clock times, taken by the activity itself.
+
+    All activities of a benchmark run in one worker process, so the clocks agree and
+    ``start[i + 1] - end[i]`` is the engine's overhead between two sequential steps.
+    """
+    start = time.time()  # no await in between: nothing else runs inside the step
+    return [start, time.time()]
+
+
+@activity(name="bench.crash_step")
+async def crash_step(i: int, seconds: float, path: str) -> int:
+    """W4: a short step that counts its own executions in an append-only file.
+
+    The line is written (``O_APPEND``, one unbuffered ``write``) after the work and
+    before returning, so an execution whose worker dies before its result is recorded
+    shows up in the file, and the re-execution after recovery shows up again.
+    """
+    await asyncio.sleep(seconds)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{i}\n".encode())
+    finally:
+        os.close(fd)
+    return i
+
+
+# -- workflows --------------------------------------------------------------------------
+@workflow(name=WARMUP)
+async def warmup(ctx: Context, n: int) -> int:
+    """A small fan-out and a short chain: loads the code paths before measuring."""
+    parts = await ctx.gather(*(ctx.run(noop, i) for i in range(n)))
+    total = sum(int(p["i"]) for p in parts)
+    for i in range(3):
+        await ctx.run(stamp, i)
+    return total
+
+
+@workflow(name=FANOUT_NOOP)
+async def fanout_noop(ctx: Context, n: int) -> dict[str, int]:
+    """W1: gather ``n`` no-op activities and sum what they return."""
+    parts: list[dict[str, Any]] = await ctx.gather(*(ctx.run(noop, i) for i in range(n)))
+    return {"n": len(parts), "sum": sum(int(p["i"]) for p in parts)}
+
+
+@workflow(name=FANOUT_SLEEP)
+async def fanout_sleep(ctx: Context, n: int, seconds: float) -> int:
+    """W2: gather ``n`` activities that each wait ``seconds``; returns how many ran."""
+    done = await ctx.gather(*(ctx.run(sleep_step, i, seconds) for i in range(n)))
+    return len(done)
+
+
+@workflow(name=CHAIN)
+async def chain(ctx: Context, n: int) -> list[list[float]]:
+    """W3: ``n`` activities one after the other; returns each one's ``[start, end]``."""
+    return [await ctx.run(stamp, i) for i in range(n)]
+
+
+@workflow(name=CRASH_FANOUT)
+async def crash_fanout(ctx: Context, n: int, seconds: float, path: str) -> list[int]:
+    """W4: gather ``n`` short activities that log their executions to ``path``."""
+    return list(await ctx.gather(*(ctx.run(crash_step, i, seconds, path) for i in range(n))))
