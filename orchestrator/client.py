@@ -67,8 +67,8 @@ class RunHandle:
         """The run's log, oldest first; with ``follow``, live until the run ends."""
         await self._store.get_meta(self.run_id)  # a clear error for an unknown id
         last = after
+        batch = await self._store.read_log(self.run_id, after=last)
         while True:
-            batch = await self._store.read_log(self.run_id, after=last)
             for event in batch:
                 yield event
                 if event.type in ("run_completed", "run_failed", "run_cancelled"):
@@ -77,8 +77,7 @@ class RunHandle:
                 last = batch[-1].id
             if not follow:
                 return
-            if not batch:
-                await self._store.follow_log(self.run_id, after=last or "0", block_ms=1000)
+            batch = await self._store.follow_log(self.run_id, after=last or "0-0", block_ms=1000)
 
     async def signal(self, name: str, payload: Any = None) -> None:
         """Send a signal; a run waiting in ``ctx.wait_for_signal(name)`` resumes with it."""

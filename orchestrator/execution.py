@@ -262,7 +262,9 @@ class Execution:
     ) -> None:
         args_json = serde.dumps(args, what=f"arguments of activity {step.name!r}")
         kwargs_json = serde.dumps(kwargs, what=f"keyword arguments of activity {step.name!r}")
-        local = self.host.take_slot()
+        # A re-dispatch after a takeover goes through the queue: its old runner's claim may
+        # still be live, and a queued task is looked at again until that claim lapses.
+        local = new and self.host.take_slot()
         step.dispatch, step.dispatched_here = ("local" if local else "queue"), True
         event = {
             "type": "activity_scheduled",
@@ -531,11 +533,6 @@ class Execution:
                 await previous
         store, host = self.host.store, self.host
         try:
-            if batch.tasks:  # queue first: a crash before the log entry re-schedules it
-                pipe = store.raw.pipeline(transaction=False)
-                for task in batch.tasks:
-                    pipe.xadd(store.keys.queue(host.queue), task)
-                await pipe.execute()
             results = (
                 await store.append(
                     self.run_id,
@@ -543,6 +540,7 @@ class Execution:
                     self.epoch,
                     batch.ops,
                     claim_ttl_ms=host.claim_ttl_ms,
+                    tasks=[(host.queue, task) for task in batch.tasks],
                 )
                 if batch.ops
                 else []

@@ -23,10 +23,13 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), default=_default, allow_nan=False).encode
+
+
 def dumps(value: Any, *, what: str = "value") -> str:
     """Serialize ``value`` to compact JSON; ``what`` names it in the error message."""
     try:
-        return json.dumps(value, separators=(",", ":"), default=_default, allow_nan=False)
+        return _encode(value)
     except (TypeError, ValueError) as exc:
         raise SerializationError(
             f"{what} cannot be stored: {exc}. Pass JSON-serializable values (dict, list, "

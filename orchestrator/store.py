@@ -12,32 +12,17 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Literal
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from . import serde
 from .errors import LeaseLostError, RunIdConflictError, RunNotFoundError
 from .keys import STATUSES, TERMINAL_STATUSES, Keys
+from .scripts import Scripts
 
 __all__ = ["Event", "Op", "Routing", "RunInfo", "Store", "now_ms"]
-
-_SCRIPTS = (
-    "create_run",
-    "acquire",
-    "renew",
-    "release",
-    "append",
-    "start",
-    "record",
-    "external",
-    "pop_timers",
-    "set_index",
-)
 
 
 def now_ms() -> int:
@@ -128,18 +113,10 @@ class Store:
         # decode_responses=True and read replies as the documented shapes.
         self.raw: Any = client
         self.keys = Keys(prefix)
-        lua = resources.files("orchestrator") / "lua"
-        self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script((lua / f"{name}.lua").read_text()) for name in _SCRIPTS
-        }
+        self.scripts = Scripts(self.raw)
 
-    def _script(self, name: str) -> AsyncScript:
-        return self._scripts[name]
-
-    async def _call(
-        self, name: str, keys: Sequence[str], args: Sequence[Any], pipe: Pipeline | None = None
-    ) -> Any:
-        return await self._scripts[name](keys=list(keys), args=list(args), client=pipe)
+    async def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self.scripts.call(name, keys, args)
 
     # -- runs ---------------------------------------------------------------------------
     async def create_run(
@@ -192,10 +169,14 @@ class Store:
         """The run's metadata as a :class:`RunInfo`."""
         return RunInfo.from_meta(await self.get_meta(run_id))
 
-    async def set_index(self, run_id: str, status: str, pipe: Pipeline | None = None) -> None:
-        """Put ``run_id`` in the index of ``status`` (and out of every other)."""
+    def queue_index(self, pipe: Any, run_id: str, status: str) -> None:
+        """Add to ``pipe``: put ``run_id`` in the index of ``status`` (out of every other)."""
         keys = [self.keys.index(status)] + [self.keys.index(s) for s in STATUSES if s != status]
-        await self._call("set_index", keys, [run_id, now_ms()], pipe)
+        self.scripts.queue(pipe, "set_index", keys, [run_id, now_ms()])
+
+    async def set_index(self, run_id: str, status: str) -> None:
+        """Put ``run_id`` in the index of ``status`` (and out of every other)."""
+        await self.scripts.pipeline(lambda pipe: self.queue_index(pipe, run_id, status))
 
     async def list_runs(self, status: str | None = None, *, limit: int = 100) -> list[RunInfo]:
         """Runs by status (newest change first), from the index sorted sets; never SCAN."""
@@ -242,11 +223,13 @@ class Store:
         ts = now_ms()
         res = await self._call("acquire", [self.keys.meta(run_id)], [worker, ts, ttl_ms])
         if res[0] == "acquired":
-            pipe = self.raw.pipeline(transaction=False)
-            pipe.zadd(self.keys.leases, {run_id: ts + ttl_ms})
-            if res[2] != "running":
-                await self.set_index(run_id, "running", pipe)
-            await pipe.execute()
+
+            def follow_up(pipe: Any) -> None:
+                pipe.zadd(self.keys.leases, {run_id: ts + ttl_ms})
+                if res[2] != "running":
+                    self.queue_index(pipe, run_id, "running")
+
+            _raise_first(await self.scripts.pipeline(follow_up))
         return str(res[0]), str(res[1]) if len(res) > 1 else ""
 
     async def renew(
@@ -257,11 +240,15 @@ class Store:
         if not leases:
             return []
         ts = now_ms()
-        pipe = self.raw.pipeline(transaction=False)
-        for run_id, epoch in leases:
-            await self._call("renew", [self.keys.meta(run_id)], [worker, epoch, ts, ttl_ms], pipe)
-        pipe.zadd(self.keys.leases, {run_id: ts + ttl_ms for run_id, _ in leases})
-        res = await pipe.execute()
+
+        def build(pipe: Any) -> None:
+            for run_id, epoch in leases:
+                self.scripts.queue(
+                    pipe, "renew", [self.keys.meta(run_id)], [worker, epoch, ts, ttl_ms]
+                )
+            pipe.zadd(self.keys.leases, {run_id: ts + ttl_ms for run_id, _ in leases})
+
+        res = _raise_first(await self.scripts.pipeline(build))
         return [bool(r) for r in res[:-1]]
 
     async def release(
@@ -273,10 +260,12 @@ class Store:
             await self._call("release", [meta, log], [worker, epoch, last_seen, status, now_ms()])
         )
         if res == 1:
-            pipe = self.raw.pipeline(transaction=False)
-            pipe.zrem(self.keys.leases, run_id)
-            await self.set_index(run_id, status, pipe)
-            await pipe.execute()
+
+            def follow_up(pipe: Any) -> None:
+                pipe.zrem(self.keys.leases, run_id)
+                self.queue_index(pipe, run_id, status)
+
+            _raise_first(await self.scripts.pipeline(follow_up))
         return res
 
     async def expired_leases(self, *, limit: int = 100) -> list[str]:
@@ -297,8 +286,14 @@ class Store:
         claim_ttl_ms: int,
         status: str = "",
         result: Any = None,
+        tasks: Sequence[tuple[str, dict[str, str]]] = (),
     ) -> list[str]:
-        """Append ops to the run's log, fenced by ``epoch``; see ``append.lua``."""
+        """Append ops to the run's log, fenced by ``epoch``; see ``append.lua``.
+
+        ``tasks`` are ``(queue, fields)`` activity tasks sent in the same round trip,
+        before the log entries: a crash in between re-schedules them on replay, never
+        leaves a scheduled entry with no task behind it.
+        """
         meta, log, steps = self.keys.run_keys(run_id)
         keys = [meta, log, steps]
         args: list[Any] = [
@@ -316,18 +311,21 @@ class Store:
                 keys.append(self.keys.claim(run_id, op.seq))
                 claim_index = len(keys)
             args += [op.seq, op.mode, claim_index, serde.dumps(op.event)]
-        try:
-            res = await self._call("append", keys, args)
-        except ResponseError as exc:
-            if str(exc).startswith(("STALE", "TERMINAL")):
-                raise LeaseLostError(f"run {run_id}: {exc}") from None
-            raise
-        if status:
-            pipe = self.raw.pipeline(transaction=False)
-            if status in TERMINAL_STATUSES:
-                pipe.zrem(self.keys.leases, run_id)
-            await self.set_index(run_id, status, pipe)
-            await pipe.execute()
+
+        def build(pipe: Any) -> None:
+            for queue, fields in tasks:
+                pipe.xadd(self.keys.queue(queue), fields)
+            self.scripts.queue(pipe, "append", keys, args)
+            if status:
+                if status in TERMINAL_STATUSES:
+                    pipe.zrem(self.keys.leases, run_id)
+                self.queue_index(pipe, run_id, status)
+
+        replies = await self.scripts.pipeline(build)
+        res = replies[len(tasks)]
+        if isinstance(res, ResponseError) and str(res).startswith(("STALE", "TERMINAL")):
+            raise LeaseLostError(f"run {run_id}: {res}")
+        _raise_first(replies)
         return [str(r) for r in res]
 
     # -- activities ---------------------------------------------------------------------
@@ -335,30 +333,44 @@ class Store:
         self, tasks: Sequence[tuple[str, str]], worker: str, *, ttl_ms: int
     ) -> list[str]:
         """Claim ``(run_id, seq)`` tasks in one round trip: 'ok', 'done' or 'busy' each."""
-        pipe = self.raw.pipeline(transaction=False)
-        for run_id, seq in tasks:
-            await self._call(
-                "start",
-                [self.keys.steps(run_id), self.keys.claim(run_id, seq)],
-                [seq, worker, ttl_ms],
-                pipe,
-            )
-        return [str(r) for r in await pipe.execute()]
+
+        def build(pipe: Any) -> None:
+            for run_id, seq in tasks:
+                self.scripts.queue(
+                    pipe,
+                    "start",
+                    [self.keys.steps(run_id), self.keys.claim(run_id, seq)],
+                    [seq, worker, ttl_ms],
+                )
+
+        return [str(r) for r in _raise_first(await self.scripts.pipeline(build))]
 
     async def record(
-        self, items: Sequence[tuple[str, str, dict[str, Any]]], worker: str
+        self,
+        items: Sequence[tuple[str, str, dict[str, Any] | str]],
+        worker: str,
+        *,
+        acks: Sequence[tuple[str, str]] = (),
     ) -> list[Routing]:
-        """Record step outcomes ``(run_id, seq, event)`` exactly once each, pipelined."""
-        pipe = self.raw.pipeline(transaction=False)
-        for run_id, seq, event in items:
-            meta, log, steps = self.keys.run_keys(run_id)
-            await self._call(
-                "record",
-                [meta, log, steps, self.keys.claim(run_id, seq)],
-                [seq, serde.dumps(event), worker],
-                pipe,
-            )
-        out = [_routing(r) for r in await pipe.execute()]
+        """Record step outcomes ``(run_id, seq, event)`` exactly once each, in one round
+        trip; then acknowledge (and delete) the ``(queue, message_id)`` deliveries."""
+
+        def build(pipe: Any) -> None:
+            for run_id, seq, event in items:
+                meta, log, steps = self.keys.run_keys(run_id)
+                text = event if isinstance(event, str) else serde.dumps(event)
+                self.scripts.queue(
+                    pipe,
+                    "record",
+                    [meta, log, steps, self.keys.claim(run_id, seq)],
+                    [seq, text, worker],
+                )
+            for queue, msg_id in acks:
+                pipe.xack(self.keys.queue(queue), Keys.GROUP, msg_id)
+                pipe.xdel(self.keys.queue(queue), msg_id)
+
+        replies = _raise_first(await self.scripts.pipeline(build))
+        out = [_routing(r) for r in replies[: len(items)]]
         dups = sum(1 for r in out if r.status == "dup")
         if dups:
             await self.raw.hincrby(self.keys.stats, "duplicates_dropped", dups)
@@ -386,12 +398,11 @@ class Store:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    async def enqueue_run(self, run_id: str, why: str, pipe: Pipeline | None = None) -> None:
+    async def enqueue_run(self, run_id: str, why: str) -> None:
         """Ask any worker to take ``run_id``."""
-        target = pipe if pipe is not None else self.client
-        await target.xadd(self.keys.runq, {"run": run_id, "why": why})
+        await self.raw.xadd(self.keys.runq, {"run": run_id, "why": why})
 
-    def route(self, pipe: Pipeline, run_id: str, routing: Routing) -> None:
+    def route(self, pipe: Any, run_id: str, routing: Routing) -> None:
         """Queue the wake-up for a recorded outcome: to the live owner, else the run queue."""
         if routing.owner and routing.lease_until > now_ms():
             pipe.xadd(
@@ -400,10 +411,9 @@ class Store:
         else:
             pipe.xadd(self.keys.runq, {"run": run_id, "why": "event"})
 
-    async def add_timer(self, run_id: str, due_ms: int, pipe: Pipeline | None = None) -> None:
+    async def add_timer(self, run_id: str, due_ms: int) -> None:
         """Make sure the run is woken at ``due_ms`` (keeps the earliest)."""
-        target = pipe if pipe is not None else self.client
-        await target.zadd(self.keys.timers, {run_id: due_ms}, lt=True)
+        await self.raw.zadd(self.keys.timers, {run_id: due_ms}, lt=True)
 
     async def pop_timers(self, *, limit: int = 100) -> int:
         """Move due timers to the run queue; returns how many fired."""
@@ -418,3 +428,11 @@ def _routing(res: Any) -> Routing:
     return Routing(
         status="ok", entry_id=str(res[1]), owner=str(res[2] or ""), lease_until=int(res[3] or 0)
     )
+
+
+def _raise_first(replies: list[Any]) -> list[Any]:
+    """Raise the first error among pipeline replies (they come back as objects)."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies

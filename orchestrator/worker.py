@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
@@ -347,41 +347,68 @@ class Worker:
                 await self._take_tasks(messages)
 
     async def _take_tasks(self, messages: list[tuple[str, dict[str, str]]]) -> None:
-        qkey = self.store.keys.queue(self.queue)
+        """Start delivered tasks: at once while slots are free, the rest as slots free up."""
         stale = [m for m, f in messages if not f]  # deleted while pending
+        if stale:
+            await self._ack(stale)
         tasks = [(m, f) for m, f in messages if f]
-        if tasks:
-            self._held_msgs.update(m for m, _ in tasks)
+        self._held_msgs.update(m for m, _ in tasks)
+        ready = min(len(tasks), max(self._free, 0))
+        self._free -= ready
+        for task in tasks[ready:]:
+            self._track(self._start_when_free(task))
+        if ready:
+            await self._start(tasks[:ready])
+
+    async def _start_when_free(self, task: tuple[str, dict[str, str]]) -> None:
+        await self._wait_slot()
+        if self._stopping.is_set():  # shutdown handed the delivery back to the queue
+            self.give_slot()
+            return
+        await self._start([task])
+
+    async def _start(self, tasks: list[tuple[str, dict[str, str]]]) -> None:
+        """Claim tasks whose slots are taken, then run the ones that are ours to run."""
+        try:
             states = await self.store.start_activities(
                 [(f["run"], f["seq"]) for _, f in tasks], self.worker_id, ttl_ms=self.claim_ttl_ms
             )
-            for (msg_id, f), state in zip(tasks, states, strict=True):
-                if state == "ok":
-                    self._spawn(
-                        f["run"],
-                        f["seq"],
-                        f["name"],
-                        serde.loads(f["args"]),
-                        serde.loads(f.get("kwargs") or "{}"),
-                        msg_id,
-                        slot=False,
-                    )
-                elif state == "done":
-                    stale.append(msg_id)
-                else:  # another worker runs it: look again after the visibility timeout
-                    self._held_msgs.discard(msg_id)
-        if stale:
-            self._held_msgs.difference_update(stale)
-            pipe = self.store.raw.pipeline(transaction=False)
-            pipe.xack(qkey, Keys.GROUP, *stale)
-            pipe.xdel(qkey, *stale)
-            await pipe.execute()
+        except BaseException:
+            for _ in tasks:
+                self.give_slot()
+            raise
+        done: list[str] = []
+        for (msg_id, f), state in zip(tasks, states, strict=True):
+            if state == "ok":
+                args, kwargs = serde.loads(f["args"]), serde.loads(f.get("kwargs") or "{}")
+                self._spawn(f["run"], f["seq"], f["name"], args, kwargs, msg_id)
+                continue
+            self.give_slot()
+            if state == "done":
+                done.append(msg_id)
+            else:  # another worker runs it: look again after the visibility timeout
+                self._held_msgs.discard(msg_id)
+        if done:
+            await self._ack(done)
+
+    async def _ack(self, msg_ids: list[str]) -> None:
+        self._held_msgs.difference_update(msg_ids)
+        qkey = self.store.keys.queue(self.queue)
+        pipe = self.store.raw.pipeline(transaction=False)
+        pipe.xack(qkey, Keys.GROUP, *msg_ids)
+        pipe.xdel(qkey, *msg_ids)
+        await pipe.execute()
 
     def run_local(
         self, run_id: str, seq: str, name: str, args: list[Any], kwargs: dict[str, Any]
     ) -> None:
         """Run an activity of an owned run here (its slot is already taken)."""
-        self._spawn(run_id, seq, name, args, kwargs, None, slot=True)
+        self._spawn(run_id, seq, name, args, kwargs, None)
+
+    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._activity_tasks.add(task)
+        task.add_done_callback(self._activity_tasks.discard)
 
     def _spawn(
         self,
@@ -391,15 +418,9 @@ class Worker:
         args: list[Any],
         kwargs: dict[str, Any],
         msg_id: str | None,
-        *,
-        slot: bool,
     ) -> None:
         self._inflight[(run_id, seq)] = msg_id
-        task = asyncio.get_running_loop().create_task(
-            self._execute(run_id, seq, name, args, kwargs, msg_id, has_slot=slot)
-        )
-        self._activity_tasks.add(task)
-        task.add_done_callback(self._activity_tasks.discard)
+        self._track(self._execute(run_id, seq, name, args, kwargs, msg_id))
 
     async def _execute(
         self,
@@ -409,17 +430,15 @@ class Worker:
         args: list[Any],
         kwargs: dict[str, Any],
         msg_id: str | None,
-        *,
-        has_slot: bool,
     ) -> None:
-        if not has_slot:
-            await self._wait_slot()
+        """Run one activity (its slot is held) and record its outcome exactly once."""
         started = now_ms()
         token = _current.set(ActivityInfo(run_id, seq, name, self.worker_id))
         try:
             event = await self._call_activity(name, args, kwargs)
         finally:
             _current.reset(token)
+            self.give_slot()  # recording needs no slot: the next activity may start now
         event |= {
             "seq": seq,
             "name": name,
@@ -428,12 +447,17 @@ class Worker:
             "worker": self.worker_id,
         }
         try:
-            routing = await self._record_until_stored(run_id, seq, event, msg_id)
+            text = serde.dumps(event, what=f"result of activity {name!r}")
+        except TaskloomError as exc:
+            event = {k: v for k, v in event.items() if k != "result"}
+            event |= {"type": "activity_failed", "error": _error_dict(exc)}
+            text = serde.dumps(event)
+        try:
+            routing = await self._record_until_stored(run_id, seq, text, msg_id)
         finally:
             self._inflight.pop((run_id, seq), None)
             if msg_id is not None:
                 self._held_msgs.discard(msg_id)
-            self.give_slot()
         if routing.status == "ok":
             ex = self.runs.get(run_id)
             if ex is not None and routing.owner == self.worker_id:
@@ -446,7 +470,7 @@ class Worker:
                 await pipe.execute()
 
     async def _record_until_stored(
-        self, run_id: str, seq: str, event: dict[str, Any], msg_id: str | None
+        self, run_id: str, seq: str, event: str, msg_id: str | None
     ) -> Routing:
         """Record an outcome, riding out a Redis outage: the result is in hand, keep it."""
         delay = 0.05
@@ -477,23 +501,16 @@ class Worker:
                 result = await asyncio.get_running_loop().run_in_executor(
                     self._executor, lambda: ctx.run(adef.fn, *args, **kwargs)
                 )
-            serde.dumps(result, what=f"result of activity {name!r}")
             return {"type": "activity_completed", "result": result}
         except Exception as exc:
             return {"type": "activity_failed", "error": _error_dict(exc)}
 
-    async def _record_batch(
-        self, items: list[tuple[str, str, dict[str, Any], str | None]]
-    ) -> list[Routing]:
-        routings = await self.store.record([(r, s, e) for r, s, e, _ in items], self.worker_id)
-        acks = [m for _, _, _, m in items if m is not None]
-        if acks:
-            qkey = self.store.keys.queue(self.queue)
-            pipe = self.store.raw.pipeline(transaction=False)
-            pipe.xack(qkey, Keys.GROUP, *acks)
-            pipe.xdel(qkey, *acks)
-            await pipe.execute()
-        return routings
+    async def _record_batch(self, items: list[tuple[str, str, str, str | None]]) -> list[Routing]:
+        return await self.store.record(
+            [(r, s, e) for r, s, e, _ in items],
+            self.worker_id,
+            acks=[(self.queue, m) for _, _, _, m in items if m is not None],
+        )
 
     # -- wake-ups and maintenance -------------------------------------------------------
     async def _wake_loop(self) -> None:
@@ -545,13 +562,18 @@ class Worker:
         for run_id in await store.expired_leases():
             if run_id not in self.runs:
                 await self.take_run(run_id)
-        if self._free > 0:
-            qkey = store.keys.queue(self.queue)
-            res = await store.raw.xautoclaim(
-                qkey, Keys.GROUP, self.worker_id, idle, "0-0", count=self._free
-            )
-            if res[1]:
-                await self._take_tasks(res[1])
+        # A dead worker's deliveries come back even while this one is busy: they queue
+        # for a slot here, kept alive by this worker's heartbeat.
+        res = await store.raw.xautoclaim(
+            store.keys.queue(self.queue),
+            Keys.GROUP,
+            self.worker_id,
+            idle,
+            "0-0",
+            count=self.concurrency,
+        )
+        if res[1]:
+            await self._take_tasks(res[1])
         res = await store.raw.xautoclaim(
             store.keys.runq, Keys.GROUP, self.worker_id, idle, "0-0", count=50
         )
