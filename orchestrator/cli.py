@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import sys
@@ -73,6 +74,10 @@ async def _worker(args: argparse.Namespace, orch: Orchestrator) -> int:
         f"{len(worker.registry.activity_names)} activities, queue {worker.queue!r}, "
         f"{worker.concurrency} slots (Ctrl-C or SIGTERM stops gracefully)"
     )
+    # Everything loaded so far (modules, registries) lives as long as the process: keep
+    # it out of the cyclic GC, whose full passes over it paused the loop ~15 ms each.
+    gc.collect()
+    gc.freeze()
     await worker.run(install_signal_handlers=True)
     return 0
 

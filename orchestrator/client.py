@@ -202,6 +202,7 @@ class Orchestrator:
         options.setdefault("concurrency", self.settings.concurrency)
         options.setdefault("queue", self.settings.queue)
         options.setdefault("lease_ttl", self.settings.lease_ttl)
+        options.setdefault("prefetch", self.settings.prefetch)
         return Worker(
             self.store, workflows=workflows, activities=activities, modules=modules, **options
         )

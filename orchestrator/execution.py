@@ -37,6 +37,8 @@ __all__ = ["Execution", "Host"]
 log = logging.getLogger("taskloom.execution")
 
 KEEP_SHORT_TIMERS_MS = 1000
+# A batch with at least this many steps after its last local one is written in two parts.
+_SPLIT_MIN_REST = 64
 
 TERMINAL_EVENTS = {"run_completed", "run_failed", "run_cancelled"}
 
@@ -80,6 +82,30 @@ class _Batch:
     tasks: list[dict[str, str]] = field(default_factory=list)
     local: dict[str, tuple[str, list[Any], dict[str, Any]]] = field(default_factory=dict)
     after: list[Any] = field(default_factory=list)
+
+
+def _split_after_last_local(batch: _Batch) -> list[_Batch]:
+    """Cut a big batch after its last step to run here: that part is written first, so
+    those steps start without waiting for the rest (hundreds of queued tasks) to be
+    written. The parts are written in order, so the log's order is unchanged."""
+    if not batch.local or not batch.tasks:
+        return [batch]
+    cut = max(i for i, op in enumerate(batch.ops) if op.mode == "sched" and op.claim) + 1
+    if len(batch.ops) - cut < _SPLIT_MIN_REST:
+        return [batch]
+    first = {op.seq for op in batch.ops[:cut]}
+    return [
+        _Batch(
+            ops=batch.ops[:cut],
+            tasks=[t for t in batch.tasks if t["seq"] in first],
+            local=batch.local,
+        ),
+        _Batch(
+            ops=batch.ops[cut:],
+            tasks=[t for t in batch.tasks if t["seq"] not in first],
+            after=batch.after,
+        ),
+    ]
 
 
 def _error_dict(exc: BaseException) -> dict[str, Any]:
@@ -516,8 +542,11 @@ class Execution:
         batch, self._batch = self._batch, _Batch()
         if not (batch.ops or batch.after):
             return
-        self._flushing = asyncio.get_running_loop().create_task(self._flush(batch, self._flushing))
-        self._flushing.add_done_callback(lambda _: self._check_evictable())
+        for part in _split_after_last_local(batch):
+            self._flushing = asyncio.get_running_loop().create_task(
+                self._flush(part, self._flushing)
+            )
+            self._flushing.add_done_callback(lambda _: self._check_evictable())
 
     async def _drain(self) -> None:
         while self._flush_queued or (self._flushing is not None and not self._flushing.done()):

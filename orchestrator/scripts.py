@@ -18,7 +18,7 @@ from redis.exceptions import NoScriptError
 __all__ = ["Scripts"]
 
 NAMES = (
-    "create_run", "acquire", "renew", "release", "append", "start", "record",
+    "create_run", "acquire", "renew", "release", "append", "start", "record", "unclaim",
     "external", "pop_timers", "set_index",
 )  # fmt: skip
 

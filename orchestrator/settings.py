@@ -33,6 +33,7 @@ _ENV: dict[str, tuple[str, ...]] = {
     "key_prefix": ("TASKLOOM_KEY_PREFIX",),
     "concurrency": ("TASKLOOM_CONCURRENCY",),
     "lease_ttl": ("TASKLOOM_LEASE_TTL",),
+    "prefetch": ("TASKLOOM_PREFETCH",),
     "appendfsync": ("TASKLOOM_APPENDFSYNC",),
     "queue": ("TASKLOOM_QUEUE",),
 }
@@ -55,8 +56,13 @@ class Settings(BaseModel):
     """Prefix of every Redis key, so several deployments share one Redis (TASKLOOM_KEY_PREFIX)."""
     concurrency: int = Field(default=16, ge=1, le=10_000)
     """Activities a worker runs at once (TASKLOOM_CONCURRENCY)."""
-    lease_ttl: float = Field(default=2.0, gt=0.05, le=3600)
-    """Seconds a worker's lease on a run or an activity lasts without a heartbeat."""
+    lease_ttl: float = Field(default=1.0, gt=0.05, le=3600)
+    """Seconds a worker's lease on a run or an activity lasts without a heartbeat: how
+    soon a dead worker's work is taken over (TASKLOOM_LEASE_TTL). Raise it if workflow
+    code may block the event loop for longer than a quarter of it."""
+    prefetch: int | None = Field(default=None, ge=0, le=10_000)
+    """Deliveries a busy worker may claim ahead of free slots, when its activities are
+    short (None: as many as ``concurrency``; 0: never) (TASKLOOM_PREFETCH)."""
     appendfsync: Literal["everysec", "always"] = "everysec"
     """AOF fsync policy of the embedded Redis (TASKLOOM_APPENDFSYNC)."""
     queue: str = "default"

@@ -333,17 +333,22 @@ class Store:
         self, tasks: Sequence[tuple[str, str]], worker: str, *, ttl_ms: int
     ) -> list[str]:
         """Claim ``(run_id, seq)`` tasks in one round trip: 'ok', 'done' or 'busy' each."""
+        by_run = _group_by_run(tasks)
 
         def build(pipe: Any) -> None:
-            for run_id, seq in tasks:
+            for run_id, positions in by_run.items():
+                seqs = [tasks[i][1] for i in positions]
+                claims = [self.keys.claim(run_id, seq) for seq in seqs]
                 self.scripts.queue(
-                    pipe,
-                    "start",
-                    [self.keys.steps(run_id), self.keys.claim(run_id, seq)],
-                    [seq, worker, ttl_ms],
+                    pipe, "start", [self.keys.steps(run_id), *claims], [worker, ttl_ms, *seqs]
                 )
 
-        return [str(r) for r in _raise_first(await self.scripts.pipeline(build))]
+        replies = _raise_first(await self.scripts.pipeline(build))
+        out = [""] * len(tasks)
+        for positions, reply in zip(by_run.values(), replies, strict=True):
+            for i, state in zip(positions, reply, strict=True):
+                out[i] = str(state)
+        return out
 
     async def record(
         self,
@@ -355,22 +360,28 @@ class Store:
         """Record step outcomes ``(run_id, seq, event)`` exactly once each, in one round
         trip; then acknowledge (and delete) the ``(queue, message_id)`` deliveries."""
 
+        by_run = _group_by_run(items)
+        by_queue: dict[str, list[str]] = {}
+        for queue, msg_id in acks:
+            by_queue.setdefault(queue, []).append(msg_id)
+
         def build(pipe: Any) -> None:
-            for run_id, seq, event in items:
-                meta, log, steps = self.keys.run_keys(run_id)
-                text = event if isinstance(event, str) else serde.dumps(event)
-                self.scripts.queue(
-                    pipe,
-                    "record",
-                    [meta, log, steps, self.keys.claim(run_id, seq)],
-                    [seq, text, worker],
-                )
-            for queue, msg_id in acks:
-                pipe.xack(self.keys.queue(queue), Keys.GROUP, msg_id)
-                pipe.xdel(self.keys.queue(queue), msg_id)
+            for run_id, positions in by_run.items():
+                keys, args = [*self.keys.run_keys(run_id)], [worker]
+                for i in positions:
+                    _, seq, event = items[i]
+                    keys.append(self.keys.claim(run_id, seq))
+                    args += [seq, event if isinstance(event, str) else serde.dumps(event)]
+                self.scripts.queue(pipe, "record", keys, args)
+            for queue, msg_ids in by_queue.items():
+                pipe.xack(self.keys.queue(queue), Keys.GROUP, *msg_ids)
+                pipe.xdel(self.keys.queue(queue), *msg_ids)
 
         replies = _raise_first(await self.scripts.pipeline(build))
-        out = [_routing(r) for r in replies[: len(items)]]
+        out = [Routing(status="missing")] * len(items)
+        for positions, reply in zip(by_run.values(), replies[: len(by_run)], strict=True):
+            for i, one in zip(positions, reply, strict=True):
+                out[i] = _routing(one)
         dups = sum(1 for r in out if r.status == "dup")
         if dups:
             await self.raw.hincrby(self.keys.stats, "duplicates_dropped", dups)
@@ -380,6 +391,19 @@ class Store:
         """Append an event from outside the run (signal, cancel request)."""
         meta, log, _ = self.keys.run_keys(run_id)
         return _routing(await self._call("external", [meta, log], [serde.dumps(event)]))
+
+    async def unclaim(self, tasks: Sequence[tuple[str, str]], worker: str) -> None:
+        """Release ``worker``'s claims on ``(run_id, seq)`` tasks it hands back."""
+        if not tasks:
+            return
+        by_run = _group_by_run(tasks)
+
+        def build(pipe: Any) -> None:
+            for run_id, positions in by_run.items():
+                claims = [self.keys.claim(run_id, tasks[i][1]) for i in positions]
+                self.scripts.queue(pipe, "unclaim", claims, [worker])
+
+        _raise_first(await self.scripts.pipeline(build))
 
     async def renew_claims(self, claims: Iterable[tuple[str, str]], *, ttl_ms: int) -> None:
         """Extend the claims on activities this worker is running."""
@@ -428,6 +452,15 @@ def _routing(res: Any) -> Routing:
     return Routing(
         status="ok", entry_id=str(res[1]), owner=str(res[2] or ""), lease_until=int(res[3] or 0)
     )
+
+
+def _group_by_run(items: Sequence[tuple[Any, ...]]) -> dict[str, list[int]]:
+    """Positions of ``items`` by their first field, the run id (one script call per run:
+    a run's keys share a hash slot, several runs' keys need not)."""
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(item[0], []).append(i)
+    return groups
 
 
 def _raise_first(replies: list[Any]) -> list[Any]:

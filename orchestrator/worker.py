@@ -6,6 +6,12 @@ run it owns itself when it has a free slot (recorded exactly as if it had come o
 queue). Every ``lease_ttl / 4`` seconds it renews its leases and activity claims,
 resumes runs whose owner's lease expired, reclaims a dead worker's deliveries
 (XAUTOCLAIM) and moves due timers to the run queue.
+
+When its slots are busy with short activities it prefetches: it claims up to
+``prefetch`` more deliveries and starts each the moment a slot frees, with no round
+trip. It prefetches only as many as it expects to start within ``PREFETCH_HORIZON_S``
+(from the mean duration of its recent activities), so long activities, such as LLM
+calls, stay in the queue for whichever worker frees a slot first.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import os
 import signal
 import socket
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,6 +59,12 @@ class ActivityInfo:
         """``run_id/seq``: pass it to external systems so a re-execution is harmless."""
         return f"{self.run_id}/{self.seq}"
 
+
+PREFETCH_HORIZON_S = 0.5
+"""A worker prefetches the deliveries it expects to start within this many seconds."""
+
+# run_id, seq, activity name, args, kwargs, delivery id
+_Task = tuple[str, str, str, list[Any], dict[str, Any], str | None]
 
 _current: contextvars.ContextVar[ActivityInfo] = contextvars.ContextVar("taskloom_activity")
 
@@ -111,9 +124,10 @@ class Worker:
         modules: Iterable[ModuleType | str] = (),
         concurrency: int = 16,
         queue: str = "default",
-        lease_ttl: float = 2.0,
+        lease_ttl: float = 1.0,
         worker_id: str | None = None,
         shutdown_grace: float = 30.0,
+        prefetch: int | None = None,
     ) -> None:
         self.store = store
         self.registry = Registry(workflows=workflows, activities=activities)
@@ -130,7 +144,10 @@ class Worker:
         self.runs: dict[str, Execution] = {}
         self._free = concurrency
         self._slot_freed = asyncio.Event()
+        self.prefetch = concurrency if prefetch is None else prefetch
         self._inflight: dict[tuple[str, str], str | None] = {}
+        self._waiting: deque[_Task] = deque()  # claimed, waiting for a slot
+        self._mean_s: float | None = None  # recent activity duration (EWMA)
         self._held_msgs: set[str] = set()
         self._activity_tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -151,9 +168,25 @@ class Worker:
         return False
 
     def give_slot(self) -> None:
-        """Return a slot."""
+        """Return a slot, or hand it straight to a prefetched activity."""
+        if self._waiting and not self._stopping.is_set():
+            self._spawn(*self._waiting.popleft())
+            self._slot_freed.set()  # room to prefetch another
+            return
         self._free += 1
         self._slot_freed.set()
+
+    @property
+    def prefetched(self) -> int:
+        """Activities claimed by this worker and waiting for one of its slots."""
+        return len(self._waiting)
+
+    def _prefetch_room(self) -> int:
+        """How many more deliveries to claim beyond the free slots."""
+        if not self.prefetch or self._mean_s is None:
+            return 0
+        expected = int(self.concurrency * PREFETCH_HORIZON_S / max(self._mean_s, 1e-4))
+        return max(0, min(self.prefetch, expected) - len(self._waiting))
 
     async def _wait_slot(self) -> None:
         while self._free <= 0:
@@ -208,9 +241,13 @@ class Worker:
     async def _shutdown(self) -> None:
         store = self.store
         with contextlib.suppress(RedisError):  # hand back deliveries not started yet
+            prefetched, self._waiting = list(self._waiting), deque()
+            for run_id, seq, *_ in prefetched:
+                self._inflight.pop((run_id, seq), None)
             waiting = [m for m in self._held_msgs if m not in self._inflight.values()]
             if waiting:
                 await self._requeue(waiting)
+            await self.store.unclaim([(t[0], t[1]) for t in prefetched], self.worker_id)
         if self._activity_tasks:
             _, pending = await asyncio.wait(self._activity_tasks, timeout=self.shutdown_grace)
             for task in pending:
@@ -235,9 +272,16 @@ class Worker:
 
     async def _requeue(self, msg_ids: list[str]) -> None:
         qkey = self.store.keys.queue(self.queue)
-        rows = await self.store.raw.xclaim(qkey, Keys.GROUP, self.worker_id, 0, msg_ids)
+        await self._hand_back(
+            await self.store.raw.xclaim(qkey, Keys.GROUP, self.worker_id, 0, msg_ids)
+        )
+
+    async def _hand_back(self, deliveries: list[tuple[str, dict[str, str]]]) -> None:
+        """Put deliveries back at the end of the queue as new messages, for any worker."""
+        qkey = self.store.keys.queue(self.queue)
+        self._held_msgs.difference_update(m for m, _ in deliveries)
         pipe = self.store.raw.pipeline(transaction=False)
-        for msg_id, fields in rows:
+        for msg_id, fields in deliveries:
             if fields:
                 pipe.xadd(qkey, fields)
             pipe.xack(qkey, Keys.GROUP, msg_id)
@@ -336,55 +380,48 @@ class Worker:
     async def _queue_loop(self) -> None:
         client, key = self.store.raw, self.store.keys.queue(self.queue)
         while not self._stopping.is_set():
-            if self._free <= 0:
+            want = max(self._free, 0) + self._prefetch_room()
+            if want <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
             res = await client.xreadgroup(
-                Keys.GROUP, self.worker_id, {key: ">"}, count=max(self._free, 1), block=1000
+                Keys.GROUP, self.worker_id, {key: ">"}, count=want, block=1000
             )
             for _, messages in res or []:
                 await self._take_tasks(messages)
 
     async def _take_tasks(self, messages: list[tuple[str, dict[str, str]]]) -> None:
-        """Start delivered tasks: at once while slots are free, the rest as slots free up."""
+        """Claim delivered tasks; start them while slots are free, queue the rest here
+        (claimed, renewed by the heartbeat) to start the moment a slot frees."""
         stale = [m for m, f in messages if not f]  # deleted while pending
         if stale:
             await self._ack(stale)
         tasks = [(m, f) for m, f in messages if f]
-        self._held_msgs.update(m for m, _ in tasks)
-        ready = min(len(tasks), max(self._free, 0))
-        self._free -= ready
-        for task in tasks[ready:]:
-            self._track(self._start_when_free(task))
-        if ready:
-            await self._start(tasks[:ready])
-
-    async def _start_when_free(self, task: tuple[str, dict[str, str]]) -> None:
-        await self._wait_slot()
-        if self._stopping.is_set():  # shutdown handed the delivery back to the queue
-            self.give_slot()
+        # A read that was blocked may bring more than fits now (a local step took the
+        # slot meanwhile): hand the rest back at once, for whichever worker is free.
+        fits = max(self._free, 0) + self._prefetch_room()
+        if len(tasks) > fits:
+            await self._hand_back(tasks[fits:])
+            tasks = tasks[:fits]
+        if not tasks:
             return
-        await self._start([task])
-
-    async def _start(self, tasks: list[tuple[str, dict[str, str]]]) -> None:
-        """Claim tasks whose slots are taken, then run the ones that are ours to run."""
-        try:
-            states = await self.store.start_activities(
-                [(f["run"], f["seq"]) for _, f in tasks], self.worker_id, ttl_ms=self.claim_ttl_ms
-            )
-        except BaseException:
-            for _ in tasks:
-                self.give_slot()
-            raise
+        self._held_msgs.update(m for m, _ in tasks)
+        states = await self.store.start_activities(
+            [(f["run"], f["seq"]) for _, f in tasks], self.worker_id, ttl_ms=self.claim_ttl_ms
+        )
         done: list[str] = []
         for (msg_id, f), state in zip(tasks, states, strict=True):
             if state == "ok":
                 args, kwargs = serde.loads(f["args"]), serde.loads(f.get("kwargs") or "{}")
-                self._spawn(f["run"], f["seq"], f["name"], args, kwargs, msg_id)
-                continue
-            self.give_slot()
-            if state == "done":
+                task = (f["run"], f["seq"], f["name"], args, kwargs, msg_id)
+                if self._free > 0 and not self._stopping.is_set():
+                    self._free -= 1
+                    self._spawn(*task)
+                else:
+                    self._inflight[(task[0], task[1])] = msg_id  # renew its claim meanwhile
+                    self._waiting.append(task)
+            elif state == "done":
                 done.append(msg_id)
             else:  # another worker runs it: look again after the visibility timeout
                 self._held_msgs.discard(msg_id)
@@ -408,7 +445,14 @@ class Worker:
     def _track(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._activity_tasks.add(task)
-        task.add_done_callback(self._activity_tasks.discard)
+        task.add_done_callback(self._activity_done)
+
+    def _activity_done(self, task: asyncio.Task[None]) -> None:
+        self._activity_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A bug, not an outage (those are retried inside): say so loudly. The step's
+            # claim and delivery lapse, so another worker runs it again.
+            log.error("worker %s: activity task crashed", self.worker_id, exc_info=task.exception())
 
     def _spawn(
         self,
@@ -438,6 +482,8 @@ class Worker:
             event = await self._call_activity(name, args, kwargs)
         finally:
             _current.reset(token)
+            took = (now_ms() - started) / 1000
+            self._mean_s = took if self._mean_s is None else 0.8 * self._mean_s + 0.2 * took
             self.give_slot()  # recording needs no slot: the next activity may start now
         event |= {
             "seq": seq,
@@ -570,7 +616,7 @@ class Worker:
             self.worker_id,
             idle,
             "0-0",
-            count=self.concurrency,
+            count=max(1, self._free + self._prefetch_room()),
         )
         if res[1]:
             await self._take_tasks(res[1])

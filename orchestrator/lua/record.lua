@@ -1,18 +1,34 @@
--- Record a step's outcome exactly once; any worker may call it, no lease needed.
--- KEYS: meta, log, steps, claim
--- ARGV: seq, event_json, worker_id
--- Returns {'ok', entry_id, owner, lease_until} | {'dup'} | {'late'} | {'missing'}
+-- Record step outcomes of one run exactly once each; any worker may call it, no lease
+-- needed (the steps hash, not the owner, decides what counts).
+-- KEYS: meta, log, steps, then one claim key per item
+-- ARGV: worker_id, then per item: seq, event_json
+-- Returns one reply per item: {'ok', entry_id, owner, lease_until} | {'dup'} | {'late'}
+-- | {'missing'}
 local m = redis.call('HMGET', KEYS[1], 'status', 'owner', 'lease_until')
-if not m[1] then return {'missing'} end
-if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then
-  redis.call('HINCRBY', KEYS[1], 'dups', 1)
-  return {'dup'}
+local out = {}
+local n = #KEYS - 3
+if not m[1] then
+  for k = 1, n do out[k] = {'missing'} end
+  return out
 end
-if m[1] == 'completed' or m[1] == 'failed' or m[1] == 'cancelled' then
-  redis.call('HINCRBY', KEYS[1], 'late', 1)
-  return {'late'}
+local ended = m[1] == 'completed' or m[1] == 'failed' or m[1] == 'cancelled'
+local dups, late = 0, 0
+for k = 1, n do
+  local seq, event = ARGV[2 * k], ARGV[2 * k + 1]
+  if redis.call('HEXISTS', KEYS[3], seq) == 1 then
+    dups = dups + 1
+    out[k] = {'dup'}
+  elseif ended then
+    late = late + 1
+    out[k] = {'late'}
+  else
+    local id = redis.call('XADD', KEYS[2], '*', 'e', event)
+    redis.call('HSET', KEYS[3], seq, id)
+    local claim = KEYS[3 + k]
+    if redis.call('GET', claim) == ARGV[1] then redis.call('DEL', claim) end
+    out[k] = {'ok', id, m[2], m[3]}
+  end
 end
-local id = redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
-redis.call('HSET', KEYS[3], ARGV[1], id)
-if redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
-return {'ok', id, m[2], m[3]}
+if dups > 0 then redis.call('HINCRBY', KEYS[1], 'dups', dups) end
+if late > 0 then redis.call('HINCRBY', KEYS[1], 'late', late) end
+return out
