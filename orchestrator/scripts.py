@@ -19,7 +19,7 @@ __all__ = ["Scripts"]
 
 NAMES = (
     "create_run", "acquire", "renew", "release", "append", "start", "record", "unclaim",
-    "external", "pop_timers", "set_index",
+    "enqueue", "external", "pop_timers", "set_index",
 )  # fmt: skip
 
 

@@ -312,9 +312,11 @@ class Store:
                 claim_index = len(keys)
             args += [op.seq, op.mode, claim_index, serde.dumps(op.event)]
 
+        enqueues = self._enqueue_calls(tasks)
+
         def build(pipe: Any) -> None:
-            for queue, fields in tasks:
-                pipe.xadd(self.keys.queue(queue), fields)
+            for queue_keys, queue_args in enqueues:
+                self.scripts.queue(pipe, "enqueue", queue_keys, queue_args)
             self.scripts.queue(pipe, "append", keys, args)
             if status:
                 if status in TERMINAL_STATUSES:
@@ -322,11 +324,23 @@ class Store:
                 self.queue_index(pipe, run_id, status)
 
         replies = await self.scripts.pipeline(build)
-        res = replies[len(tasks)]
+        res = replies[len(enqueues)]
         if isinstance(res, ResponseError) and str(res).startswith(("STALE", "TERMINAL")):
             raise LeaseLostError(f"run {run_id}: {res}")
         _raise_first(replies)
         return [str(r) for r in res]
+
+    def _enqueue_calls(
+        self, tasks: Sequence[tuple[str, dict[str, str]]]
+    ) -> list[tuple[list[str], list[str]]]:
+        """``enqueue.lua`` calls for ``tasks``: one per queue and set of field names."""
+        groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        for queue, fields in tasks:
+            groups.setdefault((queue, tuple(fields)), []).extend(fields.values())
+        return [
+            ([self.keys.queue(queue)], [str(len(names)), *names, *values])
+            for (queue, names), values in groups.items()
+        ]
 
     # -- activities ---------------------------------------------------------------------
     async def start_activities(
