@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from . import serde
@@ -197,7 +198,9 @@ def _describe(event: Event) -> str:
         case "activity_failed":
             return f"{where}FAILED {d['name']}: {d['error'].get('message', '')}"
         case "timer_started":
-            return f"{where}sleeping until {d['due_ms']}"
+            due = datetime.fromtimestamp(d["due_ms"] / 1000, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
+            seconds = (d["due_ms"] - d.get("ts", d["due_ms"])) / 1000
+            return f"{where}sleeping {seconds:g}s (until {due} UTC)"
         case "child_started":
             return f"{where}child run {d['child_id']} ({d['workflow']})"
         case "run_completed":
