@@ -83,12 +83,13 @@ class _Batcher:
     def __init__(self, handle: Callable[[list[Any]], Awaitable[list[Any]]]) -> None:
         self._handle = handle
         self._items: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._task: asyncio.Task[None] | None = None
 
     def submit(self, item: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        if not self._items:
-            loop.call_soon(lambda: loop.create_task(self._flush()))
+        if not self._items:  # the task starts after this tick: it takes all of the tick's items
+            self._task = loop.create_task(self._flush())  # keep a reference: not GC'd
         self._items.append((item, fut))
         return fut
 
