@@ -6,16 +6,25 @@ The public API::
 """
 
 from .client import Orchestrator, RunHandle
+from .clock import Clock, ManualClock, SystemClock
 from .context import Context
 from .definitions import ActivityDef, Registry, WorkflowDef, activity, workflow
+from .dlq import DeadLetter, DeadLetters
 from .errors import (
     ActivityError,
+    ActivityFailure,
+    BlobCorruptedError,
+    BlobNotFoundError,
     ChildWorkflowError,
     ConfigurationError,
+    DeadLetterNotFoundError,
     EmbeddedRedisError,
     LeaseLostError,
     NondeterminismError,
+    NonRetryableError,
+    PayloadTooLargeError,
     RedisUnavailableError,
+    RetryableError,
     RunCancelledError,
     RunFailedError,
     RunIdConflictError,
@@ -28,6 +37,7 @@ from .errors import (
     UserError,
     WorkflowError,
 )
+from .retries import RetryPolicy
 from .settings import Settings
 from .store import Event, RunInfo, Store
 from .worker import ActivityInfo, Worker, activity_info
@@ -35,17 +45,29 @@ from .worker import ActivityInfo, Worker, activity_info
 __all__ = [
     "ActivityDef",
     "ActivityError",
+    "ActivityFailure",
     "ActivityInfo",
+    "BlobCorruptedError",
+    "BlobNotFoundError",
     "ChildWorkflowError",
+    "Clock",
     "ConfigurationError",
     "Context",
+    "DeadLetter",
+    "DeadLetterNotFoundError",
+    "DeadLetters",
     "EmbeddedRedisError",
     "Event",
     "LeaseLostError",
+    "ManualClock",
+    "NonRetryableError",
     "NondeterminismError",
     "Orchestrator",
+    "PayloadTooLargeError",
     "RedisUnavailableError",
     "Registry",
+    "RetryPolicy",
+    "RetryableError",
     "RunCancelledError",
     "RunFailedError",
     "RunHandle",
@@ -56,6 +78,7 @@ __all__ = [
     "Settings",
     "Store",
     "StoreError",
+    "SystemClock",
     "TaskloomError",
     "UnknownActivityError",
     "UnknownWorkflowError",

@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any, overload
 
 from .errors import UnknownActivityError, UnknownWorkflowError, UserError
+from .retries import RetryPolicy
 
 __all__ = ["ActivityDef", "Registry", "WorkflowDef", "activity", "workflow"]
 
@@ -26,6 +27,8 @@ class ActivityDef:
     name: str
     fn: Callable[..., Any]
     is_async: bool = field(default=False)
+    retry: RetryPolicy | None = None
+    """Its retry policy; ``None``: the worker's default."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the function directly (outside any workflow), e.g. in a unit test."""
@@ -51,9 +54,15 @@ def _name_of(fn: Callable[..., Any], name: str | None) -> str:
 @overload
 def activity(fn: Callable[..., Any], /) -> ActivityDef: ...
 @overload
-def activity(*, name: str | None = None) -> Callable[[Callable[..., Any]], ActivityDef]: ...
 def activity(
-    fn: Callable[..., Any] | None = None, /, *, name: str | None = None
+    *, name: str | None = None, retry: RetryPolicy | None = None
+) -> Callable[[Callable[..., Any]], ActivityDef]: ...
+def activity(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
 ) -> ActivityDef | Callable[[Callable[..., Any]], ActivityDef]:
     """Declare an activity; sync functions run in a thread, async ones on the loop.
 
@@ -62,14 +71,18 @@ def activity(
         @activity
         async def fetch(url: str) -> str: ...
 
-        @activity(name="billing.charge")
+        @activity(name="billing.charge", retry=RetryPolicy(max_attempts=5))
         def charge(order_id: str) -> dict: ...
     """
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise UserError(f"retry= takes a RetryPolicy, not {type(retry).__name__}")
 
     def wrap(f: Callable[..., Any]) -> ActivityDef:
         if isinstance(f, ActivityDef | WorkflowDef):
             raise UserError(f"{f.name!r} is already decorated; apply @activity once")
-        return ActivityDef(name=_name_of(f, name), fn=f, is_async=inspect.iscoroutinefunction(f))
+        return ActivityDef(
+            name=_name_of(f, name), fn=f, is_async=inspect.iscoroutinefunction(f), retry=retry
+        )
 
     return wrap(fn) if fn is not None else wrap
 
@@ -154,6 +167,10 @@ class Registry:
                 f"{sorted(self._workflows) or 'none'}); pass it in workflows=[...] or start "
                 f"the worker with --import <module defining it>"
             ) from None
+
+    def find_activity(self, name: str) -> ActivityDef | None:
+        """The activity called ``name``, or ``None``."""
+        return self._activities.get(name)
 
     def activity(self, name: str) -> ActivityDef:
         """The activity called ``name``."""

@@ -10,10 +10,14 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
     │   ├── UnknownWorkflowError     a workflow name no worker has registered
     │   ├── UnknownActivityError     an activity name no worker has registered
     │   ├── RunIdConflictError       a run id reused with a different input
-    │   └── RunNotFoundError         a run id that does not exist
+    │   ├── RunNotFoundError         a run id that does not exist
+    │   ├── PayloadTooLargeError     a payload over the hard limit (TASKLOOM_PAYLOAD_HARD_LIMIT)
+    │   └── DeadLetterNotFoundError  a dead-letter entry that does not exist (or is closed)
     ├── StoreError                   the Redis state store
     │   ├── RedisUnavailableError    Redis cannot be reached
     │   ├── EmbeddedRedisError       the embedded redis-server would not start
+    │   ├── BlobNotFoundError        a blob reference whose blob is not in the blob store
+    │   ├── BlobCorruptedError       a stored blob whose content no longer matches its hash
     │   └── LeaseLostError           this worker no longer owns the run (fenced)
     ├── WorkflowError                a run did not produce a result
     │   ├── NondeterminismError      replay diverged from the recorded log
@@ -21,6 +25,9 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
     │   ├── ChildWorkflowError       a child run failed
     │   ├── RunFailedError           the run failed (raised by ``RunHandle.result``)
     │   └── RunCancelledError        the run was cancelled
+    ├── ActivityFailure              raised by activity code to steer its retries
+    │   ├── RetryableError           retry this attempt (after ``retry_after`` if given)
+    │   └── NonRetryableError        never retry: give up on the activity at once
 
 Cancellation of workflow code uses :class:`asyncio.CancelledError`, a ``BaseException``,
 so ``except Exception`` in user code cannot swallow it.
@@ -32,12 +39,19 @@ from typing import Any
 
 __all__ = [
     "ActivityError",
+    "ActivityFailure",
+    "BlobCorruptedError",
+    "BlobNotFoundError",
     "ChildWorkflowError",
     "ConfigurationError",
+    "DeadLetterNotFoundError",
     "EmbeddedRedisError",
     "LeaseLostError",
+    "NonRetryableError",
     "NondeterminismError",
+    "PayloadTooLargeError",
     "RedisUnavailableError",
+    "RetryableError",
     "RunCancelledError",
     "RunFailedError",
     "RunIdConflictError",
@@ -104,6 +118,12 @@ class RunNotFoundError(UserError):
     code = "run_not_found"
 
 
+class DeadLetterNotFoundError(UserError):
+    """No dead-letter entry with this id, or it can no longer be acted on."""
+
+    code = "dead_letter_not_found"
+
+
 class StoreError(TaskloomError):
     """A problem with the Redis state store."""
 
@@ -141,14 +161,26 @@ class NondeterminismError(WorkflowError):
 
 
 class ActivityError(WorkflowError):
-    """An activity failed; ``error_type`` and ``message`` describe the original error."""
+    """An activity failed for good; ``error_type`` and ``message`` describe the last
+    error, ``attempts`` how many attempts were made, ``history`` each attempt's error
+    and timing."""
 
     code = "activity_failed"
 
-    def __init__(self, message: str, *, activity: str = "", error_type: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        activity: str = "",
+        error_type: str = "",
+        attempts: int = 1,
+        history: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.activity = activity
         self.error_type = error_type
+        self.attempts = attempts
+        self.history = history or []
 
 
 class ChildWorkflowError(WorkflowError):
@@ -171,3 +203,74 @@ class RunCancelledError(WorkflowError):
     """The run was cancelled before it produced a result."""
 
     code = "run_cancelled"
+
+
+class ActivityFailure(TaskloomError):
+    """Raised by activity code to say how its failure should be retried."""
+
+    code = "activity_failure"
+
+
+class RetryableError(ActivityFailure):
+    """Retry this activity; after ``retry_after`` seconds if given (a rate limit's
+    Retry-After, say), else after the retry policy's backoff.
+
+    Example::
+
+        raise RetryableError("provider overloaded", retry_after=12.0)
+    """
+
+    code = "retryable"
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        if retry_after is not None and retry_after < 0:
+            raise ValueError("retry_after must be >= 0 seconds")
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if self.retry_after is not None:
+            out["retry_after"] = self.retry_after
+        return out
+
+
+class NonRetryableError(ActivityFailure):
+    """Do not retry this activity: its input can never succeed (a 400, a 401, a
+    malformed request). It fails, or waits in the dead-letter queue, at once."""
+
+    code = "non_retryable"
+
+
+class BlobNotFoundError(StoreError):
+    """A blob reference names a blob that is not in the blob store; ``ref`` and
+    ``location`` say which blob and which store."""
+
+    code = "blob_not_found"
+
+    def __init__(self, message: str, *, ref: str = "", location: str = "") -> None:
+        super().__init__(message)
+        self.ref = ref
+        self.location = location
+
+
+class BlobCorruptedError(StoreError):
+    """A stored blob's bytes no longer hash to its reference (changed or truncated)."""
+
+    code = "blob_corrupted"
+
+    def __init__(self, message: str, *, ref: str = "", location: str = "") -> None:
+        super().__init__(message)
+        self.ref = ref
+        self.location = location
+
+
+class PayloadTooLargeError(UserError):
+    """A payload is larger than the hard limit; ``size`` and ``limit`` are in bytes."""
+
+    code = "payload_too_large"
+
+    def __init__(self, message: str, *, size: int = 0, limit: int = 0) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit

@@ -28,6 +28,7 @@ from .errors import (
     TaskloomError,
 )
 from .store import Event, Op, Store, now_ms
+from .tasks import task_fields
 
 if TYPE_CHECKING:
     from .definitions import Registry
@@ -41,6 +42,17 @@ KEEP_SHORT_TIMERS_MS = 1000
 _SPLIT_MIN_REST = 64
 
 TERMINAL_EVENTS = {"run_completed", "run_failed", "run_cancelled"}
+
+# Events that settle a step, and the kind of step they settle.
+_OUTCOMES = {
+    "activity_completed": "activity",
+    "activity_failed": "activity",
+    "child_completed": "child",
+    "child_failed": "child",
+    "timer_fired": "timer",
+    "signal_taken": "signal",
+    "now_recorded": "now",
+}
 
 
 class Host(Protocol):
@@ -74,6 +86,7 @@ class _Step:
     error: dict[str, Any] | None = None
     due_ms: int = 0
     child_id: str = ""
+    paused: bool = False  # out of attempts, waiting in the dead-letter queue
 
 
 @dataclass
@@ -166,44 +179,16 @@ class Execution:
 
     def apply(self, event: Event) -> None:
         """Fold one log event into the history."""
-        d, seq = event.data, event.seq
-        t = event.type
-        if t == "activity_scheduled" and seq is not None:
+        d, seq, t = event.data, event.seq, event.type
+        if t in _OUTCOMES and seq is not None:
+            self._apply_outcome(t, seq, d)
+        elif t == "activity_scheduled" and seq is not None:
             step = self.steps.setdefault(seq, _Step("activity", d["name"]))
             step.scheduled, step.dispatch = True, d.get("dispatch", "queue")
-        elif (
-            t
-            in (
-                "activity_completed",
-                "activity_failed",
-                "child_completed",
-                "child_failed",
-                "timer_fired",
-                "signal_taken",
-                "now_recorded",
-            )
-            and seq is not None
-        ):
-            kind = {
-                "activity_completed": "activity",
-                "activity_failed": "activity",
-                "child_completed": "child",
-                "child_failed": "child",
-                "timer_fired": "timer",
-                "signal_taken": "signal",
-                "now_recorded": "now",
-            }[t]
-            step = self.steps.setdefault(seq, _Step(kind, d.get("name", "")))
-            if t == "signal_taken":
-                self.taken_signals.add(d["signal_id"])
-                self._drop_signal(d["name"], d["signal_id"])
-            self._resolve(
-                seq,
-                step,
-                ok=not t.endswith("_failed"),
-                value=d.get("result", d.get("payload", d.get("value"))),
-                error=d.get("error"),
-            )
+        elif t in ("activity_retrying", "activity_paused", "activity_redriven") and seq:
+            step = self.steps.setdefault(seq, _Step("activity", d.get("name", "")))
+            step.dispatch = "queue"  # its next attempt comes off the queue, not from here
+            step.paused = t == "activity_paused"
         elif t == "timer_started" and seq is not None:
             step = self.steps.setdefault(seq, _Step("timer", "sleep"))
             step.scheduled, step.due_ms = True, int(d["due_ms"])
@@ -220,6 +205,22 @@ class Execution:
                 self.task.cancel()
         elif t in TERMINAL_EVENTS:
             self.terminal = True
+
+    def _apply_outcome(self, t: str, seq: str, d: dict[str, Any]) -> None:
+        step = self.steps.setdefault(seq, _Step(_OUTCOMES[t], d.get("name", "")))
+        if t == "signal_taken":
+            self.taken_signals.add(d["signal_id"])
+            self._drop_signal(d["name"], d["signal_id"])
+        error = d.get("error")
+        if t == "activity_failed" and isinstance(error, dict):
+            error = error | {"attempts": d.get("attempts", 1), "history": d.get("history", [])}
+        self._resolve(
+            seq,
+            step,
+            ok=not t.endswith("_failed"),
+            value=d.get("result", d.get("payload", d.get("value"))),
+            error=error,
+        )
 
     def _resolve(
         self, seq: str, step: _Step, *, ok: bool, value: Any, error: dict[str, Any] | None
@@ -276,11 +277,15 @@ class Execution:
         if step.ok:
             return step.value
         err = step.error or {}
+        attempts = int(err.get("attempts", 1))
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
         raise ActivityError(
-            f"activity {name!r} (step {seq}) failed: {err.get('type', 'Error')}: "
+            f"activity {name!r} (step {seq}) failed{tries}: {err.get('type', 'Error')}: "
             f"{err.get('message', '')}",
             activity=name,
             error_type=str(err.get("type", "")),
+            attempts=attempts,
+            history=list(err.get("history", [])),
         )
 
     def _dispatch(
@@ -307,13 +312,13 @@ class Execution:
             b.local[seq] = (step.name, args, kwargs)
         else:
             b.tasks.append(
-                {
-                    "run": self.run_id,
-                    "seq": seq,
-                    "name": step.name,
-                    "args": args_json,
-                    "kwargs": kwargs_json,
-                }
+                task_fields(
+                    run_id=self.run_id,
+                    seq=seq,
+                    name=step.name,
+                    args_json=args_json,
+                    kwargs_json=kwargs_json,
+                )
             )
         self._queue_flush()
 
@@ -619,12 +624,16 @@ class Execution:
             self.host.evict_soon(self)
 
     def evictable(self) -> bool:
-        """Waiting only on timers or signals: the run can leave memory until they fire."""
+        """Waiting only on timers, signals or paused activities: the run can leave memory
+        until they fire."""
         if self.terminal or self.task is None or self.task.done() or not self.waiters:
             return False
         if self._flush_queued or (self._flushing is not None and not self._flushing.done()):
             return False
-        if not all(k in ("timer", "signal") for k in self.waiting_kind.values()):
+        if not all(
+            k in ("timer", "signal") or (k == "activity" and self.steps[s].paused)
+            for s, k in self.waiting_kind.items()
+        ):
             return False
         due = self.next_due_ms()  # a timer about to fire is cheaper to keep than to replay
         return due is None or due - now_ms() > KEEP_SHORT_TIMERS_MS

@@ -39,6 +39,10 @@ class Keys:
         """String with a TTL: the worker executing this activity right now."""
         return f"{self.prefix}:run:{{{run_id}}}:claim:{seq}"
 
+    def attempts(self, run_id: str) -> str:
+        """Hash: step seq -> the highest failed attempt recorded (each recorded once)."""
+        return f"{self.prefix}:run:{{{run_id}}}:attempts"
+
     def run_keys(self, run_id: str) -> tuple[str, str, str]:
         """``(meta, log, steps)`` of a run, the KEYS most scripts take."""
         return self.meta(run_id), self.log(run_id), self.steps(run_id)
@@ -69,9 +73,28 @@ class Keys:
         """Stream + consumer group: activity tasks any worker can take."""
         return f"{self.prefix}:{{q:{name}}}:tasks"
 
+    def retries(self, name: str) -> str:
+        """Sorted set: tasks of queue ``name`` waiting to be retried, by due time (ms).
+        Shares the queue's tag, so due retries move to the queue in one script."""
+        return f"{self.prefix}:{{q:{name}}}:retry"
+
     def wake(self, worker_id: str) -> str:
         """Stream: run ids whose new events the owning worker should read."""
         return f"{self.prefix}:{{w:{worker_id}}}:wake"
+
+    def dlq(self, name: str) -> str:
+        """Sorted set: dead-letter entry ids (``run_id/seq``) of queue ``name``, by
+        arrival (ms). In the queue's slot: a redrive moves an entry back atomically."""
+        return f"{self.prefix}:{{q:{name}}}:dlq"
+
+    def dlq_entry(self, name: str, entry_id: str) -> str:
+        """String: one dead-letter entry of queue ``name`` (JSON)."""
+        return f"{self.prefix}:{{q:{name}}}:dlq:{entry_id}"
+
+    @property
+    def queues(self) -> str:
+        """Set: the names of the queues workers have served (to list dead letters)."""
+        return f"{self.prefix}:queues"
 
     @property
     def stats(self) -> str:

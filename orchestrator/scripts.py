@@ -19,7 +19,8 @@ __all__ = ["Scripts"]
 
 NAMES = (
     "create_run", "acquire", "renew", "release", "append", "start", "record", "unclaim",
-    "enqueue", "external", "pop_timers", "set_index",
+    "enqueue", "attempt", "due_retries", "dlq_put", "dlq_take", "external", "pop_timers",
+    "set_index",
 )  # fmt: skip
 
 

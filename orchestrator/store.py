@@ -354,7 +354,10 @@ class Store:
                 seqs = [tasks[i][1] for i in positions]
                 claims = [self.keys.claim(run_id, seq) for seq in seqs]
                 self.scripts.queue(
-                    pipe, "start", [self.keys.steps(run_id), *claims], [worker, ttl_ms, *seqs]
+                    pipe,
+                    "start",
+                    [self.keys.meta(run_id), self.keys.steps(run_id), *claims],
+                    [worker, ttl_ms, *seqs],
                 )
 
         replies = _raise_first(await self.scripts.pipeline(build))
@@ -400,6 +403,66 @@ class Store:
         if dups:
             await self.raw.hincrby(self.keys.stats, "duplicates_dropped", dups)
         return out
+
+    async def fail_attempt(
+        self,
+        run_id: str,
+        seq: str,
+        *,
+        attempt: int,
+        event: str,
+        worker: str,
+        retry: tuple[str, int, str] | None = None,
+        ack: tuple[str, str] | None = None,
+    ) -> Routing:
+        """Record failed attempt ``attempt`` of step ``seq`` once (``attempt.lua``).
+
+        ``retry``: ``(queue, due_ms, member)``, the next attempt's task, added to the
+        queue's retry set first in the same round trip (a crash in between leaves a
+        retry that finds the step's outcome already there, never a lost one); it is
+        withdrawn if the attempt was not ours to record. ``ack``: ``(queue, message_id)``,
+        the delivery this attempt came from, done with either way.
+        """
+        meta, log, steps = self.keys.run_keys(run_id)
+
+        def build(pipe: Any) -> None:
+            if retry is not None:
+                pipe.zadd(self.keys.retries(retry[0]), {retry[2]: retry[1]})
+            self.scripts.queue(
+                pipe,
+                "attempt",
+                [meta, log, steps, self.keys.attempts(run_id), self.keys.claim(run_id, seq)],
+                [seq, attempt, event, worker],
+            )
+            if ack is not None:
+                pipe.xack(self.keys.queue(ack[0]), Keys.GROUP, ack[1])
+                pipe.xdel(self.keys.queue(ack[0]), ack[1])
+
+        replies = _raise_first(await self.scripts.pipeline(build))
+        routing = _routing(replies[1 if retry is not None else 0])
+        if retry is not None and routing.status != "ok":
+            await self.raw.zrem(self.keys.retries(retry[0]), retry[2])
+        return routing
+
+    async def move_due_retries(self, queue: str, *, now_ms: int, limit: int = 500) -> int:
+        """Move retries due by ``now_ms`` onto ``queue``; returns how many moved."""
+        moved = 0
+        while True:
+            n = int(
+                await self._call(
+                    "due_retries",
+                    [self.keys.retries(queue), self.keys.queue(queue)],
+                    [now_ms, limit],
+                )
+            )
+            moved += n
+            if n < limit:
+                return moved
+
+    async def next_retry_ms(self, queue: str) -> int | None:
+        """When the earliest retry of ``queue`` is due, if any is waiting."""
+        rows = await self.raw.zrange(self.keys.retries(queue), 0, 0, withscores=True)
+        return int(rows[0][1]) if rows else None
 
     async def external(self, run_id: str, event: dict[str, Any]) -> Routing:
         """Append an event from outside the run (signal, cancel request)."""

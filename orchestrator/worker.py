@@ -34,11 +34,16 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from . import serde
+from .clock import Clock, SystemClock
 from .definitions import ActivityDef, Registry, WorkflowDef
+from .dlq import DeadLetters
 from .errors import TaskloomError
 from .execution import Execution, _error_dict
+from .failures import Failure, handle_failure
 from .keys import Keys
+from .retries import DEFAULT_RETRY, RetryPolicy
 from .store import Event, Routing, Store, now_ms
+from .tasks import Task
 
 __all__ = ["ActivityInfo", "Worker", "activity_info"]
 
@@ -53,6 +58,8 @@ class ActivityInfo:
     seq: str
     name: str
     worker_id: str
+    attempt: int = 1
+    """1 for the first attempt, 2 for the first retry, ..."""
 
     @property
     def idempotency_key(self) -> str:
@@ -62,9 +69,6 @@ class ActivityInfo:
 
 PREFETCH_HORIZON_S = 0.5
 """A worker prefetches the deliveries it expects to start within this many seconds."""
-
-# run_id, seq, activity name, args, kwargs, delivery id
-_Task = tuple[str, str, str, list[Any], dict[str, Any], str | None]
 
 _current: contextvars.ContextVar[ActivityInfo] = contextvars.ContextVar("taskloom_activity")
 
@@ -129,6 +133,8 @@ class Worker:
         worker_id: str | None = None,
         shutdown_grace: float = 30.0,
         prefetch: int | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
         self.registry = Registry(workflows=workflows, activities=activities)
@@ -146,8 +152,12 @@ class Worker:
         self._free = concurrency
         self._slot_freed = asyncio.Event()
         self.prefetch = concurrency if prefetch is None else prefetch
+        self.retry = retry
+        self.clock = clock or SystemClock()
+        self.dead_letters = DeadLetters(store)
+        self._retry_due = asyncio.Event()
         self._inflight: dict[tuple[str, str], str | None] = {}
-        self._waiting: deque[_Task] = deque()  # claimed, waiting for a slot
+        self._waiting: deque[Task] = deque()  # claimed, waiting for a slot
         self._mean_s: float | None = None  # recent activity duration (EWMA)
         self._held_msgs: set[str] = set()
         self._activity_tasks: set[asyncio.Task[None]] = set()
@@ -171,7 +181,7 @@ class Worker:
     def give_slot(self) -> None:
         """Return a slot, or hand it straight to a prefetched activity."""
         if self._waiting and not self._stopping.is_set():
-            self._spawn(*self._waiting.popleft())
+            self._spawn(self._waiting.popleft())
             self._slot_freed.set()  # room to prefetch another
             return
         self._free += 1
@@ -212,6 +222,7 @@ class Worker:
             loop.create_task(self._guard(self._queue_loop), name="queue"),
             loop.create_task(self._guard(self._wake_loop), name="wake"),
             loop.create_task(self._guard(self._maintenance_loop), name="maintenance"),
+            loop.create_task(self._guard(self._retry_loop), name="retries"),
         ]
         self.started.set()
         log.info(
@@ -243,12 +254,12 @@ class Worker:
         store = self.store
         with contextlib.suppress(RedisError):  # hand back deliveries not started yet
             prefetched, self._waiting = list(self._waiting), deque()
-            for run_id, seq, *_ in prefetched:
-                self._inflight.pop((run_id, seq), None)
+            for t in prefetched:
+                self._inflight.pop((t.run_id, t.seq), None)
             waiting = [m for m in self._held_msgs if m not in self._inflight.values()]
             if waiting:
                 await self._requeue(waiting)
-            await self.store.unclaim([(t[0], t[1]) for t in prefetched], self.worker_id)
+            await self.store.unclaim([(t.run_id, t.seq) for t in prefetched], self.worker_id)
         if self._activity_tasks:
             _, pending = await asyncio.wait(self._activity_tasks, timeout=self.shutdown_grace)
             for task in pending:
@@ -414,13 +425,12 @@ class Worker:
         done: list[str] = []
         for (msg_id, f), state in zip(tasks, states, strict=True):
             if state == "ok":
-                args, kwargs = serde.loads(f["args"]), serde.loads(f.get("kwargs") or "{}")
-                task = (f["run"], f["seq"], f["name"], args, kwargs, msg_id)
+                task = Task.from_fields(msg_id, f)
                 if self._free > 0 and not self._stopping.is_set():
                     self._free -= 1
-                    self._spawn(*task)
+                    self._spawn(task)
                 else:
-                    self._inflight[(task[0], task[1])] = msg_id  # renew its claim meanwhile
+                    self._inflight[(task.run_id, task.seq)] = msg_id  # renew its claim meanwhile
                     self._waiting.append(task)
             elif state == "done":
                 done.append(msg_id)
@@ -441,7 +451,7 @@ class Worker:
         self, run_id: str, seq: str, name: str, args: list[Any], kwargs: dict[str, Any]
     ) -> None:
         """Run an activity of an owned run here (its slot is already taken)."""
-        self._spawn(run_id, seq, name, args, kwargs, None)
+        self._spawn(Task(run_id, seq, name, args, kwargs))
 
     def _track(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -455,42 +465,27 @@ class Worker:
             # claim and delivery lapse, so another worker runs it again.
             log.error("worker %s: activity task crashed", self.worker_id, exc_info=task.exception())
 
-    def _spawn(
-        self,
-        run_id: str,
-        seq: str,
-        name: str,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        msg_id: str | None,
-    ) -> None:
-        self._inflight[(run_id, seq)] = msg_id
-        self._track(self._execute(run_id, seq, name, args, kwargs, msg_id))
+    def _spawn(self, task: Task) -> None:
+        self._inflight[(task.run_id, task.seq)] = task.msg_id
+        self._track(self._execute(task))
 
-    async def _execute(
-        self,
-        run_id: str,
-        seq: str,
-        name: str,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        msg_id: str | None,
-    ) -> None:
-        """Run one activity (its slot is held) and record its outcome exactly once."""
-        started = now_ms()
-        token = _current.set(ActivityInfo(run_id, seq, name, self.worker_id))
+    async def _execute(self, task: Task) -> None:
+        """Run one attempt (its slot is held) and record its outcome exactly once."""
+        run_id, seq, name = task.run_id, task.seq, task.name
+        started = self.clock.now_ms()
+        token = _current.set(ActivityInfo(run_id, seq, name, self.worker_id, task.attempt))
         try:
-            event = await self._call_activity(name, args, kwargs)
+            event = await self._call_activity(name, task.args, task.kwargs)
         finally:
             _current.reset(token)
-            took = (now_ms() - started) / 1000
+            took = (self.clock.now_ms() - started) / 1000
             self._mean_s = took if self._mean_s is None else 0.8 * self._mean_s + 0.2 * took
             self.give_slot()  # recording needs no slot: the next activity may start now
         event |= {
             "seq": seq,
             "name": name,
             "started_ms": started,
-            "ended_ms": now_ms(),
+            "ended_ms": self.clock.now_ms(),
             "worker": self.worker_id,
         }
         try:
@@ -500,11 +495,18 @@ class Worker:
             event |= {"type": "activity_failed", "error": _error_dict(exc)}
             text = serde.dumps(event)
         try:
-            routing = await self._record_until_stored(run_id, seq, text, msg_id)
+            if event["type"] == "activity_failed":
+                failure = await self._until_stored(task, lambda: self._fail(task, event))
+                if failure.outcome is None:  # a retry is due, or the step is paused
+                    return
+                event, text = failure.outcome, serde.dumps(failure.outcome)
+            routing = await self._until_stored(
+                task, lambda: self._recorder.submit((run_id, seq, text, task.msg_id))
+            )
         finally:
             self._inflight.pop((run_id, seq), None)
-            if msg_id is not None:
-                self._held_msgs.discard(msg_id)
+            if task.msg_id is not None:
+                self._held_msgs.discard(task.msg_id)
         if routing.status == "ok":
             ex = self.runs.get(run_id)
             if ex is not None and routing.owner == self.worker_id:
@@ -516,20 +518,34 @@ class Worker:
                 self.store.route(pipe, run_id, routing)
                 await pipe.execute()
 
-    async def _record_until_stored(
-        self, run_id: str, seq: str, event: str, msg_id: str | None
-    ) -> Routing:
-        """Record an outcome, riding out a Redis outage: the result is in hand, keep it."""
+    async def _fail(self, task: Task, event: dict[str, Any]) -> Failure:
+        definition = self.registry.find_activity(task.name)
+        policy = (definition.retry if definition else None) or self.retry
+        failure = await handle_failure(
+            self.store,
+            self.dead_letters,
+            task,
+            event,
+            policy=policy,
+            queue=self.queue,
+            worker_id=self.worker_id,
+            now_ms=self.clock.now_ms(),
+        )
+        if failure.retry_due_ms is not None:
+            self.clock.call_at(failure.retry_due_ms, self._retry_due.set)
+        return failure
+
+    async def _until_stored(self, task: Task, write: Callable[[], Awaitable[Any]]) -> Any:
+        """Write an outcome, riding out a Redis outage: the result is in hand, keep it."""
         delay = 0.05
         while True:
             try:
-                routing: Routing = await self._recorder.submit((run_id, seq, event, msg_id))
-                return routing
+                return await write()
             except RedisError as exc:
                 log.warning(
                     "run %s step %s: cannot record yet (%s); retrying in %.2fs",
-                    run_id,
-                    seq,
+                    task.run_id,
+                    task.seq,
                     exc,
                     delay,
                 )
@@ -560,6 +576,20 @@ class Worker:
         )
 
     # -- wake-ups and maintenance -------------------------------------------------------
+    async def _retry_loop(self) -> None:
+        """Move due retries onto the queue: at once when this worker set them, and
+        every ``lease_ttl`` for those a dead worker left behind."""
+        store, cancel = self.store, None
+        while not self._stopping.is_set():
+            self._retry_due.clear()
+            await store.move_due_retries(self.queue, now_ms=self.clock.now_ms())
+            due = await store.next_retry_ms(self.queue)
+            if cancel is not None:
+                cancel()
+            cancel = None if due is None else self.clock.call_at(due, self._retry_due.set)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry_due.wait(), self.lease_ttl)
+
     async def _wake_loop(self) -> None:
         client, key, last = self.store.raw, self.store.keys.wake(self.worker_id), "0"
         while not self._stopping.is_set():

@@ -1,0 +1,316 @@
+"""Prometheus metrics for the engine, on a registry of their own.
+
+A :class:`Metrics` owns its own :class:`~prometheus_client.CollectorRegistry`, so several
+can live in one process (one per worker, one per test) and importing this module changes
+nothing. The worker calls the small typed methods; Prometheus scrapes ``GET /metrics``
+from :meth:`Metrics.serve`::
+
+    metrics = Metrics()
+    server = await metrics.serve(port=9464)  # port=0 picks a free port: server.port
+    metrics.activity_finished("summarize", 1.25)
+    metrics.run_finished("completed")
+    ...
+    await server.close()
+
+The metric names are a public contract: dashboards and ``orchestrator/alerts.yml`` use
+them. Counters are declared by their base name; prometheus_client appends ``_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from http import HTTPStatus
+from typing import Literal, Self, get_args
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder, generate_latest
+
+from .errors import UserError
+
+__all__ = ["LATENCY_BUCKETS", "Metrics", "MetricsServer", "RunStatus"]
+
+RunStatus = Literal["completed", "failed", "cancelled"]
+"""How a run ended, the ``status`` label of ``taskloom_runs_total``."""
+
+LATENCY_BUCKETS: tuple[float, ...] = tuple(
+    round(mantissa * 10.0**exponent, 6)
+    for exponent in range(-3, 3)
+    for mantissa in (1.0, 1.5, 2.5, 4.0, 6.0)
+)
+"""Histogram bucket bounds in seconds, 1 ms to 10 min.
+
+Five per decade (1, 1.5, 2.5, 4, 6), so neighbouring bounds differ by 1.5-1.7x and a
+p99 read with ``histogram_quantile`` is within that factor at any scale, from a cache
+hit to a long LLM call.
+"""
+
+_STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
+_METRICS_PATH = "/metrics"
+# A scrape is one small request; a client that takes longer than this is dropped so a
+# stuck connection cannot pin a handler forever.
+_REQUEST_TIMEOUT = 30.0
+
+
+class Metrics:
+    """The engine's Prometheus metrics, on a :class:`CollectorRegistry` of their own.
+
+    Every method is cheap and thread-safe (prometheus_client locks internally), so the
+    worker can call them from its event loop and from threads running sync activities.
+    """
+
+    def __init__(self) -> None:
+        self._registry = CollectorRegistry()
+        reg = self._registry
+        self._runs = Counter(
+            "taskloom_runs", "Runs that ended, by final status.", ["status"], registry=reg
+        )
+        for status in sorted(_STATUSES):
+            # Every status exists from the start at 0, so rate() and ratios see the
+            # first failure instead of a series that appears out of nowhere.
+            self._runs.labels(status=status)
+        self._activity_duration = Histogram(
+            "taskloom_activity_duration_seconds",
+            "Wall-clock time of one activity attempt, by activity name.",
+            ["activity"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self._queue_wait = Histogram(
+            "taskloom_queue_wait_seconds",
+            "Time a task waited in its queue before a worker picked it up, by queue.",
+            ["queue"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self._retries = Counter(
+            "taskloom_activity_retries",
+            "Activity attempts that failed and were scheduled again, by activity name.",
+            ["activity"],
+            registry=reg,
+        )
+        self._dead_letters = Gauge(
+            "taskloom_dead_letters", "Entries currently in the dead-letter queue.", registry=reg
+        )
+        self._duplicates = Counter(
+            "taskloom_duplicate_results",
+            "Activity results that arrived for a step that already had one (discarded).",
+            registry=reg,
+        )
+        self._in_flight = Gauge(
+            "taskloom_activities_in_flight",
+            "Activities this worker is running right now.",
+            registry=reg,
+        )
+        self._human_open = Gauge(
+            "taskloom_human_tasks_open", "Human tasks waiting for an answer.", registry=reg
+        )
+        self._sla_breaches = Counter(
+            "taskloom_human_task_sla_breaches",
+            "Human tasks that passed their SLA deadline without an answer.",
+            registry=reg,
+        )
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """This object's registry, e.g. to register more collectors next to ours."""
+        return self._registry
+
+    def run_finished(self, status: RunStatus) -> None:
+        """Count a run that ended as ``completed``, ``failed`` or ``cancelled``."""
+        if status not in _STATUSES:
+            raise UserError(
+                f"unknown run status {status!r}: use one of {', '.join(sorted(_STATUSES))}"
+            )
+        self._runs.labels(status=status).inc()
+
+    def activity_finished(self, activity: str, seconds: float) -> None:
+        """Record how long one attempt of ``activity`` ran, successful or not."""
+        seconds = _duration(seconds)  # before labels(), which creates the series
+        self._activity_duration.labels(activity=activity).observe(seconds)
+
+    def queue_wait(self, queue: str, seconds: float) -> None:
+        """Record how long a task waited in ``queue`` before a worker took it.
+
+        A negative wait (enqueue and dequeue clocks on different hosts) counts as 0.
+        """
+        seconds = _duration(seconds)
+        self._queue_wait.labels(queue=queue).observe(seconds)
+
+    def retry(self, activity: str) -> None:
+        """Count one retry of ``activity``."""
+        self._retries.labels(activity=activity).inc()
+
+    def duplicate(self, n: int = 1) -> None:
+        """Count ``n`` duplicate results (a step that already had a result got another)."""
+        self._duplicates.inc(_count(n, "duplicate(n)"))
+
+    def sla_breach(self, n: int = 1) -> None:
+        """Count ``n`` human tasks that just passed their SLA deadline."""
+        self._sla_breaches.inc(_count(n, "sla_breach(n)"))
+
+    def set_in_flight(self, n: int) -> None:
+        """Set how many activities this worker is running now."""
+        self._in_flight.set(_count(n, "set_in_flight(n)"))
+
+    def set_dead_letters(self, n: int) -> None:
+        """Set how many entries the dead-letter queue holds now."""
+        self._dead_letters.set(_count(n, "set_dead_letters(n)"))
+
+    def set_human_tasks_open(self, n: int) -> None:
+        """Set how many human tasks are waiting for an answer now."""
+        self._human_open.set(_count(n, "set_human_tasks_open(n)"))
+
+    def render(self) -> bytes:
+        """Every metric in the Prometheus text exposition format."""
+        return generate_latest(self._registry)
+
+    async def serve(self, *, host: str = "127.0.0.1", port: int) -> MetricsServer:
+        """Serve ``GET /metrics`` on ``host:port`` until the returned server is closed.
+
+        ``port=0`` binds a free port; read it from :attr:`MetricsServer.port`. Give
+        ``host`` as one address: a name that resolves to several would, with ``port=0``,
+        get a different free port on each. The server is also an async context manager::
+
+            async with await metrics.serve(port=0) as server:
+                print(server.url)
+        """
+        server = MetricsServer(self._registry)
+        await server._start(host=host, port=port)
+        return server
+
+
+class MetricsServer:
+    """A running ``/metrics`` endpoint (minimal HTTP/1.1, one request per connection).
+
+    Created by :meth:`Metrics.serve`. Any other path is a 404, any method other than
+    ``GET`` or ``HEAD`` a 405. The ``Accept`` header picks the text or OpenMetrics
+    format, as in prometheus_client's own servers.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        self._server: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._host = ""
+        self._port = 0
+
+    async def _start(self, *, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._handle, host, port)
+        self._host, self._port = self._server.sockets[0].getsockname()[:2]
+
+    @property
+    def host(self) -> str:
+        """The address the server is bound to."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The port the server is bound to (the real one when started with ``port=0``)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The full URL of the metrics endpoint, e.g. ``http://127.0.0.1:9464/metrics``."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}{_METRICS_PATH}"
+
+    async def close(self) -> None:
+        """Stop listening, drop open connections and wait until every handler is done."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.close()
+        # Closing the transports ends any handler still reading or writing; cancelling
+        # the handler tasks instead would make asyncio log them as errors.
+        for writer in self._connections.values():
+            writer.close()
+        if self._connections:
+            await asyncio.wait(list(self._connections))
+        await server.wait_closed()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # asyncio runs every connection callback in a task
+        self._connections[task] = writer
+        try:
+            async with asyncio.timeout(_REQUEST_TIMEOUT):
+                head = await reader.readuntil(b"\r\n\r\n")
+                writer.write(self._respond(head))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            pass  # no complete request arrived: there is nothing to answer
+        except ConnectionError:
+            pass  # the client went away
+        finally:
+            del self._connections[task]
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    def _respond(self, head: bytes) -> bytes:
+        """The whole HTTP response to one request head."""
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            return _response(HTTPStatus.BAD_REQUEST, b"bad request\n")
+        method, target, _version = parts
+        if method not in ("GET", "HEAD"):
+            return _response(
+                HTTPStatus.METHOD_NOT_ALLOWED, b"method not allowed\n", allow="GET, HEAD"
+            )
+        if urlsplit(target).path != _METRICS_PATH:
+            return _response(HTTPStatus.NOT_FOUND, b"not found: try /metrics\n")
+        encoder, content_type = choose_encoder(_header(lines[1:], "accept"))
+        body = encoder(self._registry)
+        return _response(HTTPStatus.OK, body, content_type=content_type, head=method == "HEAD")
+
+
+def _response(
+    status: HTTPStatus,
+    body: bytes,
+    *,
+    content_type: str = "text/plain; charset=utf-8",
+    head: bool = False,
+    allow: str | None = None,
+) -> bytes:
+    headers = [
+        f"HTTP/1.1 {status.value} {status.phrase}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    if allow is not None:
+        headers.append(f"Allow: {allow}")
+    return ("\r\n".join(headers) + "\r\n\r\n").encode("latin-1") + (b"" if head else body)
+
+
+def _header(lines: list[str], name: str) -> str:
+    """The value of header ``name`` (lowercase) in the request's header lines, or ''."""
+    for line in lines:
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() == name:
+            return value.strip()
+    return ""
+
+
+def _duration(seconds: float) -> float:
+    if not math.isfinite(seconds):
+        raise UserError(f"a duration must be a finite number of seconds, got {seconds!r}")
+    # Clocks on different hosts can disagree by a little; a metric must never break
+    # the engine over it.
+    return max(seconds, 0.0)
+
+
+def _count(n: int, what: str) -> int:
+    if n < 0:
+        raise UserError(f"{what} must be >= 0, got {n}")
+    return n
