@@ -21,6 +21,7 @@ from . import serde
 from .client import Orchestrator
 from .errors import RedisUnavailableError, TaskloomError, UserError
 from .keys import STATUSES
+from .metrics import Metrics
 from .settings import Settings
 from .store import Event, RunInfo
 
@@ -67,8 +68,11 @@ async def _demo(args: argparse.Namespace, orch: Orchestrator) -> int:
 
 
 async def _worker(args: argparse.Namespace, orch: Orchestrator) -> int:
+    metrics = Metrics() if args.metrics_port is not None else None
     worker = orch.worker(
-        modules=args.imports or [], concurrency=args.concurrency or orch.settings.concurrency
+        modules=args.imports or [],
+        concurrency=args.concurrency or orch.settings.concurrency,
+        metrics=metrics,
     )
     _out(
         f"worker {worker.worker_id}: {len(worker.registry.workflow_names)} workflows, "
@@ -79,7 +83,41 @@ async def _worker(args: argparse.Namespace, orch: Orchestrator) -> int:
     # it out of the cyclic GC, whose full passes over it paused the loop ~15 ms each.
     gc.collect()
     gc.freeze()
-    await worker.run(install_signal_handlers=True)
+    if metrics is None:
+        await worker.run(install_signal_handlers=True)
+        return 0
+    async with await metrics.serve(host=args.metrics_host, port=args.metrics_port) as server:
+        _out(f"metrics on {server.url}")
+        await worker.run(install_signal_handlers=True)
+    return 0
+
+
+async def _dlq(args: argparse.Namespace, orch: Orchestrator) -> int:
+    letters = orch.dead_letters
+    if args.action == "list":
+        entries = await letters.list(run_id=args.run, limit=args.limit)
+        if args.json:
+            _out(json.dumps([e.to_dict() for e in entries]))
+        elif not entries:
+            _out("the dead-letter queue is empty")
+        for e in entries if not args.json else []:
+            last = f"{e.error.get('type', '')}: {e.error.get('message', '')}"
+            _out(f"{e.id:40} {e.status:7} {e.activity:24} x{len(e.attempts)}  {_short(last)}")
+        return 0
+    if args.action == "show":
+        (entry_id,) = args.ids or [""]
+        entry = await letters.get(entry_id)
+        _out(json.dumps(entry.to_dict(), indent=None if args.json else 2))
+        return 0
+    ids = args.ids or []
+    if args.all:
+        ids += [e.id for e in await letters.list(run_id=args.run, limit=100_000)]
+    if not ids:
+        raise UserError(f"dlq {args.action} needs entry ids (RUN_ID/SEQ) or --all")
+    act = letters.redrive if args.action == "redrive" else letters.purge
+    for entry_id in ids:
+        entry = await act(entry_id)
+        _out(f"{args.action}d {entry.id} ({entry.activity})")
     return 0
 
 
@@ -247,6 +285,19 @@ def _parser() -> argparse.ArgumentParser:
         help="module whose @workflow/@activity definitions to serve (repeatable)",
     )
     w.add_argument("--concurrency", type=int, help="activities at once (TASKLOOM_CONCURRENCY)")
+    w.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on /metrics at this port"
+    )
+    w.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address for --metrics-port (default: local)"
+    )
+    q = cmd("dlq", _dlq, "the dead-letter queue: activities that failed for good")
+    q.add_argument("action", choices=("list", "show", "redrive", "purge"))
+    q.add_argument("ids", nargs="*", metavar="ID", help="entry ids (RUN_ID/SEQ)")
+    q.add_argument("--all", action="store_true", help="redrive or purge every entry (of --run)")
+    q.add_argument("--run", help="only this run's entries")
+    q.add_argument("--limit", type=int, default=100)
+    q.add_argument("--json", action="store_true")
     r = cmd("runs", _runs, "list runs by status")
     r.add_argument("--status", choices=STATUSES)
     r.add_argument("--limit", type=int, default=50)

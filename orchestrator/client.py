@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from . import serde
 from .connection import Connection, connect
 from .definitions import ActivityDef, WorkflowDef
+from .dlq import DeadLetters
 from .errors import RunCancelledError, RunFailedError, UserError
 from .keys import STATUSES
 from .settings import Settings
@@ -169,8 +170,10 @@ class Orchestrator:
         name = workflow.name if isinstance(workflow, WorkflowDef) else workflow
         if not isinstance(name, str) or not name:
             raise UserError("start() needs a @workflow function or a workflow name")
-        if run_id is not None and (not run_id or any(c in run_id for c in "{} \n")):
-            raise UserError(f"run id {run_id!r} must be non-empty, without braces or spaces")
+        if run_id is not None and (not run_id or any(c in run_id for c in "{}/ \n")):
+            raise UserError(
+                f"run id {run_id!r} must be non-empty, without braces, slashes or spaces"
+            )
         rid = run_id or uuid.uuid4().hex
         input_json = serde.dumps(
             {"args": list(args), "kwargs": {}}, what=f"input of workflow {name!r}"
@@ -179,6 +182,11 @@ class Orchestrator:
         if created or status == "pending":
             await self.store.enqueue_run(rid, "new")
         return RunHandle(self.store, rid)
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        """The dead-letter queue: list, inspect, redrive and purge failed activities."""
+        return DeadLetters(self.store)
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on an existing run."""

@@ -69,7 +69,7 @@ class Host(Protocol):
     def run_local(
         self, run_id: str, seq: str, name: str, args: list[Any], kwargs: dict[str, Any]
     ) -> None: ...
-    def finished(self, execution: Execution) -> None: ...
+    def finished(self, execution: Execution, status: str | None = None) -> None: ...
     def evict_soon(self, execution: Execution) -> None: ...
 
 
@@ -503,6 +503,7 @@ class Execution:
                 result=result,
             )
             self.terminal = True
+            self.host.finished(self, status)
             if status == "cancelled":
                 await self._cancel_children()
             if self.parent is not None:

@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -41,6 +42,7 @@ from .errors import TaskloomError
 from .execution import Execution, _error_dict
 from .failures import Failure, handle_failure
 from .keys import Keys
+from .metrics import Metrics
 from .retries import DEFAULT_RETRY, RetryPolicy
 from .store import Event, Routing, Store, now_ms
 from .tasks import Task
@@ -66,6 +68,9 @@ class ActivityInfo:
         """``run_id/seq``: pass it to external systems so a re-execution is harmless."""
         return f"{self.run_id}/{self.seq}"
 
+
+GAUGE_INTERVAL_S = 5.0
+"""How often a worker with metrics refreshes its gauges (in flight, dead letters)."""
 
 PREFETCH_HORIZON_S = 0.5
 """A worker prefetches the deliveries it expects to start within this many seconds."""
@@ -135,6 +140,7 @@ class Worker:
         prefetch: int | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
         clock: Clock | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.registry = Registry(workflows=workflows, activities=activities)
@@ -155,6 +161,7 @@ class Worker:
         self.retry = retry
         self.clock = clock or SystemClock()
         self.dead_letters = DeadLetters(store)
+        self.metrics = metrics
         self._retry_due = asyncio.Event()
         self._inflight: dict[tuple[str, str], str | None] = {}
         self._waiting: deque[Task] = deque()  # claimed, waiting for a slot
@@ -353,8 +360,10 @@ class Worker:
         events = await self.store.read_log(ex.run_id, after=ex.last_id)
         ex.apply_all(events)
 
-    def finished(self, execution: Execution) -> None:
-        """The run ended (or was dropped): forget it."""
+    def finished(self, execution: Execution, status: str | None = None) -> None:
+        """The run ended with ``status`` (``None``: it was dropped here): forget it."""
+        if status in ("completed", "failed", "cancelled") and self.metrics is not None:
+            self.metrics.run_finished(status)  # type: ignore[arg-type]
         if self.runs.get(execution.run_id) is execution:
             del self.runs[execution.run_id]
 
@@ -467,6 +476,10 @@ class Worker:
 
     def _spawn(self, task: Task) -> None:
         self._inflight[(task.run_id, task.seq)] = task.msg_id
+        if self.metrics is not None and task.msg_id is not None:
+            # A stream id starts with the time it was added: the wait in the queue.
+            queued_ms = int(task.msg_id.split("-", 1)[0])
+            self.metrics.queue_wait(self.queue, max(0.0, (now_ms() - queued_ms) / 1000))
         self._track(self._execute(task))
 
     async def _execute(self, task: Task) -> None:
@@ -480,6 +493,8 @@ class Worker:
             _current.reset(token)
             took = (self.clock.now_ms() - started) / 1000
             self._mean_s = took if self._mean_s is None else 0.8 * self._mean_s + 0.2 * took
+            if self.metrics is not None:
+                self.metrics.activity_finished(name, took)
             self.give_slot()  # recording needs no slot: the next activity may start now
         event |= {
             "seq": seq,
@@ -507,6 +522,8 @@ class Worker:
             self._inflight.pop((run_id, seq), None)
             if task.msg_id is not None:
                 self._held_msgs.discard(task.msg_id)
+        if routing.status == "dup" and self.metrics is not None:
+            self.metrics.duplicate()
         if routing.status == "ok":
             ex = self.runs.get(run_id)
             if ex is not None and routing.owner == self.worker_id:
@@ -533,6 +550,8 @@ class Worker:
         )
         if failure.retry_due_ms is not None:
             self.clock.call_at(failure.retry_due_ms, self._retry_due.set)
+            if self.metrics is not None:
+                self.metrics.retry(task.name)
         return failure
 
     async def _until_stored(self, task: Task, write: Callable[[], Awaitable[Any]]) -> Any:
@@ -602,12 +621,20 @@ class Worker:
 
     async def _maintenance_loop(self) -> None:
         interval = self.lease_ttl / 4
+        next_gauges = 0.0
         while not self._stopping.is_set():
             await self._heartbeat()
             await self._recover()
+            if self.metrics is not None and time.monotonic() >= next_gauges:
+                next_gauges = time.monotonic() + GAUGE_INTERVAL_S
+                await self._update_gauges(self.metrics)
             self._timer_due.clear()
             with contextlib.suppress(TimeoutError):  # a timer this worker set wakes it early
                 await asyncio.wait_for(self._timer_due.wait(), interval)
+
+    async def _update_gauges(self, metrics: Metrics) -> None:
+        metrics.set_in_flight(len(self._inflight) - len(self._waiting))
+        metrics.set_dead_letters(await self.dead_letters.count())
 
     async def _heartbeat(self) -> None:
         store = self.store
