@@ -17,6 +17,8 @@ Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
 - ``W4``: 2000 activities of 5 ms, two at a time; the worker is SIGKILLed about 1 s in
   and a fresh one started at once. Executions are counted by the activities in an
   append-only file; duplicate recordings are counted in the run's log.
+- ``W7``: 1000 activities of which 30% fail twice, 10 ms apart, before succeeding:
+  throughput, and the retries recorded in the run's log (must be 600).
 
 Every engine workload gets a fresh worker process (``python -m orchestrator.cli worker
 --import benchmarks.workloads --concurrency N``), warmed up by a small workflow run to
@@ -59,7 +61,7 @@ from orchestrator import Orchestrator, RunHandle, Settings, TaskloomError  # noq
 
 __all__ = ["QUICK", "STANDARD", "Sizes", "main"]
 
-WORKLOADS = ("baseline", "W1", "W2", "W3", "W4")
+WORKLOADS = ("baseline", "W1", "W2", "W3", "W4", "W7")
 DEFAULT_LEASE_TTL_S = float(Settings.model_fields["lease_ttl"].default)
 READY_TIMEOUT_S = 30.0
 RESULT_TIMEOUT_S = 60.0
@@ -84,6 +86,8 @@ class Sizes:
     w4_sleep_s: float
     w4_concurrency: int
     w4_kill_after_s: float
+    w7: int = 1000
+    w7_concurrency: int = 100
     repeats: int = 3
     """Fan-out throughput (baseline, W1) is the median of this many timed runs."""
 
@@ -119,6 +123,7 @@ QUICK = Sizes(
     w4_sleep_s=0.005,
     w4_concurrency=2,
     w4_kill_after_s=0.3,
+    w7=200,
 )
 
 
@@ -488,6 +493,32 @@ class Bench:
             "activity_s": s.w4_sleep_s,
         }
 
+    # -- W7 -----------------------------------------------------------------------------
+    async def run_w7(self) -> dict[str, Any]:
+        """Retry storm: 30% of the activities fail twice, 10 ms apart, then succeed."""
+        n, conc = self.sizes.w7, self.sizes.w7_concurrency
+
+        async def body(orch: Orchestrator, worker: WorkerProcess) -> dict[str, Any]:
+            t0 = time.perf_counter()
+            handle = await orch.start(wl.RETRY_STORM, n)
+            result = await _result(handle, [worker])
+            seconds = time.perf_counter() - t0
+            if result != n * (n - 1) // 2:
+                raise BenchmarkError(f"W7 returned {result!r}, expected {n * (n - 1) // 2}")
+            events = await orch.store.read_log(handle.run_id)
+            return {
+                "workload": "W7",
+                "n": n,
+                "seconds": _r(seconds, 4),
+                "activities_per_s": round(n / seconds),
+                "retries_recorded": sum(e.type == "activity_retrying" for e in events),
+                "retries_expected": 2 * sum(1 for i in range(n) if i % 10 < 3),
+                "concurrency": conc,
+                "backoff_s": wl.STORM_RETRY.initial_interval,
+            }
+
+        return await self._with_worker("W7", conc, body)
+
     # -- shared -------------------------------------------------------------------------
     async def _with_worker(
         self,
@@ -511,6 +542,7 @@ TARGETS = {
     "W2": "overhead_ratio <= 1.15",
     "W3": "p50 <= 0.5 ms and p99 <= 1.0 ms",
     "W4": "completed, lost 0, recorded_twice 0, executed_twice <= 2, recovery <= 6 s",
+    "W7": "retries_recorded == retries_expected (600 for N=1000)",
 }
 
 
@@ -531,6 +563,8 @@ def target_met(row: dict[str, Any]) -> bool | None:
                 and row["executed_twice"] <= 2
                 and row["recovery_s"] <= 6
             )
+        case "W7":
+            return bool(row["retries_recorded"] == row["retries_expected"])
     return None
 
 
@@ -562,6 +596,11 @@ def summary(row: dict[str, Any]) -> str:
                 f"recorded_twice={row['recorded_twice']} "
                 f"executed_twice={row['executed_twice']} recovery {row['recovery_s']} s "
                 f"(lease {row['lease_ttl_s']} s)"
+            )
+        case "W7":
+            return (
+                f"{row['activities_per_s']:,} activities/s with {row['retries_recorded']} "
+                f"retries recorded (expected {row['retries_expected']})"
             )
     return ""
 
@@ -629,6 +668,7 @@ async def run_all(redis_url: str, sizes: Sizes, names: Sequence[str], *, as_json
         "W2": bench.run_w2,
         "W3": bench.run_w3,
         "W4": bench.run_w4,
+        "W7": bench.run_w7,
     }
     rows: list[dict[str, Any]] = []
     failed = False

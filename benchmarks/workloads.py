@@ -15,7 +15,7 @@ import os
 import time
 from typing import Any
 
-from orchestrator import Context, activity, workflow
+from orchestrator import Context, RetryPolicy, activity, activity_info, workflow
 
 __all__ = [
     "CHAIN",
@@ -39,6 +39,10 @@ FANOUT_NOOP = "bench.fanout_noop"
 FANOUT_SLEEP = "bench.fanout_sleep"
 CHAIN = "bench.chain"
 CRASH_FANOUT = "bench.crash_fanout"
+RETRY_STORM = "bench.retry_storm"
+
+# W7: a constant 10 ms between attempts, three attempts in all.
+STORM_RETRY = RetryPolicy(max_attempts=3, initial_interval=0.01, max_interval=0.01, backoff=1.0)
 
 
 # -- activities -------------------------------------------------------------------------
@@ -83,6 +87,14 @@ async def crash_step(i: int, seconds: float, path: str) -> int:
     return i
 
 
+@activity(name="bench.flaky", retry=STORM_RETRY)
+async def flaky(i: int) -> int:
+    """W7: every activity with ``i % 10 < 3`` fails its first two attempts."""
+    if i % 10 < 3 and activity_info().attempt <= 2:
+        raise ConnectionError(f"activity {i}: attempt {activity_info().attempt} failed")
+    return i
+
+
 # -- workflows --------------------------------------------------------------------------
 @workflow(name=WARMUP)
 async def warmup(ctx: Context, n: int) -> int:
@@ -118,3 +130,9 @@ async def chain(ctx: Context, n: int) -> list[list[float]]:
 async def crash_fanout(ctx: Context, n: int, seconds: float, path: str) -> list[int]:
     """W4: gather ``n`` short activities that log their executions to ``path``."""
     return list(await ctx.gather(*(ctx.run(crash_step, i, seconds, path) for i in range(n))))
+
+
+@workflow(name=RETRY_STORM)
+async def retry_storm(ctx: Context, n: int) -> int:
+    """W7: gather ``n`` activities of which 30% fail twice before succeeding."""
+    return sum(await ctx.gather(*(ctx.run(flaky, i) for i in range(n))))
