@@ -5,6 +5,7 @@ The public API::
     from orchestrator import Orchestrator, Context, workflow, activity
 """
 
+from .attempt import ActivityInfo, activity_info, heartbeat
 from .client import Orchestrator, RunHandle
 from .clock import Clock, ManualClock, SystemClock
 from .context import Context
@@ -13,6 +14,7 @@ from .dlq import DeadLetter, DeadLetters
 from .errors import (
     ActivityError,
     ActivityFailure,
+    ActivityTimeoutError,
     BlobCorruptedError,
     BlobNotFoundError,
     ChildWorkflowError,
@@ -40,13 +42,14 @@ from .errors import (
 from .retries import RetryPolicy
 from .settings import Settings
 from .store import Event, RunInfo, Store
-from .worker import ActivityInfo, Worker, activity_info
+from .worker import Worker
 
 __all__ = [
     "ActivityDef",
     "ActivityError",
     "ActivityFailure",
     "ActivityInfo",
+    "ActivityTimeoutError",
     "BlobCorruptedError",
     "BlobNotFoundError",
     "ChildWorkflowError",
@@ -88,6 +91,7 @@ __all__ = [
     "WorkflowError",
     "activity",
     "activity_info",
+    "heartbeat",
     "workflow",
 ]
 __version__ = "0.1.0"

@@ -29,6 +29,15 @@ class ActivityDef:
     is_async: bool = field(default=False)
     retry: RetryPolicy | None = None
     """Its retry policy; ``None``: the worker's default."""
+    timeout: float | None = None
+    """Start-to-close: seconds one attempt may run."""
+    schedule_to_start: float | None = None
+    """Seconds a queued attempt may wait for a worker before it fails (not retried)."""
+    heartbeat_timeout: float | None = None
+    """Seconds without a :func:`~orchestrator.heartbeat` after which an attempt is hung."""
+    compensate: ActivityDef | None = None
+    """Undoes this activity when its run fails or is cancelled: called with this
+    activity's result, then its arguments."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the function directly (outside any workflow), e.g. in a unit test."""
@@ -55,7 +64,13 @@ def _name_of(fn: Callable[..., Any], name: str | None) -> str:
 def activity(fn: Callable[..., Any], /) -> ActivityDef: ...
 @overload
 def activity(
-    *, name: str | None = None, retry: RetryPolicy | None = None
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    schedule_to_start: float | None = None,
+    heartbeat_timeout: float | None = None,
+    compensate: ActivityDef | None = None,
 ) -> Callable[[Callable[..., Any]], ActivityDef]: ...
 def activity(
     fn: Callable[..., Any] | None = None,
@@ -63,6 +78,10 @@ def activity(
     *,
     name: str | None = None,
     retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    schedule_to_start: float | None = None,
+    heartbeat_timeout: float | None = None,
+    compensate: ActivityDef | None = None,
 ) -> ActivityDef | Callable[[Callable[..., Any]], ActivityDef]:
     """Declare an activity; sync functions run in a thread, async ones on the loop.
 
@@ -71,17 +90,37 @@ def activity(
         @activity
         async def fetch(url: str) -> str: ...
 
-        @activity(name="billing.charge", retry=RetryPolicy(max_attempts=5))
+        @activity(name="billing.refund")
+        def refund(charge: dict, order_id: str) -> None: ...
+
+        @activity(name="billing.charge", retry=RetryPolicy(max_attempts=5),
+                  timeout=30, heartbeat_timeout=10, compensate=refund)
         def charge(order_id: str) -> dict: ...
     """
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise UserError(f"retry= takes a RetryPolicy, not {type(retry).__name__}")
+    if compensate is not None and not isinstance(compensate, ActivityDef):
+        raise UserError("compensate= takes an @activity, declared before this one")
+    for option, value in (
+        ("timeout", timeout),
+        ("schedule_to_start", schedule_to_start),
+        ("heartbeat_timeout", heartbeat_timeout),
+    ):
+        if value is not None and not value > 0:
+            raise UserError(f"{option}= must be a positive number of seconds (got {value!r})")
 
     def wrap(f: Callable[..., Any]) -> ActivityDef:
         if isinstance(f, ActivityDef | WorkflowDef):
             raise UserError(f"{f.name!r} is already decorated; apply @activity once")
         return ActivityDef(
-            name=_name_of(f, name), fn=f, is_async=inspect.iscoroutinefunction(f), retry=retry
+            name=_name_of(f, name),
+            fn=f,
+            is_async=inspect.iscoroutinefunction(f),
+            retry=retry,
+            timeout=timeout,
+            schedule_to_start=schedule_to_start,
+            heartbeat_timeout=heartbeat_timeout,
+            compensate=compensate,
         )
 
     return wrap(fn) if fn is not None else wrap

@@ -27,7 +27,8 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
     │   └── RunCancelledError        the run was cancelled
     ├── ActivityFailure              raised by activity code to steer its retries
     │   ├── RetryableError           retry this attempt (after ``retry_after`` if given)
-    │   └── NonRetryableError        never retry: give up on the activity at once
+    │   ├── NonRetryableError        never retry: give up on the activity at once
+    │   └── ActivityTimeoutError     an attempt ran past a timeout (retried like a failure)
 
 Cancellation of workflow code uses :class:`asyncio.CancelledError`, a ``BaseException``,
 so ``except Exception`` in user code cannot swallow it.
@@ -40,6 +41,7 @@ from typing import Any
 __all__ = [
     "ActivityError",
     "ActivityFailure",
+    "ActivityTimeoutError",
     "BlobCorruptedError",
     "BlobNotFoundError",
     "ChildWorkflowError",
@@ -233,6 +235,21 @@ class RetryableError(ActivityFailure):
         if self.retry_after is not None:
             out["retry_after"] = self.retry_after
         return out
+
+
+class ActivityTimeoutError(ActivityFailure):
+    """An attempt ran past a timeout. ``kind``: ``start_to_close`` (it took too long),
+    ``heartbeat`` (it stopped heartbeating: hung) or ``schedule_to_start`` (it waited
+    in the queue too long; not retried, as no worker was there to take it)."""
+
+    code = "activity_timeout"
+
+    def __init__(self, message: str, *, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    def to_dict(self) -> dict[str, Any]:
+        return super().to_dict() | {"kind": self.kind}
 
 
 class NonRetryableError(ActivityFailure):

@@ -47,9 +47,11 @@ async def handle_failure(
     queue: str,
     worker_id: str,
     now_ms: int,
+    details: Any = None,
 ) -> Failure:
     """Retry, pause or fail the step after failed attempt ``task.attempt`` (``event``
-    is its ``activity_failed`` event, with the error and timing)."""
+    is its ``activity_failed`` event, with the error and timing; ``details`` its last
+    heartbeat details, handed to the next attempt)."""
     error: dict[str, Any] = event["error"]
     in_generation = task.attempt - task.gen + 1
     history = [
@@ -78,7 +80,7 @@ async def handle_failure(
             "due_ms": due,
             "ts": now_ms,
         }
-        member = field_list(task.fields(attempt=task.attempt + 1, history=history))
+        member = field_list(task.fields(attempt=task.attempt + 1, history=history, details=details))
         routing = await store.fail_attempt(
             task.run_id,
             task.seq,

@@ -43,6 +43,10 @@ class Keys:
         """Hash: step seq -> the highest failed attempt recorded (each recorded once)."""
         return f"{self.prefix}:run:{{{run_id}}}:attempts"
 
+    def beats(self, run_id: str) -> str:
+        """Hash: step seq -> the last heartbeat details of its running attempt (JSON)."""
+        return f"{self.prefix}:run:{{{run_id}}}:beats"
+
     def run_keys(self, run_id: str) -> tuple[str, str, str]:
         """``(meta, log, steps)`` of a run, the KEYS most scripts take."""
         return self.meta(run_id), self.log(run_id), self.steps(run_id)

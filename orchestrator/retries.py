@@ -93,6 +93,8 @@ class RetryPolicy:
         kind = str(error.get("type", ""))
         if kind in NEVER_RETRIED or kind in self.non_retryable:
             return False
+        if error.get("kind") == "schedule_to_start":  # no worker took it: waiting more won't help
+            return False
         return attempt < self.max_attempts
 
     def to_dict(self) -> dict[str, Any]:

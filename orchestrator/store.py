@@ -373,9 +373,14 @@ class Store:
         worker: str,
         *,
         acks: Sequence[tuple[str, str]] = (),
+        attempts: Sequence[int] | None = None,
     ) -> list[Routing]:
         """Record step outcomes ``(run_id, seq, event)`` exactly once each, in one round
-        trip; then acknowledge (and delete) the ``(queue, message_id)`` deliveries."""
+        trip; then acknowledge (and delete) the ``(queue, message_id)`` deliveries.
+
+        ``attempts``: the attempt each outcome came from (0: not an activity attempt); an
+        outcome of an attempt already recorded as failed is dropped as a duplicate.
+        """
 
         by_run = _group_by_run(items)
         by_queue: dict[str, list[str]] = {}
@@ -384,11 +389,13 @@ class Store:
 
         def build(pipe: Any) -> None:
             for run_id, positions in by_run.items():
-                keys, args = [*self.keys.run_keys(run_id)], [worker]
+                keys = [*self.keys.run_keys(run_id), self.keys.attempts(run_id)]
+                args: list[Any] = [worker]
                 for i in positions:
                     _, seq, event = items[i]
                     keys.append(self.keys.claim(run_id, seq))
-                    args += [seq, event if isinstance(event, str) else serde.dumps(event)]
+                    text = event if isinstance(event, str) else serde.dumps(event)
+                    args += [seq, attempts[i] if attempts else 0, text]
                 self.scripts.queue(pipe, "record", keys, args)
             for queue, msg_ids in by_queue.items():
                 pipe.xack(self.keys.queue(queue), Keys.GROUP, *msg_ids)
@@ -467,7 +474,35 @@ class Store:
     async def external(self, run_id: str, event: dict[str, Any]) -> Routing:
         """Append an event from outside the run (signal, cancel request)."""
         meta, log, _ = self.keys.run_keys(run_id)
-        return _routing(await self._call("external", [meta, log], [serde.dumps(event)]))
+        flag = "cancel" if event.get("type") == "cancel_requested" else ""
+        return _routing(await self._call("external", [meta, log], [serde.dumps(event), flag]))
+
+    async def stopped_runs(self, run_ids: Iterable[str]) -> set[str]:
+        """Which of ``run_ids`` were cancelled or have ended (their activities may stop)."""
+        ids = list(run_ids)
+        pipe = self.raw.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hmget(self.keys.meta(run_id), "status", "cancel")
+        rows = await pipe.execute()
+        return {
+            r for r, (status, cancel) in zip(ids, rows, strict=True)
+            if cancel == "1" or status in TERMINAL_STATUSES or status is None
+        }  # fmt: skip
+
+    async def save_heartbeats(self, details: Iterable[tuple[str, str, Any]]) -> None:
+        """Keep the last heartbeat details of running attempts ``(run_id, seq, details)``
+        so an attempt that replaces a dead one can resume from them."""
+        pipe = self.raw.pipeline(transaction=False)
+        for run_id, seq, value in details:
+            pipe.hset(self.keys.beats(run_id), seq, serde.dumps(value))
+        await pipe.execute()
+
+    async def load_heartbeats(self, steps: Sequence[tuple[str, str]]) -> list[Any]:
+        """The saved heartbeat details of ``(run_id, seq)`` steps (``None``: none)."""
+        pipe = self.raw.pipeline(transaction=False)
+        for run_id, seq in steps:
+            pipe.hget(self.keys.beats(run_id), seq)
+        return [None if v is None else serde.loads(v) for v in await pipe.execute()]
 
     async def unclaim(self, tasks: Sequence[tuple[str, str]], worker: str) -> None:
         """Release ``worker``'s claims on ``(run_id, seq)`` tasks it hands back."""

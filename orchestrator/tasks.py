@@ -3,7 +3,8 @@
 A task's stream fields are ``run``, ``seq``, ``name``, ``args`` and ``kwargs`` (JSON),
 and from the second attempt on ``attempt``, ``gen`` (the attempt a redrive started
 from: the retry policy counts from it) and ``hist`` (the earlier attempts' errors and
-timing, JSON).
+timing, JSON) and ``beat`` (the last heartbeat details of the attempt before, JSON).
+A task handed back to its queue keeps when it was first queued in ``queued`` (ms).
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ def task_fields(
     attempt: int = 1,
     gen: int = 1,
     history: Sequence[dict[str, Any]] = (),
+    details: Any = None,
 ) -> dict[str, str]:
     """The stream fields of a task."""
     fields = {"run": run_id, "seq": seq, "name": name, "args": args_json, "kwargs": kwargs_json}
     if attempt > 1:
         fields |= {"attempt": str(attempt), "gen": str(gen), "hist": serde.dumps(list(history))}
+    if details is not None:
+        fields["beat"] = serde.dumps(details)
     return fields
 
 
@@ -55,6 +59,10 @@ class Task:
     attempt: int = 1
     gen: int = 1
     history: list[dict[str, Any]] = field(default_factory=list)
+    details: Any = None
+    """The previous attempt's last heartbeat details."""
+    queued_ms: int | None = None
+    """When it was queued (ms); ``None``: it never was (run by the run's owner)."""
 
     @classmethod
     def from_fields(cls, msg_id: str, f: dict[str, str]) -> Task:
@@ -69,9 +77,14 @@ class Task:
             attempt=int(f.get("attempt") or 1),
             gen=int(f.get("gen") or 1),
             history=serde.loads(f["hist"]) if f.get("hist") else [],
+            details=serde.loads(f["beat"]) if f.get("beat") else None,
+            # A stream id starts with the time it was added.
+            queued_ms=int(f.get("queued") or msg_id.split("-", 1)[0]),
         )
 
-    def fields(self, *, attempt: int, history: Sequence[dict[str, Any]]) -> dict[str, str]:
+    def fields(
+        self, *, attempt: int, history: Sequence[dict[str, Any]], details: Any = None
+    ) -> dict[str, str]:
         """The fields of this task's attempt ``attempt``."""
         return task_fields(
             run_id=self.run_id,
@@ -82,4 +95,5 @@ class Task:
             attempt=attempt,
             gen=self.gen,
             history=history,
+            details=details,
         )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import os
 import signal
@@ -28,17 +27,17 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from . import serde
+from .attempt import ActivityInfo, Attempt, enter
 from .clock import Clock, SystemClock
 from .definitions import ActivityDef, Registry, WorkflowDef
 from .dlq import DeadLetters
-from .errors import TaskloomError
+from .errors import ActivityTimeoutError, TaskloomError
 from .execution import Execution, _error_dict
 from .failures import Failure, handle_failure
 from .keys import Keys
@@ -47,26 +46,9 @@ from .retries import DEFAULT_RETRY, RetryPolicy
 from .store import Event, Routing, Store, now_ms
 from .tasks import Task
 
-__all__ = ["ActivityInfo", "Worker", "activity_info"]
+__all__ = ["Worker"]
 
 log = logging.getLogger("taskloom.worker")
-
-
-@dataclass(frozen=True, slots=True)
-class ActivityInfo:
-    """What a running activity knows about itself."""
-
-    run_id: str
-    seq: str
-    name: str
-    worker_id: str
-    attempt: int = 1
-    """1 for the first attempt, 2 for the first retry, ..."""
-
-    @property
-    def idempotency_key(self) -> str:
-        """``run_id/seq``: pass it to external systems so a re-execution is harmless."""
-        return f"{self.run_id}/{self.seq}"
 
 
 GAUGE_INTERVAL_S = 5.0
@@ -74,16 +56,6 @@ GAUGE_INTERVAL_S = 5.0
 
 PREFETCH_HORIZON_S = 0.5
 """A worker prefetches the deliveries it expects to start within this many seconds."""
-
-_current: contextvars.ContextVar[ActivityInfo] = contextvars.ContextVar("taskloom_activity")
-
-
-def activity_info() -> ActivityInfo:
-    """The running activity's :class:`ActivityInfo` (only inside an activity)."""
-    try:
-        return _current.get()
-    except LookupError:
-        raise RuntimeError("activity_info() is only available inside a running activity") from None
 
 
 class _Batcher:
@@ -165,6 +137,7 @@ class Worker:
         self._retry_due = asyncio.Event()
         self._inflight: dict[tuple[str, str], str | None] = {}
         self._waiting: deque[Task] = deque()  # claimed, waiting for a slot
+        self._attempts: dict[tuple[str, str], Attempt] = {}  # running now
         self._mean_s: float | None = None  # recent activity duration (EWMA)
         self._held_msgs: set[str] = set()
         self._activity_tasks: set[asyncio.Task[None]] = set()
@@ -301,8 +274,8 @@ class Worker:
         self._held_msgs.difference_update(m for m, _ in deliveries)
         pipe = self.store.raw.pipeline(transaction=False)
         for msg_id, fields in deliveries:
-            if fields:
-                pipe.xadd(qkey, fields)
+            if fields:  # keep when it was first queued: schedule-to-start counts from there
+                pipe.xadd(qkey, {"queued": msg_id.split("-", 1)[0]} | fields)
             pipe.xack(qkey, Keys.GROUP, msg_id)
             pipe.xdel(qkey, msg_id)
         await pipe.execute()
@@ -432,9 +405,14 @@ class Worker:
             [(f["run"], f["seq"]) for _, f in tasks], self.worker_id, ttl_ms=self.claim_ttl_ms
         )
         done: list[str] = []
-        for (msg_id, f), state in zip(tasks, states, strict=True):
+        ready = [
+            Task.from_fields(m, f) for (m, f), s in zip(tasks, states, strict=True) if s == "ok"
+        ]
+        await self._load_details(ready)
+        by_msg = {t.msg_id: t for t in ready}
+        for (msg_id, _), state in zip(tasks, states, strict=True):
             if state == "ok":
-                task = Task.from_fields(msg_id, f)
+                task = by_msg[msg_id]
                 if self._free > 0 and not self._stopping.is_set():
                     self._free -= 1
                     self._spawn(task)
@@ -447,6 +425,19 @@ class Worker:
                 self._held_msgs.discard(msg_id)
         if done:
             await self._ack(done)
+
+    async def _load_details(self, tasks: list[Task]) -> None:
+        """Heartbeating activities resume from the last saved details of the attempt
+        they replace (a dead worker's, say)."""
+        wanted = []
+        for t in tasks:
+            adef = self.registry.find_activity(t.name)
+            if t.details is None and adef is not None and adef.heartbeat_timeout is not None:
+                wanted.append(t)
+        if wanted:
+            loaded = await self.store.load_heartbeats([(t.run_id, t.seq) for t in wanted])
+            for t, details in zip(wanted, loaded, strict=True):
+                t.details = details
 
     async def _ack(self, msg_ids: list[str]) -> None:
         self._held_msgs.difference_update(msg_ids)
@@ -477,20 +468,23 @@ class Worker:
     def _spawn(self, task: Task) -> None:
         self._inflight[(task.run_id, task.seq)] = task.msg_id
         if self.metrics is not None and task.msg_id is not None:
-            # A stream id starts with the time it was added: the wait in the queue.
-            queued_ms = int(task.msg_id.split("-", 1)[0])
-            self.metrics.queue_wait(self.queue, max(0.0, (now_ms() - queued_ms) / 1000))
+            self.metrics.queue_wait(self.queue, self._queued_for(task))
         self._track(self._execute(task))
 
     async def _execute(self, task: Task) -> None:
         """Run one attempt (its slot is held) and record its outcome exactly once."""
         run_id, seq, name = task.run_id, task.seq, task.name
         started = self.clock.now_ms()
-        token = _current.set(ActivityInfo(run_id, seq, name, self.worker_id, task.attempt))
+        info = ActivityInfo(
+            run_id, seq, name, self.worker_id, task.attempt, heartbeat_details=task.details
+        )
+        attempt = self._attempts[(run_id, seq)] = Attempt(task, info, now_ms=started)
+        leave = enter(attempt, self.clock.now_ms)
         try:
-            event = await self._call_activity(name, task.args, task.kwargs)
+            event = await self._call_activity(attempt)
         finally:
-            _current.reset(token)
+            leave()
+            self._attempts.pop((run_id, seq), None)
             took = (self.clock.now_ms() - started) / 1000
             self._mean_s = took if self._mean_s is None else 0.8 * self._mean_s + 0.2 * took
             if self.metrics is not None:
@@ -510,13 +504,16 @@ class Worker:
             event |= {"type": "activity_failed", "error": _error_dict(exc)}
             text = serde.dumps(event)
         try:
-            if event["type"] == "activity_failed":
-                failure = await self._until_stored(task, lambda: self._fail(task, event))
+            if event["type"] == "activity_failed" and attempt.stop_reason != "cancelled":
+                failure = await self._until_stored(
+                    task, lambda: self._fail(task, event, attempt.details)
+                )
                 if failure.outcome is None:  # a retry is due, or the step is paused
                     return
                 event, text = failure.outcome, serde.dumps(failure.outcome)
             routing = await self._until_stored(
-                task, lambda: self._recorder.submit((run_id, seq, text, task.msg_id))
+                task,
+                lambda: self._recorder.submit((run_id, seq, text, task.msg_id, task.attempt)),
             )
         finally:
             self._inflight.pop((run_id, seq), None)
@@ -535,7 +532,7 @@ class Worker:
                 self.store.route(pipe, run_id, routing)
                 await pipe.execute()
 
-    async def _fail(self, task: Task, event: dict[str, Any]) -> Failure:
+    async def _fail(self, task: Task, event: dict[str, Any], details: Any) -> Failure:
         definition = self.registry.find_activity(task.name)
         policy = (definition.retry if definition else None) or self.retry
         failure = await handle_failure(
@@ -547,6 +544,7 @@ class Worker:
             queue=self.queue,
             worker_id=self.worker_id,
             now_ms=self.clock.now_ms(),
+            details=details,
         )
         if failure.retry_due_ms is not None:
             self.clock.call_at(failure.retry_due_ms, self._retry_due.set)
@@ -571,27 +569,40 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _call_activity(
-        self, name: str, args: list[Any], kwargs: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def _call_activity(self, attempt: Attempt) -> dict[str, Any]:
+        task = attempt.task
         try:
-            adef = self.registry.activity(name)
-            if adef.is_async:
-                result = await adef.fn(*args, **kwargs)
-            else:
-                ctx = contextvars.copy_context()
-                result = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, lambda: ctx.run(adef.fn, *args, **kwargs)
+            adef = self.registry.activity(task.name)
+            waited = self._queued_for(task)
+            if adef.schedule_to_start is not None and waited > adef.schedule_to_start:
+                raise ActivityTimeoutError(
+                    f"activity {task.name!r} waited {waited:.1f}s in queue {self.queue!r}, "
+                    f"past its schedule-to-start timeout of {adef.schedule_to_start:g}s: are "
+                    f"enough workers serving the queue?",
+                    kind="schedule_to_start",
                 )
+            result = await attempt.call(adef, executor=self._executor)
             return {"type": "activity_completed", "result": result}
         except Exception as exc:
             return {"type": "activity_failed", "error": _error_dict(exc)}
+        except asyncio.CancelledError:
+            if not attempt.stop_reason:
+                raise  # the worker is shutting down
+            error = {"type": "CancelledError", "message": f"stopped: {attempt.stop_reason}"}
+            return {"type": "activity_failed", "error": error}
 
-    async def _record_batch(self, items: list[tuple[str, str, str, str | None]]) -> list[Routing]:
+    def _queued_for(self, task: Task) -> float:
+        """Seconds a queued task has waited."""
+        return 0.0 if task.queued_ms is None else max(0.0, (now_ms() - task.queued_ms) / 1000)
+
+    async def _record_batch(
+        self, items: list[tuple[str, str, str, str | None, int]]
+    ) -> list[Routing]:
         return await self.store.record(
-            [(r, s, e) for r, s, e, _ in items],
+            [(r, s, e) for r, s, e, _, _ in items],
             self.worker_id,
-            acks=[(self.queue, m) for _, _, _, m in items if m is not None],
+            acks=[(self.queue, m) for _, _, _, m, _ in items if m is not None],
+            attempts=[a for *_, a in items],
         )
 
     # -- wake-ups and maintenance -------------------------------------------------------
@@ -624,6 +635,7 @@ class Worker:
         next_gauges = 0.0
         while not self._stopping.is_set():
             await self._heartbeat()
+            await self._watch_attempts()
             await self._recover()
             if self.metrics is not None and time.monotonic() >= next_gauges:
                 next_gauges = time.monotonic() + GAUGE_INTERVAL_S
@@ -631,6 +643,39 @@ class Worker:
             self._timer_due.clear()
             with contextlib.suppress(TimeoutError):  # a timer this worker set wakes it early
                 await asyncio.wait_for(self._timer_due.wait(), interval)
+
+    async def _watch_attempts(self) -> None:
+        """Stop attempts that stopped heartbeating (hung) or whose run was cancelled, and
+        save heartbeat details so a replacing attempt can resume from them."""
+        attempts = list(self._attempts.values())
+        if not attempts:
+            return
+        now = self.clock.now_ms()
+        for attempt in attempts:
+            adef = self.registry.find_activity(attempt.task.name)
+            if adef is None:
+                continue
+            silent = (now - attempt.last_beat_ms) / 1000
+            if adef.timeout is not None and now - attempt.started_ms > adef.timeout * 1000:
+                attempt.stop("timeout")
+            elif adef.heartbeat_timeout is not None and silent > adef.heartbeat_timeout:
+                log.warning(
+                    "run %s step %s: no heartbeat for %.1fs; giving the attempt up as hung",
+                    attempt.task.run_id,
+                    attempt.task.seq,
+                    silent,
+                )
+                attempt.stop("heartbeat")
+        live = [a for a in attempts if not a.stop_reason]
+        for run_id in await self.store.stopped_runs({a.task.run_id for a in live}):
+            for attempt in live:
+                if attempt.task.run_id == run_id:
+                    attempt.stop("cancelled")
+        dirty = [a for a in attempts if a.dirty]
+        for attempt in dirty:
+            attempt.dirty = False
+        if dirty:
+            await self.store.save_heartbeats((a.task.run_id, a.task.seq, a.details) for a in dirty)
 
     async def _update_gauges(self, metrics: Metrics) -> None:
         metrics.set_in_flight(len(self._inflight) - len(self._waiting))

@@ -47,8 +47,9 @@ DEFS: dict[str, Any] = {"workflows": [naps, gated], "activities": [nap, gate]}
 
 @pytest.fixture(autouse=True)
 def _reset() -> None:
+    global GATE  # an asyncio.Event belongs to the loop of the test that first awaits it
     RAN.clear()
-    GATE.clear()
+    GATE = asyncio.Event()
 
 
 async def test_long_activities_stay_in_the_queue_for_an_idle_worker(
