@@ -160,13 +160,22 @@ class Orchestrator:
         return self._store
 
     async def start(
-        self, workflow: WorkflowDef | str, *args: Any, run_id: str | None = None
+        self,
+        workflow: WorkflowDef | str,
+        *args: Any,
+        run_id: str | None = None,
+        timeout: float | None = None,
     ) -> RunHandle:
         """Start ``workflow(*args)``; returns at once with a :class:`RunHandle`.
 
         ``run_id`` is an idempotency key: starting again with the same id and the same
         input returns the existing run; with a different input it is an error.
+        ``timeout``: seconds the whole run may take; past it, the run fails with a
+        :class:`RunTimeoutError`, its activities and children are stopped and its
+        compensations run.
         """
+        if timeout is not None and not timeout > 0:
+            raise UserError(f"timeout= must be a positive number of seconds (got {timeout!r})")
         name = workflow.name if isinstance(workflow, WorkflowDef) else workflow
         if not isinstance(name, str) or not name:
             raise UserError("start() needs a @workflow function or a workflow name")
@@ -178,7 +187,10 @@ class Orchestrator:
         input_json = serde.dumps(
             {"args": list(args), "kwargs": {}}, what=f"input of workflow {name!r}"
         )
-        created, status = await self.store.create_run(rid, workflow=name, input_json=input_json)
+        deadline = now_ms() + int(timeout * 1000) if timeout is not None else 0
+        created, status = await self.store.create_run(
+            rid, workflow=name, input_json=input_json, deadline_ms=deadline
+        )
         if created or status == "pending":
             await self.store.enqueue_run(rid, "new")
         return RunHandle(self.store, rid)

@@ -181,6 +181,8 @@ class Registry:
                 f"an explicit name=..."
             )
         table[definition.name] = definition
+        if isinstance(definition, ActivityDef) and definition.compensate is not None:
+            self.add(definition.compensate)  # whoever may run it may have to undo it
 
     def add_module(self, module: ModuleType | str) -> None:
         """Register every workflow and activity defined at the top level of ``module``."""

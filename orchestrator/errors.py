@@ -24,6 +24,7 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
     │   ├── ActivityError            an activity failed (cause inside)
     │   ├── ChildWorkflowError       a child run failed
     │   ├── RunFailedError           the run failed (raised by ``RunHandle.result``)
+    │   ├── RunTimeoutError          the run ran past its timeout
     │   └── RunCancelledError        the run was cancelled
     ├── ActivityFailure              raised by activity code to steer its retries
     │   ├── RetryableError           retry this attempt (after ``retry_after`` if given)
@@ -58,6 +59,7 @@ __all__ = [
     "RunFailedError",
     "RunIdConflictError",
     "RunNotFoundError",
+    "RunTimeoutError",
     "SerializationError",
     "StoreError",
     "TaskloomError",
@@ -199,6 +201,12 @@ class RunFailedError(WorkflowError):
     def __init__(self, message: str, *, error: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.error = error or {}
+
+
+class RunTimeoutError(WorkflowError):
+    """The run ran past the ``timeout`` it was started with (recorded as its error)."""
+
+    code = "run_timeout"
 
 
 class RunCancelledError(WorkflowError):

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,12 +26,14 @@ from .errors import (
     ChildWorkflowError,
     LeaseLostError,
     NondeterminismError,
+    RunTimeoutError,
     TaskloomError,
 )
 from .store import Event, Op, Store, now_ms
 from .tasks import task_fields
 
 if TYPE_CHECKING:
+    from .clock import Clock
     from .definitions import Registry
 
 __all__ = ["Execution", "Host"]
@@ -60,6 +63,7 @@ class Host(Protocol):
 
     store: Store
     registry: Registry
+    clock: Clock
     worker_id: str
     queue: str
     claim_ttl_ms: int
@@ -87,6 +91,9 @@ class _Step:
     due_ms: int = 0
     child_id: str = ""
     paused: bool = False  # out of attempts, waiting in the dead-letter queue
+    compensate: str = ""  # the activity that undoes this one, with its arguments:
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -149,10 +156,15 @@ class Execution:
         self.waiters: dict[str, asyncio.Future[_Step]] = {}
         self.waiting_kind: dict[str, str] = {}
         self.signal_waiters: dict[str, deque[str]] = {}
-        self.timer_handles: dict[str, asyncio.TimerHandle] = {}
+        self.timer_handles: dict[str, Callable[[], None]] = {}  # seq -> cancel
         self.last_id = ""
         self.cancel_requested = False
         self.terminal = False
+        self.deadline_ms = int(meta.get("deadline_ms") or 0)
+        self.timed_out = False
+        self.compensating = False
+        self.completed: list[str] = []  # activity steps in the order they succeeded
+        self._finishing: asyncio.Task[None] | None = None
         self.replaying = True
         self.task: asyncio.Task[Any] | None = None
         self._batch = _Batch()
@@ -185,6 +197,9 @@ class Execution:
         elif t == "activity_scheduled" and seq is not None:
             step = self.steps.setdefault(seq, _Step("activity", d["name"]))
             step.scheduled, step.dispatch = True, d.get("dispatch", "queue")
+            if d.get("compensate"):
+                step.compensate, step.args = d["compensate"], d.get("args", [])
+                step.kwargs = d.get("kwargs", {})
         elif t in ("activity_retrying", "activity_paused", "activity_redriven") and seq:
             step = self.steps.setdefault(seq, _Step("activity", d.get("name", "")))
             step.dispatch = "queue"  # its next attempt comes off the queue, not from here
@@ -201,13 +216,15 @@ class Execution:
                 self._feed_signal_waiters(d["name"])
         elif t == "cancel_requested" and not self.cancel_requested:
             self.cancel_requested = True
-            if self.task is not None and not self.task.done():
+            if self.task is not None and not self.task.done() and not self.compensating:
                 self.task.cancel()
         elif t in TERMINAL_EVENTS:
             self.terminal = True
 
     def _apply_outcome(self, t: str, seq: str, d: dict[str, Any]) -> None:
         step = self.steps.setdefault(seq, _Step(_OUTCOMES[t], d.get("name", "")))
+        if t == "activity_completed" and not step.done:
+            self.completed.append(seq)
         if t == "signal_taken":
             self.taken_signals.add(d["signal_id"])
             self._drop_signal(d["name"], d["signal_id"])
@@ -306,6 +323,10 @@ class Execution:
         }
         if new:
             event["args"], event["kwargs"] = args, kwargs
+            adef = self.host.registry.find_activity(step.name)
+            if adef is not None and adef.compensate is not None:
+                event["compensate"] = step.compensate = adef.compensate.name
+                step.args, step.kwargs = args, kwargs
         b = self._batch
         b.ops.append(Op(event=event, mode="sched", seq=seq, claim=local))
         if local:
@@ -327,7 +348,10 @@ class Execution:
         step = self._step(seq, "timer", "sleep")
         if step is None:
             step = self.steps[seq] = _Step(
-                "timer", "sleep", scheduled=True, due_ms=now_ms() + int(seconds * 1000)
+                "timer",
+                "sleep",
+                scheduled=True,
+                due_ms=self.host.clock.now_ms() + int(seconds * 1000),
             )
             self._batch.ops.append(
                 Op(
@@ -348,9 +372,9 @@ class Execution:
     def _arm_timer(self, seq: str, step: _Step) -> None:
         if seq in self.timer_handles:
             return
-        delay = max(0.0, (step.due_ms - now_ms()) / 1000)
-        loop = asyncio.get_running_loop()
-        self.timer_handles[seq] = loop.call_later(delay, self._fire_timer, seq)
+        self.timer_handles[seq] = self.host.clock.call_at(
+            step.due_ms, lambda: self._fire_timer(seq)
+        )
 
     def _fire_timer(self, seq: str) -> None:
         self.timer_handles.pop(seq, None)
@@ -457,6 +481,18 @@ class Execution:
         else:
             self.task = asyncio.get_running_loop().create_task(self._main())
         self.task.add_done_callback(self._on_done)
+        if self.deadline_ms:
+            self.timer_handles["deadline"] = self.host.clock.call_at(
+                self.deadline_ms, self._time_out
+            )
+
+    def _time_out(self) -> None:
+        self.timer_handles.pop("deadline", None)
+        if self.terminal or self.timed_out or self.compensating:
+            return
+        self.timed_out = True
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
 
     async def _cancelled_main(self) -> Any:
         raise asyncio.CancelledError
@@ -469,10 +505,16 @@ class Execution:
         )
 
     def _on_done(self, task: asyncio.Task[Any]) -> None:
-        for handle in self.timer_handles.values():
-            handle.cancel()
+        for cancel in self.timer_handles.values():
+            cancel()
+        self.timer_handles.clear()
         event: dict[str, Any]
-        if task.cancelled():
+        if task.cancelled() and self.timed_out:
+            err = _error_dict(
+                RunTimeoutError(f"run {self.run_id} ran past its timeout; it was stopped")
+            )
+            status, event, result = "failed", {"type": "run_failed", "error": err}, err
+        elif task.cancelled():
             if not self.cancel_requested:
                 return  # evicted or lease lost: another incarnation goes on
             status, event, result = "cancelled", {"type": "run_cancelled"}, None
@@ -488,7 +530,40 @@ class Execution:
                 err = _error_dict(ser)
                 status, event, result = "failed", {"type": "run_failed", "error": err}, err
         event["ts"] = now_ms()
-        asyncio.get_running_loop().create_task(self._finish(status, event, result))
+        loop = asyncio.get_running_loop()
+        if status != "completed" and any(self.steps[s].compensate for s in self.completed):
+            self.compensating = True
+            self.task = loop.create_task(self._compensate(status, event, result))
+            self.task.add_done_callback(self._on_compensated)
+            return
+        self._finishing = loop.create_task(self._finish(status, event, result))
+
+    async def _compensate(
+        self, status: str, event: dict[str, Any], result: Any
+    ) -> tuple[str, dict[str, Any], Any]:
+        """Undo what succeeded, newest first, each compensation a recorded step of its
+        own: after a crash, replay reaches here again and skips the ones already done."""
+        _scope.set(self._root)
+        report = []
+        for seq in reversed(self.completed):
+            step = self.steps[seq]
+            if not step.compensate:
+                continue
+            entry: dict[str, Any] = {"seq": seq, "activity": step.name, "by": step.compensate}
+            try:
+                args = [step.value, *step.args]
+                await self.activity(f"undo.{seq}", step.compensate, args, step.kwargs)
+                entry["ok"] = True
+            except ActivityError as exc:  # it stays on record; the others still run
+                entry |= {"ok": False, "error": str(exc)}
+            report.append(entry)
+        event["compensations"] = report
+        return status, event, result
+
+    def _on_compensated(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return  # evicted or lease lost: another incarnation compensates
+        self._finishing = asyncio.get_running_loop().create_task(self._finish(*task.result()))
 
     async def _finish(self, status: str, event: dict[str, Any], result: Any) -> None:
         try:
@@ -504,7 +579,7 @@ class Execution:
             )
             self.terminal = True
             self.host.finished(self, status)
-            if status == "cancelled":
+            if status == "cancelled" or self.timed_out:
                 await self._cancel_children()
             if self.parent is not None:
                 await self._deliver_to_parent(status, result)
@@ -637,11 +712,13 @@ class Execution:
         ):
             return False
         due = self.next_due_ms()  # a timer about to fire is cheaper to keep than to replay
-        return due is None or due - now_ms() > KEEP_SHORT_TIMERS_MS
+        return due is None or due - self.host.clock.now_ms() > KEEP_SHORT_TIMERS_MS
 
     def next_due_ms(self) -> int | None:
         """The earliest pending timer, for the scheduler's timer set."""
         dues = [self.steps[s].due_ms for s, k in self.waiting_kind.items() if k == "timer"]
+        if self.deadline_ms and not self.terminal:
+            dues.append(self.deadline_ms)
         return min(dues) if dues else None
 
 

@@ -126,8 +126,10 @@ class Store:
         workflow: str,
         input_json: str,
         parent: dict[str, Any] | None = None,
+        deadline_ms: int = 0,
     ) -> tuple[bool, str]:
-        """Create a run; returns ``(created, status)``. Same id + same input is a no-op."""
+        """Create a run; returns ``(created, status)``. Same id + same input is a no-op.
+        ``deadline_ms``: when the run times out (0: never)."""
         meta, log, _ = self.keys.run_keys(run_id)
         ts = now_ms()
         event = serde.dumps({"type": "run_created", "workflow": workflow, "ts": ts})
@@ -142,6 +144,7 @@ class Store:
                 ts,
                 serde.dumps(parent) if parent else "",
                 event,
+                deadline_ms,
             ],
         )
         if res[0] == "conflict":
@@ -551,11 +554,11 @@ class Store:
         """Make sure the run is woken at ``due_ms`` (keeps the earliest)."""
         await self.raw.zadd(self.keys.timers, {run_id: due_ms}, lt=True)
 
-    async def pop_timers(self, *, limit: int = 100) -> int:
-        """Move due timers to the run queue; returns how many fired."""
-        return int(
-            await self._call("pop_timers", [self.keys.timers, self.keys.runq], [now_ms(), limit])
-        )
+    async def pop_timers(self, *, now: int | None = None, limit: int = 100) -> int:
+        """Move timers due by ``now`` (ms; default: the real time) to the run queue;
+        returns how many fired."""
+        at = now_ms() if now is None else now
+        return int(await self._call("pop_timers", [self.keys.timers, self.keys.runq], [at, limit]))
 
 
 def _routing(res: Any) -> Routing:

@@ -728,4 +728,4 @@ class Worker:
         )
         if res[1]:
             await self._handle_run_messages(res[1])
-        await store.pop_timers()
+        await store.pop_timers(now=self.clock.now_ms())

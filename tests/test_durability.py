@@ -26,10 +26,12 @@ MODULE = "tests.durable_workflows"
 Spawn = Callable[..., subprocess.Popen[str]]
 
 
-async def start_worker(spawn_worker: Spawn, **options: Any) -> subprocess.Popen[str]:
+async def start_worker(
+    spawn_worker: Spawn, *, module: str = MODULE, **options: Any
+) -> subprocess.Popen[str]:
     """Spawn a worker process, drain its output (a full pipe would block it), and wait
     until it says it is serving."""
-    proc = spawn_worker(MODULE, **options)
+    proc = spawn_worker(module, **options)
     ready, lines = threading.Event(), []
     proc.output = lines  # type: ignore[attr-defined]
 
