@@ -21,6 +21,9 @@ from .errors import (
     ConfigurationError,
     DeadLetterNotFoundError,
     EmbeddedRedisError,
+    HumanTaskClosedError,
+    HumanTaskExpiredError,
+    HumanTaskNotFoundError,
     LeaseLostError,
     NondeterminismError,
     NonRetryableError,
@@ -40,6 +43,7 @@ from .errors import (
     UserError,
     WorkflowError,
 )
+from .human import Decide, Decision, Expire, HumanTask, HumanTasks, Reassign
 from .retries import RetryPolicy
 from .settings import Settings
 from .store import Event, RunInfo, Store
@@ -60,14 +64,23 @@ __all__ = [
     "DeadLetter",
     "DeadLetterNotFoundError",
     "DeadLetters",
+    "Decide",
+    "Decision",
     "EmbeddedRedisError",
     "Event",
+    "Expire",
+    "HumanTask",
+    "HumanTaskClosedError",
+    "HumanTaskExpiredError",
+    "HumanTaskNotFoundError",
+    "HumanTasks",
     "LeaseLostError",
     "ManualClock",
     "NonRetryableError",
     "NondeterminismError",
     "Orchestrator",
     "PayloadTooLargeError",
+    "Reassign",
     "RedisUnavailableError",
     "Registry",
     "RetryPolicy",

@@ -24,6 +24,7 @@ from .connection import Connection, connect
 from .definitions import ActivityDef, WorkflowDef
 from .dlq import DeadLetters
 from .errors import RunCancelledError, RunFailedError, UserError
+from .human import HumanTasks
 from .keys import STATUSES
 from .settings import Settings
 from .store import Event, RunInfo, Store, now_ms
@@ -199,6 +200,11 @@ class Orchestrator:
     def dead_letters(self) -> DeadLetters:
         """The dead-letter queue: list, inspect, redrive and purge failed activities."""
         return DeadLetters(self.store)
+
+    @property
+    def human_tasks(self) -> HumanTasks:
+        """The inbox of human tasks across all runs: list them, decide them."""
+        return HumanTasks(self.store)
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on an existing run."""

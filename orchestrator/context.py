@@ -12,12 +12,14 @@ import asyncio
 import hashlib
 import random as _random
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import serde
 from .definitions import ActivityDef, WorkflowDef
+from .human import Decision, Fallback, task_spec
 
 if TYPE_CHECKING:
     from .execution import Execution
@@ -114,6 +116,37 @@ class Context:
     async def wait_for_signal(self, name: str) -> Any:
         """Wait for the next signal called ``name`` and return its payload."""
         return await self._ex.wait_for_signal(self._next(), name)
+
+    async def escalate(
+        self,
+        title: str,
+        *,
+        context: Any = None,
+        decisions: Sequence[str] = ("approve", "reject"),
+        assignee: str | None = None,
+        group: str | None = None,
+        sla: float | None = None,
+        fallback: Sequence[Fallback] = (),
+    ) -> Decision:
+        """Ask a person to decide, and wait (the run holds no worker slot meanwhile).
+
+        ``context`` (JSON) is what they need to decide; ``decisions`` what they may
+        answer; ``sla`` seconds until the next ``fallback`` step applies
+        (:class:`~orchestrator.Reassign`, :class:`~orchestrator.Decide`,
+        :class:`~orchestrator.Expire`). Returns the :class:`~orchestrator.Decision`;
+        raises :class:`~orchestrator.HumanTaskExpiredError` if a fallback gave up.
+        """
+        spec = task_spec(
+            title=title,
+            context=context,
+            decisions=decisions,
+            assignee=assignee,
+            group=group,
+            sla=sla,
+            fallback=fallback,
+        )
+        serde.dumps(spec, what=f"context of human task {title!r}")
+        return await self._ex.escalate(self._next(), spec)
 
     async def child(self, workflow: WorkflowDef | str, *args: Any) -> Any:
         """Run a sub-workflow as its own run and return its result."""

@@ -12,7 +12,9 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
     │   ├── RunIdConflictError       a run id reused with a different input
     │   ├── RunNotFoundError         a run id that does not exist
     │   ├── PayloadTooLargeError     a payload over the hard limit (TASKLOOM_PAYLOAD_HARD_LIMIT)
-    │   └── DeadLetterNotFoundError  a dead-letter entry that does not exist (or is closed)
+    │   ├── DeadLetterNotFoundError  a dead-letter entry that does not exist (or is closed)
+    │   ├── HumanTaskNotFoundError   a human task that does not exist
+    │   └── HumanTaskClosedError     a decision on a task already decided (or expired)
     ├── StoreError                   the Redis state store
     │   ├── RedisUnavailableError    Redis cannot be reached
     │   ├── EmbeddedRedisError       the embedded redis-server would not start
@@ -25,6 +27,7 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
     │   ├── ChildWorkflowError       a child run failed
     │   ├── RunFailedError           the run failed (raised by ``RunHandle.result``)
     │   ├── RunTimeoutError          the run ran past its timeout
+    │   ├── HumanTaskExpiredError    an escalation's SLA fallback gave up on it
     │   └── RunCancelledError        the run was cancelled
     ├── ActivityFailure              raised by activity code to steer its retries
     │   ├── RetryableError           retry this attempt (after ``retry_after`` if given)
@@ -49,6 +52,9 @@ __all__ = [
     "ConfigurationError",
     "DeadLetterNotFoundError",
     "EmbeddedRedisError",
+    "HumanTaskClosedError",
+    "HumanTaskExpiredError",
+    "HumanTaskNotFoundError",
     "LeaseLostError",
     "NonRetryableError",
     "NondeterminismError",
@@ -126,6 +132,18 @@ class DeadLetterNotFoundError(UserError):
     """No dead-letter entry with this id, or it can no longer be acted on."""
 
     code = "dead_letter_not_found"
+
+
+class HumanTaskNotFoundError(UserError):
+    """No human task with this id."""
+
+    code = "human_task_not_found"
+
+
+class HumanTaskClosedError(UserError):
+    """The human task was already decided, expired, or its run ended: one decision each."""
+
+    code = "human_task_closed"
 
 
 class StoreError(TaskloomError):
@@ -207,6 +225,12 @@ class RunTimeoutError(WorkflowError):
     """The run ran past the ``timeout`` it was started with (recorded as its error)."""
 
     code = "run_timeout"
+
+
+class HumanTaskExpiredError(WorkflowError):
+    """An escalation's SLA passed and its fallback gave up waiting for a decision."""
+
+    code = "human_task_expired"
 
 
 class RunCancelledError(WorkflowError):

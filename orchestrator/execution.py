@@ -24,11 +24,13 @@ from .context import Context, _Scope, _scope
 from .errors import (
     ActivityError,
     ChildWorkflowError,
+    HumanTaskExpiredError,
     LeaseLostError,
     NondeterminismError,
     RunTimeoutError,
     TaskloomError,
 )
+from .human import Decision, HumanTask, HumanTasks, new_task
 from .store import Event, Op, Store, now_ms
 from .tasks import task_fields
 
@@ -46,6 +48,17 @@ _SPLIT_MIN_REST = 64
 
 TERMINAL_EVENTS = {"run_completed", "run_failed", "run_cancelled"}
 
+# Events that start a step, or change how it waits.
+_STEP_EVENTS = {
+    "activity_scheduled",
+    "activity_retrying",
+    "activity_paused",
+    "activity_redriven",
+    "timer_started",
+    "human_task_created",
+    "child_started",
+}
+
 # Events that settle a step, and the kind of step they settle.
 _OUTCOMES = {
     "activity_completed": "activity",
@@ -55,6 +68,8 @@ _OUTCOMES = {
     "timer_fired": "timer",
     "signal_taken": "signal",
     "now_recorded": "now",
+    "human_decided": "human",
+    "human_expired": "human",
 }
 
 
@@ -194,22 +209,8 @@ class Execution:
         d, seq, t = event.data, event.seq, event.type
         if t in _OUTCOMES and seq is not None:
             self._apply_outcome(t, seq, d)
-        elif t == "activity_scheduled" and seq is not None:
-            step = self.steps.setdefault(seq, _Step("activity", d["name"]))
-            step.scheduled, step.dispatch = True, d.get("dispatch", "queue")
-            if d.get("compensate"):
-                step.compensate, step.args = d["compensate"], d.get("args", [])
-                step.kwargs = d.get("kwargs", {})
-        elif t in ("activity_retrying", "activity_paused", "activity_redriven") and seq:
-            step = self.steps.setdefault(seq, _Step("activity", d.get("name", "")))
-            step.dispatch = "queue"  # its next attempt comes off the queue, not from here
-            step.paused = t == "activity_paused"
-        elif t == "timer_started" and seq is not None:
-            step = self.steps.setdefault(seq, _Step("timer", "sleep"))
-            step.scheduled, step.due_ms = True, int(d["due_ms"])
-        elif t == "child_started" and seq is not None:
-            step = self.steps.setdefault(seq, _Step("child", d["workflow"]))
-            step.scheduled, step.child_id = True, d["child_id"]
+        elif seq is not None and t in _STEP_EVENTS:
+            self._apply_step(t, seq, d)
         elif t == "signal_received":
             if event.id not in self.taken_signals:
                 self.signals.setdefault(d["name"], deque()).append((event.id, d.get("payload")))
@@ -220,6 +221,28 @@ class Execution:
                 self.task.cancel()
         elif t in TERMINAL_EVENTS:
             self.terminal = True
+
+    def _apply_step(self, t: str, seq: str, d: dict[str, Any]) -> None:
+        """An event that starts a step or changes how it waits."""
+        if t == "activity_scheduled":
+            step = self.steps.setdefault(seq, _Step("activity", d["name"]))
+            step.scheduled, step.dispatch = True, d.get("dispatch", "queue")
+            if d.get("compensate"):
+                step.compensate, step.args = d["compensate"], d.get("args", [])
+                step.kwargs = d.get("kwargs", {})
+        elif t in ("activity_retrying", "activity_paused", "activity_redriven"):
+            step = self.steps.setdefault(seq, _Step("activity", d.get("name", "")))
+            step.dispatch = "queue"  # its next attempt comes off the queue, not from here
+            step.paused = t == "activity_paused"
+        elif t == "timer_started":
+            step = self.steps.setdefault(seq, _Step("timer", "sleep"))
+            step.scheduled, step.due_ms = True, int(d["due_ms"])
+        elif t == "human_task_created":
+            step = self.steps.setdefault(seq, _Step("human", "escalate"))
+            step.scheduled, step.args = True, [d["task"]]
+        elif t == "child_started":
+            step = self.steps.setdefault(seq, _Step("child", d["workflow"]))
+            step.scheduled, step.child_id = True, d["child_id"]
 
     def _apply_outcome(self, t: str, seq: str, d: dict[str, Any]) -> None:
         step = self.steps.setdefault(seq, _Step(_OUTCOMES[t], d.get("name", "")))
@@ -234,7 +257,7 @@ class Execution:
         self._resolve(
             seq,
             step,
-            ok=not t.endswith("_failed"),
+            ok=t not in ("activity_failed", "child_failed", "human_expired"),
             value=d.get("result", d.get("payload", d.get("value"))),
             error=error,
         )
@@ -386,6 +409,36 @@ class Execution:
         )
         self._queue_flush()
         self._resolve(seq, step, ok=True, value=None, error=None)
+
+    async def escalate(self, seq: str, spec: dict[str, Any]) -> Decision:
+        """Open a human task as step ``seq`` and wait for its decision."""
+        step = self._step(seq, "human", "escalate")
+        if step is None:
+            task = new_task(self.run_id, seq, spec, created_ms=self.host.clock.now_ms())
+            step = self.steps[seq] = _Step("human", "escalate", scheduled=True, args=[task])
+            self._batch.ops.append(
+                Op(
+                    event={
+                        "type": "human_task_created",
+                        "seq": seq,
+                        "task": task.to_dict(),
+                        "ts": now_ms(),
+                    }
+                )
+            )
+            self._batch.after.append(("human", task))
+            self._queue_flush()
+        elif not step.done:  # after a takeover: make sure the inbox has it
+            task = step.args[0]
+            task = task if isinstance(task, HumanTask) else HumanTask(**task)
+            self._batch.after.append(("human", task))
+            self._queue_flush()
+        if not step.done:
+            step = await self._wait(seq, "human")
+        if step.ok:
+            return Decision(**step.value)
+        err = step.error or {}
+        raise HumanTaskExpiredError(str(err.get("message", "the human task expired")))
 
     async def wait_for_signal(self, seq: str, name: str) -> Any:
         """Take the next signal ``name`` as step ``seq``."""
@@ -674,6 +727,9 @@ class Execution:
             await self._after(item)
 
     async def _after(self, item: tuple[Any, ...]) -> None:
+        if item[0] == "human":
+            await HumanTasks(self.host.store).open(item[1])
+            return
         _, seq, child_id, workflow, input_json = item
         store = self.host.store
         created, status = await store.create_run(
@@ -707,7 +763,7 @@ class Execution:
         if self._flush_queued or (self._flushing is not None and not self._flushing.done()):
             return False
         if not all(
-            k in ("timer", "signal") or (k == "activity" and self.steps[s].paused)
+            k in ("timer", "signal", "human") or (k == "activity" and self.steps[s].paused)
             for s, k in self.waiting_kind.items()
         ):
             return False
@@ -726,11 +782,7 @@ async def deliver(
     store: Store, run_id: str, seq: str, event: dict[str, Any], worker_id: str
 ) -> None:
     """Record an outcome on ``run_id`` step ``seq`` exactly once and wake its owner."""
-    (routing,) = await store.record([(run_id, seq, event)], worker_id)
-    if routing.status == "ok":
-        pipe = store.raw.pipeline(transaction=False)
-        store.route(pipe, run_id, routing)
-        await pipe.execute()
+    await store.deliver(run_id, seq, event, worker_id)
 
 
 def child_outcome(seq: str, workflow: str, status: str, result: Any) -> dict[str, Any]:

@@ -95,6 +95,21 @@ class Keys:
         """String: one dead-letter entry of queue ``name`` (JSON)."""
         return f"{self.prefix}:{{q:{name}}}:dlq:{entry_id}"
 
+    # -- the human-task inbox: one tag ----------------------------------------------------
+    def inbox_task(self, task_id: str) -> str:
+        """String: one human task (JSON), open or closed."""
+        return f"{self.prefix}:{{inbox}}:task:{task_id}"
+
+    @property
+    def inbox_open(self) -> str:
+        """Sorted set: open human task ids by creation (ms)."""
+        return f"{self.prefix}:{{inbox}}:open"
+
+    @property
+    def inbox_sla(self) -> str:
+        """Sorted set: open human task ids by when their SLA passes (ms)."""
+        return f"{self.prefix}:{{inbox}}:sla"
+
     @property
     def queues(self) -> str:
         """Set: the names of the queues workers have served (to list dead letters)."""

@@ -20,7 +20,7 @@ __all__ = ["Scripts"]
 NAMES = (
     "create_run", "acquire", "renew", "release", "append", "start", "record", "unclaim",
     "enqueue", "attempt", "due_retries", "dlq_put", "dlq_take", "external", "pop_timers",
-    "set_index",
+    "set_index", "inbox_open", "inbox_close", "inbox_reassign",
 )  # fmt: skip
 
 

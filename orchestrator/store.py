@@ -474,6 +474,16 @@ class Store:
         rows = await self.raw.zrange(self.keys.retries(queue), 0, 0, withscores=True)
         return int(rows[0][1]) if rows else None
 
+    async def deliver(self, run_id: str, seq: str, event: dict[str, Any], worker: str) -> Routing:
+        """Record an outcome on ``run_id`` step ``seq`` exactly once (from anywhere: a
+        child run, a person's decision) and wake whoever holds the run."""
+        (routing,) = await self.record([(run_id, seq, event)], worker)
+        if routing.status == "ok":
+            pipe = self.raw.pipeline(transaction=False)
+            self.route(pipe, run_id, routing)
+            await pipe.execute()
+        return routing
+
     async def external(self, run_id: str, event: dict[str, Any]) -> Routing:
         """Append an event from outside the run (signal, cancel request)."""
         meta, log, _ = self.keys.run_keys(run_id)

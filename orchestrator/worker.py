@@ -40,6 +40,7 @@ from .dlq import DeadLetters
 from .errors import ActivityTimeoutError, TaskloomError
 from .execution import Execution, _error_dict
 from .failures import Failure, handle_failure
+from .human import HumanTasks
 from .keys import Keys
 from .metrics import Metrics
 from .retries import DEFAULT_RETRY, RetryPolicy
@@ -133,6 +134,7 @@ class Worker:
         self.retry = retry
         self.clock = clock or SystemClock()
         self.dead_letters = DeadLetters(store)
+        self.human_tasks = HumanTasks(store)
         self.metrics = metrics
         self._retry_due = asyncio.Event()
         self._inflight: dict[tuple[str, str], str | None] = {}
@@ -680,6 +682,7 @@ class Worker:
     async def _update_gauges(self, metrics: Metrics) -> None:
         metrics.set_in_flight(len(self._inflight) - len(self._waiting))
         metrics.set_dead_letters(await self.dead_letters.count())
+        metrics.set_human_tasks_open(await self.human_tasks.count_open())
 
     async def _heartbeat(self) -> None:
         store = self.store
@@ -729,3 +732,7 @@ class Worker:
         if res[1]:
             await self._handle_run_messages(res[1])
         await store.pop_timers(now=self.clock.now_ms())
+        for task_id, what in await self.human_tasks.apply_due_slas(now=self.clock.now_ms()):
+            log.info("human task %s: SLA passed; %s", task_id, what)
+            if self.metrics is not None:
+                self.metrics.sla_breach()
