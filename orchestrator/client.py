@@ -20,12 +20,14 @@ from typing import Any
 from redis.asyncio import Redis
 
 from . import serde
+from .blobs import open_blob_store
 from .connection import Connection, connect
 from .definitions import ActivityDef, WorkflowDef
 from .dlq import DeadLetters
 from .errors import RunCancelledError, RunFailedError, UserError
 from .human import HumanTasks
 from .keys import STATUSES
+from .payloads import Payloads
 from .settings import Settings
 from .store import Event, RunInfo, Store, now_ms
 from .worker import Worker
@@ -201,6 +203,14 @@ class Orchestrator:
         """The dead-letter queue: list, inspect, redrive and purge failed activities."""
         return DeadLetters(self.store)
 
+    def payloads(self) -> Payloads:
+        """Where big values go, by the settings (``blob_url``, thresholds)."""
+        s = self.settings
+        blobs = open_blob_store(s.blob_url or s.data_dir / "blobs")
+        return Payloads(
+            self.store, blobs, threshold=s.payload_threshold, hard_limit=s.payload_hard_limit
+        )
+
     @property
     def human_tasks(self) -> HumanTasks:
         """The inbox of human tasks across all runs: list them, decide them."""
@@ -229,6 +239,9 @@ class Orchestrator:
         options.setdefault("queue", self.settings.queue)
         options.setdefault("lease_ttl", self.settings.lease_ttl)
         options.setdefault("prefetch", self.settings.prefetch)
+        options.setdefault("retention", self.settings.retention)
+        if "payloads" not in options:
+            options["payloads"] = self.payloads()
         return Worker(
             self.store, workflows=workflows, activities=activities, modules=modules, **options
         )

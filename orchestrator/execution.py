@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from redis.exceptions import RedisError
 
 from . import serde
+from .blobs import is_ref
 from .context import Context, _Scope, _scope
 from .errors import (
     ActivityError,
@@ -37,6 +38,7 @@ from .tasks import task_fields
 if TYPE_CHECKING:
     from .clock import Clock
     from .definitions import Registry
+    from .payloads import Payloads
 
 __all__ = ["Execution", "Host"]
 
@@ -79,6 +81,7 @@ class Host(Protocol):
     store: Store
     registry: Registry
     clock: Clock
+    payloads: Payloads
     worker_id: str
     queue: str
     claim_ttl_ms: int
@@ -309,12 +312,21 @@ class Execution:
         step = self._step(seq, "activity", name)
         if step is None:
             step = self.steps[seq] = _Step("activity", name, scheduled=True)
-            self._dispatch(seq, step, args, kwargs, new=True)
+            args_json = serde.dumps(args, what=f"arguments of activity {name!r}")
+            kwargs_json = serde.dumps(kwargs, what=f"keyword arguments of activity {name!r}")
+            if len(args_json) + len(kwargs_json) > self.host.payloads.threshold:
+                pack, what = self.host.payloads.pack, f"the arguments of activity {name!r}"
+                args = await pack(self.run_id, args, what=what)
+                kwargs = await pack(self.run_id, kwargs, what=what)
+                args_json, kwargs_json = serde.dumps(args), serde.dumps(kwargs)
+            self._dispatch(seq, step, args, kwargs, new=True, json=(args_json, kwargs_json))
         elif not step.done and step.dispatch == "local" and not step.dispatched_here:
             self._dispatch(seq, step, args, kwargs, new=False)  # its runner died with its owner
         if not step.done:
             step = await self._wait(seq, "activity")
         if step.ok:
+            if is_ref(step.value):  # a big result, kept in the blob store
+                step.value = await self.host.payloads.unpack(step.value)
             return step.value
         err = step.error or {}
         attempts = int(err.get("attempts", 1))
@@ -329,10 +341,18 @@ class Execution:
         )
 
     def _dispatch(
-        self, seq: str, step: _Step, args: list[Any], kwargs: dict[str, Any], *, new: bool
+        self,
+        seq: str,
+        step: _Step,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        *,
+        new: bool,
+        json: tuple[str, str] | None = None,
     ) -> None:
-        args_json = serde.dumps(args, what=f"arguments of activity {step.name!r}")
-        kwargs_json = serde.dumps(kwargs, what=f"keyword arguments of activity {step.name!r}")
+        if json is None:
+            json = (serde.dumps(args), serde.dumps(kwargs))
+        args_json, kwargs_json = json
         # A re-dispatch after a takeover goes through the queue: its old runner's claim may
         # still be live, and a queued task is looked at again until that claim lapses.
         local = new and self.host.take_slot()
@@ -629,6 +649,7 @@ class Execution:
                 claim_ttl_ms=self.host.claim_ttl_ms,
                 status=status,
                 result=result,
+                at_ms=self.host.clock.now_ms(),
             )
             self.terminal = True
             self.host.finished(self, status)

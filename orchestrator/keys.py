@@ -47,6 +47,10 @@ class Keys:
         """Hash: step seq -> the last heartbeat details of its running attempt (JSON)."""
         return f"{self.prefix}:run:{{{run_id}}}:beats"
 
+    def blobs(self, run_id: str) -> str:
+        """Set: the blob references the run's log holds (kept while the run is)."""
+        return f"{self.prefix}:run:{{{run_id}}}:blobs"
+
     def run_keys(self, run_id: str) -> tuple[str, str, str]:
         """``(meta, log, steps)`` of a run, the KEYS most scripts take."""
         return self.meta(run_id), self.log(run_id), self.steps(run_id)
@@ -114,6 +118,16 @@ class Keys:
     def queues(self) -> str:
         """Set: the names of the queues workers have served (to list dead letters)."""
         return f"{self.prefix}:queues"
+
+    @property
+    def blob_candidates(self) -> str:
+        """Hash: blob ref -> when a sweep first found no run referencing it (ms)."""
+        return f"{self.prefix}:blobs:unreferenced"
+
+    @property
+    def sweep_lock(self) -> str:
+        """String with a TTL: the worker deleting expired runs this interval."""
+        return f"{self.prefix}:sweep"
 
     @property
     def stats(self) -> str:

@@ -34,6 +34,10 @@ _ENV: dict[str, tuple[str, ...]] = {
     "concurrency": ("TASKLOOM_CONCURRENCY",),
     "lease_ttl": ("TASKLOOM_LEASE_TTL",),
     "prefetch": ("TASKLOOM_PREFETCH",),
+    "payload_threshold": ("TASKLOOM_PAYLOAD_THRESHOLD",),
+    "payload_hard_limit": ("TASKLOOM_PAYLOAD_HARD_LIMIT",),
+    "blob_url": ("TASKLOOM_BLOB_URL",),
+    "retention": ("TASKLOOM_RETENTION",),
     "appendfsync": ("TASKLOOM_APPENDFSYNC",),
     "queue": ("TASKLOOM_QUEUE",),
 }
@@ -67,6 +71,17 @@ class Settings(BaseModel):
     """AOF fsync policy of the embedded Redis (TASKLOOM_APPENDFSYNC)."""
     queue: str = "default"
     """Activity queue a worker takes work from (TASKLOOM_QUEUE)."""
+    payload_threshold: int = Field(default=32 * 1024, ge=0)
+    """Bytes of JSON above which an activity's arguments or result go to the blob store
+    and the log keeps a reference (TASKLOOM_PAYLOAD_THRESHOLD)."""
+    payload_hard_limit: int = Field(default=32 * 1024 * 1024, ge=1)
+    """Bytes of JSON above which a value is refused (TASKLOOM_PAYLOAD_HARD_LIMIT)."""
+    blob_url: str | None = None
+    """Blob store: a directory or any fsspec URL (``s3://bucket/taskloom``); default
+    ``<data_dir>/blobs``, which only workers on this machine share (TASKLOOM_BLOB_URL)."""
+    retention: float | None = Field(default=None, gt=0)
+    """Seconds a finished run is kept, then deleted with the blobs only it referenced;
+    unset: kept until deleted by hand (TASKLOOM_RETENTION)."""
 
     @field_validator("key_prefix", "queue")
     @classmethod

@@ -172,10 +172,10 @@ class Store:
         """The run's metadata as a :class:`RunInfo`."""
         return RunInfo.from_meta(await self.get_meta(run_id))
 
-    def queue_index(self, pipe: Any, run_id: str, status: str) -> None:
+    def queue_index(self, pipe: Any, run_id: str, status: str, at_ms: int | None = None) -> None:
         """Add to ``pipe``: put ``run_id`` in the index of ``status`` (out of every other)."""
         keys = [self.keys.index(status)] + [self.keys.index(s) for s in STATUSES if s != status]
-        self.scripts.queue(pipe, "set_index", keys, [run_id, now_ms()])
+        self.scripts.queue(pipe, "set_index", keys, [run_id, now_ms() if at_ms is None else at_ms])
 
     async def set_index(self, run_id: str, status: str) -> None:
         """Put ``run_id`` in the index of ``status`` (and out of every other)."""
@@ -290,19 +290,21 @@ class Store:
         status: str = "",
         result: Any = None,
         tasks: Sequence[tuple[str, dict[str, str]]] = (),
+        at_ms: int | None = None,
     ) -> list[str]:
         """Append ops to the run's log, fenced by ``epoch``; see ``append.lua``.
 
         ``tasks`` are ``(queue, fields)`` activity tasks sent in the same round trip,
         before the log entries: a crash in between re-schedules them on replay, never
-        leaves a scheduled entry with no task behind it.
+        leaves a scheduled entry with no task behind it. ``at_ms``: the time of a status
+        change (the worker's clock; retention counts from a run's end).
         """
         meta, log, steps = self.keys.run_keys(run_id)
         keys = [meta, log, steps]
         args: list[Any] = [
             worker,
             epoch,
-            now_ms(),
+            now_ms() if at_ms is None else at_ms,
             claim_ttl_ms,
             status,
             serde.dumps(result) if status else "",
@@ -324,7 +326,7 @@ class Store:
             if status:
                 if status in TERMINAL_STATUSES:
                     pipe.zrem(self.keys.leases, run_id)
-                self.queue_index(pipe, run_id, status)
+                self.queue_index(pipe, run_id, status, at_ms)
 
         replies = await self.scripts.pipeline(build)
         res = replies[len(enqueues)]

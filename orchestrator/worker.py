@@ -43,6 +43,7 @@ from .failures import Failure, handle_failure
 from .human import HumanTasks
 from .keys import Keys
 from .metrics import Metrics
+from .payloads import Payloads
 from .retries import DEFAULT_RETRY, RetryPolicy
 from .store import Event, Routing, Store, now_ms
 from .tasks import Task
@@ -51,6 +52,10 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("taskloom.worker")
 
+
+SWEEP_INTERVAL_S = 60.0
+"""How often one of the workers deletes expired runs and unreferenced blobs."""
+SWEEP_INTERVAL_MS = int(SWEEP_INTERVAL_S * 1000)
 
 GAUGE_INTERVAL_S = 5.0
 """How often a worker with metrics refreshes its gauges (in flight, dead letters)."""
@@ -114,6 +119,8 @@ class Worker:
         retry: RetryPolicy = DEFAULT_RETRY,
         clock: Clock | None = None,
         metrics: Metrics | None = None,
+        payloads: Payloads | None = None,
+        retention: float | None = None,
     ) -> None:
         self.store = store
         self.registry = Registry(workflows=workflows, activities=activities)
@@ -135,6 +142,10 @@ class Worker:
         self.clock = clock or SystemClock()
         self.dead_letters = DeadLetters(store)
         self.human_tasks = HumanTasks(store)
+        self.payloads = payloads or Payloads(
+            store, None, threshold=2**62, hard_limit=32 * 1024 * 1024
+        )
+        self.retention = retention
         self.metrics = metrics
         self._retry_due = asyncio.Event()
         self._inflight: dict[tuple[str, str], str | None] = {}
@@ -500,6 +511,10 @@ class Worker:
             "worker": self.worker_id,
         }
         try:
+            if event["type"] == "activity_completed":
+                event["result"] = await self.payloads.pack(
+                    run_id, event["result"], what=f"the result of activity {name!r}"
+                )
             text = serde.dumps(event, what=f"result of activity {name!r}")
         except TaskloomError as exc:
             event = {k: v for k, v in event.items() if k != "result"}
@@ -583,6 +598,8 @@ class Worker:
                     f"enough workers serving the queue?",
                     kind="schedule_to_start",
                 )
+            task.args = await self.payloads.unpack(task.args)
+            task.kwargs = await self.payloads.unpack(task.kwargs)
             result = await attempt.call(adef, executor=self._executor)
             return {"type": "activity_completed", "result": result}
         except Exception as exc:
@@ -634,11 +651,17 @@ class Worker:
 
     async def _maintenance_loop(self) -> None:
         interval = self.lease_ttl / 4
-        next_gauges = 0.0
+        next_gauges, next_sweep = 0.0, time.monotonic() + SWEEP_INTERVAL_S
         while not self._stopping.is_set():
             await self._heartbeat()
             await self._watch_attempts()
             await self._recover()
+            if self.retention is not None and time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + SWEEP_INTERVAL_S
+                if await self.store.raw.set(
+                    self.store.keys.sweep_lock, self.worker_id, nx=True, px=SWEEP_INTERVAL_MS
+                ):  # one worker sweeps per interval
+                    await self.sweep()
             if self.metrics is not None and time.monotonic() >= next_gauges:
                 next_gauges = time.monotonic() + GAUGE_INTERVAL_S
                 await self._update_gauges(self.metrics)
@@ -678,6 +701,18 @@ class Worker:
             attempt.dirty = False
         if dirty:
             await self.store.save_heartbeats((a.task.run_id, a.task.seq, a.details) for a in dirty)
+
+    async def sweep(self) -> tuple[int, int]:
+        """Delete runs that ended more than ``retention`` seconds ago, then the blobs no
+        run references any more; returns ``(runs, blobs)`` deleted."""
+        if self.retention is None:
+            return 0, 0
+        now = self.clock.now_ms()
+        runs = await self.payloads.expire_runs(older_than_ms=now - int(self.retention * 1000))
+        blobs = await self.payloads.collect(now_ms=now)
+        if runs or blobs:
+            log.info("retention: deleted %d runs and %d blobs", len(runs), blobs)
+        return len(runs), blobs
 
     async def _update_gauges(self, metrics: Metrics) -> None:
         metrics.set_in_flight(len(self._inflight) - len(self._waiting))

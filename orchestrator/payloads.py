@@ -1,0 +1,119 @@
+"""Big values stay out of the log: stored once in the blob store, referenced by hash.
+
+An activity's arguments and result whose JSON is larger than ``threshold`` bytes go
+to the content-addressed blob store (:mod:`orchestrator.blobs`); the log and the queue
+keep ``{"$blob": "sha256:...", "size": N}``. The run's ``blobs`` set remembers which
+blobs it references, so that when finished runs expire (``retention``) the blobs that
+no retained run references are collected too. A value larger than ``hard_limit`` is
+refused with a :class:`~orchestrator.PayloadTooLargeError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import serde
+from .blobs import BlobStore, collect_garbage, externalize, internalize, is_ref
+from .errors import PayloadTooLargeError
+from .keys import STATUSES, TERMINAL_STATUSES
+from .store import Store
+
+__all__ = ["Payloads"]
+
+GC_GRACE_MS = 3600_000
+"""A blob is deleted only if it was unreferenced at a sweep at least this long ago: a
+run may have written it and not yet recorded its reference."""
+
+
+class Payloads:
+    """Moves values over ``threshold`` bytes to ``blobs`` and back."""
+
+    def __init__(
+        self, store: Store, blobs: BlobStore | None, *, threshold: int, hard_limit: int
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.threshold = threshold
+        self.hard_limit = hard_limit
+
+    async def pack(self, run_id: str, value: Any, *, what: str) -> Any:
+        """``value`` itself if small, else the reference to it (stored, and remembered
+        by the run ``run_id``)."""
+        text = serde.dumps(value, what=what)
+        size = len(text.encode())
+        if size > self.hard_limit:
+            raise PayloadTooLargeError(
+                f"{what} is {size} bytes, over the hard limit of {self.hard_limit} bytes: "
+                f"keep big data elsewhere and pass a reference, or raise the limit with "
+                f"TASKLOOM_PAYLOAD_HARD_LIMIT",
+                size=size,
+                limit=self.hard_limit,
+            )
+        if self.blobs is None or size <= self.threshold:
+            return value
+        packed = serde.loads(
+            await externalize(
+                text,
+                store=self.blobs,
+                threshold=self.threshold,
+                hard_limit=self.hard_limit,
+                what=what,
+            )
+        )
+        if is_ref(packed):
+            await self.store.raw.sadd(self.store.keys.blobs(run_id), packed["$blob"])
+        return packed
+
+    async def unpack(self, value: Any) -> Any:
+        """The value a reference stands for; anything else unchanged."""
+        if not is_ref(value) or self.blobs is None:
+            return value
+        return serde.loads(await internalize(serde.dumps(value), store=self.blobs))
+
+    # -- retention ----------------------------------------------------------------------
+    async def expire_runs(self, *, older_than_ms: int, limit: int = 500) -> list[str]:
+        """Delete runs that ended before ``older_than_ms`` (their keys and index entries)."""
+        keys, raw, gone = self.store.keys, self.store.raw, []
+        for status in TERMINAL_STATUSES:
+            ids = await raw.zrangebyscore(keys.index(status), "-inf", older_than_ms, 0, limit)
+            for run_id in ids:
+                pipe = raw.pipeline(transaction=False)
+                pipe.delete(
+                    keys.meta(run_id),
+                    keys.log(run_id),
+                    keys.steps(run_id),
+                    keys.attempts(run_id),
+                    keys.beats(run_id),
+                    keys.blobs(run_id),
+                )
+                pipe.zrem(keys.index(status), run_id)
+                await pipe.execute()
+                gone.append(run_id)
+        return gone
+
+    async def collect(self, *, now_ms: int) -> int:
+        """Delete blobs that no run references, once they were unreferenced at a sweep
+        at least ``GC_GRACE_MS`` ago; returns how many were deleted."""
+        if self.blobs is None:
+            return 0
+        keys, raw = self.store.keys, self.store.raw
+        runs: list[str] = []
+        for status in STATUSES:
+            runs += await raw.zrange(keys.index(status), 0, -1)
+        pipe = raw.pipeline(transaction=False)
+        for run_id in runs:
+            pipe.smembers(keys.blobs(run_id))
+        keep: set[str] = set().union(*(await pipe.execute())) if runs else set()
+        unreferenced = {r async for r in self.blobs.iter_refs() if r not in keep}
+        seen: dict[str, str] = await raw.hgetall(keys.blob_candidates)
+        due = {r for r in unreferenced if r in seen and now_ms - int(seen[r]) >= GC_GRACE_MS}
+        deleted = await collect_garbage(self.blobs, keep=keep | (unreferenced - due))
+        fresh = {r: now_ms for r in unreferenced - due if r not in seen}
+        stale = [r for r in seen if r not in unreferenced or r in due]
+        pipe = raw.pipeline(transaction=False)
+        if fresh:
+            pipe.hset(keys.blob_candidates, mapping=fresh)
+        if stale:
+            pipe.hdel(keys.blob_candidates, *stale)
+        await pipe.execute()
+        return deleted
