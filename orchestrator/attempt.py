@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import threading
 from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -65,10 +64,10 @@ class Attempt:
         self.last_beat_ms = now_ms
         self.details: Any = info.heartbeat_details
         self.dirty = False  # details not yet saved to Redis
-        self.stop_reason = ""  # why the worker stopped it: "heartbeat" | "cancelled"
-        self._stop = threading.Event()
+        self.stop_reason = ""  # why the worker stopped it: "heartbeat" | "timeout" | "cancelled"
         self._inner: asyncio.Future[Any] | None = None
         self._stopped: asyncio.Future[None] | None = None
+        self._runner: asyncio.Task[Any] | None = None
 
     def beat(self, details: Any, now_ms: int) -> None:
         """Record a heartbeat (from any thread)."""
@@ -82,21 +81,24 @@ class Attempt:
         if self.stop_reason:
             return
         self.stop_reason = reason
-        self._stop.set()
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
         if self._inner is not None and not self._inner.done():
             self._inner.cancel()
+        if self._runner is not None:
+            self._runner.cancel()
 
     @property
     def stopping(self) -> bool:
-        """Whether the worker asked this attempt to stop."""
-        return self._stop.is_set()
+        """Whether the worker asked this attempt to stop (read from any thread)."""
+        return bool(self.stop_reason)
 
     async def call(self, adef: ActivityDef, *, executor: Executor) -> Any:
         """Run the activity function; raises what it raises, or ActivityTimeoutError,
         or CancelledError when its run was cancelled."""
         task, loop = self.task, asyncio.get_running_loop()
+        if adef.timeout is None and adef.heartbeat_timeout is None:
+            return await self._call_direct(adef, executor)
         if adef.is_async:
             inner: asyncio.Future[Any] = asyncio.ensure_future(adef.fn(*task.args, **task.kwargs))
         else:
@@ -127,6 +129,26 @@ class Attempt:
                 kind="start_to_close",
             )
         raise asyncio.CancelledError(f"activity stopped: {self.stop_reason}")
+
+    async def _call_direct(self, adef: ActivityDef, executor: Executor) -> Any:
+        """The common case, no timeouts to watch: run it in this task (no extra task and
+        wait per attempt); only a cancelled run stops it, by cancelling this task."""
+        task = self.task
+        self._runner = runner = asyncio.current_task()
+        try:
+            if adef.is_async:
+                return await adef.fn(*task.args, **task.kwargs)
+            ctx = contextvars.copy_context()
+            return await asyncio.get_running_loop().run_in_executor(
+                executor, lambda: ctx.run(adef.fn, *task.args, **task.kwargs)
+            )
+        except asyncio.CancelledError:
+            if not self.stop_reason or runner is None:
+                raise  # the worker itself is going away
+            runner.uncancel()  # our own stop: the outcome is still to be recorded
+            raise asyncio.CancelledError(f"activity stopped: {self.stop_reason}") from None
+        finally:
+            self._runner = None
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:

@@ -143,7 +143,7 @@ class Worker:
         self.dead_letters = DeadLetters(store)
         self.human_tasks = HumanTasks(store)
         self.payloads = payloads or Payloads(
-            store, None, threshold=2**62, hard_limit=32 * 1024 * 1024
+            store, None, threshold=32 * 1024 * 1024, hard_limit=32 * 1024 * 1024
         )
         self.retention = retention
         self.metrics = metrics
@@ -511,11 +511,12 @@ class Worker:
             "worker": self.worker_id,
         }
         try:
-            if event["type"] == "activity_completed":
+            text = serde.dumps(event, what=f"result of activity {name!r}")
+            if len(text) > self.payloads.threshold and event["type"] == "activity_completed":
                 event["result"] = await self.payloads.pack(
                     run_id, event["result"], what=f"the result of activity {name!r}"
                 )
-            text = serde.dumps(event, what=f"result of activity {name!r}")
+                text = serde.dumps(event)
         except TaskloomError as exc:
             event = {k: v for k, v in event.items() if k != "result"}
             event |= {"type": "activity_failed", "error": _error_dict(exc)}
