@@ -112,6 +112,16 @@ async def both(ctx: Context) -> list[Any]:
     return await ctx.gather(ctx.run(waits_forever), ctx.run(spins))
 
 
+@workflow(name="t.kid")
+async def kid(ctx: Context) -> None:
+    await ctx.run(waits_forever)
+
+
+@workflow(name="t.parent")
+async def parent(ctx: Context) -> None:
+    await ctx.child(kid)
+
+
 @workflow(name="t.queued")
 async def queued(ctx: Context) -> list[Any]:
     async def late_quick() -> Any:
@@ -124,7 +134,7 @@ async def queued(ctx: Context) -> list[Any]:
 
 
 DEFS: dict[str, Any] = {
-    "workflows": [one, both, queued],
+    "workflows": [one, both, queued, kid, parent],
     "activities": [stuck, slow, waits_forever, spins, gate, quick],
 }
 
@@ -209,6 +219,22 @@ async def test_cancelling_a_run_stops_its_running_activities(orch: Orchestrator,
         with pytest.raises(RunCancelledError):
             await handle.result(timeout=10)
         await wait_until(lambda: sorted(STOPPED) == ["async", "sync"], "both to stop")
+
+
+async def test_cancelling_a_run_reaches_its_child_and_the_childs_activity(
+    orch: Orchestrator, make_worker: Any
+) -> None:
+    async with running(make_worker(**DEFS)):
+        handle = await orch.start(parent)
+        child = orch.handle(f"{handle.run_id}.0")
+        await wait_until(lambda: _events(orch.store, child.run_id, "activity_scheduled"), "kid")
+        await asyncio.sleep(0.05)
+        await handle.cancel()
+        with pytest.raises(RunCancelledError):
+            await handle.result(timeout=10)
+        with pytest.raises(RunCancelledError):
+            await child.result(timeout=10)
+        await wait_until(lambda: STOPPED == ["async"], "the child's activity to stop")
 
 
 async def test_schedule_to_start_fails_a_task_that_waited_too_long(
