@@ -40,6 +40,7 @@ so ``except Exception`` in user code cannot swallow it.
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 __all__ = [
@@ -323,3 +324,13 @@ class PayloadTooLargeError(UserError):
         super().__init__(message)
         self.size = size
         self.limit = limit
+
+
+def error_dict(exc: BaseException) -> dict[str, Any]:
+    """An exception as a run's log stores it: type, message, code, traceback."""
+    if isinstance(exc, TaskloomError):
+        out = exc.to_dict()
+    else:
+        out = {"type": type(exc).__name__, "message": str(exc)}
+    out["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
+    return out

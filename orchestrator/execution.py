@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from redis.exceptions import RedisError
 
 from . import serde
+from .batch import Batch, split_after_last_local
 from .blobs import is_ref
 from .context import Context, _Scope, _scope
 from .errors import (
@@ -30,6 +30,7 @@ from .errors import (
     NondeterminismError,
     RunTimeoutError,
     TaskloomError,
+    error_dict,
 )
 from .human import Decision, HumanTask, HumanTasks, new_task
 from .store import Event, Op, Store, now_ms
@@ -45,8 +46,6 @@ __all__ = ["Execution", "Host"]
 log = logging.getLogger("taskloom.execution")
 
 KEEP_SHORT_TIMERS_MS = 1000
-# A batch with at least this many steps after its last local one is written in two parts.
-_SPLIT_MIN_REST = 64
 
 TERMINAL_EVENTS = {"run_completed", "run_failed", "run_cancelled"}
 
@@ -114,47 +113,6 @@ class _Step:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class _Batch:
-    ops: list[Op] = field(default_factory=list)
-    tasks: list[dict[str, str]] = field(default_factory=list)
-    local: dict[str, tuple[str, list[Any], dict[str, Any]]] = field(default_factory=dict)
-    after: list[Any] = field(default_factory=list)
-
-
-def _split_after_last_local(batch: _Batch) -> list[_Batch]:
-    """Cut a big batch after its last step to run here: that part is written first, so
-    those steps start without waiting for the rest (hundreds of queued tasks) to be
-    written. The parts are written in order, so the log's order is unchanged."""
-    if not batch.local or not batch.tasks:
-        return [batch]
-    cut = max(i for i, op in enumerate(batch.ops) if op.mode == "sched" and op.claim) + 1
-    if len(batch.ops) - cut < _SPLIT_MIN_REST:
-        return [batch]
-    first = {op.seq for op in batch.ops[:cut]}
-    return [
-        _Batch(
-            ops=batch.ops[:cut],
-            tasks=[t for t in batch.tasks if t["seq"] in first],
-            local=batch.local,
-        ),
-        _Batch(
-            ops=batch.ops[cut:],
-            tasks=[t for t in batch.tasks if t["seq"] not in first],
-            after=batch.after,
-        ),
-    ]
-
-
-def _error_dict(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, TaskloomError):
-        out = exc.to_dict()
-    else:
-        out = {"type": type(exc).__name__, "message": str(exc)}
-    out["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
-    return out
-
-
 class Execution:
     """A run owned by this worker: replayed from its log, then continued for real."""
 
@@ -185,7 +143,7 @@ class Execution:
         self._finishing: asyncio.Task[None] | None = None
         self.replaying = True
         self.task: asyncio.Task[Any] | None = None
-        self._batch = _Batch()
+        self._batch = Batch()
         self._flush_queued = False
         self._flushing: asyncio.Task[None] | None = None
         self._root = _Scope("")
@@ -583,7 +541,7 @@ class Execution:
         self.timer_handles.clear()
         event: dict[str, Any]
         if task.cancelled() and self.timed_out:
-            err = _error_dict(
+            err = error_dict(
                 RunTimeoutError(f"run {self.run_id} ran past its timeout; it was stopped")
             )
             status, event, result = "failed", {"type": "run_failed", "error": err}, err
@@ -592,7 +550,7 @@ class Execution:
                 return  # evicted or lease lost: another incarnation goes on
             status, event, result = "cancelled", {"type": "run_cancelled"}, None
         elif (exc := task.exception()) is not None:
-            err = _error_dict(exc)
+            err = error_dict(exc)
             status, event, result = "failed", {"type": "run_failed", "error": err}, err
         else:
             result = task.result()
@@ -600,7 +558,7 @@ class Execution:
                 serde.dumps(result, what=f"result of workflow {self.workflow_name!r}")
                 status, event = "completed", {"type": "run_completed", "result": result}
             except TaskloomError as ser:
-                err = _error_dict(ser)
+                err = error_dict(ser)
                 status, event, result = "failed", {"type": "run_failed", "error": err}, err
         event["ts"] = now_ms()
         loop = asyncio.get_running_loop()
@@ -694,10 +652,10 @@ class Execution:
 
     def _start_flush(self) -> None:
         self._flush_queued = False
-        batch, self._batch = self._batch, _Batch()
+        batch, self._batch = self._batch, Batch()
         if not (batch.ops or batch.after):
             return
-        for part in _split_after_last_local(batch):
+        for part in split_after_last_local(batch):
             self._flushing = asyncio.get_running_loop().create_task(
                 self._flush(part, self._flushing)
             )
@@ -711,7 +669,7 @@ class Execution:
                 with contextlib.suppress(Exception):
                     await self._flushing
 
-    async def _flush(self, batch: _Batch, previous: asyncio.Task[None] | None) -> None:
+    async def _flush(self, batch: Batch, previous: asyncio.Task[None] | None) -> None:
         if previous is not None:
             with contextlib.suppress(BaseException):
                 await previous

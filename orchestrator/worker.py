@@ -34,11 +34,12 @@ from redis.exceptions import RedisError
 
 from . import serde
 from .attempt import ActivityInfo, Attempt, enter
+from .batch import Batcher
 from .clock import Clock, SystemClock
 from .definitions import ActivityDef, Registry, WorkflowDef
 from .dlq import DeadLetters
-from .errors import ActivityTimeoutError, TaskloomError
-from .execution import Execution, _error_dict
+from .errors import ActivityTimeoutError, TaskloomError, error_dict
+from .execution import Execution
 from .failures import Failure, handle_failure
 from .human import HumanTasks
 from .keys import Keys
@@ -62,36 +63,6 @@ GAUGE_INTERVAL_S = 5.0
 
 PREFETCH_HORIZON_S = 0.5
 """A worker prefetches the deliveries it expects to start within this many seconds."""
-
-
-class _Batcher:
-    """Collects items submitted in one event-loop tick and handles them in one call."""
-
-    def __init__(self, handle: Callable[[list[Any]], Awaitable[list[Any]]]) -> None:
-        self._handle = handle
-        self._items: list[tuple[Any, asyncio.Future[Any]]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    def submit(self, item: Any) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        if not self._items:  # the task starts after this tick: it takes all of the tick's items
-            self._task = loop.create_task(self._flush())  # keep a reference: not GC'd
-        self._items.append((item, fut))
-        return fut
-
-    async def _flush(self) -> None:
-        items, self._items = self._items, []
-        try:
-            results = await self._handle([i for i, _ in items])
-        except BaseException as exc:
-            for _, fut in items:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        for (_, fut), res in zip(items, results, strict=True):
-            if not fut.done():
-                fut.set_result(res)
 
 
 class Worker:
@@ -160,7 +131,7 @@ class Worker:
         self._executor = ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="taskloom-activity"
         )
-        self._recorder = _Batcher(self._record_batch)
+        self._recorder = Batcher(self._record_batch)
         self.started = asyncio.Event()
 
     # -- slots (Host protocol) ----------------------------------------------------------
@@ -519,7 +490,7 @@ class Worker:
                 text = serde.dumps(event)
         except TaskloomError as exc:
             event = {k: v for k, v in event.items() if k != "result"}
-            event |= {"type": "activity_failed", "error": _error_dict(exc)}
+            event |= {"type": "activity_failed", "error": error_dict(exc)}
             text = serde.dumps(event)
         try:
             if event["type"] == "activity_failed" and attempt.stop_reason != "cancelled":
@@ -604,7 +575,7 @@ class Worker:
             result = await attempt.call(adef, executor=self._executor)
             return {"type": "activity_completed", "result": result}
         except Exception as exc:
-            return {"type": "activity_failed", "error": _error_dict(exc)}
+            return {"type": "activity_failed", "error": error_dict(exc)}
         except asyncio.CancelledError:
             if not attempt.stop_reason:
                 raise  # the worker is shutting down
