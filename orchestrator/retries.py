@@ -91,7 +91,7 @@ class RetryPolicy:
         """Whether failed attempt ``attempt`` (counted in this generation) with ``error``
         (as stored: ``{"type": ..., "message": ...}``) gets another attempt."""
         kind = str(error.get("type", ""))
-        if kind in NEVER_RETRIED or kind in self.non_retryable:
+        if kind in NEVER_RETRIED or kind in self.non_retryable or error.get("retryable") is False:
             return False
         if error.get("kind") == "schedule_to_start":  # no worker took it: waiting more won't help
             return False
