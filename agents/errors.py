@@ -10,10 +10,26 @@ from typing import Any
 
 __all__ = [
     "ActivityFailure",
+    "BudgetExceededError",
     "ConfigurationError",
+    "LLMAuthError",
+    "LLMContextLengthError",
+    "LLMOutputError",
+    "LLMRateLimitedError",
+    "LLMRequestError",
+    "LLMUnavailableError",
+    "MissingAPIKeyError",
     "NonRetryableError",
+    "PriceTableError",
+    "PromptError",
+    "PromptNotFoundError",
+    "PromptVariableError",
+    "RateLimitDeferredError",
+    "RequestExceedsRateLimitError",
     "RetryableError",
     "TaskloomError",
+    "UnknownModelPriceError",
+    "UnknownProviderError",
     "UserError",
 ]
 
@@ -80,3 +96,118 @@ class NonRetryableError(ActivityFailure):
         # Subclasses (an auth error, a malformed request) keep their own type name: the
         # flag tells the retry policy what they are.
         return super().to_dict() | {"retryable": False}
+
+
+class UnknownProviderError(UserError):
+    """A model name whose provider prefix taskloom does not know."""
+
+    code = "unknown_provider"
+
+
+class MissingAPIKeyError(ConfigurationError):
+    """No API key for a provider; the message names the variable to set."""
+
+    code = "missing_api_key"
+
+
+class LLMRateLimitedError(RetryableError):
+    """The provider answered 429; retried after its Retry-After."""
+
+    code = "llm_rate_limited"
+
+
+class LLMUnavailableError(RetryableError):
+    """No usable answer: a 5xx, a timeout, a dropped connection. Retried."""
+
+    code = "llm_unavailable"
+
+
+class LLMOutputError(RetryableError):
+    """The model's output was unusable (invalid after the repair turn, or truncated). A
+    new attempt may do better; the retry policy decides."""
+
+    code = "llm_output"
+
+
+class LLMRequestError(NonRetryableError):
+    """The provider rejected the request as malformed (400): retrying cannot help."""
+
+    code = "llm_bad_request"
+
+
+class LLMContextLengthError(LLMRequestError):
+    """The request does not fit the model's context window."""
+
+    code = "llm_context_length"
+
+
+class LLMAuthError(NonRetryableError):
+    """The provider refused the credentials (401/403)."""
+
+    code = "llm_auth"
+
+
+class RateLimitDeferredError(RetryableError):
+    """taskloom's shared rate limiter would hold this call longer than the caller's
+    ``max_wait``: retry the activity after ``retry_after`` seconds instead of holding a
+    worker slot while waiting."""
+
+    code = "rate_limit_deferred"
+
+
+class RequestExceedsRateLimitError(NonRetryableError):
+    """One call's estimated tokens exceed the tokens-per-minute limit of its model, so
+    no minute could ever admit it: lower the estimate (max tokens) or raise the limit."""
+
+    code = "request_exceeds_rate_limit"
+
+
+class BudgetExceededError(NonRetryableError):
+    """A run's budget cannot cover a call's estimate; no new call starts until the
+    budget is raised. ``details`` holds the numbers (limits, spent, held, asked)."""
+
+    code = "budget_exceeded"
+
+    def __init__(self, message: str = "", *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.details: dict[str, Any] = dict(details or {})
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_budget_error, (str(self), self.details)
+
+    def to_dict(self) -> dict[str, Any]:
+        return super().to_dict() | {"details": self.details}
+
+
+def _rebuild_budget_error(message: str, details: dict[str, Any]) -> BudgetExceededError:
+    return BudgetExceededError(message, details=details)
+
+
+class PriceTableError(ConfigurationError):
+    """A price table (built in, a dict or a file) has a value taskloom cannot use."""
+
+    code = "price_table"
+
+
+class UnknownModelPriceError(PriceTableError):
+    """No price for a model; the message says how to add one."""
+
+    code = "unknown_model_price"
+
+
+class PromptError(UserError):
+    """A prompt template could not be rendered (syntax, missing template or variable)."""
+
+    code = "prompt"
+
+
+class PromptNotFoundError(PromptError):
+    """No prompt template by that name, in the user directory or the package."""
+
+    code = "prompt_not_found"
+
+
+class PromptVariableError(PromptError):
+    """A template used a variable the caller did not pass (StrictUndefined)."""
+
+    code = "prompt_variable"

@@ -1,0 +1,137 @@
+"""Anthropic Messages through the official SDK."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import anthropic
+
+from ..errors import TaskloomError
+from ..llm import LLMRequest, LLMResponse, Message, TokenSink, ToolCall, Usage
+from ._classify import classify, kept_headers
+
+__all__ = ["AnthropicProvider"]
+
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+}
+
+
+class AnthropicProvider:
+    """Messages on :class:`anthropic.AsyncAnthropic`. Anthropic has no JSON mode: for
+    structured output the schema goes into the system prompt (see ``agents.structured``)."""
+
+    name = "anthropic"
+
+    def __init__(self, *, api_key: str, base_url: str | None = None, max_retries: int = 0) -> None:
+        self.client = anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=base_url, max_retries=max_retries
+        )
+
+    async def aclose(self) -> None:
+        """Close the SDK client's connections."""
+        await self.client.close()
+
+    async def complete(
+        self, request: LLMRequest, *, stream: TokenSink | None = None
+    ) -> LLMResponse:
+        """One call; see :class:`agents.llm.Provider`."""
+        params = self._params(request)
+        try:
+            if stream is None:
+                raw = await self.client.messages.with_raw_response.create(**params)
+                return self._response(await _parsed(raw), dict(raw.headers))
+            return await self._stream(params, stream)
+        except anthropic.APIStatusError as exc:
+            raise self._error(exc, exc.status_code, dict(exc.response.headers), exc.body) from exc
+        except (anthropic.APIConnectionError, anthropic.APITimeoutError) as exc:
+            raise self._error(exc, None, {}, None) from exc
+
+    def _error(
+        self, exc: Exception, status: int | None, headers: dict[str, str], body: Any
+    ) -> TaskloomError:
+        return classify(
+            exc, provider=self.name, model="", status=status, headers=headers, body=body
+        )
+
+    def _params(self, request: LLMRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": _messages(request.messages),
+            "max_tokens": request.max_tokens,
+            "timeout": request.timeout,
+        }
+        if request.system:
+            params["system"] = request.system
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        if request.tools:
+            params["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters}
+                for t in request.tools
+            ]
+        return params
+
+    def _response(self, message: Any, headers: dict[str, str]) -> LLMResponse:
+        text = "".join(b.text for b in message.content if b.type == "text")
+        calls = tuple(
+            ToolCall(id=b.id, name=b.name, arguments=dict(b.input or {}))
+            for b in message.content
+            if b.type == "tool_use"
+        )
+        return LLMResponse(
+            text=text,
+            finish=_FINISH.get(message.stop_reason or "", "other"),  # type: ignore[arg-type]
+            usage=Usage(message.usage.input_tokens, message.usage.output_tokens),
+            tool_calls=calls,
+            model=message.model or "",
+            headers=kept_headers(headers),
+        )
+
+    async def _stream(self, params: dict[str, Any], sink: TokenSink) -> LLMResponse:
+        async with self.client.messages.stream(**params) as stream:
+            async for text in stream.text_stream:
+                await sink(text)
+            message = await stream.get_final_message()
+            headers = dict(stream.response.headers)
+        return self._response(message, headers)
+
+
+def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    """Anthropic's turns: tool results are ``user`` turns of ``tool_result`` blocks, and
+    consecutive ones are merged (parallel tool calls answered in one turn)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "tool":
+            block = {
+                "type": "tool_result",
+                "tool_use_id": m.tool_call_id,
+                "content": m.content,
+                "is_error": m.is_error,
+            }
+            if out and out[-1]["role"] == "user" and isinstance(out[-1]["content"], list):
+                out[-1]["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block]})
+        elif m.role == "assistant" and m.tool_calls:
+            blocks: list[dict[str, Any]] = (
+                [{"type": "text", "text": m.content}] if m.content else []
+            )
+            blocks += [
+                {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
+                for c in m.tool_calls
+            ]
+            out.append({"role": "assistant", "content": blocks})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
+
+
+async def _parsed(raw: Any) -> Any:
+    """A raw response's parsed body (the SDKs' raw responses parse sync or async)."""
+    value = raw.parse()
+    return await value if inspect.isawaitable(value) else value

@@ -1,0 +1,179 @@
+"""Structured output that degrades gracefully, validated by pydantic.
+
+For an output type (a pydantic model) a call tries the provider's JSON-schema mode,
+then JSON mode, then plain text with the JSON extracted from it, remembering per
+(provider, model) which mode the server refused (several local servers reject
+``response_format: json_schema``). The answer is validated; if it does not validate,
+the model gets one repair turn with the validation error; if that fails too, the
+attempt fails with a retryable :class:`~agents.errors.LLMOutputError`. Output cut off
+by the token limit (finish reason ``length``) is detected, not parsed.
+
+    result = await complete_structured(provider, request, Summary)
+    result.value          # a Summary
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import LLMOutputError, LLMRequestError
+from .llm import LLMRequest, LLMResponse, Message, OutputMode, Provider, TokenSink, Usage
+
+__all__ = ["MODES", "StructuredResult", "complete_structured", "extract_json"]
+
+T = TypeVar("T", bound=BaseModel)
+
+MODES: tuple[OutputMode, ...] = ("json_schema", "json_object", "text")
+
+# (provider name, model) -> the modes that server refused; shared by all calls in a process.
+_REFUSED: dict[tuple[str, str], set[str]] = {}
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+
+
+@dataclass(frozen=True)
+class StructuredResult(Generic[T]):
+    """A validated value, with what it cost to get."""
+
+    value: T
+    text: str
+    usage: Usage
+    calls: int
+    mode: OutputMode
+    repaired: bool
+
+
+def extract_json(text: str) -> Any:
+    """The JSON value in ``text``: the whole text, a fenced block, or the first balanced
+    object or array. Raises ValueError if there is none."""
+    candidates = [text.strip(), *(m.strip() for m in _FENCE.findall(text))]
+    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
+    if start >= 0:
+        candidates.append(_balanced(text, start))
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except (json.JSONDecodeError, ValueError):
+            continue
+    raise ValueError("no JSON value found in the output")
+
+
+def _balanced(text: str, start: int) -> str:
+    depth, in_string, escaped = 0, False, False
+    for i in range(start, len(text)):
+        c = text[i]
+        if in_string:
+            escaped = not escaped and c == "\\"
+            if c == '"' and not escaped:
+                in_string = False
+            continue
+        if c == '"':
+            in_string = True
+        elif c in "{[":
+            depth += 1
+        elif c in "}]":
+            depth -= 1
+            if depth == 0:
+                return text[start : i + 1]
+    return text[start:]
+
+
+def _instructions(schema: dict[str, Any]) -> str:
+    return (
+        "Answer with one JSON value only, no prose and no code fence, that follows this "
+        f"JSON schema:\n{json.dumps(schema, separators=(',', ':'))}"
+    )
+
+
+async def complete_structured(
+    provider: Provider,
+    request: LLMRequest,
+    output: type[T],
+    *,
+    stream: TokenSink | None = None,
+) -> StructuredResult[T]:
+    """Call the model until it gives a valid ``output`` (see the module docstring)."""
+    schema = output.model_json_schema()
+    key = (provider.name, request.model)
+    usage, calls = Usage(), 0
+    json_modes = ("json_schema", "json_object") if provider.name != "anthropic" else ()
+    modes = [m for m in (*json_modes, "text") if m not in _REFUSED.get(key, set())]
+    for i, mode in enumerate(modes):
+        system = request.system if mode == "json_schema" else _join(request.system, schema)
+        attempt = replace(
+            request, output=mode, schema=schema, schema_name=output.__name__, system=system
+        )
+        try:
+            response = await provider.complete(attempt, stream=stream)
+        except LLMRequestError as exc:
+            if mode != "text" and i + 1 < len(modes) and _refuses(exc, mode):
+                _REFUSED.setdefault(key, set()).add(mode)  # this server: never again
+                continue
+            raise
+        calls += 1
+        usage = _add(usage, response.usage)
+        value, problem = _validate(response, output)
+        if value is not None:
+            return StructuredResult(value, response.text, usage, calls, mode, repaired=False)
+        repair = replace(
+            attempt,
+            messages=(
+                *attempt.messages,
+                Message(role="assistant", content=response.text),
+                Message(
+                    role="user",
+                    content=f"That answer was invalid: {problem}. Answer again with corrected "
+                    f"JSON only.",
+                ),
+            ),
+        )
+        response = await provider.complete(repair, stream=stream)
+        calls += 1
+        usage = _add(usage, response.usage)
+        value, problem = _validate(response, output)
+        if value is not None:
+            return StructuredResult(value, response.text, usage, calls, mode, repaired=True)
+        raise LLMOutputError(
+            f"{provider.name}:{request.model} gave no valid {output.__name__} after a repair "
+            f"turn: {problem}"
+        )
+    raise LLMOutputError(f"{provider.name}:{request.model}: no output mode left to try")
+
+
+def _validate(response: LLMResponse, output: type[T]) -> tuple[T | None, str]:
+    if response.finish == "length":
+        raise LLMOutputError(
+            f"the output was cut off at the token limit ({response.usage.output_tokens} "
+            f"tokens, finish reason 'length'): raise max_tokens or ask for less"
+        )
+    try:
+        data = extract_json(response.text)
+    except ValueError as exc:
+        return None, f"{exc}; the output began {response.text[:80]!r}"
+    try:
+        return output.model_validate(data), ""
+    except ValidationError as exc:
+        return None, _short(exc)
+
+
+def _short(exc: ValidationError) -> str:
+    parts = [f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()[:8]]
+    return "; ".join(parts)
+
+
+def _refuses(exc: LLMRequestError, mode: str) -> bool:
+    text = str(exc).lower()
+    return "response_format" in text or mode in text or "json" in text
+
+
+def _join(system: str, schema: dict[str, Any]) -> str:
+    return f"{system}\n\n{_instructions(schema)}" if system else _instructions(schema)
+
+
+def _add(a: Usage, b: Usage) -> Usage:
+    return Usage(a.input_tokens + b.input_tokens, a.output_tokens + b.output_tokens)
