@@ -264,3 +264,17 @@ def test_json_is_extracted_from_prose_and_fences() -> None:
     assert extract_json('The answer: {"a": "}"} ok') == {"a": "}"}
     with pytest.raises(ValueError, match="no JSON value"):
         extract_json("no json here")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", PROTOCOLS)
+async def test_a_stream_cut_midway_is_a_retryable_unavailable_error(kind: str) -> None:
+    from agents.fake_llm import disconnect
+
+    async def sink(text: str) -> None:
+        pass
+
+    fake = FakeLLM([disconnect(after_chunks=2)])
+    async with fake, provider_for(fake, kind) as p:
+        with pytest.raises(LLMUnavailableError, match="no answer"):
+            await p.complete(ask("count"), stream=sink)

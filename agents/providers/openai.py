@@ -51,6 +51,10 @@ class OpenAIProvider:
             raise self._error(exc, exc.status_code, dict(exc.response.headers), exc.body) from exc
         except (openai.APIConnectionError, openai.APITimeoutError) as exc:
             raise self._error(exc, None, {}, None) from exc
+        except Exception as exc:
+            if _transport(exc):  # a stream cut mid-way surfaces unwrapped from the SDK
+                raise self._error(exc, None, {}, None) from exc
+            raise
 
     def _error(
         self, exc: Exception, status: int | None, headers: dict[str, str], body: Any
@@ -179,3 +183,10 @@ async def _parsed(raw: Any) -> Any:
     """A raw response's parsed body (the SDKs' raw responses parse sync or async)."""
     value = raw.parse()
     return await value if inspect.isawaitable(value) else value
+
+
+def _transport(exc: Exception) -> bool:
+    """Whether ``exc`` is the HTTP layer's (httpx/httpcore family) or a socket's."""
+    return isinstance(exc, OSError) or type(exc).__module__.split(".")[0].startswith(
+        ("httpx", "httpcore")
+    )
