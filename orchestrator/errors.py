@@ -6,6 +6,8 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
     TaskloomError
     ├── UserError                    misuse by the caller, raised early, with the fix
     │   ├── ConfigurationError       a bad setting or environment variable
+    │   │   ├── MissingAPIKeyError   no key for a provider; names the variable (agents)
+    │   │   └── PriceTableError      a bad price table or a model with no price (agents)
     │   ├── SerializationError       a value that does not serialize to JSON
     │   ├── UnknownWorkflowError     a workflow name no worker has registered
     │   ├── UnknownActivityError     an activity name no worker has registered
@@ -14,7 +16,9 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
     │   ├── PayloadTooLargeError     a payload over the hard limit (TASKLOOM_PAYLOAD_HARD_LIMIT)
     │   ├── DeadLetterNotFoundError  a dead-letter entry that does not exist (or is closed)
     │   ├── HumanTaskNotFoundError   a human task that does not exist
-    │   └── HumanTaskClosedError     a decision on a task already decided (or expired)
+    │   ├── HumanTaskClosedError     a decision on a task already decided (or expired)
+    │   ├── UnknownProviderError     a model name whose provider prefix is unknown (agents)
+    │   └── PromptError              a template missing, or missing a variable (agents)
     ├── StoreError                   the Redis state store
     │   ├── RedisUnavailableError    Redis cannot be reached
     │   ├── EmbeddedRedisError       the embedded redis-server would not start
@@ -31,8 +35,19 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
     │   └── RunCancelledError        the run was cancelled
     ├── ActivityFailure              raised by activity code to steer its retries
     │   ├── RetryableError           retry this attempt (after ``retry_after`` if given)
+    │   │   ├── LLMRateLimitedError  the provider answered 429 (agents)
+    │   │   ├── LLMUnavailableError  5xx, timeout, dropped connection (agents)
+    │   │   ├── LLMOutputError       invalid after the repair turn, or truncated (agents)
+    │   │   └── RateLimitDeferredError  the shared rate limit would wait too long (agents)
     │   ├── NonRetryableError        never retry: give up on the activity at once
+    │   │   ├── LLMRequestError      a 400; LLMContextLengthError under it (agents)
+    │   │   ├── LLMAuthError         401/403 (agents)
+    │   │   ├── BudgetExceededError  the run's token or USD budget (agents)
+    │   │   └── RequestExceedsRateLimitError  a call bigger than a limit allows (agents)
     │   └── ActivityTimeoutError     an attempt ran past a timeout (retried like a failure)
+
+Errors marked (agents) are defined in :mod:`agents.errors`, the lowest layer, with the
+root and the ActivityFailure branch; this module re-exports the root.
 
 Cancellation of workflow code uses :class:`asyncio.CancelledError`, a ``BaseException``,
 so ``except Exception`` in user code cannot swallow it.

@@ -1,0 +1,20 @@
+-- Give a reservation's hold back (the call failed before spending anything).
+-- Releasing twice, or after settling, changes nothing.
+-- KEYS: budget, holds, expiry (see budget_reserve.lua)
+-- ARGV: id
+-- Returns {applied, max_tokens, max_nano, spent_tokens, spent_nano, held_tokens,
+--          held_nano}.
+local function usage(applied)
+  local b = redis.call('HMGET', KEYS[1], 'max_tokens', 'max_nano', 'spent_tokens',
+    'spent_nano', 'held_tokens', 'held_nano')
+  return {applied, tonumber(b[1]) or -1, tonumber(b[2]) or -1, tonumber(b[3]) or 0,
+    tonumber(b[4]) or 0, tonumber(b[5]) or 0, tonumber(b[6]) or 0}
+end
+
+local t, n = string.match(redis.call('HGET', KEYS[2], ARGV[1]) or '', '^h (%d+) (%d+)$')
+if not t then return usage(0) end
+redis.call('HINCRBY', KEYS[1], 'held_tokens', string.format('%d', -tonumber(t)))
+redis.call('HINCRBY', KEYS[1], 'held_nano', string.format('%d', -tonumber(n)))
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], 'r')
+return usage(1)

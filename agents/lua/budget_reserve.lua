@@ -1,0 +1,50 @@
+-- Hold a call's estimated tokens and USD against a run's budget, or refuse.
+-- Spent + held + asked must stay within each limit that is set, so concurrent callers
+-- can never overspend together. Holds left by a dead caller expire.
+-- KEYS: budget (hash: max_tokens, max_nano, spent_*, held_*),
+--       holds (hash id -> 'h TOKENS NANO' | 's' settled | 'r' released | 'x' expired),
+--       expiry (zset id -> ms when the hold lapses)
+-- ARGV: id, tokens, nano (USD * 1e9), now_ms ('' = the server's clock), hold_ttl_ms
+-- Returns {ok, max_tokens, max_nano, spent_tokens, spent_nano, held_tokens, held_nano,
+--          over} with max -1 for none, ok 0 when refused and over = 1 tokens + 2 usd.
+local function int(n) return string.format('%d', n) end
+
+local now = tonumber(ARGV[4])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
+for _, id in ipairs(lapsed) do
+  local t, n = string.match(redis.call('HGET', KEYS[2], id) or '', '^h (%d+) (%d+)$')
+  if t then
+    redis.call('HINCRBY', KEYS[1], 'held_tokens', int(-tonumber(t)))
+    redis.call('HINCRBY', KEYS[1], 'held_nano', int(-tonumber(n)))
+    redis.call('HSET', KEYS[2], id, 'x')
+  end
+end
+if #lapsed > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now) end
+
+local b = redis.call('HMGET', KEYS[1], 'max_tokens', 'max_nano', 'spent_tokens',
+  'spent_nano', 'held_tokens', 'held_nano')
+local maxt, maxn = tonumber(b[1]), tonumber(b[2])
+local st, sn = tonumber(b[3]) or 0, tonumber(b[4]) or 0
+local ht, hn = tonumber(b[5]) or 0, tonumber(b[6]) or 0
+
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  -- the same reservation sent twice (a retried request): it already holds
+  return {1, maxt or -1, maxn or -1, st, sn, ht, hn, 0}
+end
+
+local askt, askn = tonumber(ARGV[2]), tonumber(ARGV[3])
+local over = 0
+if maxt and st + ht + askt > maxt then over = over + 1 end
+if maxn and sn + hn + askn > maxn then over = over + 2 end
+if over > 0 then return {0, maxt or -1, maxn or -1, st, sn, ht, hn, over} end
+
+redis.call('HINCRBY', KEYS[1], 'held_tokens', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'held_nano', ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], 'h ' .. ARGV[2] .. ' ' .. ARGV[3])
+redis.call('ZADD', KEYS[3], int(now + tonumber(ARGV[5])), ARGV[1])
+return {1, maxt or -1, maxn or -1, st, sn, ht + askt, hn + askn, 0}

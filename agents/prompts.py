@@ -1,0 +1,176 @@
+"""Prompt templates: Jinja2 files rendered with StrictUndefined.
+
+Templates ship in the ``prompts`` package (``prompts/NAME.j2``, read through
+:mod:`importlib.resources`, so an installed wheel finds them); a user directory, when
+given, overrides any of them by name and may add new ones::
+
+    prompts = Prompts(user_dir="~/.config/taskloom/prompts")
+    text = prompts.render("subagent", role="a careful analyst", task="...")
+
+A variable the template uses but the caller did not pass is a
+:class:`~agents.errors.PromptVariableError` naming the template and the variable, never
+an empty string. Autoescaping is off: these are prompts, not HTML. Block tags swallow
+their own line (``trim_blocks``, ``lstrip_blocks``), so templates can be laid out
+readably without leaving blank lines in the prompt.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2 import meta
+
+from agents.errors import PromptError, PromptNotFoundError, PromptVariableError, UserError
+
+__all__ = ["Prompts"]
+
+SUFFIX = ".j2"
+
+
+class _PackageLoader(jinja2.BaseLoader):
+    """Templates in a package folder, read with importlib.resources (zip-safe)."""
+
+    def __init__(self, package: str) -> None:
+        self.package = package
+        self._root: Traversable = resources.files(package)
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        path = self._root
+        for part in template.split("/"):
+            if part in ("", ".", ".."):
+                raise jinja2.TemplateNotFound(template)
+            path = path / part
+        if not path.is_file():
+            raise jinja2.TemplateNotFound(template)
+        return path.read_text(encoding="utf-8"), f"{self.package}/{template}", lambda: True
+
+    def list_templates(self) -> list[str]:
+        found: list[str] = []
+        stack: list[tuple[str, Traversable]] = [("", self._root)]
+        while stack:
+            base, folder = stack.pop()
+            for entry in folder.iterdir():
+                if entry.is_dir() and not entry.name.startswith(("_", ".")):
+                    stack.append((f"{base}{entry.name}/", entry))
+                elif entry.name.endswith(SUFFIX):
+                    found.append(base + entry.name)
+        return sorted(found)
+
+
+class Prompts:
+    """The prompt templates of the ``prompts`` package, overridden by ``user_dir``.
+
+    ``render(name, **variables)`` takes a name with or without ``.j2``; ``names()``
+    lists what can be rendered; ``origin(name)`` says where a template comes from.
+    """
+
+    def __init__(self, *, user_dir: str | Path | None = None, package: str = "prompts") -> None:
+        loaders: list[jinja2.BaseLoader] = []
+        self.user_dir = None if user_dir is None else Path(user_dir).expanduser()
+        if self.user_dir is not None:
+            if not self.user_dir.is_dir():
+                raise UserError(
+                    f"prompt directory {str(self.user_dir)!r} does not exist or is not a "
+                    "directory; create it or pass user_dir=None"
+                )
+            loaders.append(jinja2.FileSystemLoader(self.user_dir))
+        self._package = _PackageLoader(package)
+        loaders.append(self._package)
+        self.env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(loaders),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+        )
+
+    def names(self) -> list[str]:
+        """Every template name that can be rendered (without ``.j2``), sorted."""
+        assert self.env.loader is not None
+        return sorted(
+            {n.removesuffix(SUFFIX) for n in self.env.loader.list_templates() if n.endswith(SUFFIX)}
+        )
+
+    def origin(self, name: str) -> str:
+        """Where template ``name`` is read from: a file path, or ``package/NAME.j2``."""
+        return self._template(name).filename or self._file(name)
+
+    def variables(self, name: str) -> set[str]:
+        """The top-level variables template ``name`` reads (required or optional)."""
+        template = self._file(name)
+        assert self.env.loader is not None
+        source, _, _ = self.env.loader.get_source(self.env, template)
+        return set(meta.find_undeclared_variables(self.env.parse(source)))
+
+    def render(self, name: str, /, **variables: Any) -> str:
+        """Render template ``name`` (``subagent`` or ``subagent.j2``) with ``variables``.
+
+        Raises :class:`~agents.errors.PromptNotFoundError`,
+        :class:`~agents.errors.PromptVariableError` (a variable it needs was not given)
+        or :class:`~agents.errors.PromptError` (a syntax error).
+        """
+        template = self._template(name)
+        try:
+            return template.render(**variables)
+        except jinja2.UndefinedError as e:
+            raise self._undefined(name, template, e) from None
+
+    def _file(self, name: str) -> str:
+        return name if name.endswith(SUFFIX) else name + SUFFIX
+
+    def _template(self, name: str) -> jinja2.Template:
+        file = self._file(name)
+        try:
+            return self.env.get_template(file)
+        except jinja2.TemplateNotFound:
+            where = f"{self.user_dir} or " if self.user_dir else ""
+            raise PromptNotFoundError(
+                f"no prompt template {file!r} in {where}the {self._package.package!r} package; "
+                f"available: {', '.join(self.names()) or 'none'}"
+            ) from None
+        except jinja2.TemplateSyntaxError as e:
+            raise PromptError(
+                f"prompt template {file!r} ({e.filename or file}) has a syntax error on "
+                f"line {e.lineno}: {e.message}"
+            ) from None
+
+    def _undefined(
+        self,
+        name: str,
+        template: jinja2.Template,
+        error: jinja2.UndefinedError,
+    ) -> PromptVariableError:
+        file = self._file(name)
+        line = _template_line(error, template.filename)
+        at = f" (line {line})" if line else ""
+        m = re.fullmatch(r"'([^']+)' is undefined", str(error))
+        if m:
+            return PromptVariableError(
+                f"prompt template {file!r} needs variable {m[1]!r}{at}, which was not "
+                f"given. Pass it: render({name!r}, {m[1]}=...), or make it optional in the "
+                f"template with {{% if {m[1]} is defined %}}"
+            )
+        return PromptVariableError(
+            f"prompt template {file!r}{at}: {error}. Pass the missing value, or guard it "
+            "in the template with 'is defined'"
+        )
+
+
+def _template_line(error: BaseException, filename: str | None) -> int | None:
+    """The template line an exception was raised on, from Jinja's rewritten traceback."""
+    line = None
+    tb = error.__traceback__
+    while tb is not None:
+        if filename and tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line

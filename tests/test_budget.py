@@ -1,0 +1,213 @@
+"""Run budgets (agents.budget) on a real Redis: concurrent reservations never overspend."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import random
+from decimal import Decimal
+
+import pytest
+from redis.asyncio import Redis
+
+from agents.budget import BudgetKeys, BudgetReservation, Budgets
+from agents.errors import BudgetExceededError, NonRetryableError, UserError
+
+pytestmark = pytest.mark.anyio
+
+CENT = Decimal("0.01")
+
+
+async def _try_reserve(
+    budgets: Budgets, run_id: str, tokens: int, usd: Decimal
+) -> BudgetReservation | None:
+    try:
+        return await budgets.reserve(run_id, est_tokens=tokens, est_usd=usd)
+    except BudgetExceededError:
+        return None
+
+
+async def test_fifty_concurrent_calls_under_a_budget_for_twenty(
+    client: Redis, redis_url: str, prefix: str
+) -> None:
+    other = Redis.from_url(redis_url, decode_responses=True)  # as another worker would
+    try:
+        mine, theirs = Budgets(client, prefix=prefix), Budgets(other, prefix=prefix)
+        await mine.set_limits("run-1", max_usd=20 * CENT)
+        results = await asyncio.gather(
+            *(_try_reserve((mine, theirs)[i % 2], "run-1", 1_000, CENT) for i in range(50))
+        )
+        held = [r for r in results if r is not None]
+        assert len(held) == 20
+        usage = await theirs.usage("run-1")
+        assert usage.held_usd == 20 * CENT and usage.held_tokens == 20_000
+        assert usage.spent_usd == 0 and usage.remaining_usd == 0
+        await asyncio.gather(*(mine.settle(r, actual_tokens=1_000, actual_usd=CENT) for r in held))
+        usage = await mine.usage("run-1")
+        assert usage.spent_usd == 20 * CENT and usage.held_usd == 0
+        assert await _try_reserve(theirs, "run-1", 1, Decimal("0.000000001")) is None
+    finally:
+        await other.aclose()
+
+
+async def test_concurrent_callers_never_overspend(client: Redis, prefix: str) -> None:
+    """Fifty callers reserve, "call" and settle (actual <= estimate) until the budget
+    refuses them; the money and tokens spent never pass the budget."""
+    budgets = Budgets(client, prefix=prefix)
+    max_usd, max_tokens = Decimal("1.00"), 400_000
+    await budgets.set_limits("run-2", max_usd=max_usd, max_tokens=max_tokens)
+    rng = random.Random(7)
+    seen_over = False
+
+    async def caller() -> None:
+        nonlocal seen_over
+        refused = 0
+        while refused < 3:
+            est_usd = Decimal(rng.randint(1_000, 30_000)) / 1_000_000
+            est_tokens = rng.randint(100, 5_000)
+            r = await _try_reserve(budgets, "run-2", est_tokens, est_usd)
+            if r is None:
+                refused += 1
+                await asyncio.sleep(0.001)
+                continue
+            await asyncio.sleep(rng.uniform(0, 0.003))  # the call
+            if rng.random() < 0.1:
+                await budgets.release(r)  # it failed before spending
+                continue
+            actual_usd = est_usd * Decimal(rng.randint(20, 100)) / 100
+            usage = await budgets.settle(
+                r, actual_tokens=rng.randint(0, est_tokens), actual_usd=actual_usd
+            )
+            seen_over |= usage.spent_usd > max_usd or usage.spent_tokens > max_tokens
+
+    await asyncio.gather(*(caller() for _ in range(50)))
+    usage = await budgets.usage("run-2")
+    assert not seen_over
+    assert usage.spent_usd <= max_usd and usage.spent_tokens <= max_tokens
+    assert usage.held_usd == 0 and usage.held_tokens == 0
+    assert usage.spent_usd > max_usd / 2  # the budget was really used up to its limit
+
+
+async def test_the_token_limit_holds_on_its_own(client: Redis, prefix: str) -> None:
+    budgets = Budgets(client, prefix=prefix)
+    await budgets.set_limits("run-3", max_tokens=10_000)
+    results = await asyncio.gather(
+        *(_try_reserve(budgets, "run-3", 3_000, Decimal(0)) for _ in range(10))
+    )
+    assert sum(r is not None for r in results) == 3
+    with pytest.raises(BudgetExceededError) as caught:
+        await budgets.reserve("run-3", est_tokens=1_001, est_usd=0)
+    assert caught.value.details["exceeded"] == ["tokens"]
+
+
+async def test_settle_replaces_the_estimate_and_release_gives_it_back(
+    client: Redis, prefix: str
+) -> None:
+    budgets = Budgets(client, prefix=prefix)
+    await budgets.set_limits("run-4", max_usd="0.15")
+    first = await budgets.reserve("run-4", est_tokens=100, est_usd="0.10")
+    assert await _try_reserve(budgets, "run-4", 100, Decimal("0.10")) is None
+    usage = await budgets.settle(first, actual_tokens=40, actual_usd="0.04")
+    assert (usage.spent_usd, usage.held_usd, usage.spent_tokens) == (
+        Decimal("0.04"),
+        Decimal(0),
+        40,
+    )
+    again = await budgets.settle(first, actual_tokens=40, actual_usd="0.04")
+    assert again.spent_usd == Decimal("0.04")  # settling twice charges once
+    second = await budgets.reserve("run-4", est_tokens=100, est_usd="0.10")
+    assert (await budgets.usage("run-4")).held_usd == Decimal("0.10")
+    usage = await budgets.release(second)
+    assert usage.held_usd == 0 and usage.spent_usd == Decimal("0.04")
+    assert (await budgets.release(second)).held_usd == 0  # releasing twice: nothing
+    assert (await budgets.release(first)).spent_usd == Decimal("0.04")  # after settle: nothing
+    assert (await budgets.usage("run-4")).remaining_usd == Decimal("0.11")
+
+
+async def test_settling_above_the_budget_charges_and_stops_new_calls(
+    client: Redis, prefix: str
+) -> None:
+    budgets = Budgets(client, prefix=prefix)
+    await budgets.set_limits("run-5", max_usd="1")
+    r = await budgets.reserve("run-5", est_tokens=10, est_usd="0.50")
+    usage = await budgets.settle(r, actual_tokens=10, actual_usd="1.25")  # an under-estimate
+    assert usage.spent_usd == Decimal("1.25") and usage.remaining_usd == 0
+    with pytest.raises(BudgetExceededError):
+        await budgets.reserve("run-5", est_tokens=1, est_usd="0.000000001")
+
+
+async def test_the_error_says_budget_spent_held_and_asked(client: Redis, prefix: str) -> None:
+    budgets = Budgets(client, prefix=prefix)
+    await budgets.set_limits("run-6", max_usd="2.50", max_tokens=50_000)
+    spent = await budgets.reserve("run-6", est_tokens=10_000, est_usd="1.00")
+    await budgets.settle(spent, actual_tokens=9_000, actual_usd="0.75")
+    await budgets.reserve("run-6", est_tokens=20_000, est_usd="1.50")
+    with pytest.raises(BudgetExceededError) as caught:
+        await budgets.reserve("run-6", est_tokens=1_000, est_usd="0.40")
+    err = caught.value
+    message = str(err)
+    for text in ("'run-6'", "USD budget", "$2.5", "spent $0.75", "held $1.5", "asked $0.4"):
+        assert text in message, (text, message)
+    assert "token budget 50,000, spent 9,000, held 20,000, asked 1,000" in message
+    assert "set_limits" in message
+    assert isinstance(err, NonRetryableError) and err.code == "budget_exceeded"
+    assert err.details["exceeded"] == ["USD"]
+    assert err.to_dict()["retryable"] is False
+    assert err.to_dict()["details"]["asked_usd"] == "0.4"
+    copy = pickle.loads(pickle.dumps(err))
+    assert str(copy) == message and copy.details == err.details
+
+
+async def test_a_dead_callers_hold_lapses(client: Redis, prefix: str) -> None:
+    clock = [1_000.0]
+    budgets = Budgets(client, prefix=prefix, now=lambda: clock[0], hold_ttl=60)
+    await budgets.set_limits("run-7", max_usd="1")
+    lost = await budgets.reserve("run-7", est_tokens=5, est_usd="0.80")  # then the worker dies
+    assert await _try_reserve(budgets, "run-7", 5, Decimal("0.50")) is None
+    clock[0] += 61
+    assert (await budgets.usage("run-7")).held_usd == 0
+    r = await budgets.reserve("run-7", est_tokens=5, est_usd="0.50")
+    # A late settle of the lapsed hold still charges what was spent, once.
+    usage = await budgets.settle(lost, actual_tokens=5, actual_usd="0.30")
+    assert (usage.spent_usd, usage.held_usd) == (Decimal("0.30"), Decimal("0.50"))
+    await budgets.settle(r, actual_tokens=5, actual_usd="0.50")
+    assert (await budgets.usage("run-7")).spent_usd == Decimal("0.80")
+
+
+async def test_unlimited_runs_are_still_accounted(client: Redis, prefix: str) -> None:
+    budgets = Budgets(client, prefix=prefix)
+    r = await budgets.reserve("run-8", est_tokens=10**6, est_usd=999)
+    usage = await budgets.settle(r, actual_tokens=123, actual_usd=0.1)
+    assert usage.max_usd is None and usage.remaining_usd is None
+    assert (usage.spent_tokens, usage.spent_usd) == (123, Decimal("0.1"))
+    usage = await budgets.set_limits("run-8", max_usd="0.1")
+    assert usage.remaining_usd == 0
+    usage = await budgets.set_limits("run-8", max_usd=None)  # lifted again
+    assert usage.max_usd is None and usage.spent_usd == Decimal("0.1")
+
+
+async def test_keys_live_next_to_the_run(client: Redis, prefix: str) -> None:
+    keys = BudgetKeys(prefix)
+    assert keys.budget("r9") == f"{prefix}:run:{{r9}}:budget"
+    budgets = Budgets(client, prefix=prefix)
+    r = await budgets.reserve("r9", est_tokens=1, est_usd="0.01")
+    await budgets.settle(r, actual_tokens=1, actual_usd="0.01")
+    await budgets.reserve("r9", est_tokens=1, est_usd="0.01")
+    stored = set(await client.keys(f"{prefix}:*"))
+    assert stored == set(keys.all("r9"))
+    assert all("{r9}" in k for k in stored)
+
+
+async def test_amounts_are_exact_and_validated(client: Redis, prefix: str) -> None:
+    budgets = Budgets(client, prefix=prefix)
+    await budgets.set_limits("r10", max_usd="0.3")
+    for _ in range(3):
+        await budgets.reserve("r10", est_tokens=0, est_usd=0.1)  # 0.1 + 0.1 + 0.1 == 0.3
+    assert (await budgets.usage("r10")).held_usd == Decimal("0.3")
+    for bad in (-1, "abc", float("inf"), True, 10**9):
+        with pytest.raises(UserError, match="est_usd"):
+            await budgets.reserve("r10", est_tokens=1, est_usd=bad)
+    with pytest.raises(UserError, match="est_tokens"):
+        await budgets.reserve("r10", est_tokens=-1, est_usd=0)
+    with pytest.raises(UserError, match="hold_ttl"):
+        Budgets(client, prefix=prefix, hold_ttl=0)

@@ -1,0 +1,78 @@
+"""Prompt templates (agents.prompts): StrictUndefined, the packaged templates, and a
+user directory that overrides them."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from agents.errors import PromptError, PromptNotFoundError, PromptVariableError, UserError
+from agents.prompts import Prompts
+
+
+def test_the_subagent_template_ships_in_the_prompts_package() -> None:
+    assert (resources.files("prompts") / "subagent.j2").is_file()
+    prompts = Prompts()
+    assert "subagent" in prompts.names()
+    assert prompts.origin("subagent") == "prompts/subagent.j2"
+    assert {"role", "task", "inputs", "output_schema"} <= prompts.variables("subagent")
+
+
+def test_the_subagent_template_renders_what_it_is_given() -> None:
+    text = Prompts().render(
+        "subagent",
+        role="a market analyst",
+        task="Compare the three vendors.",
+        inputs={"vendor notes": "A <cheap> & B 'fast'"},
+        output_schema='{"type": "object"}',
+        feedback="The table missed vendor C.",
+    )
+    assert text.startswith("You are a market analyst, one subagent")
+    assert "## Your task\nCompare the three vendors." in text
+    assert "### vendor notes\nA <cheap> & B 'fast'" in text  # autoescape is off
+    assert '{"type": "object"}' in text and "JSON" in text
+    assert "The table missed vendor C." in text
+    assert "\n\n\n" not in text
+    plain = Prompts().render("subagent.j2", role="a writer", task="Write a haiku.")
+    assert "plain text" in plain and "Inputs" not in plain and "Feedback" not in plain
+
+
+def test_a_missing_variable_names_the_template_and_the_variable() -> None:
+    with pytest.raises(PromptVariableError) as caught:
+        Prompts().render("subagent", role="a writer")
+    message = str(caught.value)
+    assert "'subagent.j2'" in message and "'task'" in message
+    assert "line 17" in message  # where {{ task }} is
+    assert "render('subagent', task=...)" in message
+    assert isinstance(caught.value, UserError) and caught.value.code == "prompt_variable"
+
+
+def test_a_missing_attribute_is_an_error_too(tmp_path: Path) -> None:
+    (tmp_path / "greet.j2").write_text("Hello {{ user.name }}!\n")
+    prompts = Prompts(user_dir=tmp_path)
+    assert prompts.render("greet", user={"name": "Ana"}) == "Hello Ana!"
+    with pytest.raises(PromptVariableError, match=r"'greet\.j2'.*line 1.*no attribute 'name'"):
+        prompts.render("greet", user={})
+
+
+def test_the_user_directory_overrides_by_name_and_adds(tmp_path: Path) -> None:
+    (tmp_path / "subagent.j2").write_text("Custom instructions for {{ role }}.")
+    (tmp_path / "planner.j2").write_text("Plan: {{ goal }}")
+    prompts = Prompts(user_dir=tmp_path)
+    assert prompts.render("subagent", role="a tester") == "Custom instructions for a tester."
+    assert prompts.origin("subagent") == str(tmp_path / "subagent.j2")
+    assert prompts.render("planner", goal="ship it") == "Plan: ship it"
+    assert {"subagent", "planner"} <= set(prompts.names())
+    assert "task" in Prompts().render("subagent", role="r", task="task")  # others unaffected
+
+
+def test_unknown_templates_and_syntax_errors(tmp_path: Path) -> None:
+    with pytest.raises(PromptNotFoundError, match=r"'nope\.j2'.*available: .*subagent"):
+        Prompts().render("nope")
+    (tmp_path / "broken.j2").write_text("line one\n{% if x %}unclosed\n")
+    with pytest.raises(PromptError, match=r"'broken\.j2'.*syntax error on line \d"):
+        Prompts(user_dir=tmp_path).render("broken", x=1)
+    with pytest.raises(UserError, match="does not exist"):
+        Prompts(user_dir=tmp_path / "missing")
