@@ -1,0 +1,315 @@
+"""Agents: a spec (role, model, instructions, tools, output type) and the runner that
+calls the model under shared rate limits, a run's budget and a price table.
+
+    summarizer = Agent(name="summarizer", role="a careful analyst",
+                       model="openai:gpt-4.1-mini", output=Summary)
+    runner = AgentRunner(redis=client, prefix="tl")
+    result = await runner.run(summarizer, "Summarize the findings", inputs={"notes": text},
+                              budget="run-17")
+    result.output     # a Summary, as JSON-ready data
+    result.cost_usd   # from the price table
+
+This module knows nothing of runs and workflows: the engine wraps :meth:`AgentRunner.run`
+in an activity, so its result is recorded and a replay never calls the model again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel
+
+from .budget import BudgetReservation, Budgets
+from .errors import LLMRateLimitedError, UserError
+from .limits import RateLimiters, RateLimits, RateReservation
+from .llm import LLMRequest, Message, Provider, TokenSink, Usage
+from .pricing import PriceTable
+from .prompts import Prompts
+from .providers import default_model, open_provider, split_model
+from .structured import complete_structured
+from .tools import Tool, run_tool_loop
+
+__all__ = ["Agent", "AgentResult", "AgentRunner", "CallObserver"]
+
+CallObserver = Callable[[str, str, float, Usage, Decimal], None]
+"""Told of every finished model call: ``(provider, model, seconds, usage, cost)``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Agent:
+    """What a subagent is: its role, model, instructions, tools and output type."""
+
+    name: str
+    role: str = "a capable assistant"
+    model: str | None = None
+    """``provider:model``; ``None``: ``TASKLOOM_MODEL``."""
+    instructions: str = "subagent.j2"
+    """The template (in ``prompts/``, or the runner's override directory)."""
+    tools: tuple[Tool, ...] = ()
+    output: type[BaseModel] | None = None
+    """A pydantic model the answer must validate against; ``None``: text."""
+    temperature: float | None = None
+    max_tokens: int = 1024
+    timeout: float = 60.0
+    max_turns: int = 8
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise UserError("an Agent needs a name")
+        if self.output is not None and not (
+            isinstance(self.output, type) and issubclass(self.output, BaseModel)
+        ):
+            raise UserError(f"agent {self.name!r}: output= takes a pydantic model class")
+        if self.max_tokens < 1 or self.max_turns < 1:
+            raise UserError(f"agent {self.name!r}: max_tokens and max_turns must be >= 1")
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    """What one run of an agent produced, and what it cost."""
+
+    output: Any
+    """The validated output as JSON data (a dict for a pydantic output), or the text."""
+    text: str
+    model: str
+    usage: Usage
+    cost_usd: float
+    calls: int
+    seconds: float
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    """The conversation (system prompt first), for the record."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly form (what an activity records)."""
+        return {
+            "output": self.output,
+            "text": self.text,
+            "model": self.model,
+            "usage": {"input": self.usage.input_tokens, "output": self.usage.output_tokens},
+            "cost_usd": self.cost_usd,
+            "calls": self.calls,
+            "seconds": self.seconds,
+            "messages": self.messages,
+        }
+
+
+class AgentRunner:
+    """Runs agents: one provider client per provider, shared limits, budgets, prices.
+
+    ``redis`` (a redis-py asyncio client) enables the shared rate limits and the run
+    budgets; without it calls are neither limited nor budgeted. ``provider_options``
+    per provider (``{"openai": {"base_url": ..., "api_key": ...}}``) win over the
+    SDKs' environment variables.
+    """
+
+    def __init__(
+        self,
+        *,
+        redis: Any = None,
+        prefix: str = "tl",
+        prices: PriceTable | None = None,
+        prompts: Prompts | None = None,
+        limits: Mapping[str, RateLimits] | None = None,
+        provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+        env: Mapping[str, str] | None = None,
+        observe: CallObserver | None = None,
+    ) -> None:
+        self.prices = prices or PriceTable.builtin()
+        self.prompts = prompts or Prompts()
+        self.env = dict(os.environ if env is None else env)
+        self.limiters = RateLimiters(redis, prefix=prefix, limits=limits) if redis else None
+        self.budgets = Budgets(redis, prefix=prefix) if redis else None
+        self._options = {k: dict(v) for k, v in (provider_options or {}).items()}
+        self._providers: dict[str, Provider] = {}
+        self._observe = observe
+
+    def provider(self, name: str) -> Provider:
+        """The (shared) client of provider ``name``."""
+        found = self._providers.get(name)
+        if found is None:
+            found = open_provider(name, env=self.env, **self._options.get(name, {}))
+            self._providers[name] = found
+        return found
+
+    async def aclose(self) -> None:
+        """Close every provider client."""
+        for provider in self._providers.values():
+            await provider.aclose()
+        self._providers.clear()
+
+    async def run(
+        self,
+        agent: Agent,
+        task: str,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        goal: str | None = None,
+        feedback: str | None = None,
+        budget: str | None = None,
+        model: str | None = None,
+        stream: TokenSink | None = None,
+    ) -> AgentResult:
+        """Run ``agent`` on ``task`` once (one activity attempt).
+
+        ``budget`` names the budget (a run id) each call reserves against before it is
+        sent; ``model`` overrides the agent's.
+        """
+        ref = model or agent.model or default_model(self.env)
+        provider_name, model_name = split_model(ref)
+        self.prices.price(ref)  # an unpriced model fails before anything is spent
+        system = self._instructions(agent, task, inputs, goal, feedback)
+        request = LLMRequest(
+            model=model_name,
+            messages=(Message(role="user", content=task),),
+            system=system,
+            max_tokens=agent.max_tokens,
+            temperature=agent.temperature,
+            timeout=agent.timeout,
+        )
+        provider = self.provider(provider_name)
+        started = time.monotonic()
+        prompt, answer_max = self._estimate(agent, system, task)
+        rate, held = await self._reserve(ref, prompt, answer_max, budget)
+        usage, calls, text, messages = Usage(), 0, "", list(request.messages)
+        output: Any = None
+        try:
+            if agent.tools:
+                looped = await run_tool_loop(
+                    provider, request, agent.tools, max_turns=agent.max_turns, stream=stream
+                )
+                usage, calls, text = looped.usage, looped.turns, looped.response.text
+                messages = [*looped.messages, Message(role="assistant", content=text)]
+                request = LLMRequest(**{**request.__dict__, "messages": tuple(messages)})
+            if agent.output is not None:
+                shaped = await complete_structured(provider, request, agent.output, stream=stream)
+                usage = _add(usage, shaped.usage)
+                calls += shaped.calls
+                text, output = shaped.text, shaped.value.model_dump(mode="json")
+            elif not agent.tools:
+                answer = await provider.complete(request, stream=stream)
+                usage, calls, text = answer.usage, 1, answer.text
+                messages.append(Message(role="assistant", content=text))
+            else:
+                output = text
+        except LLMRateLimitedError as exc:
+            if self.limiters is not None and exc.retry_after:
+                await self.limiters.for_model(ref).penalize(exc.retry_after)
+            await self._settle(ref, rate, held, None, Decimal(0))
+            raise
+        except BaseException:
+            await self._settle(ref, rate, held, None, Decimal(0))
+            raise
+        cost = self.prices.cost(ref, usage.input_tokens, usage.output_tokens)
+        await self._settle(ref, rate, held, usage, cost)
+        seconds = time.monotonic() - started
+        if self._observe is not None:
+            self._observe(provider_name, model_name, seconds, usage, cost)
+        return AgentResult(
+            output=text if output is None else output,
+            text=text,
+            model=ref,
+            usage=usage,
+            cost_usd=float(cost),
+            calls=calls,
+            seconds=seconds,
+            messages=[{"role": "system", "content": system}, *map(_message_dict, messages)],
+        )
+
+    def estimate(
+        self,
+        agent: Agent,
+        task: str,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        goal: str | None = None,
+    ) -> tuple[int, int]:
+        """The most a run of ``agent`` may use: ``(prompt tokens, answer tokens)``, what
+        is held against limits and budgets before the call (a plan's cost estimate)."""
+        system = self._instructions(agent, task, inputs, goal, None)
+        return self._estimate(agent, system, task)
+
+    def _estimate(self, agent: Agent, system: str, task: str) -> tuple[int, int]:
+        turns = agent.max_turns if agent.tools else 1
+        prompt = ((len(system) + len(task)) // 4 + 1) * turns  # about 4 characters a token
+        return prompt, agent.max_tokens * turns
+
+    def _instructions(
+        self,
+        agent: Agent,
+        task: str,
+        inputs: Mapping[str, Any] | None,
+        goal: str | None,
+        feedback: str | None,
+    ) -> str:
+        variables: dict[str, Any] = {"role": agent.role, "task": task, "name": agent.name}
+        if inputs:
+            variables["inputs"] = {
+                k: v if isinstance(v, str) else json.dumps(v, indent=2) for k, v in inputs.items()
+            }
+        if goal:
+            variables["goal"] = goal
+        if feedback:
+            variables["feedback"] = feedback
+        if agent.tools:
+            variables["tools"] = [
+                {"name": t.name, "description": t.description} for t in agent.tools
+            ]
+        if agent.output is not None:
+            variables["output_schema"] = json.dumps(agent.output.model_json_schema())
+        return self.prompts.render(agent.instructions, **variables)
+
+    async def _reserve(
+        self, ref: str, prompt: int, answer: int, budget: str | None
+    ) -> tuple[RateReservation | None, BudgetReservation | None]:
+        """Hold the most a call may use, before it is sent: tokens against the shared
+        rate limit, tokens and USD against the run's budget."""
+        tokens = prompt + answer
+        rate = await self.limiters.for_model(ref).reserve(tokens) if self.limiters else None
+        held = None
+        if budget is not None and self.budgets is not None:
+            try:
+                est_usd = self.prices.cost(ref, prompt, answer)
+                held = await self.budgets.reserve(budget, est_tokens=tokens, est_usd=est_usd)
+            except BaseException:
+                if rate is not None and self.limiters is not None:
+                    await self.limiters.for_model(ref).settle(rate, 0)
+                raise
+        return rate, held
+
+    async def _settle(
+        self,
+        ref: str,
+        rate: RateReservation | None,
+        held: BudgetReservation | None,
+        usage: Usage | None,
+        cost: Decimal,
+    ) -> None:
+        spent = usage.total if usage is not None else 0
+        if rate is not None and self.limiters is not None:
+            await self.limiters.for_model(ref).settle(rate, spent)
+        if held is not None and self.budgets is not None:
+            if usage is None:
+                await self.budgets.release(held)
+            else:
+                await self.budgets.settle(held, actual_tokens=spent, actual_usd=cost)
+
+
+def _add(a: Usage, b: Usage) -> Usage:
+    return Usage(a.input_tokens + b.input_tokens, a.output_tokens + b.output_tokens)
+
+
+def _message_dict(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls
+        ]
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    return out
