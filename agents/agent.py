@@ -35,10 +35,12 @@ from .providers import default_model, open_provider, split_model
 from .structured import complete_structured
 from .tools import Tool, run_tool_loop
 
-__all__ = ["Agent", "AgentResult", "AgentRunner", "CallObserver"]
+__all__ = ["Agent", "AgentResult", "AgentRunner", "CallObserver", "LimitObserver"]
 
 CallObserver = Callable[[str, str, float, Usage, Decimal], None]
 """Told of every finished model call: ``(provider, model, seconds, usage, cost)``."""
+LimitObserver = Callable[[str, str], None]
+"""Told of every 429: ``(provider, model)``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +60,8 @@ class Agent:
     max_tokens: int = 1024
     timeout: float = 60.0
     max_turns: int = 8
+    stream: bool = False
+    """Stream tokens as they arrive (inside a workflow: to the activity's live stream)."""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -98,6 +102,21 @@ class AgentResult:
             "messages": self.messages,
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AgentResult:
+        """The inverse of :meth:`to_dict` (what a workflow gets back from the record)."""
+        usage = data.get("usage") or {}
+        return cls(
+            output=data.get("output"),
+            text=data.get("text", ""),
+            model=data.get("model", ""),
+            usage=Usage(int(usage.get("input", 0)), int(usage.get("output", 0))),
+            cost_usd=float(data.get("cost_usd", 0.0)),
+            calls=int(data.get("calls", 0)),
+            seconds=float(data.get("seconds", 0.0)),
+            messages=list(data.get("messages") or []),
+        )
+
 
 class AgentRunner:
     """Runs agents: one provider client per provider, shared limits, budgets, prices.
@@ -119,6 +138,7 @@ class AgentRunner:
         provider_options: Mapping[str, Mapping[str, Any]] | None = None,
         env: Mapping[str, str] | None = None,
         observe: CallObserver | None = None,
+        observe_rate_limit: LimitObserver | None = None,
     ) -> None:
         self.prices = prices or PriceTable.builtin()
         self.prompts = prompts or Prompts()
@@ -128,6 +148,7 @@ class AgentRunner:
         self._options = {k: dict(v) for k, v in (provider_options or {}).items()}
         self._providers: dict[str, Provider] = {}
         self._observe = observe
+        self._observe_limit = observe_rate_limit
 
     def provider(self, name: str) -> Provider:
         """The (shared) client of provider ``name``."""
@@ -198,6 +219,8 @@ class AgentRunner:
             else:
                 output = text
         except LLMRateLimitedError as exc:
+            if self._observe_limit is not None:
+                self._observe_limit(provider_name, model_name)
             if self.limiters is not None and exc.retry_after:
                 await self.limiters.for_model(ref).penalize(exc.retry_after)
             await self._settle(ref, rate, held, None, Decimal(0))

@@ -45,9 +45,13 @@ class TaskloomError(Exception):
 
 
 class UserError(TaskloomError):
-    """The caller used taskloom wrongly; the message says how to fix it."""
+    """The caller used taskloom wrongly; the message says how to fix it. Raised in an
+    activity it is never retried: the same call would fail the same way."""
 
     code = "user_error"
+
+    def to_dict(self) -> dict[str, Any]:
+        return super().to_dict() | {"retryable": False}
 
 
 class ConfigurationError(UserError):

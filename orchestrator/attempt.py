@@ -57,9 +57,10 @@ class ActivityInfo:
 class Attempt:
     """The state of one running attempt, shared by the activity and its worker."""
 
-    def __init__(self, task: Task, info: ActivityInfo, *, now_ms: int) -> None:
+    def __init__(self, task: Task, info: ActivityInfo, *, now_ms: int, host: Any = None) -> None:
         self.task = task
         self.info = info
+        self.host = host  # the worker running it (built-in activities use its resources)
         self.started_ms = now_ms
         self.last_beat_ms = now_ms
         self.details: Any = info.heartbeat_details

@@ -19,6 +19,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from agents.agent import Agent
+from agents.budget import Budgets, BudgetUsage
+
 from . import serde
 from .blobs import open_blob_store
 from .connection import Connection, connect
@@ -30,6 +33,7 @@ from .keys import STATUSES
 from .payloads import Payloads
 from .settings import Settings
 from .store import Event, RunInfo, Store, now_ms
+from .subagents import LiveTokens, install
 from .worker import Worker
 
 __all__ = ["Orchestrator", "RunHandle"]
@@ -168,6 +172,8 @@ class Orchestrator:
         *args: Any,
         run_id: str | None = None,
         timeout: float | None = None,
+        budget_usd: float | str | None = None,
+        budget_tokens: int | None = None,
     ) -> RunHandle:
         """Start ``workflow(*args)``; returns at once with a :class:`RunHandle`.
 
@@ -176,6 +182,9 @@ class Orchestrator:
         ``timeout``: seconds the whole run may take; past it, the run fails with a
         :class:`RunTimeoutError`, its activities and children are stopped and its
         compensations run.
+        ``budget_usd`` / ``budget_tokens``: the most the run's subagents may spend; each
+        model call reserves against them before it is sent, and a call that would pass
+        them fails with :class:`~agents.errors.BudgetExceededError` instead.
         """
         if timeout is not None and not timeout > 0:
             raise UserError(f"timeout= must be a positive number of seconds (got {timeout!r})")
@@ -194,6 +203,8 @@ class Orchestrator:
         created, status = await self.store.create_run(
             rid, workflow=name, input_json=input_json, deadline_ms=deadline
         )
+        if created and (budget_usd is not None or budget_tokens is not None):
+            await self.budgets.set_limits(rid, max_tokens=budget_tokens, max_usd=budget_usd)
         if created or status == "pending":
             await self.store.enqueue_run(rid, "new")
         return RunHandle(self.store, rid)
@@ -210,6 +221,22 @@ class Orchestrator:
         return Payloads(
             self.store, blobs, threshold=s.payload_threshold, hard_limit=s.payload_hard_limit
         )
+
+    @property
+    def budgets(self) -> Budgets:
+        """The runs' budgets: limits, spent and held tokens and USD."""
+        return Budgets(self.store.raw, prefix=self.store.keys.prefix)
+
+    async def budget(self, run_id: str) -> BudgetUsage:
+        """What run ``run_id``'s subagents have spent and hold, against its limits."""
+        return await self.budgets.usage(run_id)
+
+    def live_tokens(
+        self, run_id: str, step: str, *, timeout: float | None = None
+    ) -> AsyncIterator[str]:
+        """The text of a streaming subagent (``Agent(stream=True)``) at step ``step`` of
+        run ``run_id``, as it arrives, until the attempt ends."""
+        return LiveTokens(self.store).follow(run_id, step, timeout=timeout)
 
     @property
     def human_tasks(self) -> HumanTasks:
@@ -232,9 +259,11 @@ class Orchestrator:
         workflows: Iterable[WorkflowDef] = (),
         activities: Iterable[ActivityDef] = (),
         modules: Iterable[ModuleType | str] = (),
+        agents: Iterable[Agent] = (),
         **options: Any,
     ) -> Worker:
-        """A :class:`Worker` on this connection, with the settings' defaults."""
+        """A :class:`Worker` on this connection, with the settings' defaults; it also
+        serves subagents (``ctx.agent``) with ``agents`` and those in ``modules``."""
         options.setdefault("concurrency", self.settings.concurrency)
         options.setdefault("queue", self.settings.queue)
         options.setdefault("lease_ttl", self.settings.lease_ttl)
@@ -242,6 +271,13 @@ class Orchestrator:
         options.setdefault("retention", self.settings.retention)
         if "payloads" not in options:
             options["payloads"] = self.payloads()
-        return Worker(
-            self.store, workflows=workflows, activities=activities, modules=modules, **options
+        worker = Worker(
+            self.store,
+            workflows=workflows,
+            activities=activities,
+            modules=modules,
+            agents=agents,
+            **options,
         )
+        install(worker, self.settings)
+        return worker

@@ -12,13 +12,16 @@ import asyncio
 import hashlib
 import random as _random
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from agents.agent import Agent, AgentResult
+
 from . import serde
 from .definitions import ActivityDef, WorkflowDef
+from .errors import UserError
 from .human import Decision, Fallback, task_spec
 
 if TYPE_CHECKING:
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["Context"]
 
 T = TypeVar("T")
+_AGENT_ACTIVITY = "taskloom.agent"  # served by orchestrator.subagents (a layer above)
 
 
 class _Scope:
@@ -147,6 +151,41 @@ class Context:
         )
         serde.dumps(spec, what=f"context of human task {title!r}")
         return await self._ex.escalate(self._next(), spec)
+
+    async def agent(
+        self,
+        agent: Agent,
+        task: str,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        goal: str | None = None,
+        feedback: str | None = None,
+        model: str | None = None,
+    ) -> AgentResult:
+        """Run a subagent as a recorded activity (a replay never calls the model again).
+
+        ``inputs`` (JSON) go into its instructions; ``feedback`` tells a retry what was
+        wrong; ``model`` overrides the agent's. Each call is held against the run's
+        budget and the model's shared rate limit before it is sent.
+        """
+        registry = self._ex.host.registry
+        if registry.find_activity(_AGENT_ACTIVITY) is None:
+            raise UserError(
+                "ctx.agent() needs a worker that serves subagents: make it with "
+                "orch.worker(...) (or add orchestrator.subagents.AGENT_ACTIVITY to its "
+                "activities)"
+            )
+        registry.add_agent(agent)
+        data = await self.run(
+            _AGENT_ACTIVITY,
+            agent.name,
+            task,
+            dict(inputs) if inputs else None,
+            goal,
+            feedback,
+            model,
+        )
+        return AgentResult.from_dict(data)
 
     async def child(self, workflow: WorkflowDef | str, *args: Any) -> Any:
         """Run a sub-workflow as its own run and return its result."""

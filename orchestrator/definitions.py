@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, overload
 
+from agents.agent import Agent
+
 from .errors import UnknownActivityError, UnknownWorkflowError, UserError
 from .retries import RetryPolicy
 
@@ -161,13 +163,35 @@ class Registry:
         *,
         workflows: Iterable[WorkflowDef] = (),
         activities: Iterable[ActivityDef] = (),
+        agents: Iterable[Agent] = (),
     ) -> None:
         self._workflows: dict[str, WorkflowDef] = {}
         self._activities: dict[str, ActivityDef] = {}
+        self._agents: dict[str, Agent] = {}
         for w in workflows:
             self.add(w)
         for a in activities:
             self.add(a)
+        for agent in agents:
+            self.add_agent(agent)
+
+    def add_agent(self, agent: Agent) -> None:
+        """Register a subagent spec; another spec under a taken name is an error."""
+        known = self._agents.get(agent.name)
+        if known is not None and known != agent:
+            raise UserError(f"two different agents are named {agent.name!r}; rename one")
+        self._agents[agent.name] = agent
+
+    def agent(self, name: str) -> Agent:
+        """The agent called ``name``."""
+        try:
+            return self._agents[name]
+        except KeyError:
+            raise UserError(
+                f"agent {name!r} is not registered with this worker (known: "
+                f"{sorted(self._agents) or 'none'}); pass it in agents=[...] or define it at "
+                f"the top level of a module the worker imports"
+            ) from None
 
     def add(self, definition: WorkflowDef | ActivityDef) -> None:
         """Register one definition; a different one under a taken name is an error."""
@@ -197,6 +221,8 @@ class Registry:
         for value in vars(module).values():
             if isinstance(value, WorkflowDef | ActivityDef):
                 self.add(value)
+            elif isinstance(value, Agent):
+                self.add_agent(value)
 
     def workflow(self, name: str) -> WorkflowDef:
         """The workflow called ``name``."""

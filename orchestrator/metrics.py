@@ -113,6 +113,52 @@ class Metrics:
             registry=reg,
         )
 
+        self._llm_duration = Histogram(
+            "taskloom_llm_request_duration_seconds",
+            "Wall-clock time of one subagent run's model calls, by provider and model.",
+            ["provider", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self._llm_tokens = Counter(
+            "taskloom_llm_tokens",
+            "Tokens used by model calls, by provider, model and kind (input, output).",
+            ["provider", "model", "kind"],
+            registry=reg,
+        )
+        self._llm_cost = Counter(
+            "taskloom_llm_cost_usd",
+            "USD spent on model calls (from the price table), by provider and model.",
+            ["provider", "model"],
+            registry=reg,
+        )
+        self._llm_limited = Counter(
+            "taskloom_llm_rate_limited",
+            "Model calls a provider answered with 429, by provider and model.",
+            ["provider", "model"],
+            registry=reg,
+        )
+
+    def llm_call(
+        self,
+        provider: str,
+        model: str,
+        seconds: float,
+        *,
+        input_tokens: int,
+        output_tokens: int,
+        cost_usd: float,
+    ) -> None:
+        """Record a subagent's model calls: duration, tokens and cost."""
+        self._llm_duration.labels(provider=provider, model=model).observe(max(0.0, seconds))
+        self._llm_tokens.labels(provider=provider, model=model, kind="input").inc(input_tokens)
+        self._llm_tokens.labels(provider=provider, model=model, kind="output").inc(output_tokens)
+        self._llm_cost.labels(provider=provider, model=model).inc(cost_usd)
+
+    def llm_rate_limited(self, provider: str, model: str) -> None:
+        """Count a 429 from a provider."""
+        self._llm_limited.labels(provider=provider, model=model).inc()
+
     @property
     def registry(self) -> CollectorRegistry:
         """This object's registry, e.g. to register more collectors next to ours."""

@@ -7,6 +7,7 @@ Explicit arguments win over ``TASKLOOM_*`` variables, which win over defaults::
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +41,8 @@ _ENV: dict[str, tuple[str, ...]] = {
     "retention": ("TASKLOOM_RETENTION",),
     "appendfsync": ("TASKLOOM_APPENDFSYNC",),
     "queue": ("TASKLOOM_QUEUE",),
+    "rate_limits": ("TASKLOOM_RATE_LIMITS",),
+    "prices": ("TASKLOOM_PRICES",),
 }
 
 
@@ -82,6 +85,35 @@ class Settings(BaseModel):
     retention: float | None = Field(default=None, gt=0)
     """Seconds a finished run is kept, then deleted with the blobs only it referenced;
     unset: kept until deleted by hand (TASKLOOM_RETENTION)."""
+
+    rate_limits: dict[str, dict[str, int | None]] = Field(default_factory=dict)
+    """Requests and tokens per minute per model or ``provider:*`` pattern, shared by
+    every worker, over the built-in tier-1 limits (TASKLOOM_RATE_LIMITS, JSON such as
+    ``{"openai:*": {"rpm": 5000, "tpm": 2000000}}``; ``null`` lifts a limit)."""
+    prices: Path | None = None
+    """A ``.json`` or ``.toml`` file of model prices (USD per million tokens) over the
+    built-in table (TASKLOOM_PRICES)."""
+
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _json_limits(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError(
+                    'must be JSON like {"openai:*": {"rpm": 5000, "tpm": 2000000}}'
+                ) from exc
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _known_limit_names(cls, value: dict[str, dict[str, int | None]]) -> Any:
+        for model, limits in value.items():
+            unknown = set(limits) - {"rpm", "tpm"}
+            if unknown:
+                raise ValueError(f"{model}: only rpm and tpm can be set (not {sorted(unknown)})")
+        return value
 
     @field_validator("key_prefix", "queue")
     @classmethod

@@ -32,6 +32,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from agents.agent import Agent
+
 from . import serde
 from .attempt import ActivityInfo, Attempt, enter
 from .batch import Batcher
@@ -81,6 +83,7 @@ class Worker:
         workflows: Iterable[WorkflowDef] = (),
         activities: Iterable[ActivityDef] = (),
         modules: Iterable[ModuleType | str] = (),
+        agents: Iterable[Agent] = (),
         concurrency: int = 16,
         queue: str = "default",
         lease_ttl: float = 1.0,
@@ -94,7 +97,7 @@ class Worker:
         retention: float | None = None,
     ) -> None:
         self.store = store
-        self.registry = Registry(workflows=workflows, activities=activities)
+        self.registry = Registry(workflows=workflows, activities=activities, agents=agents)
         for module in modules:
             self.registry.add_module(module)
         self.concurrency = concurrency
@@ -117,6 +120,9 @@ class Worker:
             store, None, threshold=32 * 1024 * 1024, hard_limit=32 * 1024 * 1024
         )
         self.retention = retention
+        self.resources: dict[str, Any] = {}
+        """Shared per-worker objects of the layers above the engine (the subagents'
+        model clients, say), made on first use; each one's ``aclose()`` runs at stop."""
         self.metrics = metrics
         self._retry_due = asyncio.Event()
         self._inflight: dict[tuple[str, str], str | None] = {}
@@ -244,6 +250,12 @@ class Worker:
         with contextlib.suppress(RedisError):
             await store.raw.delete(store.keys.wake(self.worker_id))
         self._executor.shutdown(wait=False, cancel_futures=True)
+        for resource in self.resources.values():
+            close = getattr(resource, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+        self.resources.clear()
         log.info("worker %s stopped", self.worker_id)
 
     async def _requeue(self, msg_ids: list[str]) -> None:
@@ -462,7 +474,8 @@ class Worker:
         info = ActivityInfo(
             run_id, seq, name, self.worker_id, task.attempt, heartbeat_details=task.details
         )
-        attempt = self._attempts[(run_id, seq)] = Attempt(task, info, now_ms=started)
+        attempt = Attempt(task, info, now_ms=started, host=self)
+        self._attempts[(run_id, seq)] = attempt
         leave = enter(attempt, self.clock.now_ms)
         try:
             event = await self._call_activity(attempt)

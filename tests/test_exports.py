@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import agents
 import orchestrator
 from orchestrator import errors
 
@@ -20,3 +21,13 @@ def test_every_error_is_exported_and_derives_from_the_root() -> None:
         cls = getattr(errors, name)
         assert issubclass(cls, errors.TaskloomError)
         assert name in (errors.__doc__ or ""), f"{name} missing from the tree in errors.py"
+
+
+def test_the_agents_package_exports_what_it_means_to() -> None:
+    assert sorted(agents.__all__) == agents.__all__
+    for name in agents.__all__:
+        assert hasattr(agents, name), name
+        assert not name.startswith("_")
+    for name in ("Agent", "AgentRunner", "PriceTable", "Prompts", "tool", "TaskloomError"):
+        assert name in agents.__all__
+    assert agents.TaskloomError is orchestrator.TaskloomError  # one exception root

@@ -35,6 +35,10 @@ FAMILIES = {
     "taskloom_activities_in_flight": "gauge",
     "taskloom_human_tasks_open": "gauge",
     "taskloom_human_task_sla_breaches_total": "counter",
+    "taskloom_llm_request_duration_seconds": "histogram",
+    "taskloom_llm_tokens_total": "counter",
+    "taskloom_llm_cost_usd_total": "counter",
+    "taskloom_llm_rate_limited_total": "counter",
 }
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -81,6 +85,9 @@ def record(m: Metrics) -> None:
     m.set_human_tasks_open(4)
     m.sla_breach()
     m.sla_breach(2)
+    m.llm_call("openai", "gpt-4.1", 1.5, input_tokens=1000, output_tokens=200, cost_usd=0.0036)
+    m.llm_call("openai", "gpt-4.1", 0.5, input_tokens=500, output_tokens=100, cost_usd=0.0018)
+    m.llm_rate_limited("anthropic", "claude-sonnet-4-5")
 
 
 def assert_recorded(text: str) -> None:
@@ -116,6 +123,16 @@ def assert_recorded(text: str) -> None:
     assert value(got, "taskloom_dead_letters") == 2
     assert value(got, "taskloom_activities_in_flight") == 7
     assert value(got, "taskloom_human_tasks_open") == 4
+
+    model = {"provider": "openai", "model": "gpt-4.1"}
+    llm = "taskloom_llm_request_duration_seconds"
+    assert value(got, f"{llm}_count", **model) == 2
+    assert value(got, f"{llm}_sum", **model) == pytest.approx(2.0)
+    assert value(got, "taskloom_llm_tokens_total", kind="input", **model) == 1500
+    assert value(got, "taskloom_llm_tokens_total", kind="output", **model) == 300
+    assert value(got, "taskloom_llm_cost_usd_total", **model) == pytest.approx(0.0054)
+    limited = {"provider": "anthropic", "model": "claude-sonnet-4-5"}
+    assert value(got, "taskloom_llm_rate_limited_total", **limited) == 1
 
 
 def test_render_exposes_every_family_with_the_recorded_values() -> None:

@@ -131,6 +131,18 @@ class FakeLLM:
                 self._queue.append((self._added, step))
                 self._added += 1
 
+    def answer_with(self, script: Callable[[Request], Step | Awaitable[Step]]) -> None:
+        """Answer with ``script(request)`` once the listed steps are used up (as if it
+        had been given to the constructor), e.g. from a fixture that made the server.
+
+        Example::
+
+            fake.answer_with(lambda request: reply(f"seen {request.model}"))
+        """
+        if not callable(script):
+            raise UserError("FakeLLM.answer_with() takes a function of the request")
+        self._fallback = script
+
     @property
     def pending(self) -> list[Step]:
         """Scripted steps not used yet."""

@@ -1,0 +1,212 @@
+"""Subagents inside workflows: ``ctx.agent(...)`` runs an :class:`~agents.agent.Agent`
+as a recorded activity, ``taskloom.agent``.
+
+Its output, usage and cost are recorded like any activity result, so a replay never
+calls the model again; each call reserves against the run's budget (set with
+``orch.start(..., budget_usd=, budget_tokens=)``) and the model's shared rate limit
+before it is sent. The conversation's messages are stored content-addressed in the
+blob store (when the worker has one): a system prompt shared by a hundred subagents is
+stored once, and the log keeps references.
+
+An agent with ``stream=True`` sends its tokens, as they arrive, to a short-lived stream
+of its own (:meth:`LiveTokens.follow`, ``orch.live_tokens(run_id, step)``); only the
+final output enters the log.
+
+The engine does not import this module: :meth:`Orchestrator.worker
+<orchestrator.client.Orchestrator.worker>` calls :func:`install` on the workers it
+makes, which registers :data:`AGENT_ACTIVITY` and keeps the model clients in the
+worker's ``resources``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+from agents.agent import AgentRunner
+from agents.limits import RateLimits
+from agents.llm import TokenSink, Usage
+from agents.pricing import PriceTable
+
+from . import serde
+from .attempt import current
+from .definitions import ActivityDef
+from .errors import UserError
+from .retries import RetryPolicy
+from .settings import Settings
+from .store import Store
+from .worker import Worker
+
+__all__ = ["AGENT_ACTIVITY", "AGENT_ACTIVITY_NAME", "LiveTokens", "agent_runner", "install"]
+
+AGENT_ACTIVITY_NAME = "taskloom.agent"
+AGENT_RETRY = RetryPolicy(max_attempts=4, initial_interval=2.0, max_interval=60.0)
+"""Model calls fail in passing (429, 5xx, a bad answer): a few tries, backing off."""
+_RUNNER = "taskloom.agent_runner"
+LIVE_TTL_S = 3600
+"""How long a live token stream outlives its last token."""
+LIVE_MAXLEN = 10_000
+"""Entries a live stream keeps (approximately); a follower that falls further behind
+misses the oldest, and the final output in the log is complete in any case."""
+
+
+def install(worker: Worker, settings: Settings) -> AgentRunner:
+    """Make ``worker`` serve subagents: register :data:`AGENT_ACTIVITY` and give it an
+    :class:`AgentRunner` (closed when the worker stops) with the settings' rate limits
+    and prices, shared limits and run budgets on its Redis, and model calls counted in
+    its metrics."""
+    metrics = worker.metrics
+
+    def observe(provider: str, model: str, seconds: float, usage: Usage, cost: Decimal) -> None:
+        if metrics is not None:
+            metrics.llm_call(
+                provider,
+                model,
+                seconds,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cost_usd=float(cost),
+            )
+
+    runner = AgentRunner(
+        redis=worker.store.raw,
+        prefix=worker.store.keys.prefix,
+        prices=PriceTable.from_file(settings.prices) if settings.prices else None,
+        limits={name: RateLimits(**v) for name, v in settings.rate_limits.items()},
+        observe=observe,
+        observe_rate_limit=metrics.llm_rate_limited if metrics is not None else None,
+    )
+    worker.registry.add(AGENT_ACTIVITY)
+    worker.resources[_RUNNER] = runner
+    return runner
+
+
+def agent_runner(worker: Worker) -> AgentRunner:
+    """The :class:`AgentRunner` :func:`install` gave ``worker``."""
+    runner: AgentRunner | None = worker.resources.get(_RUNNER)
+    if runner is None:
+        raise UserError(
+            "this worker serves no subagents: make it with orch.worker(...), or call "
+            "orchestrator.subagents.install(worker, settings)"
+        )
+    return runner
+
+
+class LiveTokens:
+    """The live token streams of running subagents (one Redis stream per activity)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def key(self, run_id: str, step: str) -> str:
+        """The stream of step ``step`` of run ``run_id`` (in the run's hash slot)."""
+        return f"{self.store.keys.prefix}:run:{{{run_id}}}:live:{step}"
+
+    def sink(self, run_id: str, step: str, attempt: int) -> TokenSink:
+        """A sink that appends each piece of text, tagged with the attempt, to the stream."""
+        key, raw = self.key(run_id, step), self.store.raw
+        fresh = True
+
+        async def send(text: str) -> None:
+            nonlocal fresh
+            pipe = raw.pipeline(transaction=False)
+            pipe.xadd(key, {"t": text, "a": attempt}, maxlen=LIVE_MAXLEN, approximate=True)
+            if fresh:
+                pipe.expire(key, LIVE_TTL_S)
+                fresh = False
+            await pipe.execute()
+
+        return send
+
+    async def finish(self, run_id: str, step: str, attempt: int) -> None:
+        """Mark the attempt's stream finished (followers stop there)."""
+        key = self.key(run_id, step)
+        pipe = self.store.raw.pipeline(transaction=False)
+        pipe.xadd(key, {"end": 1, "a": attempt}, maxlen=LIVE_MAXLEN, approximate=True)
+        pipe.expire(key, LIVE_TTL_S)
+        await pipe.execute()
+
+    async def follow(
+        self, run_id: str, step: str, *, timeout: float | None = None
+    ) -> AsyncIterator[str]:
+        """Yield the step's text as it streams, from the start, until it finishes.
+
+        A retried attempt starts its text again: the pieces of an earlier attempt are
+        skipped once a later one appears. ``timeout``: seconds to wait for more before
+        giving up (``None``: until the end).
+        """
+        key, last, current_attempt = self.key(run_id, step), "0-0", -1
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            block = 1000
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                block = max(1, min(block, int(left * 1000)))
+            reply = await self.store.raw.xread({key: last}, block=block, count=500)
+            for _, entries in reply or ():
+                for entry_id, fields in entries:
+                    last = entry_id
+                    attempt = int(fields.get("a", 0))
+                    if attempt < current_attempt:
+                        continue
+                    current_attempt = attempt
+                    if "end" in fields:
+                        return
+                    yield fields["t"]
+
+
+async def _run_agent(
+    agent: str,
+    task: str,
+    inputs: dict[str, Any] | None = None,
+    goal: str | None = None,
+    feedback: str | None = None,
+    model: str | None = None,
+) -> dict[str, Any]:
+    attempt = current()
+    worker = attempt.host
+    spec = worker.registry.agent(agent)
+    run_id, step = attempt.task.run_id, attempt.task.seq
+    live = LiveTokens(worker.store) if spec.stream else None
+    sink = live.sink(run_id, step, attempt.info.attempt) if live is not None else None
+    result = await agent_runner(worker).run(
+        spec,
+        task,
+        inputs=inputs,
+        goal=goal,
+        feedback=feedback,
+        model=model,
+        budget=run_id,
+        stream=sink,
+    )
+    if live is not None:
+        await live.finish(run_id, step, attempt.info.attempt)
+    out: dict[str, Any] = result.to_dict()
+    out["messages"] = await _store_messages(worker, run_id, out["messages"])
+    return out
+
+
+async def _store_messages(worker: Any, run_id: str, messages: list[dict[str, Any]]) -> list[Any]:
+    """Put each message in the blob store once (by content) and return references."""
+    blobs = worker.payloads.blobs
+    if blobs is None:
+        return messages
+    refs = []
+    for message in messages:
+        data = serde.dumps(message).encode()
+        ref = await blobs.put(data)
+        refs.append({"$blob": ref, "size": len(data)})
+    if refs:
+        await worker.store.raw.sadd(worker.store.keys.blobs(run_id), *(r["$blob"] for r in refs))
+    return refs
+
+
+AGENT_ACTIVITY = ActivityDef(
+    name=AGENT_ACTIVITY_NAME, fn=_run_agent, is_async=True, retry=AGENT_RETRY
+)
+"""The built-in activity that workers made by ``Orchestrator.worker`` serve: one run of
+a registered agent."""

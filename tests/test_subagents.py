@@ -1,0 +1,242 @@
+"""Subagents inside workflows (``ctx.agent``): the official openai SDK against the fake
+LLM server, the engine on real Redis. A recorded call is never sent again, not after a
+replay and not after a SIGKILLed worker; budgets hold across a fan-out; tokens stream
+live beside the log; model calls show in the metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+
+from agents import Agent, AgentRunner, PriceTable
+from agents.fake_llm import FakeLLM, Request, Step, reply
+from orchestrator import Orchestrator, RunFailedError, Settings, Store, workflow
+from orchestrator.blobs import is_ref
+from orchestrator.metrics import Metrics
+from orchestrator.store import Event
+from tests import subagent_workflows as flows
+from tests.helpers import running
+from tests.test_durability import Spawn, start_worker, stop_worker
+
+pytestmark = pytest.mark.anyio
+
+MODEL = flows.MODEL
+PRICES = PriceTable.builtin()
+
+
+def task_of(request: Request) -> str:
+    """The task a subagent was given (its user message)."""
+    return str(request.body["messages"][-1]["content"])
+
+
+def echo(*, latency: float = 0.0, **options: Any) -> Callable[[Request], Step]:
+    """A script answering each task with ``done <task>``."""
+    return lambda request: reply(f"done {task_of(request)}", latency=latency, **options)
+
+
+@pytest.fixture
+async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeLLM]:
+    """A fake server the workers' OpenAI clients talk to (via the SDK's variables)."""
+    async with FakeLLM() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.openai_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        yield server
+
+
+@pytest.fixture
+async def orch_blobs(
+    client: Redis, prefix: str, redis_url: str, tmp_path: Path
+) -> AsyncIterator[Orchestrator]:
+    """An orchestrator whose workers keep a blob store under ``tmp_path``."""
+    settings = Settings(redis_url=redis_url, key_prefix=prefix, blob_url=str(tmp_path / "blobs"))
+    o = Orchestrator(client=client, settings=settings)
+    await o.connect()
+    yield o
+    await o.close()
+
+
+async def completed(store: Store, run_id: str) -> list[Event]:
+    return [e for e in await store.read_log(run_id) if e.type == "activity_completed"]
+
+
+async def test_an_agent_step_is_recorded_and_a_new_worker_replays_it_without_a_call(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    fake.add(reply(json={"claim": "water is wet", "confidence": 0.8}, input_tokens=900))
+    first = orch.worker(modules=[flows])
+    async with running(first):
+        handle = await orch.start(flows.check_then_wait, "water is wet", run_id="fact-1")
+        async for event in handle.events():
+            if event.type == "activity_completed":
+                break
+    second = orch.worker(modules=[flows])  # a new worker, new clients: the run replays
+    async with running(second):
+        await handle.signal("go", "ana")
+        result = await handle.result(timeout=20)
+    assert len(fake.requests) == 1  # the model was called once, not again on replay
+    fake.assert_complete()
+    assert result["fact"] == {"claim": "water is wet", "confidence": 0.8}
+    assert result["by"] == "ana"
+    output_tokens = result["tokens"] - 900
+    assert Decimal(str(result["cost"])) == PRICES.cost(MODEL, 900, output_tokens)
+    system = fake.requests[0].body["messages"][0]["content"]
+    assert "a fact checker" in system and "an encyclopedia" in system
+
+
+async def test_messages_are_stored_by_content_and_the_log_keeps_references(
+    fake: FakeLLM, orch_blobs: Orchestrator
+) -> None:
+    fake.answer_with(echo())
+    worker = orch_blobs.worker(modules=[flows])
+    refs: list[set[str]] = []
+    async with running(worker):
+        for run_id in ("parts-a", "parts-b"):  # the same conversations twice
+            handle = await orch_blobs.start(flows.write_parts, 3, run_id=run_id)
+            assert await handle.result(timeout=20) == [f"done part {i}" for i in range(3)]
+            run_refs = set()
+            for event in await completed(orch_blobs.store, run_id):
+                messages = event.data["result"]["messages"]
+                assert [m["size"] > 0 for m in messages] == [True] * 3
+                assert all(is_ref(m) for m in messages)
+                run_refs |= {m["$blob"] for m in messages}
+            refs.append(run_refs)
+    assert refs[0] == refs[1]  # stored once, referenced by both runs
+    blobs = orch_blobs.payloads().blobs
+    assert blobs is not None
+    texts = [json.loads(await blobs.get(ref)) for ref in sorted(refs[0])]
+    roles = Counter(m["role"] for m in texts)
+    assert roles == {"system": 3, "user": 3, "assistant": 3}
+    assert {m["content"] for m in texts if m["role"] == "assistant"} == {
+        f"done part {i}" for i in range(3)
+    }
+
+
+async def test_a_fan_out_under_a_budget_never_spends_past_it(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    fake.answer_with(echo(latency=0.3, input_tokens=50, output_tokens=10))
+    prompt, answer = AgentRunner(env={}).estimate(flows.writer, "part 0")
+    per_call = PRICES.cost(MODEL, prompt, answer)
+    budget = per_call * 2 + per_call / 2  # room for two calls held at once, not three
+    worker = orch.worker(modules=[flows], concurrency=8)
+    async with running(worker):
+        handle = await orch.start(flows.budgeted_parts, 6, budget_usd=str(budget))
+        result = await handle.result(timeout=20)
+    spent = await orch.budget(handle.run_id)
+    assert len(result["done"]) + len(result["refused"]) == 6
+    assert len(result["done"]) == len(fake.requests) >= 2
+    assert set(result["refused"]) == {"BudgetExceededError"}
+    assert spent.spent_usd == PRICES.cost(MODEL, 50, 10) * len(result["done"])
+    assert spent.spent_usd <= budget and spent.held_usd == 0
+
+
+async def test_a_streaming_agent_sends_its_tokens_live_and_only_the_result_is_logged(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    story = "once upon a time a worker crashed and another one carried on"
+    fake.add(reply(story, chunk_delay=0.02))
+    worker = orch.worker(modules=[flows])
+    async with running(worker):
+        handle = await orch.start(flows.stream_story)
+        step = None
+        async for event in handle.events():
+            if event.type == "activity_scheduled":
+                step = event.seq
+                break
+        assert step is not None
+        pieces = [p async for p in orch.live_tokens(handle.run_id, step, timeout=20)]
+        assert await handle.result(timeout=20) == story
+    assert len(pieces) > 3 and "".join(pieces) == story
+    assert fake.requests[0].stream
+    key = f"{orch.store.keys.prefix}:run:{{{handle.run_id}}}:live:{step}"
+    assert 0 < await orch.store.raw.ttl(key) <= 3600  # short-lived, beside the log
+    log = await orch.store.read_log(handle.run_id)
+    assert sum(story in json.dumps(e.data) for e in log) == 2  # the result, the run's end
+
+
+async def test_model_calls_show_in_the_metrics(fake: FakeLLM, orch: Orchestrator) -> None:
+    fake.answer_with(echo(input_tokens=100, output_tokens=20))
+    metrics = Metrics()
+    async with running(orch.worker(modules=[flows], metrics=metrics)):
+        await (await orch.start(flows.write_parts, 3)).result(timeout=20)
+    text = generate_latest(metrics.registry).decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    labels = (("model", "gpt-4.1-mini"), ("provider", "openai"))
+    assert samples[("taskloom_llm_tokens_total", (("kind", "input"), *labels))] == 300
+    assert samples[("taskloom_llm_tokens_total", (("kind", "output"), *labels))] == 60
+    cost = samples[("taskloom_llm_cost_usd_total", labels)]
+    assert cost == pytest.approx(float(PRICES.cost(MODEL, 100, 20) * 3))
+    assert samples[("taskloom_llm_request_duration_seconds_count", labels)] == 3
+
+
+async def test_a_worker_that_serves_no_subagents_says_how_to_make_one(
+    fake: FakeLLM, orch: Orchestrator, make_worker: Callable[..., Any]
+) -> None:
+    worker = make_worker(modules=[flows])  # a bare engine Worker
+    async with running(worker):
+        handle = await orch.start(flows.write_parts, 1)
+        with pytest.raises(RunFailedError, match=r"orch\.worker"):
+            await handle.result(timeout=20)
+    assert fake.requests == []
+
+
+async def test_an_unknown_model_fails_the_activity_with_the_fix(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    odd = Agent(name="odd", model="openai:gpt-unheard-of")
+
+    @workflow(name="odd_one")
+    async def odd_one(ctx: Any) -> str:
+        return (await ctx.agent(odd, "hello")).text
+
+    async with running(orch.worker(workflows=[odd_one], agents=[odd])):
+        handle = await orch.start(odd_one)
+        with pytest.raises(RunFailedError, match="gpt-unheard-of"):
+            await handle.result(timeout=20)
+    assert fake.requests == []  # refused before anything was sent
+    log = await orch.store.read_log(handle.run_id)
+    assert [e.type for e in log].count("activity_retrying") == 0  # a retry can't fix it
+
+
+async def test_a_sigkilled_worker_mid_fan_out_never_resends_a_recorded_call(
+    fake: FakeLLM, orch: Orchestrator, spawn_worker: Spawn
+) -> None:
+    fake.answer_with(echo(latency=0.25))
+    env = {"OPENAI_BASE_URL": fake.openai_url, "OPENAI_API_KEY": "sk-test"}
+    module = "tests.subagent_workflows"
+    n = 24
+    first = await start_worker(spawn_worker, module=module, concurrency=4, **env)
+    handle = await orch.start(flows.write_parts, n, run_id="fanout-kill")
+    for _ in range(200):
+        if len(await completed(orch.store, handle.run_id)) >= 6:
+            break
+        await asyncio.sleep(0.05)
+    await stop_worker(first)
+    recorded = {e.data["result"]["text"] for e in await completed(orch.store, handle.run_id)}
+    assert 6 <= len(recorded) < n
+    second = await start_worker(spawn_worker, module=module, concurrency=4, **env)
+    try:
+        result = await handle.result(timeout=60)
+    finally:
+        await stop_worker(second)
+    assert result == [f"done part {i}" for i in range(n)]
+    sent = Counter(task_of(r) for r in fake.requests)
+    assert set(sent) == {f"part {i}" for i in range(n)}
+    for text in recorded:  # recorded before the kill: never sent again
+        assert sent[text.removeprefix("done ")] == 1, text
+    steps = Counter(e.seq for e in await completed(orch.store, handle.run_id))
+    assert len(steps) == n and set(steps.values()) == {1}  # each recorded exactly once
