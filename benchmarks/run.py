@@ -17,6 +17,11 @@ Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
 - ``W4``: 2000 activities of 5 ms, two at a time; the worker is SIGKILLed about 1 s in
   and a fresh one started at once. Executions are counted by the activities in an
   append-only file; duplicate recordings are counted in the run's log.
+- ``W5``: 500 subagent calls (``ctx.agent``) through the official openai SDK to the
+  fake LLM server (:mod:`agents.fake_llm`, on a thread of this process) answering
+  after 100 ms, at most 100 at once: makespan versus the ideal (0.5 s), and the worker
+  process's CPU time per call (taskloom with the SDK and its HTTP client), read from
+  ``/proc``.
 - ``W7``: 1000 activities of which 30% fail twice, 10 ms apart, before succeeding:
   throughput, and the retries recorded in the run's log (must be 600).
 
@@ -56,12 +61,13 @@ if str(ROOT) not in sys.path:  # run as `python benchmarks/run.py`
 from redis.asyncio import Redis  # noqa: E402
 from redis.exceptions import RedisError  # noqa: E402
 
+from agents.fake_llm import FakeLLM, reply  # noqa: E402
 from benchmarks import workloads as wl  # noqa: E402
 from orchestrator import Orchestrator, RunHandle, Settings, TaskloomError  # noqa: E402
 
 __all__ = ["QUICK", "STANDARD", "Sizes", "main"]
 
-WORKLOADS = ("baseline", "W1", "W2", "W3", "W4", "W7")
+WORKLOADS = ("baseline", "W1", "W2", "W3", "W4", "W5", "W7")
 DEFAULT_LEASE_TTL_S = float(Settings.model_fields["lease_ttl"].default)
 READY_TIMEOUT_S = 30.0
 RESULT_TIMEOUT_S = 60.0
@@ -86,6 +92,9 @@ class Sizes:
     w4_sleep_s: float
     w4_concurrency: int
     w4_kill_after_s: float
+    w5: int = 500
+    w5_latency_s: float = 0.1
+    w5_concurrency: int = 100
     w7: int = 1000
     w7_concurrency: int = 100
     repeats: int = 3
@@ -123,6 +132,7 @@ QUICK = Sizes(
     w4_sleep_s=0.005,
     w4_concurrency=2,
     w4_kill_after_s=0.3,
+    w5=200,
     w7=200,
 )
 
@@ -151,7 +161,16 @@ def _r(value: float, digits: int = 3) -> float:
 class WorkerProcess:
     """One ``taskloom worker`` subprocess serving :mod:`benchmarks.workloads`."""
 
-    def __init__(self, *, redis_url: str, prefix: str, concurrency: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        *,
+        redis_url: str,
+        prefix: str,
+        concurrency: int,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.extra_env = dict(extra_env or {})
         self.redis_url = redis_url
         self.prefix = prefix
         self.concurrency = concurrency
@@ -167,7 +186,15 @@ class WorkerProcess:
         env["PYTHONPATH"] = str(ROOT) + (os.pathsep + path if path else "")
         env["TASKLOOM_REDIS_URL"] = self.redis_url
         env["TASKLOOM_KEY_PREFIX"] = self.prefix
+        env.update(self.extra_env)
         return env
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far (Linux ``/proc``)."""
+        if self.proc is None:
+            return 0.0
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def start(self) -> None:
         """Start the process (returns at once; see :func:`_warm_up` for readiness)."""
@@ -243,6 +270,26 @@ async def _result(
             await task
 
 
+async def _sdk_baseline(base_url: str, n: int, concurrency: int) -> dict[str, float]:
+    """W5's baseline: the official SDK alone, in a process of its own."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "benchmarks.sdk_baseline",
+        base_url,
+        str(n),
+        str(concurrency),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), RESULT_TIMEOUT_S)
+    if proc.returncode != 0:
+        raise BenchmarkError(f"the SDK baseline failed: {out.decode(errors='replace')}")
+    data: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
+    return data
+
+
 async def _warm_up(orch: Orchestrator, worker: WorkerProcess, n: int) -> None:
     """Wait until the worker serves runs, by running a small workflow to completion."""
     handle = await orch.start(wl.WARMUP, n)
@@ -265,13 +312,20 @@ class Bench:
         """Each workload's own key prefix (under the run's prefix), so none sees another."""
         return f"{self.prefix}-{workload.lower()}"
 
-    def worker(self, workload: str, concurrency: int, label: str = "") -> WorkerProcess:
+    def worker(
+        self,
+        workload: str,
+        concurrency: int,
+        label: str = "",
+        extra_env: dict[str, str] | None = None,
+    ) -> WorkerProcess:
         """A (not yet started) worker process for ``workload``."""
         return WorkerProcess(
             redis_url=self.redis_url,
             prefix=self.sub_prefix(workload),
             concurrency=concurrency,
             log_path=self.tmp / f"worker-{workload}{label}.log",
+            extra_env=extra_env,
         )
 
     @contextlib.asynccontextmanager
@@ -493,6 +547,56 @@ class Bench:
             "activity_s": s.w4_sleep_s,
         }
 
+    # -- W5 -----------------------------------------------------------------------------
+    async def run_w5(self) -> dict[str, Any]:
+        """Subagent fan-out against the fake LLM server: makespan and CPU per call."""
+        n, conc, latency = self.sizes.w5, self.sizes.w5_concurrency, self.sizes.w5_latency_s
+        fake = FakeLLM(lambda request: reply("ok", latency=latency, input_tokens=40))
+        fake.start()  # on a thread of its own: its CPU is not the worker's
+        env = {
+            "OPENAI_BASE_URL": fake.openai_url,
+            "OPENAI_API_KEY": "sk-benchmark",
+            # The fake has no limits; the built-in tier-1 limits would throttle the run.
+            "TASKLOOM_RATE_LIMITS": json.dumps({"openai:*": {"rpm": None, "tpm": None}}),
+        }
+
+        async def body(orch: Orchestrator, worker: WorkerProcess) -> dict[str, Any]:
+            warm = await orch.start(wl.AGENT_FANOUT, 10)  # the SDK client, the prompts
+            await _result(warm, [worker])
+            sent = len(fake.requests)
+            cpu0, t0 = worker.cpu_seconds(), time.perf_counter()
+            handle = await orch.start(wl.AGENT_FANOUT, n)
+            done = await _result(handle, [worker])
+            seconds = time.perf_counter() - t0
+            cpu = worker.cpu_seconds() - cpu0
+            if done != n or len(fake.requests) - sent != n:
+                raise BenchmarkError(
+                    f"W5 answered {done!r} of {n} with {len(fake.requests) - sent} requests"
+                )
+            ideal = -(-n // conc) * latency
+            sdk = await _sdk_baseline(fake.openai_url, n, conc)
+            cpu_us = cpu / n * 1e6
+            return {
+                "workload": "W5",
+                "n": n,
+                "seconds": _r(seconds, 4),
+                "ideal_s": _r(ideal, 4),
+                "overhead_ratio": _r(seconds / ideal),
+                "cpu_us_per_call": round(cpu_us),
+                "sdk_seconds": _r(sdk["seconds"], 4),
+                "sdk_overhead_ratio": _r(sdk["seconds"] / ideal),
+                "sdk_cpu_us_per_call": round(sdk["cpu_us_per_call"]),
+                "taskloom_cpu_us_per_call": round(cpu_us - sdk["cpu_us_per_call"]),
+                "ratio_to_sdk": _r(seconds / sdk["seconds"]),
+                "concurrency": conc,
+                "llm_latency_s": latency,
+            }
+
+        try:
+            return await self._with_worker("W5", conc, body, extra_env=env)
+        finally:
+            fake.stop()
+
     # -- W7 -----------------------------------------------------------------------------
     async def run_w7(self) -> dict[str, Any]:
         """Retry storm: 30% of the activities fail twice, 10 ms apart, then succeed."""
@@ -525,8 +629,10 @@ class Bench:
         workload: str,
         concurrency: int,
         body: Callable[[Orchestrator, WorkerProcess], Awaitable[dict[str, Any]]],
+        *,
+        extra_env: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        worker = self.worker(workload, concurrency)
+        worker = self.worker(workload, concurrency, extra_env=extra_env)
         async with self.orchestrator(workload) as orch:
             try:
                 worker.start()
@@ -542,6 +648,7 @@ TARGETS = {
     "W2": "overhead_ratio <= 1.15",
     "W3": "p50 <= 0.5 ms and p99 <= 1.0 ms",
     "W4": "completed, lost 0, recorded_twice 0, executed_twice <= 2, recovery <= 6 s",
+    "W5": "overhead_ratio <= 1.2",
     "W7": "retries_recorded == retries_expected (600 for N=1000)",
 }
 
@@ -563,6 +670,8 @@ def target_met(row: dict[str, Any]) -> bool | None:
                 and row["executed_twice"] <= 2
                 and row["recovery_s"] <= 6
             )
+        case "W5":
+            return bool(row["overhead_ratio"] <= 1.2)
         case "W7":
             return bool(row["retries_recorded"] == row["retries_expected"])
     return None
@@ -596,6 +705,13 @@ def summary(row: dict[str, Any]) -> str:
                 f"recorded_twice={row['recorded_twice']} "
                 f"executed_twice={row['executed_twice']} recovery {row['recovery_s']} s "
                 f"(lease {row['lease_ttl_s']} s)"
+            )
+        case "W5":
+            return (
+                f"makespan {row['seconds']} s vs ideal {row['ideal_s']} s "
+                f"= {row['overhead_ratio']}x (SDK alone {row['sdk_overhead_ratio']}x); "
+                f"worker CPU {row['cpu_us_per_call']} us per call "
+                f"(SDK alone {row['sdk_cpu_us_per_call']})"
             )
         case "W7":
             return (
@@ -668,6 +784,7 @@ async def run_all(redis_url: str, sizes: Sizes, names: Sequence[str], *, as_json
         "W2": bench.run_w2,
         "W3": bench.run_w3,
         "W4": bench.run_w4,
+        "W5": bench.run_w5,
         "W7": bench.run_w7,
     }
     rows: list[dict[str, Any]] = []

@@ -15,9 +15,12 @@ import os
 import time
 from typing import Any
 
+from agents import Agent
 from orchestrator import Context, RetryPolicy, activity, activity_info, workflow
 
 __all__ = [
+    "AGENT_FANOUT",
+    "BENCH_AGENT",
     "CHAIN",
     "CRASH_FANOUT",
     "FANOUT_NOOP",
@@ -26,6 +29,7 @@ __all__ = [
     "chain",
     "crash_fanout",
     "crash_step",
+    "fanout_agents",
     "fanout_noop",
     "fanout_sleep",
     "noop",
@@ -40,6 +44,12 @@ FANOUT_SLEEP = "bench.fanout_sleep"
 CHAIN = "bench.chain"
 CRASH_FANOUT = "bench.crash_fanout"
 RETRY_STORM = "bench.retry_storm"
+AGENT_FANOUT = "bench.fanout_agents"
+
+# W5: a subagent on the fake LLM server (OPENAI_BASE_URL), answering a few tokens.
+BENCH_AGENT = Agent(
+    name="bench.agent", role="a benchmark subagent", model="openai:gpt-4.1-mini", max_tokens=64
+)
 
 # W7: a constant 10 ms between attempts, three attempts in all.
 STORM_RETRY = RetryPolicy(max_attempts=3, initial_interval=0.01, max_interval=0.01, backoff=1.0)
@@ -136,3 +146,10 @@ async def crash_fanout(ctx: Context, n: int, seconds: float, path: str) -> list[
 async def retry_storm(ctx: Context, n: int) -> int:
     """W7: gather ``n`` activities of which 30% fail twice before succeeding."""
     return sum(await ctx.gather(*(ctx.run(flaky, i) for i in range(n))))
+
+
+@workflow(name=AGENT_FANOUT)
+async def fanout_agents(ctx: Context, n: int) -> int:
+    """W5: gather ``n`` subagent calls; returns how many answered."""
+    done = await ctx.gather(*(ctx.agent(BENCH_AGENT, f"item {i}") for i in range(n)))
+    return sum(1 for r in done if r.text)

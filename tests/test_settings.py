@@ -29,3 +29,31 @@ def test_numbers_are_parsed_and_validated() -> None:
         Settings.from_env({"TASKLOOM_CONCURRENCY": "lots"})
     with pytest.raises(ConfigurationError, match="key_prefix"):
         Settings.from_env({}, key_prefix="a{b}")
+
+
+def test_rate_limits_and_prices_come_from_the_environment(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.toml"
+    prices.write_text('["local:llama"]\ninput = 0\noutput = 0\n')
+    s = Settings.from_env(
+        {
+            "TASKLOOM_RATE_LIMITS": '{"openai:*": {"rpm": 5000, "tpm": null}}',
+            "TASKLOOM_PRICES": str(prices),
+        }
+    )
+    assert s.rate_limits == {"openai:*": {"rpm": 5000, "tpm": None}}
+    assert s.prices == prices
+    assert Settings.from_env({}).rate_limits == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("{openai: 5}", "must be JSON"),
+        ('{"openai:*": {"rps": 5}}', "only rpm and tpm"),
+        ('{"openai:*": {"rpm": "many"}}', "rate_limits"),
+    ],
+)
+def test_bad_rate_limits_say_what_to_fix(value: str, match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match) as caught:
+        Settings.from_env({"TASKLOOM_RATE_LIMITS": value})
+    assert "TASKLOOM_" in str(caught.value)

@@ -18,12 +18,13 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from agents import Agent, AgentRunner, PriceTable
+from agents import Agent, AgentRunner, PriceTable, RateLimits
 from agents.fake_llm import FakeLLM, Request, Step, reply
 from orchestrator import Orchestrator, RunFailedError, Settings, Store, workflow
 from orchestrator.blobs import is_ref
 from orchestrator.metrics import Metrics
 from orchestrator.store import Event
+from orchestrator.subagents import agent_runner
 from tests import subagent_workflows as flows
 from tests.helpers import running
 from tests.test_durability import Spawn, start_worker, stop_worker
@@ -240,3 +241,21 @@ async def test_a_sigkilled_worker_mid_fan_out_never_resends_a_recorded_call(
         assert sent[text.removeprefix("done ")] == 1, text
     steps = Counter(e.seq for e in await completed(orch.store, handle.run_id))
     assert len(steps) == n and set(steps.values()) == {1}  # each recorded exactly once
+
+
+async def test_the_settings_limits_and_prices_reach_the_workers_subagents(
+    client: Redis, prefix: str, redis_url: str, tmp_path: Path
+) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"openai:gpt-4.1-mini": {"input": 1, "output": 2}}))
+    settings = Settings(
+        redis_url=redis_url,
+        key_prefix=prefix,
+        rate_limits={"openai:*": {"rpm": 7, "tpm": None}},
+        prices=prices,
+    )
+    async with Orchestrator(client=client, settings=settings) as orch:
+        runner = agent_runner(orch.worker())
+    assert runner.limiters is not None
+    assert runner.limiters.for_model(MODEL).limits == RateLimits(rpm=7, tpm=None)
+    assert runner.prices.cost(MODEL, 1_000_000, 1_000_000) == Decimal(3)

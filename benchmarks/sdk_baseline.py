@@ -1,0 +1,60 @@
+"""W5's baseline: the same subagent fan-out with the official openai SDK alone (no
+taskloom), in a process of its own, against the same fake LLM server.
+
+    python -m benchmarks.sdk_baseline BASE_URL N CONCURRENCY
+
+Prints one JSON object: ``seconds`` (makespan of the N calls, at most CONCURRENCY at
+once) and ``cpu_us_per_call`` (this process's user + system CPU per call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+import time
+
+import openai
+
+SYSTEM = "You are a benchmark subagent. Answer the task in a few words. " * 4
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def measure(base_url: str, n: int, concurrency: int) -> dict[str, float]:
+    """Warm up with a few calls, then time ``n`` calls, ``concurrency`` at once."""
+    async with openai.AsyncOpenAI(base_url=base_url, api_key="sk-benchmark", max_retries=0) as c:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def call(i: int) -> str:
+            async with gate:
+                answer = await c.chat.completions.create(
+                    model="gpt-4.1-mini",
+                    messages=[
+                        {"role": "system", "content": SYSTEM},
+                        {"role": "user", "content": f"item {i}"},
+                    ],
+                    max_tokens=64,
+                )
+                return answer.choices[0].message.content or ""
+
+        await asyncio.gather(*(call(i) for i in range(10)))
+        cpu0, t0 = _cpu(), time.perf_counter()
+        await asyncio.gather(*(call(i) for i in range(n)))
+        seconds, cpu = time.perf_counter() - t0, _cpu() - cpu0
+    return {"seconds": seconds, "cpu_us_per_call": cpu / n * 1e6}
+
+
+def main(argv: list[str]) -> int:
+    """Entry point (see the module's docstring)."""
+    base_url, n, concurrency = argv[0], int(argv[1]), int(argv[2])
+    print(json.dumps(asyncio.run(measure(base_url, n, concurrency))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
