@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from agents import Agent, AgentRunner, PriceTable, RateLimits
-from agents.fake_llm import FakeLLM, Request, Step, reply
-from orchestrator import Orchestrator, RunFailedError, Settings, Store, workflow
+from agents.fake_llm import FakeLLM, Request, Step, malformed_json, reply
+from orchestrator import ManualClock, Orchestrator, RunFailedError, Settings, Store, workflow
 from orchestrator.blobs import is_ref
 from orchestrator.metrics import Metrics
 from orchestrator.store import Event
@@ -259,3 +259,24 @@ async def test_the_settings_limits_and_prices_reach_the_workers_subagents(
     assert runner.limiters is not None
     assert runner.limiters.for_model(MODEL).limits == RateLimits(rpm=7, tpm=None)
     assert runner.prices.cost(MODEL, 1_000_000, 1_000_000) == Decimal(3)
+
+
+async def test_a_model_that_answers_garbage_forever_fails_the_run_after_its_retries(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    fake.answer_with(lambda request: malformed_json())
+    clock = ManualClock()  # the backoff between attempts takes no real time
+    async with running(orch.worker(modules=[flows], clock=clock)):
+        handle = await orch.start(flows.check_then_wait, "the moon is cheese")
+        result = asyncio.ensure_future(handle.result(timeout=30))
+        while not result.done():
+            clock.advance(120)
+            await asyncio.sleep(0.05)
+        with pytest.raises(RunFailedError, match="LLMOutputError"):
+            await result
+    log = await orch.store.read_log(handle.run_id)
+    retries = [e for e in log if e.type == "activity_retrying"]
+    assert len(retries) == 3  # four attempts in all (the agent activity's policy)
+    assert len(fake.requests) == 8  # each attempt: the answer, then one repair turn
+    repair = fake.requests[1].body["messages"][-1]["content"]
+    assert "JSON" in repair or "valid" in repair.lower()
