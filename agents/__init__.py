@@ -15,6 +15,8 @@ This package knows nothing of runs or workflows; the engine wraps
     print(result.text, result.cost_usd)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .agent import Agent, AgentResult, AgentRunner, CallObserver, LimitObserver
 from .budget import BudgetReservation, Budgets, BudgetUsage, Money
 from .errors import (
@@ -41,9 +43,13 @@ from .limits import RateLimiter, RateLimiters, RateLimits
 from .llm import LLMRequest, LLMResponse, Message, Provider, TokenSink, ToolCall, Usage
 from .pricing import ModelPrice, PriceTable
 from .prompts import Prompts
-from .providers import AnthropicProvider, OpenAIProvider, default_model, open_provider
+from .providers import default_model, open_provider
 from .structured import complete_structured
 from .tools import Tool, tool
+
+if TYPE_CHECKING:
+    from .providers.anthropic import AnthropicProvider
+    from .providers.openai import OpenAIProvider
 
 __all__ = [
     "Agent",
@@ -94,3 +100,13 @@ __all__ = [
     "open_provider",
     "tool",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``AnthropicProvider`` / ``OpenAIProvider``: imported with their SDK on first use,
+    so importing taskloom stays fast (each SDK takes about a second to import)."""
+    if name in ("AnthropicProvider", "OpenAIProvider"):
+        from . import providers
+
+        return getattr(providers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

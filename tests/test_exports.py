@@ -31,3 +31,20 @@ def test_the_agents_package_exports_what_it_means_to() -> None:
     for name in ("Agent", "AgentRunner", "PriceTable", "Prompts", "tool", "TaskloomError"):
         assert name in agents.__all__
     assert agents.TaskloomError is orchestrator.TaskloomError  # one exception root
+
+
+def test_importing_taskloom_leaves_the_provider_sdks_for_first_use() -> None:
+    """Each SDK takes about a second to import: a worker or a CLI command that makes no
+    model call must not pay for it (W4's recovery is measured from a fresh worker)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, agents, orchestrator.cli, orchestrator.subagents; "
+        "print(sorted(m for m in ('openai', 'anthropic') if m in sys.modules)); "
+        "agents.OpenAIProvider; print('openai' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert out[:2] == ["[]", "True"]

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, MissingAPIKeyError, UnknownProviderError
 from ..llm import Provider
-from .anthropic import AnthropicProvider
-from .openai import OpenAIProvider
+
+if TYPE_CHECKING:
+    from .anthropic import AnthropicProvider
+    from .openai import OpenAIProvider
 
 __all__ = [
     "PROVIDERS",
@@ -80,6 +83,8 @@ def open_provider(
                 "no Anthropic API key: set ANTHROPIC_API_KEY (or pass api_key=...)"
             )
         url = base_url or env.get("ANTHROPIC_BASE_URL")
+        from .anthropic import AnthropicProvider  # the SDKs load on first use (~1 s each)
+
         return AnthropicProvider(api_key=key, base_url=url, max_retries=max_retries)
     if provider in ("openai", "openai-compatible"):
         url = base_url or env.get("OPENAI_BASE_URL")
@@ -93,5 +98,20 @@ def open_provider(
             key = key or "not-needed"  # local servers usually take any key
         if not key:
             raise MissingAPIKeyError("no OpenAI API key: set OPENAI_API_KEY (or pass api_key=...)")
+        from .openai import OpenAIProvider
+
         return OpenAIProvider(api_key=key, base_url=url, max_retries=max_retries, name=provider)
     raise UnknownProviderError(f"unknown provider {provider!r}; use one of {', '.join(PROVIDERS)}")
+
+
+def __getattr__(name: str) -> Any:
+    """The provider classes, imported with their SDK on first access."""
+    if name == "OpenAIProvider":
+        from .openai import OpenAIProvider
+
+        return OpenAIProvider
+    if name == "AnthropicProvider":
+        from .anthropic import AnthropicProvider
+
+        return AnthropicProvider
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
