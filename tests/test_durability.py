@@ -133,7 +133,10 @@ async def test_sigkill_mid_fan_out_another_worker_resumes_exactly_once(
     recorded = await assert_recorded_once(orch.store, handle.run_id)
     assert len(recorded) == n
     assert sorted(e.data["result"] for e in recorded.values()) == list(range(n))
-    assert_side_effects(path, list(range(n)), max_repeats=slots)
+    # At most what worker A had in flight runs again: its running activities (slots)
+    # and the finished ones whose results were still waiting for the recorder's next
+    # write, which holds no slot, from deliveries prefetched ahead (prefetch = slots).
+    assert_side_effects(path, list(range(n)), max_repeats=2 * slots)
     assert {w for _, w in executions(path)} - done_by_a, "worker B did the rest"
 
 
@@ -163,7 +166,7 @@ async def test_kill_at_an_awkward_moment_then_resume(
     assert len(recorded) == 2 * n
     events = await orch.store.read_log(handle.run_id)
     assert [e.type for e in events].count("timer_fired") == 1, "the timer fired once"
-    assert_side_effects(path, list(range(2 * n)), max_repeats=slots)
+    assert_side_effects(path, list(range(2 * n)), max_repeats=2 * slots)  # as above
 
 
 # -- 3. Fencing: two live workers competing for the same runs ---------------------------
