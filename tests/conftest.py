@@ -3,6 +3,7 @@ subprocesses, and a guard that fails any attempt to reach a real LLM provider.""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from redis import Redis as SyncRedis
@@ -22,17 +24,30 @@ from orchestrator import Orchestrator, Settings, Store, Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("TASKLOOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-REAL_PROVIDERS = ("api.openai.com", "api.anthropic.com")
+
+
+def _is_local(host: str) -> bool:
+    """Loopback, by name or address (the only network the tests may use)."""
+    if host in ("", "localhost") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_real_providers() -> Iterator[None]:
-    """Any lookup of a real provider's host fails the test run."""
+def _loopback_only() -> Iterator[None]:
+    """Any lookup of a host off loopback (a model provider, say) fails the test run;
+    the fake LLM server and Redis are on loopback (or TASKLOOM_TEST_REDIS_URL's host)."""
     real = socket.getaddrinfo
+    allowed = {urlsplit(REDIS_URL).hostname or ""}
 
     def guarded(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(host, str) and any(host.endswith(p) for p in REAL_PROVIDERS):
-            raise AssertionError(f"a test tried to reach a real LLM provider ({host})")
+        if isinstance(host, bytes):
+            host = host.decode()
+        if isinstance(host, str) and not _is_local(host) and host not in allowed:
+            raise AssertionError(f"a test tried to reach {host}: tests stay on loopback")
         return real(host, *args, **kwargs)
 
     socket.getaddrinfo = guarded

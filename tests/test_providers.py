@@ -14,6 +14,7 @@ from agents.errors import (
     MissingAPIKeyError,
     UnknownProviderError,
 )
+from agents.llm import LLMRequest, Message
 from agents.providers import (
     AnthropicProvider,
     OpenAIProvider,
@@ -93,7 +94,7 @@ from agents.fake_llm import (  # noqa: E402
     truncated,
     unauthorized,
 )
-from agents.llm import LLMRequest, Message, Provider  # noqa: E402
+from agents.llm import Provider  # noqa: E402
 from agents.structured import complete_structured, extract_json  # noqa: E402
 from agents.tools import run_tool_loop, tool  # noqa: E402
 
@@ -278,3 +279,24 @@ async def test_a_stream_cut_midway_is_a_retryable_unavailable_error(kind: str) -
     async with fake, provider_for(fake, kind) as p:
         with pytest.raises(LLMUnavailableError, match="no answer"):
             await p.complete(ask("count"), stream=sink)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", ["openai", "anthropic"])
+async def test_a_provider_left_at_its_real_default_address_cannot_be_reached(name: str) -> None:
+    """The suite's guard (tests/conftest.py): only loopback is reachable, so a client
+    that was not pointed at the fake server fails instead of calling a provider."""
+    provider = open_provider(name, api_key="sk-test", env={})  # the SDK's default base URL
+    request = LLMRequest(model="m", messages=(Message(role="user", content="hi"),))
+    try:
+        # the guard's AssertionError, raw or wrapped by the provider's error mapping
+        with pytest.raises((AssertionError, LLMUnavailableError)) as caught:
+            await provider.complete(request)
+    finally:
+        await provider.aclose()
+    causes: list[BaseException] = []
+    error: BaseException | None = caught.value
+    while error is not None:
+        causes.append(error)
+        error = error.__cause__ or error.__context__
+    assert any("tests stay on loopback" in str(e) for e in causes), causes
