@@ -153,6 +153,12 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+def ideal_s(n: int, concurrency: int, each_s: float) -> float:
+    """The makespan of ``n`` waits of ``each_s`` seconds, ``concurrency`` at a time, with
+    no overhead at all (W2's and W5's yardstick)."""
+    return -(-n // concurrency) * each_s
+
+
 def _r(value: float, digits: int = 3) -> float:
     return round(value, digits)
 
@@ -454,7 +460,7 @@ class Bench:
             seconds = time.perf_counter() - t0
             if done != n:
                 raise BenchmarkError(f"W2 returned {done!r}, expected {n}")
-            ideal = -(-n // conc) * sleep_s
+            ideal = ideal_s(n, conc, sleep_s)
             return {
                 "workload": "W2",
                 "n": n,
@@ -573,7 +579,7 @@ class Bench:
                 raise BenchmarkError(
                     f"W5 answered {done!r} of {n} with {len(fake.requests) - sent} requests"
                 )
-            ideal = -(-n // conc) * latency
+            ideal = ideal_s(n, conc, latency)
             sdk = await _sdk_baseline(fake.openai_url, n, conc)
             cpu_us = cpu / n * 1e6
             return {

@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from types import ModuleType, TracebackType
@@ -222,9 +223,10 @@ class Orchestrator:
             self.store, blobs, threshold=s.payload_threshold, hard_limit=s.payload_hard_limit
         )
 
-    @property
+    @functools.cached_property
     def budgets(self) -> Budgets:
-        """The runs' budgets: limits, spent and held tokens and USD."""
+        """The runs' budgets: limits, spent and held tokens and USD (made once: its
+        scripts are read from the package on creation)."""
         return Budgets(self.store.raw, prefix=self.store.keys.prefix)
 
     async def budget(self, run_id: str) -> BudgetUsage:

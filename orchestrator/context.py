@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from agents.agent import Agent, AgentResult
 
 from . import serde
-from .definitions import ActivityDef, WorkflowDef
+from .definitions import AGENT_ACTIVITY_NAME, ActivityDef, WorkflowDef
 from .errors import UserError
 from .human import Decision, Fallback, task_spec
 
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["Context"]
 
 T = TypeVar("T")
-_AGENT_ACTIVITY = "taskloom.agent"  # served by orchestrator.subagents (a layer above)
 
 
 class _Scope:
@@ -169,15 +168,14 @@ class Context:
         budget and the model's shared rate limit before it is sent.
         """
         registry = self._ex.host.registry
-        if registry.find_activity(_AGENT_ACTIVITY) is None:
+        if registry.find_activity(AGENT_ACTIVITY_NAME) is None:
             raise UserError(
                 "ctx.agent() needs a worker that serves subagents: make it with "
-                "orch.worker(...) (or add orchestrator.subagents.AGENT_ACTIVITY to its "
-                "activities)"
+                "orch.worker(...), or call orchestrator.subagents.install(worker, settings)"
             )
         registry.add_agent(agent)
         data = await self.run(
-            _AGENT_ACTIVITY,
+            AGENT_ACTIVITY_NAME,
             agent.name,
             task,
             dict(inputs) if inputs else None,

@@ -19,7 +19,11 @@ from agents.agent import Agent
 from .errors import UnknownActivityError, UnknownWorkflowError, UserError
 from .retries import RetryPolicy
 
-__all__ = ["ActivityDef", "Registry", "WorkflowDef", "activity", "workflow"]
+AGENT_ACTIVITY_NAME = "taskloom.agent"
+"""The activity that runs a subagent (``ctx.agent``); served by workers that
+:func:`orchestrator.subagents.install` set up."""
+
+__all__ = ["AGENT_ACTIVITY_NAME", "ActivityDef", "Registry", "WorkflowDef", "activity", "workflow"]
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,11 @@ class Keys:
         """Set: the blob references the run's log holds (kept while the run is)."""
         return f"{self.prefix}:run:{{{run_id}}}:blobs"
 
+    def live(self, run_id: str, step: str) -> str:
+        """Stream with a TTL: the text a streaming subagent at ``step`` sends as it
+        arrives (beside the log, which keeps only the final output)."""
+        return f"{self.prefix}:run:{{{run_id}}}:live:{step}"
+
     def run_keys(self, run_id: str) -> tuple[str, str, str]:
         """``(meta, log, steps)`` of a run, the KEYS most scripts take."""
         return self.meta(run_id), self.log(run_id), self.steps(run_id)

@@ -10,11 +10,12 @@ refused with a :class:`~orchestrator.PayloadTooLargeError`.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from . import serde
 from .blobs import BlobStore, collect_garbage, externalize, internalize, is_ref
-from .errors import PayloadTooLargeError
+from .errors import PayloadTooLargeError, UserError
 from .keys import STATUSES, TERMINAL_STATUSES
 from .store import Store
 
@@ -61,8 +62,37 @@ class Payloads:
             )
         )
         if is_ref(packed):
-            await self.store.raw.sadd(self.store.keys.blobs(run_id), packed["$blob"])
+            await self._remember(run_id, [packed])
         return packed
+
+    async def store_each(self, run_id: str, values: list[Any], *, what: str) -> list[Any]:
+        """Store every value in the blob store whatever its size (by content: a value
+        seen before costs nothing) and return their references, remembered by the run
+        ``run_id``; :meth:`unpack` reads each back. Used for LLM messages, which
+        repeat across calls."""
+        if self.blobs is None:
+            raise UserError(f"no blob store to keep {what} in: configure TASKLOOM_BLOB_URL")
+        blobs = self.blobs
+        refs = await asyncio.gather(
+            *(
+                externalize(
+                    serde.dumps(v, what=what),
+                    store=blobs,
+                    threshold=-1,  # always
+                    hard_limit=self.hard_limit,
+                    what=what,
+                )
+                for v in values
+            )
+        )
+        packed = [serde.loads(r) for r in refs]
+        await self._remember(run_id, packed)
+        return packed
+
+    async def _remember(self, run_id: str, refs: list[Any]) -> None:
+        """Add blob references to the run's set (kept while the run is)."""
+        if refs:
+            await self.store.raw.sadd(self.store.keys.blobs(run_id), *(r["$blob"] for r in refs))
 
     async def unpack(self, value: Any) -> Any:
         """The value a reference stands for; anything else unchanged."""

@@ -15,7 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigurationError
+from agents.limits import RateLimits
+
+from .errors import ConfigurationError, TaskloomError
 
 __all__ = ["Settings", "default_data_dir"]
 
@@ -108,12 +110,20 @@ class Settings(BaseModel):
 
     @field_validator("rate_limits")
     @classmethod
-    def _known_limit_names(cls, value: dict[str, dict[str, int | None]]) -> Any:
+    def _valid_limits(cls, value: dict[str, dict[str, int | None]]) -> Any:
         for model, limits in value.items():
             unknown = set(limits) - {"rpm", "tpm"}
             if unknown:
                 raise ValueError(f"{model}: only rpm and tpm can be set (not {sorted(unknown)})")
+            try:
+                RateLimits(**limits)
+            except TaskloomError as exc:
+                raise ValueError(f"{model}: {exc}") from None
         return value
+
+    def rate_limit_table(self) -> dict[str, RateLimits]:
+        """:attr:`rate_limits` as the agents' limit table."""
+        return {model: RateLimits(**limits) for model, limits in self.rate_limits.items()}
 
     @field_validator("key_prefix", "queue")
     @classmethod

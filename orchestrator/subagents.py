@@ -26,13 +26,11 @@ from decimal import Decimal
 from typing import Any
 
 from agents.agent import AgentRunner
-from agents.limits import RateLimits
 from agents.llm import TokenSink, Usage
 from agents.pricing import PriceTable
 
-from . import serde
 from .attempt import current
-from .definitions import ActivityDef
+from .definitions import AGENT_ACTIVITY_NAME, ActivityDef
 from .errors import UserError
 from .retries import RetryPolicy
 from .settings import Settings
@@ -41,7 +39,6 @@ from .worker import Worker
 
 __all__ = ["AGENT_ACTIVITY", "AGENT_ACTIVITY_NAME", "LiveTokens", "agent_runner", "install"]
 
-AGENT_ACTIVITY_NAME = "taskloom.agent"
 AGENT_RETRY = RetryPolicy(max_attempts=4, initial_interval=2.0, max_interval=60.0)
 """Model calls fail in passing (429, 5xx, a bad answer): a few tries, backing off."""
 _RUNNER = "taskloom.agent_runner"
@@ -74,7 +71,7 @@ def install(worker: Worker, settings: Settings) -> AgentRunner:
         redis=worker.store.raw,
         prefix=worker.store.keys.prefix,
         prices=PriceTable.from_file(settings.prices) if settings.prices else None,
-        limits={name: RateLimits(**v) for name, v in settings.rate_limits.items()},
+        limits=settings.rate_limit_table(),
         observe=observe,
         observe_rate_limit=metrics.llm_rate_limited if metrics is not None else None,
     )
@@ -100,13 +97,9 @@ class LiveTokens:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def key(self, run_id: str, step: str) -> str:
-        """The stream of step ``step`` of run ``run_id`` (in the run's hash slot)."""
-        return f"{self.store.keys.prefix}:run:{{{run_id}}}:live:{step}"
-
     def sink(self, run_id: str, step: str, attempt: int) -> TokenSink:
         """A sink that appends each piece of text, tagged with the attempt, to the stream."""
-        key, raw = self.key(run_id, step), self.store.raw
+        key, raw = self.store.keys.live(run_id, step), self.store.raw
         fresh = True
 
         async def send(text: str) -> None:
@@ -122,7 +115,7 @@ class LiveTokens:
 
     async def finish(self, run_id: str, step: str, attempt: int) -> None:
         """Mark the attempt's stream finished (followers stop there)."""
-        key = self.key(run_id, step)
+        key = self.store.keys.live(run_id, step)
         pipe = self.store.raw.pipeline(transaction=False)
         pipe.xadd(key, {"end": 1, "a": attempt}, maxlen=LIVE_MAXLEN, approximate=True)
         pipe.expire(key, LIVE_TTL_S)
@@ -137,7 +130,7 @@ class LiveTokens:
         skipped once a later one appears. ``timeout``: seconds to wait for more before
         giving up (``None``: until the end).
         """
-        key, last, current_attempt = self.key(run_id, step), "0-0", -1
+        key, last, current_attempt = self.store.keys.live(run_id, step), "0-0", -1
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             block = 1000
@@ -186,23 +179,11 @@ async def _run_agent(
     if live is not None:
         await live.finish(run_id, step, attempt.info.attempt)
     out: dict[str, Any] = result.to_dict()
-    out["messages"] = await _store_messages(worker, run_id, out["messages"])
+    if worker.payloads.blobs is not None:  # each message once, by content
+        out["messages"] = await worker.payloads.store_each(
+            run_id, out["messages"], what=f"a message of agent {agent!r}"
+        )
     return out
-
-
-async def _store_messages(worker: Any, run_id: str, messages: list[dict[str, Any]]) -> list[Any]:
-    """Put each message in the blob store once (by content) and return references."""
-    blobs = worker.payloads.blobs
-    if blobs is None:
-        return messages
-    refs = []
-    for message in messages:
-        data = serde.dumps(message).encode()
-        ref = await blobs.put(data)
-        refs.append({"$blob": ref, "size": len(data)})
-    if refs:
-        await worker.store.raw.sadd(worker.store.keys.blobs(run_id), *(r["$blob"] for r in refs))
-    return refs
 
 
 AGENT_ACTIVITY = ActivityDef(

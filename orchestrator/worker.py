@@ -121,8 +121,8 @@ class Worker:
         )
         self.retention = retention
         self.resources: dict[str, Any] = {}
-        """Shared per-worker objects of the layers above the engine (the subagents'
-        model clients, say), made on first use; each one's ``aclose()`` runs at stop."""
+        """Per-worker objects the layers above the engine put here (the subagents'
+        model clients, say); each one's ``aclose()`` runs when the worker stops."""
         self.metrics = metrics
         self._retry_due = asyncio.Event()
         self._inflight: dict[tuple[str, str], str | None] = {}

@@ -51,6 +51,7 @@ def test_rate_limits_and_prices_come_from_the_environment(tmp_path: Path) -> Non
         ("{openai: 5}", "must be JSON"),
         ('{"openai:*": {"rps": 5}}', "only rpm and tpm"),
         ('{"openai:*": {"rpm": "many"}}', "rate_limits"),
+        ('{"openai:*": {"tpm": 0}}', "whole number >= 1"),
     ],
 )
 def test_bad_rate_limits_say_what_to_fix(value: str, match: str) -> None:

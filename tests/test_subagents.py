@@ -159,7 +159,8 @@ async def test_a_streaming_agent_sends_its_tokens_live_and_only_the_result_is_lo
         assert await handle.result(timeout=20) == story
     assert len(pieces) > 3 and "".join(pieces) == story
     assert fake.requests[0].stream
-    key = f"{orch.store.keys.prefix}:run:{{{handle.run_id}}}:live:{step}"
+    key = orch.store.keys.live(handle.run_id, step)
+    assert "{" + handle.run_id + "}" in key  # in the run's hash slot
     assert 0 < await orch.store.raw.ttl(key) <= 3600  # short-lived, beside the log
     log = await orch.store.read_log(handle.run_id)
     assert sum(story in json.dumps(e.data) for e in log) == 2  # the result, the run's end
