@@ -196,6 +196,18 @@ class Context:
         """The current time, recorded once and replayed as the same value."""
         return datetime.fromtimestamp(self._ex.now(self._next()) / 1000, tz=UTC)
 
+    def record(self, name: str, value: Any) -> Any:
+        """Record a value computed outside the log (a flag, a reading) as a step.
+
+        The first execution records ``value`` and returns it; a replay returns the
+        recorded value, so code that branches on it takes the same path again. The
+        value must be JSON; ``name`` labels the event (``value_recorded``) in the log.
+        """
+        if not name:
+            raise UserError("record() needs a name that says what the value is")
+        serde.dumps(value, what=f"recorded value {name!r}")
+        return self._ex.record(self._next(), name, value)
+
     def _seed(self) -> bytes:
         return hashlib.sha256(f"{self.run_id}/{self._next()}".encode()).digest()
 

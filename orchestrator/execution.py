@@ -69,6 +69,7 @@ _OUTCOMES = {
     "timer_fired": "timer",
     "signal_taken": "signal",
     "now_recorded": "now",
+    "value_recorded": "record",
     "human_decided": "human",
     "human_expired": "human",
 }
@@ -206,7 +207,8 @@ class Execution:
             step.scheduled, step.child_id = True, d["child_id"]
 
     def _apply_outcome(self, t: str, seq: str, d: dict[str, Any]) -> None:
-        step = self.steps.setdefault(seq, _Step(_OUTCOMES[t], d.get("name", "")))
+        name = d.get("name", "now" if t == "now_recorded" else "")
+        step = self.steps.setdefault(seq, _Step(_OUTCOMES[t], name))
         if t == "activity_completed" and not step.done:
             self.completed.append(seq)
         if t == "signal_taken":
@@ -497,12 +499,25 @@ class Execution:
         step = self._step(seq, "now", "now")
         if step is None:
             value = now_ms()
-            step = self.steps[seq] = _Step("now", "now", done=True, value=value)
-            self._batch.ops.append(
-                Op(event={"type": "now_recorded", "seq": seq, "value": value}, mode="step", seq=seq)
-            )
-            self._queue_flush()
+            step = self._record_step(seq, "now", "now", value, {"type": "now_recorded"})
         return int(step.value)
+
+    def record(self, seq: str, name: str, value: Any) -> Any:
+        """Record ``value`` as step ``seq`` on first execution; a replay returns the
+        recorded value instead (whatever ``value`` is then)."""
+        step = self._step(seq, "record", name)
+        if step is None:
+            event = {"type": "value_recorded", "name": name}
+            step = self._record_step(seq, "record", name, value, event)
+        return step.value
+
+    def _record_step(
+        self, seq: str, kind: str, name: str, value: Any, event: dict[str, Any]
+    ) -> _Step:
+        step = self.steps[seq] = _Step(kind, name, done=True, value=value)
+        self._batch.ops.append(Op(event=event | {"seq": seq, "value": value}, mode="step", seq=seq))
+        self._queue_flush()
+        return step
 
     # -- running the workflow function --------------------------------------------------
     def start(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -233,6 +234,30 @@ async def test_durable_sleep_and_deterministic_helpers(
     fired = next(e for e in events if e.type == "timer_fired")
     assert fired.data["ts"] >= started.data["due_ms"]
     assert first["uuid"] and 0 <= first["rand"] < 1
+
+
+async def test_now_and_recorded_values_replay_as_recorded(
+    orch: Orchestrator, make_worker, store: Store
+) -> None:
+    readings = iter([1, 2, 3])  # each execution reads afresh; the log keeps the first
+
+    @workflow(name="records")
+    async def records(ctx: Context) -> list[Any]:
+        first = [ctx.now().isoformat(), ctx.record("reading", next(readings))]
+        await ctx.wait_for_signal("go")  # evicted here: the rest runs on a replay
+        return [*first, ctx.record("reading", next(readings))]
+
+    async with running(make_worker(workflows=[records])):
+        handle = await orch.start(records)
+        await _until(lambda: _status_is(handle, "waiting"))
+    recorded = [e for e in await store.read_log(handle.run_id) if e.type.endswith("_recorded")]
+    async with running(make_worker(workflows=[records])):
+        await handle.signal("go")
+        result = await handle.result(timeout=20)
+    now_event = next(e for e in recorded if e.type == "now_recorded")
+    assert result[0] == datetime.fromtimestamp(now_event.data["value"] / 1000, UTC).isoformat()
+    assert result[1:] == [1, 3], "the replay read 2 but returned the recorded 1"
+    assert [e.data["name"] for e in recorded if e.type == "value_recorded"] == ["reading"]
 
 
 async def test_cancel_stops_a_waiting_run(orch: Orchestrator, make_worker) -> None:
