@@ -28,6 +28,7 @@ from .errors import (
     NondeterminismError,
     NonRetryableError,
     PayloadTooLargeError,
+    PlanError,
     RedisUnavailableError,
     RetryableError,
     RunCancelledError,
@@ -44,9 +45,13 @@ from .errors import (
     WorkflowError,
 )
 from .human import Decide, Decision, Expire, HumanTask, HumanTasks, Reassign
+from .pipeline import PipelineRequest, pipeline_events
+from .plan import Plan, PlanActivity
 from .retries import RetryPolicy
 from .settings import Settings
+from .simulated import SimulatedTeam
 from .store import Event, RunInfo, Store
+from .templates import Template
 from .worker import Worker
 
 __all__ = [
@@ -80,6 +85,10 @@ __all__ = [
     "NondeterminismError",
     "Orchestrator",
     "PayloadTooLargeError",
+    "PipelineRequest",
+    "Plan",
+    "PlanActivity",
+    "PlanError",
     "Reassign",
     "RedisUnavailableError",
     "Registry",
@@ -94,10 +103,12 @@ __all__ = [
     "RunTimeoutError",
     "SerializationError",
     "Settings",
+    "SimulatedTeam",
     "Store",
     "StoreError",
     "SystemClock",
     "TaskloomError",
+    "Template",
     "UnknownActivityError",
     "UnknownWorkflowError",
     "UserError",
@@ -107,6 +118,7 @@ __all__ = [
     "activity",
     "activity_info",
     "heartbeat",
+    "pipeline_events",
     "workflow",
 ]
 __version__ = "0.1.0"

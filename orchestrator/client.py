@@ -14,16 +14,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from types import ModuleType, TracebackType
 from typing import Any
 
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from agents.agent import Agent
 from agents.budget import Budgets, BudgetUsage
 
-from . import serde
+from . import pipeline, serde
 from .blobs import open_blob_store
 from .connection import Connection, connect
 from .definitions import ActivityDef, WorkflowDef
@@ -32,12 +33,22 @@ from .errors import RunCancelledError, RunFailedError, UserError
 from .human import HumanTasks
 from .keys import STATUSES
 from .payloads import Payloads
+from .plan import parse_plan
 from .settings import Settings
 from .store import Event, RunInfo, Store, now_ms
 from .subagents import LiveTokens, install
+from .templates import Template, get_template
 from .worker import Worker
 
 __all__ = ["Orchestrator", "RunHandle"]
+
+MAX_GOAL_CHARS = 20_000
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "input"
+    return f"{where}: {err['msg']}"
 
 
 class RunHandle:
@@ -210,6 +221,85 @@ class Orchestrator:
             await self.store.enqueue_run(rid, "new")
         return RunHandle(self.store, rid)
 
+    async def submit(
+        self,
+        goal: str,
+        *,
+        template: str | Template | None = None,
+        budget_usd: float | None = None,
+        budget_tokens: int | None = None,
+        roles: Iterable[str] | None = None,
+        verifiers: Iterable[str] = (),
+        model: str | None = None,
+        max_parallel: int = 16,
+        max_depth: int = 2,
+        plan: Mapping[str, Any] | None = None,
+        reducer: ActivityDef | str | None = None,
+        assignee: str | None = None,
+        replan_on_failure: bool = False,
+        run_id: str | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> RunHandle:
+        """Hand taskloom a goal: it is planned, run in parallel, verified, escalated where
+        it must be, and integrated (see :mod:`orchestrator.pipeline`). Returns at once.
+
+        ``template``: a shipped template name or a :class:`~orchestrator.templates.Template`.
+        ``roles``: the agent names the plan may use (default: every agent the workers
+        know). ``verifiers``: names of user verifiers (``orch.worker(verifiers=...)``)
+        applied to every output. ``plan``: a plan given up front (the planner is then
+        only asked for re-plans). ``reducer``: an activity that combines the accepted
+        outputs instead of the integrator agent. ``assignee``: who gets escalations.
+        Other options (``max_replans``, ``max_plan_attempts``, ``max_activities``,
+        ``max_width``, ``max_chain``, ``planner_model``, ``judge_model``) go to
+        :class:`~orchestrator.pipeline.PipelineRequest`.
+        """
+        if not isinstance(goal, str) or not goal.strip():
+            raise UserError("submit() needs a goal: a sentence saying what you want done")
+        if len(goal) > MAX_GOAL_CHARS:
+            raise UserError(
+                f"the goal is {len(goal)} characters; keep it under {MAX_GOAL_CHARS} and pass "
+                f"long material as a file the roles can read, or as a plan's instructions"
+            )
+        if budget_usd is not None and not float(budget_usd) > 0:
+            raise UserError(
+                f"budget_usd={budget_usd!r} allows no model call; give a positive amount or "
+                f"leave it unset for no USD limit"
+            )
+        if budget_tokens is not None and not budget_tokens > 0:
+            raise UserError(f"budget_tokens={budget_tokens!r} must be a positive number")
+        if isinstance(template, str):
+            template = get_template(template)
+        fields: dict[str, Any] = {
+            "goal": goal.strip(),
+            "template": template.to_dict() if template is not None else None,
+            "roles": list(roles) if roles is not None else None,
+            "verifiers": list(verifiers),
+            "model": model,
+            "max_parallel": max_parallel,
+            "max_depth": max_depth,
+            "budget_usd": float(budget_usd) if budget_usd is not None else None,
+            "plan": parse_plan(dict(plan)).model_dump(mode="json", by_alias=True)
+            if plan is not None
+            else None,
+            "reducer": reducer.name if isinstance(reducer, ActivityDef) else reducer,
+            "assignee": assignee,
+            "replan_on_failure": replan_on_failure,
+            **options,
+        }
+        try:
+            request = pipeline.PipelineRequest.model_validate(fields)
+        except ValidationError as exc:
+            raise UserError(f"submit(): {_first_error(exc)}") from None
+        return await self.start(
+            pipeline.PIPELINE_NAME,
+            request.model_dump(mode="json", exclude_none=True),
+            run_id=run_id,
+            timeout=timeout,
+            budget_usd=budget_usd,
+            budget_tokens=budget_tokens,
+        )
+
     @property
     def dead_letters(self) -> DeadLetters:
         """The dead-letter queue: list, inspect, redrive and purge failed activities."""
@@ -265,12 +355,16 @@ class Orchestrator:
         **options: Any,
     ) -> Worker:
         """A :class:`Worker` on this connection, with the settings' defaults; it also
-        serves subagents (``ctx.agent``) with ``agents`` and those in ``modules``."""
+        serves subagents (``ctx.agent``) with ``agents`` and those in ``modules``, and
+        runs pipelines (:meth:`submit`) with them as roles, the user ``verifiers=``
+        (name -> :class:`~verifiers.Verifier`) and ``cross_checks=``."""
         options.setdefault("concurrency", self.settings.concurrency)
         options.setdefault("queue", self.settings.queue)
         options.setdefault("lease_ttl", self.settings.lease_ttl)
         options.setdefault("prefetch", self.settings.prefetch)
         options.setdefault("retention", self.settings.retention)
+        verifiers = options.pop("verifiers", None)
+        cross_checks = options.pop("cross_checks", None)
         if "payloads" not in options:
             options["payloads"] = self.payloads()
         worker = Worker(
@@ -282,4 +376,5 @@ class Orchestrator:
             **options,
         )
         install(worker, self.settings)
+        pipeline.install(worker, verifiers=verifiers, cross_checks=cross_checks)
         return worker

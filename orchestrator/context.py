@@ -160,12 +160,14 @@ class Context:
         goal: str | None = None,
         feedback: str | None = None,
         model: str | None = None,
+        budget: str | None = None,
     ) -> AgentResult:
         """Run a subagent as a recorded activity (a replay never calls the model again).
 
         ``inputs`` (JSON) go into its instructions; ``feedback`` tells a retry what was
         wrong; ``model`` overrides the agent's. Each call is held against the run's
-        budget and the model's shared rate limit before it is sent.
+        budget (``budget``: another run's, e.g. the parent's of a child run) and the
+        model's shared rate limit before it is sent.
         """
         registry = self._ex.host.registry
         if registry.find_activity(AGENT_ACTIVITY_NAME) is None:
@@ -182,6 +184,7 @@ class Context:
             goal,
             feedback,
             model,
+            *([budget] if budget else []),
         )
         return AgentResult.from_dict(data)
 

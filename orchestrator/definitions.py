@@ -263,3 +263,8 @@ class Registry:
     def activity_names(self) -> list[str]:
         """Registered activity names."""
         return sorted(self._activities)
+
+    @property
+    def agents(self) -> dict[str, Agent]:
+        """Registered agents by name (a copy)."""
+        return dict(self._agents)

@@ -17,6 +17,7 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
     │   ├── DeadLetterNotFoundError  a dead-letter entry that does not exist (or is closed)
     │   ├── HumanTaskNotFoundError   a human task that does not exist
     │   ├── HumanTaskClosedError     a decision on a task already decided (or expired)
+    │   ├── PlanError                a plan that is not a valid DAG for its run (problems inside)
     │   ├── UnknownProviderError     a model name whose provider prefix is unknown (agents)
     │   └── PromptError              a template missing, or missing a variable (agents)
     ├── StoreError                   the Redis state store
@@ -84,6 +85,7 @@ __all__ = [
     "NonRetryableError",
     "NondeterminismError",
     "PayloadTooLargeError",
+    "PlanError",
     "RedisUnavailableError",
     "RetryableError",
     "RunCancelledError",
@@ -147,6 +149,19 @@ class HumanTaskClosedError(UserError):
     """The human task was already decided, expired, or its run ended: one decision each."""
 
     code = "human_task_closed"
+
+
+class PlanError(UserError):
+    """A plan that cannot run: a cycle, unknown ids or roles, over a limit or the budget.
+
+    ``problems`` lists each one, in words the planner (or a person) can act on.
+    """
+
+    code = "invalid_plan"
+
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems or [])
 
 
 class StoreError(TaskloomError):

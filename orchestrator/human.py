@@ -243,6 +243,20 @@ class HumanTasks:
         await self._settle(task, event, "decided", asdict(made))
         return made
 
+    async def withdraw(self, task_id: str, *, reason: str, at_ms: int | None = None) -> None:
+        """Close an open task without a decision: its run's ``escalate`` raises
+        :class:`~orchestrator.HumanTaskExpiredError` with ``reason`` (a re-plan made the
+        question moot, say). A task decided meanwhile is refused, like a decision."""
+        task = await self.get(task_id)
+        if task.status != "open":
+            raise HumanTaskClosedError(_closed_message(task))
+        await self._expire(task, reason, "closed", now_ms() if at_ms is None else at_ms)
+
+    async def _expire(self, task: HumanTask, reason: str, status: str, at_ms: int) -> None:
+        error = {"type": "HumanTaskExpiredError", "message": f"{task.title}: {reason}"}
+        event = {"type": "human_expired", "seq": task.seq, "error": error, "ts": at_ms}
+        await self._settle(task, event, status, {})
+
     async def _settle(
         self, task: HumanTask, event: dict[str, Any], status: str, decision: dict[str, Any]
     ) -> None:
@@ -323,9 +337,7 @@ class HumanTasks:
             if step["kind"] == "decide":
                 await self.decide(task.id, step["decision"], by="sla", note=step["note"], at_ms=now)
                 return f"decided {step['decision']}"
-            error = {"type": "HumanTaskExpiredError", "message": f"{task.title}: {step['reason']}"}
-            event = {"type": "human_expired", "seq": task.seq, "error": error, "ts": now}
-            await self._settle(task, event, "expired", {})
+            await self._expire(task, step["reason"], "expired", now)
             return "expired"
         except HumanTaskClosedError:
             return ""  # another worker (or a person) got there first

@@ -159,6 +159,7 @@ async def _run_agent(
     goal: str | None = None,
     feedback: str | None = None,
     model: str | None = None,
+    budget: str | None = None,
 ) -> dict[str, Any]:
     attempt = current()
     worker = attempt.host
@@ -173,7 +174,7 @@ async def _run_agent(
         goal=goal,
         feedback=feedback,
         model=model,
-        budget=run_id,
+        budget=budget or run_id,
         stream=sink,
     )
     if live is not None:

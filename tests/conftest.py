@@ -20,6 +20,7 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from agents.fake_llm import FakeLLM
 from orchestrator import Orchestrator, Settings, Store, Worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,3 +168,12 @@ def make_worker(store: Store) -> Callable[..., Worker]:
         return Worker(store, **kwargs)
 
     return make
+
+
+@pytest.fixture
+async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeLLM]:
+    """A fake LLM server the workers' OpenAI clients talk to (via the SDK's variables)."""
+    async with FakeLLM() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.openai_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        yield server

@@ -46,15 +46,6 @@ def echo(*, latency: float = 0.0, **options: Any) -> Callable[[Request], Step]:
 
 
 @pytest.fixture
-async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeLLM]:
-    """A fake server the workers' OpenAI clients talk to (via the SDK's variables)."""
-    async with FakeLLM() as server:
-        monkeypatch.setenv("OPENAI_BASE_URL", server.openai_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-        yield server
-
-
-@pytest.fixture
 async def orch_blobs(
     client: Redis, prefix: str, redis_url: str, tmp_path: Path
 ) -> AsyncIterator[Orchestrator]:

@@ -1,0 +1,708 @@
+"""The dynamic pipeline: a goal planned into a DAG, run in parallel, verified, escalated
+where needed, and integrated. It is an ordinary workflow (``taskloom.pipeline``) built on
+the engine's primitives, so a crash anywhere resumes by replay without a second model
+call for anything recorded.
+
+::
+
+    handle = await orch.submit("A market report on heat pumps", template="research_report",
+                               budget_usd=2.0)
+    result = await handle.result()
+    result["answer"], result["activities"]["pricing"]["verdicts"], result["cost_usd"]
+
+What happens, in order:
+
+1. **Plan.** The planner agent proposes a :class:`~orchestrator.plan.Plan`; an invalid
+   one goes back to it with the problems (``max_plan_attempts`` turns), then to a person.
+2. **Execute.** Each activity starts as soon as its inputs are accepted, at most
+   ``max_parallel`` model calls at once. Its output is verified; a ``fail`` is retried
+   with the verifier's feedback (on the fallback model if one is set), up to
+   ``max_retries``; still failing, ``uncertain``, broken verifiers, a failed subagent
+   or an exhausted budget escalate to the inbox with the whole context. The person may
+   approve, edit (the edit becomes the output), reject, retry with a note, or re-plan.
+   An activity marked ``split`` may answer that it needs its own plan: it becomes a
+   child run, down to ``max_depth``.
+3. **Re-plan.** A re-plan asked for by a person (or by exhausted retries with
+   ``replan_on_failure``) stops new work, withdraws the run's other open questions,
+   asks the planner for a new version, and reuses every accepted activity whose spec
+   (and upstream specs) did not change; the others are cancelled.
+4. **Integrate.** Cross-activity checks look at the accepted outputs together; then the
+   integrator (or the user's reducer activity) combines them, and the answer is
+   verified with the same policy. Only accepted outputs reach the integrator.
+
+Every decision is in the run's log as a ``value_recorded`` event named ``pipeline.*``
+(:func:`pipeline_events` reads them): the plans, each activity's start, verdicts,
+retries, escalations and outcome, the re-plan diffs and the integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agents.agent import Agent, AgentResult
+from verifiers import VerifySpec
+
+from .context import Context
+from .definitions import workflow
+from .errors import (
+    ActivityError,
+    ChildWorkflowError,
+    HumanTaskExpiredError,
+    PlanError,
+    WorkflowError,
+)
+from .human import Decision
+from .plan import Plan, PlanActivity, PlanLimits, diff_plans, parse_plan, spec_keys, validate_plan
+from .roles import BUILTIN_ROLES, INTEGRATOR, PLANNER, catalog
+from .verification import install_verifiers
+
+if TYPE_CHECKING:
+    from verifiers import CrossCheck, Verifier
+
+    from .client import RunHandle
+    from .worker import Worker
+
+__all__ = ["PIPELINE_NAME", "PipelineRequest", "install", "pipeline", "pipeline_events"]
+
+PIPELINE_NAME = "taskloom.pipeline"
+SUPERSEDED = "superseded by a re-plan"
+ACTIVITY_DECISIONS = ("approve", "edit", "reject", "retry", "replan")
+
+
+class PipelineRequest(BaseModel):
+    """What one pipeline run was asked to do (its recorded input)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    goal: str = Field(min_length=1)
+    template: dict[str, Any] | None = None
+    roles: list[str] | None = None
+    verifiers: list[str] = Field(default_factory=list)
+    """User verifiers (by the name the workers know them) for every output."""
+    model: str | None = None
+    """For roles that name no model, the planner and the integrator."""
+    planner_model: str | None = None
+    judge_model: str | None = None
+    max_parallel: int = Field(default=16, ge=1)
+    max_depth: int = Field(default=2, ge=0)
+    depth: int = Field(default=0, ge=0)
+    max_plan_attempts: int = Field(default=3, ge=1)
+    max_replans: int = Field(default=2, ge=0)
+    max_activities: int = Field(default=100, ge=1)
+    max_width: int = Field(default=64, ge=1)
+    max_chain: int = Field(default=10, ge=1)
+    budget_usd: float | None = Field(default=None, gt=0)
+    budget: str | None = None
+    """The run whose budget model calls are held against (a child's root run)."""
+    assignee: str | None = None
+    reducer: str | None = None
+    """An activity that combines the accepted outputs instead of the integrator."""
+    replan_on_failure: bool = False
+    plan: dict[str, Any] | None = None
+    """A plan given up front: the planner is not asked (it is for re-plans)."""
+
+
+@dataclass
+class Work:
+    """The state of one activity in the run."""
+
+    id: str
+    key: str
+    status: str = "pending"
+    output: Any = None
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    attempts: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    decided_by: str | None = None
+    reused: bool = False
+    child: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """What the result reports of it."""
+        return {k: v for k, v in asdict(self).items() if v not in (None, False) or k == "output"}
+
+
+@dataclass
+class Spend:
+    """Tokens and USD by where they went."""
+
+    tokens: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(
+            ("planning", "work", "verification", "integration"), 0
+        )
+    )
+    cost_usd: float = 0.0
+
+    def add(self, kind: str, tokens: int, cost: float) -> None:
+        self.tokens[kind] += tokens
+        self.cost_usd += cost
+
+
+@workflow(name=PIPELINE_NAME)
+async def pipeline(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
+    """Plan ``request["goal"]``, run the plan, verify, escalate, integrate."""
+    return await _Pipeline(ctx, PipelineRequest.model_validate(request)).run()
+
+
+def install(
+    worker: Worker,
+    *,
+    verifiers: Mapping[str, Verifier] | None = None,
+    cross_checks: Iterable[CrossCheck] | None = None,
+) -> None:
+    """Make ``worker`` run pipelines: the workflow, the planner and integrator, the
+    built-in roles (where no agent of the worker has the name), the verification
+    activities with the user's named ``verifiers`` and ``cross_checks``."""
+    worker.registry.add(pipeline)
+    known = worker.registry.agents
+    for agent in (PLANNER, INTEGRATOR, *BUILTIN_ROLES):
+        if agent.name not in known:
+            worker.registry.add_agent(agent)
+    install_verifiers(worker, verifiers=verifiers, cross_checks=cross_checks)
+
+
+async def pipeline_events(
+    handle: RunHandle, *, follow: bool = True
+) -> AsyncIterator[dict[str, Any]]:
+    """The pipeline's decisions as they are recorded: dicts with ``event`` (``planned``,
+    ``activity``, ``replanned``, ``integrated``, ...) and its data."""
+    async for event in handle.events(follow=follow):
+        name = str(event.data.get("name", ""))
+        if event.type == "value_recorded" and name.startswith("pipeline."):
+            yield {"event": name.removeprefix("pipeline."), **(event.data.get("value") or {})}
+
+
+class _Pipeline:
+    def __init__(self, ctx: Context, request: PipelineRequest) -> None:
+        self.ctx, self.req = ctx, request
+        self.agents: dict[str, Agent] = ctx._ex.host.registry.agents
+        self.roles = catalog(self.agents, request.roles)
+        self.budget = request.budget or ctx.run_id
+        self.slots = asyncio.Semaphore(request.max_parallel)
+        self.spend = Spend()
+        self.replan: str | None = None
+        self.replans = 0
+        self.accepted: dict[str, Work] = {}  # spec key -> accepted work, for reuse
+        self.works: dict[str, Work] = {}
+        self.dropped: list[str] = []
+        self.escalations = 0
+        self.version = 0
+
+    def emit(self, event: str, **data: Any) -> Any:
+        return self.ctx.record(f"pipeline.{event}", data)
+
+    # -- the run ------------------------------------------------------------------------
+    async def run(self) -> dict[str, Any]:
+        plan = await self.make_plan(None, None)
+        while True:
+            await self.execute(plan)
+            if self.replan is None:
+                await self.cross_check()
+            if self.replan is None:
+                break
+            note, self.replan = self.replan, None
+            self.replans += 1
+            new = await self.make_plan(note, plan)
+            diff = diff_plans(plan, new)
+            self.dropped.extend(f"v{plan.version}:{i}" for i in diff.dropped)
+            self.emit(
+                "replanned",
+                version=new.version,
+                reused=diff.reused,
+                added=diff.added,
+                dropped=diff.dropped,
+            )
+            plan = new
+        answer = await self.integrate(plan)
+        return {
+            "goal": self.req.goal,
+            "answer": answer,
+            "plan_version": plan.version,
+            "activities": {i: w.summary() for i, w in self.works.items()},
+            "dropped": self.dropped,
+            "escalations": self.escalations,
+            "tokens": self.spend.tokens | {"total": sum(self.spend.tokens.values())},
+            "cost_usd": round(self.spend.cost_usd, 8),
+        }
+
+    # -- planning -----------------------------------------------------------------------
+    def limits(self) -> PlanLimits:
+        r = self.req
+        return PlanLimits(
+            max_activities=r.max_activities,
+            max_width=r.max_width,
+            max_depth=r.max_chain,
+            max_usd=r.budget_usd,
+            default_model=r.model,
+        )
+
+    def check(self, data: Any) -> Plan:
+        plan = parse_plan(data)
+        validate_plan(plan, roles=self.roles, limits=self.limits())
+        return plan
+
+    async def make_plan(self, note: str | None, previous: Plan | None) -> Plan:
+        """A valid plan: the given one, or the planner's, or a person's."""
+        if previous is None and self.req.plan is not None:
+            return self.adopt(self.check(self.req.plan), "given")
+        feedback, last = note, None
+        while True:
+            for attempt in range(1, self.req.max_plan_attempts + 1):
+                try:
+                    result = await self.ctx.agent(
+                        PLANNER,
+                        "Plan the work for the goal."
+                        if previous is None
+                        else "Revise the previous plan as the feedback asks.",
+                        inputs=self.planner_inputs(previous),
+                        goal=self.req.goal,
+                        feedback=feedback,
+                        model=self.req.planner_model or self.req.model,
+                        budget=self.budget,
+                    )
+                except ActivityError as exc:
+                    feedback = f"the planner failed: {exc}"
+                    self.emit("plan_invalid", attempt=attempt, problems=[str(exc)])
+                    continue
+                self.spend.add("planning", result.usage.total, result.cost_usd)
+                last = result.output
+                try:
+                    return self.adopt(self.check(result.output), "planner")
+                except PlanError as exc:
+                    feedback = str(exc)
+                    self.emit("plan_invalid", attempt=attempt, problems=exc.problems)
+            decision = await self.ask(
+                "The planner could not produce a valid plan",
+                {"goal": self.req.goal, "problems": feedback, "last_plan": last},
+                ("retry", "edit", "reject"),
+            )
+            if decision is None or decision.decision == "reject":
+                raise PlanError(f"no valid plan for the goal: {feedback}")
+            if decision.decision == "edit":
+                try:
+                    return self.adopt(self.check(_edited(decision.data, "plan")), decision.by)
+                except (PlanError, ValueError) as exc:
+                    feedback = str(exc)
+                    continue
+            feedback = decision.note or feedback
+
+    def adopt(self, plan: Plan, by: str) -> Plan:
+        self.version += 1
+        plan = plan.model_copy(update={"version": self.version})
+        self.emit("planned", version=self.version, by=by, plan=plan.model_dump(mode="json"))
+        return plan
+
+    def planner_inputs(self, previous: Plan | None) -> dict[str, Any]:
+        r = self.req
+        inputs: dict[str, Any] = {
+            "Roles": [role.to_dict() for role in self.roles.values()],
+            "Limits": (
+                f"at most {r.max_activities} activities, {r.max_width} side by side, chains "
+                f"of at most {r.max_chain}; the budget is "
+                + (f"${r.budget_usd:.4f}" if r.budget_usd else "not limited")
+            ),
+        }
+        if r.template:
+            inputs["Template"] = f"{r.template['name']}: {r.template['guidance']}"
+        if previous is not None:
+            inputs["Previous plan"] = previous.model_dump(mode="json", exclude={"version"})
+            inputs["Outcomes so far"] = {i: w.status for i, w in self.works.items()}
+        return inputs
+
+    # -- executing ----------------------------------------------------------------------
+    async def execute(self, plan: Plan) -> None:
+        keys = spec_keys(plan)
+        self.works = {a.id: Work(a.id, keys[a.id]) for a in plan.activities}
+        ready = {a.id: asyncio.Event() for a in plan.activities}
+
+        async def branch(act: PlanActivity) -> None:
+            try:
+                for dep in act.inputs:
+                    await ready[dep].wait()
+                await self.activity(act)
+            finally:
+                ready[act.id].set()
+
+        await self.ctx.gather(*(branch(a) for a in plan.activities))
+
+    async def activity(self, act: PlanActivity) -> None:
+        work = self.works[act.id]
+        reused = self.accepted.get(work.key)
+        if reused is not None:
+            self.works[act.id] = replace(reused, id=act.id, reused=True)
+            self.emit("activity", id=act.id, state="reused", key=work.key)
+            return
+        blocked = [d for d in act.inputs if self.works[d].status != "accepted"]
+        if blocked:
+            work.status = "blocked"
+            self.emit("activity", id=act.id, state="blocked", by=blocked)
+            return
+        await _ActivityRun(self, act, work).run()
+        if work.status == "accepted":
+            self.accepted[work.key] = work
+
+    def go(self, act_id: str, state: str, **data: Any) -> bool:
+        """Record a step of an activity; False when a re-plan stopped new work (the
+        recorded answer, so a replay takes the same path)."""
+        return bool(
+            self.emit("activity", id=act_id, state=state, go=self.replan is None, **data)["go"]
+        )
+
+    async def ask(
+        self, title: str, context: dict[str, Any], decisions: tuple[str, ...]
+    ) -> Decision | None:
+        """Escalate to a person; ``None`` when a re-plan withdrew the question."""
+        self.escalations += 1
+        try:
+            return await self.ctx.escalate(
+                title, context=context, decisions=decisions, assignee=self.req.assignee
+            )
+        except HumanTaskExpiredError as exc:
+            if SUPERSEDED in str(exc):
+                return None
+            raise
+
+    async def ask_replan(self, note: str) -> None:
+        """Stop new work and withdraw the run's other open questions; the main loop
+        re-plans once every branch has stopped."""
+        self.replan = note or "re-plan"
+        await self.ctx.run("taskloom.supersede", self.ctx.run_id, SUPERSEDED)
+
+    async def verify(
+        self, spec: VerifySpec, output: Any, *, role: str | None, act: PlanActivity | None
+    ) -> dict[str, Any]:
+        """Run the checks (again once if a verifier broke: that never burns a retry)."""
+        spec = spec.model_copy(update={"custom": [*spec.custom, *self.req.verifiers]})
+        request = {
+            "spec": spec.model_dump(mode="json", by_alias=True),
+            "output": output,
+            "role": role,
+            "goal": self.req.goal,
+            "activity": act.id if act else "final",
+            "instructions": act.instructions if act else "",
+            "budget": self.budget,
+            "model": self.req.judge_model or self.req.model,
+        }
+        outcome: dict[str, Any] = {}
+        for _ in range(2):
+            outcome = await self.ctx.run("taskloom.verify", request)
+            tokens = sum(v["input_tokens"] + v["output_tokens"] for v in outcome["verdicts"])
+            self.spend.add("verification", tokens, sum(v["cost_usd"] for v in outcome["verdicts"]))
+            if outcome["status"] != "error":
+                break
+        return outcome
+
+    # -- across activities, and integration ---------------------------------------------
+    async def cross_check(self) -> None:
+        outputs = {i: w.output for i, w in self.works.items() if w.status == "accepted"}
+        verdicts = await self.ctx.run("taskloom.cross_check", outputs) if outputs else []
+        bad = [v for v in verdicts if v["status"] in ("fail", "uncertain")]
+        if not bad:
+            return
+        implicated = sorted({i for v in bad for i in v.get("activities", [])})
+        self.emit("cross_check", verdicts=bad, activities=implicated)
+        decisions = ("approve", "reject", "replan") if self.can_replan() else ("approve", "reject")
+        decision = await self.ask(
+            "Accepted outputs do not agree with each other",
+            {
+                "goal": self.req.goal,
+                "verdicts": bad,
+                "outputs": {i: outputs.get(i) for i in implicated},
+            },
+            decisions,
+        )
+        if decision is None or decision.decision == "approve":
+            return
+        if decision.decision == "replan":
+            self.replan = decision.note or "the outputs contradict each other: " + "; ".join(
+                r for v in bad for r in v.get("reasons", [])
+            )
+            return
+        for i in implicated:
+            if i in self.works:
+                self.works[i].status = "rejected"
+                self.works[i].decided_by = decision.by
+
+    def can_replan(self) -> bool:
+        return self.replans < self.req.max_replans
+
+    async def integrate(self, plan: Plan) -> Any:
+        accepted = {i: w.output for i, w in self.works.items() if w.status == "accepted"}
+        if not accepted:
+            states = ", ".join(f"{i}: {w.status}" for i, w in self.works.items())
+            raise WorkflowError(f"no activity output was accepted ({states}); nothing to integrate")
+        feedback: str | None = None
+        retries = plan.final.max_retries
+        while True:
+            if self.req.reducer:
+                answer = await self.ctx.run(self.req.reducer, accepted)
+            else:
+                result = await self.ctx.agent(
+                    INTEGRATOR,
+                    plan.integrate,
+                    inputs=accepted,
+                    goal=self.req.goal,
+                    feedback=feedback,
+                    model=self.req.model,
+                    budget=self.budget,
+                )
+                self.spend.add("integration", result.usage.total, result.cost_usd)
+                answer = result.output
+            outcome = await self.verify(plan.final, answer, role=None, act=None)
+            self.emit(
+                "integrated",
+                status=outcome["status"],
+                inputs=sorted(accepted),
+                verdicts=outcome["verdicts"],
+            )
+            if outcome["status"] == "pass":
+                return outcome["output"]
+            if outcome["status"] == "fail" and retries > 0:
+                retries -= 1
+                feedback = outcome["feedback"]
+                continue
+            decision = await self.ask(
+                "The integrated answer needs a decision",
+                {"goal": self.req.goal, "answer": answer, "verdicts": outcome["verdicts"]},
+                ("approve", "edit", "reject", "retry"),
+            )
+            if decision is None or decision.decision == "reject":
+                raise WorkflowError("the integrated answer was rejected")
+            if decision.decision == "approve":
+                return outcome["output"]
+            if decision.decision == "edit":
+                return _edited(decision.data, "output")
+            feedback, retries = decision.note or outcome["feedback"], 0
+
+
+class _ActivityRun:
+    """One activity through its attempts, verification and escalations."""
+
+    def __init__(self, pipe: _Pipeline, act: PlanActivity, work: Work) -> None:
+        self.pipe, self.act, self.work = pipe, act, work
+        self.agent = pipe.agents[act.role]
+        self.spec = act.verify
+        self.model = act.model or (None if self.agent.model else pipe.req.model)
+        self.inputs = {d: pipe.works[d].output for d in act.inputs}
+        self.history: list[dict[str, Any]] = []
+
+    async def run(self) -> None:
+        pipe, act, work = self.pipe, self.act, self.work
+        feedback: str | None = None
+        retries = self.spec.max_retries
+        while True:
+            if not pipe.go(act.id, "started", attempt=work.attempts + 1):
+                self.cancel()
+                return
+            work.attempts += 1
+            output, problem = await self.attempt(feedback)
+            outcome: dict[str, Any] | None = None
+            if problem is None:
+                async with pipe.slots:
+                    outcome = await pipe.verify(self.spec, output, role=act.role, act=act)
+                work.verdicts = outcome["verdicts"]
+                output = outcome["output"]
+                self.history.append(
+                    {
+                        "attempt": work.attempts,
+                        "output": output,
+                        "status": outcome["status"],
+                        "feedback": outcome["feedback"],
+                    }
+                )
+                pipe.emit(
+                    "activity",
+                    id=act.id,
+                    state="verified",
+                    status=outcome["status"],
+                    attempt=work.attempts,
+                )
+                if outcome["status"] == "pass":
+                    self.accept(output, "verifiers")
+                    return
+                over = act.max_usd is not None and work.cost_usd > act.max_usd
+                if outcome["status"] == "fail" and retries > 0 and not over:
+                    retries -= 1
+                    feedback = outcome["feedback"]
+                    if self.spec.fallback_model:
+                        self.model = self.spec.fallback_model
+                    pipe.emit("activity", id=act.id, state="retrying", feedback=feedback)
+                    continue
+                problem = _problem(outcome)
+                if over:
+                    problem += f" (its attempts cost ${work.cost_usd:.4f}, over its ${act.max_usd})"
+            if pipe.req.replan_on_failure and pipe.can_replan() and outcome is not None:
+                await pipe.ask_replan(f"activity {act.id!r} kept failing: {problem}")
+                work.status = "replan"
+                return
+            step = await self.escalate(output, problem)
+            if step is None:
+                return
+            feedback, retries = step, 0
+
+    async def attempt(self, feedback: str | None) -> tuple[Any, str | None]:
+        """One subagent call (or child run): its output, or why there is none."""
+        pipe, act = self.pipe, self.act
+        task = act.instructions
+        if act.split and pipe.req.depth < pipe.req.max_depth and self.agent.output is None:
+            task += (
+                "\n\nIf this piece is too big to do well in one answer, reply with only "
+                'this JSON instead: {"decompose": "<what a sub-plan for it must achieve>"}'
+            )
+        try:
+            async with pipe.slots:
+                result = await pipe.ctx.agent(
+                    self.agent,
+                    task,
+                    inputs=self.inputs or None,
+                    goal=pipe.req.goal,
+                    feedback=feedback,
+                    model=self.model,
+                    budget=pipe.budget,
+                )
+        except ActivityError as exc:
+            budget = exc.error_type == "BudgetExceededError"
+            return None, (
+                "the run's budget is spent: " if budget else "the subagent failed: "
+            ) + str(exc)
+        self.add(result)
+        why = _decomposition(result) if self.agent.output is None else None
+        if why is None:
+            return result.output, None
+        if pipe.req.depth >= pipe.req.max_depth or not act.split:
+            return None, f"asked to decompose ({why}) past the depth limit {pipe.req.max_depth}"
+        return await self.child(why)
+
+    async def child(self, why: str) -> tuple[Any, str | None]:
+        pipe, act = self.pipe, self.act
+        request = pipe.req.model_copy(
+            update={
+                "goal": f"{act.instructions}\n\n(Part of: {pipe.req.goal})\nWhat it needs: {why}",
+                "depth": pipe.req.depth + 1,
+                "plan": None,
+                "template": None,
+                "budget": pipe.budget,
+                "budget_usd": None,
+            }
+        )
+        pipe.emit("activity", id=act.id, state="decomposed", why=why)
+        try:
+            child = await pipe.ctx.child(PIPELINE_NAME, request.model_dump(mode="json"))
+        except ChildWorkflowError as exc:
+            return None, f"its sub-plan failed: {exc}"
+        self.work.child = f"{pipe.ctx.run_id} sub-plan"
+        self.work.tokens += int(child["tokens"]["total"])
+        self.work.cost_usd += float(child["cost_usd"])
+        pipe.spend.add("work", int(child["tokens"]["total"]), float(child["cost_usd"]))
+        return child["answer"], None
+
+    def add(self, result: AgentResult) -> None:
+        self.work.tokens += result.usage.total
+        self.work.cost_usd += result.cost_usd
+        self.pipe.spend.add("work", result.usage.total, result.cost_usd)
+
+    def cancel(self) -> None:
+        """A re-plan stopped this activity before its next step."""
+        self.work.status = "cancelled"
+        self.pipe.emit("activity", id=self.act.id, state="cancelled")
+
+    def accept(self, output: Any, by: str) -> None:
+        self.work.status, self.work.output, self.work.decided_by = "accepted", output, by
+        self.pipe.emit("activity", id=self.act.id, state="accepted", by=by)
+
+    async def escalate(self, output: Any, problem: str) -> str | None:
+        """Ask a person; apply the decision. Returns feedback for another attempt, or
+        ``None`` when the activity is settled."""
+        pipe, act, work = self.pipe, self.act, self.work
+        while True:
+            if not pipe.go(act.id, "escalated", reason=problem):
+                self.cancel()
+                return None
+            decisions = tuple(
+                d
+                for d in ACTIVITY_DECISIONS
+                if (d != "replan" or pipe.can_replan()) and (d != "approve" or output is not None)
+            )
+            decision = await pipe.ask(
+                f"Activity {act.id!r} needs a decision: {problem}"[:300],
+                {
+                    "goal": pipe.req.goal,
+                    "activity": act.model_dump(mode="json", by_alias=True),
+                    "output": output,
+                    "verdicts": work.verdicts,
+                    "history": self.history,
+                    "reason": problem,
+                },
+                decisions,
+            )
+            if decision is None:
+                self.cancel()
+                return None
+            pipe.emit(
+                "activity", id=act.id, state="decided", decision=decision.decision, by=decision.by
+            )
+            if decision.decision == "approve":
+                self.accept(output, decision.by)
+                return None
+            if decision.decision == "edit":
+                try:
+                    self.accept(self.validated(_edited(decision.data, "output")), decision.by)
+                    return None
+                except (ValidationError, ValueError) as exc:
+                    problem = f"the edited output is not valid: {exc}"
+                    continue
+            if decision.decision == "reject":
+                work.status, work.decided_by = "rejected", decision.by
+                return None
+            if decision.decision == "replan":
+                await pipe.ask_replan(decision.note or f"re-plan asked at activity {act.id!r}")
+                work.status = "replan"
+                return None
+            return decision.note or "try again"
+
+    def validated(self, output: Any) -> Any:
+        if self.agent.output is not None:
+            return self.agent.output.model_validate(output).model_dump(mode="json")
+        if not isinstance(output, str):
+            raise ValueError("this activity's output is text: give a string")
+        return output
+
+
+def _edited(data: Any, field_name: str) -> Any:
+    """The edited value a decision carries (``{"output": ...}`` or the value itself)."""
+    if isinstance(data, Mapping) and field_name in data:
+        return data[field_name]
+    if data is None:
+        raise ValueError(f"an edit decision must carry the edited {field_name} in its data")
+    return data
+
+
+def _problem(outcome: dict[str, Any]) -> str:
+    status = outcome["status"]
+    reasons = "; ".join(r for v in outcome["verdicts"] for r in v.get("reasons", []))
+    if status == "fail":
+        return f"verification still fails after its retries: {outcome['feedback'] or reasons}"
+    if status == "error":
+        return f"a verifier could not check the output: {reasons}"
+    return f"verification is uncertain: {reasons}"
+
+
+def _decomposition(result: AgentResult) -> str | None:
+    """The reason a subagent gave for needing its own plan, if that is its answer."""
+    text = result.text.strip()
+    if not (text.startswith("{") and "decompose" in text):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and set(data) == {"decompose"} and isinstance(data["decompose"], str):
+        return data["decompose"] or "no reason given"
+    return None

@@ -1,0 +1,275 @@
+"""The dynamic pipeline end to end: the fake LLM server plays planner, subagents, judge
+and integrator (over the official openai SDK), the engine runs on real Redis, and a
+scripted human answers the inbox."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from agents.fake_llm import FakeLLM
+from orchestrator import Orchestrator
+from orchestrator.pipeline import pipeline_events
+from orchestrator.simulated import SimulatedTeam, task_of
+from tests.helpers import running
+
+pytestmark = pytest.mark.anyio
+
+MODEL = "openai:gpt-4.1-mini"
+
+
+def act(id: str, *inputs: str, role: str = "writer", **extra: Any) -> dict[str, Any]:
+    return {
+        "id": id,
+        "role": role,
+        "instructions": f"write part {id}",
+        "inputs": list(inputs),
+        **extra,
+    }
+
+
+async def events_of(orch: Orchestrator, run_id: str) -> list[dict[str, Any]]:
+    return [e async for e in pipeline_events(orch.handle(run_id), follow=False)]
+
+
+async def test_a_goal_is_planned_run_as_inputs_arrive_verified_and_integrated(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    plan = {
+        "activities": [act("a"), act("b"), act("c", "a"), act("d", "b", "c")],
+        "integrate": "join the parts",
+    }
+    slow = {"write part b": 0.6}
+    team = SimulatedTeam(plans=[plan], latency={})
+
+    def work(task: str, feedback: str | None) -> str:
+        return f"text of {task.split()[-1]}"
+
+    team.work = work
+    fake.answer_with(lambda r: _delayed(team(r), slow.get(task_of(r), 0.0)))
+    async with running(orch.worker(concurrency=8)):
+        handle = await orch.submit("write a report in parts", model=MODEL)
+        result = await handle.result(timeout=30)
+    assert set(result["activities"]) == {"a", "b", "c", "d"}
+    assert all(w["status"] == "accepted" for w in result["activities"].values())
+    assert result["answer"].startswith("[simulated] Integrated answer.")
+    for part in "abcd":
+        assert f"text of {part}" in result["answer"]
+    log = await events_of(orch, handle.run_id)
+    order = [(e["id"], e["state"]) for e in log if e["event"] == "activity"]
+    # c needs only a: it starts before the slow b is accepted (not wave by wave)
+    assert order.index(("c", "started")) < order.index(("b", "accepted"))
+    assert order.index(("d", "started")) > order.index(("b", "accepted"))
+    assert order.index(("d", "started")) > order.index(("c", "accepted"))
+    assert [e["version"] for e in log if e["event"] == "planned"] == [1]
+    assert team.calls == {"planner": 1, "work": 4, "integrator": 1}
+    assert result["tokens"]["planning"] > 0 and result["tokens"]["work"] > 0
+    assert result["cost_usd"] > 0
+
+
+def _delayed(step: Any, latency: float) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(step, latency=max(step.latency, latency)) if latency else step
+
+
+async def decide(
+    orch: Orchestrator,
+    run_id: str,
+    decision: str,
+    *,
+    data: Any = None,
+    note: str = "",
+    timeout: float = 20,
+) -> dict[str, Any]:
+    """The scripted human: wait for the next open question of the run (or of its child
+    runs, whose ids start with the run's), answer it."""
+    async with asyncio.timeout(timeout):
+        while True:
+            tasks = [t for t in await orch.human_tasks.list() if t.run_id.startswith(run_id)]
+            if tasks:
+                task = tasks[0]
+                await orch.human_tasks.decide(task.id, decision, by="ana", note=note, data=data)
+                return task.to_dict()
+            await asyncio.sleep(0.02)
+
+
+def integrated_inputs(team: SimulatedTeam) -> str:
+    """What the integrator was shown (its system prompt)."""
+    (request,) = team.requests["integrator"]
+    return str(request.messages[0]["content"])
+
+
+async def test_an_invalid_plan_goes_back_to_the_planner_with_the_problems(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    cyclic = {"activities": [act("a", "b"), act("b", "a"), act("c", role="astrologer")]}
+    good = {"activities": [act("a"), act("b", "a")]}
+    team = SimulatedTeam(plans=[cyclic, good])
+    fake.answer_with(team)
+    async with running(orch.worker()):
+        handle = await orch.submit("two linked parts", model=MODEL)
+        result = await handle.result(timeout=30)
+    assert result["plan_version"] == 1 and set(result["activities"]) == {"a", "b"}
+    second = str(team.requests["planner"][1].messages[0]["content"])
+    assert "cycle" in second and "astrologer" in second  # the problems went back
+    log = await events_of(orch, handle.run_id)
+    (invalid,) = [e for e in log if e["event"] == "plan_invalid"]
+    assert any("cycle" in p for p in invalid["problems"])
+    assert any("unknown role 'astrologer'" in p for p in invalid["problems"])
+
+
+async def test_a_planner_that_never_makes_a_valid_plan_is_escalated(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    team = SimulatedTeam(plans=[{"activities": [act("a", role="astrologer")]}])
+    fake.answer_with(team)
+    async with running(orch.worker()):
+        handle = await orch.submit("impossible", model=MODEL, max_plan_attempts=2)
+        task = await decide(orch, handle.run_id, "edit", data={"plan": {"activities": [act("x")]}})
+        result = await handle.result(timeout=30)
+    assert task["title"] == "The planner could not produce a valid plan"
+    assert "astrologer" in task["context"]["problems"]
+    assert team.calls["planner"] == 2
+    assert set(result["activities"]) == {"x"}  # the person's plan ran
+
+
+async def test_a_failed_verification_is_retried_with_the_feedback(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    rules = {"rules": {"banned": ["lorem"]}, "max_retries": 2}
+    team = SimulatedTeam(
+        plans=[{"activities": [act("a", verify=rules), act("b")]}],
+        work=lambda task, feedback: (
+            ("final text" if feedback else "lorem ipsum draft") if task.endswith(" a") else "ok"
+        ),
+    )
+    fake.answer_with(team)
+    async with running(orch.worker()):
+        handle = await orch.submit("a text without filler", model=MODEL)
+        result = await handle.result(timeout=30)
+    a = result["activities"]["a"]
+    assert a["status"] == "accepted" and a["attempts"] == 2 and a["output"] == "final text"
+    retry = [r for r in team.requests["work"] if "write part a" in task_of(r)][1]
+    assert "lorem" in str(retry.messages[0]["content"])  # the verifier's feedback was sent
+    assert "lorem ipsum draft" not in integrated_inputs(team)  # the failed one never got there
+
+
+async def test_an_uncertain_verdict_escalates_and_approve_resumes_the_run(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    verify = {"judge": {"rubric": "accurate", "threshold": 0.8}}
+    team = SimulatedTeam(
+        plans=[{"activities": [act("a", verify=verify), act("b")]}],
+        judge=lambda output, rubric: {"score": 0.7, "reasons": ["borderline"], "feedback": ""},
+    )
+    fake.answer_with(team)
+    async with running(orch.worker()):
+        handle = await orch.submit("be accurate", model=MODEL)
+        task = await decide(orch, handle.run_id, "approve", note="fine")
+        result = await handle.result(timeout=30)
+    assert task["context"]["verdicts"][-1]["status"] == "uncertain"
+    assert task["context"]["activity"]["id"] == "a" and task["context"]["goal"] == "be accurate"
+    assert result["activities"]["a"]["decided_by"] == "ana"
+    assert result["activities"]["a"]["status"] == "accepted" and result["escalations"] == 1
+
+
+async def test_an_edited_output_is_validated_and_continues_the_run(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    verify = {"rules": {"banned": ["secret"]}, "max_retries": 0}
+    plan = {"activities": [act("a", verify=verify), act("b", "a")]}
+    team = SimulatedTeam(plans=[plan], work=lambda task, fb: f"secret notes for {task}")
+    fake.answer_with(team)
+    async with running(orch.worker()):
+        handle = await orch.submit("edit me", model=MODEL)
+        await decide(orch, handle.run_id, "edit", data={"output": {"not": "text"}})
+        second = await decide(orch, handle.run_id, "edit", data={"output": "edited by ana"})
+        result = await handle.result(timeout=30)
+    assert "not valid" in second["context"]["reason"]  # the bad edit was refused, asked again
+    assert result["activities"]["a"]["output"] == "edited by ana"
+    b_request = next(r for r in team.requests["work"] if "write part b" in task_of(r))
+    assert "edited by ana" in str(b_request.messages[0]["content"])  # as if produced by a
+
+
+async def test_a_rejected_output_never_reaches_the_integrator(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    verify = {"rules": {"banned": ["wrong"]}, "max_retries": 0}
+    plan = {"activities": [act("a", verify=verify), act("b"), act("c", "a")]}
+    team = SimulatedTeam(
+        plans=[plan], work=lambda task, fb: "wrong" if task.endswith(" a") else f"ok {task}"
+    )
+    fake.answer_with(team)
+    async with running(orch.worker()):
+        handle = await orch.submit("reject one", model=MODEL)
+        await decide(orch, handle.run_id, "reject")
+        result = await handle.result(timeout=30)
+    states = {i: w["status"] for i, w in result["activities"].items()}
+    assert states == {"a": "rejected", "b": "accepted", "c": "blocked"}
+    assert "wrong" not in integrated_inputs(team) and "ok write part b" in integrated_inputs(team)
+    assert not any("write part c" in task_of(r) for r in team.requests["work"])
+
+
+def works_for(team: SimulatedTeam, part: str) -> int:
+    return sum(1 for r in team.requests.get("work", []) if task_of(r).endswith(f"part {part}"))
+
+
+async def test_a_replan_reuses_finished_work_and_cancels_dropped_activities(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    unsure = {"judge": {"rubric": "on topic", "threshold": 0.8}}
+    v1 = {"activities": [act("a"), act("b", verify=unsure), act("c"), act("d", "c")]}
+    v2 = {"activities": [act("a"), act("b2"), act("e", "a")]}
+    team = SimulatedTeam(
+        plans=[v1, v2],
+        judge=lambda output, rubric: {"score": 0.7, "reasons": ["unsure"], "feedback": ""},
+    )
+    fake.answer_with(lambda r: _delayed(team(r), 1.0 if task_of(r).endswith("part c") else 0))
+    async with running(orch.worker()):
+        handle = await orch.submit("replan me", model=MODEL)
+        await decide(orch, handle.run_id, "replan", note="split b differently")
+        result = await handle.result(timeout=30)
+    assert result["plan_version"] == 2
+    assert set(result["activities"]) == {"a", "b2", "e"}
+    assert result["activities"]["a"]["reused"] is True
+    assert works_for(team, "a") == 1, "a finished in v1: the fake saw no second request"
+    assert works_for(team, "d") == 0, "d was waiting on c when the re-plan stopped new work"
+    log = await events_of(orch, handle.run_id)
+    (replanned,) = [e for e in log if e["event"] == "replanned"]
+    assert replanned["reused"] == {"a": "a"}
+    assert sorted(replanned["dropped"]) == ["b", "c", "d"]
+    stopped = [e for e in log if e["event"] == "activity" and e["id"] == "d"]
+    assert [(e["state"], e.get("go")) for e in stopped] == [("started", False), ("cancelled", None)]
+    second = str(team.requests["planner"][1].messages[0]["content"])
+    assert "split b differently" in second and "Previous plan" in second
+
+
+async def test_a_decomposed_activity_runs_as_a_child_run_within_the_depth_limit(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    parent = {"activities": [act("a", split=True), act("b")]}
+    child = {"activities": [act("s1", split=True), act("s2")]}
+
+    def work(task: str, feedback: str | None) -> str:
+        if "decompose" in task or task.endswith("part s1"):  # s1 asks though not offered
+            return '{"decompose": "three sub-parts"}'
+        return f"text of {task.split()[-1]}"
+
+    team = SimulatedTeam(plans=[parent, child], work=work)
+    fake.answer_with(team)
+    async with running(orch.worker()):
+        handle = await orch.submit("deep work", model=MODEL, max_depth=1)
+        task = await decide(orch, f"{handle.run_id}.", "reject")  # s1, in the child run
+        result = await handle.result(timeout=30)
+    assert "depth limit 1" in task["title"] or "depth limit 1" in task["context"]["reason"]
+    assert team.calls["planner"] == 2 and team.calls["integrator"] == 2
+    offered = [task_of(r) for r in team.requests["work"] if "decompose" in task_of(r)]
+    assert len(offered) == 1, "only a (depth 0) was offered a sub-plan, not s1 (depth 1)"
+    a = result["activities"]["a"]
+    assert a["status"] == "accepted" and "text of s2" in a["output"]
+    assert "text of s1" not in a["output"]  # rejected in the child: not integrated there
+    child_run = await orch.handle(task["run_id"]).info()
+    assert child_run.parent == {"run_id": handle.run_id, "seq": child_run.parent["seq"]}

@@ -1,0 +1,162 @@
+"""The declarative form of an activity's verification, as the planner (in JSON) and
+users write it, and :func:`build`, which turns it into verifiers.
+
+    spec = VerifySpec.model_validate_json('''{
+        "schema": true,
+        "rules": {"required": ["summary"], "max_length": 4000},
+        "pii": "redact",
+        "judge": {"rubric": "Faithful to the sources; no speculation.", "threshold": 0.8},
+        "custom": ["totals_add_up"],
+        "max_retries": 2
+    }''')
+    verifiers = build(spec, output_type=Report, custom={"totals_add_up": totals_check})
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .base import Verifier
+from .compliance import PII
+from .consensus import Consensus
+from .errors import UnknownVerifierError
+from .judge import Judge
+from .rules import Rules
+from .schema import Schema
+
+__all__ = ["ConsensusSpec", "JudgeSpec", "RulesSpec", "VerifySpec", "build"]
+
+
+class RulesSpec(BaseModel):
+    """Deterministic rules (see :class:`~verifiers.Rules`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    required: list[str] = Field(
+        default_factory=list, description="Fields that must be present and non-empty."
+    )
+    min_length: int | None = Field(default=None, ge=0, description="Fewest characters.")
+    max_length: int | None = Field(default=None, ge=0, description="Most characters.")
+    patterns: dict[str, str] = Field(
+        default_factory=dict,
+        description='Field -> regex it must contain a match of ("" for the whole text).',
+    )
+    banned: list[str] = Field(
+        default_factory=list, description="Terms that must not appear (case-insensitive)."
+    )
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: dict[str, str]) -> dict[str, str]:
+        for field, pattern in patterns.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"the pattern for {field!r} is not a valid regex: {exc}") from None
+        return patterns
+
+
+class JudgeSpec(BaseModel):
+    """An LLM judge (see :class:`~verifiers.Judge`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rubric: str = Field(min_length=1, description="What a good output is, criterion by criterion.")
+    threshold: float = Field(default=0.7, ge=0.0, le=1.0, description="Lowest passing score.")
+    model: str | None = Field(default=None, description="provider:model; default: the run's.")
+
+
+class ConsensusSpec(BaseModel):
+    """Several judge samples or models voting (see :class:`~verifiers.Consensus`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rubric: str = Field(min_length=1, description="What a good output is, criterion by criterion.")
+    threshold: float = Field(default=0.7, ge=0.0, le=1.0, description="Lowest passing score.")
+    samples: int = Field(default=3, ge=1, le=10, description="How many times to ask one model.")
+    models: list[str] = Field(
+        default_factory=list, description="Ask each of these once instead (provider:model)."
+    )
+
+
+class VerifySpec(BaseModel):
+    """How one activity's output is verified, and what happens when it fails.
+
+    ``schema`` (in JSON; ``schema_check`` in Python) validates against the activity's
+    output type. Verifiers run cheap first, LLM last (see :func:`build`); a failing
+    output is retried with the feedback up to ``max_retries`` times (on
+    ``fallback_model`` if given), then escalated.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_check: bool = Field(
+        default=True, alias="schema", description="Validate against the output type."
+    )
+    rules: RulesSpec | None = None
+    pii: Literal["block", "redact", "escalate"] | None = Field(
+        default=None, description="What to do with e-mail addresses, phone and card numbers."
+    )
+    judge: JudgeSpec | None = None
+    consensus: ConsensusSpec | None = None
+    custom: list[str] = Field(
+        default_factory=list, description="Names of user verifiers registered with build()."
+    )
+    max_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries with feedback after a failure."
+    )
+    fallback_model: str | None = Field(
+        default=None, description="provider:model to retry on after a failure."
+    )
+
+
+def build(
+    spec: VerifySpec,
+    *,
+    output_type: type[BaseModel] | None = None,
+    custom: Mapping[str, Verifier] | None = None,
+) -> list[Verifier]:
+    """The verifiers ``spec`` asks for, cheap first: schema, rules, PII, the named
+    custom verifiers (in the spec's order), judge, consensus.
+
+    Raises :class:`~verifiers.UnknownVerifierError` for a custom name not in ``custom``.
+    """
+    custom = custom or {}
+    unknown = [n for n in spec.custom if n not in custom]
+    if unknown:
+        known = ", ".join(sorted(custom)) or "none were given"
+        raise UnknownVerifierError(
+            f"the verify spec names custom verifier(s) {', '.join(map(repr, unknown))} that "
+            f"build() was not given (known: {known}); pass them as "
+            "build(spec, custom={name: verifier}) or remove them from the spec"
+        )
+    verifiers: list[Verifier] = []
+    if spec.schema_check:
+        verifiers.append(Schema(model=output_type))
+    if spec.rules is not None:
+        r = spec.rules
+        verifiers.append(
+            Rules(
+                required=r.required,
+                min_length=r.min_length,
+                max_length=r.max_length,
+                patterns=r.patterns,
+                banned=r.banned,
+            )
+        )
+    if spec.pii is not None:
+        verifiers.append(PII(policy=spec.pii))
+    verifiers += (custom[n] for n in spec.custom)
+    if spec.judge is not None:
+        j = spec.judge
+        verifiers.append(Judge(j.rubric, threshold=j.threshold, model=j.model))
+    if spec.consensus is not None:
+        c = spec.consensus
+        verifiers.append(
+            Consensus(c.rubric, threshold=c.threshold, samples=c.samples, models=c.models)
+        )
+    return verifiers
