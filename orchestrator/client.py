@@ -291,6 +291,11 @@ class Orchestrator:
             request = pipeline.PipelineRequest.model_validate(fields)
         except ValidationError as exc:
             raise UserError(f"submit(): {_first_error(exc)}") from None
+        if request.plan is not None and len(request.plan["activities"]) > request.max_activities:
+            raise UserError(
+                f"the plan has {len(request.plan['activities'])} activities; at most "
+                f"{request.max_activities} are allowed (max_activities=): merge related pieces"
+            )
         return await self.start(
             pipeline.PIPELINE_NAME,
             request.model_dump(mode="json", exclude_none=True),

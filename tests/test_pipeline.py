@@ -5,15 +5,19 @@ scripted human answers the inbox."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from agents.fake_llm import FakeLLM
-from orchestrator import Orchestrator
+from orchestrator import HumanTaskClosedError, Orchestrator, RunFailedError, UserError
 from orchestrator.pipeline import pipeline_events
 from orchestrator.simulated import SimulatedTeam, task_of
 from tests.helpers import running
+from tests.test_durability import Spawn, start_worker, stop_worker, wait_for
+from verifiers import FunctionVerifier
 
 pytestmark = pytest.mark.anyio
 
@@ -273,3 +277,180 @@ async def test_a_decomposed_activity_runs_as_a_child_run_within_the_depth_limit(
     assert "text of s1" not in a["output"]  # rejected in the child: not integrated there
     child_run = await orch.handle(task["run_id"]).info()
     assert child_run.parent == {"run_id": handle.run_id, "seq": child_run.parent["seq"]}
+
+
+async def test_a_sigkilled_worker_mid_pipeline_repeats_no_recorded_model_call(
+    fake: FakeLLM, orch: Orchestrator, spawn_worker: Spawn
+) -> None:
+    judged = {"judge": {"rubric": "specific", "threshold": 0.5}}
+    n = 12
+    plan = {"activities": [act(f"s{i}", verify=judged) for i in range(n)]}
+    team = SimulatedTeam(
+        plans=[plan], work=lambda task, fb: f"text of {task.split()[-1]}", latency={"work": 0.25}
+    )
+    fake.answer_with(team)
+    env = {"OPENAI_BASE_URL": fake.openai_url, "OPENAI_API_KEY": "sk-test"}
+    first = await start_worker(spawn_worker, module="tests.subagent_workflows", **env)
+    handle = await orch.submit("twelve sections", model=MODEL, max_parallel=4)
+
+    async def accepted() -> int:
+        return sum(1 for e in await events_of(orch, handle.run_id) if e.get("state") == "accepted")
+
+    await wait_for(lambda: accepted_at_least(accepted, 3), "3 accepted activities")
+    await stop_worker(first)
+    before = [
+        e.data["result"]
+        for e in await orch.store.read_log(handle.run_id)
+        if e.type == "activity_completed"
+    ]
+    agents = [r for r in before if isinstance(r, dict) and "calls" in r]
+    texts = {r["text"] for r in agents if r["text"].startswith("text of s")}
+    judged_outputs = {r["output"] for r in before if isinstance(r, dict) and "verdicts" in r}
+    assert 3 <= len(judged_outputs) < n, "killed mid-pipeline"
+    second = await start_worker(spawn_worker, module="tests.subagent_workflows", **env)
+    try:
+        result = await handle.result(timeout=60)
+    finally:
+        await stop_worker(second)
+    assert {i for i, w in result["activities"].items() if w["status"] == "accepted"} == {
+        f"s{i}" for i in range(n)
+    }
+    assert team.calls["planner"] == 1 and team.calls["integrator"] == 1
+    sent = Counter(task_of(r).split()[-1] for r in team.requests["work"])
+    assert len(texts) >= 3
+    for text in texts:
+        assert sent[text.removeprefix("text of ")] == 1, f"{text} was recorded, then sent again"
+    judge_sent = Counter(
+        str(r.messages[0]["content"]).split("<<<OUTPUT\n")[-1].split("\nOUTPUT>>>")[0]
+        for r in team.requests["judge"]
+    )
+    for output in judged_outputs:
+        assert judge_sent[output] == 1, f"the verdict on {output!r} was recorded, then asked again"
+
+
+async def accepted_at_least(count: Callable[[], Awaitable[int]], n: int) -> bool:
+    return await count() >= n
+
+
+async def test_pii_is_redacted_by_one_policy_and_escalated_by_another(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    plan = {
+        "activities": [
+            act("a", verify={"pii": "redact"}),
+            act("b", verify={"pii": "escalate"}),
+            act("c", "a"),
+        ]
+    }
+    team = SimulatedTeam(
+        plans=[plan], work=lambda task, fb: f"{task}: write to ana.lopez@example.com"
+    )
+    fake.answer_with(team)
+    async with running(orch.worker()):
+        handle = await orch.submit("contacts", model=MODEL)
+        task = await decide(orch, handle.run_id, "reject")
+        result = await handle.result(timeout=30)
+    assert "Activity 'b'" in task["title"] and "uncertain" in task["context"]["reason"]
+    a = result["activities"]["a"]
+    assert a["status"] == "accepted" and "ana.lopez@example.com" not in a["output"]
+    assert "redacted" in a["output"]
+    c_request = next(r for r in team.requests["work"] if task_of(r).endswith("part c"))
+    assert "ana.lopez@example.com" not in str(c_request.messages[0]["content"])
+    assert result["activities"]["b"]["status"] == "rejected"
+    assert "write part b" not in integrated_inputs(team)
+
+
+async def test_outputs_that_contradict_each_other_are_escalated_before_integration(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    plan = {"activities": [act("a"), act("b"), act("c")]}
+    team = SimulatedTeam(
+        plans=[plan],
+        work=lambda task, fb: f"see [ref:{'a' if task.endswith('b') else 'nowhere'}]",
+    )
+    fake.answer_with(team)
+    async with running(orch.worker()):
+        handle = await orch.submit("cite each other", model=MODEL)
+        task = await decide(orch, handle.run_id, "reject")
+        result = await handle.result(timeout=30)
+    assert task["title"] == "Accepted outputs do not agree with each other"
+    assert {"a", "c"} <= set(task["context"]["outputs"])  # both cite nothing
+    states = {i: w["status"] for i, w in result["activities"].items()}
+    assert states == {"a": "rejected", "b": "accepted", "c": "rejected"}
+    assert "nowhere" not in integrated_inputs(team)
+
+
+async def test_a_failing_final_verification_retries_the_integrator_with_feedback(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    plan = {"activities": [act("a")], "final": {"rules": {"patterns": {"": "^Summary"}}}}
+    team = SimulatedTeam(plans=[plan])
+    team.integrate = lambda parts: "Summary: " + parts if team.calls["integrator"] > 1 else parts
+    fake.answer_with(team)
+    async with running(orch.worker()):
+        result = await (await orch.submit("summarize", model=MODEL)).result(timeout=30)
+    assert result["answer"].startswith("Summary: ")
+    second = str(team.requests["integrator"][1].messages[0]["content"])
+    assert "Feedback on your previous answer" in second and "Summary" in second
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"goal": "   "}, "needs a goal"),
+        ({"goal": "x" * 20_001}, "characters"),
+        ({"goal": "fine", "budget_usd": 0}, "allows no model call"),
+        ({"goal": "fine", "template": "horoscope"}, "no workflow template"),
+        ({"goal": "fine", "plan": {"activities": []}}, "activities"),
+        ({"goal": "fine", "max_parallel": 0}, "max_parallel"),
+        (
+            {"goal": "fine", "plan": {"activities": [act(f"s{i}") for i in range(10_000)]}},
+            "10000 activities; at most 100",
+        ),
+    ],
+)
+async def test_bad_submissions_are_refused_with_what_to_fix(
+    orch: Orchestrator, options: dict[str, Any], message: str
+) -> None:
+    goal = options.pop("goal")
+    with pytest.raises(UserError, match=message):
+        await orch.submit(goal, **options)
+    assert await orch.list_runs() == []  # nothing was started
+
+
+async def test_a_plan_over_the_limits_goes_back_then_to_a_person(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    team = SimulatedTeam(plans=[{"activities": [act(f"s{i}") for i in range(150)]}])
+    fake.answer_with(team)
+    async with running(orch.worker()):
+        handle = await orch.submit("everything", model=MODEL, max_plan_attempts=2)
+        task = await decide(orch, handle.run_id, "reject")
+        with pytest.raises(RunFailedError, match="no valid plan"):
+            await handle.result(timeout=30)
+    assert "150 activities" in task["context"]["problems"]
+    assert "at most 100" in str(team.requests["planner"][1].messages[0]["content"])
+    assert "work" not in team.calls  # nothing of the refused plan ran
+
+
+async def test_a_verifier_that_hangs_is_an_error_not_a_failure_and_escalates(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    async def hangs(output: Any) -> bool:
+        await asyncio.sleep(3600)
+        return True
+
+    slow = FunctionVerifier(hangs, name="hangs", timeout=0.1)
+    plan = {"activities": [act("a", verify={"custom": ["hangs"], "max_retries": 3}), act("b")]}
+    team = SimulatedTeam(plans=[plan])
+    fake.answer_with(team)
+    async with running(orch.worker(verifiers={"hangs": slow})):
+        handle = await orch.submit("check slowly", model=MODEL)
+        task = await decide(orch, handle.run_id, "approve")
+        with pytest.raises(HumanTaskClosedError, match="already decided"):
+            await orch.human_tasks.decide(task["id"], "reject", by="bo")
+        result = await handle.result(timeout=30)
+    assert "could not check" in task["context"]["reason"]
+    assert works_for(team, "a") == 1, "a broken verifier never burns the output's retries"
+    assert result["activities"]["a"]["status"] == "accepted"
+    assert result["activities"]["a"]["decided_by"] == "ana"
