@@ -441,6 +441,44 @@ class _Pipeline:
         feedback: str | None = None
         retries = plan.final.max_retries
         while True:
+            answer, outcome = await self.combine(plan, accepted, feedback)
+            if outcome["status"] == "pass":
+                return outcome["output"]
+            if outcome["status"] == "fail" and retries > 0:
+                retries -= 1
+                feedback = outcome["feedback"]
+                continue
+            decisions = (
+                ("approve", "edit", "reject", "retry")
+                if answer is not None
+                else ("edit", "reject", "retry")
+            )
+            decision = await self.ask(
+                "The integrated answer needs a decision",
+                {
+                    "goal": self.req.goal,
+                    "answer": answer,
+                    "verdicts": outcome["verdicts"],
+                    "reason": _problem(outcome)
+                    if answer is not None
+                    else outcome["verdicts"][0]["reasons"][0],
+                },
+                decisions,
+            )
+            if decision is None or decision.decision == "reject":
+                raise WorkflowError("the integrated answer was rejected")
+            if decision.decision == "approve":
+                return outcome["output"]
+            if decision.decision == "edit":
+                return _edited(decision.data, "output")
+            feedback, retries = decision.note or outcome["feedback"], 0
+
+    async def combine(
+        self, plan: Plan, accepted: dict[str, Any], feedback: str | None
+    ) -> tuple[Any, dict[str, Any]]:
+        """One integration (integrator or reducer), verified; a failed integrator is an
+        ``error`` outcome for a person to settle."""
+        try:
             if self.req.reducer:
                 answer = await self.ctx.run(self.req.reducer, accepted)
             else:
@@ -455,31 +493,21 @@ class _Pipeline:
                 )
                 self.spend.add("integration", result.usage.total, result.cost_usd)
                 answer = result.output
-            outcome = await self.verify(plan.final, answer, role=None, act=None)
-            self.emit(
-                "integrated",
-                status=outcome["status"],
-                inputs=sorted(accepted),
-                verdicts=outcome["verdicts"],
-            )
-            if outcome["status"] == "pass":
-                return outcome["output"]
-            if outcome["status"] == "fail" and retries > 0:
-                retries -= 1
-                feedback = outcome["feedback"]
-                continue
-            decision = await self.ask(
-                "The integrated answer needs a decision",
-                {"goal": self.req.goal, "answer": answer, "verdicts": outcome["verdicts"]},
-                ("approve", "edit", "reject", "retry"),
-            )
-            if decision is None or decision.decision == "reject":
-                raise WorkflowError("the integrated answer was rejected")
-            if decision.decision == "approve":
-                return outcome["output"]
-            if decision.decision == "edit":
-                return _edited(decision.data, "output")
-            feedback, retries = decision.note or outcome["feedback"], 0
+        except ActivityError as exc:
+            broke = {
+                "verifier": "integrator",
+                "status": "error",
+                "reasons": [f"the integrator failed: {exc}"],
+            }
+            return None, {"status": "error", "verdicts": [broke], "output": None, "feedback": ""}
+        outcome = await self.verify(plan.final, answer, role=None, act=None)
+        self.emit(
+            "integrated",
+            status=outcome["status"],
+            inputs=sorted(accepted),
+            verdicts=outcome["verdicts"],
+        )
+        return answer, outcome
 
 
 class _ActivityRun:

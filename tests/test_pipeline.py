@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from agents.fake_llm import FakeLLM
+from agents.fake_llm import FakeLLM, unauthorized
 from orchestrator import HumanTaskClosedError, Orchestrator, RunFailedError, UserError
 from orchestrator.pipeline import pipeline_events
-from orchestrator.simulated import SimulatedTeam, task_of
+from orchestrator.simulated import SimulatedTeam, kind_of, task_of
 from tests.helpers import running
 from tests.test_durability import Spawn, start_worker, stop_worker, wait_for
 from verifiers import FunctionVerifier
@@ -454,3 +454,64 @@ async def test_a_verifier_that_hangs_is_an_error_not_a_failure_and_escalates(
     assert works_for(team, "a") == 1, "a broken verifier never burns the output's retries"
     assert result["activities"]["a"]["status"] == "accepted"
     assert result["activities"]["a"]["decided_by"] == "ana"
+
+
+async def test_a_retry_moves_to_the_fallback_model_and_a_persons_note_reaches_the_model(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    verify = {"rules": {"banned": ["draft"]}, "max_retries": 1, "fallback_model": "openai:gpt-4.1"}
+    team = SimulatedTeam(
+        plans=[{"activities": [act("a", verify=verify)]}], work=lambda t, f: "draft"
+    )
+    fake.answer_with(team)
+    async with running(orch.worker()):
+        handle = await orch.submit("no drafts", model=MODEL)
+        await decide(orch, handle.run_id, "retry", note="use the word final")
+        team.work = lambda t, f: "final"
+        result = await handle.result(timeout=30)
+    models = [r.model for r in team.requests["work"]]
+    assert models == ["gpt-4.1-mini", "gpt-4.1", "gpt-4.1"]
+    assert "use the word final" in str(team.requests["work"][2].messages[0]["content"])
+    assert result["activities"]["a"]["output"] == "final"
+
+
+async def test_a_template_shapes_the_planners_prompt(fake: FakeLLM, orch: Orchestrator) -> None:
+    team = SimulatedTeam(plans=[{"activities": [act("a")]}])
+    fake.answer_with(team)
+    async with running(orch.worker()):
+        await (await orch.submit("heat pumps", template="research_report", model=MODEL)).result(
+            timeout=30
+        )
+    prompt = str(team.requests["planner"][0].messages[0]["content"])
+    assert "research_report" in prompt and "cited" in prompt
+
+
+async def test_an_exhausted_budget_is_escalated_not_overspent(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    team = SimulatedTeam()
+    fake.answer_with(team)
+    async with running(orch.worker()):
+        handle = await orch.submit(
+            "cheap", model=MODEL, plan={"activities": [act("a")]}, budget_tokens=500
+        )
+        task = await decide(orch, handle.run_id, "reject")
+        with pytest.raises(RunFailedError, match="no activity output was accepted"):
+            await handle.result(timeout=30)
+    assert "budget" in task["context"]["reason"]
+    assert "work" not in team.calls  # refused before it was sent
+    usage = await orch.budget(handle.run_id)
+    assert usage.spent_tokens == 0
+
+
+async def test_an_integrator_that_fails_is_escalated_and_an_edit_is_the_answer(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    team = SimulatedTeam(plans=[{"activities": [act("a")]}])
+    fake.answer_with(lambda r: unauthorized() if kind_of(r) == "integrator" else team(r))
+    async with running(orch.worker()):
+        handle = await orch.submit("integrate by hand", model=MODEL)
+        task = await decide(orch, handle.run_id, "edit", data={"output": "written by ana"})
+        result = await handle.result(timeout=30)
+    assert "integrator" in task["context"]["reason"] and "approve" not in task["decisions"]
+    assert result["answer"] == "written by ana"
