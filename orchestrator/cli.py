@@ -17,17 +17,21 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from . import serde
+from . import inbox_cli, serde
 from .client import Orchestrator
 from .errors import RedisUnavailableError, TaskloomError, UserError
 from .keys import STATUSES
 from .metrics import Metrics
 from .settings import Settings
 from .store import Event, RunInfo
+from .web import commands as web_commands
 
 __all__ = ["main"]
 
 Handler = Callable[[argparse.Namespace, Orchestrator], Coroutine[Any, Any, int]]
+Command = Callable[[str, Handler, str], argparse.ArgumentParser]
+"""Makes one subcommand's parser: ``cmd(name, handler, help)``; modules with commands
+of their own (``inbox_cli``, ``web.commands``) get it in their ``register(cmd)``."""
 
 
 def _out(text: str = "") -> None:
@@ -325,6 +329,8 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     doc = cmd("doctor", _doctor, "check the Redis in use: version, persistence, eviction, latency")
     doc.add_argument("--json", action="store_true")
+    for register in (inbox_cli.register, web_commands.register):
+        register(cmd)
     return p
 
 

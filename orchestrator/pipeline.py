@@ -667,6 +667,7 @@ class _ActivityRun:
                     "verdicts": work.verdicts,
                     "history": self.history,
                     "reason": problem,
+                    "output_schema": self.output_schema(),
                 },
                 decisions,
             )
@@ -694,6 +695,12 @@ class _ActivityRun:
                 work.status = "replan"
                 return None
             return decision.note or "try again"
+
+    def output_schema(self) -> dict[str, Any]:
+        """The JSON Schema an edited output must meet (for the inbox's edit forms)."""
+        if self.agent.output is not None:
+            return self.agent.output.model_json_schema()
+        return {"type": "string"}
 
     def validated(self, output: Any) -> Any:
         if self.agent.output is not None:

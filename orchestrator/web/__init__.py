@@ -1,0 +1,1 @@
+"""The web inbox (``taskloom serve``): server-rendered pages over Starlette."""
