@@ -275,7 +275,7 @@ class Orchestrator:
             "template": template.to_dict() if template is not None else None,
             "roles": list(roles) if roles is not None else None,
             "verifiers": list(verifiers),
-            "model": model,
+            "model": model or self.settings.model,
             "max_parallel": max_parallel,
             "max_depth": max_depth,
             "budget_usd": float(budget_usd) if budget_usd is not None else None,

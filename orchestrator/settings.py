@@ -45,6 +45,15 @@ _ENV: dict[str, tuple[str, ...]] = {
     "queue": ("TASKLOOM_QUEUE",),
     "rate_limits": ("TASKLOOM_RATE_LIMITS",),
     "prices": ("TASKLOOM_PRICES",),
+    "model": ("TASKLOOM_MODEL",),
+    "secret": ("TASKLOOM_SECRET",),
+    "inbox_token": ("TASKLOOM_INBOX_TOKEN",),
+    "public_url": ("TASKLOOM_PUBLIC_URL",),
+    "webhooks": ("TASKLOOM_WEBHOOKS",),
+    "webhook_secret": ("TASKLOOM_WEBHOOK_SECRET",),
+    "smtp_url": ("TASKLOOM_SMTP_URL",),
+    "notify_from": ("TASKLOOM_NOTIFY_FROM",),
+    "inbox_sla": ("TASKLOOM_INBOX_SLA",),
 }
 
 
@@ -95,6 +104,37 @@ class Settings(BaseModel):
     prices: Path | None = None
     """A ``.json`` or ``.toml`` file of model prices (USD per million tokens) over the
     built-in table (TASKLOOM_PRICES)."""
+
+    model: str | None = None
+    """The default model, ``provider:model``, for agents and pipelines that name none
+    (TASKLOOM_MODEL)."""
+    secret: str | None = Field(default=None, repr=False)
+    """Signs session cookies and magic links of the web inbox; at least 32 characters.
+    Unset: ``taskloom serve`` makes one and keeps it in ``<data_dir>/secret``
+    (TASKLOOM_SECRET)."""
+    inbox_token: str | None = Field(default=None, repr=False)
+    """The token internal users sign in to the web inbox with (TASKLOOM_INBOX_TOKEN)."""
+    public_url: str = "http://127.0.0.1:8765"
+    """The web inbox's address as people reach it, for magic links and notifications
+    (TASKLOOM_PUBLIC_URL)."""
+    webhooks: list[str] = Field(default_factory=list)
+    """URLs told (JSON POST, HMAC-signed) when an inbox item opens, nears or breaches its
+    SLA, or is decided (TASKLOOM_WEBHOOKS: comma-separated)."""
+    webhook_secret: str | None = Field(default=None, repr=False)
+    """The shared secret webhook bodies are signed with (TASKLOOM_WEBHOOK_SECRET)."""
+    smtp_url: str | None = None
+    """``smtp://host:port`` for e-mail notifications to assignees (TASKLOOM_SMTP_URL)."""
+    notify_from: str = "taskloom@localhost"
+    """The From address of notification e-mails (TASKLOOM_NOTIFY_FROM)."""
+    inbox_sla: float | None = Field(default=None, gt=0)
+    """Seconds an inbox item may wait when the workflow set no SLA (TASKLOOM_INBOX_SLA)."""
+
+    @field_validator("webhooks", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [u.strip() for u in value.split(",") if u.strip()]
+        return value
 
     @field_validator("rate_limits", mode="before")
     @classmethod
