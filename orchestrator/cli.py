@@ -19,6 +19,7 @@ from typing import Any
 
 from . import inbox_cli, serde
 from .client import Orchestrator
+from .demo import DEMO_GOAL
 from .errors import RedisUnavailableError, TaskloomError, UserError
 from .keys import STATUSES
 from .metrics import Metrics
@@ -46,29 +47,104 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 # -- commands ---------------------------------------------------------------------------
 async def _demo(args: argparse.Namespace, orch: Orchestrator) -> int:
-    from .demo import ACTIVITIES, WORKFLOWS, brief
+    import os
+
+    from agents.fake_llm import FakeLLM
+
+    from .demo import DEMO_MODEL, demo_team
 
     where = orch.settings.redis_url or f"embedded Redis in {orch.settings.data_dir}"
-    _out("taskloom demo: the real durable engine with SIMULATED subagents (no LLM is called)")
+    _out("taskloom demo: the real pipeline and durable engine, with a SIMULATED LLM")
+    _out("  (a fake server on loopback plays planner, subagents, judge and integrator;")
+    _out("   nothing leaves this machine and every answer it gives says [simulated])")
     _out(f"state store: {where}")
-    worker = orch.worker(workflows=WORKFLOWS, activities=ACTIVITIES, concurrency=8)
-    worker_task = asyncio.create_task(worker.run())
+    team = demo_team()
+    async with FakeLLM() as fake:
+        fake.answer_with(team)
+        os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"] = fake.openai_url, "demo"
+        return await _pipeline_run(
+            args, orch, goal=args.goal, model=DEMO_MODEL, simulated=True, worker=True
+        )
+
+
+async def _run(args: argparse.Namespace, orch: Orchestrator) -> int:
+    return await _pipeline_run(
+        args, orch, goal=args.goal, model=args.model, simulated=False, worker=not args.no_worker
+    )
+
+
+async def _pipeline_run(
+    args: argparse.Namespace,
+    orch: Orchestrator,
+    *,
+    goal: str,
+    model: str | None,
+    simulated: bool,
+    worker: bool,
+) -> int:
+    """Submit ``goal``, follow it, answer escalations in place; exit 0 done, 1 failed,
+    3 waiting on a person."""
+    from .console import Asker, auto_approve, follow, prompt_in_terminal
+
+    options: dict[str, Any] = {"model": model}
+    for name in ("template", "budget_usd", "max_parallel"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
+    running = orch.worker(concurrency=max(8, options.get("max_parallel") or 8)) if worker else None
+    task = asyncio.create_task(running.run()) if running is not None else None
     try:
-        handle = await orch.start(brief, args.goal)
-        _out(f"run {handle.run_id} started")
-        t0 = time.monotonic()
-        async for event in handle.events():
-            _out(f"  {time.monotonic() - t0:6.2f}s  {_describe(event)}")
-        result = await handle.result()
+        handle = await orch.submit(goal, **options)
+        _out(f"run {handle.run_id}: {goal}")
+        ask: Asker | None
+        if getattr(args, "no_interactive", False):
+            ask = None
+        elif args.yes or not sys.stdin.isatty():
+            ask = auto_approve
+        else:
+            ask = prompt_in_terminal()
+        followed = await follow(orch, handle, ask=ask)
     finally:
-        worker.stop()
-        await worker_task
+        if running is not None and task is not None:
+            running.stop()
+            await task
+    return _report(args, orch, handle.run_id, followed, simulated)
+
+
+def _report(
+    args: argparse.Namespace, orch: Orchestrator, run_id: str, followed: Any, simulated: bool
+) -> int:
     if args.json:
-        _out(json.dumps({"run_id": handle.run_id, "result": result}))
+        _out(
+            json.dumps(
+                {
+                    "run_id": run_id,
+                    "status": followed.status,
+                    "result": followed.result,
+                    "error": followed.error,
+                    "simulated": simulated,
+                }
+            )
+        )
+    elif followed.status == "completed":
+        result = followed.result
+        _out(f"run completed{' (simulated)' if simulated else ''}:\n")
+        _out(str(result["answer"]))
+        tokens = result["tokens"]
+        share = ", ".join(f"{k} {v}" for k, v in tokens.items() if k != "total")
+        _out(f"\ntokens: {tokens['total']} ({share})")
+        priced = f" at {DEMO_PRICE_NOTE}" if simulated else ""
+        _out(f"cost: ${result['cost_usd']:.4f}{priced}; escalations: {result['escalations']}")
+    elif followed.status == "waiting":
+        _out(
+            f"run {run_id} is waiting on a person: see `taskloom inbox list --run {run_id}`, "
+            f"then `taskloom inbox decide ID approve` (or edit, reject, retry, replan)"
+        )
     else:
-        _out(f"result ({'simulated' if result.get('simulated') else 'real'}):")
-        _out(json.dumps(result, indent=2))
-    return 0
+        _out(f"run {run_id} {followed.status}: {followed.error}")
+    return {"completed": 0, "waiting": 3}.get(followed.status, 1)
+
+
+DEMO_PRICE_NOTE = "gpt-4.1-mini prices (simulated: no model was called)"
 
 
 async def _worker(args: argparse.Namespace, orch: Orchestrator) -> int:
@@ -277,9 +353,22 @@ def _parser() -> argparse.ArgumentParser:
         sp.set_defaults(handler=handler)
         return sp
 
-    d = cmd("demo", _demo, "run an example workflow end to end (simulated subagents)")
-    d.add_argument("--goal", default="choose a vector database")
+    d = cmd("demo", _demo, "the whole pipeline end to end, with a simulated LLM (no key needed)")
+    d.add_argument("--goal", default=DEMO_GOAL)
+    d.add_argument("--yes", action="store_true", help="answer escalations automatically")
     d.add_argument("--json", action="store_true")
+    rn = cmd("run", _run, "hand taskloom a goal: plan, run, verify, integrate (live)")
+    rn.add_argument("goal")
+    rn.add_argument("--model", help="provider:model (default: TASKLOOM_MODEL)")
+    rn.add_argument("--template", help="a workflow template (research_report, code_review, ...)")
+    rn.add_argument("--budget-usd", type=float, help="the most the run may spend")
+    rn.add_argument("--max-parallel", type=int, help="model calls at once")
+    rn.add_argument("--yes", action="store_true", help="approve escalations automatically")
+    rn.add_argument(
+        "--no-interactive", action="store_true", help="leave escalations in the inbox (exit 3)"
+    )
+    rn.add_argument("--no-worker", action="store_true", help="rely on running workers")
+    rn.add_argument("--json", action="store_true")
     w = cmd("worker", _worker, "run a worker: take runs and activities until stopped")
     w.add_argument(
         "--import",

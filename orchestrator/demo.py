@@ -65,3 +65,69 @@ async def brief(ctx: Context, goal: str) -> dict[str, Any]:
 
 WORKFLOWS = [brief, review]
 ACTIVITIES = [plan, write, check]
+
+
+# -- the pipeline demo (``taskloom demo``) ----------------------------------------------
+DEMO_MODEL = "openai:gpt-4.1-mini"
+"""The model name the simulated team answers as (so costs are priced like it)."""
+DEMO_GOAL = "Compare three vector databases for a 10-million-document search service"
+
+
+def demo_plan() -> dict[str, Any]:
+    """What the simulated planner proposes: requirements first, three researchers in
+    parallel, then a recommendation that needs all three."""
+    cited = {"rules": {"banned": ["TODO"]}, "max_retries": 2}
+    judged = {"judge": {"rubric": "Specific, sourced, no speculation.", "threshold": 0.8}}
+    dbs = ("pgvector", "qdrant", "milvus")
+    return {
+        "rationale": f"{SIMULATED} one researcher per database, in parallel",
+        "activities": [
+            {
+                "id": "requirements",
+                "role": "analyst",
+                "instructions": "List the requirements of a 10M-document search service.",
+            },
+            *(
+                {
+                    "id": db,
+                    "role": "researcher",
+                    "inputs": ["requirements"],
+                    "instructions": f"Assess {db} against the requirements.",
+                    "verify": judged if db == "milvus" else cited,
+                }
+                for db in dbs
+            ),
+            {
+                "id": "recommendation",
+                "role": "writer",
+                "inputs": list(dbs),
+                "instructions": "Recommend one database, with the trade-offs.",
+            },
+        ],
+        "integrate": "A one-page brief: the requirements, the three assessments, the pick.",
+    }
+
+
+def demo_team() -> Any:
+    """The simulated team of the demo: one draft fails a rule and is fixed on retry,
+    one assessment is scored uncertain by the judge (a person decides)."""
+    from .simulated import SimulatedTeam
+
+    def work(task: str, feedback: str | None) -> str:
+        if "qdrant" in task and not feedback:
+            return f"{SIMULATED} Qdrant: fast filtering; benchmarks TODO"
+        return f"{SIMULATED} {task.split('.')[0]}: done, with two sources."
+
+    def judge(output: str, rubric: str) -> dict[str, Any]:
+        return {
+            "score": 0.7,
+            "reasons": [f"{SIMULATED} one claim lacks a source"],
+            "feedback": "Source the ingestion-rate claim.",
+        }
+
+    return SimulatedTeam(
+        plans=[demo_plan()],
+        work=work,
+        judge=judge,
+        latency={"planner": 0.4, "work": 0.3, "judge": 0.15, "integrator": 0.3},
+    )

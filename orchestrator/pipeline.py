@@ -721,7 +721,9 @@ def _edited(data: Any, field_name: str) -> Any:
 
 def _problem(outcome: dict[str, Any]) -> str:
     status = outcome["status"]
-    reasons = "; ".join(r for v in outcome["verdicts"] for r in v.get("reasons", []))
+    reasons = "; ".join(
+        r for v in outcome["verdicts"] if v.get("status") != "pass" for r in v.get("reasons", [])
+    )
     if status == "fail":
         return f"verification still fails after its retries: {outcome['feedback'] or reasons}"
     if status == "error":

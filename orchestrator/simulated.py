@@ -121,7 +121,7 @@ class SimulatedTeam:
             )
             return reply(json=dict(self.judge(text, rubric.strip())), latency=latency)
         if kind == "integrator":
-            parts = _section(system, "The accepted parts") or ""
+            parts = (_section(system, "The accepted parts") or "").split("\n\n", 1)[-1]
             text = (
                 self.integrate(parts)
                 if self.integrate
