@@ -48,13 +48,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agents.agent import Agent, AgentResult
 from verifiers import VerifySpec
 
+from .attempt import current
+from .blobs import is_ref
 from .context import Context
-from .definitions import workflow
+from .definitions import ActivityDef, workflow
 from .errors import (
     ActivityError,
     ChildWorkflowError,
     HumanTaskExpiredError,
     PlanError,
+    UserError,
     WorkflowError,
 )
 from .human import Decision
@@ -106,6 +109,9 @@ class PipelineRequest(BaseModel):
     replan_on_failure: bool = False
     plan: dict[str, Any] | None = None
     """A plan given up front: the planner is not asked (it is for re-plans)."""
+    previous: str | None = None
+    """A finished pipeline run this one follows up: its plan is the planner's starting
+    point, and its accepted activities whose spec did not change are reused."""
 
 
 @dataclass
@@ -151,6 +157,24 @@ async def pipeline(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
     return await _Pipeline(ctx, PipelineRequest.model_validate(request)).run()
 
 
+async def _previous_run(run_id: str) -> dict[str, Any]:
+    """The result of a finished pipeline run (for a follow-up)."""
+    host = current().host
+    info = await host.store.run_info(run_id)
+    result = info.result
+    if is_ref(result):  # a big result, kept in the blob store
+        result = await host.payloads.unpack(result)
+    if info.status != "completed" or not isinstance(result, dict) or "plan" not in result:
+        raise UserError(
+            f"run {run_id} is not a finished pipeline run (status {info.status}); a follow-up "
+            f"builds on a completed run of orch.submit"
+        )
+    return result
+
+
+PREVIOUS_RUN_ACTIVITY = ActivityDef(name="taskloom.previous_run", fn=_previous_run, is_async=True)
+
+
 def install(
     worker: Worker,
     *,
@@ -161,6 +185,7 @@ def install(
     built-in roles (where no agent of the worker has the name), the verification
     activities with the user's named ``verifiers`` and ``cross_checks``."""
     worker.registry.add(pipeline)
+    worker.registry.add(PREVIOUS_RUN_ACTIVITY)
     known = worker.registry.agents
     for agent in (PLANNER, INTEGRATOR, *BUILTIN_ROLES):
         if agent.name not in known:
@@ -200,7 +225,8 @@ class _Pipeline:
 
     # -- the run ------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
-        plan = await self.make_plan(None, None)
+        previous = await self.follow_up() if self.req.previous else None
+        plan = await self.make_plan(self.req.goal if previous else None, previous)
         while True:
             await self.execute(plan)
             if self.replan is None:
@@ -225,12 +251,30 @@ class _Pipeline:
             "goal": self.req.goal,
             "answer": answer,
             "plan_version": plan.version,
+            "plan": plan.model_dump(mode="json", by_alias=True),
             "activities": {i: w.summary() for i, w in self.works.items()},
             "dropped": self.dropped,
             "escalations": self.escalations,
             "tokens": self.spend.tokens | {"total": sum(self.spend.tokens.values())},
             "cost_usd": round(self.spend.cost_usd, 8),
         }
+
+    async def follow_up(self) -> Plan:
+        """Take over a finished run's plan and accepted work (read by a recorded
+        activity, so a replay sees what the first execution saw)."""
+        prev = await self.ctx.run(PREVIOUS_RUN_ACTIVITY.name, self.req.previous)
+        for act_id, data in prev["activities"].items():
+            work = Work(**{k: v for k, v in data.items() if k in Work.__dataclass_fields__})
+            self.works[act_id] = work
+            if work.status == "accepted":
+                self.accepted[work.key] = work
+        plan = Plan.model_validate(prev["plan"])
+        self.emit(
+            "follow_up",
+            previous=self.req.previous,
+            reusable=sorted(i for i, w in self.works.items() if w.status == "accepted"),
+        )
+        return plan
 
     # -- planning -----------------------------------------------------------------------
     def limits(self) -> PlanLimits:
@@ -250,7 +294,7 @@ class _Pipeline:
 
     async def make_plan(self, note: str | None, previous: Plan | None) -> Plan:
         """A valid plan: the given one, or the planner's, or a person's."""
-        if previous is None and self.req.plan is not None:
+        if self.version == 0 and self.req.plan is not None:
             return self.adopt(self.check(self.req.plan), "given")
         feedback, last = note, None
         while True:

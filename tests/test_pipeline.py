@@ -515,3 +515,34 @@ async def test_an_integrator_that_fails_is_escalated_and_an_edit_is_the_answer(
         result = await handle.result(timeout=30)
     assert "integrator" in task["context"]["reason"] and "approve" not in task["decisions"]
     assert result["answer"] == "written by ana"
+
+
+async def test_a_follow_up_builds_on_a_finished_run_and_reuses_its_work(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    first = {"activities": [act("a"), act("b"), act("c", "a")]}
+    follow = {"activities": [act("a"), act("c", "a"), act("d", "c")]}
+    team = SimulatedTeam(plans=[first, follow])
+    fake.answer_with(team)
+    async with running(orch.worker()):
+        one = await orch.submit("a report", model=MODEL)
+        await one.result(timeout=30)
+        two = await orch.submit("a report, plus a part d", model=MODEL, previous=one.run_id)
+        result = await two.result(timeout=30)
+    assert works_for(team, "a") == 1 and works_for(team, "c") == 1, "reused, not re-sent"
+    assert works_for(team, "d") == 1
+    assert result["activities"]["a"]["reused"] and result["activities"]["c"]["reused"]
+    planner = str(team.requests["planner"][1].messages[0]["content"])
+    assert "Previous plan" in planner and "Revise the previous plan" in planner
+
+
+async def test_a_follow_up_of_a_run_that_is_not_a_finished_pipeline_is_refused(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    team = SimulatedTeam(plans=[{"activities": [act("a")]}])
+    fake.answer_with(team)
+    async with running(orch.worker()):
+        handle = await orch.submit("x", model=MODEL, previous="no-such-run")
+        with pytest.raises(RunFailedError, match="no run 'no-such-run'"):
+            await handle.result(timeout=30)
+    assert "planner" not in team.calls
