@@ -22,6 +22,13 @@ Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
   after 100 ms, at most 100 at once: makespan versus the ideal (0.5 s), and the worker
   process's CPU time per call (taskloom with the SDK and its HTTP client), read from
   ``/proc``.
+- ``W6``: a goal planned into 50 parallel activities by taskloom's pipeline (``orch.submit``),
+  with the fake LLM server playing the team (:class:`orchestrator.simulated.SimulatedTeam`):
+  200 ms per planner, subagent and integrator call, 100 ms per judge call, so the ideal
+  makespan is 0.7 s. Reports makespan versus the ideal, where the overhead went (from the
+  times the fake received each kind of call), the share of tokens spent on planning,
+  verification and integration, and Redis commands per activity (``INFO commandstats``
+  before and after: everything the server ran meanwhile, divided by the plan's activities).
 - ``W7``: 1000 activities of which 30% fail twice, 10 ms apart, before succeeding:
   throughput, and the retries recorded in the run's log (must be 600).
 
@@ -61,17 +68,21 @@ if str(ROOT) not in sys.path:  # run as `python benchmarks/run.py`
 from redis.asyncio import Redis  # noqa: E402
 from redis.exceptions import RedisError  # noqa: E402
 
-from agents.fake_llm import FakeLLM, reply  # noqa: E402
+from agents.fake_llm import FakeLLM, Request, reply  # noqa: E402
 from benchmarks import workloads as wl  # noqa: E402
 from orchestrator import Orchestrator, RunHandle, Settings, TaskloomError  # noqa: E402
+from orchestrator.simulated import SimulatedTeam  # noqa: E402
 
 __all__ = ["QUICK", "STANDARD", "Sizes", "main"]
 
-WORKLOADS = ("baseline", "W1", "W2", "W3", "W4", "W5", "W7")
+WORKLOADS = ("baseline", "W1", "W2", "W3", "W4", "W5", "W6", "W7")
 DEFAULT_LEASE_TTL_S = float(Settings.model_fields["lease_ttl"].default)
 READY_TIMEOUT_S = 30.0
 RESULT_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+# The fake has no limits; the built-in tier-1 limits would throttle W5 and W6.
+NO_RATE_LIMITS = json.dumps({"openai:*": {"rpm": None, "tpm": None}})
+AGENT_MODEL = "openai:gpt-4.1-mini"
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,10 @@ class Sizes:
     w5: int = 500
     w5_latency_s: float = 0.1
     w5_concurrency: int = 100
+    w6: int = 50
+    w6_concurrency: int = 100
+    """Worker slots: room for every subagent call and every judge call at once."""
+    w6_idle_sample_s: float = 0.5
     w7: int = 1000
     w7_concurrency: int = 100
     repeats: int = 3
@@ -133,6 +148,7 @@ QUICK = Sizes(
     w4_concurrency=2,
     w4_kill_after_s=0.3,
     w5=200,
+    w6=10,
     w7=200,
 )
 
@@ -155,7 +171,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def ideal_s(n: int, concurrency: int, each_s: float) -> float:
     """The makespan of ``n`` waits of ``each_s`` seconds, ``concurrency`` at a time, with
-    no overhead at all (W2's and W5's yardstick)."""
+    no overhead at all (W2's, W5's and W6's yardstick)."""
     return -(-n // concurrency) * each_s
 
 
@@ -294,6 +310,47 @@ async def _sdk_baseline(base_url: str, n: int, concurrency: int) -> dict[str, fl
         raise BenchmarkError(f"the SDK baseline failed: {out.decode(errors='replace')}")
     data: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
     return data
+
+
+async def _commands(orch: Orchestrator) -> Counter[str]:
+    """Commands the Redis server has processed so far, by name, from all its clients
+    (``INFO commandstats``; those a Lua script runs count too), without ``INFO``."""
+    stats: dict[str, Any] = await orch.store.raw.info("commandstats")
+    return Counter(
+        {
+            name.removeprefix("cmdstat_"): int(entry["calls"])
+            for name, entry in stats.items()
+            if name != "cmdstat_info"
+        }
+    )
+
+
+async def _commands_per_s(orch: Orchestrator, seconds: float) -> float:
+    """The server's command rate over ``seconds``."""
+    before, t0 = await _commands(orch), time.monotonic()
+    await asyncio.sleep(seconds)
+    return (await _commands(orch) - before).total() / (time.monotonic() - t0)
+
+
+def _pipeline_phases(
+    requests: dict[str, list[Request]], latency: dict[str, float], t0: float, end: float
+) -> dict[str, float]:
+    """W6's overhead by phase, from when the fake received each kind of call; a reply is
+    taken to leave ``latency[kind]`` seconds after its request came. The phases add up
+    to the makespan minus the ideal (when the plan fits in ``max_parallel``)."""
+    planner = requests["planner"][0].received_at
+    work = sorted(r.received_at for r in requests["work"])
+    judge = sorted(r.received_at for r in requests["judge"])
+    integrator = requests["integrator"][0].received_at
+    phases = {
+        "submit_to_planner": planner - t0,
+        "planner_to_first_subagent": work[0] - planner - latency["planner"],
+        "subagent_spread": work[-1] - work[0],
+        "last_subagent_to_last_judge": judge[-1] - work[-1] - latency["work"],
+        "last_judge_to_integrator": integrator - judge[-1] - latency["judge"],
+        "integrator_to_result": end - integrator - latency["integrator"],
+    }
+    return {k: _r(v, 4) for k, v in phases.items()}
 
 
 async def _warm_up(orch: Orchestrator, worker: WorkerProcess, n: int) -> None:
@@ -562,8 +619,7 @@ class Bench:
         env = {
             "OPENAI_BASE_URL": fake.openai_url,
             "OPENAI_API_KEY": "sk-benchmark",
-            # The fake has no limits; the built-in tier-1 limits would throttle the run.
-            "TASKLOOM_RATE_LIMITS": json.dumps({"openai:*": {"rpm": None, "tpm": None}}),
+            "TASKLOOM_RATE_LIMITS": NO_RATE_LIMITS,
         }
 
         async def body(orch: Orchestrator, worker: WorkerProcess) -> dict[str, Any]:
@@ -600,6 +656,92 @@ class Bench:
 
         try:
             return await self._with_worker("W5", conc, body, extra_env=env)
+        finally:
+            fake.stop()
+
+    # -- W6 -----------------------------------------------------------------------------
+    async def run_w6(self) -> dict[str, Any]:
+        """A planned pipeline of parallel, judged activities: makespan versus the ideal,
+        where the overhead went, token shares, and Redis commands per activity."""
+        n, conc = self.sizes.w6, self.sizes.w6_concurrency
+        latency = wl.PIPELINE_LATENCY_S
+        plan = wl.pipeline_plan(n)
+        team = SimulatedTeam(plans=[plan], latency=latency)
+        fake = FakeLLM(SimulatedTeam(plans=[wl.pipeline_plan(3)]))  # no latency: a warm-up
+        fake.start()  # on a thread of its own: its CPU is not the worker's
+        env = {
+            "OPENAI_BASE_URL": fake.openai_url,
+            "OPENAI_API_KEY": "sk-benchmark",
+            "TASKLOOM_RATE_LIMITS": NO_RATE_LIMITS,
+        }
+
+        async def body(orch: Orchestrator, worker: WorkerProcess) -> dict[str, Any]:
+            # The pipeline's code paths, prompts and the SDK client, loaded before measuring.
+            warm = await orch.submit("warm up", model=AGENT_MODEL, max_parallel=n)
+            await _result(warm, [worker])
+            fake.answer_with(team)
+            idle = await _commands_per_s(orch, self.sizes.w6_idle_sample_s)
+            commands0 = await _commands(orch)
+            t0 = time.monotonic()  # the fake stamps requests with time.monotonic
+            handle = await orch.submit(
+                "A report in independent sections", model=AGENT_MODEL, max_parallel=n
+            )
+            result = await _result(handle, [worker])
+            end = time.monotonic()
+            commands = await _commands(orch) - commands0
+            expected = {"planner": 1, "work": n, "judge": n, "integrator": 1}
+            accepted = sum(a["status"] == "accepted" for a in result["activities"].values())
+            if dict(team.calls) != expected or accepted != n:
+                raise BenchmarkError(
+                    f"W6 accepted {accepted} of {n} activities with model calls "
+                    f"{dict(team.calls)}, expected {expected}"
+                )
+            seconds = end - t0
+            # max_parallel=n: one wave of subagent calls, each followed by its judge call
+            each = latency["work"] + latency["judge"]
+            ideal = latency["planner"] + ideal_s(n, n, each) + latency["integrator"]
+            tokens = result["tokens"]
+            return {
+                "workload": "W6",
+                "n": n,
+                "seconds": _r(seconds, 4),
+                "ideal_s": _r(ideal, 4),
+                "overhead_ratio": _r(seconds / ideal),
+                "overhead_s": _pipeline_phases(team.requests, latency, t0, end),
+                "token_share": {
+                    k: _r(tokens[k] / tokens["total"])
+                    for k in ("planning", "work", "verification", "integration")
+                },
+                "tokens": tokens["total"],
+                "cost_usd": result["cost_usd"],
+                "redis_commands": commands.total(),
+                "redis_commands_per_activity": _r(commands.total() / n, 1),
+                "redis_top_commands": dict(commands.most_common(6)),
+                "redis_idle_commands_per_s": round(idle),
+                "max_parallel": n,
+                "concurrency": conc,
+                "llm_latency_s": latency,
+                "method": (
+                    f"orch.submit() of a goal the simulated planner plans into {n} writer "
+                    "activities without inputs, each checked by an LLM judge, then "
+                    "integrated; timed from submit to the result, after a warm-up "
+                    "pipeline of 3 activities. overhead_s: where the time beyond ideal_s "
+                    "went, from when the fake LLM received each kind of call (a reply is "
+                    "taken to leave its latency after its request came); the parts sum to "
+                    "seconds - ideal_s. redis_commands: calls in the server's INFO "
+                    "commandstats after the run minus before (INFO left out; commands run "
+                    "by Lua scripts count): everything the run cost, the planner, judge, "
+                    "integrator and verification activities and the client waiting for "
+                    "the result included, and also the worker's background polling and "
+                    "any other client of the server meanwhile. "
+                    "redis_idle_commands_per_s: the same count's rate over "
+                    f"{self.sizes.w6_idle_sample_s} s just before the run, the worker "
+                    "idle: its polling, and a sign of other clients when high."
+                ),
+            }
+
+        try:
+            return await self._with_worker("W6", conc, body, extra_env=env)
         finally:
             fake.stop()
 
@@ -655,6 +797,7 @@ TARGETS = {
     "W3": "p50 <= 0.5 ms and p99 <= 1.0 ms",
     "W4": "completed, lost 0, recorded_twice 0, executed_twice <= 2, recovery <= 6 s",
     "W5": "overhead_ratio <= 1.2",
+    "W6": "overhead_ratio <= 1.3",
     "W7": "retries_recorded == retries_expected (600 for N=1000)",
 }
 
@@ -678,6 +821,8 @@ def target_met(row: dict[str, Any]) -> bool | None:
             )
         case "W5":
             return bool(row["overhead_ratio"] <= 1.2)
+        case "W6":
+            return bool(row["overhead_ratio"] <= 1.3)
         case "W7":
             return bool(row["retries_recorded"] == row["retries_expected"])
     return None
@@ -718,6 +863,15 @@ def summary(row: dict[str, Any]) -> str:
                 f"= {row['overhead_ratio']}x (SDK alone {row['sdk_overhead_ratio']}x); "
                 f"worker CPU {row['cpu_us_per_call']} us per call "
                 f"(SDK alone {row['sdk_cpu_us_per_call']})"
+            )
+        case "W6":
+            share = row["token_share"]
+            return (
+                f"makespan {row['seconds']} s vs ideal {row['ideal_s']} s "
+                f"= {row['overhead_ratio']}x; tokens: planning {share['planning']:.0%}, "
+                f"verification {share['verification']:.0%}, integration "
+                f"{share['integration']:.0%}; {row['redis_commands_per_activity']} Redis "
+                f"commands per activity"
             )
         case "W7":
             return (
@@ -791,6 +945,7 @@ async def run_all(redis_url: str, sizes: Sizes, names: Sequence[str], *, as_json
         "W3": bench.run_w3,
         "W4": bench.run_w4,
         "W5": bench.run_w5,
+        "W6": bench.run_w6,
         "W7": bench.run_w7,
     }
     rows: list[dict[str, Any]] = []

@@ -6,6 +6,10 @@ Start a worker on them with::
 
 Every name is explicit (``bench.*``) so the driver (:mod:`benchmarks.run`) starts runs
 by name and never depends on how a function's qualified name is spelled.
+
+W6 runs taskloom's own pipeline workflow (``taskloom.pipeline``, installed on every
+worker ``orch.worker()`` makes, so also on the CLI's); only its plan is defined here
+(:func:`pipeline_plan`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ __all__ = [
     "CRASH_FANOUT",
     "FANOUT_NOOP",
     "FANOUT_SLEEP",
+    "PIPELINE_LATENCY_S",
     "WARMUP",
     "chain",
     "crash_fanout",
@@ -33,6 +38,7 @@ __all__ = [
     "fanout_noop",
     "fanout_sleep",
     "noop",
+    "pipeline_plan",
     "sleep_step",
     "stamp",
     "warmup",
@@ -51,8 +57,24 @@ BENCH_AGENT = Agent(
     name="bench.agent", role="a benchmark subagent", model="openai:gpt-4.1-mini", max_tokens=64
 )
 
+# W6: what the simulated planner, subagents, judge and integrator take, in seconds.
+PIPELINE_LATENCY_S = {"planner": 0.2, "work": 0.2, "judge": 0.1, "integrator": 0.2}
+
 # W7: a constant 10 ms between attempts, three attempts in all.
 STORM_RETRY = RetryPolicy(max_attempts=3, initial_interval=0.01, max_interval=0.01, backoff=1.0)
+
+
+def pipeline_plan(n: int) -> dict[str, Any]:
+    """W6: the plan the simulated planner answers with: ``n`` independent writer
+    activities (no inputs, so all run side by side), each checked by an LLM judge."""
+    judge = {"judge": {"rubric": "specific and accurate", "threshold": 0.7}}
+    return {
+        "activities": [
+            {"id": f"s{i}", "role": "writer", "instructions": f"write section {i}", "verify": judge}
+            for i in range(n)
+        ],
+        "integrate": "Join the sections, in order, into one document.",
+    }
 
 
 # -- activities -------------------------------------------------------------------------

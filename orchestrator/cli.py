@@ -73,6 +73,26 @@ async def _run(args: argparse.Namespace, orch: Orchestrator) -> int:
     )
 
 
+async def _chat(args: argparse.Namespace, orch: Orchestrator) -> int:
+    from .chat import ChatSession, Conversation
+    from .console import Asker, auto_approve, prompt_in_terminal
+
+    if args.resume is not None:
+        conversation = await Conversation.resume(orch.store, args.resume or None)
+    else:
+        conversation = await Conversation.start(orch.store)
+    ask: Asker = auto_approve if args.yes else prompt_in_terminal()
+    worker = orch.worker(concurrency=16) if not args.no_worker else None
+    task = asyncio.create_task(worker.run()) if worker is not None else None
+    try:
+        session = ChatSession(orch, conversation, ask, input, sys.stdout, model=args.model)
+        return await session.loop()
+    finally:
+        if worker is not None and task is not None:
+            worker.stop()
+            await task
+
+
 async def _pipeline_run(
     args: argparse.Namespace,
     orch: Orchestrator,
@@ -369,6 +389,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     rn.add_argument("--no-worker", action="store_true", help="rely on running workers")
     rn.add_argument("--json", action="store_true")
+    ch = cmd("chat", _chat, "a conversation: goals and follow-ups that build on the last answer")
+    ch.add_argument("--model", help="provider:model (default: TASKLOOM_MODEL)")
+    ch.add_argument(
+        "--resume", nargs="?", const="", metavar="ID", help="continue the last (or ID) conversation"
+    )
+    ch.add_argument("--yes", action="store_true", help="approve escalations automatically")
+    ch.add_argument("--no-worker", action="store_true", help="rely on running workers")
     w = cmd("worker", _worker, "run a worker: take runs and activities until stopped")
     w.add_argument(
         "--import",

@@ -119,6 +119,29 @@ class Keys:
         """Sorted set: open human task ids by when their SLA passes (ms)."""
         return f"{self.prefix}:{{inbox}}:sla"
 
+    # -- magic links of the web inbox: one tag --------------------------------------------
+    def link(self, link_id: str) -> str:
+        """String with a TTL: one magic link's record (JSON: task, reviewer, expiry)."""
+        return f"{self.prefix}:{{links}}:link:{link_id}"
+
+    def link_spent(self, link_id: str) -> str:
+        """String with a TTL, set once (SET NX): the link was used or revoked (JSON)."""
+        return f"{self.prefix}:{{links}}:spent:{link_id}"
+
+    def task_links(self, task_id: str) -> str:
+        """Set with a TTL: the ids of the magic links made for human task ``task_id``."""
+        return f"{self.prefix}:{{links}}:task:{task_id}"
+
+    # -- chat conversations ------------------------------------------------------------
+    def chat(self, conversation_id: str) -> str:
+        """List: one conversation of ``taskloom chat`` (JSON turns, oldest first)."""
+        return f"{self.prefix}:chat:{conversation_id}"
+
+    @property
+    def chats(self) -> str:
+        """Sorted set: conversation ids by last use (ms), for ``chat --resume``."""
+        return f"{self.prefix}:chats"
+
     @property
     def queues(self) -> str:
         """Set: the names of the queues workers have served (to list dead letters)."""

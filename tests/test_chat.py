@@ -1,0 +1,124 @@
+"""``taskloom chat`` and ``taskloom run`` driven through a real terminal (a pty), against
+the fake LLM server on loopback and the test's Redis."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agents.fake_llm import FakeLLM
+from orchestrator.simulated import SimulatedTeam, task_of
+from tests.conftest import worker_env
+from tests.terminal import Terminal
+
+MODEL = "openai:gpt-4.1-mini"
+
+
+def act(id: str, *inputs: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": id,
+        "role": "writer",
+        "instructions": f"write part {id}",
+        "inputs": list(inputs),
+        **extra,
+    }
+
+
+def sent(team: SimulatedTeam, part: str) -> int:
+    return sum(1 for r in team.requests.get("work", []) if task_of(r).endswith(f"part {part}"))
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeLLM]:
+    with FakeLLM() as server:
+        yield server
+
+
+@pytest.fixture
+def env(fake: FakeLLM, redis_url: str, prefix: str) -> dict[str, str]:
+    return worker_env(
+        redis_url,
+        prefix,
+        OPENAI_BASE_URL=fake.openai_url,
+        OPENAI_API_KEY="sk-test",
+        TASKLOOM_MODEL=MODEL,
+        TERM="dumb",
+    )
+
+
+def taskloom(*args: str, env: dict[str, str]) -> Terminal:
+    return Terminal([sys.executable, "-m", "orchestrator.cli", *args], env=env)
+
+
+def test_chat_answers_an_escalation_in_place_and_a_follow_up_reuses_finished_work(
+    fake: FakeLLM, env: dict[str, str]
+) -> None:
+    unsure = {"judge": {"rubric": "sourced", "threshold": 0.8}}
+    team = SimulatedTeam(
+        plans=[
+            {"activities": [act("a"), act("b", verify=unsure)]},
+            {"activities": [act("a"), act("b", verify=unsure), act("c", "a")]},
+        ],
+        judge=lambda output, rubric: {"score": 0.7, "reasons": ["one claim unsourced"]},
+    )
+    fake.answer_with(team)
+    term = taskloom("chat", env=env)
+    term.expect("you> ")
+    term.send("write a two-part report")
+    term.expect("a: accepted")
+    shown = term.expect("decide> ")
+    assert "one claim unsourced" in shown and "approve" in shown
+    term.send("approve looks right")
+    answer = term.expect("you> ")
+    assert "taskloom> [simulated] Integrated answer." in answer
+    assert "b: terminal decided approve" in answer or "b: accepted (terminal)" in answer
+    term.send("add a part c")
+    follow_up = term.expect("you> ")
+    assert "a: reused" in follow_up and "b: reused" in follow_up and "c: accepted" in follow_up
+    assert (sent(team, "a"), sent(team, "b"), sent(team, "c")) == (1, 1, 1)
+    assert team.calls["judge"] == 1, "b's verdict was reused, not asked again"
+    term.send("/cost")
+    assert "spent $" in term.expect("you> ")
+    term.send("/quit")
+    term.expect("taskloom chat --resume")
+    assert term.wait() == 0
+
+
+def test_chat_resume_after_the_process_was_killed_finishes_the_run_without_resending(
+    fake: FakeLLM, env: dict[str, str]
+) -> None:
+    team = SimulatedTeam(plans=[{"activities": [act("a"), act("b", "a")]}], latency={"work": 0.5})
+    fake.answer_with(team)
+    term = taskloom("chat", env=env)
+    term.expect("you> ")
+    term.send("a slow report")
+    term.expect("a: accepted")
+    term.kill()  # SIGKILL: the chat and its in-process worker die mid-run
+    assert sent(team, "a") == 1
+    again = taskloom("chat", "--resume", env=env)
+    shown = again.expect("you> ")
+    assert "was not finished; following it" in shown
+    assert "user: a slow report" in shown and "[simulated] Integrated answer." in shown
+    assert sent(team, "a") == 1, "a was recorded before the kill: never sent again"
+    assert sent(team, "b") >= 1 and team.calls["planner"] == 1
+    again.send("/quit")
+    assert again.wait() == 0
+
+
+def test_run_shows_the_live_view_and_leaves_an_escalation_in_the_inbox(
+    fake: FakeLLM, env: dict[str, str]
+) -> None:
+    unsure = {"pii": "escalate"}
+    team = SimulatedTeam(
+        plans=[{"activities": [act("a", verify=unsure)]}],
+        work=lambda task, fb: "mail ana@example.com",
+    )
+    fake.answer_with(team)
+    term = taskloom("run", "contact list", "--no-interactive", env=env)
+    screen = term.expect("waiting on a person")
+    assert "plan v1 by planner: 1 activities" in screen and "a: needs a person" in screen
+    assert "taskloom inbox decide" in term.expect("\n")
+    assert term.wait() == 3
