@@ -32,7 +32,7 @@ from .llm import LLMRequest, Message, Provider, TokenSink, Usage
 from .pricing import PriceTable
 from .prompts import Prompts
 from .providers import default_model, open_provider, split_model
-from .structured import complete_structured
+from .structured import complete_structured, json_schema_text
 from .tools import Tool, run_tool_loop
 
 __all__ = ["Agent", "AgentResult", "AgentRunner", "CallObserver", "LimitObserver"]
@@ -284,7 +284,7 @@ class AgentRunner:
                 {"name": t.name, "description": t.description} for t in agent.tools
             ]
         if agent.output is not None:
-            variables["output_schema"] = json.dumps(agent.output.model_json_schema())
+            variables["output_schema"] = json_schema_text(agent.output)
         return self.prompts.render(agent.instructions, **variables)
 
     async def _reserve(

@@ -281,6 +281,8 @@ class RateLimiter:
                 f"reservation for {reservation.model!r} settled on the limiter of "
                 f"{self.model!r}; settle it on the limiter that made it"
             )
+        if self.limits.tpm is None:
+            return  # only a tokens-per-minute window counts tokens: nothing to correct
         await self._scripts.call(
             "rl_settle",
             keys=[self.keys.log, self.keys.tokens, self.keys.state],
