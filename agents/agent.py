@@ -37,6 +37,9 @@ from .tools import Tool, run_tool_loop
 
 __all__ = ["Agent", "AgentResult", "AgentRunner", "CallObserver", "LimitObserver"]
 
+CLIENT_SHARDS = 8
+"""Provider clients (each with its connection pool) an :class:`AgentRunner` spreads its
+calls over."""
 CallObserver = Callable[[str, str, float, Usage, Decimal], None]
 """Told of every finished model call: ``(provider, model, seconds, usage, cost)``."""
 LimitObserver = Callable[[str, str], None]
@@ -146,22 +149,27 @@ class AgentRunner:
         self.limiters = RateLimiters(redis, prefix=prefix, limits=limits) if redis else None
         self.budgets = Budgets(redis, prefix=prefix) if redis else None
         self._options = {k: dict(v) for k, v in (provider_options or {}).items()}
-        self._providers: dict[str, Provider] = {}
+        self._providers: dict[str, list[Provider]] = {}
+        self._turn = 0
         self._observe = observe
         self._observe_limit = observe_rate_limit
 
     def provider(self, name: str) -> Provider:
-        """The (shared) client of provider ``name``."""
-        found = self._providers.get(name)
-        if found is None:
-            found = open_provider(name, env=self.env, **self._options.get(name, {}))
-            self._providers[name] = found
-        return found
+        """A client of provider ``name``: up to :data:`CLIENT_SHARDS` made on demand and
+        taken in turn (one HTTP connection pool scans all its connections on every
+        request: with a hundred calls in flight, that scan cost more than the call)."""
+        shards = self._providers.setdefault(name, [])
+        self._turn += 1
+        if len(shards) < CLIENT_SHARDS:
+            shards.append(open_provider(name, env=self.env, **self._options.get(name, {})))
+            return shards[-1]
+        return shards[self._turn % len(shards)]
 
     async def aclose(self) -> None:
         """Close every provider client."""
-        for provider in self._providers.values():
-            await provider.aclose()
+        for shards in self._providers.values():
+            for provider in shards:
+                await provider.aclose()
         self._providers.clear()
 
     async def run(
