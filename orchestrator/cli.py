@@ -230,7 +230,9 @@ async def _runs(args: argparse.Namespace, orch: Orchestrator) -> int:
         _out("no runs" + (f" with status {args.status}" if args.status else ""))
     now = time.time() * 1000
     for r in runs:
-        _out(f"{r.run_id:34} {r.status:10} {r.workflow:24} {_age(now - r.created_ms)}")
+        cost = r.result.get("cost_usd") if isinstance(r.result, dict) else None
+        spent = f"${cost:.4f}" if isinstance(cost, int | float) else ""
+        _out(f"{r.run_id:34} {r.status:10} {r.workflow:24} {_age(now - r.created_ms):>8} {spent}")
     return 0
 
 
@@ -245,6 +247,28 @@ async def _status(args: argparse.Namespace, orch: Orchestrator) -> int:
         if info.result is not None:
             _out(f"result: {json.dumps(info.result)}")
     return 0 if info.status != "failed" else 1
+
+
+async def _result(args: argparse.Namespace, orch: Orchestrator) -> int:
+    info = await orch.handle(args.run_id).info()
+    result = info.result
+    if args.json:
+        _out(json.dumps({"run_id": info.run_id, "status": info.status, "result": result}))
+    elif info.status == "completed":
+        _out(
+            str(result["answer"])
+            if isinstance(result, dict) and "answer" in result
+            else json.dumps(result, indent=2)
+        )
+    elif info.status == "failed":
+        _out(f"run {info.run_id} failed: {json.dumps(result)}")
+    else:
+        _out(
+            f"run {info.run_id} is {info.status}: no result yet; `taskloom inbox list --run "
+            f"{info.run_id}` shows what waits on a person, `taskloom history {info.run_id} "
+            f"--follow` follows it"
+        )
+    return {"completed": 0, "failed": 1, "cancelled": 1}.get(info.status, 3)
 
 
 async def _history(args: argparse.Namespace, orch: Orchestrator) -> int:
@@ -426,6 +450,7 @@ def _parser() -> argparse.ArgumentParser:
         ("status", _status, "show one run"),
         ("history", _history, "show a run's event log"),
         ("cancel", _cancel, "cancel a run and its children"),
+        ("result", _result, "a run's result (a pipeline's answer); exit 3 while unfinished"),
     ):
         sp = cmd(name, handler, help_)
         sp.add_argument("run_id")

@@ -3,6 +3,7 @@ the fake LLM server on loopback and the test's Redis."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -122,3 +123,32 @@ def test_run_shows_the_live_view_and_leaves_an_escalation_in_the_inbox(
     assert "plan v1 by planner: 1 activities" in screen and "a: needs a person" in screen
     assert "taskloom inbox decide" in term.expect("\n")
     assert term.wait() == 3
+
+
+def test_run_answers_in_place_then_result_and_runs_show_the_answer_and_cost(
+    fake: FakeLLM, env: dict[str, str]
+) -> None:
+    team = SimulatedTeam(plans=[{"activities": [act("a"), act("b", "a")]}])
+    fake.answer_with(team)
+    term = taskloom("run", "two linked parts", "--yes", env=env)
+    screen = term.expect("cost: $")
+    assert "a: accepted" in screen and "b: attempt 1" in screen and "run completed" in screen
+    run_id = screen.split("run ", 1)[1].split(":", 1)[0]
+    assert term.wait() == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "result", run_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0 and "[simulated] Integrated answer." in result.stdout
+    runs = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "runs"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    line = next(x for x in runs.stdout.splitlines() if x.startswith(run_id))
+    assert "completed" in line and "$0.0" in line
