@@ -122,7 +122,7 @@ async def _pipeline_run(
             ask = auto_approve
         else:
             ask = prompt_in_terminal()
-        followed = await follow(orch, handle, ask=ask)
+        followed = await follow(orch, handle, ask=ask, live=args.live, goal=goal)
     finally:
         if running is not None and task is not None:
             running.stop()
@@ -400,6 +400,9 @@ def _parser() -> argparse.ArgumentParser:
     d = cmd("demo", _demo, "the whole pipeline end to end, with a simulated LLM (no key needed)")
     d.add_argument("--goal", default=DEMO_GOAL)
     d.add_argument("--yes", action="store_true", help="answer escalations automatically")
+    d.add_argument(
+        "--live", action=argparse.BooleanOptionalAction, help="the live table (default: on a TTY)"
+    )
     d.add_argument("--json", action="store_true")
     rn = cmd("run", _run, "hand taskloom a goal: plan, run, verify, integrate (live)")
     rn.add_argument("goal")
@@ -413,6 +416,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     rn.add_argument("--no-worker", action="store_true", help="rely on running workers")
     rn.add_argument("--json", action="store_true")
+    rn.add_argument(
+        "--live", action=argparse.BooleanOptionalAction, help="the live table (default: on a TTY)"
+    )
     ch = cmd("chat", _chat, "a conversation: goals and follow-ups that build on the last answer")
     ch.add_argument("--model", help="provider:model (default: TASKLOOM_MODEL)")
     ch.add_argument(

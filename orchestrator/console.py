@@ -9,6 +9,7 @@ Used by ``taskloom demo`` and ``taskloom run``::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import Any, TextIO
 from .client import Orchestrator, RunHandle
 from .errors import HumanTaskClosedError, RunCancelledError, RunFailedError
 from .human import HumanTask
+from .liveview import LiveView
 from .pipeline import pipeline_events
 
 __all__ = [
@@ -90,47 +92,84 @@ def describe(event: dict[str, Any]) -> str:
     return f"{name}: {details.get(str(state), state)}"
 
 
+class _Screen:
+    """Where a followed run shows: a live table on a terminal, else lines."""
+
+    def __init__(self, out: TextIO, *, live: bool, goal: str) -> None:
+        self.out, self.t0 = out, time.monotonic()
+        self.view = LiveView(goal, out) if live else None
+
+    def say(self, text: str) -> None:
+        if self.view is not None:
+            self.view.pause().console.print(text)
+        else:
+            print(f"  {time.monotonic() - self.t0:6.2f}s  {text}", file=self.out, flush=True)
+
+    def show(self, event: dict[str, Any]) -> None:
+        if self.view is not None:
+            self.view.update(event)
+        else:
+            self.say(describe(event))
+
+    async def answer(self, orch: Orchestrator, item: HumanTask, ask: Asker) -> None:
+        if self.view is None:
+            await _answer(orch, item, ask, self.say)
+            return
+        self.view.pause().stop()  # the prompt needs the terminal
+        try:
+            await _answer(orch, item, ask, self.say)
+        finally:
+            self.view.pause().start()
+
+
 async def follow(
     orch: Orchestrator,
     handle: RunHandle,
     *,
     ask: Asker | None,
     out: TextIO = sys.stdout,
+    live: bool | None = None,
+    goal: str = "",
 ) -> Followed:
-    """Print the run's pipeline events as they happen and answer its escalations with
-    ``ask`` (``None``: leave them in the inbox and return ``waiting``)."""
-    t0 = time.monotonic()
-
-    def say(text: str) -> None:
-        print(f"  {time.monotonic() - t0:6.2f}s  {text}", file=out, flush=True)
+    """Show the run's pipeline events as they happen (a live table on a terminal, or
+    lines) and answer its escalations with ``ask`` (``None``: leave them in the inbox
+    and return ``waiting``)."""
+    screen = _Screen(out, live=out.isatty() if live is None else live, goal=goal)
 
     async def narrate() -> None:
         async for event in pipeline_events(handle):
-            say(describe(event))
+            screen.show(event)
 
-    narrator = asyncio.create_task(narrate())
-    result = asyncio.create_task(handle.result())
-    try:
-        while not result.done():
-            # A client-side loop: the run's escalations (its children's too) are read
-            # from the inbox index a few times a second, only while the command runs.
-            mine = [t for t in await orch.human_tasks.list() if t.run_id.startswith(handle.run_id)]
-            if mine and ask is None:
-                return Followed("waiting")
-            for item in mine:
-                if ask is not None:
-                    await _answer(orch, item, ask, say)
-            await asyncio.wait({result}, timeout=0.2)
+    with screen.view or contextlib.nullcontext():
+        narrator = asyncio.create_task(narrate())
+        result = asyncio.create_task(handle.result())
         try:
-            return Followed("completed", result.result())
-        except RunCancelledError as exc:
-            return Followed("cancelled", error=str(exc))
-        except RunFailedError as exc:
-            return Followed("failed", error=str(exc))
-    finally:
-        for job in (narrator, result):
-            job.cancel()
-        await asyncio.gather(narrator, result, return_exceptions=True)
+            while not result.done():
+                # A client-side loop: the run's escalations (its children's too) are read
+                # from the inbox index a few times a second, only while the command runs.
+                mine = [
+                    t for t in await orch.human_tasks.list() if t.run_id.startswith(handle.run_id)
+                ]
+                if mine and ask is None:
+                    return Followed("waiting")
+                for item in mine if ask is not None else ():
+                    await screen.answer(orch, item, ask)  # type: ignore[arg-type]
+                await asyncio.wait({result}, timeout=0.2)
+            await asyncio.sleep(0.05)  # let the last events reach the screen
+            return _ended(result)
+        finally:
+            for job in (narrator, result):
+                job.cancel()
+            await asyncio.gather(narrator, result, return_exceptions=True)
+
+
+def _ended(result: asyncio.Task[Any]) -> Followed:
+    try:
+        return Followed("completed", result.result())
+    except RunCancelledError as exc:
+        return Followed("cancelled", error=str(exc))
+    except RunFailedError as exc:
+        return Followed("failed", error=str(exc))
 
 
 async def _answer(
@@ -161,7 +200,7 @@ def show(task: HumanTask, out: TextIO = sys.stdout) -> None:
     if "output" in ctx:
         text = ctx["output"] if isinstance(ctx["output"], str) else json.dumps(ctx["output"])
         print(f"    output:   {text[:300]}", file=out)
-    for verdict in ctx.get("verdicts") or []:
+    for verdict in [v for v in ctx.get("verdicts") or [] if v.get("status") != "pass"]:
         reasons = "; ".join(verdict.get("reasons") or [])
         print(
             f"    verdict:  {verdict.get('verifier')} {verdict.get('status')} {reasons}", file=out

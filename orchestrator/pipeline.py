@@ -687,7 +687,14 @@ class _ActivityRun:
 
     def accept(self, output: Any, by: str) -> None:
         self.work.status, self.work.output, self.work.decided_by = "accepted", output, by
-        self.pipe.emit("activity", id=self.act.id, state="accepted", by=by)
+        self.pipe.emit(
+            "activity",
+            id=self.act.id,
+            state="accepted",
+            by=by,
+            tokens=self.work.tokens,
+            cost_usd=round(self.work.cost_usd, 8),
+        )
 
     async def escalate(self, output: Any, problem: str) -> str | None:
         """Ask a person; apply the decision. Returns feedback for another attempt, or

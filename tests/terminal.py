@@ -3,11 +3,14 @@ TTY, as a person's shell gives it), and the test reads its screen and types."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import select
 import signal
+import struct
 import subprocess
+import termios
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,6 +23,8 @@ class Terminal:
 
     def __init__(self, args: Sequence[str], *, env: Mapping[str, str]) -> None:
         master, slave = pty.openpty()
+        # a wide window, as a person's terminal would be: tables are not cut short
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
         self.proc = subprocess.Popen(
             list(args),
             stdin=slave,

@@ -1,0 +1,143 @@
+"""The live view of a pipeline run in a terminal (rich): the plan, each activity's state
+with its elapsed time, tokens and cost, and the totals, redrawn in place as the run's
+events arrive. Without a terminal, :mod:`orchestrator.console` prints lines instead."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+__all__ = ["LiveView"]
+
+_STATE = {
+    "started": "running",
+    "verified": "verifying",
+    "retrying": "retrying",
+    "escalated": "escalated",
+    "decided": "decided",
+    "accepted": "done",
+    "blocked": "failed",
+    "cancelled": "cancelled",
+    "reused": "done",
+    "decomposed": "sub-plan",
+}
+_STYLE = {
+    "queued": "dim",
+    "running": "cyan",
+    "verifying": "blue",
+    "retrying": "yellow",
+    "escalated": "bold magenta",
+    "done": "green",
+    "failed": "red",
+    "cancelled": "dim",
+}
+
+
+@dataclass
+class _Row:
+    role: str
+    needs: list[str]
+    state: str = "queued"
+    started: float | None = None
+    ended: float | None = None
+    attempt: int = 0
+    tokens: int = 0
+    cost: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class LiveView:
+    """Feed it pipeline events (:meth:`update`); it redraws the table."""
+
+    goal: str
+    out: TextIO
+    rows: dict[str, _Row] = field(default_factory=dict)
+    header: str = "planning..."
+    t0: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self._live = Live(
+            self.render(), console=Console(file=self.out), refresh_per_second=8, transient=False
+        )
+
+    def __enter__(self) -> LiveView:
+        self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.update(self.render())
+        self._live.stop()
+
+    def pause(self) -> Live:
+        """The underlying :class:`rich.live.Live` (stop it around a prompt)."""
+        return self._live
+
+    def update(self, event: dict[str, Any]) -> None:
+        """Apply one pipeline event and redraw."""
+        kind = event.get("event")
+        now = time.monotonic()
+        if kind == "planned":
+            self.header = f"plan v{event['version']} ({event['by']})"
+            for act in event["plan"]["activities"]:
+                row = self.rows.get(act["id"])
+                if row is None or row.state not in ("done",):
+                    self.rows[act["id"]] = _Row(act["role"], list(act.get("inputs", [])))
+        elif kind == "integrated":
+            self.header = f"integrated: final check {event['status']}"
+        elif kind == "activity" and event.get("id") in self.rows:
+            self._activity(self.rows[event["id"]], event, now)
+        self._live.update(self.render())
+
+    def _activity(self, row: _Row, event: dict[str, Any], now: float) -> None:
+        state = str(event.get("state"))
+        if state == "started" and event.get("go", True):
+            row.started = row.started or now
+            row.attempt = int(event.get("attempt") or row.attempt + 1)
+        row.state = _STATE.get(state, row.state)
+        if state == "retrying":
+            row.note = str(event.get("feedback", ""))[:60]
+        elif state == "escalated":
+            row.note = str(event.get("reason", ""))[:60]
+        elif state == "accepted":
+            row.tokens, row.cost = int(event.get("tokens", 0)), float(event.get("cost_usd", 0))
+            row.note = f"by {event.get('by')}"
+        elif state == "reused":
+            row.note = "reused: no new call"
+        elif state == "decided":
+            row.note = f"{event.get('by')}: {event.get('decision')}"
+        if row.state in ("done", "failed", "cancelled"):
+            row.ended = row.ended or now
+
+    def render(self) -> Table:
+        """The table as it stands."""
+        table = Table(title=f"{self.goal[:70]} — {self.header}", title_justify="left")
+        for name in ("activity", "role", "needs", "state", "try", "time", "tokens", "cost", ""):
+            table.add_column(name, no_wrap=name != "")
+        now = time.monotonic()
+        for act_id, row in self.rows.items():
+            elapsed = ""
+            if row.started is not None:
+                elapsed = f"{(row.ended or now) - row.started:5.1f}s"
+            table.add_row(
+                act_id,
+                row.role,
+                ", ".join(row.needs),
+                f"[{_STYLE.get(row.state, '')}]{row.state}[/]",
+                str(row.attempt or ""),
+                elapsed,
+                str(row.tokens or ""),
+                f"${row.cost:.4f}" if row.cost else "",
+                row.note,
+            )
+        done = sum(1 for r in self.rows.values() if r.state == "done")
+        table.caption = (
+            f"{done}/{len(self.rows)} done, {sum(r.tokens for r in self.rows.values())} tokens, "
+            f"${sum(r.cost for r in self.rows.values()):.4f}, {now - self.t0:.1f}s"
+        )
+        return table
