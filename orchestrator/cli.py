@@ -82,6 +82,10 @@ async def _chat(args: argparse.Namespace, orch: Orchestrator) -> int:
     else:
         conversation = await Conversation.start(orch.store)
     ask: Asker = auto_approve if args.yes else prompt_in_terminal()
+    if not args.no_worker:
+        from agents.providers import check_model
+
+        args.model = check_model(args.model or orch.settings.model)
     worker = orch.worker(concurrency=16) if not args.no_worker else None
     task = asyncio.create_task(worker.run()) if worker is not None else None
     try:
@@ -106,6 +110,12 @@ async def _pipeline_run(
     3 waiting on a person."""
     from .console import Asker, auto_approve, follow, prompt_in_terminal
 
+    if worker:  # this process runs the models: say now what is missing, not after planning
+        from agents.pricing import PriceTable
+        from agents.providers import check_model
+
+        model = check_model(model or orch.settings.model)
+        PriceTable.builtin().price(model)
     options: dict[str, Any] = {"model": model}
     for name in ("template", "budget_usd", "max_parallel"):
         if getattr(args, name, None) is not None:

@@ -76,6 +76,18 @@ __all__ = ["PIPELINE_NAME", "PipelineRequest", "install", "pipeline", "pipeline_
 PIPELINE_NAME = "taskloom.pipeline"
 SUPERSEDED = "superseded by a re-plan"
 ACTIVITY_DECISIONS = ("approve", "edit", "reject", "retry", "replan")
+_SETUP_ERRORS = frozenset(
+    {
+        "ConfigurationError",
+        "MissingAPIKeyError",
+        "UnknownProviderError",
+        "UnknownModelPriceError",
+        "PriceTableError",
+        "LLMAuthError",
+    }
+)
+"""Errors of the setup (a key, a model name, a price), not of the plan: the run fails
+with them at once instead of asking the planner again."""
 
 
 class PipelineRequest(BaseModel):
@@ -312,6 +324,8 @@ class _Pipeline:
                         budget=self.budget,
                     )
                 except ActivityError as exc:
+                    if exc.error_type in _SETUP_ERRORS:  # no planner turn can fix these
+                        raise
                     feedback = f"the planner failed: {exc}"
                     self.emit("plan_invalid", attempt=attempt, problems=[str(exc)])
                     continue

@@ -118,3 +118,26 @@ def test_start_wait_with_a_worker_process(redis_url: str, prefix: str, spawn_wor
     assert types[0] == "run_created" and types[-1] == "run_completed"
     status = taskloom("status", "cli-1", "--json", env=env)
     assert json.loads(status.stdout)["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("args", "env_extra", "says"),
+    [
+        (["run", "a goal", "--model", "openai:gpt-4.1-mini"], {}, "export OPENAI_API_KEY="),
+        (["run", "a goal", "--model", "gpt-4"], {}, "no provider prefix"),
+        (["run", "a goal", "--model", "openai:gpt-9"], {"OPENAI_API_KEY": "x"}, "no price"),
+        (["run", "a goal"], {}, "TASKLOOM_MODEL"),
+        (["chat"], {}, "TASKLOOM_MODEL"),
+        (["result", "no-such-run"], {}, "taskloom runs"),
+    ],
+)
+def test_what_a_newcomer_gets_wrong_is_said_plainly_with_the_fix(
+    args: list[str], env_extra: dict[str, str], says: str, redis_url: str, prefix: str
+) -> None:
+    env = worker_env(redis_url, prefix, **env_extra)
+    for name in ("OPENAI_API_KEY", "TASKLOOM_MODEL", "ANTHROPIC_API_KEY"):
+        if name not in env_extra:
+            env.pop(name, None)
+    proc = taskloom(*args, env=env)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert says in proc.stderr and "Traceback" not in proc.stderr

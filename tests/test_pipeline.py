@@ -546,3 +546,14 @@ async def test_a_follow_up_of_a_run_that_is_not_a_finished_pipeline_is_refused(
         with pytest.raises(RunFailedError, match="no run 'no-such-run'"):
             await handle.result(timeout=30)
     assert "planner" not in team.calls
+
+
+async def test_a_missing_key_fails_the_run_at_once_instead_of_asking_the_planner_again(
+    orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    async with running(orch.worker()):
+        handle = await orch.submit("anything", model=MODEL)
+        with pytest.raises(RunFailedError, match="OPENAI_API_KEY"):
+            await handle.result(timeout=30)
+    assert await orch.human_tasks.list(run_id=handle.run_id) == []

@@ -25,6 +25,7 @@ __all__ = [
     "PROVIDERS",
     "AnthropicProvider",
     "OpenAIProvider",
+    "check_model",
     "default_model",
     "open_provider",
     "split_model",
@@ -58,6 +59,30 @@ def default_model(env: Mapping[str, str] | None = None) -> str:
         raise ConfigurationError(
             "no model given and TASKLOOM_MODEL is not set: pass model='openai:gpt-4.1-mini' "
             "(or another provider:model) or set TASKLOOM_MODEL"
+        )
+    return model
+
+
+_KEYS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+
+
+def check_model(ref: str | None, env: Mapping[str, str] | None = None) -> str:
+    """The model to use (``ref``, else ``TASKLOOM_MODEL``), once it is known to be
+    usable here: a known provider, and its key (or base URL) in ``env``. Raises the
+    error a call would, before anything is started."""
+    env = os.environ if env is None else env
+    model = ref or default_model(env)
+    provider, _ = split_model(model)
+    if provider == "openai-compatible":
+        if not env.get("OPENAI_BASE_URL"):
+            raise ConfigurationError(
+                "openai-compatible models need the server's base URL: set OPENAI_BASE_URL "
+                "(e.g. export OPENAI_BASE_URL=http://localhost:8000/v1)"
+            )
+    elif not env.get(_KEYS[provider]):
+        raise MissingAPIKeyError(
+            f"no {provider} API key for {model}: export {_KEYS[provider]}=... (or try "
+            f"`taskloom demo`, which needs none)"
         )
     return model
 
