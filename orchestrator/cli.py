@@ -11,14 +11,15 @@ import asyncio
 import gc
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from . import inbox_cli, serde
-from .client import Orchestrator
+from .client import Orchestrator, RunHandle
 from .demo import DEMO_GOAL
 from .errors import RedisUnavailableError, TaskloomError, UserError
 from .keys import STATUSES
@@ -30,6 +31,7 @@ from .web import commands as web_commands
 __all__ = ["main"]
 
 Handler = Callable[[argparse.Namespace, Orchestrator], Coroutine[Any, Any, int]]
+T = TypeVar("T")
 Command = Callable[[str, Handler, str], argparse.ArgumentParser]
 """Makes one subcommand's parser: ``cmd(name, handler, help)``; modules with commands
 of their own (``inbox_cli``, ``web.commands``) get it in their ``register(cmd)``."""
@@ -86,7 +88,7 @@ async def _chat(args: argparse.Namespace, orch: Orchestrator) -> int:
         from agents.providers import check_model
 
         args.model = check_model(args.model or orch.settings.model)
-    worker = orch.worker(concurrency=16) if not args.no_worker else None
+    worker = orch.worker(concurrency=16, shutdown_grace=2.0) if not args.no_worker else None
     task = asyncio.create_task(worker.run()) if worker is not None else None
     try:
         session = ChatSession(orch, conversation, ask, input, sys.stdout, model=args.model)
@@ -120,7 +122,11 @@ async def _pipeline_run(
     for name in ("template", "budget_usd", "max_parallel"):
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
-    running = orch.worker(concurrency=max(8, options.get("max_parallel") or 8)) if worker else None
+    running = (
+        orch.worker(concurrency=max(8, options.get("max_parallel") or 8), shutdown_grace=2.0)
+        if worker
+        else None
+    )
     task = asyncio.create_task(running.run()) if running is not None else None
     try:
         handle = await orch.submit(goal, **options)
@@ -132,12 +138,52 @@ async def _pipeline_run(
             ask = auto_approve
         else:
             ask = prompt_in_terminal()
-        followed = await follow(orch, handle, ask=ask, live=args.live, goal=goal)
+        followed = await _interruptible(follow(orch, handle, ask=ask, live=args.live, goal=goal))
+        if followed is None:
+            return await _interrupted(handle, in_process=running is not None)
     finally:
         if running is not None and task is not None:
             running.stop()
             await task
     return _report(args, orch, handle.run_id, followed, simulated)
+
+
+async def _interruptible(work: Coroutine[Any, Any, T]) -> T | None:
+    """``work``'s result, or ``None`` if Ctrl-C (SIGINT) came first (``work`` is then
+    cancelled: the run itself goes on, durable)."""
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    job, stop = asyncio.ensure_future(work), asyncio.ensure_future(interrupted.wait())
+    try:
+        await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        stop.cancel()
+        if not job.done():
+            job.cancel()
+            await asyncio.gather(job, return_exceptions=True)
+    return job.result() if not job.cancelled() else None
+
+
+async def _interrupted(handle: RunHandle, *, in_process: bool) -> int:
+    """Ctrl-C during a run: cancel it, or leave it running."""
+    answer = "leave"
+    if sys.stdin.isatty():
+        line = await asyncio.to_thread(
+            input, "\ninterrupted: cancel the run, or leave it running? [c/L] "
+        )
+        answer = "cancel" if line.strip().lower().startswith("c") else "leave"
+    if answer == "cancel":
+        await handle.cancel()
+        _out(f"run {handle.run_id} cancelled")
+        return 130
+    where = "it goes on when a worker runs (`taskloom worker`)" if in_process else "workers go on"
+    _out(
+        f"run {handle.run_id} left running: {where}; `taskloom result {handle.run_id}` "
+        f"shows the answer, `taskloom history {handle.run_id} --follow` the progress"
+    )
+    return 130
 
 
 def _report(

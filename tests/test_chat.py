@@ -3,6 +3,8 @@ the fake LLM server on loopback and the test's Redis."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -155,3 +157,24 @@ def test_run_answers_in_place_then_result_and_runs_show_the_answer_and_cost(
     )
     line = next(x for x in runs.stdout.splitlines() if x.startswith(run_id))
     assert "completed" in line and "$0.0" in line
+
+
+def test_ctrl_c_during_run_asks_and_cancels_the_run(fake: FakeLLM, env: dict[str, str]) -> None:
+    team = SimulatedTeam(plans=[{"activities": [act("a")]}], latency={"work": 30})
+    fake.answer_with(team)
+    term = taskloom("run", "a slow goal", env=env)
+    run_id = term.expect(": a slow goal").split("run ", 1)[1].split(":", 1)[0]
+    term.expect("running")  # the live table shows a under way
+    os.killpg(term.proc.pid, signal.SIGINT)
+    term.expect("cancel the run, or leave it running? [c/L]")
+    term.send("c")
+    term.expect(f"run {run_id} cancelled")
+    assert term.wait() == 130
+    status = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "status", run_id, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert '"status": "cancelled"' in status.stdout
