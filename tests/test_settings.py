@@ -58,3 +58,13 @@ def test_bad_rate_limits_say_what_to_fix(value: str, match: str) -> None:
     with pytest.raises(ConfigurationError, match=match) as caught:
         Settings.from_env({"TASKLOOM_RATE_LIMITS": value})
     assert "TASKLOOM_" in str(caught.value)
+
+
+def test_the_readme_documents_every_setting() -> None:
+    from pathlib import Path
+
+    from orchestrator.settings import _ENV
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [v for names in _ENV.values() for v in names if f"`{v}`" not in readme]
+    assert missing == []
