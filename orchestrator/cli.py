@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -176,7 +177,10 @@ async def _interrupted(handle: RunHandle, *, in_process: bool) -> int:
         answer = "cancel" if line.strip().lower().startswith("c") else "leave"
     if answer == "cancel":
         await handle.cancel()
-        _out(f"run {handle.run_id} cancelled")
+        with contextlib.suppress(TaskloomError, TimeoutError):  # let our worker apply it
+            await handle.result(timeout=10)
+        status = (await handle.info()).status
+        _out(f"run {handle.run_id} {'cancelled' if status == 'cancelled' else 'cancel requested'}")
         return 130
     where = "it goes on when a worker runs (`taskloom worker`)" if in_process else "workers go on"
     _out(

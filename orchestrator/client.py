@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from agents.agent import Agent
 from agents.budget import Budgets, BudgetUsage
 
-from . import pipeline, serde
+from . import notify, pipeline, serde
 from .blobs import open_blob_store
 from .connection import Connection, connect
 from .definitions import ActivityDef, WorkflowDef
@@ -381,5 +381,6 @@ class Orchestrator:
             **options,
         )
         install(worker, self.settings)
+        notify.install(worker, self.settings)
         pipeline.install(worker, verifiers=verifiers, cross_checks=cross_checks)
         return worker

@@ -82,6 +82,7 @@ class Host(Protocol):
     registry: Registry
     clock: Clock
     payloads: Payloads
+    human_tasks: HumanTasks
     worker_id: str
     queue: str
     claim_ttl_ms: int
@@ -722,7 +723,7 @@ class Execution:
 
     async def _after(self, item: tuple[Any, ...]) -> None:
         if item[0] == "human":
-            await HumanTasks(self.host.store).open(item[1])
+            await self.host.human_tasks.open(item[1])  # with the operator's default SLA
             return
         _, seq, child_id, workflow, input_json = item
         store = self.host.store

@@ -23,21 +23,58 @@ truth, and a second decision is refused with who decided and when. The inbox ent
 (``{inbox}`` keys) is an index over open tasks, healed from the log if a crash left it
 behind. When a task's SLA passes, the next fallback of its chain applies: reassign to
 the next person (with a new SLA), a default decision, or expire (the workflow's
-``escalate`` raises :class:`~orchestrator.HumanTaskExpiredError`).
+``escalate`` raises :class:`~orchestrator.HumanTaskExpiredError`). A task with no SLA of
+its own gets the operator's default (``HumanTasks(default_sla=...)``,
+``TASKLOOM_INBOX_SLA``), if any.
+
+Every change of a task appends an event to the inbox outbox, a Redis stream, in the
+same script as the change itself: ``opened``, ``sla_near`` (when
+:data:`SLA_NEAR_FRACTION` of its SLA window has passed), ``sla_breached``,
+``reassigned``, ``decided`` and ``expired`` (closed without a decision: a fallback gave
+up, the run ended, or the task was withdrawn). Each is JSON::
+
+    {"id": "<task id>:<kind>:<n>", "kind": "opened", "task": {...}, "ts": 1712345678901}
+
+where ``n`` is the round of the task's SLA chain, so an id names one event for good.
+The notifier (:mod:`orchestrator.notify`) turns them into webhooks and e-mail. The same
+scripts keep the inbox's numbers (open items per assignee, decisions, decision latency)
+in Redis for :meth:`HumanTasks.stats`.
 """
 
 from __future__ import annotations
 
+import bisect
 import builtins
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from . import serde
 from .errors import HumanTaskClosedError, HumanTaskNotFoundError, UserError
+from .metrics import INBOX_LATENCY_BUCKETS, InboxStats
 from .store import Store, now_ms
 
-__all__ = ["Decide", "Decision", "Expire", "HumanTask", "HumanTasks", "Reassign"]
+__all__ = [
+    "OUTBOX_MAXLEN",
+    "SLA_NEAR_FRACTION",
+    "Decide",
+    "Decision",
+    "EventKind",
+    "Expire",
+    "HumanTask",
+    "HumanTasks",
+    "Reassign",
+    "SlaStep",
+]
+
+SLA_NEAR_FRACTION = 0.8
+"""The share of an SLA window after which a task is "near" its SLA (``sla_near``)."""
+
+OUTBOX_MAXLEN = 10_000
+"""About how many inbox events the outbox keeps, read or not (``MAXLEN ~``)."""
+
+EventKind = Literal["opened", "sla_near", "sla_breached", "reassigned", "decided", "expired"]
+"""What happened to an inbox item, the ``kind`` of its event."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +131,8 @@ class HumanTask:
     sla_due_ms: int | None = None
     fallback: list[dict[str, Any]] = field(default_factory=list)
     fallback_used: int = 0
+    sla_state: Literal["", "near", "breached"] = ""
+    """How far the current SLA (of round ``fallback_used``) has gone."""
     created_ms: int = 0
     status: Literal["open", "decided", "expired", "closed"] = "open"
     decision: dict[str, Any] | None = None
@@ -106,6 +145,15 @@ class HumanTask:
     def from_json(cls, text: str) -> HumanTask:
         """Parse a task as stored."""
         return cls(**serde.loads(text))
+
+
+@dataclass(frozen=True)
+class SlaStep:
+    """One thing :meth:`HumanTasks.apply_due_slas` did to a task."""
+
+    task_id: str
+    kind: Literal["sla_near", "sla_breached", "reassigned", "decided", "expired"]
+    detail: str = ""
 
 
 def task_spec(
@@ -153,10 +201,17 @@ def task_spec(
 
 
 class HumanTasks:
-    """The inbox across all runs: list open tasks, decide them, apply SLA fallbacks."""
+    """The inbox across all runs: list open tasks, decide them, apply SLA fallbacks.
 
-    def __init__(self, store: Store) -> None:
+    ``default_sla`` (seconds) is the operator's SLA for tasks whose workflow set none,
+    and for reassignments that name no SLA of their own.
+    """
+
+    def __init__(self, store: Store, *, default_sla: float | None = None) -> None:
+        if default_sla is not None and not default_sla > 0:
+            raise UserError(f"default_sla must be a positive number of seconds ({default_sla!r})")
         self.store = store
+        self.default_sla = default_sla
 
     # -- reading ------------------------------------------------------------------------
     async def get(self, task_id: str) -> HumanTask:
@@ -197,14 +252,56 @@ class HumanTasks:
         """How many tasks are open."""
         return int(await self.store.raw.zcard(self.store.keys.inbox_open))
 
+    async def stats(self) -> InboxStats:
+        """The inbox's numbers across all processes, for :meth:`Metrics.set_inbox`:
+        open tasks per assignee, decisions, decision latency, dead notifications."""
+        keys = self.store.keys
+        pipe = self.store.raw.pipeline(transaction=False)
+        pipe.hgetall(keys.inbox_assignees)
+        pipe.hgetall(keys.inbox_stats)
+        pipe.zcard(keys.notify_dead)
+        assignees, stats, dead = await pipe.execute()
+        counts = [0] * (len(INBOX_LATENCY_BUCKETS) + 1)
+        decisions: dict[str, int] = {}
+        for name, value in stats.items():
+            kind, _, label = name.partition(":")
+            if kind == "decided":
+                decisions[label] = int(value)
+            elif kind == "lat":  # by bound, so the histogram survives new buckets
+                counts[bisect.bisect_left(INBOX_LATENCY_BUCKETS, float(label))] += int(value)
+        return InboxStats(
+            open_by_assignee={a: int(n) for a, n in assignees.items() if int(n) > 0},
+            decisions=decisions,
+            latency_counts=tuple(counts),
+            latency_sum=int(stats.get("lat_sum_ms") or 0) / 1000,
+            notifications_dead=int(dead),
+        )
+
     # -- writing ------------------------------------------------------------------------
     async def open(self, task: HumanTask) -> bool:
         """Add ``task`` to the inbox unless it is there already (idempotent)."""
+        if task.sla_due_ms is None and self.default_sla is not None:
+            task = replace(task, sla_due_ms=task.created_ms + int(self.default_sla * 1000))
         keys = self.store.keys
+        point = _sla_point(task.created_ms, task.sla_due_ms)
         created = await self.store.scripts.call(
             "inbox_open",
-            [keys.inbox_task(task.id), keys.inbox_open, keys.inbox_sla],
-            [task.id, serde.dumps(task.to_dict()), task.created_ms, task.sla_due_ms or 0],
+            [
+                keys.inbox_task(task.id),
+                keys.inbox_open,
+                keys.inbox_sla,
+                keys.inbox_outbox,
+                keys.inbox_assignees,
+            ],
+            [
+                task.id,
+                serde.dumps(task.to_dict()),
+                task.created_ms,
+                point,
+                _event(task, "opened", 0, task.created_ms),
+                OUTBOX_MAXLEN,
+                task.assignee or "",
+            ],
         )
         return bool(created)
 
@@ -261,18 +358,20 @@ class HumanTasks:
         self, task: HumanTask, event: dict[str, Any], status: str, decision: dict[str, Any]
     ) -> None:
         """Record the task's outcome on its run (exactly once), then close the entry."""
+        at_ms = int(event["ts"])
         routing = await self.store.deliver(task.run_id, task.seq, event, "inbox")
         if routing.status == "dup":  # decided meanwhile: heal the entry, refuse this one
             recorded = await self._recorded(task)
             healed = HumanTask(**(task.to_dict() | recorded))
-            await self._close(healed)
+            await self._close(healed, at_ms)
             raise HumanTaskClosedError(_closed_message(healed))
         if routing.status in ("late", "missing"):
-            await self._close(HumanTask(**(task.to_dict() | {"status": "closed"})))
+            await self._close(HumanTask(**(task.to_dict() | {"status": "closed"})), at_ms)
             raise HumanTaskClosedError(
                 f"human task {task.id}: its run {task.run_id} has ended; nothing to decide"
             )
-        await self._close(HumanTask(**(task.to_dict() | {"status": status, "decision": decision})))
+        closed = HumanTask(**(task.to_dict() | {"status": status, "decision": decision}))
+        await self._close(closed, at_ms)
 
     async def _recorded(self, task: HumanTask) -> dict[str, Any]:
         keys = self.store.keys
@@ -283,64 +382,149 @@ class HumanTasks:
             return {"status": "decided", "decision": data.get("result")}
         return {"status": "expired"}
 
-    async def _close(self, task: HumanTask) -> None:
+    async def _close(self, task: HumanTask, at_ms: int) -> None:
+        """Close the entry; the close that takes it off the open index counts the
+        decision and emits ``decided`` or ``expired``."""
         keys = self.store.keys
+        decision, bucket, latency_ms = "", "inf", 0
+        if task.status == "decided" and task.decision:
+            decision = str(task.decision.get("decision", ""))
+            at_ms = int(task.decision.get("decided_ms") or at_ms)
+            latency_ms = max(0, at_ms - task.created_ms)
+            i = bisect.bisect_left(INBOX_LATENCY_BUCKETS, latency_ms / 1000)
+            bucket = repr(INBOX_LATENCY_BUCKETS[i]) if i < len(INBOX_LATENCY_BUCKETS) else "inf"
+        kind: EventKind = "decided" if decision else "expired"
         await self.store.scripts.call(
             "inbox_close",
-            [keys.inbox_task(task.id), keys.inbox_open, keys.inbox_sla],
-            [task.id, serde.dumps(task.to_dict())],
+            [
+                keys.inbox_task(task.id),
+                keys.inbox_open,
+                keys.inbox_sla,
+                keys.inbox_outbox,
+                keys.inbox_assignees,
+                keys.inbox_stats,
+            ],
+            [
+                task.id,
+                serde.dumps(task.to_dict()),
+                _event(task, kind, 0, at_ms),
+                OUTBOX_MAXLEN,
+                decision,
+                bucket,
+                latency_ms,
+            ],
         )
 
     # -- SLAs ---------------------------------------------------------------------------
-    async def apply_due_slas(self, *, now: int, limit: int = 50) -> builtins.list[tuple[str, str]]:
-        """Apply the next fallback of every open task whose SLA passed by ``now``.
-        Returns ``(task_id, what)`` for each fallback this call applied."""
+    async def apply_due_slas(self, *, now: int, limit: int = 50) -> builtins.list[SlaStep]:
+        """Act on every open task whose next SLA point passed by ``now``: mark it near
+        its SLA, or breached and then apply the next fallback of its chain. Returns
+        what this call did (another worker racing on a task does the rest)."""
         keys = self.store.keys
         due = await self.store.raw.zrangebyscore(keys.inbox_sla, "-inf", now, start=0, num=limit)
-        applied = []
+        applied: builtins.list[SlaStep] = []
         for task_id in due:
             try:
                 task = await self.get(task_id)
             except HumanTaskNotFoundError:
                 await self.store.raw.zrem(keys.inbox_sla, task_id)
                 continue
-            what = await self._fallback(task, now)
-            if what:
-                applied.append((task_id, what))
+            applied += await self._sla_due(task, now)
         return applied
 
-    async def _fallback(self, task: HumanTask, now: int) -> str:
+    async def _sla_due(self, task: HumanTask, now: int) -> builtins.list[SlaStep]:
+        if task.status != "open" or task.sla_due_ms is None:
+            await self.store.raw.zrem(self.store.keys.inbox_sla, task.id)  # nothing to watch
+            return []
+        if now < task.sla_due_ms:  # the "near" point
+            if task.sla_state or not await self._mark(task, "near", task.sla_due_ms, now):
+                return []
+            return [SlaStep(task.id, "sla_near")]
+        steps = []
+        more = task.fallback_used < len(task.fallback)
+        if task.sla_state != "breached":
+            # Keep the timer while a fallback is left: if this worker dies before it
+            # applies it, the next pass does.
+            if not await self._mark(task, "breached", task.sla_due_ms if more else 0, now):
+                return []  # moved on meanwhile; whoever moved it goes on
+            task = replace(task, sla_state="breached")
+            steps.append(SlaStep(task.id, "sla_breached"))
+        if more:
+            step = await self._fallback(task, now)
+            steps += [step] if step else []
+        else:
+            await self.store.raw.zrem(self.store.keys.inbox_sla, task.id)
+        return steps
+
+    async def _mark(
+        self, task: HumanTask, state: Literal["near", "breached"], point: int, now: int
+    ) -> bool:
+        """Move ``task`` to SLA state ``state`` once, its timer to ``point``."""
         keys = self.store.keys
-        if task.status != "open" or task.fallback_used >= len(task.fallback):
-            await self.store.raw.zrem(keys.inbox_sla, task.id)  # nothing (more) to apply
-            return ""
+        marked = replace(task, sla_state=state)
+        kind: EventKind = "sla_near" if state == "near" else "sla_breached"
+        done = await self.store.scripts.call(
+            "inbox_sla",
+            [keys.inbox_task(task.id), keys.inbox_sla, keys.inbox_outbox],
+            [
+                task.id,
+                task.fallback_used,
+                task.sla_state,
+                serde.dumps(marked.to_dict()),
+                point,
+                _event(marked, kind, task.fallback_used, now),
+                OUTBOX_MAXLEN,
+            ],
+        )
+        return bool(done)
+
+    async def _fallback(self, task: HumanTask, now: int) -> SlaStep | None:
+        keys = self.store.keys
         step = task.fallback[task.fallback_used]
         if step["kind"] == "reassign":
-            sla = step.get("sla")
-            moved = HumanTask(
-                **(
-                    task.to_dict()
-                    | {
-                        "assignee": step["to"],
-                        "fallback_used": task.fallback_used + 1,
-                        "sla_due_ms": now + int(sla * 1000) if sla else None,
-                    }
-                )
+            sla = step.get("sla") or self.default_sla
+            moved = replace(
+                task,
+                assignee=step["to"],
+                fallback_used=task.fallback_used + 1,
+                sla_due_ms=now + int(sla * 1000) if sla else None,
+                sla_state="",
             )
             won = await self.store.scripts.call(
                 "inbox_reassign",
-                [keys.inbox_task(task.id), keys.inbox_sla],
-                [task.id, task.fallback_used, serde.dumps(moved.to_dict()), moved.sla_due_ms or 0],
+                [keys.inbox_task(task.id), keys.inbox_sla, keys.inbox_outbox, keys.inbox_assignees],
+                [
+                    task.id,
+                    task.fallback_used,
+                    serde.dumps(moved.to_dict()),
+                    _sla_point(now, moved.sla_due_ms),
+                    _event(moved, "reassigned", moved.fallback_used, now),
+                    OUTBOX_MAXLEN,
+                    moved.assignee or "",
+                ],
             )
-            return f"reassigned to {step['to']}" if won else ""
+            return SlaStep(task.id, "reassigned", f"to {step['to']}") if won else None
         try:
             if step["kind"] == "decide":
                 await self.decide(task.id, step["decision"], by="sla", note=step["note"], at_ms=now)
-                return f"decided {step['decision']}"
+                return SlaStep(task.id, "decided", step["decision"])
             await self._expire(task, step["reason"], "expired", now)
-            return "expired"
+            return SlaStep(task.id, "expired", step["reason"])
         except HumanTaskClosedError:
-            return ""  # another worker (or a person) got there first
+            return None  # another worker (or a person) got there first
+
+
+def _sla_point(start_ms: int, due_ms: int | None) -> int:
+    """The first SLA point of a window from ``start_ms`` to ``due_ms`` (0: no SLA)."""
+    if due_ms is None:
+        return 0
+    return start_ms + int(max(0, due_ms - start_ms) * SLA_NEAR_FRACTION)
+
+
+def _event(task: HumanTask, kind: EventKind, n: int, ts: int) -> str:
+    """The outbox event for ``kind`` happening to ``task`` (as it is after the change)."""
+    event = {"id": f"{task.id}:{kind}:{n}", "kind": kind, "task": task.to_dict(), "ts": ts}
+    return serde.dumps(event, what=f"event of human task {task.id}")
 
 
 def _closed_message(task: HumanTask) -> str:

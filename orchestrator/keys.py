@@ -116,8 +116,41 @@ class Keys:
 
     @property
     def inbox_sla(self) -> str:
-        """Sorted set: open human task ids by when their SLA passes (ms)."""
+        """Sorted set: open human task ids by their next SLA point (ms): the "near"
+        point (a share of the SLA window), then the deadline."""
         return f"{self.prefix}:{{inbox}}:sla"
+
+    @property
+    def inbox_outbox(self) -> str:
+        """Stream + consumer group: inbox events (opened, sla_near, ...) for notifiers,
+        written by the same script as the change each one reports."""
+        return f"{self.prefix}:{{inbox}}:outbox"
+
+    @property
+    def inbox_assignees(self) -> str:
+        """Hash: assignee (``""``: none) -> how many open tasks they hold."""
+        return f"{self.prefix}:{{inbox}}:assignees"
+
+    @property
+    def inbox_stats(self) -> str:
+        """Hash: decisions (``decided:<decision>``) and the decision latency histogram
+        (``lat:<bucket bound, s>``, ``lat_sum_ms``), counted by the script that closes a task."""
+        return f"{self.prefix}:{{inbox}}:stats"
+
+    def notify_delivery(self, delivery_id: str) -> str:
+        """Hash: one notification to one endpoint (event, attempts, status)."""
+        return f"{self.prefix}:{{inbox}}:notify:d:{delivery_id}"
+
+    @property
+    def notify_due(self) -> str:
+        """Sorted set: pending deliveries by when to try next (ms); one being tried is
+        pushed out by its lease, so a dead notifier's delivery comes back."""
+        return f"{self.prefix}:{{inbox}}:notify:due"
+
+    @property
+    def notify_dead(self) -> str:
+        """Sorted set: deliveries given up on, by when (ms), for an operator."""
+        return f"{self.prefix}:{{inbox}}:notify:dead"
 
     # -- magic links of the web inbox: one tag --------------------------------------------
     def link(self, link_id: str) -> str:

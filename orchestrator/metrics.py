@@ -14,6 +14,13 @@ from :meth:`Metrics.serve`::
 
 The metric names are a public contract: dashboards and ``orchestrator/alerts.yml`` use
 them. Counters are declared by their base name; prometheus_client appends ``_total``.
+
+The inbox families (``taskloom_inbox_*``) are cluster-wide: the scripts that open,
+reassign and close human tasks keep them in Redis, whichever process (a worker, the web
+inbox, a ``taskloom inbox decide``) made the change. The owner of a :class:`Metrics`
+copies them in with :meth:`Metrics.set_inbox` (``await HumanTasks(store).stats()``)
+before a scrape or every few seconds; every process then reports the same values, so
+aggregate them with ``max``, not ``sum``.
 """
 
 from __future__ import annotations
@@ -21,16 +28,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Literal, Self, get_args
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.utils import floatToGoString as _untyped_go_float
 
 from .errors import UserError
 
-__all__ = ["LATENCY_BUCKETS", "Metrics", "MetricsServer", "RunStatus"]
+__all__ = [
+    "INBOX_LATENCY_BUCKETS",
+    "LATENCY_BUCKETS",
+    "InboxStats",
+    "Metrics",
+    "MetricsServer",
+    "RunStatus",
+]
 
 RunStatus = Literal["completed", "failed", "cancelled"]
 """How a run ended, the ``status`` label of ``taskloom_runs_total``."""
@@ -47,7 +70,36 @@ p99 read with ``histogram_quantile`` is within that factor at any scale, from a 
 hit to a long LLM call.
 """
 
+INBOX_LATENCY_BUCKETS: tuple[float, ...] = (
+    *(1.0, 5.0, 15.0, 30.0),  # seconds: someone was watching
+    *(60.0, 120.0, 300.0, 600.0, 1800.0),  # minutes
+    *(3600.0, 7200.0, 14400.0, 28800.0, 57600.0),  # hours
+    *(86400.0, 172800.0, 345600.0, 604800.0, 1209600.0),  # days, up to two weeks
+)
+"""Bucket bounds in seconds of ``taskloom_inbox_decision_latency_seconds``: a person
+answers in seconds when watching, in hours or days when not."""
+
+
+@dataclass(frozen=True)
+class InboxStats:
+    """The inbox's cluster-wide numbers, as Redis keeps them
+    (:meth:`~orchestrator.HumanTasks.stats` reads them)."""
+
+    open_by_assignee: Mapping[str, int] = field(default_factory=dict)
+    """Open tasks per assignee (``""``: assigned to nobody, a group only, say)."""
+    decisions: Mapping[str, int] = field(default_factory=dict)
+    """Decisions made so far, per decision (``approve``, ...)."""
+    latency_counts: tuple[int, ...] = ()
+    """Decisions per latency bucket (not cumulative): one per bound of
+    :data:`INBOX_LATENCY_BUCKETS`, then one for longer."""
+    latency_sum: float = 0.0
+    """Seconds from opening to decision, summed over every decision."""
+    notifications_dead: int = 0
+    """Notifications given up on, waiting for an operator."""
+
+
 _STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
+_go_float: Callable[[float], str] = _untyped_go_float  # bucket bounds as Histogram writes them
 _METRICS_PATH = "/metrics"
 # A scrape is one small request; a client that takes longer than this is dropped so a
 # stuck connection cannot pin a handler forever.
@@ -112,6 +164,8 @@ class Metrics:
             "Human tasks that passed their SLA deadline without an answer.",
             registry=reg,
         )
+        self._inbox = _InboxCollector()
+        reg.register(self._inbox)
 
         self._llm_duration = Histogram(
             "taskloom_llm_request_duration_seconds",
@@ -209,6 +263,17 @@ class Metrics:
         """Set how many human tasks are waiting for an answer now."""
         self._human_open.set(_count(n, "set_human_tasks_open(n)"))
 
+    def set_inbox(self, stats: InboxStats) -> None:
+        """Set the inbox families (open items per assignee, decisions, decision latency,
+        dead notifications) to ``stats``, read from Redis by
+        :meth:`~orchestrator.HumanTasks.stats`."""
+        if len(stats.latency_counts) not in (0, len(INBOX_LATENCY_BUCKETS) + 1):
+            raise UserError(
+                f"latency_counts needs {len(INBOX_LATENCY_BUCKETS) + 1} buckets "
+                f"(got {len(stats.latency_counts)})"
+            )
+        self._inbox.stats = stats
+
     def render(self) -> bytes:
         """Every metric in the Prometheus text exposition format."""
         return generate_latest(self._registry)
@@ -226,6 +291,54 @@ class Metrics:
         server = MetricsServer(self._registry)
         await server._start(host=host, port=port)
         return server
+
+
+class _InboxCollector:
+    """Exposes the last :class:`InboxStats` given to :meth:`Metrics.set_inbox`."""
+
+    def __init__(self) -> None:
+        self.stats = InboxStats()
+
+    def describe(self) -> Iterator[Metric]:
+        return self._families(InboxStats())
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(self.stats)
+
+    def _families(self, stats: InboxStats) -> Iterator[Metric]:
+        cluster = " Cluster-wide (from Redis): aggregate with max, not sum."
+        items = GaugeMetricFamily(
+            "taskloom_inbox_open_items",
+            "Inbox items waiting for a decision, by assignee." + cluster,
+            labels=["assignee"],
+        )
+        for assignee, n in sorted(stats.open_by_assignee.items()):
+            items.add_metric([assignee], n)
+        yield items
+        decisions = CounterMetricFamily(
+            "taskloom_inbox_decisions",
+            "Inbox items decided, by decision (fallback decisions included)." + cluster,
+            labels=["decision"],
+        )
+        for decision, n in sorted(stats.decisions.items()):
+            decisions.add_metric([decision], n)
+        yield decisions
+        counts = stats.latency_counts or (0,) * (len(INBOX_LATENCY_BUCKETS) + 1)
+        cumulative, buckets = 0, []
+        for bound, n in zip((*INBOX_LATENCY_BUCKETS, math.inf), counts, strict=True):
+            cumulative += n
+            buckets.append((_go_float(bound), float(cumulative)))
+        yield HistogramMetricFamily(
+            "taskloom_inbox_decision_latency_seconds",
+            "Time from an inbox item's opening to its decision." + cluster,
+            buckets=buckets,
+            sum_value=stats.latency_sum,
+        )
+        yield GaugeMetricFamily(
+            "taskloom_inbox_notifications_dead",
+            "Inbox notifications (webhooks, e-mail) given up on after their retries." + cluster,
+            value=stats.notifications_dead,
+        )
 
 
 class MetricsServer:

@@ -703,6 +703,7 @@ class Worker:
         metrics.set_in_flight(len(self._inflight) - len(self._waiting))
         metrics.set_dead_letters(await self.dead_letters.count())
         metrics.set_human_tasks_open(await self.human_tasks.count_open())
+        metrics.set_inbox(await self.human_tasks.stats())
 
     async def _heartbeat(self) -> None:
         store = self.store
@@ -752,7 +753,10 @@ class Worker:
         if res[1]:
             await self._handle_run_messages(res[1])
         await store.pop_timers(now=self.clock.now_ms())
-        for task_id, what in await self.human_tasks.apply_due_slas(now=self.clock.now_ms()):
-            log.info("human task %s: SLA passed; %s", task_id, what)
-            if self.metrics is not None:
+        for step in await self.human_tasks.apply_due_slas(now=self.clock.now_ms()):
+            log.info("human task %s: %s %s", step.task_id, step.kind, step.detail)
+            if step.kind == "sla_breached" and self.metrics is not None:
                 self.metrics.sla_breach()
+        notifier = self.resources.get("notifier")  # set by orchestrator.notify.install
+        if notifier is not None:
+            notifier.start()  # once: it then runs beside the worker's loops until stopped

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from orchestrator import Context, Orchestrator, workflow
 from orchestrator.cli import main
-from orchestrator.inbox_cli import schema_errors
+from orchestrator.edits import schema_errors
 from tests.conftest import ROOT
 from tests.helpers import running
 from tests.test_human import wait_until

@@ -39,6 +39,10 @@ FAMILIES = {
     "taskloom_llm_tokens_total": "counter",
     "taskloom_llm_cost_usd_total": "counter",
     "taskloom_llm_rate_limited_total": "counter",
+    "taskloom_inbox_open_items": "gauge",
+    "taskloom_inbox_decisions_total": "counter",
+    "taskloom_inbox_decision_latency_seconds": "histogram",
+    "taskloom_inbox_notifications_dead": "gauge",
 }
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -1,15 +1,149 @@
-"""``taskloom serve``: the web inbox and ``/metrics`` (Starlette + uvicorn, imported only
-when the command runs)."""
+"""``taskloom serve`` (the web inbox and ``/metrics``) and ``taskloom link`` (magic
+links). Starlette and uvicorn are imported only when ``serve`` runs."""
 
 from __future__ import annotations
 
+import argparse
+import ipaddress
+import json
+import socket
 from typing import TYPE_CHECKING
+
+from ..errors import ConfigurationError, UserError
+from .links import DEFAULT_TTL, MagicLink, MagicLinks
+from .signing import load_secret
 
 if TYPE_CHECKING:
     from ..cli import Command
+    from ..client import Orchestrator
 
 __all__ = ["register"]
 
 
 def register(cmd: Command) -> None:
-    """Add the ``serve`` command to the CLI."""
+    """Add the ``serve`` and ``link`` commands to the CLI."""
+    s = cmd("serve", _serve, "serve the web inbox and /metrics (sign in with TASKLOOM_INBOX_TOKEN)")
+    s.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1 only)"
+    )
+    s.add_argument("--port", type=int, default=8765, help="port to listen on (default: 8765)")
+    link = cmd(
+        "link",
+        _link,
+        "magic links: one inbox item and one decision for a reviewer without an account",
+    )
+    link.add_argument("action", choices=("create", "revoke", "list"))
+    link.add_argument(
+        "target",
+        metavar="TASK_ID|LINK",
+        help="the item (create, list), or the link's URL, token or id (revoke)",
+    )
+    link.add_argument(
+        "--ttl",
+        type=float,
+        default=DEFAULT_TTL,
+        help=f"seconds the link works (default: {DEFAULT_TTL / 86400:g} days)",
+    )
+    link.add_argument("--for", dest="reviewer", help="who the link is for (recorded as decider)")
+    link.add_argument("--json", action="store_true")
+
+
+def _out(text: str) -> None:
+    print(text, flush=True)
+
+
+async def _serve(args: argparse.Namespace, orch: Orchestrator) -> int:
+    settings = orch.settings
+    if not settings.inbox_token:
+        raise ConfigurationError(
+            "taskloom serve needs a sign-in token for the inbox: set TASKLOOM_INBOX_TOKEN "
+            "to a long random string (e.g. `python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'`) and give it to the people who decide"
+        )
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be between 0 and 65535 (got {args.port})")
+    import uvicorn
+
+    from ..metrics import Metrics
+    from .app import create_app
+
+    app = create_app(
+        orch,
+        secret=load_secret(settings),
+        inbox_token=settings.inbox_token,
+        public_url=settings.public_url,
+        metrics=Metrics(),
+    )
+    try:
+        sock = socket.create_server((args.host, args.port), family=_family(args.host))
+    except OSError as exc:
+        raise UserError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; "
+            f"choose another --port or --host"
+        ) from None
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    _out(f"web inbox on http://{shown}:{port}/ (sign in with TASKLOOM_INBOX_TOKEN); Ctrl-C stops")
+    _out(f"magic links point at {settings.public_url} (TASKLOOM_PUBLIC_URL)")
+    if not _loopback(args.host):
+        _out("note: listening beyond this machine; put it behind HTTPS (a reverse proxy)")
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_level="info" if args.debug else "warning",
+        proxy_headers=False,
+        server_header=False,
+    )
+    with sock:
+        await uvicorn.Server(config).serve(sockets=[sock])
+    return 0
+
+
+def _family(host: str) -> socket.AddressFamily:
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return socket.AF_INET
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+async def _link(args: argparse.Namespace, orch: Orchestrator) -> int:
+    settings = orch.settings
+    links = MagicLinks(orch.store, secret=load_secret(settings), public_url=settings.public_url)
+    if args.action == "create":
+        link = await links.create(args.target, ttl=args.ttl, reviewer=args.reviewer)
+        _out(json.dumps(link.to_dict()) if args.json else link.url)
+        if not args.json:
+            until, revoke = _when(link), f"taskloom link revoke {link.id}"
+            _out(f"  opens item {link.task_id} until {until}; to revoke it: {revoke}")
+        return 0
+    if args.action == "revoke":
+        link = await links.revoke(args.target)
+        if args.json:
+            _out(json.dumps(link.to_dict()))
+        elif link.state == "used":
+            _out(f"link {link.id} was already used; nothing more it can do")
+        else:
+            _out(f"link {link.id} (item {link.task_id}) is revoked")
+        return 0
+    found = await links.list(args.target)
+    if args.json:
+        _out(json.dumps([x.to_dict() for x in found]))
+    elif not found:
+        _out(f"no magic links for item {args.target}")
+    for x in found if not args.json else []:
+        who = f" for {x.reviewer}" if x.reviewer else ""
+        _out(f"{x.id}  {x.state:8} until {_when(x)}{who}")
+    return 0
+
+
+def _when(link: MagicLink) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(link.expires_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")

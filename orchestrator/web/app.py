@@ -1,0 +1,669 @@
+"""The web inbox as a Starlette app: server-rendered pages that work without JavaScript.
+
+::
+
+    app = create_app(orch, secret=load_secret(orch.settings), inbox_token="...")
+    # uvicorn.run(app, host="127.0.0.1", port=8765), or `taskloom serve`
+
+Who gets in:
+
+* **People of the team** sign in at ``/signin`` with their name and the operator's
+  inbox token (TASKLOOM_INBOX_TOKEN). The session is a signed cookie (HMAC-SHA256 with
+  the secret; HttpOnly, SameSite=Lax, Secure when the public URL is https) holding the
+  name, an expiry and the session's CSRF token.
+* **Outside reviewers** open a magic link (:mod:`orchestrator.web.links`): the item's
+  page with ``?link=TOKEN``. With a link token a request reaches that item's page and
+  its decision form and nothing else (403 anywhere else; 410 once used or expired).
+* ``/metrics`` answers a signed-in session, or ``Authorization: Bearer <inbox token>``
+  for a Prometheus scraper.
+
+Every POST form carries a CSRF token in a hidden field (the session's, or one bound to
+the link); a missing or wrong one is refused with 403 and nothing is recorded. Pages
+are sent with a Content-Security-Policy that allows no script at all, and Jinja
+autoescapes everything a model or a person wrote.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import secrets
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import quote
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from prometheus_client.exposition import choose_encoder
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from ..client import Orchestrator
+from ..clock import Clock
+from ..errors import (
+    HumanTaskClosedError,
+    HumanTaskNotFoundError,
+    RunNotFoundError,
+    TaskloomError,
+    UserError,
+)
+from ..human import HumanTask
+from ..keys import STATUSES, TERMINAL_STATUSES
+from ..metrics import Metrics
+from ..pipeline import pipeline_events
+from .forms import FormError, edit_form, parse_form
+from .links import LinkRefusedError, MagicLink, MagicLinks
+from .signing import Signer
+from .timeline import activity_rows, event_row, latest_plan
+
+__all__ = ["SESSION_COOKIE", "create_app"]
+
+SESSION_COOKIE = "taskloom_session"
+MAX_BODY = 1024 * 1024
+MAX_NOTE = 10_000
+MAX_LIST = 1000
+_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",  # a magic link's token must not leak onwards
+    "Cache-Control": "no-store",
+}
+_LABELS = {
+    "approve": "Approve",
+    "reject": "Reject",
+    "retry": "Retry with the note",
+    "replan": "Re-plan with the note",
+}
+
+_LINK_TTLS = (("86400", 86400.0), ("259200", 259200.0), ("604800", 604800.0))
+"""Lifetimes offered for a magic link made on an item's page: 1, 3 and 7 days."""
+
+Access = Literal["public", "user", "item", "metrics"]
+
+
+def create_app(
+    orch: Orchestrator,
+    *,
+    secret: str,
+    inbox_token: str,
+    public_url: str | None = None,
+    clock: Clock | None = None,
+    metrics: Metrics | None = None,
+    session_ttl: float = 12 * 3600,
+    max_body: int = MAX_BODY,
+) -> Starlette:
+    """The web inbox over ``orch`` (connected). ``secret`` signs sessions and links
+    (:func:`~orchestrator.web.load_secret`); ``inbox_token`` is what people sign in
+    with; ``public_url`` (default ``orch.settings.public_url``) is where links point and
+    whether cookies are Secure; ``clock`` is read for sessions, links and ages;
+    ``metrics`` is served on ``/metrics`` (a fresh :class:`Metrics` if not given)."""
+    inbox = _Inbox(
+        orch,
+        secret=secret,
+        inbox_token=inbox_token,
+        public_url=public_url or orch.settings.public_url,
+        clock=clock or Clock(),
+        metrics=metrics or Metrics(),
+        session_ttl=session_ttl,
+        max_body=max_body,
+    )
+    return inbox.app
+
+
+@dataclass
+class _Session:
+    user: str | None
+    csrf: str
+    expires_ms: int
+    fresh: bool = False
+    """Changed (or new): the response sets the cookie."""
+
+
+@dataclass(frozen=True)
+class _Visitor:
+    session: _Session
+    link: MagicLink | None = None
+    link_csrf: str = ""
+
+    @property
+    def csrf(self) -> str:
+        return self.link_csrf if self.link else self.session.csrf
+
+    @property
+    def by(self) -> str:
+        return self.link.by if self.link else self.session.user or ""
+
+
+class _Problem(Exception):
+    """Answer with a message page: ``status``, a title and what to do."""
+
+    def __init__(self, status: int, title: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.title, self.message = status, title, message
+
+
+Handler = Callable[[Request, _Visitor], Awaitable[Response]]
+
+
+class _Inbox:
+    def __init__(
+        self,
+        orch: Orchestrator,
+        *,
+        secret: str,
+        inbox_token: str,
+        public_url: str,
+        clock: Clock,
+        metrics: Metrics,
+        session_ttl: float,
+        max_body: int,
+    ) -> None:
+        self.orch, self.clock, self.metrics = orch, clock, metrics
+        self.inbox_token = inbox_token.encode()
+        self.signer = Signer(secret)
+        self.links = MagicLinks(orch.store, secret=secret, public_url=public_url, clock=clock)
+        self.session_ttl, self.max_body = session_ttl, max_body
+        self.secure = public_url.startswith("https://")
+        self.env = Environment(
+            loader=PackageLoader("orchestrator.web", "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters.update(when=_when, pretty=_pretty, span=_span)
+        self.env.globals.update(item_url=_item_url, run_url=_run_url, label=_label)
+        item = "/items/{run_id}/{seq}"
+        routes = [
+            Route("/signin", self._page(self.signin_form, "public"), methods=["GET"]),
+            Route("/signin", self._page(self.signin, "public"), methods=["POST"]),
+            Route("/signout", self._page(self.signout, "user"), methods=["POST"]),
+            Route("/", self._page(self.inbox_list, "user"), methods=["GET"]),
+            Route("/runs", self._page(self.runs, "user"), methods=["GET"]),
+            Route("/runs/{run_id}", self._page(self.run, "user"), methods=["GET"]),
+            Route(item, self._page(self.item, "item"), methods=["GET"]),
+            Route(item + "/decide", self._page(self.decide, "item"), methods=["POST"]),
+            Route(item + "/links", self._page(self.make_link, "user"), methods=["POST"]),
+            Route(
+                item + "/links/{link_id}/revoke",
+                self._page(self.revoke_link, "user"),
+                methods=["POST"],
+            ),
+            Route("/metrics", self._page(self.metrics_page, "metrics"), methods=["GET"]),
+        ]
+        self.app = Starlette(
+            routes=routes,
+            exception_handlers={HTTPException: self._http_error},
+        )
+
+    # -- plumbing -----------------------------------------------------------------------
+    def _page(self, handler: Handler, access: Access) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            session = self._session(request)
+            token = request.query_params.get("link")
+            try:
+                visitor = await self._admit(request, session, token, access)
+                if visitor is None:
+                    response = self._to_signin(request, session, access)
+                else:
+                    response = await handler(request, visitor)
+            except (TaskloomError, FormError, _Problem) as exc:
+                signed_in = token is None and session.user is not None
+                response = self._refusal(exc, _Visitor(session) if signed_in else None)
+            return self._finish(response, session, cookie=token is None)
+
+        return endpoint
+
+    def _refusal(self, exc: Exception, visitor: _Visitor | None) -> HTMLResponse:
+        """The page that says why a request was refused, with its status."""
+        match exc:
+            case LinkRefusedError(status=status):
+                used = "This link cannot be used" if status == 403 else "This link is used up"
+                return self._message(None, status, used, str(exc))
+            case FormError(status=status):
+                return self._message(None, status, "The form was refused", str(exc))
+            case _Problem(status=status, title=title, message=message):
+                return self._message(visitor, status, title, message)
+            case HumanTaskNotFoundError() | RunNotFoundError():
+                return self._message(visitor, 404, "Not found", str(exc))
+            case HumanTaskClosedError():
+                return self._message(
+                    visitor, 409, "Already decided", f"{exc}. Nothing was changed."
+                )
+            case UserError():
+                return self._message(visitor, 400, "That cannot be done", str(exc))
+        raise exc
+
+    async def _admit(
+        self, request: Request, session: _Session, token: str | None, access: Access
+    ) -> _Visitor | None:
+        if token is not None:
+            if access != "item":
+                raise LinkRefusedError(
+                    "a magic link opens its own item's page and nothing else: not the "
+                    "list, other items, runs or metrics",
+                    status=403,
+                )
+            link = await self.links.check(token, _task_id(request))
+            return _Visitor(session, link, self.links.csrf(link))
+        if access == "public" or session.user:
+            return _Visitor(session)
+        if access == "metrics" and self._bearer_ok(request):
+            return _Visitor(session)
+        return None
+
+    def _bearer_ok(self, request: Request) -> bool:
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.strip().encode(), self.inbox_token
+        )
+
+    def _to_signin(self, request: Request, session: _Session, access: Access) -> Response:
+        if access == "metrics":
+            return PlainTextResponse(
+                "sign in, or send Authorization: Bearer <TASKLOOM_INBOX_TOKEN>\n",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="taskloom"'},
+            )
+        if request.method != "GET":
+            return self._message(
+                None, 401, "Sign in first", "Your session has ended: sign in and try again."
+            )
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
+
+    def _session(self, request: Request) -> _Session:
+        raw = request.cookies.get(SESSION_COOKIE)
+        data = self.signer.unsign("session", raw) if raw else None
+        if (
+            data is not None
+            and isinstance(data.get("c"), str)
+            and isinstance(data.get("x"), int)
+            and data["x"] > self.clock.now_ms()
+        ):
+            user = data.get("u")
+            return _Session(user if isinstance(user, str) else None, data["c"], data["x"])
+        return self._new_session(None)
+
+    def _new_session(self, user: str | None) -> _Session:
+        expires = self.clock.now_ms() + int(self.session_ttl * 1000)
+        return _Session(user, secrets.token_urlsafe(24), expires, fresh=True)
+
+    def _finish(self, response: Response, session: _Session, *, cookie: bool) -> Response:
+        if session.fresh and cookie:
+            value = self.signer.sign(
+                "session", {"u": session.user, "c": session.csrf, "x": session.expires_ms}
+            )
+            response.set_cookie(
+                SESSION_COOKIE,
+                value,
+                max_age=int(self.session_ttl),
+                path="/",
+                httponly=True,
+                samesite="lax",
+                secure=self.secure,
+            )
+        for name, value in _HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    async def _form(self, request: Request, visitor: _Visitor) -> dict[str, str]:
+        """The POSTed form, bounded in size, with its CSRF token checked."""
+        length = request.headers.get("content-length", "")
+        if length and (not length.isdigit() or int(length) > self.max_body):
+            raise FormError(413, f"the form is larger than {self.max_body} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_body:
+                raise FormError(413, f"the form is larger than {self.max_body} bytes")
+        form = parse_form(request.headers.get("content-type", ""), bytes(body))
+        sent = form.get("csrf", "")
+        if not sent or not hmac.compare_digest(sent.encode(), visitor.csrf.encode()):
+            raise _Problem(
+                403,
+                "The form was refused",
+                "The form's security token is missing or wrong (the page may be old: "
+                "reload it and try again). Nothing was recorded.",
+            )
+        return form
+
+    def _render(
+        self, visitor: _Visitor | None, template: str, *, status: int = 200, **context: Any
+    ) -> HTMLResponse:
+        link_mode = visitor is None or visitor.link is not None
+        base = {
+            "nav": not link_mode,
+            "user": None if link_mode or visitor is None else visitor.session.user,
+            "csrf": visitor.csrf if visitor else "",
+            "link_token": visitor.link.token if visitor and visitor.link else None,
+            "now_ms": self.clock.now_ms(),
+            "refresh": None,
+        }
+        html = self.env.get_template(template).render(**(base | context))
+        return HTMLResponse(html, status_code=status)
+
+    def _message(
+        self, visitor: _Visitor | None, status: int, title: str, message: str
+    ) -> HTMLResponse:
+        return self._render(visitor, "message.html", status=status, title=title, message=message)
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        text = {404: "There is no page here.", 405: "This page does not take that method."}
+        response = self._message(None, status, f"Error {status}", text.get(status, str(exc)))
+        for name, value in _HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    # -- signing in and out -------------------------------------------------------------
+    async def signin_form(self, request: Request, visitor: _Visitor) -> Response:
+        next_url = _local(request.query_params.get("next", "/"))
+        return self._render(visitor, "signin.html", next=next_url, name="", error=None)
+
+    async def signin(self, request: Request, visitor: _Visitor) -> Response:
+        form = await self._form(request, visitor)
+        name, token = form.get("name", "").strip(), form.get("token", "")
+        next_url = _local(form.get("next", "/"))
+        if not hmac.compare_digest(token.encode(), self.inbox_token):
+            error, status = "That is not the inbox's sign-in token.", 401
+        elif not _NAME.match(name):
+            error, status = "Give your name (up to 64 characters): decisions record it.", 400
+        else:
+            session = visitor.session  # a new CSRF token with the new identity
+            fresh = self._new_session(name)
+            session.user, session.csrf, session.expires_ms = name, fresh.csrf, fresh.expires_ms
+            session.fresh = True
+            return RedirectResponse(next_url, status_code=303)
+        return self._render(
+            visitor, "signin.html", status=status, next=next_url, name=name, error=error
+        )
+
+    async def signout(self, request: Request, visitor: _Visitor) -> Response:
+        await self._form(request, visitor)
+        session, fresh = visitor.session, self._new_session(None)
+        session.user, session.csrf, session.expires_ms = None, fresh.csrf, fresh.expires_ms
+        session.fresh = True
+        return RedirectResponse("/signin", status_code=303)
+
+    # -- the inbox ----------------------------------------------------------------------
+    async def inbox_list(self, request: Request, visitor: _Visitor) -> Response:
+        q = request.query_params
+        assignee = q.get("assignee", "").strip()
+        run_id = q.get("run", "").strip()
+        age = q.get("age", "").strip()
+        errors: dict[str, str] = {}
+        older_than = _parse_age(age) if age else None
+        if age and older_than is None:
+            errors["age"] = "Write an age like 90s, 30m, 4h or 2d."
+        inbox = self.orch.human_tasks
+        everything = await inbox.list(limit=MAX_LIST)
+        tasks = (
+            []
+            if errors
+            else await inbox.list(
+                assignee=assignee or None,
+                run_id=run_id or None,
+                older_than=older_than,
+                limit=MAX_LIST,
+            )
+        )
+        counts = Counter(t.assignee or "" for t in everything)
+        return self._render(
+            visitor,
+            "inbox.html",
+            status=400 if errors else 200,
+            tasks=tasks,
+            total=await inbox.count_open(),
+            counts=sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])),
+            filters={"assignee": assignee, "run": run_id, "age": age},
+            filtered=bool(assignee or run_id or age),
+            errors=errors,
+        )
+
+    async def item(self, request: Request, visitor: _Visitor) -> Response:
+        task = await self.orch.human_tasks.get(_task_id(request))
+        if visitor.link is not None and task.status != "open":
+            raise LinkRefusedError(
+                f"this item is {task.status}; the link has nothing left to decide",
+                status=410,
+            )
+        return await self._item_page(visitor, task)
+
+    async def _item_page(
+        self,
+        visitor: _Visitor,
+        task: HumanTask,
+        *,
+        status: int = 200,
+        edit_text: str | None = None,
+        edit_errors: list[str] | None = None,
+        note: str = "",
+        new_link: MagicLink | None = None,
+    ) -> HTMLResponse:
+        spec = edit_form(task)
+        # The people of the team see (and may revoke) the links made for the item.
+        links = await self.links.list(task.id) if visitor.link is None else []
+        ctx = task.context if isinstance(task.context, dict) else {}
+        known = {"goal", "output", "answer", "reason", "output_schema", "problems"}
+        known |= {"last_plan", "outputs"}
+        known |= {"activity"} if isinstance(ctx.get("activity"), dict) else set()
+        known |= {k for k in ("verdicts", "history") if isinstance(ctx.get(k), list)}
+        extra = (
+            {k: v for k, v in ctx.items() if k not in known}
+            if isinstance(task.context, dict)
+            else task.context
+        )
+        return self._render(
+            visitor,
+            "item.html",
+            status=status,
+            task=task,
+            ctx=ctx,
+            activity=ctx.get("activity") if isinstance(ctx.get("activity"), dict) else None,
+            verdicts=_records(ctx.get("verdicts"), _VERDICT_FIELDS),
+            history=_records(ctx.get("history"), ("attempt", "status", "feedback", "output")),
+            extra=extra,
+            sla=_sla(task, self.clock.now_ms()),
+            spec=spec,
+            edit_text=spec.initial() if spec and edit_text is None else edit_text,
+            edit_errors=edit_errors or [],
+            note=note,
+            choices=[d for d in task.decisions if d != "edit"],
+            link=visitor.link,
+            links=links,
+            new_link=new_link,
+            ttls=_LINK_TTLS,
+        )
+
+    async def decide(self, request: Request, visitor: _Visitor) -> Response:
+        form = await self._form(request, visitor)
+        inbox = self.orch.human_tasks
+        task = await inbox.get(_task_id(request))
+        decision, note = form.get("decision", ""), form.get("note", "").strip()
+        if task.status != "open":
+            raise _Problem(409, "Already decided", f"{_closed(task)} Nothing was changed.")
+        if decision not in task.decisions:
+            raise _Problem(
+                400,
+                "Not a decision of this item",
+                f"{decision!r} is not one of this item's decisions "
+                f"({', '.join(task.decisions)}). Nothing was recorded.",
+            )
+        if len(note) > MAX_NOTE:
+            raise _Problem(
+                400, "The note is too long", f"Keep the note under {MAX_NOTE} characters."
+            )
+        data = None
+        spec = edit_form(task)
+        if decision == "edit" and spec is not None:
+            raw = form.get(spec.field, "")
+            value, errors = spec.parse(raw)
+            if errors:
+                return await self._item_page(
+                    visitor, task, status=400, edit_text=raw, edit_errors=errors, note=note
+                )
+            data = {spec.field: value}
+        try:
+            if visitor.link is not None:
+                await self.links.decide(visitor.link.token, task.id, decision, note=note, data=data)
+            else:
+                await inbox.decide(task.id, decision, by=visitor.by, note=note, data=data)
+        except HumanTaskClosedError as exc:
+            raise _Problem(409, "Already decided", f"{exc}. Nothing was changed.") from None
+        if visitor.link is not None:
+            return self._message(
+                visitor,
+                200,
+                "Thank you",
+                f"Your decision {decision!r} was recorded. The link is used up now.",
+            )
+        return RedirectResponse(_item_url(task.id), status_code=303)
+
+    # -- magic links, made and revoked by the team ----------------------------------------
+    async def make_link(self, request: Request, visitor: _Visitor) -> Response:
+        form = await self._form(request, visitor)
+        task = await self.orch.human_tasks.get(_task_id(request))
+        reviewer = form.get("reviewer", "").strip()
+        ttl = dict(_LINK_TTLS).get(form.get("ttl", ""))
+        if ttl is None or (reviewer and not _NAME.match(reviewer)):
+            raise _Problem(400, "The link was not made", "Choose a lifetime and a short name.")
+        if task.status != "open":
+            raise _Problem(409, "Already decided", f"{_closed(task)} A link could decide nothing.")
+        link = await self.links.create(task.id, ttl=ttl, reviewer=reviewer or None)
+        return await self._item_page(visitor, task, status=201, new_link=link)
+
+    async def revoke_link(self, request: Request, visitor: _Visitor) -> Response:
+        await self._form(request, visitor)
+        task_id, link_id = _task_id(request), request.path_params["link_id"]
+        if link_id not in {x.id for x in await self.links.list(task_id)}:
+            raise _Problem(404, "Not found", f"Item {task_id} has no link {link_id!r}.")
+        await self.links.revoke(link_id)
+        return RedirectResponse(_item_url(task_id), status_code=303)
+
+    # -- runs ---------------------------------------------------------------------------
+    async def runs(self, request: Request, visitor: _Visitor) -> Response:
+        status = request.query_params.get("status", "")
+        if status and status not in STATUSES:
+            raise _Problem(400, "Unknown status", f"Choose one of {', '.join(STATUSES)}.")
+        runs = await self.orch.list_runs(status or None, limit=200)
+        return self._render(visitor, "runs.html", runs=runs, current=status, statuses=STATUSES)
+
+    async def run(self, request: Request, visitor: _Visitor) -> Response:
+        run_id = request.path_params["run_id"]
+        handle = self.orch.handle(run_id)
+        info = await handle.info()
+        events = [e async for e in handle.events(follow=False)]
+        decisions = [e async for e in pipeline_events(handle, follow=False)]
+        budget = await self.orch.budget(run_id)
+        open_tasks = await self.orch.human_tasks.list(run_id=run_id, limit=MAX_LIST)
+        return self._render(
+            visitor,
+            "run.html",
+            info=info,
+            rows=[event_row(e) for e in events],
+            plan=latest_plan(decisions),
+            activities=activity_rows(decisions),
+            budget=budget,
+            open_tasks=open_tasks,
+            refresh=None if info.status in TERMINAL_STATUSES else 5,
+        )
+
+    # -- metrics ------------------------------------------------------------------------
+    async def metrics_page(self, request: Request, visitor: _Visitor) -> Response:
+        inbox = self.orch.human_tasks  # cluster-wide numbers, read fresh for each scrape
+        self.metrics.set_human_tasks_open(await inbox.count_open())
+        self.metrics.set_inbox(await inbox.stats())
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(self.metrics.registry), media_type=content_type)
+
+
+# -- helpers ----------------------------------------------------------------------------
+def _task_id(request: Request) -> str:
+    return f"{request.path_params['run_id']}/{request.path_params['seq']}"
+
+
+def _item_url(task_id: str) -> str:
+    run_id, _, seq = task_id.partition("/")
+    return f"/items/{quote(run_id, safe='')}/{quote(seq, safe='')}"
+
+
+def _run_url(run_id: str) -> str:
+    return f"/runs/{quote(run_id, safe='')}"
+
+
+def _label(decision: str) -> str:
+    return _LABELS.get(decision, decision.replace("_", " ").capitalize())
+
+
+def _local(url: str) -> str:
+    """``url`` if it is a path on this site, else ``/`` (no open redirects)."""
+    if url.startswith("/") and not url.startswith("//") and "\\" not in url:
+        return url
+    return "/"
+
+
+def _parse_age(text: str) -> float | None:
+    m = _AGE.match(text.lower())
+    return float(m.group(1)) * _UNITS[m.group(2)] if m else None
+
+
+def _when(ms: int | None) -> str:
+    if not ms:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _span(ms: float) -> str:
+    s = abs(ms) / 1000
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s / size:.0f}{unit}"
+    return f"{s:.0f}s"
+
+
+def _sla(task: HumanTask, now_ms: int) -> str:
+    if not task.sla_due_ms:
+        return "no SLA"
+    left = task.sla_due_ms - now_ms
+    when = _when(task.sla_due_ms)
+    return f"due in {_span(left)} ({when})" if left >= 0 else f"overdue by {_span(left)} ({when})"
+
+
+def _pretty(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+_VERDICT_FIELDS = ("verifier", "status", "score", "reasons", "feedback", "evidence", "activities")
+
+
+def _records(items: Any, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows of a table from a context's list of objects, every field present."""
+    if not isinstance(items, list):
+        return []
+    return [{f: item.get(f) for f in fields} for item in items if isinstance(item, dict)]
+
+
+def _closed(task: HumanTask) -> str:
+    d = task.decision or {}
+    if task.status == "decided" and d:
+        return (
+            f"This item was already decided: {d.get('decision')!r} by {d.get('by')} "
+            f"at {_when(d.get('decided_ms'))}."
+        )
+    return f"This item is {task.status}; it takes no more decisions."

@@ -1,0 +1,207 @@
+"""A run's story for its page: the log's events and the pipeline's recorded decisions
+turned into rows a person reads, and the pipeline's activities summed up in a table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..store import Event
+
+__all__ = ["ActivityRow", "Row", "activity_rows", "event_row", "latest_plan", "pipeline_text"]
+
+_LIMIT = 160
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the timeline."""
+
+    ts_ms: int | None
+    kind: str
+    """A short class for styling: run, activity, human, pipeline, timer, child, other."""
+    text: str
+    task_id: str | None = None
+    """The inbox item the row is about (to link to it)."""
+    detail: str = ""
+
+
+@dataclass
+class ActivityRow:
+    """One activity of the pipeline, as far as its recorded decisions tell."""
+
+    id: str
+    role: str = ""
+    inputs: list[str] = field(default_factory=list)
+    state: str = "planned"
+    attempts: int = 0
+    verification: str = ""
+    decided: str = ""
+
+
+def short(value: Any, limit: int = _LIMIT) -> str:
+    """``value`` as one line of at most ``limit`` characters."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def event_row(event: Event) -> Row:
+    """The timeline row of one log event."""
+    d, t = event.data, event.type
+    ts = d.get("ts") if isinstance(d.get("ts"), int) else None
+    step = f"step {event.seq}: " if event.seq is not None else ""
+    if t.startswith("activity_"):
+        return _activity_row(t, d, ts, step)
+    if t.startswith("human_"):
+        return _human_row(t, d, ts, step)
+    if t.startswith("run_"):
+        return _run_row(t, d, ts)
+    match t:
+        case "value_recorded" if str(d.get("name", "")).startswith("pipeline."):
+            entry = {"event": str(d["name"]).removeprefix("pipeline."), **(d.get("value") or {})}
+            return Row(ts, "pipeline", pipeline_text(entry))
+        case "timer_started" | "timer_fired":
+            return Row(ts, "timer", f"{step}{t.replace('_', ' ')}")
+        case "child_started":
+            return Row(ts, "child", f"{step}child run {d.get('child_id')} ({d.get('workflow')})")
+        case _:
+            return Row(ts, "other", f"{step}{t.replace('_', ' ')}")
+
+
+def _activity_row(t: str, d: dict[str, Any], ts: int | None, step: str) -> Row:
+    name = d.get("name", "activity")
+    match t:
+        case "activity_scheduled":
+            return Row(ts, "activity", f"{step}{name} scheduled")
+        case "activity_completed":
+            return Row(ts, "activity", f"{step}{name} completed", detail=short(d.get("result")))
+        case "activity_failed" | "activity_retrying":
+            message = (d.get("error") or {}).get("message", "")
+            verb = "failed" if t == "activity_failed" else "will be retried"
+            return Row(ts, "activity", f"{step}{name} {verb}", detail=short(message))
+        case _:
+            return Row(ts, "activity", f"{step}{name}: {t.removeprefix('activity_')}")
+
+
+def _human_row(t: str, d: dict[str, Any], ts: int | None, step: str) -> Row:
+    if t == "human_task_created":
+        task = d.get("task") or {}
+        who = f" for {task['assignee']}" if task.get("assignee") else ""
+        text = f"{step}escalated{who}: {short(task.get('title', ''))}"
+        return Row(ts, "human", text, task.get("id"))
+    if t == "human_decided":
+        r = d.get("result") or {}
+        note = f" ({short(r['note'], 80)})" if r.get("note") else ""
+        text = f"{step}decided {r.get('decision')!r} by {r.get('by')}{note}"
+        return Row(ts, "human", text, d.get("task_id"))
+    message = (d.get("error") or {}).get("message", "")
+    return Row(ts, "human", f"{step}no decision: {short(message)}", d.get("task_id"))
+
+
+def _run_row(t: str, d: dict[str, Any], ts: int | None) -> Row:
+    match t:
+        case "run_created":
+            return Row(ts, "run", f"run created ({d.get('workflow', '')})")
+        case "run_completed":
+            return Row(ts, "run", "run completed", detail=short(d.get("result")))
+        case "run_failed":
+            err = d.get("error") or {}
+            return Row(
+                ts, "run", f"run FAILED: {err.get('type')}", detail=short(err.get("message"))
+            )
+        case _:
+            return Row(ts, "run", t.replace("_", " "))
+
+
+def pipeline_text(entry: dict[str, Any]) -> str:
+    """One recorded pipeline decision (from ``pipeline_events``) in words."""
+    match entry.get("event"):
+        case "planned":
+            acts = (entry.get("plan") or {}).get("activities") or []
+            ids = ", ".join(str(a.get("id")) for a in acts)
+            return (
+                f"plan v{entry.get('version')} by {entry.get('by')}: {len(acts)} activities ({ids})"
+            )
+        case "plan_invalid":
+            problems = "; ".join(map(str, entry.get("problems") or []))
+            return f"plan attempt {entry.get('attempt')} invalid: {short(problems)}"
+        case "replanned":
+            parts = (
+                f"{k} {', '.join(entry.get(k) or []) or '-'}"
+                for k in ("reused", "added", "dropped")
+            )
+            return f"re-planned to v{entry.get('version')}: " + "; ".join(parts)
+        case "cross_check":
+            reasons = "; ".join(
+                r for v in entry.get("verdicts") or [] for r in v.get("reasons", [])
+            )
+            return (
+                f"cross-check flagged {', '.join(entry.get('activities') or [])}: {short(reasons)}"
+            )
+        case "integrated":
+            inputs = ", ".join(entry.get("inputs") or [])
+            return f"integrated {inputs}: verification {entry.get('status')}"
+        case "activity":
+            return _activity_text(entry)
+        case other:
+            return f"{other}: {short({k: v for k, v in entry.items() if k != 'event'})}"
+
+
+def _activity_text(e: dict[str, Any]) -> str:
+    head = f"activity {e.get('id')}: {e.get('state')}"
+    match e.get("state"):
+        case "started":
+            return f"{head} (attempt {e.get('attempt')})"
+        case "verified":
+            return f"{head} {e.get('status')} (attempt {e.get('attempt')})"
+        case "retrying":
+            return f"{head} with feedback: {short(e.get('feedback') or '')}"
+        case "escalated":
+            return f"{head}: {short(e.get('reason') or '')}"
+        case "decided":
+            return f"{head} {e.get('decision')!r} by {e.get('by')}"
+        case "accepted":
+            return f"{head} (by {e.get('by')})"
+        case "blocked":
+            return f"{head} (waiting on {', '.join(e.get('by') or [])})"
+        case "decomposed":
+            return f"{head}: {short(e.get('why') or '')}"
+        case _:
+            return head
+
+
+def latest_plan(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last ``planned`` entry's plan."""
+    plans = [e for e in entries if e.get("event") == "planned"]
+    return plans[-1].get("plan") if plans else None
+
+
+def activity_rows(entries: list[dict[str, Any]]) -> list[ActivityRow]:
+    """Each activity of the latest plan with its last state, attempts, verification."""
+    plan = latest_plan(entries) or {}
+    rows = {
+        str(a.get("id")): ActivityRow(
+            id=str(a.get("id")), role=str(a.get("role", "")), inputs=list(a.get("inputs") or [])
+        )
+        for a in plan.get("activities") or []
+    }
+    for e in entries:
+        if e.get("event") == "planned":
+            for row in rows.values():  # states start over with each plan version
+                row.state, row.attempts, row.verification, row.decided = "planned", 0, "", ""
+        found = rows.get(str(e.get("id"))) if e.get("event") == "activity" else None
+        if found is None:
+            continue
+        row = found
+        state = str(e.get("state"))
+        if state == "started":
+            row.attempts = int(e.get("attempt") or row.attempts + 1)
+        elif state == "verified":
+            row.verification = str(e.get("status"))
+        elif state == "decided":
+            row.decided = f"{e.get('decision')} by {e.get('by')}"
+        if state not in ("decided",):
+            row.state = state
+    return list(rows.values())
