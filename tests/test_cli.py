@@ -8,7 +8,9 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,7 +55,7 @@ def test_readme_starts_with_the_two_commands() -> None:
 
 def test_demo_runs_on_the_embedded_redis_and_leaves_no_server_behind() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="tl-demo-", dir="/tmp"))
-    proc = taskloom("demo", env=fresh_env(data_dir))
+    proc = taskloom("demo", "--yes", env=fresh_env(data_dir))
     assert proc.returncode == 0, proc.stderr
     assert "SIMULATED" in proc.stdout and "run completed" in proc.stdout
     assert "qdrant: retrying" in proc.stdout, "one verification failure, fixed by a retry"
@@ -141,3 +143,38 @@ def test_what_a_newcomer_gets_wrong_is_said_plainly_with_the_fix(
     proc = taskloom(*args, env=env)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert says in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_signal_history_follow_and_cancel_from_the_command_line(
+    redis_url: str, prefix: str, spawn_worker: Any, tmp_path: Path
+) -> None:
+    spawn_worker("tests.durable_workflows")
+    env = worker_env(redis_url, prefix)
+    marks = str(tmp_path / "marks")
+    started = taskloom("start", "durable.approval", json.dumps(marks), "--run-id", "sig-1", env=env)
+    assert started.returncode == 0, started.stderr
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "history", "sig-1", "--follow"],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    signal_ = taskloom("signal", "sig-1", "approve", '{"by": "ana"}', env=env)
+    assert signal_.returncode == 0, signal_.stderr
+    out, err = follower.communicate(timeout=60)  # --follow returns when the run ends
+    assert follower.returncode == 0, err
+    assert "signal received" in out and "run completed" in out
+    taskloom("start", "durable.approval", json.dumps(marks), "--run-id", "sig-2", env=env)
+    cancel = taskloom("cancel", "sig-2", env=env)
+    assert cancel.returncode == 0 and "cancel requested" in cancel.stdout
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = json.loads(taskloom("status", "sig-2", "--json", env=env).stdout)["status"]
+        if status == "cancelled":
+            break
+        time.sleep(0.1)
+    assert status == "cancelled"
+    again = taskloom("cancel", "sig-2", env=env)
+    assert again.returncode == 2 and "already ended" in again.stderr
