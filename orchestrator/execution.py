@@ -627,6 +627,7 @@ class Execution:
             )
             self.terminal = True
             self.host.finished(self, status)
+            await self._close_questions(status)
             if status == "cancelled" or self.timed_out:
                 await self._cancel_children()
             if self.parent is not None:
@@ -637,6 +638,16 @@ class Execution:
             log.exception("run %s: could not record its end; another worker will", self.run_id)
         finally:
             self.host.finished(self)
+
+    async def _close_questions(self, status: str) -> None:
+        """An ended run leaves no question open in the inbox (best effort: a decision on
+        one left behind by a crash here is refused, and that closes it)."""
+        for seq, step in list(self.steps.items()):
+            if step.kind == "human" and not step.done:
+                with contextlib.suppress(TaskloomError, RedisError):
+                    await self.host.human_tasks.withdraw(
+                        f"{self.run_id}/{seq}", reason=f"its run is {status}"
+                    )
 
     async def _deliver_to_parent(self, status: str, result: Any) -> None:
         assert self.parent is not None

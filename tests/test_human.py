@@ -18,6 +18,7 @@ from orchestrator import (
     ManualClock,
     Orchestrator,
     Reassign,
+    RunCancelledError,
     UserError,
     workflow,
 )
@@ -192,3 +193,20 @@ async def test_open_tasks_are_listed_across_runs_by_assignee_run_and_age(
 
 async def _count(tasks: Any, n: int) -> bool:
     return len(await tasks) >= n
+
+
+async def test_a_cancelled_run_leaves_no_question_open(orch: Orchestrator, make_worker: Any):
+    async with running(make_worker(workflows=[refund])):
+        handle = await orch.start(refund, 30, None, "none")
+        (task,) = await wait_until(lambda: orch.human_tasks.list(run_id=handle.run_id), "task")
+        await handle.cancel()
+        with pytest.raises(RunCancelledError):
+            await handle.result(timeout=20)
+
+        async def closed() -> bool:
+            return await orch.human_tasks.list(run_id=handle.run_id) == []
+
+        await wait_until(closed, "the task to close")
+    assert (await orch.human_tasks.get(task.id)).status == "closed"
+    with pytest.raises(HumanTaskClosedError):
+        await orch.human_tasks.decide(task.id, "approve", by="ana")
