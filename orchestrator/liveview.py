@@ -42,6 +42,7 @@ _STYLE = {
 class _Row:
     role: str
     needs: list[str]
+    level: int = 0
     state: str = "queued"
     started: float | None = None
     ended: float | None = None
@@ -84,10 +85,15 @@ class LiveView:
         now = time.monotonic()
         if kind == "planned":
             self.header = f"plan v{event['version']} ({event['by']})"
+            rows: dict[str, _Row] = {}
             for act in event["plan"]["activities"]:
-                row = self.rows.get(act["id"])
-                if row is None or row.state not in ("done",):
-                    self.rows[act["id"]] = _Row(act["role"], list(act.get("inputs", [])))
+                old = self.rows.get(act["id"])
+                rows[act["id"]] = (
+                    old
+                    if old is not None and old.state == "done"
+                    else _Row(act["role"], list(act.get("inputs", [])))
+                )
+            self.rows = _as_tree(rows)
         elif kind == "integrated":
             self.header = f"integrated: final check {event['status']}"
         elif kind == "activity" and event.get("id") in self.rows:
@@ -125,7 +131,7 @@ class LiveView:
             if row.started is not None:
                 elapsed = f"{(row.ended or now) - row.started:5.1f}s"
             table.add_row(
-                act_id,
+                ("  " * row.level + ("└ " if row.level else "")) + act_id,
                 row.role,
                 ", ".join(row.needs),
                 f"[{_STYLE.get(row.state, '')}]{row.state}[/]",
@@ -141,3 +147,35 @@ class LiveView:
             f"${sum(r.cost for r in self.rows.values()):.4f}, {now - self.t0:.1f}s"
         )
         return table
+
+
+def _as_tree(rows: dict[str, _Row]) -> dict[str, _Row]:
+    """The plan's rows in dependency order, each under the deepest of its inputs."""
+    placed: dict[str, _Row] = {}
+    while len(placed) < len(rows):
+        ready = [
+            i
+            for i, r in rows.items()
+            if i not in placed and all(d in placed or d not in rows for d in r.needs)
+        ]
+        if not ready:  # a cycle cannot be planned, but never loop on one
+            ready = [i for i in rows if i not in placed]
+        for act_id in ready:
+            row = rows[act_id]
+            row.level = 1 + max((placed[d].level for d in row.needs if d in placed), default=-1)
+            placed[act_id] = row
+    order = {act_id: i for i, act_id in enumerate(rows)}
+    return dict(sorted(placed.items(), key=lambda kv: [order[i] for i in _path(kv[0], placed)]))
+
+
+def _path(act_id: str, rows: dict[str, _Row]) -> list[str]:
+    """Sort key: the chain of deepest inputs down to the activity (children follow
+    their parent, siblings keep the plan's order)."""
+    chain = [act_id]
+    while rows[chain[-1]].needs and len(chain) <= len(rows):
+        needs = rows[chain[-1]].needs[::-1]  # ties: the last input, so it follows them all
+        parent = max(needs, key=lambda d: rows[d].level if d in rows else -1)
+        if parent not in rows:
+            break
+        chain.append(parent)
+    return chain[::-1]
