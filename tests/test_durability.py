@@ -18,7 +18,7 @@ import pytest
 from orchestrator import LeaseLostError, Orchestrator, Store, Worker, serde
 from orchestrator.store import Event, Op, now_ms
 from tests import durable_workflows
-from tests.helpers import running
+from tests.helpers import running, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -63,17 +63,7 @@ def executions(path: Path) -> list[tuple[int, str]]:
 
 async def wait_for(check: Callable[[], Any], what: str, timeout: float = 20) -> Any:
     """Poll ``check`` (sync or async) until it returns something truthy."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                value = check()
-                if asyncio.iscoroutine(value):
-                    value = await value
-                if value:
-                    return value
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+    return await wait_until(check, what, timeout)
 
 
 async def wait_for_events(store: Store, run_id: str, kind: str, count: int) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,7 +22,7 @@ from orchestrator import (
     workflow,
 )
 from orchestrator.metrics import Metrics
-from tests.helpers import running
+from tests.helpers import running, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -48,20 +47,6 @@ async def refund(ctx: Context, amount: int, sla: float | None, chain: str) -> di
     except HumanTaskExpiredError as exc:
         return {"expired": str(exc)}
     return {"decision": decision.decision, "by": decision.by, "note": decision.note}
-
-
-async def wait_until(check: Callable[[], Any], what: str, timeout: float = 10) -> Any:
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                value = check()
-                if asyncio.iscoroutine(value):
-                    value = await value
-                if value:
-                    return value
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def test_a_decision_reaches_an_evicted_run_after_a_worker_restart(

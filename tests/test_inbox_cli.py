@@ -18,8 +18,7 @@ from orchestrator import Context, Orchestrator, workflow
 from orchestrator.cli import main
 from orchestrator.edits import schema_errors
 from tests.conftest import ROOT
-from tests.helpers import running
-from tests.test_human import wait_until
+from tests.helpers import running, wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -27,8 +27,8 @@ from orchestrator.metrics import Metrics
 from orchestrator.notify import GROUP, Notifier, endpoint_hash, install, verify_signature
 from orchestrator.store import now_ms
 from tests.conftest import ROOT, worker_env
-from tests.helpers import running
-from tests.test_human import refund, wait_until
+from tests.helpers import running, wait_until
+from tests.test_human import refund
 
 pytestmark = pytest.mark.anyio
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,7 +26,7 @@ from orchestrator import (
     workflow,
 )
 from orchestrator.store import Event
-from tests.helpers import running
+from tests.helpers import running, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -85,18 +84,6 @@ async def one(ctx: Context, name: str, key: str) -> Any:
 
 
 DEFS: dict[str, Any] = {"workflows": [one], "activities": [flaky, pausing, asks_for_later]}
-
-
-async def wait_until(check: Callable[[], Any], what: str, timeout: float = 10) -> Any:
-    async with asyncio.timeout(timeout):
-        while True:
-            value = check()
-            if asyncio.iscoroutine(value):
-                value = await value
-            if value:
-                return value
-            await asyncio.sleep(0.005)
-    raise AssertionError(what)  # pragma: no cover
 
 
 async def events_of(orch: Orchestrator, run_id: str, kind: str) -> list[Event]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ from orchestrator import (
     workflow,
 )
 from orchestrator.store import Store
-from tests.helpers import running
+from tests.helpers import running, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -137,20 +136,6 @@ DEFS: dict[str, Any] = {
     "workflows": [one, both, queued, kid, parent],
     "activities": [stuck, slow, waits_forever, spins, gate, quick],
 }
-
-
-async def wait_until(check: Callable[[], Any], what: str, timeout: float = 10) -> Any:
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                value = check()
-                if asyncio.iscoroutine(value):
-                    value = await value
-                if value:
-                    return value
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def test_a_hung_activity_is_retried_on_another_worker_from_its_last_heartbeat(

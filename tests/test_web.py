@@ -12,7 +12,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from orchestrator.web import MagicLinks, create_app
 from orchestrator.web.app import SESSION_COOKIE
 from orchestrator.web.signing import Signer, load_secret
 from tests.conftest import ROOT
-from tests.helpers import running
+from tests.helpers import running, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -85,20 +85,6 @@ async def review(
         "note": decision.note,
         "output": data.get("output", output),
     }
-
-
-async def wait_until(check: Callable[[], Any], what: str, timeout: float = 10) -> Any:
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                value = check()
-                if asyncio.iscoroutine(value):
-                    value = await value
-                if value:
-                    return value
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 def csrf_of(page: str) -> str:
