@@ -69,7 +69,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from . import serde
 from .clock import Clock, SystemClock
-from .errors import ConfigurationError, UserError
+from .errors import ConfigurationError, TaskloomError, UserError
 from .human import HumanTasks
 from .retries import RetryPolicy
 from .settings import Settings
@@ -604,7 +604,10 @@ class Notifier:
         assert self._smtp is not None
         event = serde.loads(t.event_json)
         task = event.get("task") or {}
-        link = await self._link(task) if self._link is not None else self._page(task)
+        link = self._page(task)
+        if self._link is not None:
+            with contextlib.suppress(TaskloomError):  # decided meanwhile: the page it is
+                link = await self._link(task)
         headline = _MAIL_HEADLINES.get(event.get("kind", ""), "Inbox")
         message = EmailMessage()
         message["From"] = self.notify_from
@@ -671,10 +674,36 @@ def install(worker: Worker, settings: Settings) -> Notifier | None:
     if not (settings.webhooks or settings.smtp_url):
         return None
     notifier = Notifier(
-        worker.store, settings=settings, clock=worker.clock, consumer=worker.worker_id
+        worker.store,
+        settings=settings,
+        clock=worker.clock,
+        consumer=worker.worker_id,
+        link=magic_links(worker.store, settings, worker.clock) if settings.secret else None,
     )
     worker.resources["notifier"] = notifier
     return notifier
+
+
+def magic_links(
+    store: Store, settings: Settings, clock: Clock
+) -> Callable[[dict[str, Any]], Awaitable[str]]:
+    """A ``link`` maker for :class:`Notifier`: each mail to an assignee carries a magic
+    link to the item (one decision, no account), valid until the item's SLA is due, or
+    a week. Needs ``TASKLOOM_SECRET`` shared with ``taskloom serve``."""
+    from .web.links import DEFAULT_TTL, MagicLinks
+
+    assert settings.secret is not None
+    links = MagicLinks(store, secret=settings.secret, public_url=settings.public_url, clock=clock)
+
+    async def make(task: dict[str, Any]) -> str:
+        due = task.get("sla_due_ms")
+        ttl = (int(due) - clock.now_ms()) / 1000 if due else DEFAULT_TTL
+        link = await links.create(
+            str(task["id"]), ttl=max(ttl, 3600.0), reviewer=task.get("assignee")
+        )
+        return link.url
+
+    return make
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

@@ -738,3 +738,35 @@ async def test_a_workflows_escalation_without_an_sla_gets_the_operator_default(
         assert 595_000 <= task.sla_due_ms - task.created_ms <= 600_000
         await orch.human_tasks.decide(task.id, "approve", by="ana")
         assert await handle.result(timeout=20) == "approve"
+
+
+async def test_a_mail_to_an_outside_reviewer_carries_a_magic_link_to_the_item(
+    store: Store,
+) -> None:
+    from orchestrator.notify import magic_links
+    from orchestrator.web.links import MagicLinks
+
+    clock, inbox = ManualClock(), HumanTasks(store)
+    secret = "s" * 40
+    settings = Settings(secret=secret, public_url="https://inbox.example.test")
+    async with (
+        SmtpServer() as smtp,
+        Notifier(
+            store,
+            smtp_url=f"smtp://127.0.0.1:{smtp.port}",
+            clock=clock,
+            retry=FAST,
+            link=magic_links(store, settings, clock),
+        ) as notifier,
+    ):
+        task_id = await open_task(inbox, 1, assignee="partner@example.test", sla=7200)
+        assert await notifier.deliver_due() == 1
+    ((_, _, message),) = smtp.mails
+    text = message.get_payload(decode=True).decode()  # type: ignore[union-attr]
+    url = next(w for w in text.split() if "?link=" in w)
+    assert url.startswith("https://inbox.example.test/items/run-1/0?link=")
+    links = MagicLinks(store, secret=secret, public_url=settings.public_url, clock=clock)
+    token = url.split("?link=", 1)[1]
+    link = await links.check(token, task_id)
+    assert link.reviewer == "partner@example.test"
+    assert 7100_000 <= link.expires_ms - clock.now_ms() <= 7201_000  # until the SLA is due
