@@ -18,6 +18,10 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
     │   ├── HumanTaskNotFoundError   a human task that does not exist
     │   ├── HumanTaskClosedError     a decision on a task already decided (or expired)
     │   ├── PlanError                a plan that is not a valid DAG for its run (problems inside)
+    │   ├── VerifierConfigError      a verifier set up wrongly (verifiers)
+    │   │   ├── UnknownVerifierError a verify spec naming a verifier nobody registered
+    │   │   └── MissingRunnerError   an LLM judge with no model runner to call
+    │   ├── LinkRefusedError         a magic link that may not decide (web; 403 or 410)
     │   ├── UnknownProviderError     a model name whose provider prefix is unknown (agents)
     │   └── PromptError              a template missing, or missing a variable (agents)
     ├── StoreError                   the Redis state store
@@ -48,7 +52,8 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
     │   └── ActivityTimeoutError     an attempt ran past a timeout (retried like a failure)
 
 Errors marked (agents) are defined in :mod:`agents.errors`, the lowest layer, with the
-root and the ActivityFailure branch; this module re-exports the root.
+root and the ActivityFailure branch; this module re-exports the root. Those marked
+(verifiers) live in :mod:`verifiers.errors`, (web) in :mod:`orchestrator.web.links`.
 
 Cancellation of workflow code uses :class:`asyncio.CancelledError`, a ``BaseException``,
 so ``except Exception`` in user code cannot swallow it.
