@@ -168,11 +168,11 @@ class ChatSession:
         elif name in ("/runs", "/cost"):
             await self.runs(summary_only=name == "/cost")
         elif name == "/inbox":
-            ids = await self.conversation.run_ids()
+            inbox = self.orch.human_tasks
             items = [
                 t
-                for t in await self.orch.human_tasks.list()
-                if any(t.run_id.startswith(r) for r in ids)
+                for r in await self.conversation.run_ids()
+                for t in await inbox.list(run_id=r, children=True, limit=10_000)
             ]
             for item in items:
                 self.say(f"  {item.id}  {item.title[:100]}")

@@ -114,11 +114,10 @@ async def _pipeline_run(
     from .console import Asker, auto_approve, follow, prompt_in_terminal
 
     if worker:  # this process runs the models: say now what is missing, not after planning
-        from agents.pricing import PriceTable
         from agents.providers import check_model
 
         model = check_model(model or orch.settings.model)
-        PriceTable.builtin().price(model)
+        orch.settings.price_table().price(model)
     options: dict[str, Any] = {"model": model}
     for name in ("template", "budget_usd", "max_parallel"):
         if getattr(args, name, None) is not None:

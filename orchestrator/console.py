@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .client import Orchestrator, RunHandle
-from .errors import HumanTaskClosedError, RunCancelledError, RunFailedError
+from .edits import editable
+from .errors import HumanTaskClosedError, RunCancelledError, RunFailedError, UserError
 from .human import HumanTask
 from .liveview import LiveView
 from .pipeline import pipeline_events
@@ -147,9 +148,9 @@ async def follow(
             while not result.done():
                 # A client-side loop: the run's escalations (its children's too) are read
                 # from the inbox index a few times a second, only while the command runs.
-                mine = [
-                    t for t in await orch.human_tasks.list() if t.run_id.startswith(handle.run_id)
-                ]
+                mine = await orch.human_tasks.list(
+                    run_id=handle.run_id, children=True, limit=10_000
+                )
                 if mine and ask is None:
                     return Followed("waiting")
                 for item in mine if ask is not None else ():
@@ -188,8 +189,10 @@ async def _answer(
 
 
 async def auto_approve(task: HumanTask) -> Answer:
-    """Answer every item with its first decision (``approve`` where offered): ``--yes``."""
-    choice = "approve" if "approve" in task.decisions else task.decisions[0]
+    """``--yes``: approve where that is offered, else reject (never ``edit`` or
+    ``retry``, which would only ask again), else the item's first decision."""
+    offered = task.decisions
+    choice = next((d for d in ("approve", "reject") if d in offered), offered[0])
     return Answer(choice, note="auto-answered (--yes, or no terminal to ask in)")
 
 
@@ -222,9 +225,18 @@ def prompt_in_terminal(read: Callable[[str], str] = input, out: TextIO = sys.std
             if decision not in task.decisions:
                 print(f"    choose one of: {', '.join(task.decisions)}", file=out)
                 continue
-            if decision == "edit":
-                text = await asyncio.to_thread(read, "    new output> ")
-                return Answer("edit", note=note, data={"output": text})
+            if decision == "edit":  # checked as `taskloom inbox edit` checks it
+                try:
+                    target = editable(task)
+                except UserError as exc:
+                    print(f"    {exc}", file=out)
+                    continue
+                text = await asyncio.to_thread(read, f"    new {target.field}> ")
+                value, problems = target.parse(text)
+                if problems:
+                    print(f"    not taken: {'; '.join(problems)}", file=out)
+                    continue
+                return Answer("edit", note=note, data={target.field: value})
             return Answer(decision, note=note)
 
     return ask

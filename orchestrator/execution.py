@@ -83,6 +83,7 @@ class Host(Protocol):
     clock: Clock
     payloads: Payloads
     human_tasks: HumanTasks
+    resources: dict[str, Any]
     worker_id: str
     queue: str
     claim_ttl_ms: int

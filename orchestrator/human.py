@@ -230,15 +230,22 @@ class HumanTasks:
         assignee: str | None = None,
         group: str | None = None,
         run_id: str | None = None,
+        children: bool = False,
         older_than: float | None = None,
         limit: int = 100,
     ) -> list[HumanTask]:
-        """Open tasks, oldest first; filters: assignee, group, run, age (seconds)."""
+        """Open tasks, oldest first; filters: assignee, group, run (with ``children``:
+        also its child runs', ``RUN.SEQ...``), age (seconds)."""
         keys = self.store.keys
         top = "+inf" if older_than is None else now_ms() - int(older_than * 1000)
         ids = await self.store.raw.zrangebyscore(keys.inbox_open, "-inf", top)
         if run_id is not None:
-            ids = [i for i in ids if i.split("/", 1)[0] == run_id]
+            child = f"{run_id}."
+            ids = [
+                i
+                for i in ids
+                if (rid := i.split("/", 1)[0]) == run_id or (children and rid.startswith(child))
+            ]
         texts = await self.store.raw.mget([keys.inbox_task(i) for i in ids]) if ids else []
         tasks = [HumanTask.from_json(t) for t in texts if t]
         tasks = [

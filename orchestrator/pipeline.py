@@ -62,6 +62,7 @@ from .human import Decision
 from .plan import Plan, PlanActivity, PlanLimits, diff_plans, parse_plan, spec_keys, validate_plan
 from .policy import ActivityRun, Work, edited, problem_of
 from .roles import BUILTIN_ROLES, INTEGRATOR, PLANNER, catalog
+from .subagents import agent_runner
 from .verification import install_verifiers
 
 if TYPE_CHECKING:
@@ -196,14 +197,12 @@ async def pipeline_events(
 class Pipeline:
     def __init__(self, ctx: Context, request: PipelineRequest) -> None:
         self.ctx, self.req = ctx, request
-        self.workflow_name = PIPELINE_NAME
         self.agents: dict[str, Agent] = ctx._ex.host.registry.agents
         self.roles = catalog(self.agents, request.roles)
         self.budget = request.budget or ctx.run_id
         self.slots = asyncio.Semaphore(request.max_parallel)
         self.spend = Spend()
         self.replan: str | None = None
-        self.replans = 0
         self.accepted: dict[str, Work] = {}  # spec key -> accepted work, for reuse
         self.works: dict[str, Work] = {}
         self.dropped: list[str] = []
@@ -224,7 +223,6 @@ class Pipeline:
             if self.replan is None:
                 break
             note, self.replan = self.replan, None
-            self.replans += 1
             new = await self.make_plan(note, plan)
             diff = diff_plans(plan, new)
             self.dropped.extend(f"v{plan.version}:{i}" for i in diff.dropped)
@@ -279,7 +277,8 @@ class Pipeline:
 
     def check(self, data: Any) -> Plan:
         plan = parse_plan(data)
-        validate_plan(plan, roles=self.roles, limits=self.limits())
+        prices = agent_runner(self.ctx._ex.host).prices  # the table the calls are priced by
+        validate_plan(plan, roles=self.roles, limits=self.limits(), prices=prices)
         return plan
 
     async def make_plan(self, note: str | None, previous: Plan | None) -> Plan:
@@ -291,7 +290,7 @@ class Pipeline:
             for attempt in range(1, self.req.max_plan_attempts + 1):
                 try:
                     result = await self.ctx.agent(
-                        PLANNER,
+                        self.agents[PLANNER.name],  # the worker's, if it replaced ours
                         "Plan the work for the goal."
                         if previous is None
                         else "Revise the previous plan as the feedback asks.",
@@ -347,6 +346,8 @@ class Pipeline:
         }
         if r.template:
             inputs["Template"] = f"{r.template['name']}: {r.template['guidance']}"
+            if r.template.get("verify"):
+                inputs["Checks the template suggests for every activity"] = r.template["verify"]
         if previous is not None:
             inputs["Previous plan"] = previous.model_dump(mode="json", exclude={"version"})
             inputs["Outcomes so far"] = {i: w.status for i, w in self.works.items()}
@@ -423,6 +424,7 @@ class Pipeline:
             "goal": self.req.goal,
             "activity": act.id if act else "final",
             "instructions": act.instructions if act else "",
+            "inputs": {d: self.works[d].output for d in act.inputs} if act else {},
             "budget": self.budget,
             "model": self.req.judge_model or self.req.model,
         }
@@ -467,7 +469,7 @@ class Pipeline:
                 self.works[i].decided_by = decision.by
 
     def can_replan(self) -> bool:
-        return self.replans < self.req.max_replans
+        return self.version - 1 < self.req.max_replans  # each re-plan adopts a new version
 
     async def integrate(self, plan: Plan) -> Any:
         accepted = {i: w.output for i, w in self.works.items() if w.status == "accepted"}
@@ -506,7 +508,11 @@ class Pipeline:
             if decision.decision == "approve":
                 return outcome["output"]
             if decision.decision == "edit":
-                return edited(decision.data, "output")
+                try:
+                    return edited(decision.data, "output")
+                except ValueError as exc:  # nothing to take as the answer: ask again
+                    feedback, retries = str(exc), 0
+                    continue
             feedback, retries = decision.note or outcome["feedback"], 0
 
     async def combine(
@@ -519,7 +525,7 @@ class Pipeline:
                 answer = await self.ctx.run(self.req.reducer, accepted)
             else:
                 result = await self.ctx.agent(
-                    INTEGRATOR,
+                    self.agents[INTEGRATOR.name],
                     plan.integrate,
                     inputs=accepted,
                     goal=self.req.goal,

@@ -48,7 +48,6 @@ class Work:
     cost_usd: float = 0.0
     decided_by: str | None = None
     reused: bool = False
-    child: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """What the result reports of it."""
@@ -161,16 +160,16 @@ class ActivityRun:
                 "depth": pipe.req.depth + 1,
                 "plan": None,
                 "template": None,
+                "previous": None,
                 "budget": pipe.budget,
                 "budget_usd": None,
             }
         )
         pipe.emit("activity", id=act.id, state="decomposed", why=why)
         try:
-            child = await pipe.ctx.child(pipe.workflow_name, request.model_dump(mode="json"))
+            child = await pipe.ctx.child(pipe.ctx.workflow, request.model_dump(mode="json"))
         except ChildWorkflowError as exc:
             return None, f"its sub-plan failed: {exc}"
-        self.work.child = f"{pipe.ctx.run_id} sub-plan"
         self.work.tokens += int(child["tokens"]["total"])
         self.work.cost_usd += float(child["cost_usd"])
         pipe.spend.add("work", int(child["tokens"]["total"]), float(child["cost_usd"]))

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agents.limits import RateLimits
+from agents.pricing import PriceTable
 
 from .errors import ConfigurationError, TaskloomError
 
@@ -160,6 +161,10 @@ class Settings(BaseModel):
             except TaskloomError as exc:
                 raise ValueError(f"{model}: {exc}") from None
         return value
+
+    def price_table(self) -> PriceTable:
+        """The built-in prices, with :attr:`prices` (a file) over them."""
+        return PriceTable.from_file(self.prices) if self.prices else PriceTable.builtin()
 
     def rate_limit_table(self) -> dict[str, RateLimits]:
         """:attr:`rate_limits` as the agents' limit table."""

@@ -27,11 +27,11 @@ from typing import Any
 
 from agents.agent import AgentRunner
 from agents.llm import TokenSink, Usage
-from agents.pricing import PriceTable
 
 from .attempt import current
 from .definitions import AGENT_ACTIVITY_NAME, ActivityDef
 from .errors import UserError
+from .execution import Host
 from .retries import RetryPolicy
 from .settings import Settings
 from .store import Store
@@ -70,7 +70,7 @@ def install(worker: Worker, settings: Settings) -> AgentRunner:
     runner = AgentRunner(
         redis=worker.store.raw,
         prefix=worker.store.keys.prefix,
-        prices=PriceTable.from_file(settings.prices) if settings.prices else None,
+        prices=settings.price_table(),
         limits=settings.rate_limit_table(),
         observe=observe,
         observe_rate_limit=metrics.llm_rate_limited if metrics is not None else None,
@@ -80,7 +80,7 @@ def install(worker: Worker, settings: Settings) -> AgentRunner:
     return runner
 
 
-def agent_runner(worker: Worker) -> AgentRunner:
+def agent_runner(worker: Host) -> AgentRunner:
     """The :class:`AgentRunner` :func:`install` gave ``worker``."""
     runner: AgentRunner | None = worker.resources.get(_RUNNER)
     if runner is None:

@@ -33,7 +33,6 @@ from verifiers import (
 from .attempt import current
 from .definitions import ActivityDef
 from .errors import HumanTaskClosedError
-from .human import HumanTasks
 from .retries import RetryPolicy
 from .subagents import agent_runner
 from .worker import Worker
@@ -102,11 +101,12 @@ async def _cross_check(outputs: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def _supersede(run_id: str, reason: str) -> list[str]:
-    """Close the run's open escalations: a re-plan made their questions moot."""
+    """Close the run's open escalations (its child runs' too): a re-plan made their
+    questions moot."""
     worker: Worker = current().host
-    inbox = HumanTasks(worker.store)
+    inbox = worker.human_tasks
     closed = []
-    for task in await inbox.list(run_id=run_id, limit=10_000):
+    for task in await inbox.list(run_id=run_id, children=True, limit=10_000):
         try:
             await inbox.withdraw(task.id, reason=reason)
         except HumanTaskClosedError:

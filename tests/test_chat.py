@@ -178,3 +178,17 @@ def test_ctrl_c_during_run_asks_and_cancels_the_run(fake: FakeLLM, env: dict[str
         timeout=60,
     )
     assert '"status": "cancelled"' in status.stdout
+
+
+@pytest.mark.anyio
+async def test_yes_never_answers_edit_or_retry_which_would_only_ask_again() -> None:
+    from orchestrator.console import auto_approve
+    from orchestrator.human import HumanTask
+
+    def task(*decisions: str) -> HumanTask:
+        return HumanTask(id="r/0", run_id="r", seq="0", title="t", decisions=list(decisions))
+
+    assert (await auto_approve(task("approve", "edit", "reject"))).decision == "approve"
+    assert (await auto_approve(task("edit", "reject", "retry", "replan"))).decision == "reject"
+    assert (await auto_approve(task("retry", "edit", "reject"))).decision == "reject"
+    assert (await auto_approve(task("ship", "hold"))).decision == "ship"

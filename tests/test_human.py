@@ -195,3 +195,24 @@ async def test_a_cancelled_run_leaves_no_question_open(orch: Orchestrator, make_
     assert (await orch.human_tasks.get(task.id)).status == "closed"
     with pytest.raises(HumanTaskClosedError):
         await orch.human_tasks.decide(task.id, "approve", by="ana")
+
+
+async def test_a_runs_tasks_are_listed_with_its_child_runs_but_not_its_namesakes(
+    orch: Orchestrator,
+) -> None:
+    from orchestrator.human import new_task, task_spec
+
+    spec = task_spec(
+        title="ok?",
+        context=None,
+        decisions=["approve"],
+        assignee=None,
+        group=None,
+        sla=None,
+        fallback=[],
+    )
+    for i, run_id in enumerate(("r1", "r1.0.1", "r12")):
+        await orch.human_tasks.open(new_task(run_id, "0", spec, created_ms=1 + i))
+    inbox = orch.human_tasks
+    assert [t.run_id for t in await inbox.list(run_id="r1")] == ["r1"]
+    assert [t.run_id for t in await inbox.list(run_id="r1", children=True)] == ["r1", "r1.0.1"]

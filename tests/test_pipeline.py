@@ -557,3 +557,16 @@ async def test_a_missing_key_fails_the_run_at_once_instead_of_asking_the_planner
         with pytest.raises(RunFailedError, match="OPENAI_API_KEY"):
             await handle.result(timeout=30)
     assert await orch.human_tasks.list(run_id=handle.run_id) == []
+
+
+async def test_the_judge_sees_the_inputs_an_output_was_made_from(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    judged = {"judge": {"rubric": "uses the facts it was given", "threshold": 0.5}}
+    plan = {"activities": [act("a"), act("b", "a", verify=judged)]}
+    team = SimulatedTeam(plans=[plan], work=lambda task, fb: f"facts of {task.split()[-1]}")
+    fake.answer_with(team)
+    async with running(orch.worker()):
+        await (await orch.submit("two parts", model=MODEL)).result(timeout=30)
+    (judge,) = team.requests["judge"]
+    assert "facts of a" in str(judge.messages[0]["content"])  # b's input, from a
