@@ -39,9 +39,15 @@ class TaskloomError(Exception):
 
     code = "taskloom_error"
 
+    retryable: bool | None = None
+    """``False``: retrying cannot help (stored as ``"retryable": false``)."""
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly description, as stored in a run's log."""
-        return {"type": type(self).__name__, "code": self.code, "message": str(self)}
+        out: dict[str, Any] = {"type": type(self).__name__, "code": self.code, "message": str(self)}
+        if self.retryable is False:
+            out["retryable"] = False
+        return out
 
 
 class UserError(TaskloomError):
@@ -49,9 +55,7 @@ class UserError(TaskloomError):
     activity it is never retried: the same call would fail the same way."""
 
     code = "user_error"
-
-    def to_dict(self) -> dict[str, Any]:
-        return super().to_dict() | {"retryable": False}
+    retryable = False
 
 
 class ConfigurationError(UserError):
@@ -95,11 +99,9 @@ class NonRetryableError(ActivityFailure):
     malformed request). It fails, or waits in the dead-letter queue, at once."""
 
     code = "non_retryable"
-
-    def to_dict(self) -> dict[str, Any]:
-        # Subclasses (an auth error, a malformed request) keep their own type name: the
-        # flag tells the retry policy what they are.
-        return super().to_dict() | {"retryable": False}
+    retryable = False
+    """Subclasses (an auth error, a malformed request) keep their own type name: the
+    flag tells the retry policy what they are."""
 
 
 class UnknownProviderError(UserError):

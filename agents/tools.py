@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from .errors import LLMOutputError, UserError
 from .llm import LLMRequest, LLMResponse, Message, Provider, TokenSink, ToolCall, ToolSpec, Usage
+from .structured import json_schema
 
 __all__ = ["Tool", "ToolLoopResult", "run_tool_loop", "tool"]
 
@@ -43,7 +44,7 @@ class Tool:
     @property
     def spec(self) -> ToolSpec:
         """What the model is told about it."""
-        return ToolSpec(self.name, self.description, self.arguments.model_json_schema())
+        return ToolSpec(self.name, self.description, json_schema(self.arguments))
 
     async def call(self, arguments: dict[str, Any]) -> Any:
         """Validate ``arguments`` and call the function (a sync one in a thread)."""

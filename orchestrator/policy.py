@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from agents.agent import AgentResult
+from agents.structured import json_schema
 
 from .errors import ActivityError, ChildWorkflowError
 from .plan import PlanActivity
@@ -250,7 +251,7 @@ class ActivityRun:
     def output_schema(self) -> dict[str, Any]:
         """The JSON Schema an edited output must meet (for the inbox's edit forms)."""
         if self.agent.output is not None:
-            return self.agent.output.model_json_schema()
+            return json_schema(self.agent.output)
         return {"type": "string"}
 
     def validated(self, output: Any) -> Any:

@@ -20,9 +20,9 @@ from verifiers import (
     CrossCheck,
     References,
     Tools,
-    UnknownVerifierError,
     Verdict,
     Verifier,
+    VerifierConfigError,
     VerifySpec,
     build,
     combine,
@@ -82,7 +82,7 @@ async def _verify(request: dict[str, Any]) -> dict[str, Any]:
     )
     try:
         checks = build(spec, output_type=output_type, custom=custom)
-    except UnknownVerifierError as exc:  # the output was not judged: the checker broke
+    except VerifierConfigError as exc:  # the output was not judged: the checker broke
         verdict = Verdict(verifier="build", status="error", reasons=[str(exc)])
         return combine([verdict], check.output).model_dump(mode="json")
     tools = Tools(

@@ -524,6 +524,17 @@ async def test_consensus_across_models_and_errors_that_reduce_the_votes() -> Non
         Consensus(RUBRIC, samples=3, quorum=4)
 
 
+async def test_a_consensus_sample_that_hangs_casts_no_vote_and_the_others_count() -> None:
+    def answer(request: Request) -> Step:
+        return score(0.9, latency=60 if request.index == 2 else 0)
+
+    async with judging() as (fake, tools):
+        fake.answer_with(answer)
+        verdict = await verify_with(Consensus(RUBRIC, samples=3, timeout=0.5), tools)
+    assert verdict.status == "pass", "two passing votes of three reach the quorum"
+    assert "1 errored" in verdict.reasons[0] and "timed out" in " ".join(verdict.reasons)
+
+
 async def verify_with(v: Verifier, tools: Tools) -> Verdict:
     return (await run_verifiers([v], CHECK, tools=tools)).verdicts[0]
 
@@ -602,6 +613,9 @@ def test_verify_spec_parses_the_planners_json_and_rejects_what_it_does_not_know(
         {"pii": "hide"},
         {"max_retries": 11},
         {"judge": {"rubric": ""}},
+        {"judge": {"rubric": "   "}},  # build() would refuse it: refused here, as feedback
+        {"consensus": {"rubric": "\n"}},
+        {"rules": {"min_length": 10, "max_length": 5}},
     ):
         with pytest.raises(ValidationError):
             VerifySpec.model_validate(bad)

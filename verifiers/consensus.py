@@ -6,12 +6,15 @@ from collections.abc import Iterable
 
 import anyio
 
-from .base import Check, Tools, Verifier
+from .base import Check, Tools, Verifier, guarded
 from .errors import VerifierConfigError
 from .judge import Judge
 from .verdict import Status, Verdict
 
 __all__ = ["Consensus"]
+
+SAMPLE_SHARE = 0.9
+"""Of the verifier's timeout, what one sample may take."""
 
 
 class Consensus(Verifier):
@@ -79,10 +82,12 @@ class Consensus(Verifier):
         results: list[Verdict | str] = [""] * len(models)
 
         async def sample(i: int, model: str | None) -> None:
-            try:
-                results[i] = await self.judge.judge(check, tools, model=model)
-            except Exception as exc:
-                results[i] = f"{type(exc).__name__}: {exc}"
+            # Each sample under a deadline of its own, inside the verifier's: one that
+            # hangs casts no vote instead of losing every other sample's.
+            verdict, broke = await guarded(
+                self.timeout * SAMPLE_SHARE, lambda: self.judge.judge(check, tools, model=model)
+            )
+            results[i] = verdict if verdict is not None else broke
 
         async with anyio.create_task_group() as group:
             for i, model in enumerate(models):

@@ -15,8 +15,6 @@ from .verdict import Status, Verdict
 
 __all__ = ["Judge", "JudgeScore"]
 
-_RESERVED = ("rubric", "output", "activity_task")
-
 
 class JudgeScore(BaseModel):
     """What the judge model answers (the judge agent's output type)."""

@@ -14,16 +14,15 @@ users write it, and :func:`build`, which turns it into verifiers.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .base import Verifier
 from .compliance import PII
 from .consensus import Consensus
-from .errors import UnknownVerifierError
+from .errors import UnknownVerifierError, VerifierConfigError
 from .judge import Judge
 from .rules import Rules
 from .schema import Schema
@@ -49,15 +48,15 @@ class RulesSpec(BaseModel):
         default_factory=list, description="Terms that must not appear (case-insensitive)."
     )
 
-    @field_validator("patterns")
-    @classmethod
-    def _patterns_compile(cls, patterns: dict[str, str]) -> dict[str, str]:
-        for field, pattern in patterns.items():
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"the pattern for {field!r} is not a valid regex: {exc}") from None
-        return patterns
+    @model_validator(mode="after")
+    def _buildable(self) -> RulesSpec:
+        """Refuse what :class:`~verifiers.Rules` would refuse (a bad regex, a minimum
+        over the maximum) here, where a planner gets it back as feedback."""
+        try:
+            Rules(**self.model_dump())
+        except VerifierConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 class JudgeSpec(BaseModel):
@@ -65,7 +64,9 @@ class JudgeSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rubric: str = Field(min_length=1, description="What a good output is, criterion by criterion.")
+    rubric: str = Field(
+        min_length=1, pattern=r"\S", description="What a good output is, criterion by criterion."
+    )
     threshold: float = Field(default=0.7, ge=0.0, le=1.0, description="Lowest passing score.")
     model: str | None = Field(default=None, description="provider:model; default: the run's.")
 
@@ -75,7 +76,9 @@ class ConsensusSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rubric: str = Field(min_length=1, description="What a good output is, criterion by criterion.")
+    rubric: str = Field(
+        min_length=1, pattern=r"\S", description="What a good output is, criterion by criterion."
+    )
     threshold: float = Field(default=0.7, ge=0.0, le=1.0, description="Lowest passing score.")
     samples: int = Field(default=3, ge=1, le=10, description="How many times to ask one model.")
     models: list[str] = Field(
