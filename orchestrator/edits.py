@@ -27,7 +27,6 @@ class Editable:
     value: Any
     schema: Mapping[str, Any] | None
     """``None``: any JSON value."""
-    plan: bool = False
 
     @property
     def text(self) -> bool:
@@ -55,7 +54,7 @@ class Editable:
             return None, [f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"]
         except ValueError as exc:
             return None, [f"not JSON: {exc}"]
-        if self.plan:
+        if self.field == "plan":
             try:
                 parse_plan(value)
             except PlanError as exc:
@@ -80,7 +79,7 @@ def editable(task: HumanTask) -> Editable:
                 schema = {"type": "string"} if value is None or isinstance(value, str) else None
             return Editable("output", value, schema)
     if "last_plan" in ctx:
-        return Editable("plan", ctx["last_plan"], None, plan=True)
+        return Editable("plan", ctx["last_plan"], None)
     raise UserError(
         f"{task.id} carries no output to edit (its context has no 'output'); "
         f"decide it with `taskloom inbox decide {task.id} DECISION`"

@@ -267,7 +267,8 @@ class HumanTasks:
         pipe.hgetall(keys.inbox_assignees)
         pipe.hgetall(keys.inbox_stats)
         pipe.zcard(keys.notify_dead)
-        assignees, stats, dead = await pipe.execute()
+        pipe.zcard(keys.inbox_open)
+        assignees, stats, dead, open_ = await pipe.execute()
         counts = [0] * (len(INBOX_LATENCY_BUCKETS) + 1)
         decisions: dict[str, int] = {}
         for name, value in stats.items():
@@ -282,6 +283,7 @@ class HumanTasks:
             latency_counts=tuple(counts),
             latency_sum=int(stats.get("lat_sum_ms") or 0) / 1000,
             notifications_dead=int(dead),
+            open=int(open_),
         )
 
     # -- writing ------------------------------------------------------------------------

@@ -429,7 +429,7 @@ def _trim(text: str, target: Editable) -> str:
 
 
 def _invalid(target: Editable, errors: list[str]) -> str:
-    what = "the plan" if target.plan else f"the {target.field}"
+    what = f"the {target.field}"
     if target.schema is not None and not target.text:
         what += f" ({_schema_name(target.schema)})"
     return f"{what} is not valid; nothing recorded:\n  - " + "\n  - ".join(errors)

@@ -96,6 +96,8 @@ class InboxStats:
     """Seconds from opening to decision, summed over every decision."""
     notifications_dead: int = 0
     """Notifications given up on, waiting for an operator."""
+    open: int | None = None
+    """Open tasks in all (``taskloom_human_tasks_open``); ``None``: not read."""
 
 
 _STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
@@ -273,6 +275,8 @@ class Metrics:
                 f"(got {len(stats.latency_counts)})"
             )
         self._inbox.stats = stats
+        if stats.open is not None:
+            self.set_human_tasks_open(stats.open)
 
     def render(self) -> bytes:
         """Every metric in the Prometheus text exposition format."""

@@ -62,7 +62,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 from redis.exceptions import RedisError, ResponseError
@@ -626,8 +626,9 @@ class Notifier:
             raise _Failed(f"SMTP: {type(exc).__name__}: {exc}") from None
 
     def _page(self, task: dict[str, Any]) -> str:
-        run_id, seq = str(task.get("run_id", "")), str(task.get("seq", ""))
-        return f"{self.public_url}/items/{quote(run_id, safe='')}/{quote(seq, safe='')}"
+        from .web.links import item_path  # no web framework: a module of plain helpers
+
+        return self.public_url + item_path(f"{task.get('run_id', '')}/{task.get('seq', '')}")
 
     # -- for operators ------------------------------------------------------------------
     async def get(self, delivery_id: str) -> Delivery | None:

@@ -62,6 +62,7 @@ from .human import Decision
 from .plan import Plan, PlanActivity, PlanLimits, diff_plans, parse_plan, spec_keys, validate_plan
 from .policy import ActivityRun, Work, edited, problem_of
 from .roles import BUILTIN_ROLES, INTEGRATOR, PLANNER, catalog
+from .store import Event
 from .subagents import agent_runner
 from .verification import install_verifiers
 
@@ -71,7 +72,14 @@ if TYPE_CHECKING:
     from .client import RunHandle
     from .worker import Worker
 
-__all__ = ["PIPELINE_NAME", "PipelineRequest", "install", "pipeline", "pipeline_events"]
+__all__ = [
+    "PIPELINE_NAME",
+    "PipelineRequest",
+    "install",
+    "pipeline",
+    "pipeline_entry",
+    "pipeline_events",
+]
 
 PIPELINE_NAME = "taskloom.pipeline"
 SUPERSEDED = "superseded by a re-plan"
@@ -189,9 +197,17 @@ async def pipeline_events(
     """The pipeline's decisions as they are recorded: dicts with ``event`` (``planned``,
     ``activity``, ``replanned``, ``integrated``, ...) and its data."""
     async for event in handle.events(follow=follow):
-        name = str(event.data.get("name", ""))
-        if event.type == "value_recorded" and name.startswith("pipeline."):
-            yield {"event": name.removeprefix("pipeline."), **(event.data.get("value") or {})}
+        entry = pipeline_entry(event)
+        if entry is not None:
+            yield entry
+
+
+def pipeline_entry(event: Event) -> dict[str, Any] | None:
+    """A log event as one of the pipeline's decisions, or ``None`` if it is not one."""
+    name = str(event.data.get("name", ""))
+    if event.type == "value_recorded" and name.startswith("pipeline."):
+        return {"event": name.removeprefix("pipeline."), **(event.data.get("value") or {})}
+    return None
 
 
 class Pipeline:

@@ -702,8 +702,7 @@ class Worker:
     async def _update_gauges(self, metrics: Metrics) -> None:
         metrics.set_in_flight(len(self._inflight) - len(self._waiting))
         metrics.set_dead_letters(await self.dead_letters.count())
-        metrics.set_human_tasks_open(await self.human_tasks.count_open())
-        metrics.set_inbox(await self.human_tasks.stats())
+        metrics.set_inbox(await self.human_tasks.stats())  # the open count included
 
     async def _heartbeat(self) -> None:
         store = self.store

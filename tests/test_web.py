@@ -22,7 +22,14 @@ import httpx
 import pytest
 
 from agents.fake_llm import FakeLLM
-from orchestrator import Context, HumanTask, ManualClock, Orchestrator, workflow
+from orchestrator import (
+    ConfigurationError,
+    Context,
+    HumanTask,
+    ManualClock,
+    Orchestrator,
+    workflow,
+)
 from orchestrator.settings import Settings
 from orchestrator.simulated import SimulatedTeam
 from orchestrator.web import MagicLinks, create_app
@@ -463,8 +470,14 @@ async def test_metrics_need_a_session_or_the_bearer_token(web: Web) -> None:
         ok = await scraper.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status_code == 200 and "taskloom_human_tasks_open 1.0" in ok.text
     assert 'taskloom_inbox_open_items{assignee="ana"} 1.0' in ok.text
+    assert SESSION_COOKIE not in ok.headers.get("set-cookie", "")  # a scrape holds no session
     await web.signin()
     assert "taskloom_human_tasks_open" in (await web.page("/metrics")).text
+
+
+async def test_an_empty_inbox_token_is_refused_where_the_app_is_made(orch: Orchestrator) -> None:
+    with pytest.raises(ConfigurationError, match="TASKLOOM_INBOX_TOKEN"):
+        create_app(orch, secret=SECRET, inbox_token="")
 
 
 # -- magic links ------------------------------------------------------------------------

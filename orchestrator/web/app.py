@@ -29,7 +29,6 @@ import hmac
 import json
 import re
 import secrets
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +46,7 @@ from starlette.routing import Route
 from ..client import Orchestrator
 from ..clock import Clock
 from ..errors import (
+    ConfigurationError,
     HumanTaskClosedError,
     HumanTaskNotFoundError,
     RunNotFoundError,
@@ -56,9 +56,9 @@ from ..errors import (
 from ..human import HumanTask
 from ..keys import STATUSES, TERMINAL_STATUSES
 from ..metrics import Metrics
-from ..pipeline import pipeline_events
+from ..pipeline import pipeline_entry
 from .forms import FormError, edit_form, parse_form
-from .links import LinkRefusedError, MagicLink, MagicLinks
+from .links import LinkRefusedError, MagicLink, MagicLinks, item_path
 from .signing import Signer
 from .timeline import activity_rows, event_row, latest_plan
 
@@ -172,6 +172,10 @@ class _Inbox:
         max_body: int,
     ) -> None:
         self.orch, self.clock, self.metrics = orch, clock, metrics
+        if not inbox_token:  # an empty token would let anyone sign in with an empty field
+            raise ConfigurationError(
+                "the web inbox needs a sign-in token: set TASKLOOM_INBOX_TOKEN"
+            )
         self.inbox_token = inbox_token.encode()
         self.signer = Signer(secret)
         self.links = MagicLinks(orch.store, secret=secret, public_url=public_url, clock=clock)
@@ -183,9 +187,10 @@ class _Inbox:
             undefined=StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
+            auto_reload=False,  # the templates ship with the package: no stat per render
         )
         self.env.filters.update(when=_when, pretty=_pretty, span=_span)
-        self.env.globals.update(item_url=_item_url, run_url=_run_url, label=_label)
+        self.env.globals.update(item_url=item_path, run_url=_run_url, label=_label)
         item = "/items/{run_id}/{seq}"
         routes = [
             Route("/signin", self._page(self.signin_form, "public"), methods=["GET"]),
@@ -223,7 +228,8 @@ class _Inbox:
             except (TaskloomError, FormError, _Problem) as exc:
                 signed_in = token is None and session.user is not None
                 response = self._refusal(exc, _Visitor(session) if signed_in else None)
-            return self._finish(response, session, cookie=token is None)
+            # A link visit or a scrape with the bearer token gets no session cookie.
+            return self._finish(response, session, cookie=token is None and access != "metrics")
 
         return endpoint
 
@@ -410,7 +416,7 @@ class _Inbox:
         if age and older_than is None:
             errors["age"] = "Write an age like 90s, 30m, 4h or 2d."
         inbox = self.orch.human_tasks
-        everything = await inbox.list(limit=MAX_LIST)
+        stats = await inbox.stats()  # counts kept by the inbox scripts: nothing to load
         tasks = (
             []
             if errors
@@ -421,13 +427,13 @@ class _Inbox:
                 limit=MAX_LIST,
             )
         )
-        counts = Counter(t.assignee or "" for t in everything)
+        counts = stats.open_by_assignee
         return self._render(
             visitor,
             "inbox.html",
             status=400 if errors else 200,
             tasks=tasks,
-            total=await inbox.count_open(),
+            total=stats.open,
             counts=sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])),
             filters={"assignee": assignee, "run": run_id, "age": age},
             filtered=bool(assignee or run_id or age),
@@ -517,13 +523,10 @@ class _Inbox:
                     visitor, task, status=400, edit_text=raw, edit_errors=errors, note=note
                 )
             data = {spec.field: value}
-        try:
-            if visitor.link is not None:
-                await self.links.decide(visitor.link.token, task.id, decision, note=note, data=data)
-            else:
-                await inbox.decide(task.id, decision, by=visitor.by, note=note, data=data)
-        except HumanTaskClosedError as exc:
-            raise _Problem(409, "Already decided", f"{exc}. Nothing was changed.") from None
+        if visitor.link is not None:  # a second decision: _refusal answers 409
+            await self.links.decide(visitor.link.token, task.id, decision, note=note, data=data)
+        else:
+            await inbox.decide(task.id, decision, by=visitor.by, note=note, data=data)
         if visitor.link is not None:
             return self._message(
                 visitor,
@@ -531,7 +534,7 @@ class _Inbox:
                 "Thank you",
                 f"Your decision {decision!r} was recorded. The link is used up now.",
             )
-        return RedirectResponse(_item_url(task.id), status_code=303)
+        return RedirectResponse(item_path(task.id), status_code=303)
 
     # -- magic links, made and revoked by the team ----------------------------------------
     async def make_link(self, request: Request, visitor: _Visitor) -> Response:
@@ -552,7 +555,7 @@ class _Inbox:
         if link_id not in {x.id for x in await self.links.list(task_id)}:
             raise _Problem(404, "Not found", f"Item {task_id} has no link {link_id!r}.")
         await self.links.revoke(link_id)
-        return RedirectResponse(_item_url(task_id), status_code=303)
+        return RedirectResponse(item_path(task_id), status_code=303)
 
     # -- runs ---------------------------------------------------------------------------
     async def runs(self, request: Request, visitor: _Visitor) -> Response:
@@ -566,8 +569,8 @@ class _Inbox:
         run_id = request.path_params["run_id"]
         handle = self.orch.handle(run_id)
         info = await handle.info()
-        events = [e async for e in handle.events(follow=False)]
-        decisions = [e async for e in pipeline_events(handle, follow=False)]
+        events = [e async for e in handle.events(follow=False)]  # the log, read once
+        decisions = [d for e in events if (d := pipeline_entry(e)) is not None]
         budget = await self.orch.budget(run_id)
         open_tasks = await self.orch.human_tasks.list(run_id=run_id, limit=MAX_LIST)
         return self._render(
@@ -585,7 +588,6 @@ class _Inbox:
     # -- metrics ------------------------------------------------------------------------
     async def metrics_page(self, request: Request, visitor: _Visitor) -> Response:
         inbox = self.orch.human_tasks  # cluster-wide numbers, read fresh for each scrape
-        self.metrics.set_human_tasks_open(await inbox.count_open())
         self.metrics.set_inbox(await inbox.stats())
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(encoder(self.metrics.registry), media_type=content_type)
@@ -594,11 +596,6 @@ class _Inbox:
 # -- helpers ----------------------------------------------------------------------------
 def _task_id(request: Request) -> str:
     return f"{request.path_params['run_id']}/{request.path_params['seq']}"
-
-
-def _item_url(task_id: str) -> str:
-    run_id, _, seq = task_id.partition("/")
-    return f"/items/{quote(run_id, safe='')}/{quote(seq, safe='')}"
 
 
 def _run_url(run_id: str) -> str:
@@ -638,6 +635,8 @@ def _span(ms: float) -> str:
 def _sla(task: HumanTask, now_ms: int) -> str:
     if not task.sla_due_ms:
         return "no SLA"
+    if task.status != "open":
+        return f"closed ({task.status})"  # not overdue forever once decided
     left = task.sla_due_ms - now_ms
     when = _when(task.sla_due_ms)
     return f"due in {_span(left)} ({when})" if left >= 0 else f"overdue by {_span(left)} ({when})"

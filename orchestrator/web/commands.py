@@ -64,16 +64,9 @@ async def _serve(args: argparse.Namespace, orch: Orchestrator) -> int:
         raise UserError(f"--port must be between 0 and 65535 (got {args.port})")
     import uvicorn
 
-    from ..metrics import Metrics
     from .app import create_app
 
-    app = create_app(
-        orch,
-        secret=load_secret(settings),
-        inbox_token=settings.inbox_token,
-        public_url=settings.public_url,
-        metrics=Metrics(),
-    )
+    app = create_app(orch, secret=load_secret(settings), inbox_token=settings.inbox_token)
     try:
         sock = socket.create_server((args.host, args.port), family=_family(args.host))
     except OSError as exc:

@@ -34,7 +34,14 @@ from ..human import Decision, HumanTasks
 from ..store import Store
 from .signing import Signer
 
-__all__ = ["DEFAULT_TTL", "LinkRefusedError", "LinkState", "MagicLink", "MagicLinks"]
+__all__ = ["DEFAULT_TTL", "LinkRefusedError", "LinkState", "MagicLink", "MagicLinks", "item_path"]
+
+
+def item_path(task_id: str) -> str:
+    """The path of task ``task_id``'s page (``/items/RUN/SEQ``) in the web inbox."""
+    run_id, _, seq = task_id.partition("/")
+    return f"/items/{quote(run_id, safe='')}/{quote(seq, safe='')}"
+
 
 DEFAULT_TTL = 7 * 86400.0
 """Seconds a link works when no ``ttl`` is given: a week."""
@@ -129,10 +136,7 @@ class MagicLinks:
 
     def url(self, task_id: str, token: str) -> str:
         """The address of task ``task_id``'s page opened with ``token``."""
-        run_id, _, seq = task_id.partition("/")
-        return (
-            f"{self.public_url}/items/{quote(run_id, safe='')}/{quote(seq, safe='')}?link={token}"
-        )
+        return f"{self.public_url}{item_path(task_id)}?link={token}"
 
     def _link(self, record: dict[str, Any], token: str, state: LinkState = "open") -> MagicLink:
         return MagicLink(

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..pipeline import pipeline_entry
 from ..store import Event
 
 __all__ = ["ActivityRow", "Row", "activity_rows", "event_row", "latest_plan", "pipeline_text"]
@@ -58,10 +59,10 @@ def event_row(event: Event) -> Row:
         return _human_row(t, d, ts, step)
     if t.startswith("run_"):
         return _run_row(t, d, ts)
+    entry = pipeline_entry(event)
+    if entry is not None:
+        return Row(ts, "pipeline", pipeline_text(entry))
     match t:
-        case "value_recorded" if str(d.get("name", "")).startswith("pipeline."):
-            entry = {"event": str(d["name"]).removeprefix("pipeline."), **(d.get("value") or {})}
-            return Row(ts, "pipeline", pipeline_text(entry))
         case "timer_started" | "timer_fired":
             return Row(ts, "timer", f"{step}{t.replace('_', ' ')}")
         case "child_started":
