@@ -461,7 +461,7 @@ class HumanTasks:
         if more:
             step = await self._fallback(task, now)
             steps += [step] if step else []
-        else:
+        elif not steps:  # breached earlier, nothing left to apply (_mark took it off then)
             await self.store.raw.zrem(self.store.keys.inbox_sla, task.id)
         return steps
 

@@ -290,6 +290,7 @@ class Notifier:
         self._http = http
         self._own_http = http is None
         self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self._wake = asyncio.Event()
         self._tries: set[asyncio.Task[bool]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -380,7 +381,11 @@ class Notifier:
 
     async def _forever(self, body: Callable[[], Awaitable[None]]) -> None:
         while True:
-            await self._guard(body)
+            try:
+                await self._guard(body)
+            except Exception:  # a bug in one pass must not stop deliveries for good
+                log.exception("notifier: a pass failed; going on")
+                await asyncio.sleep(1.0)
 
     async def _guard(self, body: Callable[[], Awaitable[None]]) -> None:
         """Run ``body`` once, riding out Redis outages with capped backoff."""
@@ -489,7 +494,9 @@ class Notifier:
         """Try what is due, then sleep until the first due time (or until told that a
         retry was scheduled here, or ``claim_idle`` for other notifiers' retries)."""
         self._wake.clear()
-        while due := await self._take_due():
+        # Lease only what can start now: a lease must not lapse while a try waits for a
+        # slot, or another notifier takes the delivery again.
+        while due := await self._take_due(self._concurrency - len(self._tries)):
             await self._spawn(due)
         first = await self.store.raw.zrange(self.store.keys.notify_due, 0, 0, withscores=True)
         cancel = self.clock.call_at(int(first[0][1]), self._wake.set) if first else None
@@ -500,10 +507,13 @@ class Notifier:
             if cancel is not None:
                 cancel()
 
-    async def _take_due(self) -> list[_Try]:
-        """Lease the deliveries due now to this notifier."""
+    async def _take_due(self, most: int | None = None) -> list[_Try]:
+        """Lease the deliveries due now to this notifier (at most ``most``)."""
         keys, now = self.store.keys, self.clock.now_ms()
-        ids = await self.store.raw.zrangebyscore(keys.notify_due, "-inf", now, 0, self.batch)
+        count = self.batch if most is None else min(self.batch, most)
+        if count <= 0:
+            return []
+        ids = await self.store.raw.zrangebyscore(keys.notify_due, "-inf", now, 0, count)
         if not ids:
             return []
         taken = await self.store.scripts.call(
@@ -640,8 +650,10 @@ class Notifier:
         """Deliveries given up on, oldest first."""
         keys = self.store.keys
         ids = await self.store.raw.zrange(keys.notify_dead, 0, limit - 1)
-        found = [await self.get(i) for i in ids]
-        return [d for d in found if d is not None]
+        pipe = self.store.raw.pipeline(transaction=False)
+        for i in ids:
+            pipe.hgetall(keys.notify_delivery(i))
+        return [Delivery.from_hash(f) for f in await pipe.execute() if f]
 
     async def pending(self) -> int:
         """How many deliveries wait for a (first or next) try."""
@@ -691,7 +703,7 @@ def magic_links(
     """A ``link`` maker for :class:`Notifier`: each mail to an assignee carries a magic
     link to the item (one decision, no account), valid until the item's SLA is due, or
     a week. Needs ``TASKLOOM_SECRET`` shared with ``taskloom serve``."""
-    from .web.links import DEFAULT_TTL, MagicLinks
+    from .web.links import DEFAULT_TTL, MAX_TTL, MagicLinks
 
     assert settings.secret is not None
     links = MagicLinks(store, secret=settings.secret, public_url=settings.public_url, clock=clock)
@@ -700,7 +712,7 @@ def magic_links(
         due = task.get("sla_due_ms")
         ttl = (int(due) - clock.now_ms()) / 1000 if due else DEFAULT_TTL
         link = await links.create(
-            str(task["id"]), ttl=max(ttl, 3600.0), reviewer=task.get("assignee")
+            str(task["id"]), ttl=min(max(ttl, 3600.0), MAX_TTL), reviewer=task.get("assignee")
         )
         return link.url
 

@@ -194,6 +194,10 @@ class Worker:
             loop.create_task(self._guard(self._maintenance_loop), name="maintenance"),
             loop.create_task(self._guard(self._retry_loop), name="retries"),
         ]
+        for resource in self.resources.values():  # e.g. a notifier: runs beside the loops
+            start = getattr(resource, "start", None)
+            if callable(start):
+                start()
         self.started.set()
         log.info(
             "worker %s serving queue %r, %d slots", self.worker_id, self.queue, self.concurrency
@@ -756,6 +760,3 @@ class Worker:
             log.info("human task %s: %s %s", step.task_id, step.kind, step.detail)
             if step.kind == "sla_breached" and self.metrics is not None:
                 self.metrics.sla_breach()
-        notifier = self.resources.get("notifier")  # set by orchestrator.notify.install
-        if notifier is not None:
-            notifier.start()  # once: it then runs beside the worker's loops until stopped
