@@ -180,11 +180,11 @@ class Context:
             AGENT_ACTIVITY_NAME,
             agent.name,
             task,
-            dict(inputs) if inputs else None,
-            goal,
-            feedback,
-            model,
-            *([budget] if budget else []),
+            inputs=dict(inputs) if inputs else None,
+            goal=goal,
+            feedback=feedback,
+            model=model,
+            budget=budget,
         )
         return AgentResult.from_dict(data)
 
@@ -208,7 +208,6 @@ class Context:
         """
         if not name:
             raise UserError("record() needs a name that says what the value is")
-        serde.dumps(value, what=f"recorded value {name!r}")
         return self._ex.record(self._next(), name, value)
 
     def _seed(self) -> bytes:

@@ -508,7 +508,8 @@ class Execution:
         """Record ``value`` as step ``seq`` on first execution; a replay returns the
         recorded value instead (whatever ``value`` is then)."""
         step = self._step(seq, "record", name)
-        if step is None:
+        if step is None:  # a replay returns what was checked and recorded then
+            serde.dumps(value, what=f"recorded value {name!r}")
             event = {"type": "value_recorded", "name": name}
             step = self._record_step(seq, "record", name, value, event)
         return step.value
