@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from .metrics import Metrics
 from .settings import Settings
 from .store import Event, RunInfo
 from .web import commands as web_commands
+from .worker import Worker
 
 __all__ = ["main"]
 
@@ -85,19 +86,35 @@ async def _chat(args: argparse.Namespace, orch: Orchestrator) -> int:
     else:
         conversation = await Conversation.start(orch.store)
     ask: Asker = auto_approve if args.yes else prompt_in_terminal()
-    if not args.no_worker:
-        from agents.providers import check_model
-
-        args.model = check_model(args.model or orch.settings.model)
-    worker = orch.worker(concurrency=16, shutdown_grace=2.0) if not args.no_worker else None
-    task = asyncio.create_task(worker.run()) if worker is not None else None
-    try:
-        session = ChatSession(orch, conversation, ask, input, sys.stdout, model=args.model)
+    async with _local_worker(orch, args.model, serve=not args.no_worker, concurrency=16) as (
+        model,
+        _,
+    ):
+        session = ChatSession(orch, conversation, ask, input, sys.stdout, model=model)
         return await session.loop()
+
+
+@contextlib.asynccontextmanager
+async def _local_worker(
+    orch: Orchestrator, model: str | None, *, serve: bool, concurrency: int
+) -> AsyncIterator[tuple[str | None, Worker | None]]:
+    """With ``serve``: check the model can be called from here (provider, key, price:
+    said now, not after planning), and run a worker in this process meanwhile, which
+    gives its activities 2 s at the end, then hands them back. Yields the model."""
+    if not serve:
+        yield model, None
+        return
+    from agents.providers import check_model
+
+    model = check_model(model or orch.settings.model)
+    orch.settings.price_table().price(model)
+    worker = orch.worker(concurrency=concurrency, shutdown_grace=2.0)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield model, worker
     finally:
-        if worker is not None and task is not None:
-            worker.stop()
-            await task
+        worker.stop()
+        await task
 
 
 async def _pipeline_run(
@@ -113,23 +130,13 @@ async def _pipeline_run(
     3 waiting on a person."""
     from .console import Asker, auto_approve, follow, prompt_in_terminal
 
-    if worker:  # this process runs the models: say now what is missing, not after planning
-        from agents.providers import check_model
-
-        model = check_model(model or orch.settings.model)
-        orch.settings.price_table().price(model)
-    options: dict[str, Any] = {"model": model}
+    options: dict[str, Any] = {}
     for name in ("template", "budget_usd", "max_parallel"):
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
-    running = (
-        orch.worker(concurrency=max(8, options.get("max_parallel") or 8), shutdown_grace=2.0)
-        if worker
-        else None
-    )
-    task = asyncio.create_task(running.run()) if running is not None else None
-    try:
-        handle = await orch.submit(goal, **options)
+    slots = max(8, options.get("max_parallel") or 8)
+    async with _local_worker(orch, model, serve=worker, concurrency=slots) as (model, running):
+        handle = await orch.submit(goal, model=model, **options)
         _out(f"run {handle.run_id}: {goal}")
         ask: Asker | None
         if getattr(args, "no_interactive", False):
@@ -141,10 +148,6 @@ async def _pipeline_run(
         followed = await _interruptible(follow(orch, handle, ask=ask, live=args.live, goal=goal))
         if followed is None:
             return await _interrupted(handle, in_process=running is not None)
-    finally:
-        if running is not None and task is not None:
-            running.stop()
-            await task
     return _report(args, orch, handle.run_id, followed, simulated)
 
 
