@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from .plan import Plan, levels
+
 __all__ = ["LiveView"]
 
 _STATE = {
@@ -93,7 +95,7 @@ class LiveView:
                     if old is not None and old.state == "done"
                     else _Row(act["role"], list(act.get("inputs", [])))
                 )
-            self.rows = _as_tree(rows)
+            self.rows = _as_tree(rows, Plan.model_validate(event["plan"]))
         elif kind == "integrated":
             self.header = f"integrated: final check {event['status']}"
         elif kind == "activity" and event.get("id") in self.rows:
@@ -149,23 +151,13 @@ class LiveView:
         return table
 
 
-def _as_tree(rows: dict[str, _Row]) -> dict[str, _Row]:
-    """The plan's rows in dependency order, each under the deepest of its inputs."""
-    placed: dict[str, _Row] = {}
-    while len(placed) < len(rows):
-        ready = [
-            i
-            for i, r in rows.items()
-            if i not in placed and all(d in placed or d not in rows for d in r.needs)
-        ]
-        if not ready:  # a cycle cannot be planned, but never loop on one
-            ready = [i for i in rows if i not in placed]
-        for act_id in ready:
-            row = rows[act_id]
-            row.level = 1 + max((placed[d].level for d in row.needs if d in placed), default=-1)
-            placed[act_id] = row
+def _as_tree(rows: dict[str, _Row], plan: Plan) -> dict[str, _Row]:
+    """The plan's rows, each under the deepest of its inputs (levels as the plan's
+    validation computes them), siblings in the plan's order."""
+    for act_id, level in levels(plan).items():
+        rows[act_id].level = level
     order = {act_id: i for i, act_id in enumerate(rows)}
-    return dict(sorted(placed.items(), key=lambda kv: [order[i] for i in _path(kv[0], placed)]))
+    return dict(sorted(rows.items(), key=lambda kv: [order[i] for i in _path(kv[0], rows)]))
 
 
 def _path(act_id: str, rows: dict[str, _Row]) -> list[str]:

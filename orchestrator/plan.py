@@ -38,6 +38,7 @@ __all__ = [
     "RoleInfo",
     "diff_plans",
     "estimate_usd",
+    "levels",
     "parse_plan",
     "spec_keys",
     "validate_plan",
@@ -193,9 +194,9 @@ def _shape_problems(plan: Plan, limits: PlanLimits, *, checked: bool) -> list[st
     if not checked:
         return []
     problems = []
-    levels = _levels(plan)
-    depth = max(levels.values()) + 1
-    width = max(Counter(levels.values()).values())
+    by_id = levels(plan)
+    depth = max(by_id.values()) + 1
+    width = max(Counter(by_id.values()).values())
     if depth > limits.max_depth:
         problems.append(
             f"the longest chain of dependencies is {depth} activities; at most "
@@ -297,7 +298,7 @@ def _find_cycle(plan: Plan) -> list[str]:
     return [*path[seen[node] :], node]
 
 
-def _levels(plan: Plan) -> dict[str, int]:
+def levels(plan: Plan) -> dict[str, int]:
     """Each activity's depth: 0 with no inputs, else one more than its deepest input."""
     deps = {a.id: a.inputs for a in plan.activities}
     levels: dict[str, int] = {}
