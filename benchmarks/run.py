@@ -171,7 +171,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def ideal_s(n: int, concurrency: int, each_s: float) -> float:
     """The makespan of ``n`` waits of ``each_s`` seconds, ``concurrency`` at a time, with
-    no overhead at all (W2's, W5's and W6's yardstick)."""
+    no overhead at all (W2's and W5's yardstick)."""
     return -(-n // concurrency) * each_s
 
 
@@ -292,6 +292,15 @@ async def _result(
             await task
 
 
+def _fake_env(fake: FakeLLM) -> dict[str, str]:
+    """What a worker process needs to call the fake LLM server, with no rate limits."""
+    return {
+        "OPENAI_BASE_URL": fake.openai_url,
+        "OPENAI_API_KEY": "sk-benchmark",
+        "TASKLOOM_RATE_LIMITS": NO_RATE_LIMITS,
+    }
+
+
 async def _sdk_baseline(base_url: str, n: int, concurrency: int) -> dict[str, float]:
     """W5's baseline: the official SDK alone, in a process of its own."""
     proc = await asyncio.create_subprocess_exec(
@@ -305,7 +314,14 @@ async def _sdk_baseline(base_url: str, n: int, concurrency: int) -> dict[str, fl
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), RESULT_TIMEOUT_S)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), RESULT_TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()  # not left calling the fake server after the benchmark stopped it
+        await proc.wait()
+        raise BenchmarkError(
+            f"the SDK baseline did not finish within {RESULT_TIMEOUT_S} s"
+        ) from None
     if proc.returncode != 0:
         raise BenchmarkError(f"the SDK baseline failed: {out.decode(errors='replace')}")
     data: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
@@ -615,12 +631,6 @@ class Bench:
         """Subagent fan-out against the fake LLM server: makespan and CPU per call."""
         n, conc, latency = self.sizes.w5, self.sizes.w5_concurrency, self.sizes.w5_latency_s
         fake = FakeLLM(lambda request: reply("ok", latency=latency, input_tokens=40))
-        fake.start()  # on a thread of its own: its CPU is not the worker's
-        env = {
-            "OPENAI_BASE_URL": fake.openai_url,
-            "OPENAI_API_KEY": "sk-benchmark",
-            "TASKLOOM_RATE_LIMITS": NO_RATE_LIMITS,
-        }
 
         async def body(orch: Orchestrator, worker: WorkerProcess) -> dict[str, Any]:
             warm = await orch.start(wl.AGENT_FANOUT, 10)  # the SDK client, the prompts
@@ -654,10 +664,8 @@ class Bench:
                 "llm_latency_s": latency,
             }
 
-        try:
-            return await self._with_worker("W5", conc, body, extra_env=env)
-        finally:
-            fake.stop()
+        with fake:  # on a thread of its own: its CPU is not the worker's
+            return await self._with_worker("W5", conc, body, extra_env=_fake_env(fake))
 
     # -- W6 -----------------------------------------------------------------------------
     async def run_w6(self) -> dict[str, Any]:
@@ -668,12 +676,6 @@ class Bench:
         plan = wl.pipeline_plan(n)
         team = SimulatedTeam(plans=[plan], latency=latency)
         fake = FakeLLM(SimulatedTeam(plans=[wl.pipeline_plan(3)]))  # no latency: a warm-up
-        fake.start()  # on a thread of its own: its CPU is not the worker's
-        env = {
-            "OPENAI_BASE_URL": fake.openai_url,
-            "OPENAI_API_KEY": "sk-benchmark",
-            "TASKLOOM_RATE_LIMITS": NO_RATE_LIMITS,
-        }
 
         async def body(orch: Orchestrator, worker: WorkerProcess) -> dict[str, Any]:
             # The pipeline's code paths, prompts and the SDK client, loaded before measuring.
@@ -697,9 +699,9 @@ class Bench:
                     f"{dict(team.calls)}, expected {expected}"
                 )
             seconds = end - t0
-            # max_parallel=n: one wave of subagent calls, each followed by its judge call
-            each = latency["work"] + latency["judge"]
-            ideal = latency["planner"] + ideal_s(n, n, each) + latency["integrator"]
+            # max_parallel=n: planner, one wave of subagent calls each followed by its
+            # judge call, integrator
+            ideal = sum(latency.values())
             tokens = result["tokens"]
             return {
                 "workload": "W6",
@@ -740,10 +742,8 @@ class Bench:
                 ),
             }
 
-        try:
-            return await self._with_worker("W6", conc, body, extra_env=env)
-        finally:
-            fake.stop()
+        with fake:  # on a thread of its own: its CPU is not the worker's
+            return await self._with_worker("W6", conc, body, extra_env=_fake_env(fake))
 
     # -- W7 -----------------------------------------------------------------------------
     async def run_w7(self) -> dict[str, Any]:
