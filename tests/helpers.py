@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sized
+from pathlib import Path
+from typing import Any, TypeVar
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+S = TypeVar("S", bound=Sized)
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @contextlib.asynccontextmanager
@@ -37,3 +46,43 @@ async def wait_until(check: Callable[[], Any], what: str, timeout: float = 10) -
                 await asyncio.sleep(0.005)
     except TimeoutError:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
+async def at_least(items: Awaitable[S], n: int) -> S | None:
+    """``items`` once they are ``n`` or more, else ``None`` (for :func:`wait_until`)."""
+    got = await items
+    return got if len(got) >= n else None
+
+
+def taskloom(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``taskloom`` command line to its end, as a user's shell would."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+def samples(text: str) -> Samples:
+    """Every sample of a Prometheus exposition, keyed by (sample name, labels)."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(got: Samples, name: str, **labels: str) -> float:
+    """One sample of :func:`samples`' result."""
+    return got[(name, frozenset(labels.items()))]
+
+
+def act(id: str, *inputs: str, role: str = "writer", **extra: Any) -> dict[str, Any]:
+    """A plan activity as a planner writes it: ``write part ID``."""
+    base = {"id": id, "role": role, "instructions": f"write part {id}", "inputs": list(inputs)}
+    return base | extra

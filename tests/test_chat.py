@@ -5,30 +5,20 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from agents.fake_llm import FakeLLM
 from orchestrator.simulated import SimulatedTeam, task_of
 from tests.conftest import worker_env
+from tests.helpers import act
+from tests.helpers import taskloom as run_cli
 from tests.terminal import Terminal
 
 MODEL = "openai:gpt-4.1-mini"
-
-
-def act(id: str, *inputs: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": id,
-        "role": "writer",
-        "instructions": f"write part {id}",
-        "inputs": list(inputs),
-        **extra,
-    }
 
 
 def sent(team: SimulatedTeam, part: str) -> int:
@@ -140,21 +130,9 @@ def test_run_answers_in_place_then_result_and_runs_show_the_answer_and_cost(
     assert "2/2 done" in screen and "run completed" in screen
     run_id = screen.split("run ", 1)[1].split(":", 1)[0]
     assert term.wait() == 0
-    result = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "result", run_id],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli("result", run_id, env=env)
     assert result.returncode == 0 and "[simulated] Integrated answer." in result.stdout
-    runs = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "runs"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    runs = run_cli("runs", env=env)
     line = next(x for x in runs.stdout.splitlines() if x.startswith(run_id))
     assert "completed" in line and "$0.0" in line
 
@@ -170,13 +148,7 @@ def test_ctrl_c_during_run_asks_and_cancels_the_run(fake: FakeLLM, env: dict[str
     term.send("c")
     term.expect(f"run {run_id} cancelled")
     assert term.wait() == 130
-    status = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "status", run_id, "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    status = run_cli("status", run_id, "--json", env=env)
     assert '"status": "cancelled"' in status.stdout
 
 

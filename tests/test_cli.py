@@ -15,19 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, worker_env
-
-
-def taskloom(
-    *args: str, env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=timeout,
-    )
+from tests.helpers import taskloom
 
 
 def fresh_env(data_dir: Path) -> dict[str, str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, worker_env
-from tests.test_cli import taskloom
+from tests.helpers import taskloom
 
 FAMILIES = {
     "taskloom_runs",

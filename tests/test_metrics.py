@@ -14,10 +14,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.errors import UserError
 from orchestrator.metrics import LATENCY_BUCKETS, Metrics
+from tests.helpers import samples, value
 
 pytestmark = pytest.mark.anyio
 
@@ -44,21 +44,6 @@ FAMILIES = {
     "taskloom_inbox_decision_latency_seconds": "histogram",
     "taskloom_inbox_notifications_dead": "gauge",
 }
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def samples(text: str) -> Samples:
-    """Every sample of an exposition, keyed by (sample name, labels)."""
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(got: Samples, name: str, **labels: str) -> float:
-    return got[(name, frozenset(labels.items()))]
 
 
 def declared_types(text: str) -> dict[str, str]:

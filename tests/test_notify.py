@@ -18,7 +18,6 @@ from email.message import Message
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator import ManualClock, Orchestrator, RetryPolicy, Settings, Store
 from orchestrator.errors import ConfigurationError, UserError
@@ -27,7 +26,7 @@ from orchestrator.metrics import Metrics
 from orchestrator.notify import GROUP, Notifier, endpoint_hash, install, verify_signature
 from orchestrator.store import now_ms
 from tests.conftest import ROOT, worker_env
-from tests.helpers import running, wait_until
+from tests.helpers import at_least, running, samples, wait_until
 from tests.test_human import refund
 
 pytestmark = pytest.mark.anyio
@@ -203,14 +202,6 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield r
 
 
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
 # -- events -------------------------------------------------------------------------------
 async def test_every_step_of_an_sla_chain_is_an_event_in_the_outbox(
     orch: Orchestrator, make_worker: Any
@@ -218,7 +209,7 @@ async def test_every_step_of_an_sla_chain_is_an_event_in_the_outbox(
     clock, metrics, store = ManualClock(), Metrics(), orch.store
 
     async def kinds(n: int) -> list[str]:
-        events = await wait_until(lambda: _at_least(outbox(store), n), f"{n} events", timeout=10)
+        events = await wait_until(lambda: at_least(outbox(store), n), f"{n} events", timeout=10)
         return [e["kind"] for e in events]
 
     async with running(make_worker(workflows=[refund], clock=clock, metrics=metrics)):
@@ -267,12 +258,12 @@ async def test_expiry_a_persons_decision_and_a_breach_without_fallback_are_event
         expiring = await orch.start(refund, 1, 60, "expire")
         decided = await orch.start(refund, 2, None, "none")
         waiting = await orch.start(refund, 3, 30, "none")
-        await wait_until(lambda: _count(inbox.list(), 3), "three tasks")
+        await wait_until(lambda: at_least(inbox.list(), 3), "three tasks")
         clock.advance(61)  # straight past the SLA: no "near" any more, breached at once
         assert await expiring.result(timeout=10) == {"expired": "Refund 1 EUR?: nobody answered"}
         await inbox.decide(f"{decided.run_id}/0", "approve", by="ana", note="ok")
         assert (await decided.result(timeout=10))["decision"] == "approve"
-        await wait_until(lambda: _at_least(outbox(store), 7), "seven events")
+        await wait_until(lambda: at_least(outbox(store), 7), "seven events")
         assert (await inbox.get(f"{waiting.run_id}/0")).status == "open"  # still waits
         await waiting.cancel()
     ids = [e["id"] for e in await outbox(store)]
@@ -621,7 +612,7 @@ async def test_inbox_metrics_are_kept_in_redis_across_processes(
     clock, inbox = ManualClock(), orch.human_tasks
     async with running(make_worker(workflows=[refund], clock=clock)):
         handles = [await orch.start(refund, n, 3600, "reassign-then-reject") for n in (1, 2, 3)]
-        tasks = await wait_until(lambda: _count(inbox.list(), 3), "three tasks")
+        tasks = await wait_until(lambda: at_least(inbox.list(), 3), "three tasks")
         stats = await inbox.stats()
         assert stats.open_by_assignee == {"ana": 3}
         # Another process (the CLI, the web inbox) decides: Redis counts it all the same.
@@ -682,16 +673,6 @@ async def test_the_worker_exposes_the_inbox_metrics(orch: Orchestrator, make_wor
 
 
 # -- small helpers --------------------------------------------------------------------------
-async def _at_least(items: Any, n: int) -> Any:
-    got = await items
-    return got if len(got) >= n else None
-
-
-async def _count(tasks: Any, n: int) -> Any:
-    got = await tasks
-    return got if len(got) >= n else None
-
-
 async def _due(store: Store, delivery_id: str, now: int) -> int | None:
     """The delivery's next due time, once it is a retry (not a lease in flight)."""
     fields = await store.raw.hgetall(store.keys.notify_delivery(delivery_id))

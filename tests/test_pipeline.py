@@ -15,23 +15,13 @@ from agents.fake_llm import FakeLLM, unauthorized
 from orchestrator import HumanTaskClosedError, Orchestrator, RunFailedError, UserError
 from orchestrator.pipeline import pipeline_events
 from orchestrator.simulated import SimulatedTeam, kind_of, task_of
-from tests.helpers import running
+from tests.helpers import act, running
 from tests.test_durability import Spawn, start_worker, stop_worker, wait_for
 from verifiers import FunctionVerifier
 
 pytestmark = pytest.mark.anyio
 
 MODEL = "openai:gpt-4.1-mini"
-
-
-def act(id: str, *inputs: str, role: str = "writer", **extra: Any) -> dict[str, Any]:
-    return {
-        "id": id,
-        "role": role,
-        "instructions": f"write part {id}",
-        "inputs": list(inputs),
-        **extra,
-    }
 
 
 async def events_of(orch: Orchestrator, run_id: str) -> list[dict[str, Any]]:

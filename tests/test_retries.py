@@ -26,7 +26,7 @@ from orchestrator import (
     workflow,
 )
 from orchestrator.store import Event
-from tests.helpers import running, wait_until
+from tests.helpers import at_least, running, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -111,7 +111,7 @@ async def test_backoff_waits_as_configured_on_the_clock(orch: Orchestrator, make
         assert SEEN["a"] == [1], "the retry waits for its due time"
         clock.advance(0.01)
         retries = await wait_until(
-            lambda: _at_least(events_of(orch, handle.run_id, "activity_retrying"), 2), "2nd"
+            lambda: at_least(events_of(orch, handle.run_id, "activity_retrying"), 2), "2nd"
         )
         assert retries[1].data["due_ms"] - retries[1].data["ended_ms"] == 6000  # x backoff
         clock.advance(6)
@@ -226,11 +226,6 @@ def test_backoff_grows_caps_and_jitters() -> None:
 
 
 # -- helpers --------------------------------------------------------------------------
-async def _at_least(events: Any, n: int) -> list[Event] | None:
-    got = await events
-    return got if len(got) >= n else None
-
-
 async def _evicted(handle: Any) -> Any:
     info = await handle.info()
     return info if (info.status, info.owner) == ("waiting", "") else None

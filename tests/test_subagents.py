@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from agents import Agent, AgentRunner, PriceTable, RateLimits
@@ -26,7 +25,7 @@ from orchestrator.metrics import Metrics
 from orchestrator.store import Event
 from orchestrator.subagents import agent_runner
 from tests import subagent_workflows as flows
-from tests.helpers import running
+from tests.helpers import running, samples, value
 from tests.test_durability import Spawn, start_worker, stop_worker
 
 pytestmark = pytest.mark.anyio
@@ -163,17 +162,13 @@ async def test_model_calls_show_in_the_metrics(fake: FakeLLM, orch: Orchestrator
     async with running(orch.worker(modules=[flows], metrics=metrics)):
         await (await orch.start(flows.write_parts, 3)).result(timeout=20)
     text = generate_latest(metrics.registry).decode()
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-    labels = (("model", "gpt-4.1-mini"), ("provider", "openai"))
-    assert samples[("taskloom_llm_tokens_total", (("kind", "input"), *labels))] == 300
-    assert samples[("taskloom_llm_tokens_total", (("kind", "output"), *labels))] == 60
-    cost = samples[("taskloom_llm_cost_usd_total", labels)]
+    got = samples(text)
+    labels = {"model": "gpt-4.1-mini", "provider": "openai"}
+    assert value(got, "taskloom_llm_tokens_total", kind="input", **labels) == 300
+    assert value(got, "taskloom_llm_tokens_total", kind="output", **labels) == 60
+    cost = value(got, "taskloom_llm_cost_usd_total", **labels)
     assert cost == pytest.approx(float(PRICES.cost(MODEL, 100, 20) * 3))
-    assert samples[("taskloom_llm_request_duration_seconds_count", labels)] == 3
+    assert value(got, "taskloom_llm_request_duration_seconds_count", **labels) == 3
 
 
 async def test_a_worker_that_serves_no_subagents_says_how_to_make_one(

@@ -36,7 +36,7 @@ from orchestrator.web import MagicLinks, create_app
 from orchestrator.web.app import SESSION_COOKIE
 from orchestrator.web.signing import Signer, load_secret
 from tests.conftest import ROOT
-from tests.helpers import running, wait_until
+from tests.helpers import running, taskloom, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -654,17 +654,6 @@ async def test_a_link_to_a_decided_item_is_gone(web: Web) -> None:
 
 
 # -- the CLI: serve and link --------------------------------------------------------------
-def taskloom(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=60,
-    )
-
-
 def cli_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKLOOM_")}
     return env | {
