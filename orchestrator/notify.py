@@ -64,7 +64,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import httpx
 from redis.exceptions import RedisError, ResponseError
 
 from . import serde
@@ -76,6 +75,8 @@ from .settings import Settings
 from .store import Store
 
 if TYPE_CHECKING:
+    import httpx
+
     from .worker import Worker
 
 __all__ = [
@@ -325,6 +326,8 @@ class Notifier:
                 self.store.keys.inbox_outbox, GROUP, id="$", mkstream=True
             )
         if self._http is None:
+            import httpx  # ~60 ms to import: only where notifications are configured
+
             self._http = httpx.AsyncClient(
                 timeout=self.timeout,
                 follow_redirects=False,
@@ -599,6 +602,8 @@ class Notifier:
             "X-Taskloom-Timestamp": str(int(time.time())),
             "X-Taskloom-Signature": sign(body, self._secret),
         }
+        import httpx
+
         try:
             async with asyncio.timeout(self.timeout):
                 response = await self._http.post(t.endpoint, content=body, headers=headers)

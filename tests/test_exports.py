@@ -48,3 +48,17 @@ def test_importing_taskloom_leaves_the_provider_sdks_for_first_use() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split("\n")
     assert out[:2] == ["[]", "True"]
+
+
+def test_importing_taskloom_leaves_the_web_and_webhook_libraries_for_first_use() -> None:
+    """starlette/uvicorn (serve), httpx (webhooks) and rich (the live view) load only
+    when a command needs them: every worker and CLI command starts faster."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, orchestrator.cli; "
+        "print(sorted(m for m in ('starlette', 'uvicorn', 'httpx', 'rich') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
