@@ -72,7 +72,7 @@ from .errors import ConfigurationError, TaskloomError, UserError
 from .human import HumanTasks
 from .retries import RetryPolicy
 from .settings import Settings
-from .store import Store
+from .store import Store, ride_out
 
 if TYPE_CHECKING:
     import httpx
@@ -392,15 +392,7 @@ class Notifier:
 
     async def _guard(self, body: Callable[[], Awaitable[None]]) -> None:
         """Run ``body`` once, riding out Redis outages with capped backoff."""
-        delay = 0.05
-        while True:
-            try:
-                await body()
-                return
-            except RedisError as exc:
-                log.warning("notifier: Redis error (%s); retrying in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await ride_out(body, what="notifier: Redis error", log=log)
 
     # -- one pass (tests, cron) ---------------------------------------------------------
     async def deliver_due(self) -> int:

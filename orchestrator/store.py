@@ -9,25 +9,42 @@ step does not repair.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from . import serde
 from .errors import LeaseLostError, RunIdConflictError, RunNotFoundError
 from .keys import STATUSES, TERMINAL_STATUSES, Keys
 from .scripts import Scripts
 
-__all__ = ["Event", "Op", "Routing", "RunInfo", "Store", "now_ms"]
+__all__ = ["Event", "Op", "Routing", "RunInfo", "Store", "now_ms", "ride_out"]
+
+T = TypeVar("T")
 
 
 def now_ms() -> int:
     """Wall-clock milliseconds, as stored in leases and timers."""
     return int(time.time() * 1000)
+
+
+async def ride_out(call: Callable[[], Awaitable[T]], *, what: str, log: logging.Logger) -> T:
+    """``call()``'s result, retrying while Redis cannot be reached (0.05 s, doubling, at
+    most 5 s apart), each miss logged as ``what (error); retrying in ...``."""
+    delay = 0.05
+    while True:
+        try:
+            return await call()
+        except RedisError as exc:
+            log.warning("%s (%s); retrying in %.2fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 @dataclass(frozen=True, slots=True)

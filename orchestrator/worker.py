@@ -48,7 +48,7 @@ from .keys import Keys
 from .metrics import Metrics
 from .payloads import Payloads
 from .retries import DEFAULT_RETRY, RetryPolicy
-from .store import Event, Routing, Store, now_ms
+from .store import Event, Routing, Store, now_ms, ride_out
 from .tasks import Task
 
 __all__ = ["Worker"]
@@ -212,17 +212,8 @@ class Worker:
 
     async def _guard(self, body: Callable[[], Awaitable[None]]) -> None:
         """Run a loop forever, riding out Redis outages with capped backoff."""
-        delay = 0.05
         while not self._stopping.is_set():
-            try:
-                await body()
-                delay = 0.05
-            except RedisError as exc:
-                log.warning(
-                    "worker %s: Redis error (%s); retrying in %.2fs", self.worker_id, exc, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            await ride_out(body, what=f"worker {self.worker_id}: Redis error", log=log)
 
     async def _shutdown(self) -> None:
         store = self.store
@@ -560,20 +551,8 @@ class Worker:
 
     async def _until_stored(self, task: Task, write: Callable[[], Awaitable[Any]]) -> Any:
         """Write an outcome, riding out a Redis outage: the result is in hand, keep it."""
-        delay = 0.05
-        while True:
-            try:
-                return await write()
-            except RedisError as exc:
-                log.warning(
-                    "run %s step %s: cannot record yet (%s); retrying in %.2fs",
-                    task.run_id,
-                    task.seq,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        what = f"run {task.run_id} step {task.seq}: cannot record yet"
+        return await ride_out(write, what=what, log=log)
 
     async def _call_activity(self, attempt: Attempt) -> dict[str, Any]:
         task = attempt.task
