@@ -29,7 +29,7 @@ from .blobs import open_blob_store
 from .connection import Connection, connect
 from .definitions import ActivityDef, WorkflowDef
 from .dlq import DeadLetters
-from .errors import RunCancelledError, RunFailedError, UserError
+from .errors import RunCancelledError, RunFailedError, UserError, validation_problems
 from .human import HumanTasks
 from .keys import STATUSES
 from .payloads import Payloads
@@ -43,12 +43,6 @@ from .worker import Worker
 __all__ = ["Orchestrator", "RunHandle"]
 
 MAX_GOAL_CHARS = 20_000
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "input"
-    return f"{where}: {err['msg']}"
 
 
 class RunHandle:
@@ -167,6 +161,7 @@ class Orchestrator:
         if self._conn is not None:
             await self._conn.close()
         self._conn, self._store = None, None
+        self.__dict__.pop("budgets", None)  # made on the closed client: made anew
 
     @property
     def store(self) -> Store:
@@ -290,7 +285,7 @@ class Orchestrator:
         try:
             request = pipeline.PipelineRequest.model_validate(fields)
         except ValidationError as exc:
-            raise UserError(f"submit(): {_first_error(exc)}") from None
+            raise UserError(f"submit(): {validation_problems(exc)[0]}") from None
         if request.plan is not None and len(request.plan["activities"]) > request.max_activities:
             raise UserError(
                 f"the plan has {len(request.plan['activities'])} activities; at most "

@@ -28,7 +28,7 @@ from agents.errors import PriceTableError
 from agents.pricing import PriceTable
 from verifiers import VerifySpec
 
-from .errors import PlanError
+from .errors import PlanError, validation_problems
 
 __all__ = [
     "Plan",
@@ -149,10 +149,7 @@ def parse_plan(data: Any) -> Plan:
     try:
         return Plan.model_validate(data)
     except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(p) for p in err['loc']) or 'plan'}: {err['msg']}"
-            for err in exc.errors()
-        ]
+        problems = validation_problems(exc, whole="plan")
         raise PlanError(_summary(problems), problems=problems) from None
 
 

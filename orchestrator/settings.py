@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agents.limits import RateLimits
 from agents.pricing import PriceTable
 
-from .errors import ConfigurationError, TaskloomError
+from .errors import ConfigurationError, TaskloomError, validation_problems
 
 __all__ = ["Settings", "default_data_dir"]
 
@@ -196,9 +196,7 @@ class Settings(BaseModel):
         try:
             return cls(**values)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-            )
+            problems = "; ".join(validation_problems(exc))
             raise ConfigurationError(
                 f"invalid taskloom settings ({problems}); fix the argument or the "
                 f"TASKLOOM_* environment variable"
