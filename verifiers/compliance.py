@@ -97,8 +97,12 @@ class PII(Verifier):
         """Look for personal data and apply the policy."""
         counts: Counter[PIIKind] = Counter()
         evidence: list[str] = []
+        found_in: dict[str, list[_Hit]] = {}  # each string is scanned once
         for path, text in strings(check.output):
-            for hit in _find(text, self.kinds):
+            hits = found_in.get(text)
+            if hits is None:
+                hits = found_in[text] = _find(text, self.kinds)
+            for hit in hits:
                 counts[hit.kind] += 1
                 evidence.append(f"{_LABELS[hit.kind][0]} {where(path)}: {_mask(hit)}")
         if not counts:
@@ -111,7 +115,7 @@ class PII(Verifier):
                 reasons=[f"redacted {found}"],
                 evidence=evidence,
                 revised=True,
-                output=map_strings(check.output, self._redact),
+                output=map_strings(check.output, lambda t: _redact(t, found_in[t])),
             )
         if self.policy == "escalate":
             return Verdict(
@@ -133,12 +137,13 @@ class PII(Verifier):
             ),
         )
 
-    def _redact(self, text: str) -> str:
-        out, last = [], 0
-        for hit in _find(text, self.kinds):
-            out += [text[last : hit.start], f"[{hit.kind} redacted]"]
-            last = hit.end
-        return "".join(out) + text[last:]
+
+def _redact(text: str, hits: list[_Hit]) -> str:
+    out, last = [], 0
+    for hit in hits:
+        out += [text[last : hit.start], f"[{hit.kind} redacted]"]
+        last = hit.end
+    return "".join(out) + text[last:]
 
 
 def _find(text: str, kinds: tuple[PIIKind, ...]) -> list[_Hit]:
