@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from . import inbox_cli, serde
 from .client import Orchestrator, RunHandle
 from .demo import DEMO_GOAL
+from .display import span
 from .errors import RedisUnavailableError, TaskloomError, UserError
 from .keys import STATUSES
 from .metrics import Metrics
@@ -390,11 +391,7 @@ async def _doctor(args: argparse.Namespace, orch: Orchestrator) -> int:
 
 # -- rendering --------------------------------------------------------------------------
 def _age(ms: float) -> str:
-    s = ms / 1000
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size:
-            return f"{s / size:.0f}{unit} ago"
-    return f"{s:.0f}s ago"
+    return f"{span(ms)} ago"
 
 
 def _info_dict(info: RunInfo) -> dict[str, Any]:

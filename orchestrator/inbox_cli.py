@@ -29,10 +29,10 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .display import parse_age, pretty, when
 from .edits import Editable, editable
 from .errors import HumanTaskClosedError, HumanTaskNotFoundError, UserError
 from .human import HumanTask
@@ -209,7 +209,7 @@ def _render(task: HumanTask, now: int) -> list[str]:
         ("run", task.run_id),
         ("status", task.status),
         ("assignee", _assignee(task)),
-        ("opened", f"{_when(task.created_ms)} ({_span(now - task.created_ms)} ago)"),
+        ("opened", f"{when(task.created_ms)} ({_span(now - task.created_ms)} ago)"),
         ("SLA", _sla(task, now, long=True)),
         ("fallback", _chain(task)),
         ("decisions", ", ".join(task.decisions)),
@@ -218,7 +218,7 @@ def _render(task: HumanTask, now: int) -> list[str]:
     lines += [f"{name + ':':10} {value}" for name, value in facts if value and value != "-"]
     ctx = task.context
     if not isinstance(ctx, dict) or not set(_SECTIONS) & ctx.keys():
-        return [*lines, "", *_block("context", _pretty(ctx))]
+        return [*lines, "", *_block("context", pretty(ctx))]
     for key in _SECTIONS:
         if key in ctx:
             lines += ["", *_section(key, ctx[key])]
@@ -226,7 +226,7 @@ def _render(task: HumanTask, now: int) -> list[str]:
         lines += ["", f"output type: {_schema_name(ctx['output_schema'])}"]
     for key, value in ctx.items():
         if key not in (*_SECTIONS, "output_schema"):
-            lines += ["", *_block(key, _pretty(value))]
+            lines += ["", *_block(key, pretty(value))]
     return lines
 
 
@@ -241,12 +241,12 @@ def _section(key: str, value: Any) -> list[str]:
         return ["verdicts:", *(line for v in value for line in _verdict(v))]
     if key == "history" and isinstance(value, list):
         return ["history:", *(line for h in value for line in _attempt(h))]
-    return _block(key, _pretty(value))
+    return _block(key, pretty(value))
 
 
 def _verdict(v: Any) -> list[str]:
     if not isinstance(v, dict):
-        return [f"  - {_pretty(v)}"]
+        return [f"  - {pretty(v)}"]
     score = v.get("score")
     head = f"  - {v.get('verifier', '?')}: {v.get('status', '?')}"
     lines = [head + (f" (score {score:.2f})" if isinstance(score, int | float) else "")]
@@ -260,7 +260,7 @@ def _verdict(v: Any) -> list[str]:
 
 def _attempt(h: Any) -> list[str]:
     if not isinstance(h, dict):
-        return [f"  - {_pretty(h)}"]
+        return [f"  - {pretty(h)}"]
     lines = [f"  - attempt {h.get('attempt', '?')}: {h.get('status', '?')}"]
     if h.get("feedback"):
         lines.append(f"      feedback: {h['feedback']}")
@@ -472,7 +472,7 @@ def _closed(task: HumanTask) -> str:
         note = f" (note: {d['note']})" if d.get("note") else ""
         return (
             f"{task.id} was already decided: {d.get('decision')!r} by {d.get('by')} at "
-            f"{_when(d.get('decided_ms') or 0)}{note}; nothing changed"
+            f"{when(d.get('decided_ms') or 0)}{note}; nothing changed"
         )
     return f"{task.id} is {task.status} and takes no more decisions; nothing changed"
 
@@ -482,7 +482,7 @@ def _decided(task: HumanTask) -> str:
     if not d:
         return ""
     note = f": {d['note']}" if d.get("note") else ""
-    return f"{d.get('decision')} by {d.get('by')} at {_when(d.get('decided_ms') or 0)}{note}"
+    return f"{d.get('decision')} by {d.get('by')} at {when(d.get('decided_ms') or 0)}{note}"
 
 
 def _chain(task: HumanTask) -> str:
@@ -509,8 +509,8 @@ def _sla(task: HumanTask, now: int, *, long: bool = False) -> str:
     if task.sla_due_ms is None or task.status != "open":
         return "-"
     left = task.sla_due_ms - now
-    when = f" ({_when(task.sla_due_ms)})" if long else ""
-    return f"due in {_span(left)}{when}" if left >= 0 else f"OVERDUE by {_span(-left)}{when}"
+    at = f" ({when(task.sla_due_ms)})" if long else ""
+    return f"due in {_span(left)}{at}" if left >= 0 else f"OVERDUE by {_span(-left)}{at}"
 
 
 def _span(ms: float) -> str:
@@ -522,14 +522,6 @@ def _span(ms: float) -> str:
     if s < 86400:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _pretty(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)
 
 
 def _block(title: str, text: str) -> list[str]:
@@ -544,16 +536,13 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def _age_arg(text: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
-    if not match:
+    seconds = parse_age(text)
+    if seconds is None:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an age: give seconds, or 90s, 30m, 2h, 1d"
         )
-    return float(match[1]) * _UNITS[match[2]]
+    return seconds
 
 
 def _positive_int(text: str) -> int:

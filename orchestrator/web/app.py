@@ -26,12 +26,10 @@ autoescapes everything a model or a person wrote.
 from __future__ import annotations
 
 import hmac
-import json
 import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -45,6 +43,7 @@ from starlette.routing import Route
 
 from ..client import Orchestrator
 from ..clock import Clock
+from ..display import parse_age, pretty, span, when
 from ..errors import (
     ConfigurationError,
     HumanTaskClosedError,
@@ -69,8 +68,6 @@ MAX_BODY = 1024 * 1024
 MAX_NOTE = 10_000
 MAX_LIST = 1000
 _NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
-_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
@@ -189,7 +186,7 @@ class _Inbox:
             lstrip_blocks=True,
             auto_reload=False,  # the templates ship with the package: no stat per render
         )
-        self.env.filters.update(when=_when, pretty=_pretty, span=_span)
+        self.env.filters.update(when=when, pretty=pretty, span=span)
         self.env.globals.update(item_url=item_path, run_url=_run_url, label=_label)
         item = "/items/{run_id}/{seq}"
         routes = [
@@ -412,7 +409,7 @@ class _Inbox:
         run_id = q.get("run", "").strip()
         age = q.get("age", "").strip()
         errors: dict[str, str] = {}
-        older_than = _parse_age(age) if age else None
+        older_than = parse_age(age.lower()) if age else None
         if age and older_than is None:
             errors["age"] = "Write an age like 90s, 30m, 4h or 2d."
         inbox = self.orch.human_tasks
@@ -613,39 +610,14 @@ def _local(url: str) -> str:
     return "/"
 
 
-def _parse_age(text: str) -> float | None:
-    m = _AGE.match(text.lower())
-    return float(m.group(1)) * _UNITS[m.group(2)] if m else None
-
-
-def _when(ms: int | None) -> str:
-    if not ms:
-        return ""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _span(ms: float) -> str:
-    s = abs(ms) / 1000
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size:
-            return f"{s / size:.0f}{unit}"
-    return f"{s:.0f}s"
-
-
 def _sla(task: HumanTask, now_ms: int) -> str:
     if not task.sla_due_ms:
         return "no SLA"
     if task.status != "open":
         return f"closed ({task.status})"  # not overdue forever once decided
     left = task.sla_due_ms - now_ms
-    when = _when(task.sla_due_ms)
-    return f"due in {_span(left)} ({when})" if left >= 0 else f"overdue by {_span(left)} ({when})"
-
-
-def _pretty(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    at = when(task.sla_due_ms)
+    return f"due in {span(left)} ({at})" if left >= 0 else f"overdue by {span(left)} ({at})"
 
 
 _VERDICT_FIELDS = ("verifier", "status", "score", "reasons", "feedback", "evidence", "activities")
@@ -663,6 +635,6 @@ def _closed(task: HumanTask) -> str:
     if task.status == "decided" and d:
         return (
             f"This item was already decided: {d.get('decision')!r} by {d.get('by')} "
-            f"at {_when(d.get('decided_ms'))}."
+            f"at {when(d.get('decided_ms'))}."
         )
     return f"This item is {task.status}; it takes no more decisions."

@@ -137,6 +137,6 @@ async def _link(args: argparse.Namespace, orch: Orchestrator) -> int:
 
 
 def _when(link: MagicLink) -> str:
-    from datetime import UTC, datetime
+    from ..display import when
 
-    return datetime.fromtimestamp(link.expires_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return when(link.expires_ms)

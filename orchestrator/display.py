@@ -1,0 +1,42 @@
+"""How times, ages and values read on a screen: shared by the CLI and the web pages."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["parse_age", "pretty", "span", "when"]
+
+_AGE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def when(ms: int | None) -> str:
+    """A moment, in UTC to the second (``""`` for none)."""
+    if not ms:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def span(ms: float) -> str:
+    """A length of time, roughly, in its largest unit: ``45s``, ``12m``, ``3h``, ``2d``."""
+    s = abs(ms) / 1000
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s / size:.0f}{unit}"
+    return f"{s:.0f}s"
+
+
+def parse_age(text: str) -> float | None:
+    """Seconds in ``90``, ``90s``, ``30m``, ``4h``, ``2d``; ``None`` if it is not an age."""
+    match = _AGE.fullmatch(text)
+    return float(match[1]) * _UNITS[match[2]] if match else None
+
+
+def pretty(value: Any) -> str:
+    """Text as it is; anything else as indented JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
