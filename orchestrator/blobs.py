@@ -25,13 +25,14 @@ Example::
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
 import hashlib
 import json
 import os
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,7 @@ __all__ = [
     "open_blob_store",
     "ref_for",
     "refs_in",
+    "store_all",
 ]
 
 BLOB_KEY = "$blob"
@@ -106,6 +108,11 @@ class BlobStore(abc.ABC):
     async def put(self, data: bytes) -> str:
         """Store ``data`` (once, however often it is put) and return its reference."""
 
+    async def put_many(self, items: Sequence[bytes]) -> list[str]:
+        """:meth:`put` each of ``items``; their references, in order. Stores whose I/O
+        blocks override it to do all of them in one trip to a worker thread."""
+        return list(await asyncio.gather(*(self.put(data) for data in items)))
+
     @abc.abstractmethod
     async def get(self, ref: str) -> bytes:
         """The bytes stored under ``ref``, checked against the hash.
@@ -132,6 +139,10 @@ class _ShardedStore(BlobStore):
 
     async def put(self, data: bytes) -> str:
         return await to_thread.run_sync(self._hash_and_write, data)
+
+    async def put_many(self, items: Sequence[bytes]) -> list[str]:
+        # One thread hop for all: each hop costs more CPU than checking a small blob.
+        return await to_thread.run_sync(lambda: [self._hash_and_write(d) for d in items])
 
     async def get(self, ref: str) -> bytes:
         hexdigest = _hex_of(ref)
@@ -432,20 +443,35 @@ async def externalize(
     A small value that happens to look like a reference is stored too, so that
     :func:`internalize` always gives back exactly ``value_json``.
     """
-    data = value_json.encode()
-    size = len(data)
-    if size > hard_limit:
-        raise PayloadTooLargeError(
-            f"{what} is {size} bytes, over the hard limit of {hard_limit} bytes. Pass large "
-            f"data by reference (a file path or URL) instead of by value, or raise the limit "
-            f"with TASKLOOM_PAYLOAD_HARD_LIMIT",
-            size=size,
-            limit=hard_limit,
-        )
-    if size <= threshold and _parse_ref_text(value_json) is None:
+    data = _within(value_json, hard_limit, what)
+    if len(data) <= threshold and _parse_ref_text(value_json) is None:
         return value_json
     ref = await store.put(data)
-    return serde.dumps({BLOB_KEY: ref, "size": size})
+    return serde.dumps({BLOB_KEY: ref, "size": len(data)})
+
+
+async def store_all(
+    values_json: Sequence[str], *, store: BlobStore, hard_limit: int, what: str = "a payload"
+) -> list[dict[str, Any]]:
+    """Store each of ``values_json`` whatever its size, in one :meth:`BlobStore.put_many`,
+    and return their references (what :func:`externalize` makes of a large value)."""
+    items = [_within(text, hard_limit, what) for text in values_json]
+    refs = await store.put_many(items)
+    return [{BLOB_KEY: ref, "size": len(data)} for ref, data in zip(refs, items, strict=True)]
+
+
+def _within(value_json: str, hard_limit: int, what: str) -> bytes:
+    """The UTF-8 bytes of ``value_json``; PayloadTooLargeError over ``hard_limit``."""
+    data = value_json.encode()
+    if len(data) > hard_limit:
+        raise PayloadTooLargeError(
+            f"{what} is {len(data)} bytes, over the hard limit of {hard_limit} bytes. Pass "
+            f"large data by reference (a file path or URL) instead of by value, or raise the "
+            f"limit with TASKLOOM_PAYLOAD_HARD_LIMIT",
+            size=len(data),
+            limit=hard_limit,
+        )
+    return data
 
 
 async def internalize(text: str, *, store: BlobStore) -> str:

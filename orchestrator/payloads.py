@@ -10,11 +10,10 @@ refused with a :class:`~orchestrator.PayloadTooLargeError`.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from . import serde
-from .blobs import BlobStore, collect_garbage, externalize, internalize, is_ref
+from .blobs import BlobStore, collect_garbage, externalize, internalize, is_ref, store_all
 from .errors import PayloadTooLargeError, UserError
 from .keys import STATUSES, TERMINAL_STATUSES
 from .store import Store
@@ -72,20 +71,12 @@ class Payloads:
         repeat across calls."""
         if self.blobs is None:
             raise UserError(f"no blob store to keep {what} in: configure TASKLOOM_BLOB_URL")
-        blobs = self.blobs
-        refs = await asyncio.gather(
-            *(
-                externalize(
-                    serde.dumps(v, what=what),
-                    store=blobs,
-                    threshold=-1,  # always
-                    hard_limit=self.hard_limit,
-                    what=what,
-                )
-                for v in values
-            )
+        packed = await store_all(
+            [serde.dumps(v, what=what) for v in values],
+            store=self.blobs,
+            hard_limit=self.hard_limit,
+            what=what,
         )
-        packed = [serde.loads(r) for r in refs]
         await self._remember(run_id, packed)
         return packed
 

@@ -27,6 +27,7 @@ from orchestrator.blobs import (
     open_blob_store,
     ref_for,
     refs_in,
+    store_all,
 )
 from orchestrator.errors import (
     BlobCorruptedError,
@@ -393,6 +394,31 @@ async def test_a_payload_over_the_hard_limit_says_size_limit_and_setting(store: 
     assert "hard limit of 2001 bytes" in message
     assert "TASKLOOM_PAYLOAD_HARD_LIMIT" in message
     assert await all_refs(store) == {ref_for(text.encode())}  # only the first, allowed one
+
+
+async def test_store_all_stores_each_value_once_and_gives_their_references(
+    store: Store,
+) -> None:
+    texts = [json.dumps("system"), json.dumps("a user turn"), json.dumps("system")]
+
+    refs = await store_all(texts, store=store, hard_limit=1000, what="a message")
+
+    expected = [{BLOB_KEY: ref_for(t.encode()), "size": len(t.encode())} for t in texts]
+    assert refs == expected
+    assert refs[0] == refs[2]  # the same content, the same blob
+    assert await all_refs(store) == {r[BLOB_KEY] for r in expected}
+    for text, ref in zip(texts, refs, strict=True):
+        assert await internalize(json.dumps(ref), store=store) == text
+
+
+async def test_store_all_refuses_an_oversized_value_before_storing_any(store: Store) -> None:
+    texts = [json.dumps("fine"), json.dumps("x" * 2000)]
+
+    with pytest.raises(PayloadTooLargeError) as info:
+        await store_all(texts, store=store, hard_limit=100, what="a message of agent 'w'")
+
+    assert str(info.value).startswith("a message of agent 'w' is 2002 bytes")
+    assert await all_refs(store) == set()
 
 
 # --- is_ref / refs_in / collect_garbage -------------------------------------------------

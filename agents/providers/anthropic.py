@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import anthropic
@@ -10,6 +9,7 @@ import anthropic
 from ..errors import TaskloomError
 from ..llm import LLMRequest, LLMResponse, Message, TokenSink, ToolCall, Usage
 from ._classify import classify, kept_headers
+from ._transport import http_client, is_transport_error, parsed
 
 __all__ = ["AnthropicProvider"]
 
@@ -29,7 +29,10 @@ class AnthropicProvider:
 
     def __init__(self, *, api_key: str, base_url: str | None = None, max_retries: int = 0) -> None:
         self.client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, max_retries=max_retries
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=max_retries,
+            http_client=http_client(anthropic),
         )
 
     async def aclose(self) -> None:
@@ -44,14 +47,14 @@ class AnthropicProvider:
         try:
             if stream is None:
                 raw = await self.client.messages.with_raw_response.create(**params)
-                return self._response(await _parsed(raw), dict(raw.headers))
+                return self._response(await parsed(raw), dict(raw.headers))
             return await self._stream(params, stream)
         except anthropic.APIStatusError as exc:
             raise self._error(exc, exc.status_code, dict(exc.response.headers), exc.body) from exc
         except (anthropic.APIConnectionError, anthropic.APITimeoutError) as exc:
             raise self._error(exc, None, {}, None) from exc
         except Exception as exc:
-            if _transport(exc):  # a stream cut mid-way surfaces unwrapped from the SDK
+            if is_transport_error(exc):  # a stream cut mid-way surfaces unwrapped from the SDK
                 raise self._error(exc, None, {}, None) from exc
             raise
 
@@ -133,16 +136,3 @@ def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
         else:
             out.append({"role": m.role, "content": m.content})
     return out
-
-
-async def _parsed(raw: Any) -> Any:
-    """A raw response's parsed body (the SDKs' raw responses parse sync or async)."""
-    value = raw.parse()
-    return await value if inspect.isawaitable(value) else value
-
-
-def _transport(exc: Exception) -> bool:
-    """Whether ``exc`` is the HTTP layer's (httpx/httpcore family) or a socket's."""
-    return isinstance(exc, OSError) or type(exc).__module__.split(".")[0].startswith(
-        ("httpx", "httpcore")
-    )

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from ..errors import TaskloomError
 from ..llm import LLMRequest, LLMResponse, Message, TokenSink, ToolCall, Usage
 from ._classify import classify, kept_headers
+from ._transport import http_client, is_transport_error, parsed
 
 __all__ = ["OpenAIProvider"]
 
@@ -30,7 +31,10 @@ class OpenAIProvider:
     ) -> None:
         self.name = name
         self.client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, max_retries=max_retries
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=max_retries,
+            http_client=http_client(openai),
         )
 
     async def aclose(self) -> None:
@@ -44,17 +48,36 @@ class OpenAIProvider:
         params = self._params(request)
         try:
             if stream is None:
-                raw = await self.client.chat.completions.with_raw_response.create(**params)
-                return self._response(await _parsed(raw), dict(raw.headers))
+                return await self._complete(params)
             return await self._stream(params, stream)
         except openai.APIStatusError as exc:
             raise self._error(exc, exc.status_code, dict(exc.response.headers), exc.body) from exc
         except (openai.APIConnectionError, openai.APITimeoutError) as exc:
             raise self._error(exc, None, {}, None) from exc
         except Exception as exc:
-            if _transport(exc):  # a stream cut mid-way surfaces unwrapped from the SDK
+            if is_transport_error(exc):  # a stream cut mid-way surfaces unwrapped from the SDK
                 raise self._error(exc, None, {}, None) from exc
             raise
+
+    async def _complete(self, params: dict[str, Any]) -> LLMResponse:
+        """One call without streaming, sent with the SDK's ``post`` (its documented way
+        to make a request of your own) rather than ``chat.completions.create``.
+
+        ``create`` walks every parameter against the SDK's type hints to transform it,
+        which for plain JSON messages changes nothing and cost a judge call (a JSON
+        schema in ``response_format``) about a third of a millisecond of CPU; the
+        request, its retries and errors, and the parsed ``ChatCompletion`` are the
+        same. What this path does not give back is the response's headers, which
+        taskloom reads only from errors (429's ``Retry-After``, ``x-ratelimit-*``).
+        """
+        body = {k: v for k, v in params.items() if k != "timeout"}
+        completion = await self.client.post(
+            "/chat/completions",
+            body=body,
+            cast_to=ChatCompletion,
+            options={"timeout": params["timeout"]},
+        )
+        return self._response(completion, {})
 
     def _error(
         self, exc: Exception, status: int | None, headers: dict[str, str], body: Any
@@ -121,7 +144,7 @@ class OpenAIProvider:
     async def _stream(self, params: dict[str, Any], sink: TokenSink) -> LLMResponse:
         params = params | {"stream": True, "stream_options": {"include_usage": True}}
         raw = await self.client.chat.completions.with_raw_response.create(**params)
-        headers, chunks = dict(raw.headers), await _parsed(raw)
+        headers, chunks = dict(raw.headers), await parsed(raw)
         text, finish, usage, model = [], "other", Usage(), ""
         calls: dict[int, dict[str, str]] = {}
         async for chunk in chunks:
@@ -177,16 +200,3 @@ def _arguments(text: str) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {"__malformed__": text}
     return value if isinstance(value, dict) else {"__malformed__": text}
-
-
-async def _parsed(raw: Any) -> Any:
-    """A raw response's parsed body (the SDKs' raw responses parse sync or async)."""
-    value = raw.parse()
-    return await value if inspect.isawaitable(value) else value
-
-
-def _transport(exc: Exception) -> bool:
-    """Whether ``exc`` is the HTTP layer's (httpx/httpcore family) or a socket's."""
-    return isinstance(exc, OSError) or type(exc).__module__.split(".")[0].startswith(
-        ("httpx", "httpcore")
-    )
