@@ -1,7 +1,13 @@
 """W5's baseline: the same subagent fan-out with the official openai SDK alone (no
 taskloom), in a process of its own, against the same fake LLM server.
 
-    python -m benchmarks.sdk_baseline BASE_URL N CONCURRENCY
+    python -m benchmarks.sdk_baseline BASE_URL N CONCURRENCY [MODE]
+
+MODE ``taskloom`` (the default) calls the SDK the way taskloom's OpenAI provider does:
+its aiohttp client (``DefaultAioHttpClient``) and ``client.post(..., cast_to=
+ChatCompletion)``, so that the difference from taskloom is taskloom's own cost. MODE
+``default`` calls it as the SDK's README shows: the default httpx client and
+``chat.completions.create``.
 
 Prints one JSON object: ``seconds`` (makespan of the N calls, at most CONCURRENCY at
 once) and ``cpu_us_per_call`` (this process's user + system CPU per call).
@@ -14,10 +20,15 @@ import json
 import resource
 import sys
 import time
+from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion
+
+from agents.providers._transport import http_client
 
 SYSTEM = "You are a benchmark subagent. Answer the task in a few words. " * 4
+MODES = ("taskloom", "default")
 
 
 def _cpu() -> float:
@@ -25,21 +36,30 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def measure(base_url: str, n: int, concurrency: int) -> dict[str, float]:
+async def measure(base_url: str, n: int, concurrency: int, mode: str) -> dict[str, float]:
     """Warm up with a few calls, then time ``n`` calls, ``concurrency`` at once."""
-    async with openai.AsyncOpenAI(base_url=base_url, api_key="sk-benchmark", max_retries=0) as c:
+    if mode not in MODES:
+        raise SystemExit(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
+    client = http_client(openai) if mode == "taskloom" else None
+    async with openai.AsyncOpenAI(
+        base_url=base_url, api_key="sk-benchmark", max_retries=0, http_client=client
+    ) as c:
         gate = asyncio.Semaphore(concurrency)
 
         async def call(i: int) -> str:
+            body: dict[str, Any] = {
+                "model": "gpt-4.1-mini",
+                "messages": [
+                    {"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": f"item {i}"},
+                ],
+                "max_tokens": 64,
+            }
             async with gate:
-                answer = await c.chat.completions.create(
-                    model="gpt-4.1-mini",
-                    messages=[
-                        {"role": "system", "content": SYSTEM},
-                        {"role": "user", "content": f"item {i}"},
-                    ],
-                    max_tokens=64,
-                )
+                if mode == "taskloom":
+                    answer = await c.post("/chat/completions", body=body, cast_to=ChatCompletion)
+                else:
+                    answer = await c.chat.completions.create(**body)
                 return answer.choices[0].message.content or ""
 
         await asyncio.gather(*(call(i) for i in range(10)))
@@ -52,7 +72,8 @@ async def measure(base_url: str, n: int, concurrency: int) -> dict[str, float]:
 def main(argv: list[str]) -> int:
     """Entry point (see the module's docstring)."""
     base_url, n, concurrency = argv[0], int(argv[1]), int(argv[2])
-    print(json.dumps(asyncio.run(measure(base_url, n, concurrency))))
+    mode = argv[3] if len(argv) > 3 else "taskloom"
+    print(json.dumps(asyncio.run(measure(base_url, n, concurrency, mode))))
     return 0
 
 
