@@ -20,10 +20,13 @@ worker's ``resources``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from agents.agent import AgentRunner
 from agents.llm import TokenSink, Usage
@@ -113,11 +116,13 @@ class LiveTokens:
 
         return send
 
-    async def finish(self, run_id: str, step: str, attempt: int) -> None:
-        """Mark the attempt's stream finished (followers stop there)."""
+    async def finish(self, run_id: str, step: str, attempt: int, *, failed: bool = False) -> None:
+        """Mark the attempt's stream finished: followers stop there, or, if it
+        ``failed``, once the step has no further attempt to come."""
         key = self.store.keys.live(run_id, step)
+        fields: dict[str, int] = {"end": 1, "a": attempt} | ({"failed": 1} if failed else {})
         pipe = self.store.raw.pipeline(transaction=False)
-        pipe.xadd(key, {"end": 1, "a": attempt}, maxlen=LIVE_MAXLEN, approximate=True)
+        pipe.xadd(key, fields, maxlen=LIVE_MAXLEN, approximate=True)
         pipe.expire(key, LIVE_TTL_S)
         await pipe.execute()
 
@@ -127,10 +132,14 @@ class LiveTokens:
         """Yield the step's text as it streams, from the start, until it finishes.
 
         A retried attempt starts its text again: the pieces of an earlier attempt are
-        skipped once a later one appears. ``timeout``: seconds to wait for more before
+        skipped once a later one appears. An attempt that failed is the end when the
+        step has its outcome (no retry comes): checked whenever a second passes with
+        nothing new, so a step that failed for good, or whose stream stopped with its
+        worker, ends the iteration too. ``timeout``: seconds to wait for more before
         giving up (``None``: until the end).
         """
         key, last, current_attempt = self.store.keys.live(run_id, step), "0-0", -1
+        steps = self.store.keys.steps(run_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             block = 1000
@@ -140,6 +149,8 @@ class LiveTokens:
                     return
                 block = max(1, min(block, int(left * 1000)))
             reply = await self.store.raw.xread({key: last}, block=block, count=500)
+            if not reply and await self.store.raw.hexists(steps, step):
+                return  # the step has its outcome, and all its text has been read
             for _, entries in reply or ():
                 for entry_id, fields in entries:
                     last = entry_id
@@ -147,9 +158,10 @@ class LiveTokens:
                     if attempt < current_attempt:
                         continue
                     current_attempt = attempt
-                    if "end" in fields:
+                    if "end" in fields and "failed" not in fields:
                         return
-                    yield fields["t"]
+                    if "t" in fields:
+                        yield fields["t"]
 
 
 async def _run_agent(
@@ -167,16 +179,22 @@ async def _run_agent(
     run_id, step = attempt.task.run_id, attempt.task.seq
     live = LiveTokens(worker.store) if spec.stream else None
     sink = live.sink(run_id, step, attempt.info.attempt) if live is not None else None
-    result = await agent_runner(worker).run(
-        spec,
-        task,
-        inputs=inputs,
-        goal=goal,
-        feedback=feedback,
-        model=model,
-        budget=budget or run_id,
-        stream=sink,
-    )
+    try:
+        result = await agent_runner(worker).run(
+            spec,
+            task,
+            inputs=inputs,
+            goal=goal,
+            feedback=feedback,
+            model=model,
+            budget=budget or run_id,
+            stream=sink,
+        )
+    except BaseException:
+        if live is not None:  # followers look at whether another attempt comes
+            with contextlib.suppress(RedisError):
+                await live.finish(run_id, step, attempt.info.attempt, failed=True)
+        raise
     if live is not None:
         await live.finish(run_id, step, attempt.info.attempt)
     out: dict[str, Any] = result.to_dict()

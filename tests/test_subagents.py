@@ -18,8 +18,24 @@ from prometheus_client import generate_latest
 from redis.asyncio import Redis
 
 from agents import Agent, AgentRunner, PriceTable, RateLimits
-from agents.fake_llm import FakeLLM, Request, Step, malformed_json, reply
-from orchestrator import ManualClock, Orchestrator, RunFailedError, Settings, Store, workflow
+from agents.fake_llm import (
+    FakeLLM,
+    Request,
+    Step,
+    disconnect,
+    malformed_json,
+    reply,
+    unauthorized,
+)
+from orchestrator import (
+    ManualClock,
+    Orchestrator,
+    RunFailedError,
+    RunHandle,
+    Settings,
+    Store,
+    workflow,
+)
 from orchestrator.blobs import is_ref
 from orchestrator.metrics import Metrics
 from orchestrator.store import Event
@@ -139,12 +155,7 @@ async def test_a_streaming_agent_sends_its_tokens_live_and_only_the_result_is_lo
     worker = orch.worker(modules=[flows])
     async with running(worker):
         handle = await orch.start(flows.stream_story)
-        step = None
-        async for event in handle.events():
-            if event.type == "activity_scheduled":
-                step = event.seq
-                break
-        assert step is not None
+        step = await _first_step(handle)
         pieces = [p async for p in orch.live_tokens(handle.run_id, step, timeout=20)]
         assert await handle.result(timeout=20) == story
     assert len(pieces) > 3 and "".join(pieces) == story
@@ -154,6 +165,36 @@ async def test_a_streaming_agent_sends_its_tokens_live_and_only_the_result_is_lo
     assert 0 < await orch.store.raw.ttl(key) <= 3600  # short-lived, beside the log
     log = await orch.store.read_log(handle.run_id)
     assert sum(story in json.dumps(e.data) for e in log) == 2  # the result, the run's end
+
+
+async def test_following_a_streaming_agent_that_fails_for_good_ends_after_its_last_try(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    # The first attempt streams a little and loses its connection (retried); the second
+    # is refused for good. A follower sees the first attempt's text, then stops.
+    fake.add(disconnect(after_chunks=3), unauthorized())
+    worker = orch.worker(modules=[flows])
+    async with running(worker):
+        handle = await orch.start(flows.stream_story)
+        step = await _first_step(handle)
+        follow = orch.live_tokens(handle.run_id, step)  # no timeout: it must end by itself
+        pieces = await asyncio.wait_for(_all(follow), timeout=30)
+        with pytest.raises(RunFailedError):
+            await handle.result(timeout=20)
+    assert len(fake.requests) == 2
+    assert "".join(pieces)  # what the first attempt streamed before the line dropped
+
+
+async def _all(pieces: AsyncIterator[str]) -> list[str]:
+    return [p async for p in pieces]
+
+
+async def _first_step(handle: RunHandle) -> str:
+    """The step of the run's first activity, once it is scheduled."""
+    async for event in handle.events():
+        if event.type == "activity_scheduled" and event.seq is not None:
+            return event.seq
+    raise AssertionError("the run ended without scheduling an activity")
 
 
 async def test_model_calls_show_in_the_metrics(fake: FakeLLM, orch: Orchestrator) -> None:
