@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from agents.errors import (
@@ -243,6 +245,25 @@ async def _classified(provider: Provider) -> None:
         await provider.complete(ask("hi"))
     with pytest.raises(LLMContextLengthError):
         await provider.complete(ask("hi"))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", PROTOCOLS)
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_call_past_its_timeout_is_a_retryable_unavailable_error(
+    kind: str, streamed: bool
+) -> None:
+    async def sink(text: str) -> None:
+        pass
+
+    fake = FakeLLM([reply("too late", latency=5.0)])
+    async with fake, provider_for(fake, kind) as p:
+        started = time.monotonic()
+        with pytest.raises(LLMUnavailableError) as caught:
+            await p.complete(ask("hi", timeout=0.3), stream=sink if streamed else None)
+        waited = time.monotonic() - started
+    assert caught.value.retryable is not False  # the activity retries it
+    assert waited < 4.0, f"the 0.3 s timeout was not applied (gave up after {waited:.1f} s)"
 
 
 @pytest.mark.anyio
