@@ -103,7 +103,9 @@ class LLMResponse:
     tool_calls: tuple[ToolCall, ...] = ()
     model: str = ""
     headers: dict[str, str] = field(default_factory=dict)
-    """Response headers worth keeping (``x-ratelimit-*``, ``retry-after``)."""
+    """Response headers worth keeping (``x-ratelimit-*``, ``retry-after``) where the
+    provider's call path exposes them: streamed calls and Anthropic's; OpenAI calls
+    without streaming leave it empty (see ``OpenAIProvider._complete``)."""
 
 
 class Provider(Protocol):
