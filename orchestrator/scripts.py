@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 __all__ = ["Scripts"]
 
@@ -62,9 +62,24 @@ class Scripts:
         for attempt in (1, 2):
             pipe = self._raw.pipeline(transaction=False)
             build(pipe)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            replies: list[Any] = await _execute(self._raw, pipe)
             if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
                 await self.load()
                 continue
             return replies
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _execute(raw: Any, pipe: Any) -> list[Any]:
+    """``pipe.execute(raise_on_error=False)``; a pipeline of one command is sent as that
+    command. redis-py returns a pipeline's connection to the pool through a task of its
+    own (``asyncio.shield``) and a lone command's directly: one command per step of a
+    chain is the common case (a recorded outcome, the owner's next write)."""
+    if len(pipe.command_stack) != 1:
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+    args, options = pipe.command_stack[0]
+    try:
+        return [await raw.execute_command(*args, **options)]
+    except ResponseError as exc:  # as the pipeline gives it back (NOSCRIPT included)
+        return [exc]
