@@ -677,26 +677,29 @@ class Execution:
     def _queue_flush(self) -> None:
         if not self._flush_queued:
             self._flush_queued = True
-            asyncio.get_running_loop().call_soon(self._start_flush)
+            task = asyncio.get_running_loop().create_task(self._flush_tick(self._flushing))
+            task.add_done_callback(lambda _: self._check_evictable())
+            self._flushing = task
 
-    def _start_flush(self) -> None:
+    async def _flush_tick(self, previous: asyncio.Task[None] | None) -> None:
+        """Write the batch of this tick: the task's first step runs once the tick's
+        callbacks have run, so it takes everything they buffered; writes stay in order
+        (each waits for the one before)."""
         self._flush_queued = False
         batch, self._batch = self._batch, Batch()
         if not (batch.ops or batch.after):
+            if previous is not None:  # done only once the writes before it are
+                with contextlib.suppress(BaseException):
+                    await previous
             return
         for part in split_after_last_local(batch):
-            self._flushing = asyncio.get_running_loop().create_task(
-                self._flush(part, self._flushing)
-            )
-            self._flushing.add_done_callback(lambda _: self._check_evictable())
+            await self._flush(part, previous)
+            previous = None
 
     async def _drain(self) -> None:
-        while self._flush_queued or (self._flushing is not None and not self._flushing.done()):
-            if self._flush_queued:
-                self._start_flush()
-            if self._flushing is not None:
-                with contextlib.suppress(Exception):
-                    await self._flushing
+        while self._flushing is not None and not self._flushing.done():
+            with contextlib.suppress(Exception):
+                await self._flushing
 
     async def _flush(self, batch: Batch, previous: asyncio.Task[None] | None) -> None:
         if previous is not None:
