@@ -27,27 +27,53 @@ __all__ = ["Connection", "connect", "make_client"]
 
 
 _PACKER = HiredisRespSerializer()
-_PACKING_IN_C: dict[str, type[AbstractConnection]] = {}
+_TUNED: dict[str, type[AbstractConnection]] = {}
 
 
-def _packing_in_c(cls: type[AbstractConnection]) -> type[AbstractConnection]:
-    """``cls`` with hiredis's C command packer in place of redis-py's pure-Python one.
+class _Tuned:
+    """What a taskloom connection does differently from redis-py's asyncio one, both
+    for CPU per command (a worker spends its time in many small Redis round trips).
 
-    redis-py's synchronous client packs with hiredis when it is installed, its asyncio
-    client never does; packing a script call of a hundred arguments took 72 us in
-    Python and 8 us in C here, a real share of each activity's cost in a worker.
-    The same bytes either way; a value hiredis cannot pack (None, a bool) raises
-    redis-py's ``DataError``, as the Python packer does.
+    - Commands are packed by hiredis's C packer, as redis-py's synchronous client does
+      when hiredis is installed (its asyncio client never does): a script call of a
+      hundred arguments took 72 us in Python and 8 us in C here. The same bytes; a
+      value hiredis cannot pack (None, a bool) raises redis-py's ``DataError`` too.
+    - A write on an open connection is not wrapped in ``asyncio.wait_for(...,
+      socket_timeout)``: on Python 3.11 that costs a task and two callbacks per
+      command, a third of a chain step's event-loop callbacks. The read of every
+      reply keeps the timeout, so a server that stops answering is still noticed in
+      ``socket_timeout``; a write that fills the socket buffer of a server that
+      stopped reading waits until it reads again (or the connection drops).
     """
 
-    def pack_command(self: AbstractConnection, *args: Any) -> list[bytes]:
+    socket_timeout: float | None
+    is_connected: bool
+
+    def pack_command(self, *args: Any) -> list[bytes]:
         packed: list[bytes] = _PACKER.pack(*args)
         return packed
 
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        parent: Any = super()
+        timeout = self.socket_timeout
+        if not timeout or not self.is_connected:  # connecting reads replies: bounded
+            await parent.send_packed_command(command, check_health)
+            return
+        if check_health:
+            await parent.check_health()
+        self.socket_timeout = None
+        try:
+            await parent.send_packed_command(command, check_health=False)
+        finally:
+            self.socket_timeout = timeout
+
+
+def _tuned(cls: type[AbstractConnection]) -> type[AbstractConnection]:
+    """``cls`` (redis-py's TCP, unix-socket or TLS connection) with :class:`_Tuned`."""
     key = f"{cls.__module__}.{cls.__qualname__}"
-    if key not in _PACKING_IN_C:
-        _PACKING_IN_C[key] = type(cls.__name__, (cls,), {"pack_command": pack_command})
-    return _PACKING_IN_C[key]
+    if key not in _TUNED:
+        _TUNED[key] = type(cls.__name__, (_Tuned, cls), {})
+    return _TUNED[key]
 
 
 def _driver_info() -> dict[str, Any]:
@@ -81,7 +107,7 @@ def make_client(url: str) -> Redis:
     )
     pool = client.connection_pool
     if HIREDIS_AVAILABLE:  # a dependency (redis[hiredis]), unless someone removed it
-        pool.connection_class = _packing_in_c(pool.connection_class)
+        pool.connection_class = _tuned(pool.connection_class)
     return client
 
 

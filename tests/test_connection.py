@@ -1,9 +1,14 @@
-"""The Redis client taskloom makes: values round-trip through its command packer."""
+"""The Redis client taskloom makes: values round-trip through its command packer, and
+a silent server is noticed."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from redis.exceptions import DataError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator.connection import make_client
 
@@ -35,3 +40,34 @@ async def test_values_round_trip_and_unpackable_values_are_a_data_error(
     finally:
         await client.delete(key)
         await client.aclose()
+
+
+async def test_a_server_that_stops_answering_is_noticed_within_the_socket_timeout() -> None:
+    """Writes skip redis-py's per-write ``wait_for``; reads keep the timeout."""
+    heard = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)  # takes the command and never answers
+        heard.set()
+        await reader.read()  # until the client hangs up
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = make_client(f"redis://127.0.0.1:{port}/0?protocol=2")
+    conn = client.connection_pool.make_connection()
+    conn.socket_timeout = 0.3
+    conn.driver_info = None  # nothing to say on connect: the silent server can't reply
+    try:
+        await conn.connect()
+        started = time.monotonic()
+        await conn.send_command("PING", check_health=False)
+        assert conn.socket_timeout == 0.3  # restored after the write
+        with pytest.raises(RedisTimeoutError):
+            await conn.read_response()
+        assert heard.is_set()
+        assert time.monotonic() - started < 3
+    finally:
+        await conn.disconnect()
+        await client.aclose()
+        server.close()
