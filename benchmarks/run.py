@@ -181,6 +181,17 @@ def _r(value: float, digits: int = 3) -> float:
     return round(value, digits)
 
 
+def _makespan(workload: str, n: int, seconds: float, ideal: float) -> dict[str, Any]:
+    """The head of a row measured against an ideal makespan (W2, W5, W6)."""
+    return {
+        "workload": workload,
+        "n": n,
+        "seconds": _r(seconds, 4),
+        "ideal_s": _r(ideal, 4),
+        "overhead_ratio": _r(seconds / ideal),
+    }
+
+
 # -- worker processes -------------------------------------------------------------------
 class WorkerProcess:
     """One ``taskloom worker`` subprocess serving :mod:`benchmarks.workloads`."""
@@ -540,12 +551,7 @@ class Bench:
             if done != n:
                 raise BenchmarkError(f"W2 returned {done!r}, expected {n}")
             ideal = ideal_s(n, conc, sleep_s)
-            return {
-                "workload": "W2",
-                "n": n,
-                "seconds": _r(seconds, 4),
-                "ideal_s": _r(ideal, 4),
-                "overhead_ratio": _r(seconds / ideal),
+            return _makespan("W2", n, seconds, ideal) | {
                 "concurrency": conc,
                 "activity_s": sleep_s,
             }
@@ -655,12 +661,7 @@ class Bench:
             sdk = await _sdk_baseline(fake.openai_url, n, conc)
             plain = await _sdk_baseline(fake.openai_url, n, conc, "default")
             cpu_us = cpu / n * 1e6
-            return {
-                "workload": "W5",
-                "n": n,
-                "seconds": _r(seconds, 4),
-                "ideal_s": _r(ideal, 4),
-                "overhead_ratio": _r(seconds / ideal),
+            return _makespan("W5", n, seconds, ideal) | {
                 "cpu_us_per_call": round(cpu_us),
                 "sdk_seconds": _r(sdk["seconds"], 4),
                 "sdk_overhead_ratio": _r(sdk["seconds"] / ideal),
@@ -713,12 +714,7 @@ class Bench:
             # judge call, integrator
             ideal = sum(latency.values())
             tokens = result["tokens"]
-            return {
-                "workload": "W6",
-                "n": n,
-                "seconds": _r(seconds, 4),
-                "ideal_s": _r(ideal, 4),
-                "overhead_ratio": _r(seconds / ideal),
+            return _makespan("W6", n, seconds, ideal) | {
                 "overhead_s": _pipeline_phases(team.requests, latency, t0, end),
                 "token_share": {
                     k: _r(tokens[k] / tokens["total"])
