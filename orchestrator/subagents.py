@@ -59,8 +59,10 @@ def install(worker: Worker, settings: Settings) -> AgentRunner:
     its metrics."""
     metrics = worker.metrics
 
-    def observe(provider: str, model: str, seconds: float, usage: Usage, cost: Decimal) -> None:
-        if metrics is not None:
+    observe = None
+    if metrics is not None:
+
+        def observe(provider: str, model: str, seconds: float, usage: Usage, cost: Decimal) -> None:
             metrics.llm_call(
                 provider,
                 model,
@@ -102,25 +104,30 @@ class LiveTokens:
 
     def sink(self, run_id: str, step: str, attempt: int) -> TokenSink:
         """A sink that appends each piece of text, tagged with the attempt, to the stream."""
-        key, raw = self.store.keys.live(run_id, step), self.store.raw
+        key = self.store.keys.live(run_id, step)
         fresh = True
 
         async def send(text: str) -> None:
             nonlocal fresh
-            pipe = raw.pipeline(transaction=False)
-            pipe.xadd(key, {"t": text, "a": attempt}, maxlen=LIVE_MAXLEN, approximate=True)
-            if fresh:
-                pipe.expire(key, LIVE_TTL_S)
-                fresh = False
-            await pipe.execute()
+            first, fresh = fresh, False
+            await self._append(key, {"t": text, "a": attempt}, expire=first)
 
         return send
 
     async def finish(self, run_id: str, step: str, attempt: int, *, failed: bool = False) -> None:
         """Mark the attempt's stream finished: followers stop there, or, if it
         ``failed``, once the step has no further attempt to come."""
-        key = self.store.keys.live(run_id, step)
-        fields: dict[str, int] = {"end": 1, "a": attempt} | ({"failed": 1} if failed else {})
+        fields: dict[str, str | int] = {"end": 1, "a": attempt}
+        if failed:
+            fields["failed"] = 1
+        await self._append(self.store.keys.live(run_id, step), fields, expire=True)
+
+    async def _append(self, key: str, fields: dict[str, str | int], *, expire: bool) -> None:
+        """One entry on a live stream; ``expire``: (re)start the stream's time to live,
+        in the same round trip. Each token is a lone XADD, not a pipeline of one."""
+        if not expire:
+            await self.store.raw.xadd(key, fields, maxlen=LIVE_MAXLEN, approximate=True)
+            return
         pipe = self.store.raw.pipeline(transaction=False)
         pipe.xadd(key, fields, maxlen=LIVE_MAXLEN, approximate=True)
         pipe.expire(key, LIVE_TTL_S)

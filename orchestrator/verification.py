@@ -20,7 +20,6 @@ from verifiers import (
     CrossCheck,
     References,
     Tools,
-    Verdict,
     Verifier,
     VerifierConfigError,
     VerifySpec,
@@ -29,6 +28,7 @@ from verifiers import (
     run_cross_checks,
     run_verifiers,
 )
+from verifiers.base import error_verdict
 
 from .attempt import current
 from .definitions import ActivityDef
@@ -83,8 +83,7 @@ async def _verify(request: dict[str, Any]) -> dict[str, Any]:
     try:
         checks = build(spec, output_type=output_type, custom=custom)
     except VerifierConfigError as exc:  # the output was not judged: the checker broke
-        verdict = Verdict(verifier="build", status="error", reasons=[str(exc)])
-        return combine([verdict], check.output).model_dump(mode="json")
+        return combine([error_verdict("build", str(exc))], check.output).model_dump(mode="json")
     tools = Tools(
         runner=agent_runner(worker), budget=request.get("budget"), model=request.get("model")
     )
