@@ -113,9 +113,7 @@ class RunHandle:
             await self._store.get_meta(self.run_id)  # raises RunNotFoundError
         if routing.status == "terminal":
             raise UserError(f"run {self.run_id} has already ended; nothing to {event['type']}")
-        pipe = self._store.raw.pipeline(transaction=False)
-        self._store.route(pipe, self.run_id, routing)
-        await pipe.execute()
+        await self._store.wake(self.run_id, routing)
 
 
 class Orchestrator:

@@ -135,7 +135,8 @@ class DeadLetters:
             entry.run_id,
             {"type": "activity_redriven", "seq": entry.seq, "attempt": attempt, "ts": now_ms()},
         )
-        await self._wake(entry.run_id, routing)
+        if routing.status == "ok":
+            await self.store.wake(entry.run_id, routing)
         return entry
 
     async def purge(self, entry_id: str) -> DeadLetter:
@@ -168,12 +169,6 @@ class DeadLetters:
             [entry.id, fields],
         )
         return bool(taken)
-
-    async def _wake(self, run_id: str, routing: Any) -> None:
-        if routing.status == "ok":
-            pipe = self.store.raw.pipeline(transaction=False)
-            self.store.route(pipe, run_id, routing)
-            await pipe.execute()
 
 
 def _check_id(entry_id: str) -> None:

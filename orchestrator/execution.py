@@ -669,9 +669,7 @@ class Execution:
                     step.child_id, {"type": "cancel_requested", "ts": now_ms()}
                 )
                 if routing.status == "ok":
-                    pipe = self.host.store.raw.pipeline(transaction=False)
-                    self.host.store.route(pipe, step.child_id, routing)
-                    await pipe.execute()
+                    await self.host.store.wake(step.child_id, routing)
 
     # -- flushing buffered writes -------------------------------------------------------
     def _queue_flush(self) -> None:

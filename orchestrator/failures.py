@@ -120,9 +120,7 @@ async def handle_failure(
         ack=ack,
     )
     if routing.status == "ok":  # the owner may let the run leave memory while it waits
-        pipe = store.raw.pipeline(transaction=False)
-        store.route(pipe, task.run_id, routing)
-        await pipe.execute()
+        await store.wake(task.run_id, routing)
     elif routing.status in ("done", "late", "missing"):  # settled elsewhere: not a dead letter
         await dead_letters.remove(entry)
     return Failure(paused=True)

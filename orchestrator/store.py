@@ -498,9 +498,7 @@ class Store:
         child run, a person's decision) and wake whoever holds the run."""
         (routing,) = await self.record([(run_id, seq, event)], worker)
         if routing.status == "ok":
-            pipe = self.raw.pipeline(transaction=False)
-            self.route(pipe, run_id, routing)
-            await pipe.execute()
+            await self.wake(run_id, routing)
         return routing
 
     async def external(self, run_id: str, event: dict[str, Any]) -> Routing:
@@ -570,14 +568,15 @@ class Store:
         """Ask any worker to take ``run_id``."""
         await self.raw.xadd(self.keys.runq, {"run": run_id, "why": why})
 
-    def route(self, pipe: Any, run_id: str, routing: Routing) -> None:
-        """Queue the wake-up for a recorded outcome: to the live owner, else the run queue."""
+    async def wake(self, run_id: str, routing: Routing) -> None:
+        """Wake whoever should read a recorded outcome: the run's live owner, else the
+        run queue (one XADD, sent on its own)."""
         if routing.owner and routing.lease_until > now_ms():
-            pipe.xadd(
+            await self.raw.xadd(
                 self.keys.wake(routing.owner), {"run": run_id}, maxlen=10_000, approximate=True
             )
         else:
-            pipe.xadd(self.keys.runq, {"run": run_id, "why": "event"})
+            await self.raw.xadd(self.keys.runq, {"run": run_id, "why": "event"})
 
     async def add_timer(self, run_id: str, due_ms: int) -> None:
         """Make sure the run is woken at ``due_ms`` (keeps the earliest)."""

@@ -525,9 +525,7 @@ class Worker:
                     [Event(id=routing.entry_id, type=event["type"], data=event)], read=False
                 )
             else:
-                pipe = self.store.raw.pipeline(transaction=False)
-                self.store.route(pipe, run_id, routing)
-                await pipe.execute()
+                await self.store.wake(run_id, routing)
 
     async def _fail(self, task: Task, event: dict[str, Any], details: Any) -> Failure:
         definition = self.registry.find_activity(task.name)
