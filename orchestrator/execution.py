@@ -685,24 +685,18 @@ class Execution:
         (each waits for the one before)."""
         self._flush_queued = False
         batch, self._batch = self._batch, Batch()
-        if not (batch.ops or batch.after):
-            if previous is not None:  # done only once the writes before it are
-                with contextlib.suppress(BaseException):
-                    await previous
-            return
+        if previous is not None:
+            with contextlib.suppress(BaseException):
+                await previous
         for part in split_after_last_local(batch):
-            await self._flush(part, previous)
-            previous = None
+            await self._flush(part)
 
     async def _drain(self) -> None:
         while self._flushing is not None and not self._flushing.done():
             with contextlib.suppress(Exception):
                 await self._flushing
 
-    async def _flush(self, batch: Batch, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            with contextlib.suppress(BaseException):
-                await previous
+    async def _flush(self, batch: Batch) -> None:
         store, host = self.host.store, self.host
         try:
             results = (
@@ -769,8 +763,8 @@ class Execution:
         until they fire."""
         if self.terminal or self.task is None or self.task.done() or not self.waiters:
             return False
-        if self._flush_queued or (self._flushing is not None and not self._flushing.done()):
-            return False
+        if self._flushing is not None and not self._flushing.done():
+            return False  # (a queued flush is a running task already)
         if not all(
             k in ("timer", "signal", "human") or (k == "activity" and self.steps[s].paused)
             for s, k in self.waiting_kind.items()
