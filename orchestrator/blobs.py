@@ -60,6 +60,7 @@ __all__ = [
     "ref_for",
     "refs_in",
     "store_all",
+    "within_limit",
 ]
 
 BLOB_KEY = "$blob"
@@ -443,7 +444,7 @@ async def externalize(
     A small value that happens to look like a reference is stored too, so that
     :func:`internalize` always gives back exactly ``value_json``.
     """
-    data = _within(value_json, hard_limit, what)
+    data = within_limit(value_json, hard_limit, what)
     if len(data) <= threshold and _parse_ref_text(value_json) is None:
         return value_json
     ref = await store.put(data)
@@ -455,12 +456,12 @@ async def store_all(
 ) -> list[dict[str, Any]]:
     """Store each of ``values_json`` whatever its size, in one :meth:`BlobStore.put_many`,
     and return their references (what :func:`externalize` makes of a large value)."""
-    items = [_within(text, hard_limit, what) for text in values_json]
+    items = [within_limit(text, hard_limit, what) for text in values_json]
     refs = await store.put_many(items)
     return [{BLOB_KEY: ref, "size": len(data)} for ref, data in zip(refs, items, strict=True)]
 
 
-def _within(value_json: str, hard_limit: int, what: str) -> bytes:
+def within_limit(value_json: str, hard_limit: int, what: str) -> bytes:
     """The UTF-8 bytes of ``value_json``; PayloadTooLargeError over ``hard_limit``."""
     data = value_json.encode()
     if len(data) > hard_limit:

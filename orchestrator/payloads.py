@@ -13,8 +13,15 @@ from __future__ import annotations
 from typing import Any
 
 from . import serde
-from .blobs import BlobStore, collect_garbage, externalize, internalize, is_ref, store_all
-from .errors import PayloadTooLargeError, UserError
+from .blobs import (
+    BlobStore,
+    collect_garbage,
+    externalize,
+    internalize,
+    is_ref,
+    store_all,
+    within_limit,
+)
 from .keys import STATUSES, TERMINAL_STATUSES
 from .store import Store
 
@@ -40,15 +47,7 @@ class Payloads:
         """``value`` itself if small, else the reference to it (stored, and remembered
         by the run ``run_id``)."""
         text = serde.dumps(value, what=what)
-        size = len(text.encode())
-        if size > self.hard_limit:
-            raise PayloadTooLargeError(
-                f"{what} is {size} bytes, over the hard limit of {self.hard_limit} bytes: "
-                f"keep big data elsewhere and pass a reference, or raise the limit with "
-                f"TASKLOOM_PAYLOAD_HARD_LIMIT",
-                size=size,
-                limit=self.hard_limit,
-            )
+        size = len(within_limit(text, self.hard_limit, what))
         if self.blobs is None or size <= self.threshold:
             return value
         packed = serde.loads(
@@ -68,9 +67,9 @@ class Payloads:
         """Store every value in the blob store whatever its size (by content: a value
         seen before costs nothing) and return their references, remembered by the run
         ``run_id``; :meth:`unpack` reads each back. Used for LLM messages, which
-        repeat across calls."""
+        repeat across calls. With no blob store, ``values`` themselves."""
         if self.blobs is None:
-            raise UserError(f"no blob store to keep {what} in: configure TASKLOOM_BLOB_URL")
+            return values
         packed = await store_all(
             [serde.dumps(v, what=what) for v in values],
             store=self.blobs,

@@ -205,10 +205,9 @@ async def _run_agent(
     if live is not None:
         await live.finish(run_id, step, attempt.info.attempt)
     out: dict[str, Any] = result.to_dict()
-    if worker.payloads.blobs is not None:  # each message once, by content
-        out["messages"] = await worker.payloads.store_each(
-            run_id, out["messages"], what=f"a message of agent {agent!r}"
-        )
+    out["messages"] = await worker.payloads.store_each(  # each message once, by content
+        run_id, out["messages"], what=f"a message of agent {agent!r}"
+    )
     return out
 
 
