@@ -7,7 +7,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, get_args
 
 from ._walk import map_strings, strings, where
 from .base import Check, Tools, Verifier
@@ -21,8 +21,8 @@ PIIPolicy: TypeAlias = Literal["block", "redact", "escalate"]
 ``escalate``: ask a person (uncertain)."""
 PIIKind: TypeAlias = Literal["email", "phone", "card"]
 
-_KINDS: tuple[PIIKind, ...] = ("email", "phone", "card")
-_POLICIES: tuple[PIIPolicy, ...] = ("block", "redact", "escalate")
+_KINDS: tuple[PIIKind, ...] = get_args(PIIKind)
+_POLICIES: tuple[PIIPolicy, ...] = get_args(PIIPolicy)
 _LABELS: dict[PIIKind, tuple[str, str]] = {
     "email": ("e-mail address", "e-mail addresses"),
     "phone": ("phone number", "phone numbers"),

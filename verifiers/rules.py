@@ -68,10 +68,12 @@ class Rules(Verifier):
     async def verify(self, check: Check, tools: Tools) -> Verdict:
         """Apply every rule; fail listing each problem."""
         output = check.output
+        measured = self.min_length is not None or self.max_length is not None
+        whole = _text(output) if measured or "" in self.patterns else ""  # once for both
         problems = [
             *self._required(output),
-            *self._lengths(output),
-            *self._patterns(output),
+            *self._lengths(whole),
+            *self._patterns(output, whole),
         ]
         evidence: list[str] = []
         for term, place, found in self._banned_hits(output):
@@ -104,10 +106,10 @@ class Rules(Verifier):
             elif isinstance(value, str) and not value.strip():
                 yield f"the required field {path!r} is blank; fill it in"
 
-    def _lengths(self, output: Any) -> Iterator[str]:
+    def _lengths(self, whole: str) -> Iterator[str]:
         if self.min_length is None and self.max_length is None:
             return
-        size = len(_text(output))
+        size = len(whole)
         if self.min_length is not None and size < self.min_length:
             yield (
                 f"the output is {size} characters long, shorter than the minimum of "
@@ -119,18 +121,18 @@ class Rules(Verifier):
                 f"{self.max_length}: shorten it"
             )
 
-    def _patterns(self, output: Any) -> Iterator[str]:
+    def _patterns(self, output: Any, whole: str) -> Iterator[str]:
         for path, regex in self.patterns.items():
             if path == "":
-                if not regex.search(_text(output)):
+                if not regex.search(whole):
                     yield f"the output does not match the required pattern /{regex.pattern}/"
                 continue
             value = _lookup(output, path) if isinstance(output, dict) else _MISSING
             if value is _MISSING:
                 yield f"the field {path!r} is missing; it must match /{regex.pattern}/"
-            elif not regex.search(_text(value)):
+            elif not regex.search(text := _text(value)):
                 yield (
-                    f"the field {path!r} ({_short(_text(value))}) does not match the "
+                    f"the field {path!r} ({_short(text)}) does not match the "
                     f"required pattern /{regex.pattern}/"
                 )
 

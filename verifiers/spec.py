@@ -15,12 +15,11 @@ users write it, and :func:`build`, which turns it into verifiers.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .base import Verifier
-from .compliance import PII
+from .compliance import PII, PIIPolicy
 from .consensus import Consensus
 from .errors import UnknownVerifierError, VerifierConfigError
 from .judge import Judge
@@ -59,8 +58,8 @@ class RulesSpec(BaseModel):
         return self
 
 
-class JudgeSpec(BaseModel):
-    """An LLM judge (see :class:`~verifiers.Judge`)."""
+class _RubricSpec(BaseModel):
+    """What a judge's and a consensus's spec share: the rubric and the passing score."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -68,18 +67,17 @@ class JudgeSpec(BaseModel):
         min_length=1, pattern=r"\S", description="What a good output is, criterion by criterion."
     )
     threshold: float = Field(default=0.7, ge=0.0, le=1.0, description="Lowest passing score.")
+
+
+class JudgeSpec(_RubricSpec):
+    """An LLM judge (see :class:`~verifiers.Judge`)."""
+
     model: str | None = Field(default=None, description="provider:model; default: the run's.")
 
 
-class ConsensusSpec(BaseModel):
+class ConsensusSpec(_RubricSpec):
     """Several judge samples or models voting (see :class:`~verifiers.Consensus`)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    rubric: str = Field(
-        min_length=1, pattern=r"\S", description="What a good output is, criterion by criterion."
-    )
-    threshold: float = Field(default=0.7, ge=0.0, le=1.0, description="Lowest passing score.")
     samples: int = Field(default=3, ge=1, le=10, description="How many times to ask one model.")
     models: list[str] = Field(
         default_factory=list, description="Ask each of these once instead (provider:model)."
@@ -101,7 +99,7 @@ class VerifySpec(BaseModel):
         default=True, alias="schema", description="Validate against the output type."
     )
     rules: RulesSpec | None = None
-    pii: Literal["block", "redact", "escalate"] | None = Field(
+    pii: PIIPolicy | None = Field(
         default=None, description="What to do with e-mail addresses, phone and card numbers."
     )
     judge: JudgeSpec | None = None
@@ -141,16 +139,7 @@ def build(
     if spec.schema_check:
         verifiers.append(Schema(model=output_type))
     if spec.rules is not None:
-        r = spec.rules
-        verifiers.append(
-            Rules(
-                required=r.required,
-                min_length=r.min_length,
-                max_length=r.max_length,
-                patterns=r.patterns,
-                banned=r.banned,
-            )
-        )
+        verifiers.append(Rules(**spec.rules.model_dump()))  # as _buildable checked it
     if spec.pii is not None:
         verifiers.append(PII(policy=spec.pii))
     verifiers += (custom[n] for n in spec.custom)
