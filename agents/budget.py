@@ -141,6 +141,15 @@ class Budgets:
         self._now = now
         self._hold_ttl = hold_ttl
 
+    @staticmethod
+    def check_limits(*, max_tokens: int | None = None, max_usd: Money | None = None) -> None:
+        """Raise the :class:`~agents.errors.UserError` :meth:`set_limits` would, before
+        anything is written (a run is not created with limits it cannot have)."""
+        if max_tokens is not None:
+            _tokens(max_tokens, "max_tokens")
+        if max_usd is not None:
+            _nano(max_usd, "max_usd")
+
     async def set_limits(
         self, run_id: str, *, max_tokens: int | None = None, max_usd: Money | None = None
     ) -> BudgetUsage:

@@ -205,6 +205,7 @@ class Orchestrator:
             {"args": list(args), "kwargs": {}}, what=f"input of workflow {name!r}"
         )
         deadline = now_ms() + int(timeout * 1000) if timeout is not None else 0
+        Budgets.check_limits(max_tokens=budget_tokens, max_usd=budget_usd)
         created, status = await self.store.create_run(
             rid, workflow=name, input_json=input_json, deadline_ms=deadline
         )

@@ -6,12 +6,14 @@ import asyncio
 import pickle
 import random
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from agents.budget import BudgetKeys, BudgetReservation, Budgets
 from agents.errors import BudgetExceededError, NonRetryableError, UserError
+from orchestrator import Orchestrator, RunNotFoundError
 
 pytestmark = pytest.mark.anyio
 
@@ -211,3 +213,13 @@ async def test_amounts_are_exact_and_validated(client: Redis, prefix: str) -> No
         await budgets.reserve("r10", est_tokens=-1, est_usd=0)
     with pytest.raises(UserError, match="hold_ttl"):
         Budgets(client, prefix=prefix, hold_ttl=0)
+
+
+@pytest.mark.parametrize("limits", [{"budget_tokens": -1}, {"budget_usd": "lots"}])
+async def test_a_run_with_a_budget_it_cannot_have_is_refused_before_it_exists(
+    orch: Orchestrator, limits: dict[str, Any]
+) -> None:
+    with pytest.raises(UserError, match="max_"):
+        await orch.start("budgeted", run_id="refused-budget", **limits)
+    with pytest.raises(RunNotFoundError):
+        await orch.store.get_meta("refused-budget")
