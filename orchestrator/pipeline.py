@@ -48,7 +48,6 @@ from agents.agent import Agent
 from verifiers import VerifySpec
 
 from .attempt import current
-from .blobs import is_ref
 from .context import Context
 from .definitions import ActivityDef, workflow
 from .errors import (
@@ -159,9 +158,7 @@ async def _previous_run(run_id: str) -> dict[str, Any]:
     """The result of a finished pipeline run (for a follow-up)."""
     host = current().host
     info = await host.store.run_info(run_id)
-    result = info.result
-    if is_ref(result):  # a big result, kept in the blob store
-        result = await host.payloads.unpack(result)
+    result = await host.payloads.unpack(info.result)  # a big one is in the blob store
     if info.status != "completed" or not isinstance(result, dict) or "plan" not in result:
         raise UserError(
             f"run {run_id} is not a finished pipeline run (status {info.status}); a follow-up "
@@ -429,7 +426,13 @@ class Pipeline:
         await self.ctx.run("taskloom.supersede", self.ctx.run_id, SUPERSEDED)
 
     async def verify(
-        self, spec: VerifySpec, output: Any, *, role: str | None, act: PlanActivity | None
+        self,
+        spec: VerifySpec,
+        output: Any,
+        *,
+        role: str | None,
+        act: PlanActivity | None,
+        inputs: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Run the checks (again once if a verifier broke: that never burns a retry)."""
         spec = spec.model_copy(update={"custom": [*spec.custom, *self.req.verifiers]})
@@ -440,7 +443,7 @@ class Pipeline:
             "goal": self.req.goal,
             "activity": act.id if act else "final",
             "instructions": act.instructions if act else "",
-            "inputs": {d: self.works[d].output for d in act.inputs} if act else {},
+            "inputs": dict(inputs or {}),  # what the activity was given
             "budget": self.budget,
             "model": self.req.judge_model or self.req.model,
         }

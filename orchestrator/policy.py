@@ -79,7 +79,9 @@ class ActivityRun:
             outcome: dict[str, Any] | None = None
             if problem is None:
                 async with pipe.slots:
-                    outcome = await pipe.verify(self.spec, output, role=act.role, act=act)
+                    outcome = await pipe.verify(
+                        self.spec, output, role=act.role, act=act, inputs=self.inputs
+                    )
                 work.verdicts = outcome["verdicts"]
                 output = outcome["output"]
                 self.history.append(
@@ -145,7 +147,7 @@ class ActivityRun:
             return None, (
                 "the run's budget is spent: " if budget else "the subagent failed: "
             ) + str(exc)
-        self.add(result)
+        self.add(result.usage.total, result.cost_usd)
         why = decomposition(result) if self.agent.output is None else None
         if why is None:
             return result.output, None
@@ -171,15 +173,14 @@ class ActivityRun:
             child = await pipe.ctx.child(pipe.ctx.workflow, request.model_dump(mode="json"))
         except ChildWorkflowError as exc:
             return None, f"its sub-plan failed: {exc}"
-        self.work.tokens += int(child["tokens"]["total"])
-        self.work.cost_usd += float(child["cost_usd"])
-        pipe.spend.add("work", int(child["tokens"]["total"]), float(child["cost_usd"]))
+        self.add(int(child["tokens"]["total"]), float(child["cost_usd"]))
         return child["answer"], None
 
-    def add(self, result: AgentResult) -> None:
-        self.work.tokens += result.usage.total
-        self.work.cost_usd += result.cost_usd
-        self.pipe.spend.add("work", result.usage.total, result.cost_usd)
+    def add(self, tokens: int, cost_usd: float) -> None:
+        """Count spending on this activity's work, and on the run's."""
+        self.work.tokens += tokens
+        self.work.cost_usd += cost_usd
+        self.pipe.spend.add("work", tokens, cost_usd)
 
     def cancel(self) -> None:
         """A re-plan stopped this activity before its next step."""
