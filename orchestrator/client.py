@@ -33,7 +33,7 @@ from .errors import RunCancelledError, RunFailedError, UserError, validation_pro
 from .human import HumanTasks
 from .keys import STATUSES
 from .payloads import Payloads
-from .plan import parse_plan
+from .plan import parse_plan, size_problem
 from .settings import Settings
 from .store import Event, RunInfo, Store, now_ms
 from .subagents import LiveTokens, install
@@ -285,11 +285,12 @@ class Orchestrator:
             request = pipeline.PipelineRequest.model_validate(fields)
         except ValidationError as exc:
             raise UserError(f"submit(): {validation_problems(exc)[0]}") from None
-        if request.plan is not None and len(request.plan["activities"]) > request.max_activities:
-            raise UserError(
-                f"the plan has {len(request.plan['activities'])} activities; at most "
-                f"{request.max_activities} are allowed (max_activities=): merge related pieces"
+        if request.plan is not None:
+            too_big = size_problem(
+                len(request.plan["activities"]), request.max_activities, "max_activities="
             )
+            if too_big:
+                raise UserError(too_big)
         return await self.start(
             pipeline.PIPELINE_NAME,
             request.model_dump(mode="json", exclude_none=True),

@@ -40,6 +40,7 @@ __all__ = [
     "estimate_usd",
     "levels",
     "parse_plan",
+    "size_problem",
     "spec_keys",
     "validate_plan",
 ]
@@ -168,16 +169,25 @@ def validate_plan(
     known = set(ids)
     for act in plan.activities:
         problems.extend(_activity_problems(act, known, roles))
-    if len(plan.activities) > limits.max_activities:
-        problems.append(
-            f"the plan has {len(plan.activities)} activities; at most "
-            f"{limits.max_activities} are allowed: merge related pieces"
-        )
+    too_big = size_problem(len(plan.activities), limits.max_activities)
+    if too_big:
+        problems.append(too_big)
     problems.extend(_shape_problems(plan, limits, checked=not problems))
     if not problems and limits.max_usd is not None:
         problems.extend(_budget_problems(plan, roles, limits, prices))
     if problems:
         raise PlanError(_summary(problems), problems=problems)
+
+
+def size_problem(count: int, limit: int, setting: str = "") -> str | None:
+    """What is wrong with a plan of ``count`` activities under a limit of ``limit``
+    (``None``: nothing); ``setting`` names where the limit is set, for the message."""
+    if count <= limit:
+        return None
+    where = f" ({setting})" if setting else ""
+    return (
+        f"the plan has {count} activities; at most {limit} are allowed{where}: merge related pieces"
+    )
 
 
 def _shape_problems(plan: Plan, limits: PlanLimits, *, checked: bool) -> list[str]:

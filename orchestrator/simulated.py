@@ -56,7 +56,10 @@ def system_prompt(request: Request) -> str:
 
 def kind_of(request: Request) -> str:
     """``planner``, ``integrator``, ``judge`` or ``work`` (a subagent)."""
-    system = system_prompt(request)
+    return _kind(system_prompt(request))
+
+
+def _kind(system: str) -> str:
     for kind, opening in _KINDS:
         if system.startswith(opening):
             return kind
@@ -103,11 +106,11 @@ class SimulatedTeam:
     requests: dict[str, list[Request]] = field(default_factory=dict)
 
     def __call__(self, request: Request) -> Step:
-        kind = kind_of(request)
+        system = system_prompt(request)
+        kind = _kind(system)
         self.calls[kind] += 1
         self.requests.setdefault(kind, []).append(request)
         latency = float(self.latency.get(kind, 0.0))
-        system = system_prompt(request)
         if kind == "planner":
             if not self.plans:
                 raise AssertionError("the simulated team has no plan to answer with")

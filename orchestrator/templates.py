@@ -8,7 +8,7 @@ your own :class:`Template` object (``template=Template(name=..., guidance=...)``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import UserError
@@ -33,12 +33,7 @@ class Template:
 
     def to_dict(self) -> dict[str, Any]:
         """The form a run's input records."""
-        return {
-            "name": self.name,
-            "description": self.description,
-            "guidance": self.guidance,
-            "verify": self.verify,
-        }
+        return asdict(self)
 
 
 BUILTIN_TEMPLATES = (
