@@ -7,7 +7,11 @@ each worker's keys carry tags of their own. The layout is ready for Redis Cluste
 
 from __future__ import annotations
 
-__all__ = ["ACTIVE_STATUSES", "STATUSES", "TERMINAL_STATUSES", "Keys"]
+import os
+import socket
+import uuid
+
+__all__ = ["ACTIVE_STATUSES", "STATUSES", "TERMINAL_STATUSES", "Keys", "consumer_name"]
 
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 ACTIVE_STATUSES = ("pending", "running", "waiting")
@@ -196,3 +200,9 @@ class Keys:
         return f"{self.prefix}:stats"
 
     GROUP = "workers"
+
+
+def consumer_name() -> str:
+    """A name for this process in a stream's consumer group (and as a worker's id):
+    host, pid and a random suffix, unique even across restarts with the same pid."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"

@@ -49,13 +49,10 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import random
 import re
 import smtplib
-import socket
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -64,12 +61,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from . import serde
 from .clock import Clock, SystemClock
 from .errors import ConfigurationError, TaskloomError, UserError
 from .human import HumanTasks
+from .keys import consumer_name
 from .retries import RetryPolicy
 from .settings import Settings
 from .store import Store, ride_out
@@ -287,7 +285,7 @@ class Notifier:
         self.claim_idle = claim_idle
         self.batch = batch
         self.clock = clock or SystemClock()
-        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.consumer = consumer or consumer_name()
         self._http = http
         self._own_http = http is None
         self._slots = asyncio.Semaphore(concurrency)
@@ -321,10 +319,7 @@ class Notifier:
         and the HTTP client. Idempotent; :meth:`run` and :meth:`deliver_due` call it."""
         if self._ready:
             return
-        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
-            await self.store.raw.xgroup_create(
-                self.store.keys.inbox_outbox, GROUP, id="$", mkstream=True
-            )
+        await self.store.ensure_group(self.store.keys.inbox_outbox, GROUP, start="$")
         if self._http is None:
             import httpx  # ~60 ms to import: only where notifications are configured
 

@@ -558,11 +558,16 @@ class Store:
     async def ensure_groups(self, queue: str) -> None:
         """Create the consumer groups (idempotent)."""
         for stream in (self.keys.queue(queue), self.keys.runq):
-            try:
-                await self.raw.xgroup_create(stream, Keys.GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            await self.ensure_group(stream, Keys.GROUP)
+
+    async def ensure_group(self, stream: str, group: str, *, start: str = "0") -> None:
+        """Create consumer group ``group`` of ``stream`` (and the stream) reading from
+        ``start`` unless it exists; any other error is raised."""
+        try:
+            await self.raw.xgroup_create(stream, group, id=start, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
     async def enqueue_run(self, run_id: str, why: str) -> None:
         """Ask any worker to take ``run_id``."""

@@ -19,11 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import socket
 import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +41,7 @@ from .errors import ActivityTimeoutError, TaskloomError, error_dict
 from .execution import Execution
 from .failures import Failure, handle_failure
 from .human import HumanTasks
-from .keys import Keys
+from .keys import Keys, consumer_name
 from .metrics import Metrics
 from .payloads import Payloads
 from .retries import DEFAULT_RETRY, RetryPolicy
@@ -104,9 +101,7 @@ class Worker:
         self.queue = queue
         self.lease_ttl = lease_ttl
         self.claim_ttl_ms = int(lease_ttl * 1000)
-        self.worker_id = worker_id or (
-            f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        )
+        self.worker_id = worker_id or consumer_name()
         self.shutdown_grace = shutdown_grace
         self.runs: dict[str, Execution] = {}
         self._free = concurrency
