@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from . import inbox_cli, serde
 from .client import Orchestrator, RunHandle
 from .demo import DEMO_GOAL
-from .display import span
+from .display import clip, span
 from .errors import RedisUnavailableError, TaskloomError, UserError
 from .keys import STATUSES
 from .metrics import Metrics
@@ -433,8 +433,7 @@ def _describe(event: Event) -> str:
 
 
 def _short(value: Any, limit: int = 70) -> str:
-    text = serde.dumps(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(serde.dumps(value), limit)
 
 
 # -- parsing ----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["parse_age", "pretty", "span", "when"]
+__all__ = ["clip", "one_line", "parse_age", "pretty", "span", "when"]
 
 _AGE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -40,3 +40,14 @@ def pretty(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, with an ellipsis if it was cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def one_line(value: Any, limit: int) -> str:
+    """``value`` (text, or the JSON of anything else) on one line, clipped to ``limit``."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return clip(" ".join(text.split()), limit)

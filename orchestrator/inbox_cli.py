@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .display import parse_age, pretty, when
+from .display import clip, one_line, parse_age, pretty, when
 from .edits import Editable, editable
 from .errors import HumanTaskClosedError, HumanTaskNotFoundError, UserError
 from .human import HumanTask
@@ -183,7 +183,7 @@ def _table(tasks: Sequence[HumanTask], now: int, *, with_status: bool) -> list[s
             _span(now - t.created_ms),
             _assignee(t),
             _sla(t, now),
-            _clip(" ".join(t.title.split()), 72),
+            one_line(t.title, 72),
         ]
         for t in tasks
     ]
@@ -254,7 +254,7 @@ def _verdict(v: Any) -> list[str]:
     if v.get("feedback"):
         lines.append(f"      feedback: {v['feedback']}")
     if v.get("evidence"):
-        lines.append(f"      evidence: {_clip(json.dumps(v['evidence'], ensure_ascii=False), 200)}")
+        lines.append(f"      evidence: {clip(json.dumps(v['evidence'], ensure_ascii=False), 200)}")
     return lines
 
 
@@ -266,7 +266,7 @@ def _attempt(h: Any) -> list[str]:
         lines.append(f"      feedback: {h['feedback']}")
     if "output" in h:
         output = h["output"] if isinstance(h["output"], str) else json.dumps(h["output"])
-        lines.append(f"      output: {_clip(' '.join(output.split()), 200)}")
+        lines.append(f"      output: {one_line(output, 200)}")
     return lines
 
 
@@ -292,7 +292,7 @@ async def _decide(args: argparse.Namespace, orch: Orchestrator) -> int:
         except HumanTaskClosedError:
             raced.append(_closed(await orch.human_tasks.get(task.id)))
             continue
-        _out(f"decided {decision} on {task.id} ({_clip(task.title, 60)}) as {by}")
+        _out(f"decided {decision} on {task.id} ({clip(task.title, 60)}) as {by}")
     if raced:
         raise HumanTaskClosedError(
             "decided meanwhile by someone else:\n  - " + "\n  - ".join(raced)
@@ -364,7 +364,7 @@ async def _edit(args: argparse.Namespace, orch: Orchestrator) -> int:
         )
     except HumanTaskClosedError:
         raise HumanTaskClosedError(_closed(await orch.human_tasks.get(task.id))) from None
-    title = _clip(task.title, 60)
+    title = clip(task.title, 60)
     _out(f"edited {task.id} ({title}): recorded the new {target.field} as {by}'s decision")
     return 0
 
@@ -530,10 +530,6 @@ def _block(title: str, text: str) -> list[str]:
 
 def _indent(text: str) -> list[str]:
     return ["  " + line for line in text.splitlines()] or ["  "]
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _age_arg(text: str) -> float:

@@ -65,6 +65,7 @@ from redis.exceptions import RedisError
 
 from . import serde
 from .clock import Clock, SystemClock
+from .display import one_line
 from .errors import ConfigurationError, TaskloomError, UserError
 from .human import HumanTasks
 from .keys import consumer_name
@@ -614,7 +615,7 @@ class Notifier:
         message = EmailMessage()
         message["From"] = self.notify_from
         message["To"] = address
-        message["Subject"] = f"[taskloom] {headline}: {_one_line(task.get('title', ''))}"
+        message["Subject"] = f"[taskloom] {headline}: {one_line(str(task.get('title', '')), 120)}"
         message["Date"] = formatdate(localtime=False)
         # The same on every try, so a mail server can drop a second copy.
         message["Message-ID"] = f"<{hashlib.sha256(t.id.encode()).hexdigest()[:32]}@taskloom>"
@@ -730,11 +731,6 @@ def _where(endpoint: str) -> str:
         return endpoint
     parts = urlsplit(endpoint)
     return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-
-
-def _one_line(text: str, limit: int = 120) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _mail_text(headline: str, task: dict[str, Any], link: str) -> str:

@@ -3,10 +3,10 @@ turned into rows a person reads, and the pipeline's activities summed up in a ta
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..display import one_line
 from ..pipeline import pipeline_entry
 from ..store import Event
 
@@ -43,9 +43,7 @@ class ActivityRow:
 
 def short(value: Any, limit: int = _LIMIT) -> str:
     """``value`` as one line of at most ``limit`` characters."""
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(value, limit)
 
 
 def event_row(event: Event) -> Row:
