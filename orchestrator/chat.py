@@ -7,7 +7,6 @@ killed mid-run (the run itself is durable and resumes on the next worker).
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,7 +131,8 @@ class ChatSession:
         if previous is not None:
             info = await self.orch.handle(previous).info()
             if info.status == "completed":
-                first = (await self.orch.handle(runs[0]).info()).result or {}
+                first_run = info if runs[0] == previous else await self.orch.handle(runs[0]).info()
+                first = first_run.result or {}
                 goal = f"{first.get('goal', '')}\n\nFollow-up: {text}".strip()
                 options["previous"] = previous
         handle = await self.orch.submit(goal, **options)
@@ -188,13 +188,8 @@ class ChatSession:
                 info = await self.orch.handle(run_id).info()
             except RunNotFoundError:
                 continue
-            cost = (info.result or {}).get("cost_usd", 0.0) if isinstance(info.result, dict) else 0
+            cost = info.result.get("cost_usd", 0.0) if isinstance(info.result, dict) else 0
             total += float(cost)
             if not summary_only:
                 self.say(f"  {run_id}  {info.status:<9}  ${float(cost):.4f}")
         self.say(f"spent ${total:.4f} in this conversation")
-
-
-def dumps_turns(turns: list[dict[str, Any]]) -> str:
-    """The turns as JSON lines (for ``--json`` scripts)."""
-    return "\n".join(json.dumps(t) for t in turns)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from . import inbox_cli, serde
 from .client import Orchestrator, RunHandle
-from .demo import DEMO_GOAL
+from .demo import DEMO_GOAL, DEMO_PRICE_NOTE
 from .display import clip, span
 from .errors import RedisUnavailableError, TaskloomError, UserError
 from .keys import STATUSES
@@ -29,7 +29,6 @@ from .metrics import Metrics
 from .settings import Settings
 from .store import Event, RunInfo
 from .web import commands as web_commands
-from .worker import Worker
 
 __all__ = ["main"]
 
@@ -67,14 +66,12 @@ async def _demo(args: argparse.Namespace, orch: Orchestrator) -> int:
     async with FakeLLM() as fake:
         fake.answer_with(team)
         os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"] = fake.openai_url, "demo"
-        return await _pipeline_run(
-            args, orch, goal=args.goal, model=DEMO_MODEL, simulated=True, worker=True
-        )
+        return await _pipeline_run(args, orch, model=DEMO_MODEL, simulated=True, worker=True)
 
 
 async def _run(args: argparse.Namespace, orch: Orchestrator) -> int:
     return await _pipeline_run(
-        args, orch, goal=args.goal, model=args.model, simulated=False, worker=not args.no_worker
+        args, orch, model=args.model, simulated=False, worker=not args.no_worker
     )
 
 
@@ -87,10 +84,7 @@ async def _chat(args: argparse.Namespace, orch: Orchestrator) -> int:
     else:
         conversation = await Conversation.start(orch.store)
     ask: Asker = auto_approve if args.yes else prompt_in_terminal()
-    async with _local_worker(orch, args.model, serve=not args.no_worker, concurrency=16) as (
-        model,
-        _,
-    ):
+    async with _local_worker(orch, args.model, serve=not args.no_worker, concurrency=16) as model:
         session = ChatSession(orch, conversation, ask, input, sys.stdout, model=model)
         return await session.loop()
 
@@ -98,12 +92,12 @@ async def _chat(args: argparse.Namespace, orch: Orchestrator) -> int:
 @contextlib.asynccontextmanager
 async def _local_worker(
     orch: Orchestrator, model: str | None, *, serve: bool, concurrency: int
-) -> AsyncIterator[tuple[str | None, Worker | None]]:
+) -> AsyncIterator[str | None]:
     """With ``serve``: check the model can be called from here (provider, key, price:
     said now, not after planning), and run a worker in this process meanwhile, which
     gives its activities 2 s at the end, then hands them back. Yields the model."""
     if not serve:
-        yield model, None
+        yield model
         return
     from agents.providers import check_model
 
@@ -112,7 +106,7 @@ async def _local_worker(
     worker = orch.worker(concurrency=concurrency, shutdown_grace=2.0)
     task = asyncio.create_task(worker.run())
     try:
-        yield model, worker
+        yield model
     finally:
         worker.stop()
         await task
@@ -122,13 +116,12 @@ async def _pipeline_run(
     args: argparse.Namespace,
     orch: Orchestrator,
     *,
-    goal: str,
     model: str | None,
     simulated: bool,
     worker: bool,
 ) -> int:
-    """Submit ``goal``, follow it, answer escalations in place; exit 0 done, 1 failed,
-    3 waiting on a person."""
+    """Submit ``args.goal``, follow it, answer escalations in place; exit 0 done,
+    1 failed, 3 waiting on a person."""
     from .console import Asker, auto_approve, follow, prompt_in_terminal
 
     options: dict[str, Any] = {}
@@ -136,7 +129,8 @@ async def _pipeline_run(
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
     slots = max(8, options.get("max_parallel") or 8)
-    async with _local_worker(orch, model, serve=worker, concurrency=slots) as (model, running):
+    goal = args.goal
+    async with _local_worker(orch, model, serve=worker, concurrency=slots) as model:
         handle = await orch.submit(goal, model=model, **options)
         _out(f"run {handle.run_id}: {goal}")
         ask: Asker | None
@@ -148,8 +142,8 @@ async def _pipeline_run(
             ask = prompt_in_terminal()
         followed = await _interruptible(follow(orch, handle, ask=ask, live=args.live, goal=goal))
         if followed is None:
-            return await _interrupted(handle, in_process=running is not None)
-    return _report(args, orch, handle.run_id, followed, simulated)
+            return await _interrupted(handle, in_process=worker)
+    return _report(args, handle.run_id, followed, simulated)
 
 
 async def _interruptible(work: Coroutine[Any, Any, T]) -> T | None:
@@ -193,9 +187,7 @@ async def _interrupted(handle: RunHandle, *, in_process: bool) -> int:
     return 130
 
 
-def _report(
-    args: argparse.Namespace, orch: Orchestrator, run_id: str, followed: Any, simulated: bool
-) -> int:
+def _report(args: argparse.Namespace, run_id: str, followed: Any, simulated: bool) -> int:
     if args.json:
         _out(
             json.dumps(
@@ -225,9 +217,6 @@ def _report(
     else:
         _out(f"run {run_id} {followed.status}: {followed.error}")
     return {"completed": 0, "waiting": 3}.get(followed.status, 1)
-
-
-DEMO_PRICE_NOTE = "gpt-4.1-mini prices (simulated: no model was called)"
 
 
 async def _worker(args: argparse.Namespace, orch: Orchestrator) -> int:

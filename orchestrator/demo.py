@@ -70,6 +70,8 @@ ACTIVITIES = [plan, write, check]
 # -- the pipeline demo (``taskloom demo``) ----------------------------------------------
 DEMO_MODEL = "openai:gpt-4.1-mini"
 """The model name the simulated team answers as (so costs are priced like it)."""
+DEMO_PRICE_NOTE = f"{DEMO_MODEL.partition(':')[2]} prices (simulated: no model was called)"
+"""How the demo's cost is priced, as its summary says."""
 DEMO_GOAL = "Compare three vector databases for a 10-million-document search service"
 
 
