@@ -305,6 +305,12 @@ class _Inbox:
         expires = self.clock.now_ms() + int(self.session_ttl * 1000)
         return _Session(user, secrets.token_urlsafe(24), expires, fresh=True)
 
+    def _renew(self, session: _Session, user: str | None) -> None:
+        """Give ``session`` a new identity (``None``: signed out) and a new CSRF token."""
+        fresh = self._new_session(user)
+        session.user, session.csrf, session.expires_ms = user, fresh.csrf, fresh.expires_ms
+        session.fresh = True
+
     def _finish(self, response: Response, session: _Session, *, cookie: bool) -> Response:
         if session.fresh and cookie:
             value = self.signer.sign(
@@ -386,10 +392,7 @@ class _Inbox:
         elif not _NAME.match(name):
             error, status = "Give your name (up to 64 characters): decisions record it.", 400
         else:
-            session = visitor.session  # a new CSRF token with the new identity
-            fresh = self._new_session(name)
-            session.user, session.csrf, session.expires_ms = name, fresh.csrf, fresh.expires_ms
-            session.fresh = True
+            self._renew(visitor.session, name)
             return RedirectResponse(next_url, status_code=303)
         return self._render(
             visitor, "signin.html", status=status, next=next_url, name=name, error=error
@@ -397,9 +400,7 @@ class _Inbox:
 
     async def signout(self, request: Request, visitor: _Visitor) -> Response:
         await self._form(request, visitor)
-        session, fresh = visitor.session, self._new_session(None)
-        session.user, session.csrf, session.expires_ms = None, fresh.csrf, fresh.expires_ms
-        session.fresh = True
+        self._renew(visitor.session, None)
         return RedirectResponse("/signin", status_code=303)
 
     # -- the inbox ----------------------------------------------------------------------
@@ -521,16 +522,14 @@ class _Inbox:
                 )
             data = {spec.field: value}
         if visitor.link is not None:  # a second decision: _refusal answers 409
-            await self.links.decide(visitor.link.token, task.id, decision, note=note, data=data)
-        else:
-            await inbox.decide(task.id, decision, by=visitor.by, note=note, data=data)
-        if visitor.link is not None:
+            await self.links.decide(visitor.link, task.id, decision, note=note, data=data)
             return self._message(
                 visitor,
                 200,
                 "Thank you",
                 f"Your decision {decision!r} was recorded. The link is used up now.",
             )
+        await inbox.decide(task.id, decision, by=visitor.by, note=note, data=data)
         return RedirectResponse(item_path(task.id), status_code=303)
 
     # -- magic links, made and revoked by the team ----------------------------------------

@@ -191,12 +191,22 @@ class MagicLinks:
         return self._link(record, token)
 
     async def decide(
-        self, token: str, task_id: str, decision: str, *, note: str = "", data: Any = None
+        self,
+        link: MagicLink | str,
+        task_id: str,
+        decision: str,
+        *,
+        note: str = "",
+        data: Any = None,
     ) -> Decision:
-        """Record ``decision`` on task ``task_id`` through the link ``token``, spending
-        the link. Refused (:class:`LinkRefusedError`) if the link may not; the inbox's
-        own refusals (:class:`~orchestrator.HumanTaskClosedError`, ...) leave it unspent."""
-        link = await self.check(token, task_id)
+        """Record ``decision`` on task ``task_id`` through ``link`` (its token, or the
+        :class:`MagicLink` :meth:`check` just gave for this task), spending the link.
+        Refused (:class:`LinkRefusedError`) if the link may not; the inbox's own refusals
+        (:class:`~orchestrator.HumanTaskClosedError`, ...) leave it unspent. Spending is
+        what settles a race with another decision or a revocation, not the check."""
+        if isinstance(link, str) or link.task_id != task_id:
+            link = await self.check(link if isinstance(link, str) else link.token, task_id)
+        token = link.token
         spent = {"state": "used", "decision": decision, "at_ms": self.clock.now_ms()}
         key = self.store.keys.link_spent(link.id)
         keep = link.expires_ms - self.clock.now_ms() + _RETAIN_MS
