@@ -6,7 +6,10 @@ steer retries; :mod:`orchestrator.errors` re-exports them and draws the whole tr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 __all__ = [
     "ActivityFailure",
@@ -31,6 +34,7 @@ __all__ = [
     "UnknownModelPriceError",
     "UnknownProviderError",
     "UserError",
+    "validation_problems",
 ]
 
 
@@ -217,3 +221,11 @@ class PromptVariableError(PromptError):
     """A template used a variable the caller did not pass (StrictUndefined)."""
 
     code = "prompt_variable"
+
+
+def validation_problems(exc: ValidationError, *, whole: str = "input") -> list[str]:
+    """pydantic's errors as ``field.path: message`` lines (``whole`` when the error is
+    about the value itself)."""
+    return [
+        f"{'.'.join(str(p) for p in err['loc']) or whole}: {err['msg']}" for err in exc.errors()
+    ]

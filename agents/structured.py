@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import LLMOutputError, LLMRequestError
+from .errors import LLMOutputError, LLMRequestError, validation_problems
 from .llm import LLMRequest, LLMResponse, Message, OutputMode, Provider, TokenSink, Usage
 
 __all__ = ["MODES", "StructuredResult", "complete_structured", "extract_json", "json_schema"]
@@ -176,8 +176,7 @@ def _validate(response: LLMResponse, output: type[T]) -> tuple[T | None, str]:
 
 
 def _short(exc: ValidationError) -> str:
-    parts = [f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()[:8]]
-    return "; ".join(parts)
+    return "; ".join(validation_problems(exc, whole="(root)")[:8])
 
 
 def _refuses(exc: LLMRequestError, mode: str) -> bool:

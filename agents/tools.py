@@ -25,7 +25,7 @@ from typing import Any, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from .errors import LLMOutputError, UserError
+from .errors import LLMOutputError, UserError, validation_problems
 from .llm import LLMRequest, LLMResponse, Message, Provider, TokenSink, ToolCall, ToolSpec, Usage
 from .structured import json_schema
 
@@ -151,7 +151,7 @@ async def _run(tools: dict[str, Tool], call: ToolCall) -> Message:
     try:
         value = await found.call(call.arguments)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(validation_problems(exc, whole=""))
         return _error(call, f"invalid arguments for {call.name}: {problems}")
     except Exception as exc:  # a tool's failure is information for the model
         return _error(call, f"{call.name} raised {type(exc).__name__}: {exc}")

@@ -23,13 +23,14 @@ from redis.asyncio import Redis
 
 from agents.agent import Agent
 from agents.budget import Budgets, BudgetUsage
+from agents.errors import validation_problems
 
 from . import notify, pipeline, serde
 from .blobs import open_blob_store
 from .connection import Connection, connect
 from .definitions import ActivityDef, WorkflowDef
 from .dlq import DeadLetters
-from .errors import RunCancelledError, RunFailedError, UserError, validation_problems
+from .errors import RunCancelledError, RunFailedError, UserError
 from .human import HumanTasks
 from .keys import STATUSES
 from .payloads import Payloads

@@ -64,8 +64,6 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from pydantic import ValidationError
-
 from agents.errors import (
     ActivityFailure,
     ConfigurationError,
@@ -321,11 +319,3 @@ def error_dict(exc: BaseException) -> dict[str, Any]:
         out = {"type": type(exc).__name__, "message": str(exc)}
     out["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
     return out
-
-
-def validation_problems(exc: ValidationError, *, whole: str = "input") -> list[str]:
-    """pydantic's errors as ``field.path: message`` lines (``whole`` when the error is
-    about the value itself)."""
-    return [
-        f"{'.'.join(str(p) for p in err['loc']) or whole}: {err['msg']}" for err in exc.errors()
-    ]

@@ -24,11 +24,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.agent import Agent
-from agents.errors import PriceTableError
+from agents.errors import PriceTableError, validation_problems
 from agents.pricing import PriceTable
 from verifiers import VerifySpec
 
-from .errors import PlanError, validation_problems
+from .errors import PlanError
 
 __all__ = [
     "Plan",

@@ -15,10 +15,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agents.errors import validation_problems
 from agents.limits import RateLimits
 from agents.pricing import PriceTable
 
-from .errors import ConfigurationError, TaskloomError, validation_problems
+from .errors import ConfigurationError, TaskloomError
 
 __all__ = ["Settings", "default_data_dir"]
 
