@@ -63,27 +63,67 @@ def default_model(env: Mapping[str, str] | None = None) -> str:
     return model
 
 
-_KEYS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+_KEY_VARS = {
+    "anthropic": "ANTHROPIC_API_KEY",
+    "openai": "OPENAI_API_KEY",
+    "openai-compatible": "OPENAI_API_KEY",
+}
+_URL_VARS = {
+    "anthropic": "ANTHROPIC_BASE_URL",
+    "openai": "OPENAI_BASE_URL",
+    "openai-compatible": "OPENAI_BASE_URL",
+}
+_NAMES = {"anthropic": "Anthropic", "openai": "OpenAI"}
+
+
+def _credentials(
+    provider: str,
+    env: Mapping[str, str],
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+) -> tuple[str, str | None]:
+    """``(key, base URL)`` for ``provider``: the arguments, else its SDK's environment
+    variables; the error a call would meet when something is missing."""
+    if provider not in _KEY_VARS:
+        raise UnknownProviderError(
+            f"unknown provider {provider!r}; use one of {', '.join(PROVIDERS)}"
+        )
+    key = api_key or env.get(_KEY_VARS[provider])
+    url = base_url or env.get(_URL_VARS[provider])
+    if provider == "openai-compatible":
+        if not url:
+            raise ConfigurationError(
+                "openai-compatible models need the server's base URL: set OPENAI_BASE_URL "
+                "(e.g. http://localhost:8000/v1) or pass base_url=..."
+            )
+        key = key or "not-needed"  # local servers usually take any key
+    if not key:
+        raise MissingAPIKeyError(
+            f"no {_NAMES[provider]} API key: set {_KEY_VARS[provider]} (or pass api_key=...)"
+        )
+    return key, url
 
 
 def check_model(ref: str | None, env: Mapping[str, str] | None = None) -> str:
     """The model to use (``ref``, else ``TASKLOOM_MODEL``), once it is known to be
     usable here: a known provider, and its key (or base URL) in ``env``. Raises the
-    error a call would, before anything is started."""
+    error a call would, before anything is started, worded for a shell."""
     env = os.environ if env is None else env
     model = ref or default_model(env)
     provider, _ = split_model(model)
-    if provider == "openai-compatible":
-        if not env.get("OPENAI_BASE_URL"):
-            raise ConfigurationError(
-                "openai-compatible models need the server's base URL: set OPENAI_BASE_URL "
-                "(e.g. export OPENAI_BASE_URL=http://localhost:8000/v1)"
-            )
-    elif not env.get(_KEYS[provider]):
+    try:
+        _credentials(provider, env)
+    except MissingAPIKeyError:
         raise MissingAPIKeyError(
-            f"no {provider} API key for {model}: export {_KEYS[provider]}=... (or try "
+            f"no {provider} API key for {model}: export {_KEY_VARS[provider]}=... (or try "
             f"`taskloom demo`, which needs none)"
-        )
+        ) from None
+    except ConfigurationError:
+        raise ConfigurationError(
+            "openai-compatible models need the server's base URL: set OPENAI_BASE_URL "
+            "(e.g. export OPENAI_BASE_URL=http://localhost:8000/v1)"
+        ) from None
     return model
 
 
@@ -101,32 +141,14 @@ def open_provider(
     durably, with its shared rate limits and the activity's retry policy.
     """
     env = os.environ if env is None else env
+    key, url = _credentials(provider, env, api_key=api_key, base_url=base_url)
     if provider == "anthropic":
-        key = api_key or env.get("ANTHROPIC_API_KEY")
-        if not key:
-            raise MissingAPIKeyError(
-                "no Anthropic API key: set ANTHROPIC_API_KEY (or pass api_key=...)"
-            )
-        url = base_url or env.get("ANTHROPIC_BASE_URL")
         from .anthropic import AnthropicProvider  # the SDKs load on first use (~1 s each)
 
         return AnthropicProvider(api_key=key, base_url=url, max_retries=max_retries)
-    if provider in ("openai", "openai-compatible"):
-        url = base_url or env.get("OPENAI_BASE_URL")
-        key = api_key or env.get("OPENAI_API_KEY")
-        if provider == "openai-compatible":
-            if not url:
-                raise ConfigurationError(
-                    "openai-compatible models need the server's base URL: set OPENAI_BASE_URL "
-                    "(e.g. http://localhost:8000/v1) or pass base_url=..."
-                )
-            key = key or "not-needed"  # local servers usually take any key
-        if not key:
-            raise MissingAPIKeyError("no OpenAI API key: set OPENAI_API_KEY (or pass api_key=...)")
-        from .openai import OpenAIProvider
+    from .openai import OpenAIProvider
 
-        return OpenAIProvider(api_key=key, base_url=url, max_retries=max_retries, name=provider)
-    raise UnknownProviderError(f"unknown provider {provider!r}; use one of {', '.join(PROVIDERS)}")
+    return OpenAIProvider(api_key=key, base_url=url, max_retries=max_retries, name=provider)
 
 
 def __getattr__(name: str) -> Any:
