@@ -469,26 +469,42 @@ class HumanTasks:
         self, task: HumanTask, state: Literal["near", "breached"], point: int, now: int
     ) -> bool:
         """Move ``task`` to SLA state ``state`` once, its timer to ``point``."""
-        keys = self.store.keys
-        marked = replace(task, sla_state=state)
         kind: EventKind = "sla_near" if state == "near" else "sla_breached"
+        marked = replace(task, sla_state=state)
+        return await self._move(task, marked, point, kind, now, expect=task.sla_state)
+
+    async def _move(
+        self,
+        task: HumanTask,
+        moved: HumanTask,
+        point: int,
+        kind: EventKind,
+        now: int,
+        *,
+        expect: str = "*",
+        reassign: bool = False,
+    ) -> bool:
+        """Replace ``task`` by ``moved`` once (``inbox_move.lua``): only while it is open
+        at the same fallback and, unless ``expect`` is ``"*"``, SLA state ``expect``."""
+        keys = self.store.keys
         done = await self.store.scripts.call(
-            "inbox_sla",
-            [keys.inbox_task(task.id), keys.inbox_sla, keys.inbox_outbox],
+            "inbox_move",
+            [keys.inbox_task(task.id), keys.inbox_sla, keys.inbox_outbox, keys.inbox_assignees],
             [
                 task.id,
                 task.fallback_used,
-                task.sla_state,
-                serde.dumps(marked.to_dict()),
+                expect,
+                serde.dumps(moved.to_dict()),
                 point,
-                _event(marked, kind, task.fallback_used, now),
+                _event(moved, kind, moved.fallback_used, now),
                 OUTBOX_MAXLEN,
+                "1" if reassign else "0",
+                moved.assignee or "",
             ],
         )
         return bool(done)
 
     async def _fallback(self, task: HumanTask, now: int) -> SlaStep | None:
-        keys = self.store.keys
         step = task.fallback[task.fallback_used]
         if step["kind"] == "reassign":
             sla = step.get("sla") or self.default_sla
@@ -499,19 +515,8 @@ class HumanTasks:
                 sla_due_ms=now + int(sla * 1000) if sla else None,
                 sla_state="",
             )
-            won = await self.store.scripts.call(
-                "inbox_reassign",
-                [keys.inbox_task(task.id), keys.inbox_sla, keys.inbox_outbox, keys.inbox_assignees],
-                [
-                    task.id,
-                    task.fallback_used,
-                    serde.dumps(moved.to_dict()),
-                    _sla_point(now, moved.sla_due_ms),
-                    _event(moved, "reassigned", moved.fallback_used, now),
-                    OUTBOX_MAXLEN,
-                    moved.assignee or "",
-                ],
-            )
+            point = _sla_point(now, moved.sla_due_ms)
+            won = await self._move(task, moved, point, "reassigned", now, reassign=True)
             return SlaStep(task.id, "reassigned", f"to {step['to']}") if won else None
         try:
             if step["kind"] == "decide":

@@ -20,8 +20,8 @@ __all__ = ["Scripts"]
 NAMES = (
     "create_run", "acquire", "renew", "release", "append", "start", "record", "unclaim",
     "enqueue", "attempt", "due_retries", "dlq_put", "dlq_take", "external", "pop_timers",
-    "set_index", "inbox_open", "inbox_close", "inbox_reassign",
-    "inbox_sla", "notify_enqueue", "notify_take", "notify_settle", "notify_redrive",
+    "set_index", "inbox_open", "inbox_close", "inbox_move",
+    "notify_enqueue", "notify_take", "notify_settle", "notify_redrive",
 )  # fmt: skip
 
 
