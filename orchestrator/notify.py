@@ -438,31 +438,44 @@ class Notifier:
         return await self._take_events(res[1])
 
     async def _take_events(self, messages: list[tuple[str, dict[str, str]]]) -> list[_Try]:
-        """Make the deliveries of each event (acknowledging it in the same script);
-        returns those created, leased to this notifier."""
-        keys, tries = self.store.keys, []
+        """Make the deliveries of each event (acknowledging it in the same script), all
+        in one round trip; returns those created, leased to this notifier."""
+        keys, now = self.store.keys, self.clock.now_ms()
+        trimmed: list[str] = []  # trimmed while pending: nothing to send
+        calls: list[tuple[list[str], list[Any], dict[str, str], str]] = []
         for msg_id, fields in messages:
-            if not fields or "e" not in fields:  # trimmed while pending: nothing to send
-                await self.store.raw.xack(keys.inbox_outbox, GROUP, msg_id)
+            if not fields or "e" not in fields:
+                trimmed.append(msg_id)
                 continue
             event_json = fields["e"]
             event = serde.loads(event_json)
             endpoints = self._endpoints(event)
             ids = [f"{event['id']}:{endpoint_hash(e)}" for e in endpoints]
-            now = self.clock.now_ms()
-            created = await self.store.scripts.call(
-                "notify_enqueue",
-                [keys.inbox_outbox, keys.notify_due, *map(keys.notify_delivery, ids)],
-                [
-                    GROUP,
-                    msg_id,
-                    now,
-                    now + self.lease_ms,
+            pairs = (x for pair in zip(ids, endpoints, strict=True) for x in pair)
+            calls.append(
+                (
+                    [keys.inbox_outbox, keys.notify_due, *map(keys.notify_delivery, ids)],
+                    [GROUP, msg_id, now, now + self.lease_ms, event_json, *pairs],
+                    dict(zip(ids, endpoints, strict=True)),
                     event_json,
-                    *(x for pair in zip(ids, endpoints, strict=True) for x in pair),
-                ],
+                )
             )
-            where = dict(zip(ids, endpoints, strict=True))
+        if not (trimmed or calls):
+            return []
+
+        def build(pipe: Any) -> None:
+            if trimmed:
+                pipe.xack(keys.inbox_outbox, GROUP, *trimmed)
+            for call_keys, args, _, _ in calls:
+                self.store.scripts.queue(pipe, "notify_enqueue", call_keys, args)
+
+        replies = await self.store.scripts.pipeline(build)
+        tries = []
+        for created, (_, _, where, event_json) in zip(
+            replies[1:] if trimmed else replies, calls, strict=True
+        ):
+            if isinstance(created, Exception):
+                raise created
             tries += [_Try(i, 1, 0, where[i], event_json) for i in created]
         return tries
 
