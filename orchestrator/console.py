@@ -102,7 +102,7 @@ class _Screen:
 
     def say(self, text: str) -> None:
         if self.view is not None:
-            self.view.pause().console.print(text)
+            self.view.print(text)
         else:
             print(f"  {time.monotonic() - self.t0:6.2f}s  {text}", file=self.out, flush=True)
 
@@ -113,14 +113,8 @@ class _Screen:
             self.say(describe(event))
 
     async def answer(self, orch: Orchestrator, item: HumanTask, ask: Asker) -> None:
-        if self.view is None:
+        with self.view.paused() if self.view is not None else contextlib.nullcontext():
             await _answer(orch, item, ask, self.say)
-            return
-        self.view.pause().stop()  # the prompt needs the terminal
-        try:
-            await _answer(orch, item, ask, self.say)
-        finally:
-            self.view.pause().start()
 
 
 async def follow(
@@ -151,10 +145,11 @@ async def follow(
                 mine = await orch.human_tasks.list(
                     run_id=handle.run_id, children=True, limit=10_000
                 )
-                if mine and ask is None:
-                    return Followed("waiting")
-                for item in mine if ask is not None else ():
-                    await screen.answer(orch, item, ask)  # type: ignore[arg-type]
+                if mine:
+                    if ask is None:
+                        return Followed("waiting")
+                    for item in mine:
+                        await screen.answer(orch, item, ask)
                 await asyncio.wait({result}, timeout=0.2)
             await asyncio.sleep(0.05)  # let the last events reach the screen
             return _ended(result)

@@ -4,7 +4,9 @@ events arrive. Without a terminal, :mod:`orchestrator.console` prints lines inst
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -77,9 +79,18 @@ class LiveView:
         self._live.update(self.render())
         self._live.stop()
 
-    def pause(self) -> Live:
-        """The underlying :class:`rich.live.Live` (stop it around a prompt)."""
-        return self._live
+    def print(self, text: str) -> None:
+        """A line above the table."""
+        self._live.console.print(text)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The table stopped meanwhile (a prompt needs the terminal)."""
+        self._live.stop()
+        try:
+            yield
+        finally:
+            self._live.start()
 
     def update(self, event: dict[str, Any]) -> None:
         """Apply one pipeline event and redraw."""
