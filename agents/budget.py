@@ -154,7 +154,15 @@ class Budgets:
         self, run_id: str, *, max_tokens: int | None = None, max_usd: Money | None = None
     ) -> BudgetUsage:
         """Set (or, with ``None``, lift) the run's limits; spent and held stay.
-        Lowering a limit below what is spent stops new calls; it undoes nothing."""
+        Lowering a limit below what is spent stops new calls; it undoes nothing.
+        Returns the run's usage under them."""
+        await self.write_limits(run_id, max_tokens=max_tokens, max_usd=max_usd)
+        return await self.usage(run_id)
+
+    async def write_limits(
+        self, run_id: str, *, max_tokens: int | None = None, max_usd: Money | None = None
+    ) -> None:
+        """:meth:`set_limits` without reading the usage back."""
         tokens = None if max_tokens is None else _tokens(max_tokens, "max_tokens")
         nano = None if max_usd is None else _nano(max_usd, "max_usd")
         await self._scripts.call(
@@ -162,7 +170,6 @@ class Budgets:
             keys=[self.keys.budget(run_id)],
             args=["" if tokens is None else tokens, "" if nano is None else nano],
         )
-        return await self.usage(run_id)
 
     async def reserve(
         self,

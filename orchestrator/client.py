@@ -211,7 +211,7 @@ class Orchestrator:
             rid, workflow=name, input_json=input_json, deadline_ms=deadline
         )
         if created and (budget_usd is not None or budget_tokens is not None):
-            await self.budgets.set_limits(rid, max_tokens=budget_tokens, max_usd=budget_usd)
+            await self.budgets.write_limits(rid, max_tokens=budget_tokens, max_usd=budget_usd)
         if created or status == "pending":
             await self.store.enqueue_run(rid, "new")
         return RunHandle(self.store, rid)
