@@ -7,7 +7,6 @@ import ipaddress
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,8 +21,8 @@ from redis.exceptions import RedisError
 
 from agents.fake_llm import FakeLLM
 from orchestrator import Orchestrator, Settings, Store, Worker
+from tests.helpers import ROOT, TASKLOOM
 
-ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("TASKLOOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -132,9 +131,7 @@ def spawn_worker(redis_url: str, prefix: str) -> Iterator[Callable[..., subproce
         *modules: str, concurrency: int = 4, lease_ttl: float = 1.0, **env: str
     ) -> subprocess.Popen[str]:
         args = [
-            sys.executable,
-            "-m",
-            "orchestrator.cli",
+            *TASKLOOM,
             "worker",
             "--concurrency",
             str(concurrency),

@@ -15,6 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from orchestrator import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
+"""The checkout: where commands run from and what PYTHONPATH holds."""
+TASKLOOM = (sys.executable, "-m", "orchestrator.cli")
+"""The ``taskloom`` command line, as this interpreter runs it (no install needed)."""
 S = TypeVar("S", bound=Sized)
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -59,7 +62,7 @@ def taskloom(
 ) -> subprocess.CompletedProcess[str]:
     """Run the ``taskloom`` command line to its end, as a user's shell would."""
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
+        [*TASKLOOM, *args],
         cwd=ROOT,
         env=env,
         text=True,

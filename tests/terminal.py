@@ -13,9 +13,8 @@ import subprocess
 import termios
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
 
 
 class Terminal:

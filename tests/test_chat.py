@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from collections.abc import Iterator
 
@@ -14,7 +13,7 @@ import pytest
 from agents.fake_llm import FakeLLM
 from orchestrator.simulated import SimulatedTeam, task_of
 from tests.conftest import worker_env
-from tests.helpers import act
+from tests.helpers import TASKLOOM, act
 from tests.helpers import taskloom as run_cli
 from tests.terminal import Terminal
 
@@ -44,7 +43,7 @@ def env(fake: FakeLLM, redis_url: str, prefix: str) -> dict[str, str]:
 
 
 def taskloom(*args: str, env: dict[str, str]) -> Terminal:
-    return Terminal([sys.executable, "-m", "orchestrator.cli", *args], env=env)
+    return Terminal([*TASKLOOM, *args], env=env)
 
 
 def test_chat_answers_an_escalation_in_place_and_a_follow_up_reuses_finished_work(

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, worker_env
-from tests.helpers import taskloom
+from tests.conftest import worker_env
+from tests.helpers import ROOT, TASKLOOM, taskloom
 
 
 def fresh_env(data_dir: Path) -> dict[str, str]:
@@ -142,7 +141,7 @@ def test_signal_history_follow_and_cancel_from_the_command_line(
     started = taskloom("start", "durable.approval", json.dumps(marks), "--run-id", "sig-1", env=env)
     assert started.returncode == 0, started.stderr
     follower = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "history", "sig-1", "--follow"],
+        [*TASKLOOM, "history", "sig-1", "--follow"],
         cwd=ROOT,
         env=env,
         text=True,

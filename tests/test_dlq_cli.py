@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -12,8 +11,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ROOT, worker_env
-from tests.helpers import taskloom
+from tests.conftest import worker_env
+from tests.helpers import ROOT, TASKLOOM, taskloom
 
 FAMILIES = {
     "taskloom_runs",
@@ -44,7 +43,7 @@ def test_dlq_list_show_redrive_and_worker_metrics(
     env = worker_env(redis_url, prefix, TASKLOOM_LEASE_TTL="1.0")
     args = ["worker", "--import", "tests.dlq_workflows", "--metrics-port", "0"]
     worker = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", *args],
+        [*TASKLOOM, *args],
         cwd=ROOT,
         env=env,
         text=True,

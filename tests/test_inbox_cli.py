@@ -17,8 +17,7 @@ from pydantic import BaseModel
 from orchestrator import Context, Orchestrator, workflow
 from orchestrator.cli import main
 from orchestrator.edits import schema_errors
-from tests.conftest import ROOT
-from tests.helpers import running, wait_until
+from tests.helpers import ROOT, running, wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -34,10 +34,10 @@ from agents.limits import (
     limits_for,
 )
 from agents.lua_scripts import LuaScripts
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parent.parent
 MODEL = "openai:gpt-test"
 WINDOW_MS = 60_000
 

@@ -17,11 +17,10 @@ import pytest
 
 from orchestrator.errors import UserError
 from orchestrator.metrics import LATENCY_BUCKETS, Metrics
-from tests.helpers import samples, value
+from tests.helpers import ROOT, samples, value
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "orchestrator" / "alerts.yml"
 
 # The public contract: exposed family name -> type.

@@ -14,8 +14,8 @@ import pytest
 from agents.fake_llm import FakeLLM
 from orchestrator.simulated import SimulatedTeam
 from tests.conftest import worker_env
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
 
 

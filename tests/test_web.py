@@ -35,8 +35,7 @@ from orchestrator.simulated import SimulatedTeam
 from orchestrator.web import MagicLinks, create_app
 from orchestrator.web.app import SESSION_COOKIE
 from orchestrator.web.signing import Signer, load_secret
-from tests.conftest import ROOT
-from tests.helpers import running, taskloom, wait_until
+from tests.helpers import ROOT, TASKLOOM, running, taskloom, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -698,7 +697,7 @@ async def test_serve_makes_a_private_secret_and_serves_on_loopback(
     data_dir = Path(tempfile.mkdtemp(prefix="tl-serve-", dir="/tmp"))
     env = cli_env(redis_url, prefix, TASKLOOM_INBOX_TOKEN=TOKEN, TASKLOOM_DATA_DIR=str(data_dir))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "serve", "--port", "0"],
+        [*TASKLOOM, "serve", "--port", "0"],
         cwd=ROOT,
         env=env,
         text=True,
