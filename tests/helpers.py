@@ -71,6 +71,16 @@ def taskloom(
     )
 
 
+def start_taskloom(
+    *args: str, env: dict[str, str], stderr: int = subprocess.STDOUT
+) -> subprocess.Popen[str]:
+    """Start the ``taskloom`` command line and return at once; its output is piped
+    (with its errors, unless ``stderr`` says otherwise)."""
+    return subprocess.Popen(
+        [*TASKLOOM, *args], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=stderr
+    )
+
+
 def samples(text: str) -> Samples:
     """Every sample of a Prometheus exposition, keyed by (sample name, labels)."""
     return {

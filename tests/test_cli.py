@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import worker_env
-from tests.helpers import ROOT, TASKLOOM, taskloom
+from tests.helpers import ROOT, start_taskloom, taskloom
 
 
 def fresh_env(data_dir: Path) -> dict[str, str]:
@@ -140,14 +140,7 @@ def test_signal_history_follow_and_cancel_from_the_command_line(
     marks = str(tmp_path / "marks")
     started = taskloom("start", "durable.approval", json.dumps(marks), "--run-id", "sig-1", env=env)
     assert started.returncode == 0, started.stderr
-    follower = subprocess.Popen(
-        [*TASKLOOM, "history", "sig-1", "--follow"],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    follower = start_taskloom("history", "sig-1", "--follow", env=env, stderr=subprocess.PIPE)
     signal_ = taskloom("signal", "sig-1", "approve", '{"by": "ana"}', env=env)
     assert signal_.returncode == 0, signal_.stderr
     out, err = follower.communicate(timeout=60)  # --follow returns when the run ends

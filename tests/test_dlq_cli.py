@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 import urllib.request
@@ -12,7 +11,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import worker_env
-from tests.helpers import ROOT, TASKLOOM, taskloom
+from tests.helpers import start_taskloom, taskloom
 
 FAMILIES = {
     "taskloom_runs",
@@ -42,14 +41,7 @@ def test_dlq_list_show_redrive_and_worker_metrics(
 ) -> None:
     env = worker_env(redis_url, prefix, TASKLOOM_LEASE_TTL="1.0")
     args = ["worker", "--import", "tests.dlq_workflows", "--metrics-port", "0"]
-    worker = subprocess.Popen(
-        [*TASKLOOM, *args],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    worker = start_taskloom(*args, env=env)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(worker.stdout or []), daemon=True).start()
     try:

@@ -35,7 +35,7 @@ from orchestrator.simulated import SimulatedTeam
 from orchestrator.web import MagicLinks, create_app
 from orchestrator.web.app import SESSION_COOKIE
 from orchestrator.web.signing import Signer, load_secret
-from tests.helpers import ROOT, TASKLOOM, running, taskloom, wait_until
+from tests.helpers import ROOT, running, start_taskloom, taskloom, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -696,14 +696,7 @@ async def test_serve_makes_a_private_secret_and_serves_on_loopback(
 ) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="tl-serve-", dir="/tmp"))
     env = cli_env(redis_url, prefix, TASKLOOM_INBOX_TOKEN=TOKEN, TASKLOOM_DATA_DIR=str(data_dir))
-    proc = subprocess.Popen(
-        [*TASKLOOM, "serve", "--port", "0"],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_taskloom("serve", "--port", "0", env=env)
     try:
         assert proc.stdout is not None
         line = await asyncio.to_thread(proc.stdout.readline)
