@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["Connection", "connect", "make_client"]
 
 
-_PACKER = HiredisRespSerializer()
+# Untyped in redis-py 8 (typed in 5-7): the ignore covers both.
+_PACKER: Any = HiredisRespSerializer()  # type: ignore[no-untyped-call,unused-ignore]
 _TUNED: dict[str, type[AbstractConnection]] = {}
 
 
