@@ -30,6 +30,7 @@ from .errors import (
     NondeterminismError,
     RunTimeoutError,
     TaskloomError,
+    UserError,
     error_dict,
 )
 from .human import Decision, HumanTask, HumanTasks, new_task
@@ -556,6 +557,12 @@ class Execution:
     async def _main(self) -> Any:
         _scope.set(self._root)
         if is_ref(self.input):  # a big input, kept in the blob store
+            if self.host.payloads.blobs is None:
+                raise UserError(
+                    f"run {self.run_id}: its input is in the blob store and this worker has "
+                    f"none; make workers with orch.worker() or give Worker(payloads=...) the "
+                    f"blob store the client uses (TASKLOOM_BLOB_URL)"
+                )
             self.input = await self.host.payloads.unpack(self.input)
         wf = self.host.registry.workflow(self.workflow_name)
         return await wf.fn(

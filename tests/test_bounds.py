@@ -208,3 +208,12 @@ async def test_an_input_past_the_hard_limit_is_refused_before_its_run_exists(
     message = str(refused.value)
     assert "input of workflow 'b.digest'" in message
     assert "TASKLOOM_PAYLOAD_HARD_LIMIT" in message and "by reference" in message
+
+
+async def test_a_worker_without_the_blob_store_fails_a_referenced_input_saying_why(
+    orch_big: Orchestrator, make_worker: Any
+) -> None:
+    handle = await orch_big.start(digest, "w" * (64 * 1024))
+    async with running(make_worker(**DEFS)):  # no blob store: it cannot read the input
+        with pytest.raises(RunFailedError, match="blob store"):
+            await handle.result(timeout=30)
