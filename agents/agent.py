@@ -29,6 +29,7 @@ from .budget import BudgetReservation, Budgets
 from .errors import LLMRateLimitedError, UserError
 from .limits import RateLimiters, RateLimits, RateReservation
 from .llm import LLMRequest, Message, Provider, TokenSink, Usage
+from .metering import MeteredProvider
 from .pricing import PriceTable
 from .prompts import Prompts
 from .providers import default_model, open_provider, split_model
@@ -201,46 +202,42 @@ class AgentRunner:
             temperature=agent.temperature,
             timeout=agent.timeout,
         )
-        provider = self.provider(provider_name)
+        provider = MeteredProvider(self.provider(provider_name))
         started = time.monotonic()
         prompt, answer_max = self._estimate(agent, system, task)
         rate, held = await self._reserve(ref, prompt, answer_max, budget)
-        usage, calls, text, messages = Usage(), 0, "", list(request.messages)
+        calls, text, messages = 0, "", list(request.messages)
         output: Any = None
         try:
             if agent.tools:
                 looped = await run_tool_loop(
                     provider, request, agent.tools, max_turns=agent.max_turns, stream=stream
                 )
-                usage, calls, text = looped.usage, looped.turns, looped.response.text
+                calls, text = looped.turns, looped.response.text
                 messages = [*looped.messages, Message(role="assistant", content=text)]
                 request = LLMRequest(**{**request.__dict__, "messages": tuple(messages)})
             if agent.output is not None:
                 shaped = await complete_structured(provider, request, agent.output, stream=stream)
-                usage = _add(usage, shaped.usage)
                 calls += shaped.calls
                 text, output = shaped.text, shaped.value.model_dump(mode="json")
             elif not agent.tools:
                 answer = await provider.complete(request, stream=stream)
-                usage, calls, text = answer.usage, 1, answer.text
+                calls, text = 1, answer.text
                 messages.append(Message(role="assistant", content=text))
             else:
                 output = text
-        except LLMRateLimitedError as exc:
-            if self._observe_limit is not None:
-                self._observe_limit(provider_name, model_name)
-            if self.limiters is not None and exc.retry_after:
-                await self.limiters.for_model(ref).penalize(exc.retry_after)
-            await self._settle(ref, rate, held, None, Decimal(0))
+        except BaseException as exc:
+            if isinstance(exc, LLMRateLimitedError):
+                if self._observe_limit is not None:
+                    self._observe_limit(provider_name, model_name)
+                if self.limiters is not None and exc.retry_after:
+                    await self.limiters.for_model(ref).penalize(exc.retry_after)
+            # What was served before the failure was billed: charge it (see agents.metering).
+            await self._charge(ref, provider, rate, held, started)
             raise
-        except BaseException:
-            await self._settle(ref, rate, held, None, Decimal(0))
-            raise
-        cost = self.prices.cost(ref, usage.input_tokens, usage.output_tokens)
-        await self._settle(ref, rate, held, usage, cost)
+        usage = provider.usage
+        cost = await self._charge(ref, provider, rate, held, started)
         seconds = time.monotonic() - started
-        if self._observe is not None:
-            self._observe(provider_name, model_name, seconds, usage, cost)
         return AgentResult(
             output=text if output is None else output,
             text=text,
@@ -313,26 +310,40 @@ class AgentRunner:
                 raise
         return rate, held
 
+    async def _charge(
+        self,
+        ref: str,
+        provider: MeteredProvider,
+        rate: RateReservation | None,
+        held: BudgetReservation | None,
+        started: float,
+    ) -> Decimal:
+        """Settle the run's holds with what ``provider`` was served, failed or not, and
+        tell the observer of it; returns the cost."""
+        usage = provider.usage
+        cost = self.prices.cost(ref, usage.input_tokens, usage.output_tokens)
+        await self._settle(ref, rate, held, usage, cost)
+        if self._observe is not None and provider.requests:
+            provider_name, model_name = split_model(ref)
+            self._observe(provider_name, model_name, time.monotonic() - started, usage, cost)
+        return cost
+
     async def _settle(
         self,
         ref: str,
         rate: RateReservation | None,
         held: BudgetReservation | None,
-        usage: Usage | None,
+        usage: Usage,
         cost: Decimal,
     ) -> None:
-        spent = usage.total if usage is not None else 0
+        spent = usage.total
         if rate is not None and self.limiters is not None:
             await self.limiters.for_model(ref).settle(rate, spent)
         if held is not None and self.budgets is not None:
-            if usage is None:
+            if spent == 0:
                 await self.budgets.release(held)
             else:
                 await self.budgets.settle(held, actual_tokens=spent, actual_usd=cost)
-
-
-def _add(a: Usage, b: Usage) -> Usage:
-    return Usage(a.input_tokens + b.input_tokens, a.output_tokens + b.output_tokens)
 
 
 def _message_dict(m: Message) -> dict[str, Any]:

@@ -202,9 +202,11 @@ class Orchestrator:
                 f"run id {run_id!r} must be non-empty, without braces, slashes or spaces"
             )
         rid = run_id or uuid.uuid4().hex
-        input_json = serde.dumps(
-            {"args": list(args), "kwargs": {}}, what=f"input of workflow {name!r}"
-        )
+        value = {"args": list(args), "kwargs": {}}
+        input_json = serde.dumps(value, what=f"input of workflow {name!r}")
+        if len(input_json) > self.settings.payload_threshold:  # by reference, like results
+            packed = await self.payloads().pack(rid, value, what=f"the input of workflow {name!r}")
+            input_json = serde.dumps(packed)
         deadline = now_ms() + int(timeout * 1000) if timeout is not None else 0
         Budgets.check_limits(max_tokens=budget_tokens, max_usd=budget_usd)
         created, status = await self.store.create_run(

@@ -73,6 +73,8 @@ from agents.errors import (
     UserError,
 )
 
+from .bounds import ERROR_TEXT_LIMIT, TRACEBACK_LIMIT, bound_text
+
 __all__ = [
     "ActivityError",
     "ActivityFailure",
@@ -312,10 +314,20 @@ class PayloadTooLargeError(UserError):
 
 
 def error_dict(exc: BaseException) -> dict[str, Any]:
-    """An exception as a run's log stores it: type, message, code, traceback."""
+    """An exception as a run's log stores it: type, message, code, traceback.
+
+    The message and the traceback are bounded (:mod:`orchestrator.bounds`): a longer
+    message keeps its head and tail, and ``message_bytes`` says how long it was; the
+    traceback then names it instead of repeating it."""
     if isinstance(exc, TaskloomError):
         out = exc.to_dict()
     else:
         out = {"type": type(exc).__name__, "message": str(exc)}
-    out["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
+    message = str(out.get("message", ""))
+    text = "".join(traceback.format_exception(exc))
+    bounded = bound_text(message, ERROR_TEXT_LIMIT)
+    if len(bounded) < len(message):
+        out["message"], out["message_bytes"] = bounded, len(message.encode())
+        text = text.replace(message, "<the message, cut above>")
+    out["traceback"] = bound_text(text, TRACEBACK_LIMIT, slack=0)
     return out

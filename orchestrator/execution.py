@@ -30,6 +30,7 @@ from .errors import (
     NondeterminismError,
     RunTimeoutError,
     TaskloomError,
+    UserError,
     error_dict,
 )
 from .human import Decision, HumanTask, HumanTasks, new_task
@@ -465,9 +466,7 @@ class Execution:
         if step is None:
             child_id = f"{self.run_id}.{seq}"
             step = self.steps[seq] = _Step("child", workflow, scheduled=True, child_id=child_id)
-            input_json = serde.dumps(
-                {"args": args, "kwargs": {}}, what=f"input of child workflow {workflow!r}"
-            )
+            input_json = await self._child_input(child_id, workflow, args)
             self._batch.ops.append(
                 Op(
                     event={
@@ -482,9 +481,8 @@ class Execution:
             self._batch.after.append(("child", seq, child_id, workflow, input_json))
             self._queue_flush()
         elif not step.done:  # after a takeover: make sure the child exists, or collect it
-            self._batch.after.append(
-                ("child", seq, step.child_id, workflow, serde.dumps({"args": args, "kwargs": {}}))
-            )
+            input_json = await self._child_input(step.child_id, workflow, args)
+            self._batch.after.append(("child", seq, step.child_id, workflow, input_json))
             self._queue_flush()
         if not step.done:
             step = await self._wait(seq, "child")
@@ -495,6 +493,16 @@ class Execution:
             f"child run {step.child_id} ({workflow}) failed: "
             f"{err.get('type', 'Error')}: {err.get('message', '')}"
         )
+
+    async def _child_input(self, child_id: str, workflow: str, args: list[Any]) -> str:
+        """A child run's input as its run keeps it: a big one by reference (the same
+        reference every time, so a takeover creates the same run)."""
+        value = {"args": args, "kwargs": {}}
+        text = serde.dumps(value, what=f"input of child workflow {workflow!r}")
+        if len(text) > self.host.payloads.threshold:
+            what = f"the input of child workflow {workflow!r}"
+            text = serde.dumps(await self.host.payloads.pack(child_id, value, what=what))
+        return text
 
     def now(self, seq: str) -> int:
         """The time in ms for step ``seq``, recorded on first use."""
@@ -548,6 +556,14 @@ class Execution:
 
     async def _main(self) -> Any:
         _scope.set(self._root)
+        if is_ref(self.input):  # a big input, kept in the blob store
+            if self.host.payloads.blobs is None:
+                raise UserError(
+                    f"run {self.run_id}: its input is in the blob store and this worker has "
+                    f"none; make workers with orch.worker() or give Worker(payloads=...) the "
+                    f"blob store the client uses (TASKLOOM_BLOB_URL)"
+                )
+            self.input = await self.host.payloads.unpack(self.input)
         wf = self.host.registry.workflow(self.workflow_name)
         return await wf.fn(
             Context(self), *self.input.get("args", []), **self.input.get("kwargs", {})

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import serde
+from .bounds import HISTORY_TEXT_LIMIT, bound_text
 from .dlq import DeadLetter, DeadLetters
 from .retries import RetryPolicy
 from .store import Store
@@ -58,7 +59,7 @@ async def handle_failure(
         *task.history,
         {
             "attempt": task.attempt,
-            "error": {"type": error.get("type", ""), "message": error.get("message", "")},
+            "error": {"type": error.get("type", ""), "message": _short(error)},
             "started_ms": event["started_ms"],
             "ended_ms": event["ended_ms"],
             "worker": worker_id,
@@ -124,3 +125,9 @@ async def handle_failure(
     elif routing.status in ("done", "late", "missing"):  # settled elsewhere: not a dead letter
         await dead_letters.remove(entry)
     return Failure(paused=True)
+
+
+def _short(error: dict[str, Any]) -> str:
+    """An attempt's message as its history keeps it: short, as the last error is kept
+    beside the history at full (bounded) length; the history does not repeat it."""
+    return bound_text(str(error.get("message", "")), HISTORY_TEXT_LIMIT, slack=0)

@@ -10,6 +10,7 @@ refused with a :class:`~orchestrator.PayloadTooLargeError`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from . import serde
@@ -22,10 +23,13 @@ from .blobs import (
     store_all,
     within_limit,
 )
+from .errors import TaskloomError, error_dict
 from .keys import STATUSES, TERMINAL_STATUSES
 from .store import Store
 
 __all__ = ["Payloads"]
+
+log = logging.getLogger("taskloom.payloads")
 
 GC_GRACE_MS = 3600_000
 """A blob is deleted only if it was unreferenced at a sweep at least this long ago: a
@@ -78,6 +82,23 @@ class Payloads:
         )
         await self._remember(run_id, packed)
         return packed
+
+    async def error(self, run_id: str, exc: BaseException) -> dict[str, Any]:
+        """:func:`~orchestrator.errors.error_dict` of ``exc`` for run ``run_id``: when
+        its message was too long to keep whole, the whole message goes to the blob
+        store and ``full_message`` references it (read it back with :meth:`unpack`).
+        Never raises: without a blob store, or when it fails, the error keeps only the
+        bounded message."""
+        out = error_dict(exc)
+        if "message_bytes" not in out or self.blobs is None:
+            return out
+        try:
+            full = exc.to_dict()["message"] if isinstance(exc, TaskloomError) else str(exc)
+            [ref] = await self.store_each(run_id, [full], what="the message of an error")
+            out["full_message"] = ref
+        except Exception:  # the bounded message is recorded all the same
+            log.warning("run %s: could not keep an error's whole message", run_id, exc_info=True)
+        return out
 
     async def _remember(self, run_id: str, refs: list[Any]) -> None:
         """Add blob references to the run's set (kept while the run is)."""

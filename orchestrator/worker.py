@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -559,12 +560,17 @@ class Worker:
                     f"enough workers serving the queue?",
                     kind="schedule_to_start",
                 )
-            task.args = await self.payloads.unpack(task.args)
-            task.kwargs = await self.payloads.unpack(task.kwargs)
+            # The attempt runs on the values; the task (a retry, a dead letter) keeps the
+            # references to big ones.
+            attempt.task = dataclasses.replace(
+                task,
+                args=await self.payloads.unpack(task.args),
+                kwargs=await self.payloads.unpack(task.kwargs),
+            )
             result = await attempt.call(adef, executor=self._executor)
             return {"type": "activity_completed", "result": result}
-        except Exception as exc:
-            return {"type": "activity_failed", "error": error_dict(exc)}
+        except Exception as exc:  # its message bounded, the whole of it in the blob store
+            return {"type": "activity_failed", "error": await self.payloads.error(task.run_id, exc)}
         except asyncio.CancelledError:
             if not attempt.stop_reason:
                 raise  # the worker is shutting down

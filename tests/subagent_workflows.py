@@ -39,6 +39,19 @@ async def check_then_wait(ctx: Context, claim: str) -> dict[str, Any]:
     return {"fact": fact.output, "cost": fact.cost_usd, "tokens": fact.usage.total, "by": who}
 
 
+@workflow(name="check_until_stopped")
+async def check_until_stopped(ctx: Context, claim: str, tries: int) -> str:
+    """A runaway loop: ask the checker again whenever it gives no valid answer; only
+    something else (the run's budget) stops it before ``tries``."""
+    for _ in range(tries):
+        try:
+            await ctx.agent(checker, claim)
+        except ActivityError as exc:
+            if exc.error_type != "LLMOutputError":
+                raise
+    return f"never stopped in {tries} tries"
+
+
 @workflow(name="budgeted_parts")
 async def budgeted_parts(ctx: Context, n: int) -> dict[str, Any]:
     """Fan out ``n`` subagents under the run's budget; count those refused."""

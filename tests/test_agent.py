@@ -13,11 +13,21 @@ from pydantic import BaseModel
 from agents.agent import Agent, AgentRunner
 from agents.errors import (
     BudgetExceededError,
+    LLMOutputError,
     LLMRateLimitedError,
     RateLimitDeferredError,
     UnknownModelPriceError,
 )
-from agents.fake_llm import FakeLLM, rate_limited, reply, tool_call, tool_calls
+from agents.fake_llm import (
+    FakeLLM,
+    malformed_json,
+    rate_limited,
+    reply,
+    tool_call,
+    tool_calls,
+    truncated,
+)
+from agents.llm import Usage
 from agents.pricing import PriceTable
 from agents.tools import tool
 
@@ -128,3 +138,69 @@ async def test_an_unpriced_model_fails_before_any_call(client, prefix) -> None:
             await runner.run(Agent(name="a", model="openai:no-such-model"), "hi")
         await runner.aclose()
     assert fake.requests == []
+
+
+# -- every token served is charged (issue 12, finding 7) -------------------------------
+
+
+def spent_by(calls: list[tuple[str, str, float, Usage, Decimal]]) -> int:
+    """Tokens the runner's observer (the metrics) was told of."""
+    return sum(usage.total for *_, usage, _ in calls)
+
+
+@pytest.mark.parametrize(
+    ("agent", "script"),
+    [
+        # invalid, then invalid again after the repair turn
+        (Agent(name="j", model=MODEL, output=Verdict), [malformed_json(), malformed_json()]),
+        # cut off at the token limit
+        (
+            Agent(name="j", model=MODEL, output=Verdict),
+            [truncated('{"answer": "ye', output_tokens=90)],
+        ),
+        # still calling tools after max_turns
+        (
+            Agent(name="r", model=MODEL, tools=(lookup,), max_turns=3),
+            [tool_calls(tool_call("lookup", {"term": str(i)})) for i in range(3)],
+        ),
+    ],
+    ids=["invalid-after-repair", "truncated", "tool-loop-exhausted"],
+)
+async def test_a_failed_call_charges_every_token_it_was_served(
+    client: Any, prefix: str, agent: Agent, script: list[Any]
+) -> None:
+    observed: list[tuple[str, str, float, Usage, Decimal]] = []
+    async with FakeLLM(script) as fake:
+        runner = runner_for(fake, client, prefix, observe=lambda *call: observed.append(call))
+        assert runner.budgets is not None and runner.limiters is not None
+        with pytest.raises(LLMOutputError):
+            await runner.run(agent, "answer me", budget="run-f")
+        usage = await runner.budgets.usage("run-f")
+        await runner.aclose()
+        fake.assert_complete()
+    served = fake.tokens.total()
+    assert served > 0 and len(fake.requests) == len(script)
+    assert usage.spent_tokens == served and usage.held_tokens == 0
+    price = PriceTable.builtin().cost(
+        MODEL, fake.tokens.total(kind="input"), fake.tokens.total(kind="output")
+    )
+    assert usage.spent_usd == price
+    assert spent_by(observed) == served  # the token and cost metrics see it too
+
+
+async def test_a_call_cancelled_before_its_reply_charges_its_estimate(client, prefix) -> None:
+    agent = Agent(name="slow", model=MODEL, max_tokens=200)
+    async with FakeLLM([reply("late", latency=60)]) as fake:
+        runner = runner_for(fake, client, prefix)
+        assert runner.budgets is not None
+        prompt, answer = runner.estimate(agent, "take your time")
+        call = asyncio.ensure_future(runner.run(agent, "take your time", budget="run-c"))
+        while not fake.requests:
+            await asyncio.sleep(0.01)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        usage = await runner.budgets.usage("run-c")
+        await runner.aclose()
+    # The provider may have generated the answer: the hold (the most it costs) is spent.
+    assert usage.spent_tokens == prompt + answer and usage.held_tokens == 0

@@ -308,3 +308,30 @@ async def test_a_model_that_answers_garbage_forever_fails_the_run_after_its_retr
     assert len(fake.requests) == 8  # each attempt: the answer, then one repair turn
     repair = fake.requests[1].body["messages"][-1]["content"]
     assert "JSON" in repair or "valid" in repair.lower()
+
+
+async def test_a_model_answering_garbage_forever_stops_at_the_budget_having_paid_for_it(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    # issue 12, finding 7: every invalid answer and repair turn is charged, so a loop
+    # that keeps asking runs out of budget instead of spending nothing forever.
+    fake.answer_with(lambda request: malformed_json())
+    prompt, answer = AgentRunner(env={}).estimate(flows.checker, "the moon is cheese")
+    budget = prompt + answer + 1500  # the first hold, and a few attempts' worth of answers
+    clock = ManualClock()
+    async with running(orch.worker(modules=[flows], clock=clock)):
+        handle = await orch.start(
+            flows.check_until_stopped, "the moon is cheese", 25, budget_tokens=budget
+        )
+        result = asyncio.ensure_future(handle.result(timeout=60))
+        while not result.done():
+            clock.advance(120)
+            await asyncio.sleep(0.05)
+        with pytest.raises(RunFailedError, match="BudgetExceededError"):
+            await result
+    spent = await orch.budget(handle.run_id)
+    served = fake.tokens.total()
+    assert len(fake.requests) >= 4 and served > 0
+    assert spent.spent_tokens == served and spent.held_tokens == 0
+    assert served + prompt + answer > budget  # stopped because the next hold did not fit
+    assert len(fake.requests) < 25 * 8  # not the 25 activities of 4 attempts each
