@@ -19,7 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import Context, Orchestrator, Settings, activity, workflow
+from orchestrator import (
+    ConfigurationError,
+    Context,
+    Orchestrator,
+    RunNotFoundError,
+    Settings,
+    activity,
+    workflow,
+)
 from orchestrator.embedded import EmbeddedRedis
 from tests.helpers import running
 
@@ -92,3 +100,30 @@ async def test_an_owner_ahead_of_a_rolled_back_redis_replays_instead_of_writing_
     assert sorted(set(EXECUTED)) == list(range(STEPS))
     # the steps Redis lost ran again (at least once); no other step did
     assert {i for i, n in Counter(EXECUTED).items() if n > 1} <= {2, 3, 4, 5}
+
+
+async def test_the_fsync_level_is_refused_where_the_server_cannot_keep_it() -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="tl-fsync-", dir="/tmp"))
+    server = EmbeddedRedis(data_dir, appendfsync="everysec")
+    server.start()
+    try:
+        settings = Settings(redis_url=server.url, key_prefix="fsync", durability="fsync")
+        orch = Orchestrator(settings=settings)
+        await orch.connect()  # Redis 7.2+: WAITAOF keeps it
+        assert orch.store.waitaof
+        await orch.close()
+    except ConfigurationError as exc:  # older: refused, saying what to change
+        assert "appendfsync always" in str(exc) and "7.2" in str(exc)
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def test_waiting_on_a_run_redis_lost_ends_with_a_clear_error(orch: Orchestrator) -> None:
+    handle = await orch.start(chain, 1)  # no worker: it stays pending
+    events = handle.events()
+    assert (await anext(events)).type == "run_created"
+    await orch.store.raw.delete(*orch.store.keys.run_keys(handle.run_id))  # lost by Redis
+    with pytest.raises(RunNotFoundError, match="is gone from Redis"):
+        async with asyncio.timeout(30):  # before: followed the vanished log forever
+            await anext(events)
