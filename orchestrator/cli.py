@@ -373,7 +373,7 @@ async def _start(args: argparse.Namespace, orch: Orchestrator) -> int:
 async def _doctor(args: argparse.Namespace, orch: Orchestrator) -> int:
     from .doctor import diagnose, render_json, render_text
 
-    report = await diagnose(orch.store.client)
+    report = await diagnose(orch.store.client, durability=orch.settings.durability)
     _out(render_json(report) if args.json else render_text(report))
     return 0 if report.ok else 1
 

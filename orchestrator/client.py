@@ -30,7 +30,14 @@ from .blobs import open_blob_store
 from .connection import Connection, connect
 from .definitions import ActivityDef, WorkflowDef
 from .dlq import DeadLetters
-from .errors import RunCancelledError, RunFailedError, UserError
+from .durability import fsync_mode
+from .errors import (
+    ConfigurationError,
+    RunCancelledError,
+    RunFailedError,
+    RunNotFoundError,
+    UserError,
+)
 from .human import HumanTasks
 from .keys import STATUSES
 from .payloads import Payloads
@@ -93,6 +100,13 @@ class RunHandle:
             if not follow:
                 return
             batch = await self._store.follow_log(self.run_id, after=last or "0-0", block_ms=1000)
+            if not batch and not await self._store.raw.exists(self._store.keys.meta(self.run_id)):
+                raise RunNotFoundError(
+                    f"run {self.run_id} existed and is gone from Redis: the server lost "
+                    f"acknowledged writes (a crash under appendfsync everysec loses about the "
+                    f"last second), or the run was deleted after its retention. Start it "
+                    f"again; set TASKLOOM_DURABILITY=fsync so a started run survives a crash"
+                )
 
     async def signal(self, name: str, payload: Any = None) -> None:
         """Send a signal; a run waiting in ``ctx.wait_for_signal(name)`` resumes with it."""
@@ -153,7 +167,14 @@ class Orchestrator:
             client = self._conn.client
         else:
             client = self._client
-        self._store = Store(client, prefix=self.settings.key_prefix)
+        store = Store(client, prefix=self.settings.key_prefix)
+        if self.settings.durability == "fsync":
+            try:
+                store.waitaof = await fsync_mode(client) == "waitaof"
+            except ConfigurationError:
+                await self.close()
+                raise
+        self._store = store
 
     async def close(self) -> None:
         """Close the connection; an embedded Redis this process started is shut down."""

@@ -134,7 +134,8 @@ async def connect(settings: Settings) -> Connection:
     if url is None:
         from .embedded import EmbeddedRedis  # only processes without a URL need it
 
-        embedded = EmbeddedRedis(settings.data_dir, appendfsync=settings.appendfsync)
+        fsync = "always" if settings.durability == "fsync" else settings.appendfsync
+        embedded = EmbeddedRedis(settings.data_dir, appendfsync=fsync)
         # In this thread, not a helper thread: the server's parent-death signal follows
         # the thread that started it, and it must live as long as this process.
         embedded.start()

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from .durability import Durability, fsync_mode
 from .errors import ConfigurationError, RedisUnavailableError
 
 __all__ = ["Check", "Report", "diagnose", "render_json", "render_text"]
@@ -143,6 +144,54 @@ async def _check_maxmemory_policy(client: redis.asyncio.Redis) -> Check:
     )
 
 
+_WINDOW = (
+    "a crash of Redis or its machine can lose up to about the last second of "
+    "acknowledged writes: runs created in it vanish and outcomes recorded in it are "
+    "run again (an owner that finds Redis behind it replays the run; "
+    "RunHandle.result() reports a vanished run)"
+)
+_CHOOSE = (
+    "for recorded outcomes on disk before they count, set TASKLOOM_DURABILITY=fsync "
+    "(WAITAOF per batch of writes on Redis 7.2+; else put `appendfsync always` in "
+    "redis.conf)"
+)
+
+
+async def _check_durability(client: redis.asyncio.Redis, level: Durability) -> Check:
+    policy = await _config_get(client, "appendfsync")
+    aof = (await _info(client, "persistence")).get("aof_enabled") == "1"
+    if level == "fsync":
+        try:
+            mode = await fsync_mode(client)
+        except ConfigurationError as exc:
+            return Check("durability", False, "TASKLOOM_DURABILITY=fsync cannot be kept", str(exc))
+        how = "WAITAOF after each batch" if mode == "waitaof" else "appendfsync always"
+        return Check(
+            "durability",
+            True,
+            f"TASKLOOM_DURABILITY=fsync ({how}): a recorded outcome is on the Redis "
+            "host's disk before taskloom goes on",
+            "",
+        )
+    if aof and policy == "always":
+        detail = "appendfsync always: every write is on disk before Redis answers"
+        return Check("durability", True, f"TASKLOOM_DURABILITY=ack, {detail}", "")
+    if aof and policy == "everysec":
+        return Check(
+            "durability",
+            True,
+            f"TASKLOOM_DURABILITY=ack, appendfsync everysec: {_WINDOW}; {_CHOOSE}",
+            "",
+        )
+    shown = f"appendfsync {policy}" if aof and policy else "AOF off or appendfsync unknown"
+    return Check(
+        "durability",
+        False,
+        f"TASKLOOM_DURABILITY=ack, {shown}: a crash may lose many seconds of acknowledged writes",
+        f"put `appendonly yes` and `appendfsync everysec` (or `always`) in redis.conf; {_CHOOSE}",
+    )
+
+
 def _percentile(sorted_ms: list[float], fraction: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     rank = max(1, math.ceil(fraction * len(sorted_ms)))
@@ -169,8 +218,12 @@ async def _check_latency(client: redis.asyncio.Redis, pings: int) -> Check:
     )
 
 
-async def diagnose(client: redis.asyncio.Redis, *, pings: int = 50) -> Report:
-    """Check the Redis behind ``client``: version, persistence, eviction, latency.
+async def diagnose(
+    client: redis.asyncio.Redis, *, pings: int = 50, durability: Durability = "ack"
+) -> Report:
+    """Check the Redis behind ``client``: version, persistence, eviction, latency, and
+    whether it keeps the ``durability`` level (``TASKLOOM_DURABILITY``), with what a
+    crash can lose under it.
 
     ``client`` may decode responses or not. ``pings`` PING round trips measure latency.
 
@@ -185,6 +238,7 @@ async def diagnose(client: redis.asyncio.Redis, *, pings: int = 50) -> Report:
             await _check_persistence(client),
             await _check_maxmemory_policy(client),
             await _check_latency(client, pings),
+            await _check_durability(client, durability),
         ]
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise RedisUnavailableError(

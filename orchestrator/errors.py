@@ -30,6 +30,7 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
     │   ├── BlobNotFoundError        a blob reference whose blob is not in the blob store
     │   ├── BlobCorruptedError       a stored blob whose content no longer matches its hash
     │   └── LeaseLostError           this worker no longer owns the run (fenced)
+    │       └── StoreRolledBackError Redis lost writes this owner saw (it replays the run)
     ├── WorkflowError                a run did not produce a result
     │   ├── NondeterminismError      replay diverged from the recorded log
     │   ├── ActivityError            an activity failed (cause inside)
@@ -102,6 +103,7 @@ __all__ = [
     "RunTimeoutError",
     "SerializationError",
     "StoreError",
+    "StoreRolledBackError",
     "TaskloomError",
     "UnknownActivityError",
     "UnknownWorkflowError",
@@ -193,6 +195,15 @@ class LeaseLostError(StoreError):
     """This worker's lease on a run expired or was taken over (stale epoch)."""
 
     code = "lease_lost"
+
+
+class StoreRolledBackError(LeaseLostError):
+    """Redis no longer holds a log entry this owner saw written: the server lost
+    acknowledged writes (a crash under ``appendfsync everysec``, a failover to a replica
+    that lagged). The owner stops and replays the run from what Redis holds instead of
+    writing past the hole; ``TASKLOOM_DURABILITY=fsync`` keeps it from happening."""
+
+    code = "store_rolled_back"
 
 
 class WorkflowError(TaskloomError):

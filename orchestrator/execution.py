@@ -29,6 +29,7 @@ from .errors import (
     LeaseLostError,
     NondeterminismError,
     RunTimeoutError,
+    StoreRolledBackError,
     TaskloomError,
     UserError,
     error_dict,
@@ -96,6 +97,7 @@ class Host(Protocol):
     ) -> None: ...
     def finished(self, execution: Execution, status: str | None = None) -> None: ...
     def evict_soon(self, execution: Execution) -> None: ...
+    def rolled_back(self, execution: Execution) -> None: ...
 
 
 @dataclass
@@ -138,6 +140,8 @@ class Execution:
         self.signal_waiters: dict[str, deque[str]] = {}
         self.timer_handles: dict[str, Callable[[], None]] = {}  # seq -> cancel
         self.last_id = ""
+        self.known_id = ""  # the newest log entry this owner saw written (see _saw)
+        self.unverified: list[str] = []  # entries of outcomes recorded here (see apply_all)
         self.cancel_requested = False
         self.terminal = False
         self.deadline_ms = int(meta.get("deadline_ms") or 0)
@@ -155,6 +159,7 @@ class Execution:
             self.apply(event)
         if events:
             self.last_id = events[-1].id
+            self._saw(self.last_id)
 
     # -- applying recorded events -------------------------------------------------------
     def apply_all(self, events: list[Event], *, read: bool = True) -> None:
@@ -167,7 +172,30 @@ class Execution:
             self.apply(event)
         if read and events:
             self.last_id = events[-1].id
+            self._saw(self.last_id)
+        elif events:  # recorded after the last check: maybe past a hole Redis left
+            self.unverified.extend(e.id for e in events)
         self._check_evictable()
+
+    def _saw(self, entry_id: str) -> None:
+        """Note that the log holds ``entry_id`` and everything before it (read in order,
+        or written by a fenced append that checked :meth:`known`)."""
+        if _entry_key(entry_id) > _entry_key(self.known_id):
+            self.known_id = entry_id
+
+    def known(self) -> list[str]:
+        """The log entries to check before building on this owner's view: the newest it
+        saw with all before it, and the outcomes recorded here since. Redis loses writes
+        only as the tail of its AOF, so while it holds these it holds all the owner
+        built on; every write, read and lease renewal of the owner checks them."""
+        return [self.known_id, *self.unverified] if self.known_id else list(self.unverified)
+
+    def verified(self, checked: list[str]) -> None:
+        """The entries of :meth:`known` were there: they need no checking again."""
+        for entry_id in checked:
+            self._saw(entry_id)
+        done = set(checked)
+        self.unverified = [e for e in self.unverified if e not in done]
 
     def apply(self, event: Event) -> None:
         """Fold one log event into the history."""
@@ -642,6 +670,7 @@ class Execution:
                 status=status,
                 result=result,
                 at_ms=self.host.clock.now_ms(),
+                known=self.known(),
             )
             self.terminal = True
             self.host.finished(self, status)
@@ -650,6 +679,9 @@ class Execution:
                 await self._cancel_children()
             if self.parent is not None:
                 await self._deliver_to_parent(status, result)
+        except StoreRolledBackError as exc:
+            log.warning("run %s: not finishing on a rolled-back log: %s", self.run_id, exc)
+            self.host.rolled_back(self)
         except LeaseLostError as exc:
             log.info("run %s: not finishing here: %s", self.run_id, exc)
         except Exception:
@@ -714,6 +746,7 @@ class Execution:
 
     async def _flush(self, batch: Batch) -> None:
         store, host = self.host.store, self.host
+        known = self.known()
         try:
             results = (
                 await store.append(
@@ -723,6 +756,7 @@ class Execution:
                     batch.ops,
                     claim_ttl_ms=host.claim_ttl_ms,
                     tasks=[(host.queue, task) for task in batch.tasks],
+                    known=known,
                 )
                 if batch.ops
                 else []
@@ -731,10 +765,18 @@ class Execution:
             for _ in batch.local:
                 host.give_slot()
             log.warning("run %s: dropping it from this worker: %s", self.run_id, exc)
+            if isinstance(exc, StoreRolledBackError):
+                self.host.rolled_back(self)  # it replays what Redis holds at once
+                return
             self.host.finished(self)  # its lease lapses; whoever takes it next replays it
             if self.task is not None:
                 self.task.cancel()
             return
+        if batch.ops:
+            self.verified(known)
+        for res in results:
+            if "-" in res:
+                self._saw(res)
         for op, res in zip(batch.ops, results, strict=True):
             if op.seq in batch.local and op.mode == "sched":
                 if res in ("busy", "done"):
@@ -795,6 +837,14 @@ class Execution:
         if self.deadline_ms and not self.terminal:
             dues.append(self.deadline_ms)
         return min(dues) if dues else None
+
+
+def _entry_key(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (``ms-seq``) as a sortable pair; ``""`` sorts first."""
+    if not entry_id:
+        return (-1, -1)
+    ms, _, seq = entry_id.partition("-")
+    return (int(ms), int(seq or 0))
 
 
 async def deliver(

@@ -44,6 +44,7 @@ _ENV: dict[str, tuple[str, ...]] = {
     "blob_url": ("TASKLOOM_BLOB_URL",),
     "retention": ("TASKLOOM_RETENTION",),
     "appendfsync": ("TASKLOOM_APPENDFSYNC",),
+    "durability": ("TASKLOOM_DURABILITY",),
     "queue": ("TASKLOOM_QUEUE",),
     "rate_limits": ("TASKLOOM_RATE_LIMITS",),
     "prices": ("TASKLOOM_PRICES",),
@@ -84,7 +85,14 @@ class Settings(BaseModel):
     """Deliveries a busy worker may claim ahead of free slots, when its activities are
     short (None: as many as ``concurrency``; 0: never) (TASKLOOM_PREFETCH)."""
     appendfsync: Literal["everysec", "always"] = "everysec"
-    """AOF fsync policy of the embedded Redis (TASKLOOM_APPENDFSYNC)."""
+    """AOF fsync policy of the embedded Redis (TASKLOOM_APPENDFSYNC); ``durability``
+    ``"fsync"`` starts it with ``always``."""
+    durability: Literal["ack", "fsync"] = "ack"
+    """What a recorded outcome survives (TASKLOOM_DURABILITY): ``"ack"``, Redis's
+    acknowledgment (under ``appendfsync everysec`` a crash of Redis or its machine may
+    lose about the last second; an owner that finds Redis behind it replays the run), or
+    ``"fsync"``, on the Redis host's disk before taskloom goes on (WAITAOF on Redis ≥ 7.2,
+    else a server with ``appendfsync always``; refused at connect on any other)."""
     queue: str = "default"
     """Activity queue a worker takes work from (TASKLOOM_QUEUE)."""
     payload_threshold: int = Field(default=32 * 1024, ge=0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from . import serde
-from .errors import LeaseLostError, RunIdConflictError, RunNotFoundError
+from .errors import LeaseLostError, RunIdConflictError, RunNotFoundError, StoreRolledBackError
 from .keys import STATUSES, TERMINAL_STATUSES, Keys
 from .scripts import Scripts
 
@@ -131,6 +131,16 @@ class Store:
         self.raw: Any = client
         self.keys = Keys(prefix)
         self.scripts = Scripts(self.raw)
+        self.waitaof = False
+        """Whether each batch of writes that creates a run or records or schedules a step
+        ends with ``WAITAOF 1 0``: it returns once they are on the Redis host's disk
+        (``TASKLOOM_DURABILITY=fsync`` on Redis ≥ 7.2; see :mod:`orchestrator.durability`)."""
+
+    def _sync(self, pipe: Any) -> None:
+        """End ``pipe`` with WAITAOF when the durability level asks for it: one fsync
+        wait shared by every write of the batch, in the same round trip."""
+        if self.waitaof:
+            pipe.execute_command("WAITAOF", 1, 0, 0)
 
     async def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self.scripts.call(name, keys, args)
@@ -150,20 +160,22 @@ class Store:
         meta, log, _ = self.keys.run_keys(run_id)
         ts = now_ms()
         event = serde.dumps({"type": "run_created", "workflow": workflow, "ts": ts})
-        res = await self._call(
-            "create_run",
-            [meta, log],
-            [
-                run_id,
-                workflow,
-                input_json,
-                serde.digest(input_json),
-                ts,
-                serde.dumps(parent) if parent else "",
-                event,
-                deadline_ms,
-            ],
-        )
+        args = [
+            run_id,
+            workflow,
+            input_json,
+            serde.digest(input_json),
+            ts,
+            serde.dumps(parent) if parent else "",
+            event,
+            deadline_ms,
+        ]
+
+        def build(pipe: Any) -> None:
+            self.scripts.queue(pipe, "create_run", [meta, log], args)
+            self._sync(pipe)
+
+        res = _raise_first(await self.scripts.pipeline(build))[0]
         if res[0] == "conflict":
             raise RunIdConflictError(
                 f"run id {run_id!r} already exists with a different "
@@ -223,10 +235,24 @@ class Store:
             out.append(RunInfo.from_meta(meta))
         return out
 
-    async def read_log(self, run_id: str, *, after: str = "") -> list[Event]:
-        """Events of the run's log after entry id ``after`` (all of them by default)."""
+    async def read_log(
+        self, run_id: str, *, after: str = "", known: Sequence[str] = ()
+    ) -> list[Event]:
+        """Events of the run's log after entry id ``after`` (all of them by default).
+
+        ``known``: entries the reader saw before; if the log no longer holds one, Redis
+        lost writes and :class:`StoreRolledBackError` is raised.
+        """
         start = f"({after}" if after else "-"
-        rows = await self.raw.xrange(self.keys.log(run_id), start, "+")
+        log = self.keys.log(run_id)
+        pipe = self.raw.pipeline(transaction=False)
+        for entry_id in known:
+            pipe.xrange(log, entry_id, entry_id)
+        pipe.xrange(log, start, "+")
+        *found, rows = await pipe.execute()
+        for entry_id, hit in zip(known, found, strict=True):
+            if not hit:
+                raise _rolled_back(run_id, entry_id)
         return [Event.parse(entry_id, fields) for entry_id, fields in rows]
 
     async def follow_log(self, run_id: str, *, after: str, block_ms: int) -> list[Event]:
@@ -253,23 +279,36 @@ class Store:
         return str(res[0]), str(res[1]) if len(res) > 1 else ""
 
     async def renew(
-        self, leases: Iterable[tuple[str, str]], worker: str, *, ttl_ms: int
+        self,
+        leases: Iterable[tuple[str, str]],
+        worker: str,
+        *,
+        ttl_ms: int,
+        known: Mapping[str, Sequence[str]] | None = None,
     ) -> list[bool]:
-        """Renew ``(run_id, epoch)`` leases in one round trip; ``False`` where lost."""
+        """Renew ``(run_id, epoch)`` leases in one round trip; ``False`` where lost.
+
+        ``known``: per run, log entries its owner saw; a run whose log lost one (Redis
+        rolled back) is not renewed either: its owner must replay it.
+        """
         leases = list(leases)
         if not leases:
             return []
         ts = now_ms()
+        known = known or {}
 
         def build(pipe: Any) -> None:
             for run_id, epoch in leases:
                 self.scripts.queue(
-                    pipe, "renew", [self.keys.meta(run_id)], [worker, epoch, ts, ttl_ms]
+                    pipe,
+                    "renew",
+                    [self.keys.meta(run_id), self.keys.log(run_id)],
+                    [worker, epoch, ts, ttl_ms, " ".join(known.get(run_id, ()))],
                 )
             pipe.zadd(self.keys.leases, {run_id: ts + ttl_ms for run_id, _ in leases})
 
         res = _raise_first(await self.scripts.pipeline(build))
-        return [bool(r) for r in res[:-1]]
+        return [int(r) == 1 for r in res[:-1]]
 
     async def release(
         self, run_id: str, worker: str, epoch: str, *, last_seen: str, status: str
@@ -308,13 +347,16 @@ class Store:
         result: Any = None,
         tasks: Sequence[tuple[str, dict[str, str]]] = (),
         at_ms: int | None = None,
+        known: Sequence[str] = (),
     ) -> list[str]:
         """Append ops to the run's log, fenced by ``epoch``; see ``append.lua``.
 
         ``tasks`` are ``(queue, fields)`` activity tasks sent in the same round trip,
         before the log entries: a crash in between re-schedules them on replay, never
         leaves a scheduled entry with no task behind it. ``at_ms``: the time of a status
-        change (the worker's clock; retention counts from a run's end).
+        change (the worker's clock; retention counts from a run's end). ``known``: log
+        entries the owner saw; if Redis lost one, nothing is written and
+        :class:`StoreRolledBackError` is raised (the owner replays instead).
         """
         meta, log, steps = self.keys.run_keys(run_id)
         keys = [meta, log, steps]
@@ -325,6 +367,7 @@ class Store:
             claim_ttl_ms,
             status,
             serde.dumps(result) if status else "",
+            " ".join(known),
             len(ops),
         ]
         for op in ops:
@@ -344,9 +387,12 @@ class Store:
                 if status in TERMINAL_STATUSES:
                     pipe.zrem(self.keys.leases, run_id)
                 self.queue_index(pipe, run_id, status, at_ms)
+            self._sync(pipe)
 
         replies = await self.scripts.pipeline(build)
         res = replies[len(enqueues)]
+        if isinstance(res, ResponseError) and str(res).startswith("ROLLEDBACK"):
+            raise _rolled_back(run_id, str(res).split()[3])
         if isinstance(res, ResponseError) and str(res).startswith(("STALE", "TERMINAL")):
             raise LeaseLostError(f"run {run_id}: {res}")
         _raise_first(replies)
@@ -419,6 +465,7 @@ class Store:
                     text = event if isinstance(event, str) else serde.dumps(event)
                     args += [seq, attempts[i] if attempts else 0, text]
                 self.scripts.queue(pipe, "record", keys, args)
+            self._sync(pipe)  # the outcomes are on disk before their deliveries go
             for queue, msg_ids in by_queue.items():
                 pipe.xack(self.keys.queue(queue), Keys.GROUP, *msg_ids)
                 pipe.xdel(self.keys.queue(queue), *msg_ids)
@@ -463,6 +510,7 @@ class Store:
                 [meta, log, steps, self.keys.attempts(run_id), self.keys.claim(run_id, seq)],
                 [seq, attempt, event, worker],
             )
+            self._sync(pipe)
             if ack is not None:
                 pipe.xack(self.keys.queue(ack[0]), Keys.GROUP, ack[1])
                 pipe.xdel(self.keys.queue(ack[0]), ack[1])
@@ -505,7 +553,12 @@ class Store:
         """Append an event from outside the run (signal, cancel request)."""
         meta, log, _ = self.keys.run_keys(run_id)
         flag = "cancel" if event.get("type") == "cancel_requested" else ""
-        return _routing(await self._call("external", [meta, log], [serde.dumps(event), flag]))
+
+        def build(pipe: Any) -> None:
+            self.scripts.queue(pipe, "external", [meta, log], [serde.dumps(event), flag])
+            self._sync(pipe)
+
+        return _routing(_raise_first(await self.scripts.pipeline(build))[0])
 
     async def stopped_runs(self, run_ids: Iterable[str]) -> set[str]:
         """Which of ``run_ids`` were cancelled or have ended (their activities may stop)."""
@@ -592,6 +645,15 @@ class Store:
         returns how many fired."""
         at = now_ms() if now is None else now
         return int(await self._call("pop_timers", [self.keys.timers, self.keys.runq], [at, limit]))
+
+
+def _rolled_back(run_id: str, known: str) -> StoreRolledBackError:
+    return StoreRolledBackError(
+        f"run {run_id}: Redis no longer holds log entry {known}, which this worker saw "
+        f"written: the server lost acknowledged writes (a crash under appendfsync "
+        f"everysec, or a failover to a lagging replica). The run is replayed from what "
+        f"Redis holds; set TASKLOOM_DURABILITY=fsync so recorded outcomes reach disk first"
+    )
 
 
 def _routing(res: Any) -> Routing:

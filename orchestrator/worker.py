@@ -38,7 +38,7 @@ from .batch import Batcher
 from .clock import Clock, SystemClock
 from .definitions import ActivityDef, Registry, WorkflowDef
 from .dlq import DeadLetters
-from .errors import ActivityTimeoutError, TaskloomError, error_dict
+from .errors import ActivityTimeoutError, StoreRolledBackError, TaskloomError, error_dict
 from .execution import Execution
 from .failures import Failure, handle_failure
 from .human import HumanTasks
@@ -317,8 +317,31 @@ class Worker:
         ex.start()
 
     async def _refresh(self, ex: Execution) -> None:
-        events = await self.store.read_log(ex.run_id, after=ex.last_id)
+        known = ex.known()
+        try:
+            events = await self.store.read_log(ex.run_id, after=ex.last_id, known=known)
+        except StoreRolledBackError as exc:
+            log.warning("%s", exc)
+            self.rolled_back(ex)
+            return
+        ex.verified(known)
         ex.apply_all(events)
+
+    def rolled_back(self, execution: Execution) -> None:
+        """Redis lost writes that ``execution`` saw: forget what memory holds and replay
+        the run from Redis now (a new epoch fences whatever the old one still sends)."""
+        if self.runs.get(execution.run_id) is not execution:
+            return
+        self.finished(execution)
+        if execution.task is not None:
+            execution.task.cancel()
+        self._track(self._replay(execution.run_id))
+
+    async def _replay(self, run_id: str) -> None:
+        try:
+            await self.take_run(run_id)
+        except (RedisError, TaskloomError) as exc:  # its lease lapses: _recover retries
+            log.warning("run %s: could not replay it yet: %s", run_id, exc)
 
     def finished(self, execution: Execution, status: str | None = None) -> None:
         """The run ended with ``status`` (``None``: it was dropped here): forget it."""
@@ -689,12 +712,18 @@ class Worker:
     async def _heartbeat(self) -> None:
         store = self.store
         held = [(rid, ex.epoch) for rid, ex in self.runs.items()]
-        for (run_id, _), ok in zip(
-            held, await store.renew(held, self.worker_id, ttl_ms=self.claim_ttl_ms), strict=True
-        ):
+        known = {rid: ex.known() for rid, ex in self.runs.items()}
+        renewed = await store.renew(held, self.worker_id, ttl_ms=self.claim_ttl_ms, known=known)
+        for (run_id, _), ok in zip(held, renewed, strict=True):
             ex = self.runs.get(run_id)
+            if ok and ex is not None:
+                ex.verified(known[run_id])
             if not ok and ex is not None:
-                log.warning("run %s: lease lost to another worker; dropping it", run_id)
+                log.warning(
+                    "run %s: lease lost (taken over, or Redis lost writes this worker saw); "
+                    "dropping it: whoever takes it next replays it",
+                    run_id,
+                )
                 self.finished(ex)
                 if ex.task is not None:
                     ex.task.cancel()

@@ -19,7 +19,7 @@ from orchestrator.doctor import Check, Report, diagnose, render_json, render_tex
 from orchestrator.embedded import EmbeddedRedis
 from orchestrator.errors import ConfigurationError, RedisUnavailableError
 
-NAMES = ["version", "persistence", "maxmemory-policy", "latency"]
+NAMES = ["version", "persistence", "maxmemory-policy", "latency", "durability"]
 
 
 @pytest.fixture
@@ -91,7 +91,41 @@ def test_an_untuned_server_fails_with_fixes(embedded: EmbeddedRedis) -> None:
     text = render_text(report)
     assert "FAIL  persistence" in text
     assert "fix: run `CONFIG SET maxmemory-policy noeviction`" in text
-    assert text.splitlines()[-1].startswith("2 of 4 checks failed")
+    assert not by_name["durability"].ok  # AOF off: a crash loses far more than a second
+    assert text.splitlines()[-1].startswith("3 of 5 checks failed")
+
+
+def test_everysec_states_its_loss_window_and_what_to_choose(embedded: EmbeddedRedis) -> None:
+    """issue 12, finding 4: doctor said a plain 'ok' for appendfsync everysec."""
+    report = asyncio.run(_diagnose_url(embedded.url))
+    check = {c.name: c for c in report.checks}["durability"]
+    assert check.ok  # ack under everysec is what it says it is ...
+    assert "about the last second" in check.detail  # ... and says what a crash loses
+    assert "TASKLOOM_DURABILITY=fsync" in check.detail
+    assert "appendfsync always" in check.detail
+
+
+async def _diagnose_fsync(url: str) -> Report:
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        return await diagnose(client, pings=1, durability="fsync")
+    finally:
+        await client.aclose()
+
+
+def test_fsync_level_fails_where_the_server_cannot_keep_it(embedded: EmbeddedRedis) -> None:
+    check = {c.name: c for c in asyncio.run(_diagnose_fsync(embedded.url)).checks}["durability"]
+    version = redis.Redis.from_url(embedded.url).info("server")["redis_version"]
+    if tuple(int(p) for p in version.split(".")[:2]) >= (7, 2):
+        assert check.ok and "WAITAOF" in check.detail
+    else:  # everysec and no WAITAOF: refused, with what to change
+        assert not check.ok
+        assert "appendfsync always" in check.fix and "7.2" in check.fix
+    client = redis.Redis.from_url(embedded.url)
+    client.config_set("appendfsync", "always")
+    client.close()
+    check = {c.name: c for c in asyncio.run(_diagnose_fsync(embedded.url)).checks}["durability"]
+    assert check.ok and "disk" in check.detail
 
 
 def test_render_json_is_the_documented_shape(embedded: EmbeddedRedis) -> None:

@@ -1,7 +1,10 @@
 -- The owner's fenced write: append events to the run's log, in order.
 -- KEYS: meta, log, steps, claim keys referenced by index...
--- ARGV: worker_id, epoch, now_ms, claim_ttl_ms, new_status, result_json, n,
+-- ARGV: worker_id, epoch, now_ms, claim_ttl_ms, new_status, result_json, known_ids, n,
 --       then n times: seq, mode, claim_key_index, event_json
+-- known_ids: space-separated log entries the owner saw ('' : none). If one is gone,
+-- Redis lost writes (a crash before they reached its disk): refused with ROLLEDBACK,
+-- so the owner replays what Redis holds instead of writing past the hole.
 -- mode 'log'   plain event
 --      'step'  an outcome the owner decides (timer fired, signal taken): first one wins
 --      'sched' an activity scheduled; skipped when its outcome is already recorded;
@@ -15,9 +18,14 @@ end
 if m[3] == 'completed' or m[3] == 'failed' or m[3] == 'cancelled' then
   return redis.error_reply('TERMINAL run is ' .. m[3])
 end
+for id in string.gmatch(ARGV[7], '%S+') do
+  if #redis.call('XRANGE', KEYS[2], id, id) == 0 then
+    return redis.error_reply('ROLLEDBACK log entry ' .. id .. ' is gone')
+  end
+end
 local out = {}
-local n = tonumber(ARGV[7])
-local i = 8
+local n = tonumber(ARGV[8])
+local i = 9
 for k = 1, n do
   local seq, mode, claim, event = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   i = i + 4
