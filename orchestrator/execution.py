@@ -114,6 +114,7 @@ class _Step:
     due_ms: int = 0
     child_id: str = ""
     paused: bool = False  # out of attempts, waiting in the dead-letter queue
+    retried: bool = False  # an attempt failed: the next waits as a retry or dead letter
     compensate: str = ""  # the activity that undoes this one, with its arguments:
     args: list[Any] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -226,7 +227,7 @@ class Execution:
         elif t in ("activity_retrying", "activity_paused", "activity_redriven"):
             step = self.steps.setdefault(seq, _Step("activity", d.get("name", "")))
             step.dispatch = "queue"  # its next attempt comes off the queue, not from here
-            step.paused = t == "activity_paused"
+            step.paused, step.retried = t == "activity_paused", True
         elif t == "timer_started":
             step = self.steps.setdefault(seq, _Step("timer", "sleep"))
             step.scheduled, step.due_ms = True, int(d["due_ms"])
@@ -303,16 +304,19 @@ class Execution:
         step = self._step(seq, "activity", name)
         if step is None:
             step = self.steps[seq] = _Step("activity", name, scheduled=True)
-            args_json = serde.dumps(args, what=f"arguments of activity {name!r}")
-            kwargs_json = serde.dumps(kwargs, what=f"keyword arguments of activity {name!r}")
-            if len(args_json) + len(kwargs_json) > self.host.payloads.threshold:
-                pack, what = self.host.payloads.pack, f"the arguments of activity {name!r}"
-                args = await pack(self.run_id, args, what=what)
-                kwargs = await pack(self.run_id, kwargs, what=what)
-                args_json, kwargs_json = serde.dumps(args), serde.dumps(kwargs)
-            self._dispatch(seq, step, args, kwargs, new=True, json=(args_json, kwargs_json))
-        elif not step.done and step.dispatch == "local" and not step.dispatched_here:
-            self._dispatch(seq, step, args, kwargs, new=False)  # its runner died with its owner
+            args, kwargs, json = await self._task_args(name, args, kwargs)
+            self._dispatch(seq, step, args, kwargs, new=True, json=json)
+        elif not step.done and not step.dispatched_here and not step.retried:
+            # Replayed after a takeover, scheduled and without an outcome: schedule it
+            # again. A local step's runner may have died with the old owner; a queued
+            # step's delivery may be gone, or stuck with a worker that will not start it.
+            # A second delivery of a step that runs or ran elsewhere finds it claimed or
+            # recorded, and is dropped. (Not after a failed attempt: the next one waits,
+            # durably, as a retry or a dead letter; a new first attempt would skip the
+            # backoff only to have its outcome dropped as stale.)
+            step.dispatched_here = True
+            args, kwargs, json = await self._task_args(name, args, kwargs)
+            self._dispatch(seq, step, args, kwargs, new=False, json=json)
         if not step.done:
             step = await self._wait(seq, "activity")
         if step.ok:
@@ -330,6 +334,20 @@ class Execution:
             attempts=attempts,
             history=list(err.get("history", [])),
         )
+
+    async def _task_args(
+        self, name: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any], tuple[str, str]]:
+        """An activity's arguments as its task carries them, and their JSON: stored in
+        the blob store when they are big."""
+        args_json = serde.dumps(args, what=f"arguments of activity {name!r}")
+        kwargs_json = serde.dumps(kwargs, what=f"keyword arguments of activity {name!r}")
+        if len(args_json) + len(kwargs_json) > self.host.payloads.threshold:
+            pack, what = self.host.payloads.pack, f"the arguments of activity {name!r}"
+            args = await pack(self.run_id, args, what=what)
+            kwargs = await pack(self.run_id, kwargs, what=what)
+            args_json, kwargs_json = serde.dumps(args), serde.dumps(kwargs)
+        return args, kwargs, (args_json, kwargs_json)
 
     def _dispatch(
         self,

@@ -393,7 +393,27 @@ class Worker:
                 Keys.GROUP, self.worker_id, {key: ">"}, count=want, block=1000
             )
             for _, messages in res or []:
-                await self._take_tasks(messages)
+                await self._intake(messages)
+
+    async def _intake(self, messages: list[tuple[str, dict[str, str]]]) -> None:
+        """Take deliveries (:meth:`_take_tasks`). Those not started when that fails (Redis
+        went away between reading them and claiming their steps, say) are released at
+        once: the heartbeat stops re-claiming them, so once idle for the visibility
+        timeout any worker's reclaim takes them. (Not sooner: the claims the failed call
+        may have taken in Redis lapse after that same time.)
+
+        A delivery of a step this worker is running already (a re-dispatch after a
+        takeover) is left pending, not held: it is looked at again after the visibility
+        timeout, when the running attempt has likely recorded its outcome."""
+        running = [m for m, f in messages if f and (f["run"], f["seq"]) in self._inflight]
+        if running:
+            messages = [(m, f) for m, f in messages if m not in running]
+        try:
+            await self._take_tasks(messages)
+        except Exception:
+            started = set(self._inflight.values())
+            self._held_msgs.difference_update(m for m, _ in messages if m not in started)
+            raise
 
     async def _take_tasks(self, messages: list[tuple[str, dict[str, str]]]) -> None:
         """Claim delivered tasks; start them while slots are free, queue the rest here
@@ -756,7 +776,7 @@ class Worker:
             count=max(1, self._free + self._prefetch_room()),
         )
         if res[1]:
-            await self._take_tasks(res[1])
+            await self._intake(res[1])
         res = await store.raw.xautoclaim(
             store.keys.runq, Keys.GROUP, self.worker_id, idle, "0-0", count=50
         )

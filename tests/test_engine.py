@@ -357,3 +357,40 @@ async def test_activity_arguments_that_are_not_json_fail_the_run_clearly(
             await (await orch.start(bad_args)).result(timeout=20)
     assert err.value.error["type"] == "SerializationError"
     assert "arguments of activity 'echo'" in err.value.error["message"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_new_owner_schedules_again_queued_steps_whose_delivery_is_gone(
+    orch: Orchestrator, make_worker, store: Store
+) -> None:
+    """A takeover replays the run and schedules again every step that the log says was
+    scheduled and has no outcome, queued ones too: a delivery may be gone (trimmed away
+    here) or stuck with a worker that will never start it (issue 12, finding 3)."""
+    gate, calls = asyncio.Event(), []
+
+    @activity(name="gated")
+    async def gated(i: int) -> int:
+        calls.append(i)
+        if i == 0:
+            await gate.wait()
+        return i
+
+    @workflow(name="gated_fan_out")
+    async def gated_fan_out(ctx: Context, n: int) -> list[int]:
+        return await ctx.gather(*(ctx.run(gated, i) for i in range(n)))
+
+    async with running(make_worker(workflows=[gated_fan_out], activities=[gated], concurrency=1)):
+        handle = await orch.start(gated_fan_out, 5)
+
+        async def step_0_runs() -> bool:  # on the owner's one slot; 1-4 are on the queue
+            return calls == [0]
+
+        await _until(step_0_runs)
+        queue = store.keys.queue("default")
+        assert await store.raw.xlen(queue) == 4
+        await store.raw.xtrim(queue, maxlen=0)  # their deliveries are lost
+        gate.set()
+    # The first worker stopped and handed the run over; the next owner replays it.
+    async with running(make_worker(workflows=[gated_fan_out], activities=[gated], concurrency=2)):
+        assert await handle.result(timeout=20) == list(range(5))
+    assert sorted(calls) == list(range(5)), "each step ran once"
