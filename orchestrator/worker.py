@@ -42,6 +42,7 @@ from .execution import Execution
 from .failures import Failure, handle_failure
 from .human import HumanTasks
 from .keys import Keys, consumer_name
+from .looplag import LoopLagMonitor
 from .metrics import Metrics
 from .payloads import Payloads
 from .retries import DEFAULT_RETRY, RetryPolicy
@@ -133,6 +134,12 @@ class Worker:
             max_workers=concurrency, thread_name_prefix="taskloom-activity"
         )
         self._recorder = Batcher(self._record_batch)
+        self.lag = LoopLagMonitor(
+            warn_after=lease_ttl / 2,
+            observe=metrics.loop_lag if metrics is not None else None,
+            what=f"worker {self.worker_id}",
+        )
+        """Watches this worker's event loop: a loop blocked for the lease loses it."""
         self.started = asyncio.Event()
 
     # -- slots (Host protocol) ----------------------------------------------------------
@@ -188,6 +195,7 @@ class Worker:
             loop.create_task(self._guard(self._wake_loop), name="wake"),
             loop.create_task(self._guard(self._maintenance_loop), name="maintenance"),
             loop.create_task(self._guard(self._retry_loop), name="retries"),
+            loop.create_task(self.lag.run(), name="loop-lag"),
         ]
         for resource in self.resources.values():  # e.g. a notifier: runs beside the loops
             start = getattr(resource, "start", None)
@@ -439,8 +447,8 @@ class Worker:
         """Run an activity of an owned run here (its slot is already taken)."""
         self._spawn(Task(run_id, seq, name, args, kwargs))
 
-    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _track(self, coro: Coroutine[Any, Any, None], *, name: str | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._activity_tasks.add(task)
         task.add_done_callback(self._activity_done)
 
@@ -455,7 +463,8 @@ class Worker:
         self._inflight[(task.run_id, task.seq)] = task.msg_id
         if self.metrics is not None and task.msg_id is not None:
             self.metrics.queue_wait(self.queue, self._queued_for(task))
-        self._track(self._execute(task))
+        # Named: a loop-lag warning names the activity that blocked the loop.
+        self._track(self._execute(task), name=f"activity {task.name} {task.run_id}/{task.seq}")
 
     async def _execute(self, task: Task) -> None:
         """Run one attempt (its slot is held) and record its outcome exactly once."""
