@@ -15,14 +15,17 @@ in an activity, so its result is recorded and a replay never calls the model aga
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from anyio import to_thread
 from pydantic import BaseModel
 
 from .budget import BudgetReservation, Budgets
@@ -37,6 +40,8 @@ from .structured import complete_structured, json_schema_text
 from .tools import Tool, run_tool_loop
 
 __all__ = ["Agent", "AgentResult", "AgentRunner", "CallObserver", "LimitObserver"]
+
+log = logging.getLogger("taskloom.agents")
 
 CLIENT_SHARDS = 8
 """Provider clients (each with its connection pool) an :class:`AgentRunner` spreads its
@@ -151,6 +156,7 @@ class AgentRunner:
         self.budgets = Budgets(redis, prefix=prefix) if redis else None
         self._options = {k: dict(v) for k, v in (provider_options or {}).items()}
         self._providers: dict[str, list[Provider]] = {}
+        self._opening: dict[str, asyncio.Lock] = {}
         self._turn = 0
         self._observe = observe
         self._observe_limit = observe_rate_limit
@@ -158,13 +164,58 @@ class AgentRunner:
     def provider(self, name: str) -> Provider:
         """A client of provider ``name``: up to :data:`CLIENT_SHARDS` made on demand and
         taken in turn (one HTTP connection pool scans all its connections on every
-        request: with a hundred calls in flight, that scan cost more than the call)."""
+        request: with a hundred calls in flight, that scan cost more than the call).
+
+        Making one blocks: the first imports the provider's SDK (one to several seconds),
+        each builds an SSL context (tens of milliseconds). On an event loop, use
+        :meth:`client`, which does that work in a thread.
+        """
         shards = self._providers.setdefault(name, [])
         self._turn += 1
         if len(shards) < CLIENT_SHARDS:
-            shards.append(open_provider(name, env=self.env, **self._options.get(name, {})))
+            shards.append(self._open(name))
             return shards[-1]
         return shards[self._turn % len(shards)]
+
+    async def client(self, name: str) -> Provider:
+        """:meth:`provider` without blocking the event loop: a new client (and, the first
+        time, its SDK's import) is made in a thread, one at a time per provider; calls
+        meanwhile take a client already made, or wait for the first one."""
+        shards = self._providers.setdefault(name, [])
+        self._turn += 1
+        lock = self._opening.setdefault(name, asyncio.Lock())
+        if not shards:
+            async with lock:  # the first one: everyone waits for it
+                if not shards:
+                    shards.append(await to_thread.run_sync(self._open, name))
+        elif len(shards) < CLIENT_SHARDS and not lock.locked():
+            async with lock:  # free: taken at once, so ``shards`` is as just seen
+                shards.append(await to_thread.run_sync(self._open, name))
+                return shards[-1]
+        return shards[self._turn % len(shards)]
+
+    async def warm(self, models: Iterable[str]) -> list[str]:
+        """Import the SDKs of ``models``' providers and make a client of each, in a
+        thread, so that no call pays for it; returns the providers made ready.
+
+        A worker calls this when it starts. A model that cannot be used here (an
+        unknown provider, no API key) is skipped: its calls fail as they would have.
+        """
+        ready: list[str] = []
+        for provider in dict.fromkeys(_provider_of(m) for m in models):
+            if provider is None:
+                continue
+            try:
+                if not self._providers.get(provider):
+                    await self.client(provider)
+            except UserError as exc:  # no key, an unknown provider: its calls say so
+                log.debug("not warming provider %s: %s", provider, exc)
+                continue
+            ready.append(provider)
+        return ready
+
+    def _open(self, name: str) -> Provider:
+        return open_provider(name, env=self.env, **self._options.get(name, {}))
 
     async def aclose(self) -> None:
         """Close every provider client."""
@@ -202,13 +253,16 @@ class AgentRunner:
             temperature=agent.temperature,
             timeout=agent.timeout,
         )
-        provider = MeteredProvider(self.provider(provider_name))
         started = time.monotonic()
         prompt, answer_max = self._estimate(agent, system, task)
         rate, held = await self._reserve(ref, prompt, answer_max, budget)
         calls, text, messages = 0, "", list(request.messages)
         output: Any = None
+        metered: MeteredProvider | None = None
         try:
+            # After the reservation: calls started together reserve together, before
+            # any waits for a client (the first is made in a thread).
+            metered = provider = MeteredProvider(await self.client(provider_name))
             if agent.tools:
                 looped = await run_tool_loop(
                     provider, request, agent.tools, max_turns=agent.max_turns, stream=stream
@@ -233,7 +287,7 @@ class AgentRunner:
                 if self.limiters is not None and exc.retry_after:
                     await self.limiters.for_model(ref).penalize(exc.retry_after)
             # What was served before the failure was billed: charge it (see agents.metering).
-            await self._charge(ref, provider, rate, held, started)
+            await self._charge(ref, metered, rate, held, started)
             raise
         usage = provider.usage
         cost = await self._charge(ref, provider, rate, held, started)
@@ -313,17 +367,18 @@ class AgentRunner:
     async def _charge(
         self,
         ref: str,
-        provider: MeteredProvider,
+        provider: MeteredProvider | None,
         rate: RateReservation | None,
         held: BudgetReservation | None,
         started: float,
     ) -> Decimal:
-        """Settle the run's holds with what ``provider`` was served, failed or not, and
-        tell the observer of it; returns the cost."""
-        usage = provider.usage
+        """Settle the run's holds with what ``provider`` was served, failed or not (None:
+        no client could be made, nothing was sent), and tell the observer of it; returns
+        the cost."""
+        usage = provider.usage if provider is not None else Usage()
         cost = self.prices.cost(ref, usage.input_tokens, usage.output_tokens)
         await self._settle(ref, rate, held, usage, cost)
-        if self._observe is not None and provider.requests:
+        if self._observe is not None and provider is not None and provider.requests:
             provider_name, model_name = split_model(ref)
             self._observe(provider_name, model_name, time.monotonic() - started, usage, cost)
         return cost
@@ -355,3 +410,9 @@ def _message_dict(m: Message) -> dict[str, Any]:
     if m.tool_call_id:
         out["tool_call_id"] = m.tool_call_id
     return out
+
+
+def _provider_of(model: str) -> str | None:
+    """The provider of ``provider:model``; ``None`` for a model that names none."""
+    provider, sep, _ = model.partition(":")
+    return provider if sep else None

@@ -188,6 +188,12 @@ class Metrics:
             ["provider", "model"],
             registry=reg,
         )
+        self._loop_lag = Histogram(
+            "taskloom_event_loop_lag_seconds",
+            "How late the worker's event loop woke from a short sleep: time it was blocked.",
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
         self._llm_limited = Counter(
             "taskloom_llm_rate_limited",
             "Model calls a provider answered with 429, by provider and model.",
@@ -214,6 +220,10 @@ class Metrics:
     def llm_rate_limited(self, provider: str, model: str) -> None:
         """Count a 429 from a provider."""
         self._llm_limited.labels(provider=provider, model=model).inc()
+
+    def loop_lag(self, seconds: float) -> None:
+        """Record how late the event loop woke (see :mod:`orchestrator.looplag`)."""
+        self._loop_lag.observe(_duration(seconds))
 
     @property
     def registry(self) -> CollectorRegistry:

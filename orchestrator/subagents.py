@@ -20,7 +20,9 @@ worker's ``resources``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -45,6 +47,8 @@ __all__ = ["AGENT_ACTIVITY", "AGENT_ACTIVITY_NAME", "LiveTokens", "agent_runner"
 AGENT_RETRY = RetryPolicy(max_attempts=4, initial_interval=2.0, max_interval=60.0)
 """Model calls fail in passing (429, 5xx, a bad answer): a few tries, backing off."""
 _RUNNER = "taskloom.agent_runner"
+_WARMUP = "taskloom.agent_warmup"
+log = logging.getLogger("taskloom.worker")
 LIVE_TTL_S = 3600
 """How long a live token stream outlives its last token."""
 LIVE_MAXLEN = 10_000
@@ -81,8 +85,54 @@ def install(worker: Worker, settings: Settings) -> AgentRunner:
         observe_rate_limit=metrics.llm_rate_limited if metrics is not None else None,
     )
     worker.registry.add(AGENT_ACTIVITY)
+    # Closed in this order: a warm-up cut short leaves no client the runner would miss.
+    worker.resources[_WARMUP] = _Warmup(worker, runner, default=settings.model)
     worker.resources[_RUNNER] = runner
     return runner
+
+
+class _Warmup:
+    """Makes the model clients of the worker's agents, in a thread, when it starts.
+
+    A provider's SDK takes one to several seconds to import. Imported on the event loop
+    by a worker's first call, it froze the worker past its lease: its runs were taken
+    over and the call was sent twice (issue 12). :meth:`AgentRunner.client` makes
+    clients in a thread in any case; this makes those of the agents the worker knows
+    (and of the default model) before any call waits for them.
+    """
+
+    def __init__(self, worker: Worker, runner: AgentRunner, *, default: str | None) -> None:
+        self._worker, self._runner, self._default = worker, runner, default
+        self._task: asyncio.Task[None] | None = None
+
+    def models(self) -> list[str]:
+        """The models of the worker's registered agents, then the default model."""
+        default = self._default or self._runner.env.get("TASKLOOM_MODEL")
+        named = [a.model or default for a in self._worker.registry.agents.values()]
+        return [m for m in (*named, default) if m]
+
+    def start(self) -> None:
+        """Warm in the background (the worker serves meanwhile)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._warm(), name="warm-up")
+
+    async def _warm(self) -> None:
+        started = time.monotonic()
+        try:
+            ready = await self._runner.warm(self.models())
+        except Exception:  # a broken SDK install, say: the calls will say what it is
+            log.warning("could not make the model clients ahead of calls", exc_info=True)
+            return
+        if ready:
+            log.info(
+                "model clients ready (%s) in %.2fs", ", ".join(ready), time.monotonic() - started
+            )
+
+    async def aclose(self) -> None:
+        """Stop warming, if still at it."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 def agent_runner(worker: Host) -> AgentRunner:

@@ -43,6 +43,7 @@ from .execution import Execution
 from .failures import Failure, handle_failure
 from .human import HumanTasks
 from .keys import Keys, consumer_name
+from .looplag import LoopLagMonitor
 from .metrics import Metrics
 from .payloads import Payloads
 from .retries import DEFAULT_RETRY, RetryPolicy
@@ -63,6 +64,10 @@ GAUGE_INTERVAL_S = 5.0
 
 PREFETCH_HORIZON_S = 0.5
 """A worker prefetches the deliveries it expects to start within this many seconds."""
+
+CLAIM_TRUST = 0.75
+"""A claim on a delivery is trusted, without asking Redis, for this part of the lease
+after it was made or renewed; the rest of the lease is margin for the trip there."""
 
 
 class Worker:
@@ -134,6 +139,14 @@ class Worker:
             max_workers=concurrency, thread_name_prefix="taskloom-activity"
         )
         self._recorder = Batcher(self._record_batch)
+        self._claimed_at: dict[tuple[str, str], float] = {}  # delivery -> claim sent/renewed
+        self._rechecker = Batcher(self._recheck_batch)
+        self.lag = LoopLagMonitor(
+            warn_after=lease_ttl / 2,
+            observe=metrics.loop_lag if metrics is not None else None,
+            what=f"worker {self.worker_id}",
+        )
+        """Watches this worker's event loop: a loop blocked for the lease loses it."""
         self.started = asyncio.Event()
 
     # -- slots (Host protocol) ----------------------------------------------------------
@@ -189,6 +202,7 @@ class Worker:
             loop.create_task(self._guard(self._wake_loop), name="wake"),
             loop.create_task(self._guard(self._maintenance_loop), name="maintenance"),
             loop.create_task(self._guard(self._retry_loop), name="retries"),
+            loop.create_task(self.lag.run(), name="loop-lag"),
         ]
         for resource in self.resources.values():  # e.g. a notifier: runs beside the loops
             start = getattr(resource, "start", None)
@@ -421,7 +435,7 @@ class Worker:
         stale = [m for m, f in messages if not f]  # deleted while pending
         if stale:
             await self._ack(stale)
-        tasks = [(m, f) for m, f in messages if f]
+        tasks = self._not_held_here([(m, f) for m, f in messages if f])
         # A read that was blocked may bring more than fits now (a local step took the
         # slot meanwhile): hand the rest back at once, for whichever worker is free.
         fits = max(self._free, 0) + self._prefetch_room()
@@ -431,6 +445,7 @@ class Worker:
         if not tasks:
             return
         self._held_msgs.update(m for m, _ in tasks)
+        sent = time.monotonic()
         states = await self.store.start_activities(
             [(f["run"], f["seq"]) for _, f in tasks], self.worker_id, ttl_ms=self.claim_ttl_ms
         )
@@ -438,6 +453,7 @@ class Worker:
         ready = [
             Task.from_fields(m, f) for (m, f), s in zip(tasks, states, strict=True) if s == "ok"
         ]
+        self._claimed_at.update(((t.run_id, t.seq), sent) for t in ready)
         await self._load_details(ready)
         by_msg = {t.msg_id: t for t in ready}
         for (msg_id, _), state in zip(tasks, states, strict=True):
@@ -483,8 +499,8 @@ class Worker:
         """Run an activity of an owned run here (its slot is already taken)."""
         self._spawn(Task(run_id, seq, name, args, kwargs))
 
-    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _track(self, coro: Coroutine[Any, Any, None], *, name: str | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._activity_tasks.add(task)
         task.add_done_callback(self._activity_done)
 
@@ -499,7 +515,75 @@ class Worker:
         self._inflight[(task.run_id, task.seq)] = task.msg_id
         if self.metrics is not None and task.msg_id is not None:
             self.metrics.queue_wait(self.queue, self._queued_for(task))
-        self._track(self._execute(task))
+        # Named: a loop-lag warning names the activity that blocked the loop.
+        self._track(self._start(task), name=f"activity {task.name} {task.run_id}/{task.seq}")
+
+    # -- deliveries that waited ---------------------------------------------------------
+    def _not_held_here(
+        self, tasks: list[tuple[str, dict[str, str]]]
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Deliveries minus those this worker already holds or runs: a late heartbeat
+        (a blocked loop) lets its own XAUTOCLAIM bring them back, and the claim script
+        says 'ok' to its holder, so the step would run here twice, back to back."""
+        return [
+            (m, f)
+            for m, f in tasks
+            if m not in self._held_msgs and (f["run"], f["seq"]) not in self._inflight
+        ]
+
+    async def _start(self, task: Task) -> None:
+        """Run ``task`` in its slot, unless it waited here so long (a paused process, a
+        blocked loop) that its claim may have lapsed and it is no longer ours."""
+        if task.msg_id is None or await self._still_ours(task):
+            await self._execute(task)
+
+    async def _still_ours(self, task: Task) -> bool:
+        """Whether this worker still holds ``task``'s claim: trusted while recent, else
+        claimed again (one round trip for all the tasks of a tick). A step recorded
+        meanwhile is acknowledged, one another worker runs is left to it; either way
+        the slot is given back."""
+        key = (task.run_id, task.seq)
+        claimed = self._claimed_at.pop(key, None)
+        if claimed is None or time.monotonic() - claimed < self.lease_ttl * CLAIM_TRUST:
+            return True
+        try:
+            state = await ride_out(
+                lambda: self._rechecker.submit(key),
+                what=f"run {task.run_id} step {task.seq}: cannot check its claim yet",
+                log=log,
+            )
+            if state == "ok":
+                return True
+            log.info(
+                "run %s step %s: waited here past its claim and is %s; not running it",
+                task.run_id,
+                task.seq,
+                "recorded already" if state == "done" else "run by another worker",
+            )
+            self._inflight.pop(key, None)
+            assert task.msg_id is not None
+            if state == "done":
+                with contextlib.suppress(RedisError):  # else found done when reclaimed
+                    await self._ack([task.msg_id])
+            self._held_msgs.discard(task.msg_id)
+            return False
+        except BaseException:
+            self._inflight.pop(key, None)
+            raise
+        finally:
+            if key not in self._inflight:
+                self.give_slot()
+
+    async def _recheck_batch(self, keys: list[tuple[str, str]]) -> list[str]:
+        return await self.store.start_activities(keys, self.worker_id, ttl_ms=self.claim_ttl_ms)
+
+    def _claims_renewed(self, sent: float) -> None:
+        """The heartbeat sent at ``sent`` renewed the claims of waiting deliveries: those
+        still trusted then stay trusted (a lapsed one may have been taken meanwhile)."""
+        trust = self.lease_ttl * CLAIM_TRUST
+        for key, claimed in self._claimed_at.items():
+            if sent - claimed < trust:
+                self._claimed_at[key] = sent
 
     async def _execute(self, task: Task) -> None:
         """Run one attempt (its slot is held) and record its outcome exactly once."""
@@ -748,7 +832,9 @@ class Worker:
                 if ex.task is not None:
                     ex.task.cancel()
         if self._inflight:
+            sent = time.monotonic()
             await store.renew_claims(list(self._inflight), ttl_ms=self.claim_ttl_ms)
+            self._claims_renewed(sent)
         if self._held_msgs:
             await store.raw.xclaim(
                 store.keys.queue(self.queue),

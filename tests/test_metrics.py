@@ -38,6 +38,7 @@ FAMILIES = {
     "taskloom_llm_tokens_total": "counter",
     "taskloom_llm_cost_usd_total": "counter",
     "taskloom_llm_rate_limited_total": "counter",
+    "taskloom_event_loop_lag_seconds": "histogram",
     "taskloom_inbox_open_items": "gauge",
     "taskloom_inbox_decisions_total": "counter",
     "taskloom_inbox_decision_latency_seconds": "histogram",
@@ -76,6 +77,8 @@ def record(m: Metrics) -> None:
     m.llm_call("openai", "gpt-4.1", 1.5, input_tokens=1000, output_tokens=200, cost_usd=0.0036)
     m.llm_call("openai", "gpt-4.1", 0.5, input_tokens=500, output_tokens=100, cost_usd=0.0018)
     m.llm_rate_limited("anthropic", "claude-sonnet-4-5")
+    m.loop_lag(0.0004)
+    m.loop_lag(2.0)
 
 
 def assert_recorded(text: str) -> None:
@@ -107,6 +110,11 @@ def assert_recorded(text: str) -> None:
     assert value(got, "taskloom_activity_retries_total", activity="summarize") == 2
     assert value(got, "taskloom_activity_retries_total", activity="search") == 1
     assert value(got, "taskloom_duplicate_results_total") == 4
+    lag = "taskloom_event_loop_lag_seconds"
+    assert value(got, f"{lag}_count") == 2
+    assert value(got, f"{lag}_bucket", le="0.001") == 1
+    assert value(got, f"{lag}_bucket", le="1.5") == 1
+    assert value(got, f"{lag}_bucket", le="2.5") == 2
     assert value(got, "taskloom_human_task_sla_breaches_total") == 3
     assert value(got, "taskloom_dead_letters") == 2
     assert value(got, "taskloom_activities_in_flight") == 7
@@ -361,6 +369,7 @@ BROKEN = [
     ("TaskloomDeadLettersGrowing", "critical"),
     ("TaskloomDeadLettersPresent", "warning"),
     ("TaskloomDuplicateResultsBurst", "warning"),
+    ("TaskloomEventLoopLagHigh", "warning"),
     ("TaskloomHumanTaskSLABreached", "warning"),
     ("TaskloomQueueWaitP99High", "warning"),
     ("TaskloomRunFailureRatioHigh", "warning"),
@@ -386,6 +395,11 @@ REGRESSIONS = {
             "taskloom_queue_wait_seconds",
             {"60.0": "0x90", "100.0": "0+100x90", "+Inf": "0+100x90"},
             queue="default",
+        ),
+        # Worker a's loop wakes 0.25-0.6 s late on every tick.
+        *histogram(
+            "taskloom_event_loop_lag_seconds",
+            {"0.25": "0x90", "0.6": "0+600x90", "+Inf": "0+600x90"},
         ),
         # Worker b is busy but never finishes an attempt.
         series("taskloom_activities_in_flight", "2x90", instance="b"),

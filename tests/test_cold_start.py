@@ -1,0 +1,52 @@
+"""A cold worker process's first model call (issue 12, finding 2).
+
+The first call to a provider imports its SDK and builds its clients: seconds of work.
+Done on the event loop, it froze the worker past its lease: the run was taken over by
+the other worker and the same paid call was sent twice. Two real worker processes, the
+default 1 s lease, one subagent call per provider.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agents.fake_llm import FakeLLM, reply
+from orchestrator import Orchestrator
+from tests import cold_workflows as flows
+from tests.test_durability import Spawn, start_worker, stop_worker
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize(
+    ("workflow", "provider"),
+    [(flows.one_openai_call, "openai"), (flows.one_anthropic_call, "anthropic")],
+)
+async def test_a_cold_workers_first_call_is_sent_once_and_no_lease_is_lost(
+    fake: FakeLLM, orch: Orchestrator, spawn_worker: Spawn, workflow: Any, provider: str
+) -> None:
+    fake.answer_with(lambda request: reply("hello"))
+    env = {
+        "OPENAI_BASE_URL": fake.openai_url,
+        "OPENAI_API_KEY": "sk-test",
+        "ANTHROPIC_BASE_URL": fake.anthropic_url,
+        "ANTHROPIC_API_KEY": "sk-ant-test",
+    }
+    workers = [
+        await start_worker(spawn_worker, module="tests.cold_workflows", lease_ttl=1.0, **env)
+        for _ in "ab"
+    ]
+    try:
+        handle = await orch.start(workflow, "say hello", run_id=f"cold-{provider}")
+        assert await handle.result(timeout=60) == "hello"
+    finally:
+        for proc in workers:
+            await stop_worker(proc)
+    output = "".join(line for proc in workers for line in proc.output)  # type: ignore[attr-defined]
+    assert len(fake.requests) == 1, f"{len(fake.requests)} requests for one call:\n{output}"
+    assert fake.requests[0].protocol == provider
+    assert "lease lost" not in output, output
+    events = await orch.store.read_log(handle.run_id)
+    assert sum(e.type == "activity_scheduled" for e in events) == 1, output
