@@ -94,6 +94,8 @@ async def _demo(args: argparse.Namespace, orch: Orchestrator) -> int:
         else:
             await drop_namespace(orch.store.raw, namespace)
             shutil.rmtree(blobs, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the demos' folder, once none is left
+                blobs.parent.rmdir()
 
 
 async def _run(args: argparse.Namespace, orch: Orchestrator) -> int:

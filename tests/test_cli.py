@@ -103,6 +103,7 @@ def test_demo_shares_no_work_with_a_worker_on_the_same_store() -> None:
             with redis.Redis(unix_socket_path=str(data_dir / "redis.sock")) as client:
                 assert client.keys("tl:*"), "the worker's namespace is there"
                 assert not client.keys("tl-demo-*"), "the demo dropped its namespace"
+            assert not (data_dir / "demo").exists(), "and its blobs"
         finally:
             worker.terminate()
             worker.wait(timeout=30)
