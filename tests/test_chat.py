@@ -8,13 +8,16 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import redis
 from rich.console import Console
 from rich.text import Text
 
 from agents.fake_llm import FakeLLM
 from orchestrator import liveview
+from orchestrator.keys import Keys
 from orchestrator.liveview import LiveView
 from orchestrator.simulated import SimulatedTeam, task_of
 from tests.conftest import worker_env
@@ -225,3 +228,30 @@ def test_the_live_view_styles_every_state_and_shows_text_as_written() -> None:
     assert "fix [/] this" in Text.from_ansi(shown).plain
     assert "ana [/]: approve" in Text.from_ansi(shown).plain
     assert "a line with [/] in it" in out.getvalue()
+
+
+def test_log_lines_go_to_a_file_not_into_the_prompt(
+    fake: FakeLLM, env: dict[str, str], redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """The chat's worker loses a run's lease mid-run (its epoch moved on, as when
+    another worker took it over): the warning it logs goes to the data directory's log
+    file, not onto the terminal the person types in; the chat says where it went."""
+    team = SimulatedTeam(plans=[{"activities": [act("a")]}], latency={"work": 2.0})
+    fake.answer_with(team)
+    term = taskloom("chat", env=env | {"TASKLOOM_DATA_DIR": str(tmp_path)})
+    term.expect("you> ")
+    term.send("a slow report")
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    deadline = time.monotonic() + 30
+    while sent(team, "a") == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (run_id,) = client.zrange(Keys(prefix).index("running"), 0, -1)
+    client.hincrby(Keys(prefix).meta(run_id), "epoch", 1)  # the lease is lost
+    shown = term.expect("you> ")
+    assert "[simulated] Integrated answer." in shown, "the run still finished"
+    term.send("/quit")
+    shown += term.expect("taskloom chat --resume")
+    assert "lease lost" not in shown, shown
+    term.expect("warning(s) logged to")
+    assert term.wait() == 0
+    assert "lease lost" in (tmp_path / "taskloom.log").read_text()
