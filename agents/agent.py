@@ -36,7 +36,7 @@ from .metering import MeteredProvider
 from .pricing import PriceTable
 from .prompts import Prompts
 from .providers import default_model, open_provider, split_model
-from .structured import complete_structured, json_schema_text
+from .structured import RefusedModes, complete_structured, json_schema_text
 from .tools import Tool, run_tool_loop
 
 __all__ = ["Agent", "AgentResult", "AgentRunner", "CallObserver", "LimitObserver"]
@@ -97,6 +97,9 @@ class AgentResult:
     seconds: float
     messages: list[dict[str, Any]] = field(default_factory=list)
     """The conversation (system prompt first), for the record."""
+    endpoint: str = ""
+    """Who served the calls: provider and base URL (``"openai http://127.0.0.1:8000/v1"``),
+    never a key."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly form (what an activity records)."""
@@ -109,6 +112,7 @@ class AgentResult:
             "calls": self.calls,
             "seconds": self.seconds,
             "messages": self.messages,
+            "endpoint": self.endpoint,
         }
 
     @classmethod
@@ -124,6 +128,7 @@ class AgentResult:
             calls=int(data.get("calls", 0)),
             seconds=float(data.get("seconds", 0.0)),
             messages=list(data.get("messages") or []),
+            endpoint=str(data.get("endpoint", "")),
         )
 
 
@@ -160,6 +165,7 @@ class AgentRunner:
         self._turn = 0
         self._observe = observe
         self._observe_limit = observe_rate_limit
+        self._refused: RefusedModes = {}  # JSON modes servers refused, for this runner
 
     def provider(self, name: str) -> Provider:
         """A client of provider ``name``: up to :data:`CLIENT_SHARDS` made on demand and
@@ -271,7 +277,9 @@ class AgentRunner:
                 messages = [*looped.messages, Message(role="assistant", content=text)]
                 request = LLMRequest(**{**request.__dict__, "messages": tuple(messages)})
             if agent.output is not None:
-                shaped = await complete_structured(provider, request, agent.output, stream=stream)
+                shaped = await complete_structured(
+                    provider, request, agent.output, stream=stream, refused=self._refused
+                )
                 calls += shaped.calls
                 text, output = shaped.text, shaped.value.model_dump(mode="json")
             elif not agent.tools:
@@ -301,6 +309,7 @@ class AgentRunner:
             calls=calls,
             seconds=seconds,
             messages=[{"role": "system", "content": system}, *map(_message_dict, messages)],
+            endpoint=str(getattr(provider, "endpoint", provider_name)),
         )
 
     def estimate(

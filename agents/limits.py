@@ -37,7 +37,9 @@ arithmetic relies on.
 
 **Blocking.** A 429 with ``Retry-After``, or ``x-ratelimit-remaining-*`` at zero, blocks
 the limiter *for every process* until then (:meth:`RateLimiter.penalize`,
-:meth:`RateLimiter.observe_headers`).
+:meth:`RateLimiter.observe_headers`). The limiter blocks its own process at once,
+before Redis hears of it: its calls do not slip through while the block is on its way
+(or while its script is being loaded after a Redis restart, ``NOSCRIPT``).
 
 Keys (one hash tag per limiter, so each script stays in one Redis Cluster slot)::
 
@@ -220,6 +222,7 @@ class RateLimiter:
         self._now = now
         self._sleep = sleep
         self._window_ms = int(window * 1000)
+        self._blocked_until = 0.0  # on _local_clock(): this process's copy of the block
 
     def __repr__(self) -> str:
         return f"RateLimiter({self.model!r}, rpm={self.limits.rpm}, tpm={self.limits.tpm})"
@@ -246,6 +249,17 @@ class RateLimiter:
         rid = uuid.uuid4().hex
         waited = 0.0
         while True:
+            blocked = self._blocked_until - self._local_clock()
+            if blocked > 0:  # a block this process knows of, maybe not yet in Redis
+                if max_wait is not None and waited + blocked > max_wait:
+                    raise RateLimitDeferredError(
+                        f"{self.model}: blocked by the provider for {blocked:.3g}s more, past "
+                        f"max_wait={max_wait:g}s; retry then",
+                        retry_after=blocked,
+                    )
+                await self._sleep(blocked)
+                waited += blocked
+                continue
             reply = await self._scripts.call(
                 "rl_reserve",
                 keys=[self.keys.log, self.keys.tokens, self.keys.state, self.keys.block],
@@ -295,6 +309,9 @@ class RateLimiter:
         limiter stays blocked."""
         if not math.isfinite(retry_after_s) or retry_after_s < 0:
             raise UserError(f"retry_after_s must be a finite number >= 0 (got {retry_after_s!r})")
+        # This process stops at once; the others when the script below has run.
+        until = self._local_clock() + retry_after_s
+        self._blocked_until = max(self._blocked_until, until)
         reply = await self._scripts.call(
             "rl_penalize",
             keys=[self.keys.state, self.keys.block],
@@ -313,6 +330,10 @@ class RateLimiter:
         if seconds is None or seconds <= 0:
             return None
         return await self.penalize(seconds)
+
+    def _local_clock(self) -> float:
+        """Seconds on the injected clock, else this process's monotonic clock."""
+        return self._now() if self._now is not None else time.monotonic()
 
     def _now_arg(self) -> str:
         return "" if self._now is None else str(int(self._now() * 1000))

@@ -109,7 +109,11 @@ class LLMResponse:
 
 
 class Provider(Protocol):
-    """One LLM API, behind the official SDK."""
+    """One LLM API, behind the official SDK.
+
+    The built-in providers also have an ``endpoint`` attribute (provider and base URL,
+    without secrets), which results record as who served a call; one without it is
+    recorded by its ``name``."""
 
     name: str
 

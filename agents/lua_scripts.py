@@ -2,8 +2,10 @@
 
 Each script's SHA1 is computed locally, so a call goes straight out as EVALSHA (no
 ``SCRIPT EXISTS`` round trip, unlike redis-py's ``Script``); only a ``NOSCRIPT`` reply
-(a restarted or flushed server) loads the script and sends the call again, which is
-safe: the call that got ``NOSCRIPT`` never ran.
+(a restarted or flushed server) sends the call again as EVAL with the script's source,
+which runs it and leaves it in the server's cache, in one round trip: safe, since the
+call that got ``NOSCRIPT`` never ran, and as prompt as a second try can be (a rate
+limit's block lands one round trip late, not two).
 
 Example::
 
@@ -83,8 +85,7 @@ class LuaScripts:
         try:
             return await self._client.evalsha(sha, len(keys), *keys, *args)
         except NoScriptError:
-            await self._client.script_load(self._source[name])
-            return await self._client.evalsha(sha, len(keys), *keys, *args)
+            return await self._client.eval(self._source[name], len(keys), *keys, *args)
 
     def queue(self, pipe: Any, name: str, *, keys: Sequence[str], args: Sequence[Any]) -> None:
         """Add an EVALSHA of script ``name`` to the pipeline ``pipe``."""

@@ -46,6 +46,8 @@ class MeteredProvider:
     def __init__(self, inner: Provider) -> None:
         self.inner = inner
         self.name = inner.name
+        self.endpoint: str = getattr(inner, "endpoint", inner.name)
+        """The wrapped provider's endpoint (see :class:`~agents.llm.Provider`)."""
         self.usage = Usage()
         self.requests = 0
         """Requests sent (answered or not)."""

@@ -1,12 +1,14 @@
 """Structured output that degrades gracefully, validated by pydantic.
 
 For an output type (a pydantic model) a call tries the provider's JSON-schema mode,
-then JSON mode, then plain text with the JSON extracted from it, remembering per
-(provider, model) which mode the server refused (several local servers reject
-``response_format: json_schema``). The answer is validated; if it does not validate,
-the model gets one repair turn with the validation error; if that fails too, the
-attempt fails with a retryable :class:`~agents.errors.LLMOutputError`. Output cut off
-by the token limit (finish reason ``length``) is detected, not parsed.
+then JSON mode, then plain text with the JSON extracted from it, remembering in
+``refused`` (one per :class:`~agents.agent.AgentRunner`) which mode a server refused,
+per (provider, base URL, model): several local servers reject ``response_format:
+json_schema``, and the same model name behind another base URL may not. The answer
+is validated; if it does not validate, the model gets one repair turn with the
+validation error; if that fails too, the attempt fails with a retryable
+:class:`~agents.errors.LLMOutputError`. Output cut off by the token limit (finish
+reason ``length``) is detected, not parsed.
 
     result = await complete_structured(provider, request, Summary)
     result.value          # a Summary
@@ -17,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import MutableMapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
@@ -25,14 +28,22 @@ from pydantic import BaseModel, ValidationError
 from .errors import LLMOutputError, LLMRequestError, validation_problems
 from .llm import LLMRequest, LLMResponse, Message, OutputMode, Provider, TokenSink, Usage
 
-__all__ = ["MODES", "StructuredResult", "complete_structured", "extract_json", "json_schema"]
+__all__ = [
+    "MODES",
+    "RefusedModes",
+    "StructuredResult",
+    "complete_structured",
+    "extract_json",
+    "json_schema",
+    "server_key",
+]
 
 T = TypeVar("T", bound=BaseModel)
 
 MODES: tuple[OutputMode, ...] = ("json_schema", "json_object", "text")
 
-# (provider name, model) -> the modes that server refused; shared by all calls in a process.
-_REFUSED: dict[tuple[str, str], set[str]] = {}
+RefusedModes = MutableMapping[tuple[str, str, str], set[str]]
+"""(provider, endpoint, model) -> the output modes that server refused."""
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 
@@ -110,13 +121,18 @@ async def complete_structured(
     output: type[T],
     *,
     stream: TokenSink | None = None,
+    refused: RefusedModes | None = None,
 ) -> StructuredResult[T]:
-    """Call the model until it gives a valid ``output`` (see the module docstring)."""
+    """Call the model until it gives a valid ``output`` (see the module docstring).
+
+    ``refused`` remembers across calls which modes a server refused (an
+    :class:`~agents.agent.AgentRunner` keeps one); ``None``: this call alone."""
     schema = json_schema(output)
-    key = (provider.name, request.model)
+    refused = {} if refused is None else refused
+    key = server_key(provider, request.model)
     usage, calls = Usage(), 0
     json_modes = ("json_schema", "json_object") if provider.name != "anthropic" else ()
-    modes = [m for m in (*json_modes, "text") if m not in _REFUSED.get(key, set())]
+    modes = [m for m in (*json_modes, "text") if m not in refused.get(key, set())]
     for i, mode in enumerate(modes):
         system = request.system if mode == "json_schema" else _join(request.system, schema)
         attempt = replace(
@@ -126,7 +142,7 @@ async def complete_structured(
             response = await provider.complete(attempt, stream=stream)
         except LLMRequestError as exc:
             if mode != "text" and i + 1 < len(modes) and _refuses(exc, mode):
-                _REFUSED.setdefault(key, set()).add(mode)  # this server: never again
+                refused.setdefault(key, set()).add(mode)  # this server: never again
                 continue
             raise
         calls += 1
@@ -157,6 +173,12 @@ async def complete_structured(
             f"turn: {problem}"
         )
     raise LLMOutputError(f"{provider.name}:{request.model}: no output mode left to try")
+
+
+def server_key(provider: Provider, model: str) -> tuple[str, str, str]:
+    """``(provider, endpoint, model)``: one server's model, as :data:`RefusedModes`
+    keys it (the endpoint is the provider's base URL, where it has one)."""
+    return provider.name, str(getattr(provider, "endpoint", provider.name)), model
 
 
 def _validate(response: LLMResponse, output: type[T]) -> tuple[T | None, str]:

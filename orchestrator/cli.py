@@ -15,14 +15,17 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from . import inbox_cli, serde
 from .client import Orchestrator, RunHandle
 from .demo import DEMO_GOAL, DEMO_PRICE_NOTE
 from .display import clip, span
+from .endpoints import served_by, served_by_run
 from .errors import RedisUnavailableError, TaskloomError, UserError
 from .keys import STATUSES
 from .metrics import Metrics
@@ -52,27 +55,51 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 # -- commands ---------------------------------------------------------------------------
 async def _demo(args: argparse.Namespace, orch: Orchestrator) -> int:
     import os
+    import shutil
 
     from agents.fake_llm import FakeLLM
+    from agents.providers import endpoint
 
-    from .demo import DEMO_MODEL, demo_team
+    from .demo import DEMO_MODEL, demo_namespace, demo_team, drop_namespace
 
-    where = orch.settings.redis_url or f"embedded Redis in {orch.settings.data_dir}"
+    settings = orch.settings
+    namespace = demo_namespace(settings.key_prefix)
+    blobs = settings.data_dir / "demo" / namespace
+    where = settings.redis_url or f"embedded Redis in {settings.data_dir}"
     _out("taskloom demo: the real pipeline and durable engine, with a SIMULATED LLM")
     _out("  (a fake server on loopback plays planner, subagents, judge and integrator;")
     _out("   nothing leaves this machine and every answer it gives says [simulated])")
     _out(f"state store: {where}")
+    _out(f"namespace: {namespace} (a key prefix of its own: no other worker takes its work)")
+    update: dict[str, Any] = {"key_prefix": namespace}
+    if not args.keep:
+        update["blob_url"] = str(blobs)
+    demo = Orchestrator(settings=settings.model_copy(update=update), client=orch.store.raw)
+    await demo.connect()
     team = demo_team()
-    async with FakeLLM() as fake:
-        fake.answer_with(team)
-        os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"] = fake.openai_url, "demo"
-        return await _pipeline_run(args, orch, model=DEMO_MODEL, simulated=True, worker=True)
+    try:
+        async with FakeLLM() as fake:
+            fake.answer_with(team)
+            os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"] = fake.openai_url, "demo"
+            return await _pipeline_run(
+                args, demo, model=DEMO_MODEL, simulated=endpoint("openai", fake.openai_url)
+            )
+    finally:
+        await demo.close()
+        if args.keep:
+            _out(
+                f"namespace {namespace} kept: `taskloom --key-prefix {namespace} history RUN` "
+                f"shows the run"
+            )
+        else:
+            await drop_namespace(orch.store.raw, namespace)
+            shutil.rmtree(blobs, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the demos' folder, once none is left
+                blobs.parent.rmdir()
 
 
 async def _run(args: argparse.Namespace, orch: Orchestrator) -> int:
-    return await _pipeline_run(
-        args, orch, model=args.model, simulated=False, worker=not args.no_worker
-    )
+    return await _pipeline_run(args, orch, model=args.model, worker=not args.no_worker)
 
 
 async def _chat(args: argparse.Namespace, orch: Orchestrator) -> int:
@@ -117,11 +144,13 @@ async def _pipeline_run(
     orch: Orchestrator,
     *,
     model: str | None,
-    simulated: bool,
-    worker: bool,
+    simulated: str | None = None,
+    worker: bool = True,
 ) -> int:
     """Submit ``args.goal``, follow it, answer escalations in place; exit 0 done,
-    1 failed, 3 waiting on a person."""
+    1 failed, 3 waiting on a person. ``simulated``: the endpoint of the simulated team
+    (the demo's), which must have served every model call for the run to be called
+    simulated."""
     from .console import Asker, auto_approve, follow, prompt_in_terminal
 
     options: dict[str, Any] = {}
@@ -142,8 +171,13 @@ async def _pipeline_run(
             ask = prompt_in_terminal()
         followed = await _interruptible(follow(orch, handle, ask=ask, live=args.live, goal=goal))
         if followed is None:
+            if simulated is not None:  # the demo's namespace goes with it: nothing to leave
+                await handle.cancel()
+                _out(f"demo stopped (run {handle.run_id} cancelled)")
+                return 130
             return await _interrupted(handle, in_process=worker)
-    return _report(args, handle.run_id, followed, simulated)
+    served = await served_by_run(orch, handle.run_id)
+    return _report(args, handle.run_id, followed, served, simulated)
 
 
 async def _interruptible(work: Coroutine[Any, Any, T]) -> T | None:
@@ -187,7 +221,19 @@ async def _interrupted(handle: RunHandle, *, in_process: bool) -> int:
     return 130
 
 
-def _report(args: argparse.Namespace, run_id: str, followed: Any, simulated: bool) -> int:
+def _report(
+    args: argparse.Namespace,
+    run_id: str,
+    followed: Any,
+    served: Counter[str],
+    simulated_by: str | None,
+) -> int:
+    """The end of a followed run; "simulated" only when the simulated team (at
+    ``simulated_by``) served every model call the run's history records."""
+    simulated = simulated_by is not None and bool(served) and set(served) == {simulated_by}
+    others = {e: n for e, n in served.items() if e != simulated_by}
+    if simulated_by is not None and others and not args.json:
+        _out(f"NOT simulated: model calls were served by {_endpoints(others)}")
     if args.json:
         _out(
             json.dumps(
@@ -197,6 +243,7 @@ def _report(args: argparse.Namespace, run_id: str, followed: Any, simulated: boo
                     "result": followed.result,
                     "error": followed.error,
                     "simulated": simulated,
+                    "served_by": dict(served),
                 }
             )
         )
@@ -209,6 +256,8 @@ def _report(args: argparse.Namespace, run_id: str, followed: Any, simulated: boo
         _out(f"\ntokens: {tokens['total']} ({share})")
         priced = f" at {DEMO_PRICE_NOTE}" if simulated else ""
         _out(f"cost: ${result['cost_usd']:.4f}{priced}; escalations: {result['escalations']}")
+        if served:
+            _out(f"model calls served by {_endpoints(served)}")
     elif followed.status == "waiting":
         _out(
             f"run {run_id} is waiting on a person: see `taskloom inbox list --run {run_id}`, "
@@ -404,7 +453,9 @@ def _describe(event: Event) -> str:
         case "activity_scheduled":
             return f"{where}scheduled {d['name']} ({d.get('dispatch', '')})"
         case "activity_completed":
-            return f"{where}completed {d['name']} -> {_short(d.get('result'))}"
+            served = served_by(d.get("result"))
+            by = f" (served by {', '.join(served)})" if served else ""
+            return f"{where}completed {d['name']}{by} -> {_short(d.get('result'))}"
         case "activity_failed":
             return f"{where}FAILED {d['name']}: {d['error'].get('message', '')}"
         case "timer_started":
@@ -419,6 +470,10 @@ def _describe(event: Event) -> str:
             return f"run FAILED: {d['error'].get('type')}: {d['error'].get('message')}"
         case _:
             return f"{where}{event.type.replace('_', ' ')}"
+
+
+def _endpoints(served: Mapping[str, int]) -> str:
+    return ", ".join(f"{e} ({n})" for e, n in sorted(served.items()))
 
 
 def _short(value: Any, limit: int = 70) -> str:
@@ -451,6 +506,9 @@ def _parser() -> argparse.ArgumentParser:
         "--live", action=argparse.BooleanOptionalAction, help="the live table (default: on a TTY)"
     )
     d.add_argument("--json", action="store_true")
+    d.add_argument(
+        "--keep", action="store_true", help="keep the demo's namespace afterwards, to look at"
+    )
     rn = cmd("run", _run, "hand taskloom a goal: plan, run, verify, integrate (live)")
     rn.add_argument("goal")
     rn.add_argument("--model", help="provider:model (default: TASKLOOM_MODEL)")
@@ -541,9 +599,11 @@ async def _main(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``taskloom`` console script."""
     args = _parser().parse_args(argv)
+    log_file = _log_file(args)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[log_file] if log_file is not None else None,
     )
     try:
         return asyncio.run(_main(args))
@@ -575,6 +635,43 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"taskloom: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, UserError) else 1
+    finally:
+        if log_file is not None:
+            log_file.close()
+            if log_file.warnings:
+                print(
+                    f"taskloom: {log_file.warnings} warning(s) logged to {log_file.baseFilename}",
+                    file=sys.stderr,
+                )
+
+
+class _LogFile(logging.FileHandler):
+    """The log of an interactive command: a file, counting its warnings."""
+
+    warnings = 0
+
+    def _open(self) -> Any:  # on the first record: no file, no directory, until then
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            self.warnings += 1
+        super().emit(record)
+
+
+def _log_file(args: argparse.Namespace) -> _LogFile | None:
+    """Where ``demo``, ``run`` and ``chat`` log on a terminal: ``<data_dir>/taskloom.log``,
+    not stderr, whose lines would land in the live table and in the prompts a person is
+    typing into (``--debug`` keeps them on stderr). ``None``: log to stderr."""
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if args.debug or not interactive or args.command not in ("demo", "run", "chat"):
+        return None
+    try:
+        data_dir = Settings.from_env(data_dir=args.data_dir).data_dir
+        return _LogFile(data_dir / "taskloom.log", delay=True)
+    except TaskloomError:
+        return None
 
 
 if __name__ == "__main__":  # pragma: no cover

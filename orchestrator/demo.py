@@ -3,17 +3,25 @@
 No API key, no Redis URL and no network are needed: the engine is the real one (on the
 embedded Redis unless a URL is configured); the subagents are plain functions that
 sleep a little and return canned text, and everything they print says so.
+
+The demo runs in a namespace of its own (:func:`demo_namespace`: a key prefix made for
+one invocation, dropped at the end), so no other worker on the same store can take its
+run or its model calls, and its in-process worker takes no one else's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
+
+from redis.asyncio import Redis
 
 from .context import Context
 from .definitions import activity, workflow
+from .keys import Keys
 
-__all__ = ["ACTIVITIES", "WORKFLOWS", "brief", "review"]
+__all__ = ["ACTIVITIES", "WORKFLOWS", "brief", "demo_namespace", "drop_namespace", "review"]
 
 SIMULATED = "[simulated]"
 
@@ -133,3 +141,23 @@ def demo_team() -> Any:
         judge=judge,
         latency={"planner": 0.4, "work": 0.3, "judge": 0.15, "integrator": 0.3},
     )
+
+
+def demo_namespace(prefix: str) -> str:
+    """A key prefix for one ``taskloom demo``: ``<prefix>-demo-<random>``. No worker
+    serves it but the demo's own (a worker serves one prefix: its namespace)."""
+    return f"{prefix}-demo-{uuid.uuid4().hex[:8]}"
+
+
+async def drop_namespace(client: Redis, prefix: str) -> int:
+    """Delete every key under ``prefix`` (SCAN, then UNLINK in batches); returns how
+    many. For a throwaway namespace such as the demo's, never a shared one."""
+    dropped, batch = 0, []
+    async for key in client.scan_iter(match=Keys(prefix).everything, count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            dropped += await client.unlink(*batch)
+            batch = []
+    if batch:
+        dropped += await client.unlink(*batch)
+    return dropped

@@ -199,6 +199,13 @@ class Keys:
         """Hash: cluster-wide counters (duplicates dropped, ...)."""
         return f"{self.prefix}:stats"
 
+    @property
+    def everything(self) -> str:
+        """A SCAN pattern matching every key under this prefix, and no other prefix's
+        (for dropping a whole namespace, as ``taskloom demo`` does with its own)."""
+        escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in self.prefix)
+        return f"{escaped}:*"
+
     GROUP = "workers"
 
 

@@ -1,6 +1,10 @@
 """The live view of a pipeline run in a terminal (rich): the plan, each activity's state
 with its elapsed time, tokens and cost, and the totals, redrawn in place as the run's
-events arrive. Without a terminal, :mod:`orchestrator.console` prints lines instead."""
+events arrive. Without a terminal, :mod:`orchestrator.console` prints lines instead.
+
+Every piece of text it shows (the goal, ids, roles, notes, lines above the table) goes
+in as :class:`rich.text.Text`, never as markup: a goal or a model's answer holding
+``[/]`` or ``[bold]`` is shown as written."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from .plan import Plan, levels
 
@@ -30,15 +35,17 @@ _STATE = {
     "reused": "done",
     "decomposed": "sub-plan",
 }
-_STYLE = {
+_STYLE = {  # one for every state a row can show: "queued" and each of _STATE's
     "queued": "dim",
     "running": "cyan",
     "verifying": "blue",
     "retrying": "yellow",
     "escalated": "bold magenta",
+    "decided": "magenta",
     "done": "green",
     "failed": "red",
     "cancelled": "dim",
+    "sub-plan": "cyan",
 }
 
 
@@ -80,8 +87,8 @@ class LiveView:
         self._live.stop()
 
     def print(self, text: str) -> None:
-        """A line above the table."""
-        self._live.console.print(text)
+        """A line above the table, as written (no markup)."""
+        self._live.console.print(Text(text))
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -135,7 +142,8 @@ class LiveView:
 
     def render(self) -> Table:
         """The table as it stands."""
-        table = Table(title=f"{self.goal[:70]} — {self.header}", title_justify="left")
+        title = Text(f"{self.goal[:70]} — {self.header}")
+        table = Table(title=title, title_justify="left")
         for name in ("activity", "role", "needs", "state", "try", "time", "tokens", "cost", ""):
             table.add_column(name, no_wrap=name != "")
         now = time.monotonic()
@@ -143,19 +151,22 @@ class LiveView:
             elapsed = ""
             if row.started is not None:
                 elapsed = f"{(row.ended or now) - row.started:5.1f}s"
-            table.add_row(
+            cells = (
                 ("  " * row.level + ("└ " if row.level else "")) + act_id,
                 row.role,
                 ", ".join(row.needs),
-                f"[{_STYLE.get(row.state, '')}]{row.state}[/]",
+                row.state,
                 str(row.attempt or ""),
                 elapsed,
                 str(row.tokens or ""),
                 f"${row.cost:.4f}" if row.cost else "",
                 row.note,
             )
+            table.add_row(
+                *(Text(c, style=_STYLE.get(c, "") if i == 3 else "") for i, c in enumerate(cells))
+            )
         done = sum(1 for r in self.rows.values() if r.state == "done")
-        table.caption = (
+        table.caption = Text(
             f"{done}/{len(self.rows)} done, {sum(r.tokens for r in self.rows.values())} tokens, "
             f"${sum(r.cost for r in self.rows.values()):.4f}, {now - self.t0:.1f}s"
         )

@@ -3,14 +3,22 @@ the fake LLM server on loopback and the test's Redis."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import redis
+from rich.console import Console
+from rich.text import Text
 
 from agents.fake_llm import FakeLLM
+from orchestrator import liveview
+from orchestrator.keys import Keys
+from orchestrator.liveview import LiveView
 from orchestrator.simulated import SimulatedTeam, task_of
 from tests.conftest import worker_env
 from tests.helpers import TASKLOOM, act
@@ -163,3 +171,87 @@ async def test_yes_never_answers_edit_or_retry_which_would_only_ask_again() -> N
     assert (await auto_approve(task("edit", "reject", "retry", "replan"))).decision == "reject"
     assert (await auto_approve(task("retry", "edit", "reject"))).decision == "reject"
     assert (await auto_approve(task("ship", "hold"))).decision == "ship"
+
+
+def test_run_in_a_terminal_shows_markup_in_the_goal_and_answers_as_written(
+    fake: FakeLLM, env: dict[str, str]
+) -> None:
+    """Square brackets are text on a terminal: a goal with ``[/]`` and ``[bold]``, and
+    answers and verdicts with markup in them, show as written, no crash."""
+    unsure = {"judge": {"rubric": "sourced", "threshold": 0.8}}
+    team = SimulatedTeam(
+        plans=[{"activities": [act("a", verify=unsure)]}],
+        work=lambda task, fb: "see [red]x[/] and [link=http://a]y",
+        judge=lambda output, rubric: {"score": 0.7, "reasons": ["unsure [/]"]},
+    )
+    fake.answer_with(team)
+    goal = "compare [bold]a[/bold] and [/] b"
+    term = taskloom("run", goal, "--yes", env=env)
+    screen = term.expect("run completed")
+    screen += term.expect("cost: $")
+    code = term.wait()
+    assert "Traceback" not in screen and "MarkupError" not in screen, screen
+    assert code == 0, screen
+    assert f"{goal} — plan v1 (planner)" in screen, "the goal as typed, in the table's title"
+    assert "see [red]x[/] and [link=http://a]y" in screen
+
+
+def test_the_live_view_styles_every_state_and_shows_text_as_written() -> None:
+    """Each state an activity's row can take (the pipeline's, and queued) renders with
+    a style of its own; ids, roles, notes and lines above the table stay text."""
+    out = io.StringIO()
+    view = LiveView("goal [/] with [bold]markup", out)
+    plan = {"activities": [act("a", role="writer"), act("b", "a", role="[red]x")]}
+    view.update({"event": "planned", "version": 1, "by": "planner [/]", "plan": plan})
+    events = {
+        "started": {"attempt": 1},
+        "verified": {"status": "uncertain"},
+        "retrying": {"feedback": "fix [/] this"},
+        "escalated": {"reason": "unsure [bold]"},
+        "decided": {"by": "ana [/]", "decision": "approve"},
+        "accepted": {"by": "verifier [/]", "tokens": 3},
+        "blocked": {"by": "a"},
+        "cancelled": {},
+        "reused": {},
+        "decomposed": {"why": "too big [/]"},
+    }
+    assert set(events) == set(liveview._STATE), "every state the live view knows is tried"
+    console = Console(file=io.StringIO(), width=200, force_terminal=True)
+    for state, data in events.items():
+        view.update({"event": "activity", "id": "b", "state": state} | data)
+        row = view.rows["b"]
+        assert row.state in liveview._STYLE, f"state {state!r} shows as {row.state!r}, unstyled"
+        console.print(view.render())
+    view.print("a line with [/] in it")
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "goal [/] with [bold]markup" in Text.from_ansi(shown).plain
+    assert "fix [/] this" in Text.from_ansi(shown).plain
+    assert "ana [/]: approve" in Text.from_ansi(shown).plain
+    assert "a line with [/] in it" in out.getvalue()
+
+
+def test_log_lines_go_to_a_file_not_into_the_prompt(
+    fake: FakeLLM, env: dict[str, str], redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """The chat's worker loses a run's lease mid-run (its epoch moved on, as when
+    another worker took it over): the warning it logs goes to the data directory's log
+    file, not onto the terminal the person types in; the chat says where it went."""
+    team = SimulatedTeam(plans=[{"activities": [act("a")]}], latency={"work": 2.0})
+    fake.answer_with(team)
+    term = taskloom("chat", env=env | {"TASKLOOM_DATA_DIR": str(tmp_path)})
+    term.expect("you> ")
+    term.send("a slow report")
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    deadline = time.monotonic() + 30
+    while sent(team, "a") == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (run_id,) = client.zrange(Keys(prefix).index("running"), 0, -1)
+    client.hincrby(Keys(prefix).meta(run_id), "epoch", 1)  # the lease is lost
+    shown = term.expect("you> ")
+    assert "[simulated] Integrated answer." in shown, "the run still finished"
+    term.send("/quit")
+    shown += term.expect("taskloom chat --resume")
+    assert "lease lost" not in shown, shown
+    term.expect("warning(s) logged to")
+    assert term.wait() == 0
+    assert "lease lost" in (tmp_path / "taskloom.log").read_text()

@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
+from agents.fake_llm import FakeLLM
+from orchestrator.demo import demo_plan
+from orchestrator.simulated import SimulatedTeam
 from tests.conftest import worker_env
 from tests.helpers import ROOT, start_taskloom, taskloom
 
@@ -42,7 +46,7 @@ def test_readme_starts_with_the_two_commands() -> None:
 
 def test_demo_runs_on_the_embedded_redis_and_leaves_no_server_behind() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="tl-demo-", dir="/tmp"))
-    proc = taskloom("demo", "--yes", env=fresh_env(data_dir))
+    proc = taskloom("demo", "--yes", "--keep", env=fresh_env(data_dir))
     assert proc.returncode == 0, proc.stderr
     assert "SIMULATED" in proc.stdout and "run completed" in proc.stdout
     assert "qdrant: retrying" in proc.stdout, "one verification failure, fixed by a retry"
@@ -53,11 +57,56 @@ def test_demo_runs_on_the_embedded_redis_and_leaves_no_server_behind() -> None:
     assert not (data_dir / "redis.pid").exists() or not _pid_alive(
         int((data_dir / "redis.pid").read_text())
     ), "the embedded server must be stopped"
-    # The run is still there afterwards: the data survived the server's restart.
-    runs = taskloom("runs", "--json", env=fresh_env(data_dir))
+    # The run is still there afterwards (--keep): the data survived the server's
+    # restart, in the demo's own namespace, and its history says who served each call.
+    namespace = re.search(r"namespace: (tl-demo-\w+) ", proc.stdout)
+    assert namespace is not None, proc.stdout
+    served = re.search(
+        r"model calls served by (openai http://127\.0\.0\.1:\d+/v1) \(\d+\)", proc.stdout
+    )
+    assert served is not None, proc.stdout
+    runs = taskloom("--key-prefix", namespace[1], "runs", "--json", env=fresh_env(data_dir))
     assert runs.returncode == 0, runs.stderr
     listed = json.loads(runs.stdout)
     assert [r["status"] for r in listed] == ["completed"]
+    history = taskloom(
+        "--key-prefix", namespace[1], "history", listed[0]["run_id"], env=fresh_env(data_dir)
+    )
+    assert f"completed taskloom.agent (served by {served[1]})" in history.stdout
+    assert taskloom("runs", "--json", env=fresh_env(data_dir)).stdout.strip() == "[]"
+
+
+def test_demo_shares_no_work_with_a_worker_on_the_same_store() -> None:
+    """A user's `taskloom worker`, configured for another OpenAI-compatible server,
+    runs on the default embedded store while `taskloom demo` runs: the demo's model
+    calls all go to its simulated team, none to that server, and the demo's namespace
+    is gone afterwards."""
+    data_dir = Path(tempfile.mkdtemp(prefix="tl-iso-", dir="/tmp"))
+    team = SimulatedTeam(plans=[demo_plan()])
+    with FakeLLM() as foreign:
+        foreign.answer_with(team)
+        env = fresh_env(data_dir) | {
+            "OPENAI_BASE_URL": foreign.openai_url,
+            "OPENAI_API_KEY": "sk-foreign",
+        }
+        worker = start_taskloom("worker", env=env)
+        try:
+            assert worker.stdout is not None
+            assert "worker " in worker.stdout.readline()  # serving the default namespace
+            proc = taskloom("demo", "--yes", env=fresh_env(data_dir), timeout=120)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert len(foreign.requests) == 0, f"the worker served {dict(team.calls)}"
+            assert "run completed (simulated)" in proc.stdout
+            assert "NOT simulated" not in proc.stdout
+            runs = taskloom("runs", "--json", env=fresh_env(data_dir))
+            assert json.loads(runs.stdout) == [], "nothing of the demo's in the default namespace"
+            with redis.Redis(unix_socket_path=str(data_dir / "redis.sock")) as client:
+                assert client.keys("tl:*"), "the worker's namespace is there"
+                assert not client.keys("tl-demo-*"), "the demo dropped its namespace"
+            assert not (data_dir / "demo").exists(), "and its blobs"
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
 
 
 def test_doctor_json_against_the_machines_redis(redis_url: str, prefix: str) -> None:

@@ -438,3 +438,43 @@ async def test_waiting_callers_sleep_instead_of_polling(client: Redis, prefix: s
         await limiter.reserve()  # each waits at most once for a slot, then goes
     assert calls <= 2 * 10
     assert clock.t >= 1_000_000.0 + 4 * 60  # 10 calls at 2 per minute
+
+
+async def test_a_block_whose_script_must_be_loaded_first_lets_no_call_through(
+    client: Redis, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 429's Retry-After arrives when the server has lost the block script (NOSCRIPT,
+    as after a restart): no call of this process gets through while it is loaded, and
+    once it is, the block holds for every process."""
+    package = f"tl_lua_{uuid.uuid4().hex[:8]}"
+    (tmp_path / package / "lua").mkdir(parents=True)
+    (tmp_path / package / "__init__.py").write_text("")
+    for name in ("rl_reserve", "rl_settle", "rl_penalize"):
+        source = (ROOT / "agents" / "lua" / f"{name}.lua").read_text()
+        if name == "rl_penalize":  # new to the server: its first EVALSHA gets NOSCRIPT
+            source = f"-- {uuid.uuid4().hex}\n{source}"
+        (tmp_path / package / "lua" / f"{name}.lua").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    scripts = LuaScripts(client, package=package)
+    clock = ManualTime()
+    limiter = RateLimiter(
+        client,
+        model=MODEL,
+        prefix=prefix,
+        limits=RateLimits(rpm=100),
+        now=clock.now,
+        sleep=clock.sleep,
+        scripts=scripts,
+    )
+    await limiter.reserve(1)  # the admission script is loaded; the block script is not
+    await asyncio.gather(*(client.ping() for _ in range(3)))  # connections ready for both
+    assert await client.script_exists(scripts.sha("rl_penalize")) == [False]
+    blocked, meanwhile = await asyncio.gather(
+        limiter.penalize(30), limiter.reserve(1, max_wait=1), return_exceptions=True
+    )
+    assert blocked == 30
+    assert isinstance(meanwhile, RateLimitDeferredError), "a call slipped through the 429"
+    assert meanwhile.retry_after == pytest.approx(30)
+    assert await client.script_exists(scripts.sha("rl_penalize")) == [True]
+    elsewhere = _limiter(client, prefix, clock, rpm=100)  # another process
+    assert await _deferred_for(elsewhere) == pytest.approx(30)

@@ -21,6 +21,7 @@ from agents.providers import (
     AnthropicProvider,
     OpenAIProvider,
     default_model,
+    endpoint,
     open_provider,
     split_model,
 )
@@ -97,7 +98,7 @@ from agents.fake_llm import (  # noqa: E402
     unauthorized,
 )
 from agents.llm import Provider  # noqa: E402
-from agents.structured import complete_structured, extract_json  # noqa: E402
+from agents.structured import RefusedModes, complete_structured, extract_json  # noqa: E402
 from agents.tools import run_tool_loop, tool  # noqa: E402
 
 PROTOCOLS = ["openai", "anthropic"]
@@ -147,15 +148,48 @@ async def test_a_server_refusing_json_schema_falls_back_and_is_remembered() -> N
         reply(json={"name": "Lima", "population": 1}),
         reply(json={"name": "Rome", "population": 2}),
     ]
+    memory: RefusedModes = {}  # what an AgentRunner keeps
     async with FakeLLM(steps, reject_json_schema=True) as fake:
         local = open_provider("openai-compatible", base_url=fake.openai_url, env={})
-        first = await complete_structured(local, ask("a city"), City)
-        second = await complete_structured(local, ask("another"), City)
+        first = await complete_structured(local, ask("a city"), City, refused=memory)
+        second = await complete_structured(local, ask("another"), City, refused=memory)
         await local.aclose()
         fake.assert_complete()
     assert (first.mode, second.mode) == ("json_object", "json_object")
     modes = [r.body.get("response_format", {}).get("type") for r in fake.requests]
     assert modes == ["json_schema", "json_object", "json_object"], "refused once, then skipped"
+    assert memory == {("openai-compatible", local.endpoint, "fake-1"): {"json_schema"}}
+
+
+@pytest.mark.anyio
+async def test_a_refusal_is_not_held_against_another_server_or_caller() -> None:
+    """Two OpenAI-compatible servers serve a model of the same name: the one that
+    refuses JSON-schema mode does not make taskloom skip it on the other, and nothing
+    is remembered between calls that share no memory (as separate runners, or tests)."""
+    city = reply(json={"name": "Lima", "population": 1})
+    async with (
+        FakeLLM([city, city], reject_json_schema=True) as picky,
+        FakeLLM([city]) as able,
+    ):
+        refusing = open_provider("openai-compatible", base_url=picky.openai_url, env={})
+        accepting = open_provider("openai-compatible", base_url=able.openai_url, env={})
+        assert (await complete_structured(refusing, ask("a city"), City)).mode == "json_object"
+        assert (await complete_structured(accepting, ask("a city"), City)).mode == "json_schema"
+        assert (await complete_structured(refusing, ask("a city"), City)).mode == "json_object"
+        await refusing.aclose()
+        await accepting.aclose()
+    sent = [r.body.get("response_format", {}).get("type") for r in picky.requests]
+    assert sent == ["json_schema", "json_object", "json_schema", "json_object"]
+    assert [r.body["response_format"]["type"] for r in able.requests] == ["json_schema"]
+
+
+def test_an_endpoint_names_the_server_without_secrets() -> None:
+    assert (
+        endpoint("openai", "https://user:sk-secret@llm.example:8443/v1/?key=sk-2#frag")
+        == "openai https://llm.example:8443/v1"
+    )
+    provider = open_provider("openai", api_key="sk-secret", env={})
+    assert provider.endpoint == "openai https://api.openai.com/v1"
 
 
 @pytest.mark.anyio

@@ -125,6 +125,7 @@ class Consensus(Verifier):
             input_tokens=sum(v.input_tokens for v in votes),
             output_tokens=sum(v.output_tokens for v in votes),
             cost_usd=sum(v.cost_usd for v in votes),
+            endpoints=list(dict.fromkeys(e for v in votes for e in v.endpoints)),
         )
 
 

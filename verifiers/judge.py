@@ -123,6 +123,7 @@ class Judge(Verifier):
             input_tokens=result.usage.input_tokens,
             output_tokens=result.usage.output_tokens,
             cost_usd=result.cost_usd,
+            endpoints=[result.endpoint] if result.endpoint else [],
         )
 
     def status(self, score: float) -> Status:

@@ -61,6 +61,8 @@ class Verdict(BaseModel):
     output_tokens: int = 0
     cost_usd: float = 0.0
     """What an LLM verifier spent on this verdict."""
+    endpoints: list[str] = []
+    """Who served an LLM verifier's calls (provider and base URL, never a key)."""
 
     @property
     def tokens(self) -> int:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, MissingAPIKeyError, UnknownProviderError
 from ..llm import Provider
+from ._transport import endpoint
 
 if TYPE_CHECKING:
     from .anthropic import AnthropicProvider
@@ -27,6 +28,7 @@ __all__ = [
     "OpenAIProvider",
     "check_model",
     "default_model",
+    "endpoint",
     "open_provider",
     "split_model",
 ]

@@ -6,8 +6,9 @@ from __future__ import annotations
 import inspect
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["http_client", "is_transport_error", "parsed"]
+__all__ = ["endpoint", "http_client", "is_transport_error", "parsed"]
 
 
 def http_client(sdk: ModuleType) -> Any:
@@ -26,6 +27,18 @@ def http_client(sdk: ModuleType) -> Any:
         return factory()
     except RuntimeError:  # the SDK is there, its aiohttp extra is not
         return None
+
+
+def endpoint(provider: str, base_url: Any) -> str:
+    """Who serves a provider client's calls, for the record: ``"openai
+    https://api.openai.com/v1"``. The base URL loses any user name, password, query
+    and fragment (where keys sometimes ride), so it can be logged and shown."""
+    parts = urlsplit(str(base_url))
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return f"{provider} {urlunsplit((parts.scheme, netloc, parts.path.rstrip('/'), '', ''))}"
 
 
 async def parsed(raw: Any) -> Any:

@@ -9,7 +9,7 @@ import anthropic
 from ..errors import TaskloomError
 from ..llm import LLMRequest, LLMResponse, Message, TokenSink, ToolCall, Usage
 from ._classify import classify, kept_headers
-from ._transport import http_client, is_transport_error, parsed
+from ._transport import endpoint, http_client, is_transport_error, parsed
 
 __all__ = ["AnthropicProvider"]
 
@@ -34,6 +34,8 @@ class AnthropicProvider:
             max_retries=max_retries,
             http_client=http_client(anthropic),
         )
+        self.endpoint = endpoint(self.name, self.client.base_url)
+        """Who serves its calls: the provider and base URL, without secrets."""
 
     async def aclose(self) -> None:
         """Close the SDK client's connections."""

@@ -11,7 +11,7 @@ from openai.types.chat import ChatCompletion
 from ..errors import TaskloomError
 from ..llm import LLMRequest, LLMResponse, Message, TokenSink, ToolCall, Usage
 from ._classify import classify, kept_headers
-from ._transport import http_client, is_transport_error, parsed
+from ._transport import endpoint, http_client, is_transport_error, parsed
 
 __all__ = ["OpenAIProvider"]
 
@@ -36,6 +36,8 @@ class OpenAIProvider:
             max_retries=max_retries,
             http_client=http_client(openai),
         )
+        self.endpoint = endpoint(name, self.client.base_url)
+        """Who serves its calls: the provider and base URL, without secrets."""
 
     async def aclose(self) -> None:
         """Close the SDK client's connections."""
