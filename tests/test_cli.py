@@ -118,6 +118,7 @@ def test_doctor_json_against_the_machines_redis(redis_url: str, prefix: str) -> 
         "persistence",
         "maxmemory-policy",
         "latency",
+        "durability",
     ]
     for check in report["checks"]:
         assert set(check) == {"name", "ok", "detail", "fix"}
