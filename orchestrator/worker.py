@@ -641,14 +641,24 @@ class Worker:
                 self._held_msgs.discard(task.msg_id)
         if routing.status == "dup" and self.metrics is not None:
             self.metrics.duplicate()
+        ex = self.runs.get(run_id)
+        if routing.status == "ok" and ex is not None and routing.owner == self.worker_id:
+            ex.apply_all([Event(id=routing.entry_id, type=event["type"], data=event)], read=False)
+        elif routing.status in ("ok", "dup"):
+            # "dup" may be this very outcome: recorded by a first try whose reply a Redis
+            # outage lost, then sent again by _until_stored. Nobody told the owner then;
+            # tell it now (where another worker recorded it, the owner reads its log twice).
+            what = f"run {run_id} step {seq}: cannot wake its owner yet"
+            await ride_out(lambda: self._wake_owner(run_id, routing), what=what, log=log)
+
+    async def _wake_owner(self, run_id: str, routing: Routing) -> None:
+        """Make the owner of ``run_id`` read an outcome recorded on it."""
         if routing.status == "ok":
-            ex = self.runs.get(run_id)
-            if ex is not None and routing.owner == self.worker_id:
-                ex.apply_all(
-                    [Event(id=routing.entry_id, type=event["type"], data=event)], read=False
-                )
-            else:
-                await self.store.wake(run_id, routing)
+            await self.store.wake(run_id, routing)
+        elif run_id in self.runs:
+            await self.take_run(run_id)  # held here: read its log now
+        else:
+            await self.store.enqueue_run(run_id, "event")  # whoever reads it finds the owner
 
     async def _fail(self, task: Task, event: dict[str, Any], details: Any) -> Failure:
         definition = self.registry.find_activity(task.name)
@@ -735,6 +745,11 @@ class Worker:
 
     async def _wake_loop(self) -> None:
         client, key, last = self.store.raw, self.store.keys.wake(self.worker_id), "0"
+        # (Re)started, after a Redis outage too: wake-ups sent meanwhile may be lost (a
+        # server that crashed loses the wake stream's tail), so every run held here reads
+        # its log once.
+        for run_id in list(self.runs):
+            await self.take_run(run_id)
         while not self._stopping.is_set():
             res = await client.xread({key: last}, count=500, block=1000)
             for _, messages in res or []:

@@ -12,6 +12,7 @@ import signal
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -190,3 +191,39 @@ async def test_redis_killed_while_deliveries_start_then_restarted_the_fan_out_co
     finally:
         server.stop()
     assert sorted(set(MARKED)) == list(range(FAN_OUT))
+
+
+# -- an outcome recorded, its reply lost (issue 12, finding 4) ----------------------------
+def lose_one_record_reply(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the first ``store.record`` call write its outcomes and then fail as a dropped
+    connection does (the server crashed before answering): the reply is lost. Returns a
+    list that gets an entry once that happened."""
+    real, lost = store.record, []
+
+    async def record(*args: Any, **kwargs: Any) -> Any:
+        routings = await real(*args, **kwargs)
+        if not lost:
+            lost.append(1)
+            raise RedisConnectionError("injected: connection lost before record's reply")
+        return routings
+
+    monkeypatch.setattr(store, "record", record)
+    return lost
+
+
+@pytest.mark.timeout(60)
+async def test_an_outcome_whose_reply_was_lost_still_wakes_its_owner(
+    orch: Orchestrator,
+    store: Store,
+    make_worker: Callable[..., Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker sends the outcome again, which Redis drops as a duplicate: before, no
+    one told the run's owner about the first (recorded) one and the run hung."""
+    lost = lose_one_record_reply(store, monkeypatch)
+    worker = make_worker(workflows=[chain], activities=[step], concurrency=2)
+    async with running(worker):
+        handle = await orch.start(chain, 3)
+        assert await handle.result(timeout=30) == [0, 1, 2]
+    assert lost, "a record call's reply was lost"
+    assert len(await completed_once(orch.store, handle.run_id)) == 3
