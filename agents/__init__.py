@@ -1,13 +1,13 @@
 """agents: subagent specs, LLM providers on the official SDKs, structured output, tools,
 shared rate limits and run budgets on Redis, prices, prompt templates, and a fake LLM
-server (:mod:`agents.fake_llm`) that speaks the OpenAI and Anthropic wire protocols.
+server (:mod:`taskloom.agents.fake_llm`) that speaks the OpenAI and Anthropic wire protocols.
 
 This package knows nothing of runs or workflows; the engine wraps
-:meth:`AgentRunner.run` in an activity (``ctx.agent(...)`` in :mod:`orchestrator`).
+:meth:`AgentRunner.run` in an activity (``ctx.agent(...)`` in :mod:`taskloom`).
 
 ::
 
-    from agents import Agent, AgentRunner
+    from taskloom.agents import Agent, AgentRunner
 
     writer = Agent(name="writer", role="a concise technical writer",
                    model="openai:gpt-4.1-mini")

@@ -16,7 +16,7 @@ cost; when it fails without spending, :meth:`Budgets.release` gives the hold bac
         raise
     await budgets.settle(r, actual_tokens=..., actual_usd=...)
 
-A reservation that does not fit raises :class:`~agents.errors.BudgetExceededError`
+A reservation that does not fit raises :class:`~taskloom.agents.errors.BudgetExceededError`
 (non-retryable), which says the budget, what is spent and held, and what was asked.
 A run whose limits were never set is unlimited but still accounted.
 
@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any, TypeAlias
 
-from agents.errors import BudgetExceededError, UserError
-from agents.lua_scripts import LuaScripts
+from taskloom.agents.errors import BudgetExceededError, UserError
+from taskloom.agents.lua_scripts import LuaScripts
 
 __all__ = ["BudgetKeys", "BudgetReservation", "BudgetUsage", "Budgets", "Money"]
 
@@ -137,13 +137,13 @@ class Budgets:
         if hold_ttl <= 0:
             raise UserError(f"hold_ttl must be > 0 seconds (got {hold_ttl!r})")
         self.keys = BudgetKeys(prefix)
-        self._scripts = LuaScripts(client, package="agents", names=_SCRIPTS)
+        self._scripts = LuaScripts(client, package="taskloom.agents", names=_SCRIPTS)
         self._now = now
         self._hold_ttl = hold_ttl
 
     @staticmethod
     def check_limits(*, max_tokens: int | None = None, max_usd: Money | None = None) -> None:
-        """Raise the :class:`~agents.errors.UserError` :meth:`set_limits` would, before
+        """Raise the :class:`~taskloom.agents.errors.UserError` :meth:`set_limits` would, before
         anything is written (a run is not created with limits it cannot have)."""
         if max_tokens is not None:
             _tokens(max_tokens, "max_tokens")
@@ -181,7 +181,7 @@ class Budgets:
     ) -> BudgetReservation:
         """Hold ``est_tokens`` and ``est_usd`` against the run's budget.
 
-        Raises :class:`~agents.errors.BudgetExceededError` when spent + held + asked
+        Raises :class:`~taskloom.agents.errors.BudgetExceededError` when spent + held + asked
         would pass a limit; nothing is held then.
         """
         tokens = _tokens(est_tokens, "est_tokens")

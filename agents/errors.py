@@ -1,7 +1,7 @@
 """The root of taskloom's exceptions, shared by every package.
 
 ``agents`` (the lowest layer) defines the root and the errors activity code raises to
-steer retries; :mod:`orchestrator.errors` re-exports them and draws the whole tree.
+steer retries; :mod:`taskloom.errors` re-exports them and draws the whole tree.
 """
 
 from __future__ import annotations

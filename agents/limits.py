@@ -64,13 +64,13 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from agents.errors import (
+from taskloom.agents.errors import (
     ConfigurationError,
     RateLimitDeferredError,
     RequestExceedsRateLimitError,
     UserError,
 )
-from agents.lua_scripts import LuaScripts
+from taskloom.agents.lua_scripts import LuaScripts
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",
@@ -218,7 +218,7 @@ class RateLimiter:
         self.model = model
         self.limits = limits if limits is not None else limits_for(model)
         self.keys = RateLimiterKeys(prefix, model)
-        self._scripts = scripts or LuaScripts(client, package="agents", names=_SCRIPTS)
+        self._scripts = scripts or LuaScripts(client, package="taskloom.agents", names=_SCRIPTS)
         self._now = now
         self._sleep = sleep
         self._window_ms = int(window * 1000)
@@ -233,10 +233,10 @@ class RateLimiter:
         """Wait until both limits admit a call of ``estimated_tokens`` and reserve it.
 
         With ``max_wait`` (seconds), a wait longer than that raises
-        :class:`~agents.errors.RateLimitDeferredError` (retryable, with ``retry_after``)
+        :class:`~taskloom.agents.errors.RateLimitDeferredError` (retryable, with ``retry_after``)
         instead, so an activity can give its worker slot back and retry later.
         An estimate larger than the tokens-per-minute limit raises
-        :class:`~agents.errors.RequestExceedsRateLimitError`: no minute could admit it.
+        :class:`~taskloom.agents.errors.RequestExceedsRateLimitError`: no minute could admit it.
         """
         tokens = _whole(estimated_tokens, "estimated_tokens")
         tpm = self.limits.tpm
@@ -365,7 +365,7 @@ class RateLimiters:
             limits_for(key, self._table)  # a wrong value fails here, not at the first call
         self._now = now
         self._sleep = sleep
-        self._scripts = LuaScripts(client, package="agents", names=_SCRIPTS)
+        self._scripts = LuaScripts(client, package="taskloom.agents", names=_SCRIPTS)
         self._limiters: dict[str, RateLimiter] = {}
 
     def for_model(self, model: str) -> RateLimiter:

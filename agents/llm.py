@@ -1,6 +1,6 @@
 """The provider-neutral shape of one LLM call: what goes in, what comes out.
 
-Providers (:mod:`agents.providers`) translate an :class:`LLMRequest` into their wire
+Providers (:mod:`taskloom.agents.providers`) translate an :class:`LLMRequest` into their wire
 protocol through the official SDKs and their answer back into an :class:`LLMResponse`,
 so everything above them (structured output, tools, limits, cost) is written once.
 """
@@ -126,7 +126,7 @@ class Provider(Protocol):
     ) -> LLMResponse:
         """Send ``request``; with ``stream``, text is passed to it as it arrives.
 
-        Raises the errors of :mod:`agents.errors`: retryable ones (rate limits, 5xx,
+        Raises the errors of :mod:`taskloom.agents.errors`: retryable ones (rate limits, 5xx,
         timeouts, connection errors) and non-retryable ones (bad request, auth, context
         length), never an SDK exception.
         """

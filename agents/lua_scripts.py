@@ -9,7 +9,7 @@ limit's block lands one round trip late, not two).
 
 Example::
 
-    scripts = LuaScripts(client, package="agents", names=["rl_reserve", "rl_settle"])
+    scripts = LuaScripts(client, package="taskloom.agents", names=["rl_reserve", "rl_settle"])
     reply = await scripts.call("rl_reserve", keys=[...], args=[...])
 
 The client is a redis-py asyncio client; replies come back as that client decodes
@@ -25,7 +25,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from agents.errors import UserError
+from taskloom.agents.errors import UserError
 
 __all__ = ["LuaScripts"]
 

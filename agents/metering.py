@@ -47,7 +47,7 @@ class MeteredProvider:
         self.inner = inner
         self.name = inner.name
         self.endpoint: str = getattr(inner, "endpoint", inner.name)
-        """The wrapped provider's endpoint (see :class:`~agents.llm.Provider`)."""
+        """The wrapped provider's endpoint (see :class:`~taskloom.agents.llm.Provider`)."""
         self.usage = Usage()
         self.requests = 0
         """Requests sent (answered or not)."""

@@ -31,7 +31,7 @@ Files, JSON or TOML, map model names to prices::
 
 An override entry that gives ``input`` and ``output`` adds or replaces a model; one that
 gives only some fields changes a model the table already has, so a partial entry for an
-unknown model (usually a typo) is an :class:`~agents.errors.UnknownModelPriceError`.
+unknown model (usually a typo) is an :class:`~taskloom.agents.errors.UnknownModelPriceError`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from agents.errors import PriceTableError, UnknownModelPriceError, UserError
+from taskloom.agents.errors import PriceTableError, UnknownModelPriceError, UserError
 
 __all__ = ["BUILTIN_PRICES", "ModelPrice", "PriceTable", "cost"]
 
@@ -213,7 +213,7 @@ class PriceTable(Mapping[str, ModelPrice]):
         return PriceTable(prices)
 
     def price(self, model: str) -> ModelPrice:
-        """The price of ``model``; :class:`~agents.errors.UnknownModelPriceError` when
+        """The price of ``model``; :class:`~taskloom.agents.errors.UnknownModelPriceError` when
         the table has none (the message says how to add one)."""
         key = self.resolve(model)
         if key is None:

@@ -8,7 +8,7 @@ given, overrides any of them by name and may add new ones::
     text = prompts.render("subagent", role="a careful analyst", task="...")
 
 A variable the template uses but the caller did not pass is a
-:class:`~agents.errors.PromptVariableError` naming the template and the variable, never
+:class:`~taskloom.agents.errors.PromptVariableError` naming the template and the variable, never
 an empty string. Autoescaping is off: these are prompts, not HTML. Block tags swallow
 their own line (``trim_blocks``, ``lstrip_blocks``), so templates can be laid out
 readably without leaving blank lines in the prompt.
@@ -26,7 +26,10 @@ from typing import Any
 import jinja2
 from jinja2 import meta
 
-from agents.errors import PromptError, PromptNotFoundError, PromptVariableError, UserError
+from taskloom.agents.errors import PromptError, PromptNotFoundError, PromptVariableError, UserError
+
+PROMPTS_PACKAGE = "taskloom.prompts"
+"""Where the shipped templates live (the checkout's ``prompts/`` folder)."""
 
 __all__ = ["Prompts"]
 
@@ -72,7 +75,9 @@ class Prompts:
     lists what can be rendered; ``origin(name)`` says where a template comes from.
     """
 
-    def __init__(self, *, user_dir: str | Path | None = None, package: str = "prompts") -> None:
+    def __init__(
+        self, *, user_dir: str | Path | None = None, package: str = "taskloom.prompts"
+    ) -> None:
         loaders: list[jinja2.BaseLoader] = []
         self.user_dir = None if user_dir is None else Path(user_dir).expanduser()
         if self.user_dir is not None:
@@ -114,9 +119,9 @@ class Prompts:
     def render(self, name: str, /, **variables: Any) -> str:
         """Render template ``name`` (``subagent`` or ``subagent.j2``) with ``variables``.
 
-        Raises :class:`~agents.errors.PromptNotFoundError`,
-        :class:`~agents.errors.PromptVariableError` (a variable it needs was not given)
-        or :class:`~agents.errors.PromptError` (a syntax error).
+        Raises :class:`~taskloom.agents.errors.PromptNotFoundError`,
+        :class:`~taskloom.agents.errors.PromptVariableError` (a variable it needs was not given)
+        or :class:`~taskloom.agents.errors.PromptError` (a syntax error).
         """
         template = self._template(name)
         try:

@@ -2,12 +2,12 @@
 
 For an output type (a pydantic model) a call tries the provider's JSON-schema mode,
 then JSON mode, then plain text with the JSON extracted from it, remembering in
-``refused`` (one per :class:`~agents.agent.AgentRunner`) which mode a server refused,
+``refused`` (one per :class:`~taskloom.agents.agent.AgentRunner`) which mode a server refused,
 per (provider, base URL, model): several local servers reject ``response_format:
 json_schema``, and the same model name behind another base URL may not. The answer
 is validated; if it does not validate, the model gets one repair turn with the
 validation error; if that fails too, the attempt fails with a retryable
-:class:`~agents.errors.LLMOutputError`. Output cut off by the token limit (finish
+:class:`~taskloom.agents.errors.LLMOutputError`. Output cut off by the token limit (finish
 reason ``length``) is detected, not parsed.
 
     result = await complete_structured(provider, request, Summary)
@@ -126,7 +126,7 @@ async def complete_structured(
     """Call the model until it gives a valid ``output`` (see the module docstring).
 
     ``refused`` remembers across calls which modes a server refused (an
-    :class:`~agents.agent.AgentRunner` keeps one); ``None``: this call alone."""
+    :class:`~taskloom.agents.agent.AgentRunner` keeps one); ``None``: this call alone."""
     schema = json_schema(output)
     refused = {} if refused is None else refused
     key = server_key(provider, request.model)

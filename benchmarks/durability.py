@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from orchestrator import Context, Orchestrator, Settings, activity, workflow
-from orchestrator.embedded import EmbeddedRedis
+from taskloom import Context, Orchestrator, Settings, activity, workflow
+from taskloom.embedded import EmbeddedRedis
 
 
 @activity(name="bench.noop")

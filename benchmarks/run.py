@@ -18,14 +18,14 @@ Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
   and a fresh one started at once. Executions are counted by the activities in an
   append-only file; duplicate recordings are counted in the run's log.
 - ``W5``: 500 subagent calls (``ctx.agent``) through the official openai SDK to the
-  fake LLM server (:mod:`agents.fake_llm`, on a thread of this process) answering
+  fake LLM server (:mod:`taskloom.agents.fake_llm`, on a thread of this process) answering
   after 100 ms, at most 100 at once: makespan versus the ideal (0.5 s), and the worker
   process's CPU time per call (taskloom with the SDK and its HTTP client), read from
   ``/proc``; beside it the SDK alone in a process of its own, called as taskloom calls
   it (``sdk_*``: so ``taskloom_cpu_us_per_call`` is taskloom's own cost) and as the
   SDK's README shows (``sdk_default_*``: httpx and ``chat.completions.create``).
 - ``W6``: a goal planned into 50 parallel activities by taskloom's pipeline (``orch.submit``),
-  with the fake LLM server playing the team (:class:`orchestrator.simulated.SimulatedTeam`):
+  with the fake LLM server playing the team (:class:`taskloom.simulated.SimulatedTeam`):
   200 ms per planner, subagent and integrator call, 100 ms per judge call, so the ideal
   makespan is 0.7 s. Reports makespan versus the ideal, where the overhead went (from the
   times the fake received each kind of call), the share of tokens spent on planning,
@@ -34,7 +34,7 @@ Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
 - ``W7``: 1000 activities of which 30% fail twice, 10 ms apart, before succeeding:
   throughput, and the retries recorded in the run's log (must be 600).
 
-Every engine workload gets a fresh worker process (``python -m orchestrator.cli worker
+Every engine workload gets a fresh worker process (``python -m taskloom.cli worker
 --import benchmarks.workloads --concurrency N``), warmed up by a small workflow run to
 completion before measuring and stopped with SIGTERM afterwards. All keys live under a
 prefix unique to this benchmark run and are deleted (SCAN + DEL) at the end. Targets
@@ -70,10 +70,10 @@ if str(ROOT) not in sys.path:  # run as `python benchmarks/run.py`
 from redis.asyncio import Redis  # noqa: E402
 from redis.exceptions import RedisError  # noqa: E402
 
-from agents.fake_llm import FakeLLM, Request, reply  # noqa: E402
 from benchmarks import workloads as wl  # noqa: E402
-from orchestrator import Orchestrator, RunHandle, Settings, TaskloomError  # noqa: E402
-from orchestrator.simulated import SimulatedTeam  # noqa: E402
+from taskloom import Orchestrator, RunHandle, Settings, TaskloomError  # noqa: E402
+from taskloom.agents.fake_llm import FakeLLM, Request, reply  # noqa: E402
+from taskloom.simulated import SimulatedTeam  # noqa: E402
 
 __all__ = ["QUICK", "STANDARD", "Sizes", "main"]
 
@@ -236,7 +236,7 @@ class WorkerProcess:
         args = [
             sys.executable,
             "-m",
-            "orchestrator.cli",
+            "taskloom.cli",
             "worker",
             "--import",
             "benchmarks.workloads",

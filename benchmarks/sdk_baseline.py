@@ -25,7 +25,7 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from agents.providers._transport import http_client
+from taskloom.agents.providers._transport import http_client
 
 SYSTEM = "You are a benchmark subagent. Answer the task in a few words. " * 4
 MODES = ("taskloom", "default")

@@ -2,7 +2,7 @@
 
 Start a worker on them with::
 
-    python -m orchestrator.cli worker --import benchmarks.workloads --concurrency N
+    python -m taskloom.cli worker --import benchmarks.workloads --concurrency N
 
 Every name is explicit (``bench.*``) so the driver (:mod:`benchmarks.run`) starts runs
 by name and never depends on how a function's qualified name is spelled.
@@ -19,8 +19,8 @@ import os
 import time
 from typing import Any
 
-from agents import Agent
-from orchestrator import Context, RetryPolicy, activity, activity_info, workflow
+from taskloom import Context, RetryPolicy, activity, activity_info, workflow
+from taskloom.agents import Agent
 
 __all__ = [
     "AGENT_FANOUT",

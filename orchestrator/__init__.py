@@ -2,9 +2,10 @@
 
 The public API::
 
-    from orchestrator import Orchestrator, Context, workflow, activity
+    from taskloom import Orchestrator, Context, workflow, activity
 """
 
+from .agents import Agent, tool
 from .attempt import ActivityInfo, activity_info, heartbeat
 from .client import Orchestrator, RunHandle
 from .clock import Clock, ManualClock, SystemClock
@@ -61,6 +62,7 @@ __all__ = [
     "ActivityFailure",
     "ActivityInfo",
     "ActivityTimeoutError",
+    "Agent",
     "BlobCorruptedError",
     "BlobNotFoundError",
     "ChildWorkflowError",
@@ -121,6 +123,7 @@ __all__ = [
     "activity_info",
     "heartbeat",
     "pipeline_events",
+    "tool",
     "workflow",
 ]
 __version__ = "0.1.0"

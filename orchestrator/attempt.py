@@ -12,7 +12,7 @@ Activity code reads :func:`activity_info` and reports progress with :func:`heart
 
 An attempt ends in one of four ways: it returns, it raises, it runs past a timeout
 (start-to-close, or no heartbeat for ``heartbeat_timeout``: an
-:class:`~orchestrator.ActivityTimeoutError`, retried like any failure), or its run is
+:class:`~taskloom.ActivityTimeoutError`, retried like any failure), or its run is
 cancelled (async activities get :class:`asyncio.CancelledError` at their next
 ``await``; sync ones at their next :func:`heartbeat`). A sync activity cannot be
 interrupted: past its timeout it is abandoned, and whatever it returns later is dropped.

@@ -5,7 +5,7 @@ stored error keeps at most :data:`ERROR_TEXT_LIMIT` bytes of it, the head and th
 tail with ``… N bytes cut …`` between, so that every event, retry and dead letter
 made from it stays small and under Redis's limits; when the run's worker has a blob
 store, the whole message is kept there and the error references it
-(``full_message``, see :meth:`orchestrator.payloads.Payloads.error`).
+(``full_message``, see :meth:`taskloom.payloads.Payloads.error`).
 
 >>> bound_text("a" * 10 + "b" * 10, 10, slack=0)
 'aaaaa\\n… 10 bytes cut …\\nbbbbb'

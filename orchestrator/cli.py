@@ -57,8 +57,8 @@ async def _demo(args: argparse.Namespace, orch: Orchestrator) -> int:
     import os
     import shutil
 
-    from agents.fake_llm import FakeLLM
-    from agents.providers import endpoint
+    from taskloom.agents.fake_llm import FakeLLM
+    from taskloom.agents.providers import endpoint
 
     from .demo import DEMO_MODEL, demo_namespace, demo_team, drop_namespace
 
@@ -126,7 +126,7 @@ async def _local_worker(
     if not serve:
         yield model
         return
-    from agents.providers import check_model
+    from taskloom.agents.providers import check_model
 
     model = check_model(model or orch.settings.model)
     orch.settings.price_table().price(model)

@@ -21,9 +21,9 @@ from typing import Any
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from agents.agent import Agent
-from agents.budget import Budgets, BudgetUsage
-from agents.errors import validation_problems
+from taskloom.agents.agent import Agent
+from taskloom.agents.budget import Budgets, BudgetUsage
+from taskloom.agents.errors import validation_problems
 
 from . import notify, pipeline, serde
 from .blobs import open_blob_store
@@ -211,7 +211,7 @@ class Orchestrator:
         compensations run.
         ``budget_usd`` / ``budget_tokens``: the most the run's subagents may spend; each
         model call reserves against them before it is sent, and a call that would pass
-        them fails with :class:`~agents.errors.BudgetExceededError` instead.
+        them fails with :class:`~taskloom.agents.errors.BudgetExceededError` instead.
         """
         if timeout is not None and not timeout > 0:
             raise UserError(f"timeout= must be a positive number of seconds (got {timeout!r})")
@@ -260,9 +260,9 @@ class Orchestrator:
         **options: Any,
     ) -> RunHandle:
         """Hand taskloom a goal: it is planned, run in parallel, verified, escalated where
-        it must be, and integrated (see :mod:`orchestrator.pipeline`). Returns at once.
+        it must be, and integrated (see :mod:`taskloom.pipeline`). Returns at once.
 
-        ``template``: a shipped template name or a :class:`~orchestrator.templates.Template`.
+        ``template``: a shipped template name or a :class:`~taskloom.templates.Template`.
         ``roles``: the agent names the plan may use (default: every agent the workers
         know). ``verifiers``: names of user verifiers (``orch.worker(verifiers=...)``)
         applied to every output. ``plan``: a plan given up front (the planner is then
@@ -270,7 +270,7 @@ class Orchestrator:
         outputs instead of the integrator agent. ``assignee``: who gets escalations.
         Other options (``max_replans``, ``max_plan_attempts``, ``max_activities``,
         ``max_width``, ``max_chain``, ``planner_model``, ``judge_model``) go to
-        :class:`~orchestrator.pipeline.PipelineRequest`.
+        :class:`~taskloom.pipeline.PipelineRequest`.
         """
         if not isinstance(goal, str) or not goal.strip():
             raise UserError("submit() needs a goal: a sentence saying what you want done")
@@ -381,7 +381,7 @@ class Orchestrator:
         """A :class:`Worker` on this connection, with the settings' defaults; it also
         serves subagents (``ctx.agent``) with ``agents`` and those in ``modules``, and
         runs pipelines (:meth:`submit`) with them as roles, the user ``verifiers=``
-        (name -> :class:`~verifiers.Verifier`) and ``cross_checks=``."""
+        (name -> :class:`~taskloom.verifiers.Verifier`) and ``cross_checks=``."""
         options.setdefault("concurrency", self.settings.concurrency)
         options.setdefault("queue", self.settings.queue)
         options.setdefault("lease_ttl", self.settings.lease_ttl)

@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from agents.agent import Agent, AgentResult
+from taskloom.agents.agent import Agent, AgentResult
 
 from . import serde
 from .definitions import AGENT_ACTIVITY_NAME, ActivityDef, WorkflowDef
@@ -91,7 +91,7 @@ class Context:
     async def run(self, activity: ActivityDef | str, *args: Any, **kwargs: Any) -> Any:
         """Run an activity (on this or any worker) and return its recorded result.
 
-        Raises :class:`~orchestrator.errors.ActivityError` if the activity failed.
+        Raises :class:`~taskloom.errors.ActivityError` if the activity failed.
         """
         name = activity if isinstance(activity, str) else activity.name
         if isinstance(activity, ActivityDef):
@@ -135,9 +135,9 @@ class Context:
 
         ``context`` (JSON) is what they need to decide; ``decisions`` what they may
         answer; ``sla`` seconds until the next ``fallback`` step applies
-        (:class:`~orchestrator.Reassign`, :class:`~orchestrator.Decide`,
-        :class:`~orchestrator.Expire`). Returns the :class:`~orchestrator.Decision`;
-        raises :class:`~orchestrator.HumanTaskExpiredError` if a fallback gave up.
+        (:class:`~taskloom.Reassign`, :class:`~taskloom.Decide`,
+        :class:`~taskloom.Expire`). Returns the :class:`~taskloom.Decision`;
+        raises :class:`~taskloom.HumanTaskExpiredError` if a fallback gave up.
         """
         spec = task_spec(
             title=title,
@@ -173,7 +173,7 @@ class Context:
         if registry.find_activity(AGENT_ACTIVITY_NAME) is None:
             raise UserError(
                 "ctx.agent() needs a worker that serves subagents: make it with "
-                "orch.worker(...), or call orchestrator.subagents.install(worker, settings)"
+                "orch.worker(...), or call taskloom.subagents.install(worker, settings)"
             )
         registry.add_agent(agent)
         data = await self.run(

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, overload
 
-from agents.agent import Agent
+from taskloom.agents.agent import Agent
 
 from .errors import UnknownActivityError, UnknownWorkflowError, UserError
 from .retries import RetryPolicy
 
 AGENT_ACTIVITY_NAME = "taskloom.agent"
 """The activity that runs a subagent (``ctx.agent``); served by workers that
-:func:`orchestrator.subagents.install` set up."""
+:func:`taskloom.subagents.install` set up."""
 
 __all__ = ["AGENT_ACTIVITY_NAME", "ActivityDef", "Registry", "WorkflowDef", "activity", "workflow"]
 
@@ -40,7 +40,7 @@ class ActivityDef:
     schedule_to_start: float | None = None
     """Seconds a queued attempt may wait for a worker before it fails (not retried)."""
     heartbeat_timeout: float | None = None
-    """Seconds without a :func:`~orchestrator.heartbeat` after which an attempt is hung."""
+    """Seconds without a :func:`~taskloom.heartbeat` after which an attempt is hung."""
     compensate: ActivityDef | None = None
     """Undoes this activity when its run fails or is cancelled: called with this
     activity's result, then its arguments."""
@@ -58,7 +58,7 @@ class WorkflowDef:
     fn: Callable[..., Any]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Call the function directly (needs a :class:`~orchestrator.Context` first)."""
+        """Call the function directly (needs a :class:`~taskloom.Context` first)."""
         return self.fn(*args, **kwargs)
 
 

@@ -3,7 +3,7 @@
 Each entry keeps the activity's input and every attempt's error and timing. An entry
 whose run is *paused* on it (``RetryPolicy(on_exhausted="pause")``) can be redriven
 (fresh attempts; the run goes on when one succeeds) or purged (the workflow then gets
-the :class:`~orchestrator.ActivityError`). An entry whose failure was already raised
+the :class:`~taskloom.ActivityError`). An entry whose failure was already raised
 into its workflow (``on_exhausted="raise"``) is kept for the record and can be purged.
 
 Entries live per queue, in the queue's hash slot, so a redrive puts the task back on

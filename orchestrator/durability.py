@@ -7,7 +7,7 @@ levels (``TASKLOOM_DURABILITY``):
 ``ack`` (default)
     Redis's acknowledgment. A crash may lose the last second; an owner that finds Redis
     behind its own view of a run replays the run instead of writing past the hole
-    (:class:`~orchestrator.errors.StoreRolledBackError`), but runs created and outcomes
+    (:class:`~taskloom.errors.StoreRolledBackError`), but runs created and outcomes
     recorded in that second are gone (their activities run again).
 ``fsync``
     A run's creation and every write that records or schedules a step are on the Redis

@@ -52,9 +52,9 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
     │   │   └── RequestExceedsRateLimitError  a call bigger than a limit allows (agents)
     │   └── ActivityTimeoutError     an attempt ran past a timeout (retried like a failure)
 
-Errors marked (agents) are defined in :mod:`agents.errors`, the lowest layer, with the
+Errors marked (agents) are defined in :mod:`taskloom.agents.errors`, the lowest layer, with the
 root and the ActivityFailure branch; this module re-exports the root. Those marked
-(verifiers) live in :mod:`verifiers.errors`, (web) in :mod:`orchestrator.web.links`.
+(verifiers) live in :mod:`taskloom.verifiers.errors`, (web) in :mod:`taskloom.web.links`.
 
 Cancellation of workflow code uses :class:`asyncio.CancelledError`, a ``BaseException``,
 so ``except Exception`` in user code cannot swallow it.
@@ -65,7 +65,7 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from agents.errors import (
+from taskloom.agents.errors import (
     ActivityFailure,
     ConfigurationError,
     NonRetryableError,
@@ -327,7 +327,7 @@ class PayloadTooLargeError(UserError):
 def error_dict(exc: BaseException) -> dict[str, Any]:
     """An exception as a run's log stores it: type, message, code, traceback.
 
-    The message and the traceback are bounded (:mod:`orchestrator.bounds`): a longer
+    The message and the traceback are bounded (:mod:`taskloom.bounds`): a longer
     message keeps its head and tail, and ``message_bytes`` says how long it was; the
     traceback then names it instead of repeating it."""
     if isinstance(exc, TaskloomError):

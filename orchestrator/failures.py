@@ -7,7 +7,7 @@ The worker that ran the attempt decides, with the activity's :class:`RetryPolicy
   in the queue's retry set until due; the workflow is not woken;
 - no more attempts (or a non-retryable error): a dead-letter entry with the input and
   every attempt, then either the step's outcome (``activity_failed``, which the
-  workflow gets as an :class:`~orchestrator.ActivityError`) or, with
+  workflow gets as an :class:`~taskloom.ActivityError`) or, with
   ``on_exhausted="pause"``, an ``activity_paused`` event and a run that waits.
 """
 

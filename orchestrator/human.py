@@ -23,7 +23,7 @@ truth, and a second decision is refused with who decided and when. The inbox ent
 (``{inbox}`` keys) is an index over open tasks, healed from the log if a crash left it
 behind. When a task's SLA passes, the next fallback of its chain applies: reassign to
 the next person (with a new SLA), a default decision, or expire (the workflow's
-``escalate`` raises :class:`~orchestrator.HumanTaskExpiredError`). A task with no SLA of
+``escalate`` raises :class:`~taskloom.HumanTaskExpiredError`). A task with no SLA of
 its own gets the operator's default (``HumanTasks(default_sla=...)``,
 ``TASKLOOM_INBOX_SLA``), if any.
 
@@ -36,7 +36,7 @@ up, the run ended, or the task was withdrawn). Each is JSON::
     {"id": "<task id>:<kind>:<n>", "kind": "opened", "task": {...}, "ts": 1712345678901}
 
 where ``n`` is the round of the task's SLA chain, so an id names one event for good.
-The notifier (:mod:`orchestrator.notify`) turns them into webhooks and e-mail. The same
+The notifier (:mod:`taskloom.notify`) turns them into webhooks and e-mail. The same
 scripts keep the inbox's numbers (open items per assignee, decisions, decision latency)
 in Redis for :meth:`HumanTasks.stats`.
 """
@@ -351,7 +351,7 @@ class HumanTasks:
 
     async def withdraw(self, task_id: str, *, reason: str, at_ms: int | None = None) -> None:
         """Close an open task without a decision: its run's ``escalate`` raises
-        :class:`~orchestrator.HumanTaskExpiredError` with ``reason`` (a re-plan made the
+        :class:`~taskloom.HumanTaskExpiredError` with ``reason`` (a re-plan made the
         question moot, say). A task decided meanwhile is refused, like a decision."""
         task = await self.get(task_id)
         if task.status != "open":

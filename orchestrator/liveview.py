@@ -1,6 +1,6 @@
 """The live view of a pipeline run in a terminal (rich): the plan, each activity's state
 with its elapsed time, tokens and cost, and the totals, redrawn in place as the run's
-events arrive. Without a terminal, :mod:`orchestrator.console` prints lines instead.
+events arrive. Without a terminal, :mod:`taskloom.console` prints lines instead.
 
 Every piece of text it shows (the goal, ids, roles, notes, lines above the table) goes
 in as :class:`rich.text.Text`, never as markup: a goal or a model's answer holding

@@ -83,7 +83,7 @@ answers in seconds when watching, in hours or days when not."""
 @dataclass(frozen=True)
 class InboxStats:
     """The inbox's cluster-wide numbers, as Redis keeps them
-    (:meth:`~orchestrator.HumanTasks.stats` reads them)."""
+    (:meth:`~taskloom.HumanTasks.stats` reads them)."""
 
     open_by_assignee: Mapping[str, int] = field(default_factory=dict)
     """Open tasks per assignee (``""``: assigned to nobody, a group only, say)."""
@@ -222,7 +222,7 @@ class Metrics:
         self._llm_limited.labels(provider=provider, model=model).inc()
 
     def loop_lag(self, seconds: float) -> None:
-        """Record how late the event loop woke (see :mod:`orchestrator.looplag`)."""
+        """Record how late the event loop woke (see :mod:`taskloom.looplag`)."""
         self._loop_lag.observe(_duration(seconds))
 
     @property
@@ -278,7 +278,7 @@ class Metrics:
     def set_inbox(self, stats: InboxStats) -> None:
         """Set the inbox families (open items per assignee, decisions, decision latency,
         dead notifications) to ``stats``, read from Redis by
-        :meth:`~orchestrator.HumanTasks.stats`."""
+        :meth:`~taskloom.HumanTasks.stats`."""
         if len(stats.latency_counts) not in (0, len(INBOX_LATENCY_BUCKETS) + 1):
             raise UserError(
                 f"latency_counts needs {len(INBOX_LATENCY_BUCKETS) + 1} buckets "

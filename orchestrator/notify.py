@@ -1,7 +1,7 @@
 """Notifications: webhooks and e-mail for inbox events, each delivered once per endpoint.
 
 Every change of an inbox item appends an event to the inbox outbox (a Redis stream) in
-the same script as the change (see :mod:`orchestrator.human`). A :class:`Notifier`
+the same script as the change (see :mod:`taskloom.human`). A :class:`Notifier`
 reads the outbox with a consumer group, so any number of workers and servers share the
 work and each event is taken by one of them, and turns each event into one durable
 *delivery* per endpoint, kept in Redis:
@@ -39,7 +39,7 @@ SMTP configured). Standalone::
 
 Events made while no notifier group existed yet (before the first notifier ever
 started) are not sent; once it exists, events wait in the outbox for a notifier, up to
-:data:`~orchestrator.human.OUTBOX_MAXLEN` of them.
+:data:`~taskloom.human.OUTBOX_MAXLEN` of them.
 """
 
 from __future__ import annotations

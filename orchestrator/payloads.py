@@ -1,11 +1,11 @@
 """Big values stay out of the log: stored once in the blob store, referenced by hash.
 
 An activity's arguments and result whose JSON is larger than ``threshold`` bytes go
-to the content-addressed blob store (:mod:`orchestrator.blobs`); the log and the queue
+to the content-addressed blob store (:mod:`taskloom.blobs`); the log and the queue
 keep ``{"$blob": "sha256:...", "size": N}``. The run's ``blobs`` set remembers which
 blobs it references, so that when finished runs expire (``retention``) the blobs that
 no retained run references are collected too. A value larger than ``hard_limit`` is
-refused with a :class:`~orchestrator.PayloadTooLargeError`.
+refused with a :class:`~taskloom.PayloadTooLargeError`.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class Payloads:
         return packed
 
     async def error(self, run_id: str, exc: BaseException) -> dict[str, Any]:
-        """:func:`~orchestrator.errors.error_dict` of ``exc`` for run ``run_id``: when
+        """:func:`~taskloom.errors.error_dict` of ``exc`` for run ``run_id``: when
         its message was too long to keep whole, the whole message goes to the blob
         store and ``full_message`` references it (read it back with :meth:`unpack`).
         Never raises: without a blob store, or when it fails, the error keeps only the

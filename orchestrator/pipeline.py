@@ -12,7 +12,7 @@ call for anything recorded.
 
 What happens, in order:
 
-1. **Plan.** The planner agent proposes a :class:`~orchestrator.plan.Plan`; an invalid
+1. **Plan.** The planner agent proposes a :class:`~taskloom.plan.Plan`; an invalid
    one goes back to it with the problems (``max_plan_attempts`` turns), then to a person.
 2. **Execute.** Each activity starts as soon as its inputs are accepted, at most
    ``max_parallel`` model calls at once. Its output is verified; a ``fail`` is retried
@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.agent import Agent
-from verifiers import VerifySpec
+from taskloom.agents.agent import Agent
+from taskloom.verifiers import VerifySpec
 
 from .attempt import current
 from .context import Context
@@ -66,7 +66,7 @@ from .subagents import agent_runner
 from .verification import install_verifiers
 
 if TYPE_CHECKING:
-    from verifiers import CrossCheck, Verifier
+    from taskloom.verifiers import CrossCheck, Verifier
 
     from .client import RunHandle
     from .worker import Worker

@@ -23,10 +23,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agents.agent import Agent
-from agents.errors import PriceTableError, validation_problems
-from agents.pricing import PriceTable
-from verifiers import VerifySpec
+from taskloom.agents.agent import Agent
+from taskloom.agents.errors import PriceTableError, validation_problems
+from taskloom.agents.pricing import PriceTable
+from taskloom.verifiers import VerifySpec
 
 from .errors import PlanError
 
@@ -110,7 +110,7 @@ class RoleInfo:
 
     @classmethod
     def of(cls, agent: Agent) -> RoleInfo:
-        """The role an :class:`~agents.agent.Agent` plays."""
+        """The role an :class:`~taskloom.agents.agent.Agent` plays."""
         return cls(
             name=agent.name,
             description=agent.role,

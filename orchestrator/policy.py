@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from agents.agent import AgentResult
-from agents.structured import json_schema
+from taskloom.agents.agent import AgentResult
+from taskloom.agents.structured import json_schema
 
 from .errors import ActivityError, ChildWorkflowError
 from .plan import PlanActivity

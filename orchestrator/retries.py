@@ -6,11 +6,11 @@ durable timer in Redis, not in a worker's memory, so a retry survives any worker
 death. When attempts run out, or the error is non-retryable, the activity goes to the
 dead-letter queue and, by ``on_exhausted``:
 
-- ``"raise"`` (default): the workflow gets an :class:`~orchestrator.ActivityError` it
+- ``"raise"`` (default): the workflow gets an :class:`~taskloom.ActivityError` it
   can catch (the entry stays in the dead-letter queue for the record);
 - ``"pause"``: the run waits on the activity, holding no slot, until an operator
   redrives it (fresh attempts; the run continues when one succeeds) or purges it (the
-  workflow then gets the :class:`~orchestrator.ActivityError`).
+  workflow then gets the :class:`~taskloom.ActivityError`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class RetryPolicy:
     The wait after failed attempt ``n`` (1-based) is
     ``min(initial_interval * backoff ** (n - 1), max_interval)``, moved by up to
     ``± jitter`` of itself, unless the error asked for its own delay
-    (:class:`~orchestrator.RetryableError` with ``retry_after``).
+    (:class:`~taskloom.RetryableError` with ``retry_after``).
 
     Example::
 

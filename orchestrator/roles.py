@@ -1,6 +1,6 @@
 """The agents of the pipeline: the planner, the integrator, and the built-in roles.
 
-A *role* is an :class:`~agents.agent.Agent` registered with the workers (``orch.worker(
+A *role* is an :class:`~taskloom.agents.agent.Agent` registered with the workers (``orch.worker(
 agents=[...])`` or a module they import); a plan's activities name roles, and the
 planner sees each role's name, description, tools and output type. The built-in roles
 below are registered on every worker made by ``Orchestrator.worker`` unless a user agent
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from agents.agent import Agent
+from taskloom.agents.agent import Agent
 
 from .errors import UserError
 from .plan import Plan, RoleInfo
@@ -29,7 +29,7 @@ PLANNER = Agent(
     max_tokens=8192,
     temperature=0,
 )
-"""Turns a goal into a :class:`~orchestrator.plan.Plan`."""
+"""Turns a goal into a :class:`~taskloom.plan.Plan`."""
 
 INTEGRATOR = Agent(
     name="taskloom.integrator",

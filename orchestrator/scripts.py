@@ -30,7 +30,7 @@ class Scripts:
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
-        folder = resources.files("orchestrator") / "lua"
+        folder = resources.files("taskloom") / "lua"
         self._source = {name: (folder / f"{name}.lua").read_text() for name in NAMES}
         self._sha = {n: hashlib.sha1(s.encode()).hexdigest() for n, s in self._source.items()}
 

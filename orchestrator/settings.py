@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agents.errors import validation_problems
-from agents.limits import RateLimits
-from agents.pricing import PriceTable
+from taskloom.agents.errors import validation_problems
+from taskloom.agents.limits import RateLimits
+from taskloom.agents.pricing import PriceTable
 
 from .errors import ConfigurationError, TaskloomError
 

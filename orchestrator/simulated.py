@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.fake_llm import Request, Step, reply
+from taskloom.agents.fake_llm import Request, Step, reply
 
 __all__ = ["SimulatedTeam", "kind_of", "system_prompt", "task_of"]
 
@@ -93,7 +93,7 @@ def _default_judge(output: str, rubric: str) -> Mapping[str, Any]:
 @dataclass
 class SimulatedTeam:
     """A function of the request for :meth:`FakeLLM.answer_with
-    <agents.fake_llm.FakeLLM.answer_with>`: scripted planner answers (``plans``, in
+    <taskloom.agents.fake_llm.FakeLLM.answer_with>`: scripted planner answers (``plans``, in
     order; the last repeats), subagents (``work``), judge (``judge``), integrator
     (``integrate``), each with its own ``latency`` in seconds."""
 

@@ -1,6 +1,6 @@
 """The Redis state store: every read and write of taskloom's durable state.
 
-The store owns the key layout (:class:`~orchestrator.keys.Keys`) and the Lua scripts,
+The store owns the key layout (:class:`~taskloom.keys.Keys`) and the Lua scripts,
 registered once per client and called by EVALSHA. Each multi-key change is one script
 touching one hash slot; the few follow-ups that cross slots (status index, queues,
 wake-ups) are idempotent, so a crash between the two leaves nothing wrong that the next
@@ -134,7 +134,7 @@ class Store:
         self.waitaof = False
         """Whether each batch of writes that creates a run or records or schedules a step
         ends with ``WAITAOF 1 0``: it returns once they are on the Redis host's disk
-        (``TASKLOOM_DURABILITY=fsync`` on Redis ≥ 7.2; see :mod:`orchestrator.durability`)."""
+        (``TASKLOOM_DURABILITY=fsync`` on Redis ≥ 7.2; see :mod:`taskloom.durability`)."""
 
     def _sync(self, pipe: Any) -> None:
         """End ``pipe`` with WAITAOF when the durability level asks for it: one fsync

@@ -1,4 +1,4 @@
-"""Subagents inside workflows: ``ctx.agent(...)`` runs an :class:`~agents.agent.Agent`
+"""Subagents inside workflows: ``ctx.agent(...)`` runs an :class:`~taskloom.agents.agent.Agent`
 as a recorded activity, ``taskloom.agent``.
 
 Its output, usage and cost are recorded like any activity result, so a replay never
@@ -13,7 +13,7 @@ of its own (:meth:`LiveTokens.follow`, ``orch.live_tokens(run_id, step)``); only
 final output enters the log.
 
 The engine does not import this module: :meth:`Orchestrator.worker
-<orchestrator.client.Orchestrator.worker>` calls :func:`install` on the workers it
+<taskloom.client.Orchestrator.worker>` calls :func:`install` on the workers it
 makes, which registers :data:`AGENT_ACTIVITY` and keeps the model clients in the
 worker's ``resources``.
 """
@@ -30,8 +30,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from agents.agent import AgentRunner
-from agents.llm import TokenSink, Usage
+from taskloom.agents.agent import AgentRunner
+from taskloom.agents.llm import TokenSink, Usage
 
 from .attempt import current
 from .definitions import AGENT_ACTIVITY_NAME, ActivityDef
@@ -141,7 +141,7 @@ def agent_runner(worker: Host) -> AgentRunner:
     if runner is None:
         raise UserError(
             "this worker serves no subagents: make it with orch.worker(...), or call "
-            "orchestrator.subagents.install(worker, settings)"
+            "taskloom.subagents.install(worker, settings)"
         )
     return runner
 

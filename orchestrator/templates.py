@@ -25,7 +25,7 @@ class Template:
     guidance: str
     """Words for the planner: how to split the job, which roles, what to check."""
     verify: dict[str, Any] = field(default_factory=dict)
-    """Checks (a :class:`~verifiers.VerifySpec` as JSON) suggested for every activity."""
+    """Checks (a :class:`~taskloom.verifiers.VerifySpec` as JSON) suggested for every activity."""
 
     def __post_init__(self) -> None:
         if not self.name or not self.guidance:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from verifiers import (
+from taskloom.verifiers import (
     Check,
     CrossCheck,
     References,
@@ -28,7 +28,7 @@ from verifiers import (
     run_cross_checks,
     run_verifiers,
 )
-from verifiers.base import error_verdict
+from taskloom.verifiers.base import error_verdict
 
 from .attempt import current
 from .definitions import ActivityDef
@@ -65,7 +65,7 @@ def install_verifiers(
 
 
 async def _verify(request: dict[str, Any]) -> dict[str, Any]:
-    """Run one output's verifiers; returns the :class:`~verifiers.Outcome` as JSON."""
+    """Run one output's verifiers; returns the :class:`~taskloom.verifiers.Outcome` as JSON."""
     attempt = current()
     worker: Worker = attempt.host
     spec = VerifySpec.model_validate(request["spec"])

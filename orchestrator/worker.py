@@ -30,7 +30,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from agents.agent import Agent
+from taskloom.agents.agent import Agent
 
 from . import serde
 from .attempt import ActivityInfo, Attempt, enter

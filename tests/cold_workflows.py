@@ -3,8 +3,8 @@ fresh worker process makes (its provider's SDK not imported yet)."""
 
 from __future__ import annotations
 
-from agents import Agent
-from orchestrator import Context, workflow
+from taskloom import Context, workflow
+from taskloom.agents import Agent
 
 openai_writer = Agent(name="openai_writer", model="openai:gpt-4.1-mini")
 anthropic_writer = Agent(name="anthropic_writer", model="anthropic:claude-sonnet-4-5")

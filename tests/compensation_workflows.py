@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from orchestrator import (
+from taskloom import (
     Context,
     NonRetryableError,
     RetryPolicy,

@@ -19,8 +19,8 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from agents.fake_llm import FakeLLM
-from orchestrator import Orchestrator, Settings, Store, Worker
+from taskloom import Orchestrator, Settings, Store, Worker
+from taskloom.agents.fake_llm import FakeLLM
 from tests.helpers import ROOT, TASKLOOM
 
 REDIS_URL = os.environ.get("TASKLOOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -69,7 +69,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     except RedisError:
         if "TASKLOOM_TEST_REDIS_URL" in os.environ:
             raise
-        from orchestrator.embedded import EmbeddedRedis
+        from taskloom.embedded import EmbeddedRedis
 
         with EmbeddedRedis(Path(tempfile.mkdtemp(prefix="tl-test-", dir="/tmp"))) as server:
             yield server.url

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from orchestrator import Context, NonRetryableError, RetryPolicy, activity, workflow
+from taskloom import Context, NonRetryableError, RetryPolicy, activity, workflow
 
 
 @activity(name="dlqt.charge", retry=RetryPolicy(max_attempts=2, on_exhausted="pause"))

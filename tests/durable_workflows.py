@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any
 
-from orchestrator import Context, activity, activity_info, workflow
+from taskloom import Context, activity, activity_info, workflow
 
 
 def _note(path: str, i: int) -> None:

@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator import Worker
+from taskloom import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 """The checkout: where commands run from and what PYTHONPATH holds."""
-TASKLOOM = (sys.executable, "-m", "orchestrator.cli")
+TASKLOOM = (sys.executable, "-m", "taskloom.cli")
 """The ``taskloom`` command line, as this interpreter runs it (no install needed)."""
 S = TypeVar("S", bound=Sized)
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agents import Agent
-from orchestrator import ActivityError, Context, workflow
+from taskloom import ActivityError, Context, workflow
+from taskloom.agents import Agent
 
 MODEL = "openai:gpt-4.1-mini"
 

@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from agents.agent import Agent, AgentRunner
-from agents.errors import (
+from taskloom.agents.agent import Agent, AgentRunner
+from taskloom.agents.errors import (
     BudgetExceededError,
     LLMOutputError,
     LLMRateLimitedError,
     RateLimitDeferredError,
     UnknownModelPriceError,
 )
-from agents.fake_llm import (
+from taskloom.agents.fake_llm import (
     FakeLLM,
     malformed_json,
     rate_limited,
@@ -27,9 +27,9 @@ from agents.fake_llm import (
     tool_calls,
     truncated,
 )
-from agents.llm import Usage
-from agents.pricing import PriceTable
-from agents.tools import tool
+from taskloom.agents.llm import Usage
+from taskloom.agents.pricing import PriceTable
+from taskloom.agents.tools import tool
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from orchestrator.blobs import (
+from taskloom.blobs import (
     BLOB_KEY,
     BlobStore,
     FsspecBlobStore,
@@ -29,7 +29,7 @@ from orchestrator.blobs import (
     refs_in,
     store_all,
 )
-from orchestrator.errors import (
+from taskloom.errors import (
     BlobCorruptedError,
     BlobNotFoundError,
     PayloadTooLargeError,

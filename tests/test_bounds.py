@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from orchestrator import (
+from taskloom import (
     ActivityError,
     Context,
     Orchestrator,
@@ -24,8 +24,8 @@ from orchestrator import (
     activity,
     workflow,
 )
-from orchestrator.blobs import is_ref
-from orchestrator.bounds import ERROR_TEXT_LIMIT, bound_text
+from taskloom.blobs import is_ref
+from taskloom.bounds import ERROR_TEXT_LIMIT, bound_text
 from tests.helpers import running
 
 pytestmark = pytest.mark.anyio

@@ -1,4 +1,4 @@
-"""Run budgets (agents.budget) on a real Redis: concurrent reservations never overspend."""
+"""Run budgets (taskloom.agents.budget) on a real Redis: concurrent reservations never overspend."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from agents.budget import BudgetKeys, BudgetReservation, Budgets
-from agents.errors import BudgetExceededError, NonRetryableError, UserError
-from orchestrator import Orchestrator, RunNotFoundError
+from taskloom import Orchestrator, RunNotFoundError
+from taskloom.agents.budget import BudgetKeys, BudgetReservation, Budgets
+from taskloom.agents.errors import BudgetExceededError, NonRetryableError, UserError
 
 pytestmark = pytest.mark.anyio
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from agents.fake_llm import FakeLLM, reply
-from orchestrator import Orchestrator
+from taskloom import Orchestrator
+from taskloom.agents.fake_llm import FakeLLM, reply
 from tests import cold_workflows as flows
 from tests.test_durability import Spawn, start_worker, stop_worker
 

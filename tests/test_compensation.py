@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import (
+from taskloom import (
     Context,
     ManualClock,
     Orchestrator,

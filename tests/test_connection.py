@@ -10,7 +10,7 @@ import pytest
 from redis.exceptions import DataError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from orchestrator.connection import make_client
+from taskloom.connection import make_client
 
 pytestmark = pytest.mark.anyio
 

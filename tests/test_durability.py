@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator import LeaseLostError, Orchestrator, Store, Worker, serde
-from orchestrator.store import Event, Op, now_ms
+from taskloom import LeaseLostError, Orchestrator, Store, Worker, serde
+from taskloom.store import Event, Op, now_ms
 from tests import durable_workflows
 from tests.helpers import running, wait_until
 

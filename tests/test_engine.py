@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import (
+from taskloom import (
     ActivityError,
     Context,
     NondeterminismError,
@@ -22,7 +22,7 @@ from orchestrator import (
     activity_info,
     workflow,
 )
-from orchestrator.store import Store
+from taskloom.store import Store
 from tests.helpers import running
 
 pytestmark = pytest.mark.anyio

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import agents
-import orchestrator
-from orchestrator import errors
+import taskloom
+from taskloom import agents, errors
 
 
 def test_all_names_exist_and_are_public() -> None:
-    for name in orchestrator.__all__:
-        assert hasattr(orchestrator, name), name
+    for name in taskloom.__all__:
+        assert hasattr(taskloom, name), name
         assert not name.startswith("_")
-    assert sorted(orchestrator.__all__) == orchestrator.__all__
+    assert sorted(taskloom.__all__) == taskloom.__all__
 
 
 def test_every_error_is_exported_and_derives_from_the_root() -> None:
     exported = {n for n in errors.__all__}
-    assert exported <= set(orchestrator.__all__)
+    assert exported <= set(taskloom.__all__)
     for name in exported:
         cls = getattr(errors, name)
         assert issubclass(cls, errors.TaskloomError)
@@ -24,13 +23,13 @@ def test_every_error_is_exported_and_derives_from_the_root() -> None:
 
 
 def test_the_agents_package_exports_what_it_means_to() -> None:
-    assert sorted(agents.__all__) == agents.__all__
+    assert sorted(taskloom.agents.__all__) == agents.__all__
     for name in agents.__all__:
         assert hasattr(agents, name), name
         assert not name.startswith("_")
     for name in ("Agent", "AgentRunner", "PriceTable", "Prompts", "tool", "TaskloomError"):
         assert name in agents.__all__
-    assert agents.TaskloomError is orchestrator.TaskloomError  # one exception root
+    assert agents.TaskloomError is taskloom.TaskloomError  # one exception root
 
 
 def test_importing_taskloom_leaves_the_provider_sdks_for_first_use() -> None:
@@ -40,7 +39,7 @@ def test_importing_taskloom_leaves_the_provider_sdks_for_first_use() -> None:
     import sys
 
     code = (
-        "import sys, agents, orchestrator.cli, orchestrator.subagents; "
+        "import sys, taskloom.agents as agents, taskloom.cli, taskloom.subagents; "
         "print(sorted(m for m in ('openai', 'anthropic') if m in sys.modules)); "
         "agents.OpenAIProvider; print('openai' in sys.modules)"
     )
@@ -57,8 +56,27 @@ def test_importing_taskloom_leaves_the_web_and_webhook_libraries_for_first_use()
     import sys
 
     code = (
-        "import sys, orchestrator.cli; "
+        "import sys, taskloom.cli; "
         "print(sorted(m for m in ('starlette', 'uvicorn', 'httpx', 'rich') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_nothing_imports_the_folders_by_their_own_names() -> None:
+    """The checkout's folders are importable by their names from its root (pytest puts
+    it on sys.path), but an installed taskloom has only ``taskloom``: an import of
+    ``orchestrator`` or ``agents`` would pass here and fail for users (or load the
+    OpenAI Agents SDK instead)."""
+    import re
+
+    from tests.helpers import ROOT
+
+    old = re.compile(r"^\s*(from|import)\s+(orchestrator|agents|verifiers|prompts)\b", re.M)
+    offenders = [
+        str(path.relative_to(ROOT))
+        for folder in ("orchestrator", "agents", "verifiers", "prompts", "tests", "benchmarks")
+        for path in (ROOT / folder).rglob("*.py")
+        if old.search(path.read_text())
+    ]
+    assert offenders == []

@@ -14,9 +14,9 @@ import openai
 import pydantic
 import pytest
 
-import agents.fake_llm as fake_llm
-from agents.errors import UserError
-from agents.fake_llm import (
+import taskloom.agents.fake_llm as fake_llm
+from taskloom.agents.errors import UserError
+from taskloom.agents.fake_llm import (
     FakeLLM,
     RateLimit,
     Reply,

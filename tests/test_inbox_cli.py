@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from orchestrator import Context, Orchestrator, workflow
-from orchestrator.cli import main
-from orchestrator.edits import schema_errors
+from taskloom import Context, Orchestrator, workflow
+from taskloom.cli import main
+from taskloom.edits import schema_errors
 from tests.helpers import ROOT, running, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -345,7 +345,7 @@ async def test_edit_in_the_editor(
         racer = tmp_path / "racer.sh"
         racer.write_text(
             "#!/bin/sh\n"
-            f'PYTHONPATH="{ROOT}" "{sys.executable}" -m orchestrator.cli --redis-url '
+            f'PYTHONPATH="{ROOT}" "{sys.executable}" -m taskloom.cli --redis-url '
             f'"{redis_url}" --key-prefix "{prefix}" inbox decide "{task.id}" reject --by bo\n'
             """printf '{"title": "t", "points": []}' > "$1"\n"""
         )

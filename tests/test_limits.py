@@ -1,4 +1,4 @@
-"""Shared rate limits (agents.limits) on a real Redis: limiters standing for separate
+"""Shared rate limits (taskloom.agents.limits) on a real Redis: limiters standing for separate
 processes (and two real processes) never exceed a limit in any 60-second window."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from agents.errors import (
+from taskloom.agents.errors import (
     ConfigurationError,
     NonRetryableError,
     RateLimitDeferredError,
@@ -25,7 +25,7 @@ from agents.errors import (
     RetryableError,
     UserError,
 )
-from agents.limits import (
+from taskloom.agents.limits import (
     DEFAULT_RATE_LIMITS,
     RateLimiter,
     RateLimiters,
@@ -33,7 +33,7 @@ from agents.limits import (
     block_from_headers,
     limits_for,
 )
-from agents.lua_scripts import LuaScripts
+from taskloom.agents.lua_scripts import LuaScripts
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.anyio
@@ -169,7 +169,7 @@ _CHILD = textwrap.dedent(
     """
     import asyncio, json, sys
     from redis.asyncio import Redis
-    from agents.limits import RateLimiter, RateLimits
+    from taskloom.agents.limits import RateLimiter, RateLimits
     from tests.test_limits import FastTime, _workload
 
     async def main(url, prefix, model, tpm, speed, epoch, start, seconds, seed):

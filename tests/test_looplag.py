@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator import activity, workflow
-from orchestrator.context import Context
-from orchestrator.metrics import Metrics
+from taskloom import activity, workflow
+from taskloom.context import Context
+from taskloom.metrics import Metrics
 from tests.helpers import running, samples, value, wait_until
 
 pytestmark = pytest.mark.anyio

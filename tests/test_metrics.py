@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import UserError
-from orchestrator.metrics import LATENCY_BUCKETS, Metrics
+from taskloom.errors import UserError
+from taskloom.metrics import LATENCY_BUCKETS, Metrics
 from tests.helpers import ROOT, samples, value
 
 pytestmark = pytest.mark.anyio

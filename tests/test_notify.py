@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
-from orchestrator import ManualClock, Orchestrator, RetryPolicy, Settings, Store
-from orchestrator.errors import ConfigurationError, UserError
-from orchestrator.human import HumanTasks, new_task, task_spec
-from orchestrator.metrics import Metrics
-from orchestrator.notify import GROUP, Notifier, endpoint_hash, install, verify_signature
-from orchestrator.store import now_ms
+from taskloom import ManualClock, Orchestrator, RetryPolicy, Settings, Store
+from taskloom.errors import ConfigurationError, UserError
+from taskloom.human import HumanTasks, new_task, task_spec
+from taskloom.metrics import Metrics
+from taskloom.notify import GROUP, Notifier, endpoint_hash, install, verify_signature
+from taskloom.store import now_ms
 from tests.conftest import worker_env
 from tests.helpers import ROOT, at_least, running, samples, wait_until
 from tests.test_human import refund
@@ -387,8 +387,8 @@ async def test_a_killed_notifier_never_redelivers_what_was_acknowledged(
             f"""
             import asyncio
             from redis.asyncio import Redis
-            from orchestrator import Store
-            from orchestrator.notify import Notifier
+            from taskloom import Store
+            from taskloom.notify import Notifier
 
             async def main():
                 store = Store(Redis.from_url({redis_url!r}, decode_responses=True),
@@ -702,7 +702,7 @@ async def _stats_open(inbox: HumanTasks, expected: dict[str, int]) -> bool:
 async def test_a_workflows_escalation_without_an_sla_gets_the_operator_default(
     client: Any, prefix: str, redis_url: str
 ) -> None:
-    from orchestrator import Context, workflow
+    from taskloom import Context, workflow
 
     @workflow(name="asks_without_sla")
     async def asks(ctx: Context) -> str:
@@ -726,8 +726,8 @@ async def test_a_workflows_escalation_without_an_sla_gets_the_operator_default(
 async def test_a_mail_to_an_outside_reviewer_carries_a_magic_link_to_the_item(
     store: Store,
 ) -> None:
-    from orchestrator.notify import magic_links
-    from orchestrator.web.links import MagicLinks
+    from taskloom.notify import magic_links
+    from taskloom.web.links import MagicLinks
 
     clock, inbox = ManualClock(), HumanTasks(store)
     secret = "s" * 40

@@ -18,8 +18,8 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from orchestrator import Context, Orchestrator, Settings, Store, Worker, activity, workflow
-from orchestrator.embedded import EmbeddedRedis
+from taskloom import Context, Orchestrator, Settings, Store, Worker, activity, workflow
+from taskloom.embedded import EmbeddedRedis
 from tests.helpers import running, wait_until
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import (
+from taskloom import (
     ActivityError,
     Context,
     ManualClock,
@@ -18,8 +18,8 @@ from orchestrator import (
     activity,
     workflow,
 )
-from orchestrator.blobs import LocalBlobStore, is_ref
-from orchestrator.payloads import GC_GRACE_MS, Payloads
+from taskloom.blobs import LocalBlobStore, is_ref
+from taskloom.payloads import GC_GRACE_MS, Payloads
 from tests.helpers import running
 
 pytestmark = pytest.mark.anyio

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from agents.fake_llm import FakeLLM, unauthorized
-from orchestrator import HumanTaskClosedError, Orchestrator, RunFailedError, UserError
-from orchestrator.pipeline import pipeline_events
-from orchestrator.simulated import SimulatedTeam, kind_of, task_of
+from taskloom import HumanTaskClosedError, Orchestrator, RunFailedError, UserError
+from taskloom.agents.fake_llm import FakeLLM, unauthorized
+from taskloom.pipeline import pipeline_events
+from taskloom.simulated import SimulatedTeam, kind_of, task_of
+from taskloom.verifiers import FunctionVerifier
 from tests.helpers import act, running
 from tests.test_durability import Spawn, start_worker, stop_worker, wait_for
-from verifiers import FunctionVerifier
 
 pytestmark = pytest.mark.anyio
 

@@ -1,5 +1,5 @@
-"""Plans (orchestrator.plan), roles (orchestrator.roles) and workflow templates
-(orchestrator.templates): parsing, validation, cost estimates, spec keys and diffs.
+"""Plans (taskloom.plan), roles (taskloom.roles) and workflow templates
+(taskloom.templates): parsing, validation, cost estimates, spec keys and diffs.
 
 No Redis and no network: everything here is pure computation over plans and agents.
 """
@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from agents.agent import Agent
-from agents.errors import PriceTableError
-from agents.pricing import PriceTable
-from agents.tools import tool
-from orchestrator.errors import PlanError, UserError
-from orchestrator.plan import (
+from taskloom.agents.agent import Agent
+from taskloom.agents.errors import PriceTableError
+from taskloom.agents.pricing import PriceTable
+from taskloom.agents.tools import tool
+from taskloom.errors import PlanError, UserError
+from taskloom.plan import (
     Plan,
     PlanActivity,
     PlanLimits,
@@ -30,9 +30,9 @@ from orchestrator.plan import (
     spec_keys,
     validate_plan,
 )
-from orchestrator.roles import BUILTIN_ROLES, INTEGRATOR, PLANNER, catalog
-from orchestrator.templates import BUILTIN_TEMPLATES, Template, get_template, template_names
-from verifiers import VerifySpec
+from taskloom.roles import BUILTIN_ROLES, INTEGRATOR, PLANNER, catalog
+from taskloom.templates import BUILTIN_TEMPLATES, Template, get_template, template_names
+from taskloom.verifiers import VerifySpec
 
 PRICED = "openai:gpt-4.1-mini"
 UNPRICED = "openai:no-such-model-anywhere"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import Context, Orchestrator, activity, activity_info, workflow
+from taskloom import Context, Orchestrator, activity, activity_info, workflow
 from tests.helpers import running
 
 pytestmark = pytest.mark.anyio

@@ -1,4 +1,4 @@
-"""Prices per model (agents.pricing): numbers from the table, overrides, clear errors."""
+"""Prices per model (taskloom.agents.pricing): numbers from the table, overrides, clear errors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from agents.errors import ConfigurationError, PriceTableError, UnknownModelPriceError, UserError
-from agents.pricing import BUILTIN_PRICES, ModelPrice, PriceTable, cost
+from taskloom.agents.errors import (
+    ConfigurationError,
+    PriceTableError,
+    UnknownModelPriceError,
+    UserError,
+)
+from taskloom.agents.pricing import BUILTIN_PRICES, ModelPrice, PriceTable, cost
 
 
 def test_costs_follow_the_table() -> None:

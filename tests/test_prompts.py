@@ -1,4 +1,4 @@
-"""Prompt templates (agents.prompts): StrictUndefined, the packaged templates, and a
+"""Prompt templates (taskloom.agents.prompts): StrictUndefined, the packaged templates, and a
 user directory that overrides them."""
 
 from __future__ import annotations
@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from agents.errors import PromptError, PromptNotFoundError, PromptVariableError, UserError
-from agents.prompts import Prompts
+from taskloom.agents.errors import PromptError, PromptNotFoundError, PromptVariableError, UserError
+from taskloom.agents.prompts import Prompts
 
 
 def test_the_subagent_template_ships_in_the_prompts_package() -> None:
-    assert (resources.files("prompts") / "subagent.j2").is_file()
+    assert (resources.files("taskloom.prompts") / "subagent.j2").is_file()
     prompts = Prompts()
     assert "subagent" in prompts.names()
-    assert prompts.origin("subagent") == "prompts/subagent.j2"
+    assert prompts.origin("subagent") == "taskloom.prompts/subagent.j2"
     assert {"role", "task", "inputs", "output_schema"} <= prompts.variables("subagent")
 
 

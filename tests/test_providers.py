@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from agents.errors import (
+from taskloom.agents.errors import (
     ConfigurationError,
     LLMAuthError,
     LLMContextLengthError,
@@ -16,8 +16,8 @@ from agents.errors import (
     MissingAPIKeyError,
     UnknownProviderError,
 )
-from agents.llm import LLMRequest, Message
-from agents.providers import (
+from taskloom.agents.llm import LLMRequest, Message
+from taskloom.agents.providers import (
     AnthropicProvider,
     OpenAIProvider,
     default_model,
@@ -25,7 +25,7 @@ from agents.providers import (
     open_provider,
     split_model,
 )
-from agents.providers._classify import classify, retry_after
+from taskloom.agents.providers._classify import classify, retry_after
 
 
 def test_models_are_named_provider_colon_model() -> None:
@@ -84,8 +84,8 @@ from typing import Literal  # noqa: E402
 
 from pydantic import BaseModel  # noqa: E402
 
-from agents.errors import LLMOutputError  # noqa: E402
-from agents.fake_llm import (  # noqa: E402
+from taskloom.agents.errors import LLMOutputError  # noqa: E402
+from taskloom.agents.fake_llm import (  # noqa: E402
     FakeLLM,
     context_length_exceeded,
     malformed_json,
@@ -97,9 +97,9 @@ from agents.fake_llm import (  # noqa: E402
     truncated,
     unauthorized,
 )
-from agents.llm import Provider  # noqa: E402
-from agents.structured import RefusedModes, complete_structured, extract_json  # noqa: E402
-from agents.tools import run_tool_loop, tool  # noqa: E402
+from taskloom.agents.llm import Provider  # noqa: E402
+from taskloom.agents.structured import RefusedModes, complete_structured, extract_json  # noqa: E402
+from taskloom.agents.tools import run_tool_loop, tool  # noqa: E402
 
 PROTOCOLS = ["openai", "anthropic"]
 
@@ -325,7 +325,7 @@ def test_json_is_extracted_from_prose_and_fences() -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", PROTOCOLS)
 async def test_a_stream_cut_midway_is_a_retryable_unavailable_error(kind: str) -> None:
-    from agents.fake_llm import disconnect
+    from taskloom.agents.fake_llm import disconnect
 
     async def sink(text: str) -> None:
         pass

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.fake_llm import FakeLLM
-from orchestrator.simulated import SimulatedTeam
+from taskloom.agents.fake_llm import FakeLLM
+from taskloom.simulated import SimulatedTeam
 from tests.conftest import worker_env
 from tests.helpers import ROOT
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import (
+from taskloom import (
     ActivityError,
     ConfigurationError,
     Context,
@@ -25,7 +25,7 @@ from orchestrator import (
     activity_info,
     workflow,
 )
-from orchestrator.store import Event
+from taskloom.store import Event
 from tests.helpers import at_least, running, wait_until
 
 pytestmark = pytest.mark.anyio

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import (
+from taskloom import (
     ConfigurationError,
     Context,
     Orchestrator,
@@ -28,7 +28,7 @@ from orchestrator import (
     activity,
     workflow,
 )
-from orchestrator.embedded import EmbeddedRedis
+from taskloom.embedded import EmbeddedRedis
 from tests.helpers import running
 
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from orchestrator.store import Store
+from taskloom.store import Store
 
 pytestmark = pytest.mark.anyio
 

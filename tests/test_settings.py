@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import ConfigurationError, Settings
+from taskloom import ConfigurationError, Settings
 
 
 def test_redis_url_falls_back_to_redis_url_and_explicit_wins() -> None:
@@ -63,7 +63,7 @@ def test_bad_rate_limits_say_what_to_fix(value: str, match: str) -> None:
 def test_the_readme_documents_every_setting() -> None:
     from pathlib import Path
 
-    from orchestrator.settings import _ENV
+    from taskloom.settings import _ENV
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [v for names in _ENV.values() for v in names if f"`{v}`" not in readme]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import Orchestrator
-from orchestrator.keys import Keys
+from taskloom import Orchestrator
+from taskloom.keys import Keys
 from tests import durable_workflows
 from tests.test_durability import (
     Spawn,

@@ -17,17 +17,7 @@ import pytest
 from prometheus_client import generate_latest
 from redis.asyncio import Redis
 
-from agents import Agent, AgentRunner, PriceTable, RateLimits
-from agents.fake_llm import (
-    FakeLLM,
-    Request,
-    Step,
-    disconnect,
-    malformed_json,
-    reply,
-    unauthorized,
-)
-from orchestrator import (
+from taskloom import (
     ManualClock,
     Orchestrator,
     RunFailedError,
@@ -36,10 +26,20 @@ from orchestrator import (
     Store,
     workflow,
 )
-from orchestrator.blobs import is_ref
-from orchestrator.metrics import Metrics
-from orchestrator.store import Event
-from orchestrator.subagents import agent_runner
+from taskloom.agents import Agent, AgentRunner, PriceTable, RateLimits
+from taskloom.agents.fake_llm import (
+    FakeLLM,
+    Request,
+    Step,
+    disconnect,
+    malformed_json,
+    reply,
+    unauthorized,
+)
+from taskloom.blobs import is_ref
+from taskloom.metrics import Metrics
+from taskloom.store import Event
+from taskloom.subagents import agent_runner
 from tests import subagent_workflows as flows
 from tests.helpers import running, samples, value
 from tests.test_durability import Spawn, start_worker, stop_worker

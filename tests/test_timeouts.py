@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import (
+from taskloom import (
     ActivityError,
     Context,
     ManualClock,
@@ -22,7 +22,7 @@ from orchestrator import (
     heartbeat,
     workflow,
 )
-from orchestrator.store import Store
+from taskloom.store import Store
 from tests.helpers import running, wait_until
 
 pytestmark = pytest.mark.anyio

@@ -15,12 +15,12 @@ import anyio
 import pytest
 from pydantic import BaseModel, ValidationError
 
-import verifiers
-from agents.agent import AgentRunner
-from agents.errors import UserError
-from agents.fake_llm import FakeLLM, Request, Step, malformed_json, reply, server_error
-from agents.pricing import PriceTable
-from verifiers import (
+from taskloom import verifiers
+from taskloom.agents.agent import AgentRunner
+from taskloom.agents.errors import UserError
+from taskloom.agents.fake_llm import FakeLLM, Request, Step, malformed_json, reply, server_error
+from taskloom.agents.pricing import PriceTable
+from taskloom.verifiers import (
     PII,
     Agreement,
     Check,
@@ -42,7 +42,7 @@ from verifiers import (
     run_verifiers,
     verifier,
 )
-from verifiers.errors import VerifierConfigError
+from taskloom.verifiers.errors import VerifierConfigError
 
 pytestmark = pytest.mark.anyio
 

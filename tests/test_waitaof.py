@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator import Context, Orchestrator, Settings, activity, workflow
-from orchestrator.durability import server_version
-from orchestrator.embedded import EmbeddedRedis
-from orchestrator.store import Event, Store
+from taskloom import Context, Orchestrator, Settings, activity, workflow
+from taskloom.durability import server_version
+from taskloom.embedded import EmbeddedRedis
+from taskloom.store import Event, Store
 from tests.helpers import running
 
 pytestmark = pytest.mark.anyio

@@ -21,8 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from agents.fake_llm import FakeLLM
-from orchestrator import (
+from taskloom import (
     ConfigurationError,
     Context,
     HumanTask,
@@ -30,11 +29,12 @@ from orchestrator import (
     Orchestrator,
     workflow,
 )
-from orchestrator.settings import Settings
-from orchestrator.simulated import SimulatedTeam
-from orchestrator.web import MagicLinks, create_app
-from orchestrator.web.app import SESSION_COOKIE
-from orchestrator.web.signing import Signer, load_secret
+from taskloom.agents.fake_llm import FakeLLM
+from taskloom.settings import Settings
+from taskloom.simulated import SimulatedTeam
+from taskloom.web import MagicLinks, create_app
+from taskloom.web.app import SESSION_COOKIE
+from taskloom.web.signing import Signer, load_secret
 from tests.helpers import ROOT, running, start_taskloom, taskloom, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -715,12 +715,12 @@ async def test_serve_makes_a_private_secret_and_serves_on_loopback(
 
 
 def test_the_web_package_exports_what_it_means_to_and_loads_starlette_late() -> None:
-    import orchestrator.web as web_package
+    import taskloom.web as web_package
 
     assert sorted(web_package.__all__) == web_package.__all__
     for name in web_package.__all__:
         assert getattr(web_package, name) is not None, name
-    code = "import sys, orchestrator.cli, orchestrator.web; print('starlette' in sys.modules)"
+    code = "import sys, taskloom.cli, taskloom.web; print('starlette' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import uvicorn
 
-from orchestrator import Context, Orchestrator, workflow
-from orchestrator.web import create_app
+from taskloom import Context, Orchestrator, workflow
+from taskloom.web import create_app
 from tests.helpers import running
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import Orchestrator
+from taskloom import Orchestrator
 
 pytestmark = pytest.mark.anyio
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from orchestrator import Context, activity, workflow
+from taskloom import Context, activity, workflow
 
 
 @activity(name="slow_step")

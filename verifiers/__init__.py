@@ -10,7 +10,7 @@ look at several outputs together. A :class:`VerifySpec` declares them in JSON.
 
 ::
 
-    from verifiers import Check, PII, Judge, Rules, Tools, run_verifiers
+    from taskloom.verifiers import Check, PII, Judge, Rules, Tools, run_verifiers
 
     outcome = await run_verifiers(
         [Rules(required=("summary",)), PII(policy="redact"),

@@ -11,7 +11,7 @@
 Each verifier runs under its own timeout. One that raises or times out gives an
 ``"error"`` verdict (it broke; the output was not judged) and the rest still run. A
 verdict with ``revised=True`` replaces the output the following verifiers see and the
-:class:`~verifiers.Outcome` carries. Cancellation always propagates.
+:class:`~taskloom.verifiers.Outcome` carries. Cancellation always propagates.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import anyio
 from pydantic import BaseModel
 
-from agents.agent import AgentRunner
+from taskloom.agents.agent import AgentRunner
 
 from .verdict import Outcome, Verdict, combine
 

@@ -27,7 +27,7 @@ class FunctionVerifier(Verifier):
     - ``True`` or ``None``: pass; ``False``: fail.
     - ``(ok, reason)``: pass or fail, with ``reason`` (the feedback when it fails).
     - a string: non-empty is a failure and the string its feedback; ``""`` passes.
-    - a :class:`~verifiers.Verdict`: used as it is.
+    - a :class:`~taskloom.verifiers.Verdict`: used as it is.
 
     A sync function runs in a worker thread, so a slow one cannot stall the event loop
     and its timeout holds (a thread that never returns is abandoned, not killed).

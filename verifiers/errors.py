@@ -7,12 +7,12 @@
             └── MissingRunnerError     an LLM verifier ran without an AgentRunner
 
 A verifier that raises while checking an output does not fail the output:
-:func:`~verifiers.run_verifiers` turns the exception into an ``"error"`` verdict.
+:func:`~taskloom.verifiers.run_verifiers` turns the exception into an ``"error"`` verdict.
 """
 
 from __future__ import annotations
 
-from agents.errors import UserError
+from taskloom.agents.errors import UserError
 
 __all__ = ["MissingRunnerError", "UnknownVerifierError", "VerifierConfigError"]
 
@@ -25,8 +25,8 @@ class VerifierConfigError(UserError):
 
 
 class UnknownVerifierError(VerifierConfigError):
-    """A :class:`~verifiers.VerifySpec` names a custom verifier that was not given to
-    :func:`~verifiers.build`; the message lists the ones that were."""
+    """A :class:`~taskloom.verifiers.VerifySpec` names a custom verifier that was not given to
+    :func:`~taskloom.verifiers.build`; the message lists the ones that were."""
 
     code = "unknown_verifier"
 

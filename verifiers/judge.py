@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agents.agent import Agent
+from taskloom.agents.agent import Agent
 
 from .base import Check, Tools, Verifier
 from .errors import MissingRunnerError, VerifierConfigError
@@ -42,7 +42,7 @@ class Judge(Verifier):
     ``score >= threshold`` passes; ``score < threshold - uncertain_band`` fails, with the
     judge's feedback for the retry; in between is uncertain (a person decides). The
     judge's own failures (no runner, a timeout, a provider error, an answer that does
-    not parse) are raised, so :func:`~verifiers.run_verifiers` records an ``"error"``
+    not parse) are raised, so :func:`~taskloom.verifiers.run_verifiers` records an ``"error"``
     verdict, never a ``"fail"``. The call's tokens and cost are on the verdict.
 
     The model is ``model``, else ``Tools.model``, else the runner's default
@@ -94,7 +94,7 @@ class Judge(Verifier):
         return await self.judge(check, tools, model=self.model or tools.model)
 
     async def judge(self, check: Check, tools: Tools, *, model: str | None) -> Verdict:
-        """One judge call with ``model`` (what :class:`~verifiers.Consensus` samples)."""
+        """One judge call with ``model`` (what :class:`~taskloom.verifiers.Consensus` samples)."""
         if tools.runner is None:
             raise MissingRunnerError(
                 f"the {self.name!r} verifier calls an LLM and needs an AgentRunner: pass "

@@ -30,7 +30,7 @@ __all__ = ["ConsensusSpec", "JudgeSpec", "RulesSpec", "VerifySpec", "build"]
 
 
 class RulesSpec(BaseModel):
-    """Deterministic rules (see :class:`~verifiers.Rules`)."""
+    """Deterministic rules (see :class:`~taskloom.verifiers.Rules`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -49,7 +49,7 @@ class RulesSpec(BaseModel):
 
     @model_validator(mode="after")
     def _buildable(self) -> RulesSpec:
-        """Refuse what :class:`~verifiers.Rules` would refuse (a bad regex, a minimum
+        """Refuse what :class:`~taskloom.verifiers.Rules` would refuse (a bad regex, a minimum
         over the maximum) here, where a planner gets it back as feedback."""
         try:
             Rules(**self.model_dump())
@@ -70,13 +70,13 @@ class _RubricSpec(BaseModel):
 
 
 class JudgeSpec(_RubricSpec):
-    """An LLM judge (see :class:`~verifiers.Judge`)."""
+    """An LLM judge (see :class:`~taskloom.verifiers.Judge`)."""
 
     model: str | None = Field(default=None, description="provider:model; default: the run's.")
 
 
 class ConsensusSpec(_RubricSpec):
-    """Several judge samples or models voting (see :class:`~verifiers.Consensus`)."""
+    """Several judge samples or models voting (see :class:`~taskloom.verifiers.Consensus`)."""
 
     samples: int = Field(default=3, ge=1, le=10, description="How many times to ask one model.")
     models: list[str] = Field(
@@ -124,7 +124,7 @@ def build(
     """The verifiers ``spec`` asks for, cheap first: schema, rules, PII, the named
     custom verifiers (in the spec's order), judge, consensus.
 
-    Raises :class:`~verifiers.UnknownVerifierError` for a custom name not in ``custom``.
+    Raises :class:`~taskloom.verifiers.UnknownVerifierError` for a custom name not in ``custom``.
     """
     custom = custom or {}
     unknown = [n for n in spec.custom if n not in custom]

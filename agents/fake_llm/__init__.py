@@ -5,7 +5,7 @@ reaches a real provider.
 ::
 
     import openai
-    from agents.fake_llm import FakeLLM, rate_limited, reply, tool_call, tool_calls
+    from taskloom.agents.fake_llm import FakeLLM, rate_limited, reply, tool_call, tool_calls
 
     async def test_weather() -> None:
         async with FakeLLM([

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeAlias
 
-from agents.errors import UserError
+from taskloom.agents.errors import UserError
 
 from ._anthropic import AnthropicWire
 from ._http import MAX_HEAD, HttpError, HttpRequest, SseStream, read_request, send_json

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
-from agents.errors import UserError
+from taskloom.agents.errors import UserError
 
 __all__ = [
     "Disconnect",

@@ -16,7 +16,7 @@ ARGUMENT_CHUNK = 16
 
 @dataclass(frozen=True)
 class Outcome:
-    """A :class:`~agents.fake_llm.Reply` resolved against one request: truncation
+    """A :class:`~taskloom.agents.fake_llm.Reply` resolved against one request: truncation
     applied, tokens counted."""
 
     index: int

@@ -23,7 +23,8 @@ _FINISH = {
 
 class AnthropicProvider:
     """Messages on :class:`anthropic.AsyncAnthropic`. Anthropic has no JSON mode: for
-    structured output the schema goes into the system prompt (see ``agents.structured``)."""
+    structured output the schema goes into the system prompt (see
+    ``taskloom.agents.structured``)."""
 
     name = "anthropic"
 
@@ -44,7 +45,7 @@ class AnthropicProvider:
     async def complete(
         self, request: LLMRequest, *, stream: TokenSink | None = None
     ) -> LLMResponse:
-        """One call; see :class:`agents.llm.Provider`."""
+        """One call; see :class:`taskloom.agents.llm.Provider`."""
         params = self._params(request)
         try:
             if stream is None:

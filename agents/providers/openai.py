@@ -46,7 +46,7 @@ class OpenAIProvider:
     async def complete(
         self, request: LLMRequest, *, stream: TokenSink | None = None
     ) -> LLMResponse:
-        """One call; see :class:`agents.llm.Provider`."""
+        """One call; see :class:`taskloom.agents.llm.Provider`."""
         params = self._params(request)
         try:
             if stream is None:

@@ -3,7 +3,7 @@ links for reviewers outside the team.
 
 ::
 
-    from orchestrator.web import MagicLinks, create_app, load_secret
+    from taskloom.web import MagicLinks, create_app, load_secret
 
     secret = load_secret(orch.settings)             # TASKLOOM_SECRET or <data_dir>/secret
     app = create_app(orch, secret=secret, inbox_token=orch.settings.inbox_token)

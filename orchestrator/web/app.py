@@ -11,7 +11,7 @@ Who gets in:
   inbox token (TASKLOOM_INBOX_TOKEN). The session is a signed cookie (HMAC-SHA256 with
   the secret; HttpOnly, SameSite=Lax, Secure when the public URL is https) holding the
   name, an expiry and the session's CSRF token.
-* **Outside reviewers** open a magic link (:mod:`orchestrator.web.links`): the item's
+* **Outside reviewers** open a magic link (:mod:`taskloom.web.links`): the item's
   page with ``?link=TOKEN``. With a link token a request reaches that item's page and
   its decision form and nothing else (403 anywhere else; 410 once used or expired).
 * ``/metrics`` answers a signed-in session, or ``Authorization: Bearer <inbox token>``
@@ -103,7 +103,7 @@ def create_app(
     max_body: int = MAX_BODY,
 ) -> Starlette:
     """The web inbox over ``orch`` (connected). ``secret`` signs sessions and links
-    (:func:`~orchestrator.web.load_secret`); ``inbox_token`` is what people sign in
+    (:func:`~taskloom.web.load_secret`); ``inbox_token`` is what people sign in
     with; ``public_url`` (default ``orch.settings.public_url``) is where links point and
     whether cookies are Secure; ``clock`` is read for sessions, links and ages;
     ``metrics`` is served on ``/metrics`` (a fresh :class:`Metrics` if not given)."""
@@ -179,7 +179,7 @@ class _Inbox:
         self.session_ttl, self.max_body = session_ttl, max_body
         self.secure = public_url.startswith("https://")
         self.env = Environment(
-            loader=PackageLoader("orchestrator.web", "templates"),
+            loader=PackageLoader("taskloom.web", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
             undefined=StrictUndefined,
             trim_blocks=True,

@@ -202,7 +202,7 @@ class MagicLinks:
         """Record ``decision`` on task ``task_id`` through ``link`` (its token, or the
         :class:`MagicLink` :meth:`check` just gave for this task), spending the link.
         Refused (:class:`LinkRefusedError`) if the link may not; the inbox's own refusals
-        (:class:`~orchestrator.HumanTaskClosedError`, ...) leave it unspent. Spending is
+        (:class:`~taskloom.HumanTaskClosedError`, ...) leave it unspent. Spending is
         what settles a race with another decision or a revocation, not the check."""
         if isinstance(link, str) or link.task_id != task_id:
             link = await self.check(link if isinstance(link, str) else link.token, task_id)
