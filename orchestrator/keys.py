@@ -162,12 +162,17 @@ class Keys:
         return f"{self.prefix}:{{links}}:link:{link_id}"
 
     def link_spent(self, link_id: str) -> str:
-        """String with a TTL, set once (SET NX): the link was used or revoked (JSON)."""
+        """String with a TTL: the link is being used, was used or was revoked (JSON with
+        ``state``: ``deciding`` -> ``used``, or ``revoked``, which nothing undoes)."""
         return f"{self.prefix}:{{links}}:spent:{link_id}"
 
     def task_links(self, task_id: str) -> str:
         """Set with a TTL: the ids of the magic links made for human task ``task_id``."""
         return f"{self.prefix}:{{links}}:task:{task_id}"
+
+    def task_live_links(self, task_id: str) -> str:
+        """Hash with a TTL: reviewer -> the id of their one live link to task ``task_id``."""
+        return f"{self.prefix}:{{links}}:live:{task_id}"
 
     # -- chat conversations ------------------------------------------------------------
     def chat(self, conversation_id: str) -> str:

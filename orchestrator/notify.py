@@ -80,6 +80,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_RETRY",
+    "LINK_GRACE",
     "Delivery",
     "Notifier",
     "install",
@@ -99,6 +100,12 @@ DEFAULT_RETRY = RetryPolicy(
 
 MAIL_KINDS = frozenset({"opened", "reassigned", "sla_near", "sla_breached"})
 """The events that mail the assignee: the ones that ask them to act."""
+
+LINK_GRACE = 900.0
+"""Seconds a mailed magic link works past its item's SLA point (15 minutes): time to
+finish a decision begun just before it. The SLA's fallback (a reassignment, a default
+decision) ends the link sooner; an item left with its reviewer after a breach gets a
+link for this long from the mail about the breach."""
 
 KEEP_DELIVERED_S = 7 * 86400.0
 """How long a delivered delivery's record is kept (without its event)."""
@@ -706,23 +713,41 @@ def install(worker: Worker, settings: Settings) -> Notifier | None:
 def magic_links(
     store: Store, settings: Settings, clock: Clock
 ) -> Callable[[dict[str, Any]], Awaitable[str]]:
-    """A ``link`` maker for :class:`Notifier`: each mail to an assignee carries a magic
-    link to the item (one decision, no account), valid until the item's SLA is due, or
-    a week. Needs ``TASKLOOM_SECRET`` shared with ``taskloom serve``."""
-    from .web.links import DEFAULT_TTL, MAX_TTL, MagicLinks
+    """A ``link`` maker for :class:`Notifier`: each mail to an assignee carries their
+    one live magic link to the item (one decision, no account).
+
+    The link belongs to the assignment the mail is about: a later mail to the same
+    reviewer carries the same link while it works for at least half its lifetime, and
+    none is made once the item moved on (the mail then points at the item's page). It
+    works until the item's SLA is due plus :data:`LINK_GRACE`, at most
+    ``settings.link_ttl`` (and that long with no SLA), and stops when the item is
+    reassigned or decided. Needs ``TASKLOOM_SECRET`` shared with ``taskloom serve``.
+    """
+    from .web.links import MagicLinks
 
     assert settings.secret is not None
     links = MagicLinks(store, secret=settings.secret, public_url=settings.public_url, clock=clock)
 
     async def make(task: dict[str, Any]) -> str:
-        due = task.get("sla_due_ms")
-        ttl = (int(due) - clock.now_ms()) / 1000 if due else DEFAULT_TTL
         link = await links.create(
-            str(task["id"]), ttl=min(max(ttl, 3600.0), MAX_TTL), reviewer=task.get("assignee")
+            str(task["id"]),
+            ttl=_mailed_link_ttl(task.get("sla_due_ms"), clock.now_ms(), settings.link_ttl),
+            reviewer=task.get("assignee"),
+            reuse=True,
+            assignment=int(task.get("fallback_used") or 0),
         )
         return link.url
 
     return make
+
+
+def _mailed_link_ttl(sla_due_ms: int | None, now_ms: int, max_ttl: float) -> float:
+    """Seconds a mailed link works: until the SLA point (or now, once it passed) plus
+    :data:`LINK_GRACE`, at most ``max_ttl``; ``max_ttl`` with no SLA."""
+    if not sla_due_ms:
+        return max_ttl
+    until = max(int(sla_due_ms), now_ms) + int(LINK_GRACE * 1000)
+    return min((until - now_ms) / 1000, max_ttl)
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

@@ -57,6 +57,7 @@ _ENV: dict[str, tuple[str, ...]] = {
     "smtp_url": ("TASKLOOM_SMTP_URL",),
     "notify_from": ("TASKLOOM_NOTIFY_FROM",),
     "inbox_sla": ("TASKLOOM_INBOX_SLA",),
+    "link_ttl": ("TASKLOOM_LINK_TTL",),
 }
 
 
@@ -138,6 +139,11 @@ class Settings(BaseModel):
     """The From address of notification e-mails (TASKLOOM_NOTIFY_FROM)."""
     inbox_sla: float | None = Field(default=None, gt=0)
     """Seconds an inbox item may wait when the workflow set no SLA (TASKLOOM_INBOX_SLA)."""
+    link_ttl: float = Field(default=7 * 86400.0, gt=0, le=90 * 86400.0)
+    """The longest a magic link sent by mail works, in seconds (TASKLOOM_LINK_TTL; default
+    7 days, at most 90): a mailed link works until its item's SLA is due plus a grace
+    (:data:`orchestrator.notify.LINK_GRACE`), within this bound; this long when the item
+    has no SLA. It stops at once when the item is reassigned or decided."""
 
     @field_validator("webhooks", mode="before")
     @classmethod

@@ -233,9 +233,8 @@ class _Inbox:
     def _refusal(self, exc: Exception, visitor: _Visitor | None) -> HTMLResponse:
         """The page that says why a request was refused, with its status."""
         match exc:
-            case LinkRefusedError(status=status):
-                used = "This link cannot be used" if status == 403 else "This link is used up"
-                return self._message(None, status, used, str(exc))
+            case LinkRefusedError(status=status, title=title):
+                return self._message(None, status, title, str(exc))
             case FormError(status=status):
                 return self._message(None, status, "The form was refused", str(exc))
             case _Problem(status=status, title=title, message=message):
