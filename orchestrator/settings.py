@@ -142,7 +142,7 @@ class Settings(BaseModel):
     link_ttl: float = Field(default=7 * 86400.0, gt=0, le=90 * 86400.0)
     """The longest a magic link sent by mail works, in seconds (TASKLOOM_LINK_TTL; default
     7 days, at most 90): a mailed link works until its item's SLA is due plus a grace
-    (:data:`orchestrator.notify.LINK_GRACE`), within this bound; this long when the item
+    (:data:`taskloom.notify.LINK_GRACE`), within this bound; this long when the item
     has no SLA. It stops at once when the item is reassigned or decided."""
 
     @field_validator("webhooks", mode="before")

@@ -16,12 +16,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from orchestrator import Context, ManualClock, Orchestrator, Reassign, UserError, workflow
-from orchestrator.human import HumanTasks
-from orchestrator.notify import LINK_GRACE, Notifier, magic_links
-from orchestrator.settings import Settings
-from orchestrator.web import MagicLinks, create_app
-from orchestrator.web.links import LinkRefusedError
+from taskloom import Context, ManualClock, Orchestrator, Reassign, UserError, workflow
+from taskloom.human import HumanTasks
+from taskloom.notify import LINK_GRACE, Notifier, magic_links
+from taskloom.settings import Settings
+from taskloom.web import MagicLinks, create_app
+from taskloom.web.links import LinkRefusedError
 from tests.helpers import running, wait_until
 from tests.test_notify import FAST, SmtpServer, open_task
 
