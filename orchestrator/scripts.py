@@ -22,6 +22,7 @@ NAMES = (
     "enqueue", "attempt", "due_retries", "dlq_put", "dlq_take", "external", "pop_timers",
     "set_index", "inbox_open", "inbox_close", "inbox_move",
     "notify_enqueue", "notify_take", "notify_settle", "notify_redrive",
+    "signin_take", "signin_refund",
 )  # fmt: skip
 
 
