@@ -22,6 +22,7 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
     │   │   ├── UnknownVerifierError a verify spec naming a verifier nobody registered
     │   │   └── MissingRunnerError   an LLM judge with no model runner to call
     │   ├── LinkRefusedError         a magic link that may not decide (web; 403 or 410)
+    │   ├── SigninThrottledError     too many wrong sign-in tokens for now (web; 429)
     │   ├── UnknownProviderError     a model name whose provider prefix is unknown (agents)
     │   └── PromptError              a template missing, or missing a variable (agents)
     ├── StoreError                   the Redis state store
@@ -54,7 +55,8 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
 
 Errors marked (agents) are defined in :mod:`taskloom.agents.errors`, the lowest layer, with the
 root and the ActivityFailure branch; this module re-exports the root. Those marked
-(verifiers) live in :mod:`taskloom.verifiers.errors`, (web) in :mod:`taskloom.web.links`.
+(verifiers) live in :mod:`taskloom.verifiers.errors`, (web) in :mod:`taskloom.web.links`
+and :mod:`taskloom.web.throttle`.
 
 Cancellation of workflow code uses :class:`asyncio.CancelledError`, a ``BaseException``,
 so ``except Exception`` in user code cannot swallow it.

@@ -174,6 +174,19 @@ class Keys:
         """Hash with a TTL: reviewer -> the id of their one live link to task ``task_id``."""
         return f"{self.prefix}:{{links}}:live:{task_id}"
 
+    # -- the web inbox's sessions and sign-in throttle -----------------------------------
+    def session(self, session_id: str) -> str:
+        """String with a TTL: one signed-in web session (JSON: user, token fingerprint).
+        Its cookie counts only while this key exists: deleting it signs the session out
+        wherever the cookie was copied to."""
+        return f"{self.prefix}:session:{session_id}"
+
+    def signin_attempts(self, scope: str, window: int) -> str:
+        """Counter with a TTL: sign-in attempts (inbox token, metrics bearer) of ``scope``
+        (``c:<client address>``, or ``all``) in fixed window number ``window``. One tag,
+        so one script counts a client's and everyone's attempts together."""
+        return f"{self.prefix}:{{signin}}:{scope}:{window}"
+
     # -- chat conversations ------------------------------------------------------------
     def chat(self, conversation_id: str) -> str:
         """List: one conversation of ``taskloom chat`` (JSON turns, oldest first)."""

@@ -23,6 +23,7 @@ NAMES = (
     "set_index", "inbox_open", "inbox_close", "inbox_move",
     "notify_enqueue", "notify_take", "notify_settle", "notify_redrive",
     "link_create", "link_settle", "link_revoke",
+    "signin_take", "signin_refund",
 )  # fmt: skip
 
 

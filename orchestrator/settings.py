@@ -51,6 +51,10 @@ _ENV: dict[str, tuple[str, ...]] = {
     "model": ("TASKLOOM_MODEL",),
     "secret": ("TASKLOOM_SECRET",),
     "inbox_token": ("TASKLOOM_INBOX_TOKEN",),
+    "metrics_token": ("TASKLOOM_METRICS_TOKEN",),
+    "signin_failures": ("TASKLOOM_SIGNIN_FAILURES",),
+    "signin_failures_all": ("TASKLOOM_SIGNIN_FAILURES_ALL",),
+    "signin_window": ("TASKLOOM_SIGNIN_WINDOW",),
     "public_url": ("TASKLOOM_PUBLIC_URL",),
     "webhooks": ("TASKLOOM_WEBHOOKS",),
     "webhook_secret": ("TASKLOOM_WEBHOOK_SECRET",),
@@ -124,7 +128,19 @@ class Settings(BaseModel):
     Unset: ``taskloom serve`` makes one and keeps it in ``<data_dir>/secret``
     (TASKLOOM_SECRET)."""
     inbox_token: str | None = Field(default=None, repr=False)
-    """The token internal users sign in to the web inbox with (TASKLOOM_INBOX_TOKEN)."""
+    """The token internal users sign in to the web inbox with: at least 16 characters,
+    8 of them different, and not the secret (TASKLOOM_INBOX_TOKEN)."""
+    metrics_token: str | None = Field(default=None, repr=False)
+    """The bearer token a scraper sends for the web server's ``/metrics``; unset: the
+    inbox token, with a warning at ``taskloom serve`` (TASKLOOM_METRICS_TOKEN)."""
+    signin_failures: int = Field(default=10, ge=1)
+    """Failed sign-ins (and wrong ``/metrics`` bearers) one client address may make per
+    ``signin_window``; then 429 until the window ends (TASKLOOM_SIGNIN_FAILURES)."""
+    signin_failures_all: int = Field(default=100, ge=1)
+    """Failed sign-ins from all addresses together per ``signin_window``, so a guesser
+    with many addresses is slowed too (TASKLOOM_SIGNIN_FAILURES_ALL)."""
+    signin_window: float = Field(default=300.0, gt=0)
+    """Seconds of the sign-in throttle's window (TASKLOOM_SIGNIN_WINDOW)."""
     public_url: str = "http://127.0.0.1:8765"
     """The web inbox's address as people reach it, for magic links and notifications
     (TASKLOOM_PUBLIC_URL)."""

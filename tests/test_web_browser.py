@@ -1,19 +1,26 @@
 """The web inbox in a real headless Chromium (Debian's ``chromium``, driven by
 Playwright): sign in, filter, open an item raised by a running workflow, edit its output
-once wrongly and once rightly, and watch the run finish on its run page."""
+once wrongly and once rightly, and watch the run finish on its run page; a page of
+another site that posts forms to the inbox leaves the person signed in."""
 
 from __future__ import annotations
 
 import asyncio
+import html
 import os
 import shutil
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
 
 from taskloom import Context, Orchestrator, workflow
 from taskloom.web import create_app
@@ -197,3 +204,88 @@ async def test_a_person_edits_an_output_in_the_browser_and_the_run_completes(
         "by": "ana",
     }
     assert (await orch.handle(other.run_id).info()).status == "waiting"
+
+
+@asynccontextmanager
+async def serving(app: Any, host: str) -> AsyncIterator[str]:
+    """``app`` served by uvicorn on a free port of ``host``, in this event loop."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.02)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+def forging_site(site: str) -> Starlette:
+    """Another site's page (``/?to=PATH``) whose form posts itself to ``site + PATH`` as
+    soon as it loads, the way a cross-site request forgery arrives."""
+
+    async def page(request: Request) -> HTMLResponse:
+        action = html.escape(site + request.query_params["to"], quote=True)
+        return HTMLResponse(
+            f'<!doctype html><form id="f" method="post" action="{action}">'
+            '<input name="csrf" value="forged"><input name="decision" value="approve">'
+            "</form><script>document.getElementById('f').submit()</script>"
+        )
+
+    return Starlette(routes=[Route("/", page)])
+
+
+async def test_a_cross_site_form_does_not_sign_the_person_out(
+    site: str, orch: Orchestrator
+) -> None:
+    executable = chromium()
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("no chromium binary: .ci/run installs Debian's chromium; it must be there")
+        pytest.skip("no chromium binary (apt-get install chromium; .ci/run installs it)")
+    from playwright.async_api import async_playwright, expect
+
+    run = await orch.start(review, "Check the field-notes summary", "ana")
+    async with asyncio.timeout(10):
+        while not await orch.human_tasks.list(run_id=run.run_id):
+            await asyncio.sleep(0.02)
+    decide = f"/items/{run.run_id}/0/decide"
+
+    # 127.0.0.2 is another site than 127.0.0.1: the browser keeps the SameSite=Lax
+    # session cookie off the forged POST.
+    async with (
+        serving(forging_site(site), "127.0.0.2") as evil,
+        async_playwright() as pw,
+    ):
+        browser = await pw.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_FLAGS
+        )
+        try:
+            page = await browser.new_page()
+            await page.goto(f"{site}/signin")
+            await page.fill("input[name=name]", "ana")
+            await page.fill("input[name=token]", TOKEN)
+            await page.click("button:has-text('Sign in')")
+            await expect(page).to_have_url(f"{site}/")
+
+            for target in ("/signout", decide):
+                async with page.expect_response(
+                    lambda r, t=target: r.url == f"{site}{t}" and r.request.method == "POST"
+                ) as forged:
+                    await page.goto(f"{evil}/?to={target}")
+                reply = await forged.value
+                assert reply.status in (401, 403), target
+
+                # Still signed in: the inbox opens without a detour to the sign-in page.
+                await page.goto(f"{site}/")
+                await expect(page).to_have_url(f"{site}/")
+                await expect(page.locator("#counts")).to_contain_text("1 open item")
+                assert "set-cookie" not in await reply.all_headers(), target
+        finally:
+            await browser.close()
+    assert (await orch.human_tasks.get(f"{run.run_id}/0")).status == "open"

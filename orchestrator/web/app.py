@@ -10,15 +10,21 @@ Who gets in:
 * **People of the team** sign in at ``/signin`` with their name and the operator's
   inbox token (TASKLOOM_INBOX_TOKEN). The session is a signed cookie (HMAC-SHA256 with
   the secret; HttpOnly, SameSite=Lax, Secure when the public URL is https) holding the
-  name, an expiry and the session's CSRF token.
-* **Outside reviewers** open a magic link (:mod:`taskloom.web.links`): the item's
+            case SigninThrottledError(retry_after=wait):
+                page = self._message(None, 429, "Too many attempts", f"{exc}.")
+                page.headers["Retry-After"] = str(wait)
+                return page
+            case LinkRefusedError(status=status, title=title):
+                return self._message(None, status, title, str(exc))
   page with ``?link=TOKEN``. With a link token a request reaches that item's page and
   its decision form and nothing else (403 anywhere else; 410 once used or expired).
-* ``/metrics`` answers a signed-in session, or ``Authorization: Bearer <inbox token>``
-  for a Prometheus scraper.
+* ``/metrics`` answers a signed-in session, or ``Authorization: Bearer <token>`` for a
+  Prometheus scraper: TASKLOOM_METRICS_TOKEN, or the inbox token while that is unset.
+  Wrong bearers count against the same throttle as sign-ins.
 
 Every POST form carries a CSRF token in a hidden field (the session's, or one bound to
-the link); a missing or wrong one is refused with 403 and nothing is recorded. Pages
+the link); a missing or wrong one is refused with 403 and nothing is recorded. A refused
+request never sets or replaces the session cookie. Pages
 are sent with a Content-Security-Policy that allows no script at all, and Jinja
 autoescapes everything a model or a person wrote.
 """
@@ -26,8 +32,8 @@ autoescapes everything a model or a person wrote.
 from __future__ import annotations
 
 import hmac
+import logging
 import re
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -45,7 +51,6 @@ from ..client import Orchestrator
 from ..clock import Clock
 from ..display import parse_age, pretty, span, when
 from ..errors import (
-    ConfigurationError,
     HumanTaskClosedError,
     HumanTaskNotFoundError,
     RunNotFoundError,
@@ -56,14 +61,18 @@ from ..human import HumanTask
 from ..keys import STATUSES, TERMINAL_STATUSES
 from ..metrics import Metrics
 from ..pipeline import pipeline_entry
+from .credentials import check_token
 from .forms import FormError, edit_form, parse_form
 from .links import LinkRefusedError, MagicLink, MagicLinks, item_path
+from .sessions import SESSION_COOKIE, Sessions
+from .sessions import Session as _Session
 from .signing import Signer
+from .throttle import SigninLimits, SigninThrottle, SigninThrottledError
 from .timeline import activity_rows, event_row, latest_plan
 
 __all__ = ["SESSION_COOKIE", "create_app"]
 
-SESSION_COOKIE = "taskloom_session"
+log = logging.getLogger("taskloom.web")
 MAX_BODY = 1024 * 1024
 MAX_NOTE = 10_000
 MAX_LIST = 1000
@@ -101,12 +110,17 @@ def create_app(
     metrics: Metrics | None = None,
     session_ttl: float = 12 * 3600,
     max_body: int = MAX_BODY,
+    metrics_token: str | None = None,
+    signin_limits: SigninLimits | None = None,
 ) -> Starlette:
     """The web inbox over ``orch`` (connected). ``secret`` signs sessions and links
     (:func:`~taskloom.web.load_secret`); ``inbox_token`` is what people sign in
     with; ``public_url`` (default ``orch.settings.public_url``) is where links point and
     whether cookies are Secure; ``clock`` is read for sessions, links and ages;
-    ``metrics`` is served on ``/metrics`` (a fresh :class:`Metrics` if not given)."""
+    ``metrics`` is served on ``/metrics`` (a fresh :class:`Metrics` if not given), to a
+    session or a scraper sending ``metrics_token`` (default ``orch.settings``'s, else
+    ``inbox_token``) as bearer; ``signin_limits`` (default from ``orch.settings``)
+    throttle wrong tokens. Both tokens must be strong (:func:`.credentials.check_token`)."""
     inbox = _Inbox(
         orch,
         secret=secret,
@@ -116,17 +130,10 @@ def create_app(
         metrics=metrics or Metrics(),
         session_ttl=session_ttl,
         max_body=max_body,
+        metrics_token=metrics_token or orch.settings.metrics_token,
+        signin_limits=signin_limits or SigninLimits.from_settings(orch.settings),
     )
     return inbox.app
-
-
-@dataclass
-class _Session:
-    user: str | None
-    csrf: str
-    expires_ms: int
-    fresh: bool = False
-    """Changed (or new): the response sets the cookie."""
 
 
 @dataclass(frozen=True)
@@ -167,17 +174,28 @@ class _Inbox:
         metrics: Metrics,
         session_ttl: float,
         max_body: int,
+        metrics_token: str | None,
+        signin_limits: SigninLimits,
     ) -> None:
         self.orch, self.clock, self.metrics = orch, clock, metrics
-        if not inbox_token:  # an empty token would let anyone sign in with an empty field
-            raise ConfigurationError(
-                "the web inbox needs a sign-in token: set TASKLOOM_INBOX_TOKEN"
-            )
+        check_token(inbox_token, name="TASKLOOM_INBOX_TOKEN", secret=secret)
+        if metrics_token is not None:
+            check_token(metrics_token, name="TASKLOOM_METRICS_TOKEN", secret=secret)
         self.inbox_token = inbox_token.encode()
+        self.metrics_token = (metrics_token or inbox_token).encode()
         self.signer = Signer(secret)
         self.links = MagicLinks(orch.store, secret=secret, public_url=public_url, clock=clock)
         self.session_ttl, self.max_body = session_ttl, max_body
         self.secure = public_url.startswith("https://")
+        self.sessions = Sessions(
+            orch.store,
+            signer=self.signer,
+            inbox_token=inbox_token,
+            ttl=session_ttl,
+            clock=clock,
+            secure=self.secure,
+        )
+        self.throttle = SigninThrottle(orch.store, limits=signin_limits, clock=clock)
         self.env = Environment(
             loader=PackageLoader("taskloom.web", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -214,7 +232,7 @@ class _Inbox:
     # -- plumbing -----------------------------------------------------------------------
     def _page(self, handler: Handler, access: Access) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            session = self._session(request)
+            session = await self.sessions.load(request.cookies.get(SESSION_COOKIE))
             token = request.query_params.get("link")
             try:
                 visitor = await self._admit(request, session, token, access)
@@ -225,14 +243,24 @@ class _Inbox:
             except (TaskloomError, FormError, _Problem) as exc:
                 signed_in = token is None and session.user is not None
                 response = self._refusal(exc, _Visitor(session) if signed_in else None)
-            # A link visit or a scrape with the bearer token gets no session cookie.
-            return self._finish(response, session, cookie=token is None and access != "metrics")
+            # A link visit or a scrape with the bearer token gets no session cookie, nor
+            # does a refused request (a cross-site POST came without the cookie: setting a
+            # new one would sign the person out).
+            cookie = token is None and access != "metrics"
+            cookie = cookie and self.sessions.may_set_cookie(
+                session, method=request.method, status=response.status_code
+            )
+            return self._finish(response, session, cookie=cookie)
 
         return endpoint
 
     def _refusal(self, exc: Exception, visitor: _Visitor | None) -> HTMLResponse:
         """The page that says why a request was refused, with its status."""
         match exc:
+            case SigninThrottledError(retry_after=wait):
+                page = self._message(None, 429, "Too many attempts", f"{exc}.")
+                page.headers["Retry-After"] = str(wait)
+                return page
             case LinkRefusedError(status=status, title=title):
                 return self._message(None, status, title, str(exc))
             case FormError(status=status):
@@ -263,15 +291,30 @@ class _Inbox:
             return _Visitor(session, link, self.links.csrf(link))
         if access == "public" or session.user:
             return _Visitor(session)
-        if access == "metrics" and self._bearer_ok(request):
+        if access == "metrics" and await self._bearer_ok(request):
             return _Visitor(session)
         return None
 
-    def _bearer_ok(self, request: Request) -> bool:
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            credentials.strip().encode(), self.inbox_token
+    async def _bearer_ok(self, request: Request) -> bool:
+        """Whether the request carries the metrics bearer token; a wrong one counts
+        against the sign-in throttle (it would be another way to guess a token)."""
+        header = request.headers.get("authorization")
+        if header is None:
+            return False
+        client = request.client.host if request.client else None
+        attempt = await self.throttle.take(client)
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.strip().encode(), self.metrics_token
+        ):
+            await self.throttle.refund(attempt)
+            return True
+        log.warning(
+            "/metrics refused: wrong bearer token from %s (%d in this window)",
+            attempt.client,
+            attempt.count,
         )
+        return False
 
     def _to_signin(self, request: Request, session: _Session, access: Access) -> Response:
         if access == "metrics":
@@ -287,43 +330,9 @@ class _Inbox:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
 
-    def _session(self, request: Request) -> _Session:
-        raw = request.cookies.get(SESSION_COOKIE)
-        data = self.signer.unsign("session", raw) if raw else None
-        if (
-            data is not None
-            and isinstance(data.get("c"), str)
-            and isinstance(data.get("x"), int)
-            and data["x"] > self.clock.now_ms()
-        ):
-            user = data.get("u")
-            return _Session(user if isinstance(user, str) else None, data["c"], data["x"])
-        return self._new_session(None)
-
-    def _new_session(self, user: str | None) -> _Session:
-        expires = self.clock.now_ms() + int(self.session_ttl * 1000)
-        return _Session(user, secrets.token_urlsafe(24), expires, fresh=True)
-
-    def _renew(self, session: _Session, user: str | None) -> None:
-        """Give ``session`` a new identity (``None``: signed out) and a new CSRF token."""
-        fresh = self._new_session(user)
-        session.user, session.csrf, session.expires_ms = user, fresh.csrf, fresh.expires_ms
-        session.fresh = True
-
     def _finish(self, response: Response, session: _Session, *, cookie: bool) -> Response:
         if session.fresh and cookie:
-            value = self.signer.sign(
-                "session", {"u": session.user, "c": session.csrf, "x": session.expires_ms}
-            )
-            response.set_cookie(
-                SESSION_COOKIE,
-                value,
-                max_age=int(self.session_ttl),
-                path="/",
-                httponly=True,
-                samesite="lax",
-                secure=self.secure,
-            )
+            self.sessions.set_cookie(response, session)
         for name, value in _HEADERS.items():
             response.headers.setdefault(name, value)
         return response
@@ -386,12 +395,23 @@ class _Inbox:
         form = await self._form(request, visitor)
         name, token = form.get("name", "").strip(), form.get("token", "")
         next_url = _local(form.get("next", "/"))
+        client = request.client.host if request.client else None
+        attempt = await self.throttle.take(client)  # 429 past the limit, even if right
         if not hmac.compare_digest(token.encode(), self.inbox_token):
+            # The address and the name given, never the guessed token.
+            log.warning(
+                "sign-in refused: wrong inbox token from %s (name %r; %d in this window)",
+                attempt.client,
+                name[:64],
+                attempt.count,
+            )
             error, status = "That is not the inbox's sign-in token.", 401
         elif not _NAME.match(name):
+            await self.throttle.refund(attempt)
             error, status = "Give your name (up to 64 characters): decisions record it.", 400
         else:
-            self._renew(visitor.session, name)
+            await self.throttle.refund(attempt)
+            await self.sessions.sign_in(visitor.session, name)
             return RedirectResponse(next_url, status_code=303)
         return self._render(
             visitor, "signin.html", status=status, next=next_url, name=name, error=error
@@ -399,7 +419,7 @@ class _Inbox:
 
     async def signout(self, request: Request, visitor: _Visitor) -> Response:
         await self._form(request, visitor)
-        self._renew(visitor.session, None)
+        await self.sessions.sign_out(visitor.session)
         return RedirectResponse("/signin", status_code=303)
 
     # -- the inbox ----------------------------------------------------------------------

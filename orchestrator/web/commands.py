@@ -9,7 +9,8 @@ import json
 import socket
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigurationError, UserError
+from ..errors import UserError
+from .credentials import check_token
 from .links import DEFAULT_TTL, MagicLink, MagicLinks
 from .signing import load_secret
 
@@ -54,19 +55,16 @@ def _out(text: str) -> None:
 
 async def _serve(args: argparse.Namespace, orch: Orchestrator) -> int:
     settings = orch.settings
-    if not settings.inbox_token:
-        raise ConfigurationError(
-            "taskloom serve needs a sign-in token for the inbox: set TASKLOOM_INBOX_TOKEN "
-            "to a long random string (e.g. `python -c 'import secrets; "
-            "print(secrets.token_urlsafe(32))'`) and give it to the people who decide"
-        )
+    # Before the secret: a refused start makes no secret file. (create_app checks the
+    # token is not the secret.)
+    inbox_token = check_token(settings.inbox_token, name="TASKLOOM_INBOX_TOKEN")
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be between 0 and 65535 (got {args.port})")
     import uvicorn
 
     from .app import create_app
 
-    app = create_app(orch, secret=load_secret(settings), inbox_token=settings.inbox_token)
+    app = create_app(orch, secret=load_secret(settings), inbox_token=inbox_token)
     try:
         sock = socket.create_server((args.host, args.port), family=_family(args.host))
     except OSError as exc:
@@ -78,6 +76,11 @@ async def _serve(args: argparse.Namespace, orch: Orchestrator) -> int:
     shown = f"[{host}]" if ":" in host else host
     _out(f"web inbox on http://{shown}:{port}/ (sign in with TASKLOOM_INBOX_TOKEN); Ctrl-C stops")
     _out(f"magic links point at {settings.public_url} (TASKLOOM_PUBLIC_URL)")
+    if settings.metrics_token is None:
+        _out(
+            "note: /metrics takes the inbox token as its bearer; set TASKLOOM_METRICS_TOKEN "
+            "to give the scraper a token of its own that cannot sign in"
+        )
     if not _loopback(args.host):
         _out("note: listening beyond this machine; put it behind HTTPS (a reverse proxy)")
     config = uvicorn.Config(
