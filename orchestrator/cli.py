@@ -29,6 +29,7 @@ from .endpoints import served_by, served_by_run
 from .errors import RedisUnavailableError, TaskloomError, UserError
 from .keys import STATUSES
 from .metrics import Metrics
+from .redaction import redact_text, redact_url
 from .settings import Settings
 from .store import Event, RunInfo
 from .web import commands as web_commands
@@ -65,7 +66,7 @@ async def _demo(args: argparse.Namespace, orch: Orchestrator) -> int:
     settings = orch.settings
     namespace = demo_namespace(settings.key_prefix)
     blobs = settings.data_dir / "demo" / namespace
-    where = settings.redis_url or f"embedded Redis in {settings.data_dir}"
+    where = redact_url(settings.redis_url or f"embedded Redis in {settings.data_dir}")
     _out("taskloom demo: the real pipeline and durable engine, with a SIMULATED LLM")
     _out("  (a fake server on loopback plays planner, subagents, judge and integrator;")
     _out("   nothing leaves this machine and every answer it gives says [simulated])")
@@ -620,7 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             {
                                 "name": "reachable",
                                 "ok": False,
-                                "detail": str(exc),
+                                "detail": redact_text(str(exc)),
                                 "fix": "start Redis or fix TASKLOOM_REDIS_URL",
                             }
                         ],
@@ -628,12 +629,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     }
                 )
             )
-        print(f"taskloom: error: {exc}", file=sys.stderr)
+        print(f"taskloom: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     except TaskloomError as exc:
         if args.debug:
             raise
-        print(f"taskloom: error: {exc}", file=sys.stderr)
+        print(f"taskloom: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2 if isinstance(exc, UserError) else 1
     finally:
         if log_file is not None:

@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
 from .errors import RedisUnavailableError
+from .redaction import redact_text, redact_url
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -120,6 +121,9 @@ class Connection:
     url: str
     embedded: EmbeddedRedis | None = None
 
+    def __repr__(self) -> str:
+        return f"Connection(url={redact_url(self.url)!r}, embedded={self.embedded!r})"
+
     async def close(self) -> None:
         """Close the client; stop the embedded server if this process started it."""
         await self.client.aclose()
@@ -148,7 +152,7 @@ async def connect(settings: Settings) -> Connection:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
         raise RedisUnavailableError(
-            f"cannot reach Redis at {url} ({exc}); start Redis there, fix "
-            f"TASKLOOM_REDIS_URL, or unset it to use the embedded server"
+            f"cannot reach Redis at {redact_url(url)} ({redact_text(str(exc))}); start "
+            f"Redis there, fix TASKLOOM_REDIS_URL, or unset it to use the embedded server"
         ) from None
     return Connection(client=client, url=url, embedded=embedded)

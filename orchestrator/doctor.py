@@ -21,6 +21,7 @@ import redis.asyncio
 
 from .durability import Durability, fsync_mode
 from .errors import ConfigurationError, RedisUnavailableError
+from .redaction import redact_text
 
 __all__ = ["Check", "Report", "diagnose", "render_json", "render_text"]
 
@@ -242,7 +243,8 @@ async def diagnose(
         ]
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise RedisUnavailableError(
-            f"cannot reach Redis to check it: {exc}; check TASKLOOM_REDIS_URL and that "
+            f"cannot reach Redis to check it: {redact_text(str(exc))}; check "
+            "TASKLOOM_REDIS_URL and that "
             "the server is running"
         ) from exc
     return Report(checks)

@@ -16,13 +16,19 @@ A webhook is a JSON ``POST`` of the event, with these headers::
     X-Taskloom-Delivery: <event id>:<endpoint hash>
     Idempotency-Key: <the same>
     X-Taskloom-Timestamp: 1712345678   (seconds, when this try was sent)
-    X-Taskloom-Signature: sha256=<hex HMAC-SHA256 of the body with the webhook secret>
+    X-Taskloom-Signature: t=1712345678,v1=<hex HMAC-SHA256 of "1712345678." + body>
 
     {"id": "<run id>/3:opened:0", "kind": "opened", "task": {...}, "ts": 1712345678901}
 
-A receiver checks the signature with :func:`verify_signature` and keeps the delivery ids
-it has answered 2xx to: a delivery is sent again (with the same id and body) only when
-the notifier did not record the 2xx, so deduplicating by id makes it exactly once.
+The signature is Stripe's scheme: an HMAC-SHA256, keyed with the webhook secret, over
+the timestamp, a dot and the raw body, so a captured delivery cannot be sent again with
+a fresh timestamp. A receiver checks it with :func:`verify_signature`, which also refuses
+a timestamp more than :data:`SIGNATURE_TOLERANCE_S` (5 minutes) away from its clock, and
+keeps the delivery ids it has answered 2xx to: a delivery is sent again (with the same
+id and body, signed anew) only when the notifier did not record the 2xx, so
+deduplicating by id makes it exactly once, and the tolerance bounds how long it must
+remember them. To rotate the secret, let receivers accept the old and the new one
+(``verify_signature(body, header, [new, old])``), then give taskloom the new one.
 
 Any other answer, a connection error or a timeout is retried with exponential backoff
 and jitter (``retry``, on the notifier's clock). The retry schedule is a sorted set in
@@ -54,7 +60,7 @@ import re
 import smtplib
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate
 from types import TracebackType
@@ -69,8 +75,9 @@ from .display import one_line
 from .errors import ConfigurationError, TaskloomError, UserError
 from .human import HumanTasks
 from .keys import consumer_name
+from .redaction import redact_text, redact_url
 from .retries import RetryPolicy
-from .settings import Settings
+from .settings import MIN_WEBHOOK_SECRET_CHARS, Settings, webhook_secret_problem
 from .store import Store, ride_out
 
 if TYPE_CHECKING:
@@ -81,6 +88,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_RETRY",
     "LINK_GRACE",
+    "SIGNATURE_TOLERANCE_S",
     "Delivery",
     "Notifier",
     "install",
@@ -97,6 +105,11 @@ DEFAULT_RETRY = RetryPolicy(
     max_attempts=12, initial_interval=5.0, max_interval=3600.0, backoff=2.0, jitter=0.5
 )
 """5 s, 10 s, 20 s, ... up to an hour apart: about 4 hours of tries before giving up."""
+
+SIGNATURE_TOLERANCE_S = 300.0
+"""How far (seconds, either way) a webhook's signed timestamp may be from the receiver's
+clock before :func:`verify_signature` refuses it: Stripe's default, room for clock skew
+and a slow network, short enough that a captured delivery soon stops verifying."""
 
 MAIL_KINDS = frozenset({"opened", "reassigned", "sla_near", "sla_breached"})
 """The events that mail the assignee: the ones that ask them to act."""
@@ -119,20 +132,75 @@ _MAIL_HEADLINES = {
 }
 
 
-def sign(body: bytes, secret: str) -> str:
-    """The ``X-Taskloom-Signature`` header of ``body``: ``sha256=<hex HMAC>``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def verify_signature(body: bytes, signature: str, secret: str) -> bool:
-    """Whether ``signature`` (an ``X-Taskloom-Signature`` header) signs ``body`` with
-    ``secret``; compares in constant time. For webhook receivers::
-
-        if not verify_signature(await request.body(), request.headers[
-                "X-Taskloom-Signature"], secret):
-            return Response(status_code=401)
+def sign(body: bytes, secret: str, *, timestamp: int | None = None) -> str:
+    """The ``X-Taskloom-Signature`` header of ``body`` sent at ``timestamp`` (Unix
+    seconds; default now): ``t=<timestamp>,v1=<hex HMAC-SHA256 of "<timestamp>." + body>``.
     """
-    return hmac.compare_digest(sign(body, secret), signature or "")
+    t = int(time.time()) if timestamp is None else int(timestamp)
+    return f"t={t},v1={_hmac(secret, t, body)}"
+
+
+def verify_signature(
+    body: bytes | str,
+    signature: str | None,
+    secret: str | Iterable[str],
+    *,
+    tolerance: float = SIGNATURE_TOLERANCE_S,
+    now: float | None = None,
+) -> bool:
+    """Whether ``signature`` (the ``X-Taskloom-Signature`` header) signs ``body`` (the raw
+    request body) with ``secret`` (or with any of several, while rotating) and was made
+    within ``tolerance`` seconds of ``now`` (default: this machine's clock). Compares in
+    constant time and never raises: a missing, malformed, non-ASCII, stale or wrong
+    header is ``False``. For a receiver::
+
+        if not verify_signature(await request.body(),
+                                request.headers.get("X-Taskloom-Signature"), secret):
+            return Response(status_code=400)
+        # then skip it if its X-Taskloom-Delivery id was already handled
+    """
+    try:
+        return _verify(body, signature, secret, tolerance, now)
+    except Exception:  # a receiver's guard must not crash it, whatever arrives
+        return False
+
+
+def _verify(
+    body: bytes | str,
+    signature: str | None,
+    secret: str | Iterable[str],
+    tolerance: float,
+    now: float | None,
+) -> bool:
+    if not isinstance(signature, str) or not signature.isascii() or len(signature) > 4096:
+        return False
+    timestamp, candidates = None, []
+    for item in signature.split(","):
+        key, eq, value = item.strip().partition("=")
+        if key == "t" and eq and value.isdigit() and len(value) <= 12:
+            timestamp = int(value)
+        elif key == "v1" and eq:
+            candidates.append(value.encode())
+    if timestamp is None or not candidates:
+        return False
+    now = time.time() if now is None else now
+    if not abs(now - timestamp) <= tolerance:
+        return False
+    data = body.encode() if isinstance(body, str) else bytes(body)
+    secrets = [secret] if isinstance(secret, str) else list(secret)
+    found = False
+    for key in secrets:
+        if not isinstance(key, str) or not key:
+            continue
+        expected = _hmac(key, timestamp, data).encode()
+        for candidate in candidates:  # no early exit: time does not tell which matched
+            found |= hmac.compare_digest(expected, candidate)
+    return found
+
+
+def _hmac(secret: str, timestamp: int, body: bytes) -> str:
+    message = str(timestamp).encode() + b"." + body
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
 def endpoint_hash(endpoint: str) -> str:
@@ -202,7 +270,7 @@ class _Smtp:
     ssl: bool
     starttls: bool
     user: str | None
-    password: str | None
+    password: str | None = field(repr=False)
 
     @classmethod
     def parse(cls, url: str) -> _Smtp:
@@ -210,7 +278,7 @@ class _Smtp:
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
             raise ConfigurationError(
                 f"smtp_url must look like smtp://host:25 or smtps://user:pass@host:465 "
-                f"(got {url!r}); fix TASKLOOM_SMTP_URL"
+                f"(got {redact_url(url)!r}); fix TASKLOOM_SMTP_URL"
             )
         query = parse_qs(parts.query)
         ssl = parts.scheme == "smtps"
@@ -278,11 +346,17 @@ class Notifier:
         if self.webhooks and not self._secret:
             raise ConfigurationError(
                 "webhooks are signed with a shared secret, and none is set: set "
-                "TASKLOOM_WEBHOOK_SECRET (or webhook_secret=) and give it to the receivers"
+                "TASKLOOM_WEBHOOK_SECRET (or webhook_secret=) to at least "
+                f"{MIN_WEBHOOK_SECRET_CHARS} random characters (e.g. `python -c 'import "
+                "secrets; print(secrets.token_urlsafe(32))'`) and give it to the receivers"
             )
+        if self._secret is not None and len(self._secret) < MIN_WEBHOOK_SECRET_CHARS:
+            raise ConfigurationError(webhook_secret_problem(len(self._secret)))
         for url in self.webhooks:
             if urlsplit(url).scheme not in ("http", "https"):
-                raise ConfigurationError(f"webhook {url!r} is not an http:// or https:// URL")
+                raise ConfigurationError(
+                    f"webhook {redact_url(url)!r} is not an http:// or https:// URL"
+                )
         if not 0 < timeout < lease:
             raise UserError(f"need 0 < timeout < lease (got timeout={timeout}, lease={lease})")
         if claim_idle <= 0 or concurrency < 1 or batch < 1:
@@ -602,13 +676,14 @@ class Notifier:
         assert self._http is not None and self._secret is not None  # by setup, __init__
         body = t.event_json.encode()
         event = serde.loads(body)
+        sent = int(time.time())  # the receiver's clock judges it: wall time, not ours
         headers = {
             "Content-Type": "application/json",
             "X-Taskloom-Event": str(event.get("kind", "")),
             "X-Taskloom-Delivery": t.id,
             "Idempotency-Key": t.id,
-            "X-Taskloom-Timestamp": str(int(time.time())),
-            "X-Taskloom-Signature": sign(body, self._secret),
+            "X-Taskloom-Timestamp": str(sent),
+            "X-Taskloom-Signature": sign(body, self._secret, timestamp=sent),
         }
         import httpx
 
@@ -616,7 +691,7 @@ class Notifier:
             async with asyncio.timeout(self.timeout):
                 response = await self._http.post(t.endpoint, content=body, headers=headers)
         except (httpx.HTTPError, TimeoutError) as exc:
-            raise _Failed(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+            raise _Failed(redact_text(f"{type(exc).__name__}: {exc}".rstrip(": "))) from None
         if not 200 <= response.status_code < 300:
             raise _Failed(
                 f"HTTP {response.status_code}",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,8 +20,20 @@ from taskloom.agents.limits import RateLimits
 from taskloom.agents.pricing import PriceTable
 
 from .errors import ConfigurationError, TaskloomError
+from .redaction import MASK, redact_url
 
-__all__ = ["Settings", "default_data_dir"]
+__all__ = ["MIN_WEBHOOK_SECRET_CHARS", "Settings", "default_data_dir"]
+
+MIN_WEBHOOK_SECRET_CHARS = 32
+"""The shortest webhook secret accepted: as long as the web inbox's TASKLOOM_SECRET,
+and as the HMAC-SHA256 key RFC 2104 recommends (at least the hash's 32 bytes); 32
+random URL-safe characters hold about 190 bits, past any offline guessing of a
+captured delivery's signature."""
+
+_HIDDEN = ("secret", "inbox_token", "webhook_secret")
+"""Settings that are credentials: never shown."""
+_URLS = ("redis_url", "smtp_url", "blob_url")
+"""Settings that are URLs which may carry a password: shown without it."""
 
 
 def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -63,6 +75,15 @@ _ENV: dict[str, tuple[str, ...]] = {
     "inbox_sla": ("TASKLOOM_INBOX_SLA",),
     "link_ttl": ("TASKLOOM_LINK_TTL",),
 }
+
+
+def webhook_secret_problem(length: int) -> str:
+    """Why a webhook secret of ``length`` characters is refused, and how to make one."""
+    return (
+        f"the webhook secret has {length} characters; use at least "
+        f"{MIN_WEBHOOK_SECRET_CHARS} random ones, e.g. `python -c 'import secrets; "
+        f"print(secrets.token_urlsafe(32))'`, and give the same one to every receiver"
+    )
 
 
 class Settings(BaseModel):
@@ -148,7 +169,9 @@ class Settings(BaseModel):
     """URLs told (JSON POST, HMAC-signed) when an inbox item opens, nears or breaches its
     SLA, or is decided (TASKLOOM_WEBHOOKS: comma-separated)."""
     webhook_secret: str | None = Field(default=None, repr=False)
-    """The shared secret webhook bodies are signed with (TASKLOOM_WEBHOOK_SECRET)."""
+    """The shared secret webhook deliveries are signed with, at least
+    :data:`MIN_WEBHOOK_SECRET_CHARS` characters (TASKLOOM_WEBHOOK_SECRET); see
+    :func:`taskloom.notify.verify_signature`."""
     smtp_url: str | None = None
     """``smtp://host:port`` for e-mail notifications to assignees (TASKLOOM_SMTP_URL)."""
     notify_from: str = "taskloom@localhost"
@@ -166,6 +189,13 @@ class Settings(BaseModel):
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [u.strip() for u in value.split(",") if u.strip()]
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _strong_secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < MIN_WEBHOOK_SECRET_CHARS:
+            raise ValueError(webhook_secret_problem(len(value)))
         return value
 
     @field_validator("rate_limits", mode="before")
@@ -192,6 +222,29 @@ class Settings(BaseModel):
             except TaskloomError as exc:
                 raise ValueError(f"{model}: {exc}") from None
         return value
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """What ``repr()`` and ``str()`` show: URLs without their passwords (credentials
+        themselves are ``repr=False``)."""
+        for name, value in super().__repr_args__():
+            if name in _URLS and isinstance(value, str):
+                yield name, redact_url(value)
+            elif name == "webhooks":
+                yield name, [redact_url(url) for url in value]
+            else:
+                yield name, value
+
+    def display(self) -> dict[str, Any]:
+        """The settings as JSON values to show a person or write to a log: every
+        credential is ``"***"`` (``None`` when unset) and URLs carry no password.
+        :meth:`model_dump` keeps the real values, for code that needs them."""
+        data = self.model_dump(mode="json")
+        for name in _HIDDEN:
+            data[name] = None if data[name] is None else MASK
+        for name in _URLS:
+            data[name] = None if data[name] is None else redact_url(data[name])
+        data["webhooks"] = [redact_url(url) for url in data["webhooks"]]
+        return data
 
     def price_table(self) -> PriceTable:
         """The built-in prices, with :attr:`prices` (a file) over them."""

@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email
+import hashlib
+import hmac
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,15 +27,24 @@ from taskloom import ManualClock, Orchestrator, RetryPolicy, Settings, Store
 from taskloom.errors import ConfigurationError, UserError
 from taskloom.human import HumanTasks, new_task, task_spec
 from taskloom.metrics import Metrics
-from taskloom.notify import GROUP, Notifier, endpoint_hash, install, verify_signature
+from taskloom.notify import (
+    GROUP,
+    SIGNATURE_TOLERANCE_S,
+    Notifier,
+    endpoint_hash,
+    install,
+    sign,
+    verify_signature,
+)
+from taskloom.settings import MIN_WEBHOOK_SECRET_CHARS
 from taskloom.store import now_ms
 from tests.conftest import worker_env
-from tests.helpers import ROOT, at_least, running, samples, wait_until
+from tests.helpers import ROOT, at_least, running, samples, taskloom, wait_until
 from tests.test_human import refund
 
 pytestmark = pytest.mark.anyio
 
-SECRET = "s3cret-shared-with-the-receiver"
+SECRET = "s3cret-shared-with-the-receiver-0123456789"
 FAST = RetryPolicy(max_attempts=4, initial_interval=1.0, max_interval=60.0, jitter=0.0)
 
 
@@ -372,6 +384,110 @@ async def test_webhooks_are_signed_and_retried_with_backoff_until_acknowledged(
         task_id,
     )
     assert {r.key for r in flaky.requests} == {key}, "the same idempotency key each time"
+
+
+async def test_a_captured_delivery_stops_verifying_after_the_tolerance(
+    store: Store, receiver: Receiver
+) -> None:
+    async with Notifier(store, webhooks=[receiver.url], webhook_secret=SECRET) as notifier:
+        await open_task(HumanTasks(store), 1)
+        assert await notifier.deliver_due() == 1
+    (captured,) = receiver.requests
+    header = captured.headers["x-taskloom-signature"]
+    # Stripe's scheme: the signature covers the timestamp, which travels inside it.
+    signed = re.fullmatch(r"t=(\d+),v1=([0-9a-f]{64})", header)
+    assert signed is not None, header
+    sent = int(signed.group(1))
+    assert sent == int(captured.headers["x-taskloom-timestamp"])
+    body = captured.body
+    assert verify_signature(body, header, SECRET)
+    assert verify_signature(body, header, SECRET, now=sent + SIGNATURE_TOLERANCE_S)
+    # Replayed later, as captured: refused.
+    assert not verify_signature(body, header, SECRET, now=sent + SIGNATURE_TOLERANCE_S + 1)
+    assert not verify_signature(body, header, SECRET, now=sent + 86400)
+    # Replayed later with a fresh timestamp: the HMAC no longer matches.
+    later = sent + 3600
+    forged = f"t={later},v1={signed.group(2)}"
+    assert not verify_signature(body, forged, SECRET, now=later)
+    # Another body under the captured signature: refused.
+    assert not verify_signature(body.replace(b"opened", b"decided"), header, SECRET, now=sent)
+
+
+def _signed(body: bytes, secret: str, t: int) -> str:
+    """The documented header, made by hand: ``t=<t>,v1=<hex HMAC-SHA256 of "<t>." + body>``."""
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def test_a_receiver_can_accept_two_secrets_while_rotating() -> None:
+    new, old = "n" * 40, SECRET
+    header = sign(b"{}", old, timestamp=1_700_000_000)
+    assert header == _signed(b"{}", old, 1_700_000_000)
+    assert verify_signature(b"{}", header, [new, old], now=1_700_000_000)
+    assert verify_signature("{}", header, (old,), now=1_700_000_010)
+    assert not verify_signature(b"{}", header, [new], now=1_700_000_000)
+    assert not verify_signature(b"{}", header, [], now=1_700_000_000)
+
+
+_OK = _signed(b"{}", SECRET, 1_700_000_000)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "garbage",
+        "t=,v1=",
+        "t=1700000000",
+        "v1=" + _OK.split("v1=")[1],
+        "t=abc," + _OK.split(",")[1],
+        "t=-1700000000," + _OK.split(",")[1],
+        "t=99999999999999999999999999," + _OK.split(",")[1],
+        "t=1700000000,v1=\u00e9" + _OK.split("v1=")[1][1:],  # non-ASCII
+        "t=1700000000,v1=\u0661\u0662",  # non-ASCII digits
+        "\u00e9" * 10_000,
+        "t=\u0661\u0667\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0660," + _OK.split(",")[1],
+        # The old, replayable form (an HMAC of the body alone) is no longer accepted.
+        "sha256=" + hmac.new(SECRET.encode(), b"{}", hashlib.sha256).hexdigest(),
+        b"t=1700000000",
+        12345,
+    ],
+)
+def test_verify_signature_refuses_malformed_headers_without_raising(header: Any) -> None:
+    assert verify_signature(b"{}", _OK, SECRET, now=1_700_000_000), "the control"
+    assert verify_signature(b"{}", header, SECRET, now=1_700_000_000) is False
+
+
+def test_verify_signature_never_raises_on_odd_bodies_or_secrets() -> None:
+    assert verify_signature(b"{}", "sha256=caf\u00e9", SECRET) is False  # was a TypeError
+    for body in (b"", "caf\u00e9", "\ud800", None, 3.5):
+        assert verify_signature(body, _OK, SECRET, now=1_700_000_000) is False
+    for secret in ("", None, [None, 3], "\ud800", b"bytes"):
+        assert verify_signature(b"{}", _OK, secret, now=1_700_000_000) is False
+    assert verify_signature(b"{}", _OK, SECRET, now=float("nan")) is False
+    assert verify_signature(b"{}", _OK, SECRET, tolerance=-1, now=1_700_000_000) is False
+
+
+async def test_a_short_webhook_secret_is_refused_at_startup(
+    store: Store, redis_url: str, prefix: str
+) -> None:
+    short = "x" * (MIN_WEBHOOK_SECRET_CHARS - 1)
+    how = "secrets.token_urlsafe"
+    with pytest.raises(ConfigurationError, match=how):
+        Notifier(store, webhooks=["http://127.0.0.1:9/hook"], webhook_secret=short)
+    with pytest.raises(ConfigurationError, match=f"at least {MIN_WEBHOOK_SECRET_CHARS}.*{how}"):
+        Settings.from_env({"TASKLOOM_WEBHOOK_SECRET": short})
+    env = worker_env(
+        redis_url,
+        prefix,
+        TASKLOOM_WEBHOOKS="http://127.0.0.1:9/hook",
+        TASKLOOM_WEBHOOK_SECRET=short,
+    )
+    proc = taskloom("worker", env=env, timeout=60)
+    assert proc.returncode != 0
+    assert how in proc.stderr and short not in proc.stderr + proc.stdout
+    Notifier(store, webhooks=["http://127.0.0.1:9/hook"], webhook_secret=short + "x")
 
 
 async def test_a_killed_notifier_never_redelivers_what_was_acknowledged(
