@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .display import clip, one_line, parse_age, pretty, when
+from .display import MAX_AGE, clip, one_line, parse_age, pretty, when
 from .edits import Editable, editable
 from .errors import HumanTaskClosedError, HumanTaskNotFoundError, UserError
 from .human import HumanTask
@@ -536,7 +536,8 @@ def _age_arg(text: str) -> float:
     seconds = parse_age(text)
     if seconds is None:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not an age: give seconds, or 90s, 30m, 2h, 1d"
+            f"{clip(text, 40)!r} is not an age: give seconds, or 90s, 30m, 2h, 1d, "
+            f"up to {MAX_AGE / 86400:.0f}d"
         )
     return seconds
 
