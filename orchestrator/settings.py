@@ -52,6 +52,8 @@ _ENV: dict[str, tuple[str, ...]] = {
     "secret": ("TASKLOOM_SECRET",),
     "inbox_token": ("TASKLOOM_INBOX_TOKEN",),
     "public_url": ("TASKLOOM_PUBLIC_URL",),
+    "trusted_hosts": ("TASKLOOM_TRUSTED_HOSTS",),
+    "metrics_token": ("TASKLOOM_METRICS_TOKEN",),
     "webhooks": ("TASKLOOM_WEBHOOKS",),
     "webhook_secret": ("TASKLOOM_WEBHOOK_SECRET",),
     "smtp_url": ("TASKLOOM_SMTP_URL",),
@@ -127,6 +129,15 @@ class Settings(BaseModel):
     public_url: str = "http://127.0.0.1:8765"
     """The web inbox's address as people reach it, for magic links and notifications
     (TASKLOOM_PUBLIC_URL)."""
+    trusted_hosts: list[str] = Field(default_factory=list)
+    """``Host`` names the web inbox answers; any other gets 400, so a DNS-rebinding page
+    reaches nothing (TASKLOOM_TRUSTED_HOSTS: comma-separated; ``*.example.com`` matches
+    subdomains, ``*`` any). Empty: the host of ``public_url``, localhost, 127.0.0.1 and
+    [::1]."""
+    metrics_token: str | None = Field(default=None, repr=False, min_length=32)
+    """When set, a worker's ``/metrics`` answers only ``Authorization: Bearer <token>``
+    (Prometheus: ``authorization: {credentials: ...}``); at least 32 characters
+    (TASKLOOM_METRICS_TOKEN)."""
     webhooks: list[str] = Field(default_factory=list)
     """URLs told (JSON POST, HMAC-signed) when an inbox item opens, nears or breaches its
     SLA, or is decided (TASKLOOM_WEBHOOKS: comma-separated)."""
@@ -139,12 +150,22 @@ class Settings(BaseModel):
     inbox_sla: float | None = Field(default=None, gt=0)
     """Seconds an inbox item may wait when the workflow set no SLA (TASKLOOM_INBOX_SLA)."""
 
-    @field_validator("webhooks", mode="before")
+    @field_validator("webhooks", "trusted_hosts", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [u.strip() for u in value.split(",") if u.strip()]
         return value
+
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _host_patterns(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if host != "*" and ("*" in host[1:] or (host[:1] == "*" and host[:2] != "*.")):
+                raise ValueError(f"{host!r}: a wildcard is '*' or '*.example.com'")
+            if "/" in host or " " in host:
+                raise ValueError(f"{host!r}: give a host name (no scheme, path or spaces)")
+        return [h.lower() for h in value]
 
     @field_validator("rate_limits", mode="before")
     @classmethod

@@ -65,6 +65,7 @@ async def _serve(args: argparse.Namespace, orch: Orchestrator) -> int:
     import uvicorn
 
     from .app import create_app
+    from .hardening import default_trusted_hosts, redact_access_log
 
     app = create_app(orch, secret=load_secret(settings), inbox_token=settings.inbox_token)
     try:
@@ -78,6 +79,8 @@ async def _serve(args: argparse.Namespace, orch: Orchestrator) -> int:
     shown = f"[{host}]" if ":" in host else host
     _out(f"web inbox on http://{shown}:{port}/ (sign in with TASKLOOM_INBOX_TOKEN); Ctrl-C stops")
     _out(f"magic links point at {settings.public_url} (TASKLOOM_PUBLIC_URL)")
+    hosts = settings.trusted_hosts or default_trusted_hosts(settings.public_url)
+    _out(f"answering Host {', '.join(hosts)} only (TASKLOOM_TRUSTED_HOSTS)")
     if not _loopback(args.host):
         _out("note: listening beyond this machine; put it behind HTTPS (a reverse proxy)")
     config = uvicorn.Config(
@@ -87,6 +90,7 @@ async def _serve(args: argparse.Namespace, orch: Orchestrator) -> int:
         proxy_headers=False,
         server_header=False,
     )
+    redact_access_log()  # after the Config, which sets uvicorn's loggers up
     with sock:
         await uvicorn.Server(config).serve(sockets=[sock])
     return 0
