@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import json
 import logging
 import signal
@@ -287,8 +288,14 @@ async def _worker(args: argparse.Namespace, orch: Orchestrator) -> int:
     if metrics is None:
         await worker.run(install_signal_handlers=True)
         return 0
-    async with await metrics.serve(host=args.metrics_host, port=args.metrics_port) as server:
-        _out(f"metrics on {server.url}")
+    token = orch.settings.metrics_token
+    async with await metrics.serve(
+        host=args.metrics_host, port=args.metrics_port, token=token
+    ) as server:
+        guard = " (needs the bearer TASKLOOM_METRICS_TOKEN)" if token else ""
+        _out(f"metrics on {server.url}{guard}")
+        if token is None and not ipaddress.ip_address(server.host).is_loopback:
+            _out("note: /metrics is open to the network; set TASKLOOM_METRICS_TOKEN")
         await worker.run(install_signal_handlers=True)
     return 0
 

@@ -465,7 +465,7 @@ async def test_metrics_need_a_session_or_the_bearer_token(web: Web) -> None:
         assert bad.status_code == 401
         ok = await scraper.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status_code == 200 and "taskloom_human_tasks_open 1.0" in ok.text
-    assert 'taskloom_inbox_open_items{assignee="ana"} 1.0' in ok.text
+    assert 'taskloom_inbox_open_items{assigned="yes"} 1.0' in ok.text
     assert SESSION_COOKIE not in ok.headers.get("set-cookie", "")  # a scrape holds no session
     await web.signin()
     assert "taskloom_human_tasks_open" in (await web.page("/metrics")).text

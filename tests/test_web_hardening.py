@@ -19,8 +19,10 @@ import pytest
 from orchestrator import HumanTask, Orchestrator
 from orchestrator.edits import Editable
 from orchestrator.errors import ConfigurationError, UserError
-from orchestrator.human import HumanTasks
+from orchestrator.human import HumanTasks, new_task, task_spec
+from orchestrator.metrics import Metrics
 from orchestrator.settings import Settings
+from orchestrator.store import now_ms
 from orchestrator.web import MagicLinks, create_app
 from tests.helpers import running, start_taskloom, taskloom, wait_until
 from tests.test_web import BASE_URL, SCORED, SECRET, TOKEN, cli_env, csrf_of, review
@@ -260,3 +262,60 @@ def test_the_redactor_hides_link_and_token_values_in_any_log_record() -> None:
     )
     assert TokenRedactor().filter(record)
     assert record.getMessage() == '1.2.3.4 - "GET /?link=[redacted]"'
+
+
+# -- finding 9: the worker's /metrics -----------------------------------------------------
+async def test_a_workers_metrics_need_the_bearer_token_when_one_is_set() -> None:
+    token = "m" * 40
+    async with await Metrics().serve(port=0, token=token) as server:
+        assert server.host == "127.0.0.1"  # loopback unless told
+        async with httpx.AsyncClient() as http:
+            bare = await http.get(server.url)
+            wrong = await http.get(server.url, headers={"Authorization": "Bearer nope"})
+            basic = await http.get(server.url, headers={"Authorization": f"Basic {token}"})
+            ok = await http.get(server.url, headers={"Authorization": f"Bearer {token}"})
+    for refused in (bare, wrong, basic):
+        assert refused.status_code == 401
+        assert "taskloom_" not in refused.text
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert ok.status_code == 200 and "taskloom_runs_total" in ok.text
+    with pytest.raises(ConfigurationError, match="metrics_token"):
+        Settings.from_env({"TASKLOOM_METRICS_TOKEN": "short"})
+
+
+async def test_the_worker_cli_serves_metrics_behind_the_token(redis_url: str, prefix: str) -> None:
+    token = "w" * 40
+    env = cli_env(redis_url, prefix, TASKLOOM_METRICS_TOKEN=token)
+    proc = start_taskloom("worker", "--metrics-port", "0", env=env)
+    try:
+        url = (await read_until(proc, r"metrics on (http://\S+)")).group(1)
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(url)).status_code == 401
+            auth = {"Authorization": f"Bearer {token}"}
+            assert (await http.get(url, headers=auth)).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def test_inbox_metrics_never_label_a_series_with_a_reviewers_address(
+    orch: Orchestrator,
+) -> None:
+    inbox = HumanTasks(orch.store)
+    for seq, assignee in enumerate(("ana@example.com", "bob@example.com", None)):
+        spec = task_spec(
+            title="t",
+            context=None,
+            decisions=["ok"],
+            assignee=assignee,
+            group="reviewers",
+            sla=None,
+            fallback=[],
+        )
+        await inbox.open(new_task("run-m", str(seq), spec, created_ms=now_ms()))
+    metrics = Metrics()
+    metrics.set_inbox(await inbox.stats())
+    text = metrics.render().decode()
+    assert "example.com" not in text and "assignee=" not in text
+    assert 'taskloom_inbox_open_items{assigned="yes"} 2.0' in text
+    assert 'taskloom_inbox_open_items{assigned="no"} 1.0' in text
