@@ -131,6 +131,27 @@ async def test_inbox_list_older_than_400_digits_is_a_clear_error(
     assert "is not an age" in proc.stderr and "up to 3650d" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("runs", "--limit", "9" * 400), "from 1 to 10000"),
+        (("dlq", "list", "--limit", "0"), "from 1 to 10000"),
+        (("inbox", "list", "--limit", "9" * 5000), "from 1 to 10000"),
+        (("worker", "--metrics-port", "99999"), "from 0 to 65535"),
+        (("worker", "--concurrency", "-1"), "from 1 to 10000"),
+        (("serve", "--port", "1" * 400), "from 0 to 65535"),
+        (("run", "a goal", "--budget-usd", "inf"), "finite number above 0"),
+        (("run", "a goal", "--max-parallel", "0"), "from 1 to 10000"),
+    ],
+)
+async def test_numeric_cli_options_are_range_checked_with_a_clear_error(
+    redis_url: str, prefix: str, args: tuple[str, ...], says: str
+) -> None:
+    proc = await asyncio.to_thread(taskloom, *args, env=cli_env(redis_url, prefix))
+    assert proc.returncode == 2, proc.stderr[-500:]
+    assert "Traceback" not in proc.stderr and says in proc.stderr
+
+
 # -- finding 8: every response carries the security headers ------------------------------
 async def test_a_500_and_a_404_carry_the_security_headers(
     orch: Orchestrator, monkeypatch: pytest.MonkeyPatch

@@ -9,6 +9,7 @@ import json
 import socket
 from typing import TYPE_CHECKING
 
+from ..cliargs import int_in
 from ..errors import ConfigurationError, UserError
 from .links import DEFAULT_TTL, MagicLink, MagicLinks
 from .signing import load_secret
@@ -26,7 +27,9 @@ def register(cmd: Command) -> None:
     s.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1 only)"
     )
-    s.add_argument("--port", type=int, default=8765, help="port to listen on (default: 8765)")
+    s.add_argument(
+        "--port", type=int_in(0, 65535), default=8765, help="port to listen on (default: 8765)"
+    )
     link = cmd(
         "link",
         _link,
