@@ -67,10 +67,10 @@ class Editable:
             assert self.schema is not None
             return text, schema_errors(text, self.schema)
         opening = text.count("[") + text.count("{")  # cheap: most edits stop here
-        if opening > MAX_EDIT_DEPTH and (depth := json_depth(text)) > MAX_EDIT_DEPTH:
+        if opening > MAX_EDIT_DEPTH and json_depth(text, stop=MAX_EDIT_DEPTH + 1) > MAX_EDIT_DEPTH:
             return None, [
-                f"the JSON nests {depth} levels of arrays and objects; at most "
-                f"{MAX_EDIT_DEPTH} are taken: flatten it"
+                f"the JSON nests arrays and objects more than {MAX_EDIT_DEPTH} levels "
+                f"deep: flatten it"
             ]
         try:
             value = json.loads(text, parse_constant=_no_constant)
@@ -90,9 +90,10 @@ _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
-def json_depth(text: str) -> int:
+def json_depth(text: str, *, stop: int | None = None) -> int:
     """The deepest nesting of ``[`` and ``{`` in JSON ``text`` (brackets inside strings
-    do not count), found without parsing it, so without recursion.
+    do not count), found without parsing it, so without recursion; counting ends as
+    soon as it reaches ``stop``.
 
     >>> json_depth('{"a": [[1], "[[["]}')
     3
@@ -103,6 +104,8 @@ def json_depth(text: str) -> int:
         if c in "[{":
             depth += 1
             deepest = max(deepest, depth)
+            if deepest == stop:
+                break
         else:
             depth -= 1
     return deepest
