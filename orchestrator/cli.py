@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import json
 import logging
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import inbox_cli, serde
+from .cliargs import MAX_LIMIT, int_in, positive_number
 from .client import Orchestrator, RunHandle
 from .demo import DEMO_GOAL, DEMO_PRICE_NOTE
 from .display import clip, span
@@ -288,8 +290,14 @@ async def _worker(args: argparse.Namespace, orch: Orchestrator) -> int:
     if metrics is None:
         await worker.run(install_signal_handlers=True)
         return 0
-    async with await metrics.serve(host=args.metrics_host, port=args.metrics_port) as server:
-        _out(f"metrics on {server.url}")
+    token = orch.settings.metrics_token
+    async with await metrics.serve(
+        host=args.metrics_host, port=args.metrics_port, token=token
+    ) as server:
+        guard = " (needs the bearer TASKLOOM_METRICS_TOKEN)" if token else ""
+        _out(f"metrics on {server.url}{guard}")
+        if token is None and not ipaddress.ip_address(server.host).is_loopback:
+            _out("note: /metrics is open to the network; set TASKLOOM_METRICS_TOKEN")
         await worker.run(install_signal_handlers=True)
     return 0
 
@@ -514,8 +522,8 @@ def _parser() -> argparse.ArgumentParser:
     rn.add_argument("goal")
     rn.add_argument("--model", help="provider:model (default: TASKLOOM_MODEL)")
     rn.add_argument("--template", help="a workflow template (research_report, code_review, ...)")
-    rn.add_argument("--budget-usd", type=float, help="the most the run may spend")
-    rn.add_argument("--max-parallel", type=int, help="model calls at once")
+    rn.add_argument("--budget-usd", type=positive_number, help="the most the run may spend")
+    rn.add_argument("--max-parallel", type=int_in(1, 10_000), help="model calls at once")
     rn.add_argument("--yes", action="store_true", help="approve escalations automatically")
     rn.add_argument(
         "--no-interactive", action="store_true", help="leave escalations in the inbox (exit 3)"
@@ -540,9 +548,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="module whose @workflow/@activity definitions to serve (repeatable)",
     )
-    w.add_argument("--concurrency", type=int, help="activities at once (TASKLOOM_CONCURRENCY)")
     w.add_argument(
-        "--metrics-port", type=int, help="serve Prometheus metrics on /metrics at this port"
+        "--concurrency", type=int_in(1, 10_000), help="activities at once (TASKLOOM_CONCURRENCY)"
+    )
+    w.add_argument(
+        "--metrics-port",
+        type=int_in(0, 65535),
+        help="serve Prometheus metrics on /metrics at this port",
     )
     w.add_argument(
         "--metrics-host", default="127.0.0.1", help="address for --metrics-port (default: local)"
@@ -552,11 +564,11 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("ids", nargs="*", metavar="ID", help="entry ids (RUN_ID/SEQ)")
     q.add_argument("--all", action="store_true", help="redrive or purge every entry (of --run)")
     q.add_argument("--run", help="only this run's entries")
-    q.add_argument("--limit", type=int, default=100)
+    q.add_argument("--limit", type=int_in(1, MAX_LIMIT), default=100)
     q.add_argument("--json", action="store_true")
     r = cmd("runs", _runs, "list runs by status")
     r.add_argument("--status", choices=STATUSES)
-    r.add_argument("--limit", type=int, default=50)
+    r.add_argument("--limit", type=int_in(1, MAX_LIMIT), default=50)
     r.add_argument("--json", action="store_true")
     for name, handler, help_ in (
         ("status", _status, "show one run"),

@@ -7,10 +7,13 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["clip", "one_line", "parse_age", "pretty", "span", "when"]
+__all__ = ["MAX_AGE", "clip", "one_line", "parse_age", "pretty", "span", "when"]
 
 _AGE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_AGE = 3650 * 86400.0
+"""The oldest age a filter takes: ten years, in seconds (``400`` digits of seconds
+would overflow the millisecond timestamps it is compared with)."""
 
 
 def when(ms: int | None) -> str:
@@ -30,9 +33,13 @@ def span(ms: float) -> str:
 
 
 def parse_age(text: str) -> float | None:
-    """Seconds in ``90``, ``90s``, ``30m``, ``4h``, ``2d``; ``None`` if it is not an age."""
+    """Seconds in ``90``, ``90s``, ``30m``, ``4h``, ``2d``; ``None`` if it is not an age
+    or is over :data:`MAX_AGE`."""
     match = _AGE.fullmatch(text)
-    return float(match[1]) * _UNITS[match[2]] if match else None
+    if not match:
+        return None
+    seconds = float(match[1]) * _UNITS[match[2]]
+    return seconds if seconds <= MAX_AGE else None
 
 
 def pretty(value: Any) -> str:

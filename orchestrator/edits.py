@@ -16,7 +16,20 @@ from .errors import PlanError, UserError
 from .human import HumanTask
 from .plan import parse_plan
 
-__all__ = ["Editable", "editable", "schema_errors"]
+__all__ = [
+    "MAX_EDIT_BYTES",
+    "MAX_EDIT_DEPTH",
+    "Editable",
+    "editable",
+    "json_depth",
+    "schema_errors",
+]
+
+MAX_EDIT_BYTES = 1024 * 1024
+"""Bytes (UTF-8) an edited output may have: 1 MiB."""
+MAX_EDIT_DEPTH = 64
+"""Levels of nested arrays and objects an edited JSON value may have. Real outputs
+nest a handful of levels; thousands would exhaust the parser's recursion."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +58,20 @@ class Editable:
         text = text.replace("\r\n", "\n")
         if not text.strip():
             return None, [f"the {self.field} is empty"]
+        if (size := len(text.encode(errors="replace"))) > MAX_EDIT_BYTES:
+            return None, [
+                f"the {self.field} is {size} bytes; keep it under {MAX_EDIT_BYTES} "
+                f"({MAX_EDIT_BYTES // 1024} KiB)"
+            ]
         if self.text:
             assert self.schema is not None
             return text, schema_errors(text, self.schema)
+        opening = text.count("[") + text.count("{")  # cheap: most edits stop here
+        if opening > MAX_EDIT_DEPTH and json_depth(text, stop=MAX_EDIT_DEPTH + 1) > MAX_EDIT_DEPTH:
+            return None, [
+                f"the JSON nests arrays and objects more than {MAX_EDIT_DEPTH} levels "
+                f"deep: flatten it"
+            ]
         try:
             value = json.loads(text, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
@@ -60,6 +84,31 @@ class Editable:
             except PlanError as exc:
                 return None, list(exc.problems) or [str(exc)]
         return value, schema_errors(value, self.schema) if self.schema is not None else []
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def json_depth(text: str, *, stop: int | None = None) -> int:
+    """The deepest nesting of ``[`` and ``{`` in JSON ``text`` (brackets inside strings
+    do not count), found without parsing it, so without recursion; counting ends as
+    soon as it reaches ``stop``.
+
+    >>> json_depth('{"a": [[1], "[[["]}')
+    3
+    """
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    depth = deepest = 0
+    for c in brackets:
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest == stop:
+                break
+        else:
+            depth -= 1
+    return deepest
 
 
 def _no_constant(name: str) -> Any:

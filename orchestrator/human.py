@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import bisect
 import builtins
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -237,6 +238,8 @@ class HumanTasks:
         """Open tasks, oldest first; filters: assignee, group, run (with ``children``:
         also its child runs', ``RUN.SEQ...``), age (seconds)."""
         keys = self.store.keys
+        if older_than is not None and not math.isfinite(older_than):
+            raise UserError(f"older_than must be a finite number of seconds, got {older_than!r}")
         top = "+inf" if older_than is None else now_ms() - int(older_than * 1000)
         ids = await self.store.raw.zrangebyscore(keys.inbox_open, "-inf", top)
         if run_id is not None:

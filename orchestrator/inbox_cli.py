@@ -32,7 +32,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .display import clip, one_line, parse_age, pretty, when
+from .cliargs import MAX_LIMIT, int_in
+from .display import MAX_AGE, clip, one_line, parse_age, pretty, when
 from .edits import Editable, editable
 from .errors import HumanTaskClosedError, HumanTaskNotFoundError, UserError
 from .human import HumanTask
@@ -75,7 +76,7 @@ def register(cmd: Command) -> None:
         default="open",
         help="open (default); decided and all need --run (the inbox indexes open items)",
     )
-    ls.add_argument("--limit", type=_positive_int, default=100, metavar="N")
+    ls.add_argument("--limit", type=int_in(1, MAX_LIMIT), default=100, metavar="N")
     ls.add_argument("--json", action="store_true", help="a JSON array of the items")
     sh = action("show", _show, "show one item: goal, activity, output, verdicts, history")
     sh.add_argument("id", metavar="ID", help="the item's id (RUN_ID/SEQ)")
@@ -536,16 +537,7 @@ def _age_arg(text: str) -> float:
     seconds = parse_age(text)
     if seconds is None:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not an age: give seconds, or 90s, 30m, 2h, 1d"
+            f"{clip(text, 40)!r} is not an age: give seconds, or 90s, 30m, 2h, 1d, "
+            f"up to {MAX_AGE / 86400:.0f}d"
         )
     return seconds
-
-
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return n

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -292,8 +293,15 @@ class Metrics:
         """Every metric in the Prometheus text exposition format."""
         return generate_latest(self._registry)
 
-    async def serve(self, *, host: str = "127.0.0.1", port: int) -> MetricsServer:
+    async def serve(
+        self, *, host: str = "127.0.0.1", port: int, token: str | None = None
+    ) -> MetricsServer:
         """Serve ``GET /metrics`` on ``host:port`` until the returned server is closed.
+
+        With ``token`` (TASKLOOM_METRICS_TOKEN), a request without
+        ``Authorization: Bearer <token>`` gets 401, as Prometheus's ``authorization``
+        (or ``bearer_token_file``) scrape option sends it. The default ``host`` is
+        loopback: this machine only.
 
         ``port=0`` binds a free port; read it from :attr:`MetricsServer.port`. Give
         ``host`` as one address: a name that resolves to several would, with ``port=0``,
@@ -302,7 +310,7 @@ class Metrics:
             async with await metrics.serve(port=0) as server:
                 print(server.url)
         """
-        server = MetricsServer(self._registry)
+        server = MetricsServer(self._registry, token=token)
         await server._start(host=host, port=port)
         return server
 
@@ -321,13 +329,17 @@ class _InboxCollector:
 
     def _families(self, stats: InboxStats) -> Iterator[Metric]:
         cluster = " Cluster-wide (from Redis): aggregate with max, not sum."
+        # By whether a person holds the item, never by who: assignees are often e-mail
+        # addresses, and a label would copy them into every scraper and dashboard.
         items = GaugeMetricFamily(
             "taskloom_inbox_open_items",
-            "Inbox items waiting for a decision, by assignee." + cluster,
-            labels=["assignee"],
+            "Inbox items waiting for a decision, by assigned (yes: a person holds it; "
+            "no: nobody, or a group only)." + cluster,
+            labels=["assigned"],
         )
-        for assignee, n in sorted(stats.open_by_assignee.items()):
-            items.add_metric([assignee], n)
+        held = sum(n for assignee, n in stats.open_by_assignee.items() if assignee)
+        items.add_metric(["yes"], held)
+        items.add_metric(["no"], stats.open_by_assignee.get("", 0))
         yield items
         decisions = CounterMetricFamily(
             "taskloom_inbox_decisions",
@@ -363,8 +375,9 @@ class MetricsServer:
     format, as in prometheus_client's own servers.
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, token: str | None = None) -> None:
         self._registry = registry
+        self._token = token.encode() if token else None
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._host = ""
@@ -429,6 +442,14 @@ class MetricsServer:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
+    def _authorized(self, authorization: str) -> bool:
+        if self._token is None:
+            return True
+        scheme, _, credentials = authorization.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.strip().encode("latin-1", "replace"), self._token
+        )
+
     def _respond(self, head: bytes) -> bytes:
         """The whole HTTP response to one request head."""
         lines = head.decode("latin-1").split("\r\n")
@@ -442,6 +463,12 @@ class MetricsServer:
             )
         if urlsplit(target).path != _METRICS_PATH:
             return _response(HTTPStatus.NOT_FOUND, b"not found: try /metrics\n")
+        if not self._authorized(_header(lines[1:], "authorization")):
+            return _response(
+                HTTPStatus.UNAUTHORIZED,
+                b"send Authorization: Bearer <TASKLOOM_METRICS_TOKEN>\n",
+                authenticate='Bearer realm="taskloom"',
+            )
         encoder, content_type = choose_encoder(_header(lines[1:], "accept"))
         body = encoder(self._registry)
         return _response(HTTPStatus.OK, body, content_type=content_type, head=method == "HEAD")
@@ -454,6 +481,7 @@ def _response(
     content_type: str = "text/plain; charset=utf-8",
     head: bool = False,
     allow: str | None = None,
+    authenticate: str | None = None,
 ) -> bytes:
     headers = [
         f"HTTP/1.1 {status.value} {status.phrase}",
@@ -463,6 +491,8 @@ def _response(
     ]
     if allow is not None:
         headers.append(f"Allow: {allow}")
+    if authenticate is not None:
+        headers.append(f"WWW-Authenticate: {authenticate}")
     return ("\r\n".join(headers) + "\r\n\r\n").encode("latin-1") + (b"" if head else body)
 
 

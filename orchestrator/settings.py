@@ -68,6 +68,7 @@ _ENV: dict[str, tuple[str, ...]] = {
     "signin_failures_all": ("TASKLOOM_SIGNIN_FAILURES_ALL",),
     "signin_window": ("TASKLOOM_SIGNIN_WINDOW",),
     "public_url": ("TASKLOOM_PUBLIC_URL",),
+    "trusted_hosts": ("TASKLOOM_TRUSTED_HOSTS",),
     "webhooks": ("TASKLOOM_WEBHOOKS",),
     "webhook_secret": ("TASKLOOM_WEBHOOK_SECRET",),
     "smtp_url": ("TASKLOOM_SMTP_URL",),
@@ -151,9 +152,12 @@ class Settings(BaseModel):
     inbox_token: str | None = Field(default=None, repr=False)
     """The token internal users sign in to the web inbox with: at least 16 characters,
     8 of them different, and not the secret (TASKLOOM_INBOX_TOKEN)."""
-    metrics_token: str | None = Field(default=None, repr=False)
-    """The bearer token a scraper sends for the web server's ``/metrics``; unset: the
-    inbox token, with a warning at ``taskloom serve`` (TASKLOOM_METRICS_TOKEN)."""
+    metrics_token: str | None = Field(default=None, repr=False, min_length=32)
+    """The bearer token scrapers send to ``/metrics`` (Prometheus: ``authorization:
+    {credentials: ...}``), of ``taskloom serve`` and of workers; it cannot sign in; at
+    least 32 characters (TASKLOOM_METRICS_TOKEN). Unset: ``serve``'s ``/metrics`` takes
+    the inbox token (with a note at start-up) and a worker's is open, on 127.0.0.1 unless
+    told otherwise (with a warning when it is reachable from the network)."""
     signin_failures: int = Field(default=10, ge=1)
     """Failed sign-ins (and wrong ``/metrics`` bearers) one client address may make per
     ``signin_window``; then 429 until the window ends (TASKLOOM_SIGNIN_FAILURES)."""
@@ -165,6 +169,11 @@ class Settings(BaseModel):
     public_url: str = "http://127.0.0.1:8765"
     """The web inbox's address as people reach it, for magic links and notifications
     (TASKLOOM_PUBLIC_URL)."""
+    trusted_hosts: list[str] = Field(default_factory=list)
+    """``Host`` names the web inbox answers; any other gets 400, so a DNS-rebinding page
+    reaches nothing (TASKLOOM_TRUSTED_HOSTS: comma-separated; ``*.example.com`` matches
+    subdomains, ``*`` any). Empty: the host of ``public_url``, localhost, 127.0.0.1 and
+    [::1]."""
     webhooks: list[str] = Field(default_factory=list)
     """URLs told (JSON POST, HMAC-signed) when an inbox item opens, nears or breaches its
     SLA, or is decided (TASKLOOM_WEBHOOKS: comma-separated)."""
@@ -184,7 +193,7 @@ class Settings(BaseModel):
     (:data:`taskloom.notify.LINK_GRACE`), within this bound; this long when the item
     has no SLA. It stops at once when the item is reassigned or decided."""
 
-    @field_validator("webhooks", mode="before")
+    @field_validator("webhooks", "trusted_hosts", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -197,6 +206,16 @@ class Settings(BaseModel):
         if value is not None and len(value) < MIN_WEBHOOK_SECRET_CHARS:
             raise ValueError(webhook_secret_problem(len(value)))
         return value
+
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _host_patterns(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if host != "*" and ("*" in host[1:] or (host[:1] == "*" and host[:2] != "*.")):
+                raise ValueError(f"{host!r}: a wildcard is '*' or '*.example.com'")
+            if "/" in host or " " in host:
+                raise ValueError(f"{host!r}: give a host name (no scheme, path or spaces)")
+        return [h.lower() for h in value]
 
     @field_validator("rate_limits", mode="before")
     @classmethod

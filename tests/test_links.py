@@ -60,7 +60,7 @@ async def site(orch: Orchestrator, make_worker: Any) -> AsyncIterator[Site]:
     async with (
         running(make_worker(workflows=[approve], clock=clock)),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost:8765"
         ) as http,
     ):
         yield Site(orch, clock, http, MagicLinks(orch.store, secret=SECRET, clock=clock))
@@ -88,7 +88,7 @@ async def test_a_reassigned_item_ends_the_links_mailed_to_its_earlier_reviewer(
     site: Site,
 ) -> None:
     orch, clock, inbox = site.orch, site.clock, site.orch.human_tasks
-    settings = Settings(secret=SECRET, public_url="http://testserver")
+    settings = Settings(secret=SECRET, public_url="http://localhost:8765")
     async with (
         SmtpServer() as smtp,
         Notifier(

@@ -749,8 +749,8 @@ async def test_inbox_metrics_are_kept_in_redis_across_processes(
                 with contextlib.suppress(UserError):  # "has already ended"
                     await h.cancel()
     got = samples(metrics.render().decode())
-    assert got[("taskloom_inbox_open_items", frozenset({("assignee", "lead")}))] == 1
-    assert ("taskloom_inbox_open_items", frozenset({("assignee", "ana")})) not in got
+    assert got[("taskloom_inbox_open_items", frozenset({("assigned", "yes")}))] == 1
+    assert got[("taskloom_inbox_open_items", frozenset({("assigned", "no")}))] == 0
     decisions = "taskloom_inbox_decisions_total"
     assert got[(decisions, frozenset({("decision", "approve")}))] == 1
     assert got[(decisions, frozenset({("decision", "reject")}))] == 1
@@ -785,7 +785,7 @@ async def test_the_worker_exposes_the_inbox_metrics(orch: Orchestrator, make_wor
     )
     async with running(make_worker(metrics=metrics)):
         await wait_until(
-            lambda: 'taskloom_inbox_open_items{assignee="ana"} 1.0' in metrics.render().decode(),
+            lambda: 'taskloom_inbox_open_items{assigned="yes"} 1.0' in metrics.render().decode(),
             "the worker to refresh its inbox gauges",
         )
 

@@ -42,6 +42,7 @@ pytestmark = pytest.mark.anyio
 SECRET = "s" * 20 + "-test-secret-for-the-web-inbox"
 TOKEN = "inbox-token-for-tests"
 SCRIPT = "<script>alert('pwned')</script>"
+BASE_URL = "http://localhost:8765"  # a Host the inbox answers by default (loopback)
 TEXT = {"type": "string"}
 SCORED = {
     "type": "object",
@@ -151,9 +152,7 @@ class Web:
 
     def client(self) -> httpx.AsyncClient:
         """Another browser: no cookies shared with ``http``."""
-        return httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app), base_url="http://testserver"
-        )
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url=BASE_URL)
 
 
 @pytest.fixture
@@ -163,9 +162,7 @@ async def web(orch: Orchestrator, make_worker: Any) -> AsyncIterator[Web]:
     links = MagicLinks(orch.store, secret=SECRET, clock=clock)
     async with (
         running(make_worker(workflows=[review])),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        ) as http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as http,
     ):
         yield Web(http, app, orch, clock, links)
 
@@ -423,7 +420,7 @@ async def test_the_run_page_tells_a_pipeline_run_from_plan_to_result(
     app = create_app(orch, secret=SECRET, inbox_token=TOKEN)
     async with (
         running(orch.worker()),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as http,
     ):
         w = Web(http, app, orch, ManualClock(), MagicLinks(orch.store, secret=SECRET))
         await w.signin("ana")
@@ -468,7 +465,7 @@ async def test_metrics_need_a_session_or_the_bearer_token(web: Web) -> None:
         assert bad.status_code == 401
         ok = await scraper.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status_code == 200 and "taskloom_human_tasks_open 1.0" in ok.text
-    assert 'taskloom_inbox_open_items{assignee="ana"} 1.0' in ok.text
+    assert 'taskloom_inbox_open_items{assigned="yes"} 1.0' in ok.text
     assert SESSION_COOKIE not in ok.headers.get("set-cookie", "")  # a scrape holds no session
     await web.signin()
     assert "taskloom_human_tasks_open" in (await web.page("/metrics")).text

@@ -43,7 +43,7 @@ async def browser(orch: Orchestrator, clock: ManualClock) -> AsyncIterator[Brows
         options = {"signin_limits": LIMITS} | options
         app = app or create_app(orch, secret=SECRET, inbox_token=TOKEN, clock=clock, **options)
         transport = httpx.ASGITransport(app=app, client=(ip, 40000))
-        client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
+        client = httpx.AsyncClient(transport=transport, base_url="http://localhost:8765")
         clients.append(client)
         return client
 

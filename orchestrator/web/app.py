@@ -34,7 +34,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -49,7 +49,7 @@ from starlette.routing import Route
 
 from ..client import Orchestrator
 from ..clock import Clock
-from ..display import parse_age, pretty, span, when
+from ..display import MAX_AGE, parse_age, pretty, span, when
 from ..errors import (
     HumanTaskClosedError,
     HumanTaskNotFoundError,
@@ -63,6 +63,8 @@ from ..metrics import Metrics
 from ..pipeline import pipeline_entry
 from .credentials import check_token
 from .forms import FormError, edit_form, parse_form
+from .hardening import SECURITY_HEADERS as _HEADERS
+from .hardening import harden
 from .links import LinkRefusedError, MagicLink, MagicLinks, item_path
 from .sessions import SESSION_COOKIE, Sessions
 from .sessions import Session as _Session
@@ -77,16 +79,6 @@ MAX_BODY = 1024 * 1024
 MAX_NOTE = 10_000
 MAX_LIST = 1000
 _NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
-_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",  # a magic link's token must not leak onwards
-    "Cache-Control": "no-store",
-}
 _LABELS = {
     "approve": "Approve",
     "reject": "Reject",
@@ -112,6 +104,7 @@ def create_app(
     max_body: int = MAX_BODY,
     metrics_token: str | None = None,
     signin_limits: SigninLimits | None = None,
+    trusted_hosts: Sequence[str] | None = None,
 ) -> Starlette:
     """The web inbox over ``orch`` (connected). ``secret`` signs sessions and links
     (:func:`~taskloom.web.load_secret`); ``inbox_token`` is what people sign in
@@ -120,12 +113,16 @@ def create_app(
     ``metrics`` is served on ``/metrics`` (a fresh :class:`Metrics` if not given), to a
     session or a scraper sending ``metrics_token`` (default ``orch.settings``'s, else
     ``inbox_token``) as bearer; ``signin_limits`` (default from ``orch.settings``)
-    throttle wrong tokens. Both tokens must be strong (:func:`.credentials.check_token`)."""
+    throttle wrong tokens. Both tokens must be strong (:func:`.credentials.check_token`).
+    ``trusted_hosts`` (default ``orch.settings.trusted_hosts``, else the public URL's
+    host and loopback) are the ``Host`` names answered, any other gets 400
+    (:func:`~taskloom.web.hardening.harden`)."""
+    public_url = public_url or orch.settings.public_url
     inbox = _Inbox(
         orch,
         secret=secret,
         inbox_token=inbox_token,
-        public_url=public_url or orch.settings.public_url,
+        public_url=public_url,
         clock=clock or Clock(),
         metrics=metrics or Metrics(),
         session_ttl=session_ttl,
@@ -133,7 +130,8 @@ def create_app(
         metrics_token=metrics_token or orch.settings.metrics_token,
         signin_limits=signin_limits or SigninLimits.from_settings(orch.settings),
     )
-    return inbox.app
+    hosts = orch.settings.trusted_hosts if trusted_hosts is None else trusted_hosts
+    return harden(inbox.app, public_url=public_url, trusted_hosts=hosts)
 
 
 @dataclass(frozen=True)
@@ -431,7 +429,7 @@ class _Inbox:
         errors: dict[str, str] = {}
         older_than = parse_age(age.lower()) if age else None
         if age and older_than is None:
-            errors["age"] = "Write an age like 90s, 30m, 4h or 2d."
+            errors["age"] = f"Write an age like 90s, 30m, 4h or 2d, up to {MAX_AGE / 86400:.0f}d."
         inbox = self.orch.human_tasks
         stats = await inbox.stats()  # counts kept by the inbox scripts: nothing to load
         tasks = (

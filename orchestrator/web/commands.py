@@ -9,6 +9,7 @@ import json
 import socket
 from typing import TYPE_CHECKING
 
+from ..cliargs import int_in
 from ..errors import UserError
 from .credentials import check_token
 from .links import DEFAULT_TTL, MagicLink, MagicLinks
@@ -27,7 +28,9 @@ def register(cmd: Command) -> None:
     s.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1 only)"
     )
-    s.add_argument("--port", type=int, default=8765, help="port to listen on (default: 8765)")
+    s.add_argument(
+        "--port", type=int_in(0, 65535), default=8765, help="port to listen on (default: 8765)"
+    )
     link = cmd(
         "link",
         _link,
@@ -63,6 +66,7 @@ async def _serve(args: argparse.Namespace, orch: Orchestrator) -> int:
     import uvicorn
 
     from .app import create_app
+    from .hardening import default_trusted_hosts, redact_access_log
 
     app = create_app(orch, secret=load_secret(settings), inbox_token=inbox_token)
     try:
@@ -81,6 +85,8 @@ async def _serve(args: argparse.Namespace, orch: Orchestrator) -> int:
             "note: /metrics takes the inbox token as its bearer; set TASKLOOM_METRICS_TOKEN "
             "to give the scraper a token of its own that cannot sign in"
         )
+    hosts = settings.trusted_hosts or default_trusted_hosts(settings.public_url)
+    _out(f"answering Host {', '.join(hosts)} only (TASKLOOM_TRUSTED_HOSTS)")
     if not _loopback(args.host):
         _out("note: listening beyond this machine; put it behind HTTPS (a reverse proxy)")
     config = uvicorn.Config(
@@ -90,6 +96,7 @@ async def _serve(args: argparse.Namespace, orch: Orchestrator) -> int:
         proxy_headers=False,
         server_header=False,
     )
+    redact_access_log()  # after the Config, which sets uvicorn's loggers up
     with sock:
         await uvicorn.Server(config).serve(sockets=[sock])
     return 0
