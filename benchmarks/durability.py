@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from taskloom import Context, Orchestrator, Settings, activity, workflow
-from taskloom.embedded import EmbeddedRedis
+from taskloom.engine.embedded import EmbeddedRedis
 
 
 @activity(name="bench.noop")

@@ -25,7 +25,7 @@ Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
   it (``sdk_*``: so ``taskloom_cpu_us_per_call`` is taskloom's own cost) and as the
   SDK's README shows (``sdk_default_*``: httpx and ``chat.completions.create``).
 - ``W6``: a goal planned into 50 parallel activities by taskloom's pipeline (``orch.submit``),
-  with the fake LLM server playing the team (:class:`taskloom.simulated.SimulatedTeam`):
+  with the fake LLM server playing the team (:class:`taskloom.testing.simulated.SimulatedTeam`):
   200 ms per planner, subagent and integrator call, 100 ms per judge call, so the ideal
   makespan is 0.7 s. Reports makespan versus the ideal, where the overhead went (from the
   times the fake received each kind of call), the share of tokens spent on planning,
@@ -34,7 +34,7 @@ Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
 - ``W7``: 1000 activities of which 30% fail twice, 10 ms apart, before succeeding:
   throughput, and the retries recorded in the run's log (must be 600).
 
-Every engine workload gets a fresh worker process (``python -m taskloom.cli worker
+Every engine workload gets a fresh worker process (``python -m taskloom.terminal.cli worker
 --import benchmarks.workloads --concurrency N``), warmed up by a small workflow run to
 completion before measuring and stopped with SIGTERM afterwards. All keys live under a
 prefix unique to this benchmark run and are deleted (SCAN + DEL) at the end. Targets
@@ -73,7 +73,7 @@ from redis.exceptions import RedisError  # noqa: E402
 from benchmarks import workloads as wl  # noqa: E402
 from taskloom import Orchestrator, RunHandle, Settings, TaskloomError  # noqa: E402
 from taskloom.agents.fake_llm import FakeLLM, Request, reply  # noqa: E402
-from taskloom.simulated import SimulatedTeam  # noqa: E402
+from taskloom.testing.simulated import SimulatedTeam  # noqa: E402
 
 __all__ = ["QUICK", "STANDARD", "Sizes", "main"]
 
@@ -236,7 +236,7 @@ class WorkerProcess:
         args = [
             sys.executable,
             "-m",
-            "taskloom.cli",
+            "taskloom.terminal.cli",
             "worker",
             "--import",
             "benchmarks.workloads",

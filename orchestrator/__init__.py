@@ -5,14 +5,18 @@ The public API::
     from taskloom import Orchestrator, Context, workflow, activity
 """
 
-from .agents import Agent, tool
-from .attempt import ActivityInfo, activity_info, heartbeat
-from .client import Orchestrator, RunHandle
-from .clock import Clock, ManualClock, SystemClock
-from .context import Context
-from .definitions import ActivityDef, Registry, WorkflowDef, activity, workflow
-from .dlq import DeadLetter, DeadLetters
-from .errors import (
+from taskloom.agents import Agent, tool
+from taskloom.client import Orchestrator, RunHandle
+from taskloom.engine.attempt import ActivityInfo, activity_info, heartbeat
+from taskloom.engine.clock import Clock, ManualClock, SystemClock
+from taskloom.engine.context import Context
+from taskloom.engine.definitions import ActivityDef, Registry, WorkflowDef, activity, workflow
+from taskloom.engine.dlq import DeadLetter, DeadLetters
+from taskloom.engine.human import Decide, Decision, Expire, HumanTask, HumanTasks, Reassign
+from taskloom.engine.retries import RetryPolicy
+from taskloom.engine.store import Event, RunInfo, Store
+from taskloom.engine.worker import Worker
+from taskloom.errors import (
     ActivityError,
     ActivityFailure,
     ActivityTimeoutError,
@@ -46,15 +50,12 @@ from .errors import (
     UserError,
     WorkflowError,
 )
-from .human import Decide, Decision, Expire, HumanTask, HumanTasks, Reassign
-from .pipeline import PipelineRequest, pipeline_events
-from .plan import Plan, PlanActivity
-from .retries import RetryPolicy
-from .settings import Settings
-from .simulated import SimulatedTeam
-from .store import Event, RunInfo, Store
-from .templates import Template
-from .worker import Worker
+from taskloom.pipeline.pipeline import PipelineRequest, pipeline_events
+from taskloom.pipeline.plan import Plan, PlanActivity
+from taskloom.pipeline.templates import Template
+from taskloom.settings import Settings
+from taskloom.testing.simulated import SimulatedTeam
+from taskloom.version import __version__ as __version__
 
 __all__ = [
     "ActivityDef",
@@ -126,4 +127,3 @@ __all__ = [
     "tool",
     "workflow",
 ]
-__version__ = "0.1.0"

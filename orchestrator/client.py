@@ -24,29 +24,30 @@ from redis.asyncio import Redis
 from taskloom.agents.agent import Agent
 from taskloom.agents.budget import Budgets, BudgetUsage
 from taskloom.agents.errors import validation_problems
-
-from . import notify, pipeline, serde
-from .blobs import open_blob_store
-from .connection import Connection, connect
-from .definitions import ActivityDef, WorkflowDef
-from .dlq import DeadLetters
-from .durability import fsync_mode
-from .errors import (
+from taskloom.engine import serde
+from taskloom.engine.blobs import open_blob_store
+from taskloom.engine.connection import Connection, connect
+from taskloom.engine.definitions import ActivityDef, WorkflowDef
+from taskloom.engine.dlq import DeadLetters
+from taskloom.engine.durability import fsync_mode
+from taskloom.engine.human import HumanTasks
+from taskloom.engine.keys import STATUSES
+from taskloom.engine.payloads import Payloads
+from taskloom.engine.store import Event, RunInfo, Store, now_ms
+from taskloom.engine.worker import Worker
+from taskloom.errors import (
     ConfigurationError,
     RunCancelledError,
     RunFailedError,
     RunNotFoundError,
     UserError,
 )
-from .human import HumanTasks
-from .keys import STATUSES
-from .payloads import Payloads
-from .plan import parse_plan, size_problem
-from .settings import Settings
-from .store import Event, RunInfo, Store, now_ms
-from .subagents import LiveTokens, install
-from .templates import Template, get_template
-from .worker import Worker
+from taskloom.inbox import notify
+from taskloom.pipeline import pipeline
+from taskloom.pipeline.plan import parse_plan, size_problem
+from taskloom.pipeline.subagents import LiveTokens, install
+from taskloom.pipeline.templates import Template, get_template
+from taskloom.settings import Settings
 
 __all__ = ["Orchestrator", "RunHandle"]
 
@@ -260,9 +261,9 @@ class Orchestrator:
         **options: Any,
     ) -> RunHandle:
         """Hand taskloom a goal: it is planned, run in parallel, verified, escalated where
-        it must be, and integrated (see :mod:`taskloom.pipeline`). Returns at once.
+        it must be, and integrated (see :mod:`taskloom.pipeline.pipeline`). Returns at once.
 
-        ``template``: a shipped template name or a :class:`~taskloom.templates.Template`.
+        ``template``: a shipped template name or a :class:`~taskloom.pipeline.templates.Template`.
         ``roles``: the agent names the plan may use (default: every agent the workers
         know). ``verifiers``: names of user verifiers (``orch.worker(verifiers=...)``)
         applied to every output. ``plan``: a plan given up front (the planner is then
@@ -270,7 +271,7 @@ class Orchestrator:
         outputs instead of the integrator agent. ``assignee``: who gets escalations.
         Other options (``max_replans``, ``max_plan_attempts``, ``max_activities``,
         ``max_width``, ``max_chain``, ``planner_model``, ``judge_model``) go to
-        :class:`~taskloom.pipeline.PipelineRequest`.
+        :class:`~taskloom.pipeline.pipeline.PipelineRequest`.
         """
         if not isinstance(goal, str) or not goal.strip():
             raise UserError("submit() needs a goal: a sentence saying what you want done")

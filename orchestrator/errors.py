@@ -55,7 +55,7 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
 
 Errors marked (agents) are defined in :mod:`taskloom.agents.errors`, the lowest layer, with the
 root and the ActivityFailure branch; this module re-exports the root. Those marked
-(verifiers) live in :mod:`taskloom.verifiers.errors`, (web) in :mod:`taskloom.web.links`
+(verifiers) live in :mod:`taskloom.verifiers.errors`, (web) in :mod:`taskloom.inbox.links`
 and :mod:`taskloom.web.throttle`.
 
 Cancellation of workflow code uses :class:`asyncio.CancelledError`, a ``BaseException``,
@@ -75,8 +75,7 @@ from taskloom.agents.errors import (
     TaskloomError,
     UserError,
 )
-
-from .bounds import ERROR_TEXT_LIMIT, TRACEBACK_LIMIT, bound_text
+from taskloom.engine.bounds import ERROR_TEXT_LIMIT, TRACEBACK_LIMIT, bound_text
 
 __all__ = [
     "ActivityError",
@@ -329,7 +328,7 @@ class PayloadTooLargeError(UserError):
 def error_dict(exc: BaseException) -> dict[str, Any]:
     """An exception as a run's log stores it: type, message, code, traceback.
 
-    The message and the traceback are bounded (:mod:`taskloom.bounds`): a longer
+    The message and the traceback are bounded (:mod:`taskloom.engine.bounds`): a longer
     message keeps its head and tail, and ``message_bytes`` says how long it was; the
     traceback then names it instead of repeating it."""
     if isinstance(exc, TaskloomError):

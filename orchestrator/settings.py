@@ -18,9 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from taskloom.agents.errors import validation_problems
 from taskloom.agents.limits import RateLimits
 from taskloom.agents.pricing import PriceTable
-
-from .errors import ConfigurationError, TaskloomError
-from .redaction import MASK, redact_url
+from taskloom.errors import ConfigurationError, TaskloomError
+from taskloom.redaction import MASK, redact_url
 
 __all__ = ["MIN_WEBHOOK_SECRET_CHARS", "Settings", "default_data_dir"]
 
@@ -180,7 +179,7 @@ class Settings(BaseModel):
     webhook_secret: str | None = Field(default=None, repr=False)
     """The shared secret webhook deliveries are signed with, at least
     :data:`MIN_WEBHOOK_SECRET_CHARS` characters (TASKLOOM_WEBHOOK_SECRET); see
-    :func:`taskloom.notify.verify_signature`."""
+    :func:`taskloom.inbox.notify.verify_signature`."""
     smtp_url: str | None = None
     """``smtp://host:port`` for e-mail notifications to assignees (TASKLOOM_SMTP_URL)."""
     notify_from: str = "taskloom@localhost"
@@ -190,7 +189,7 @@ class Settings(BaseModel):
     link_ttl: float = Field(default=7 * 86400.0, gt=0, le=90 * 86400.0)
     """The longest a magic link sent by mail works, in seconds (TASKLOOM_LINK_TTL; default
     7 days, at most 90): a mailed link works until its item's SLA is due plus a grace
-    (:data:`taskloom.notify.LINK_GRACE`), within this bound; this long when the item
+    (:data:`taskloom.inbox.notify.LINK_GRACE`), within this bound; this long when the item
     has no SLA. It stops at once when the item is reassigned or decided."""
 
     @field_validator("webhooks", "trusted_hosts", mode="before")

@@ -69,7 +69,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     except RedisError:
         if "TASKLOOM_TEST_REDIS_URL" in os.environ:
             raise
-        from taskloom.embedded import EmbeddedRedis
+        from taskloom.engine.embedded import EmbeddedRedis
 
         with EmbeddedRedis(Path(tempfile.mkdtemp(prefix="tl-test-", dir="/tmp"))) as server:
             yield server.url

@@ -16,7 +16,7 @@ from taskloom import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 """The checkout: where commands run from and what PYTHONPATH holds."""
-TASKLOOM = (sys.executable, "-m", "taskloom.cli")
+TASKLOOM = (sys.executable, "-m", "taskloom.terminal.cli")
 """The ``taskloom`` command line, as this interpreter runs it (no install needed)."""
 S = TypeVar("S", bound=Sized)
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -15,7 +15,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from taskloom.blobs import (
+from taskloom.engine.blobs import (
     BLOB_KEY,
     BlobStore,
     FsspecBlobStore,

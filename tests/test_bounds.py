@@ -24,8 +24,8 @@ from taskloom import (
     activity,
     workflow,
 )
-from taskloom.blobs import is_ref
-from taskloom.bounds import ERROR_TEXT_LIMIT, bound_text
+from taskloom.engine.blobs import is_ref
+from taskloom.engine.bounds import ERROR_TEXT_LIMIT, bound_text
 from tests.helpers import running
 
 pytestmark = pytest.mark.anyio

@@ -15,11 +15,11 @@ import redis
 from rich.console import Console
 from rich.text import Text
 
-from taskloom import liveview
 from taskloom.agents.fake_llm import FakeLLM
-from taskloom.keys import Keys
-from taskloom.liveview import LiveView
-from taskloom.simulated import SimulatedTeam, task_of
+from taskloom.engine.keys import Keys
+from taskloom.terminal import liveview
+from taskloom.terminal.liveview import LiveView
+from taskloom.testing.simulated import SimulatedTeam, task_of
 from tests.conftest import worker_env
 from tests.helpers import TASKLOOM, act
 from tests.helpers import taskloom as run_cli
@@ -161,8 +161,8 @@ def test_ctrl_c_during_run_asks_and_cancels_the_run(fake: FakeLLM, env: dict[str
 
 @pytest.mark.anyio
 async def test_yes_never_answers_edit_or_retry_which_would_only_ask_again() -> None:
-    from taskloom.console import auto_approve
-    from taskloom.human import HumanTask
+    from taskloom.engine.human import HumanTask
+    from taskloom.terminal.console import auto_approve
 
     def task(*decisions: str) -> HumanTask:
         return HumanTask(id="r/0", run_id="r", seq="0", title="t", decisions=list(decisions))

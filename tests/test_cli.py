@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from taskloom.agents.fake_llm import FakeLLM
-from taskloom.demo import demo_plan
-from taskloom.simulated import SimulatedTeam
+from taskloom.terminal.demo import demo_plan
+from taskloom.testing.simulated import SimulatedTeam
 from tests.conftest import worker_env
 from tests.helpers import ROOT, start_taskloom, taskloom
 
@@ -144,7 +144,7 @@ def test_unknown_run_is_a_clear_error_without_traceback(
 
 
 def test_start_wait_with_a_worker_process(redis_url: str, prefix: str, spawn_worker) -> None:
-    spawn_worker("taskloom.demo")
+    spawn_worker("taskloom.terminal.demo")
     env = worker_env(redis_url, prefix)
     proc = taskloom(
         "start", "demo.brief", '"pick a queue"', "--run-id", "cli-1", "--wait", "--json", env=env

@@ -10,7 +10,7 @@ import pytest
 from redis.exceptions import DataError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from taskloom.connection import make_client
+from taskloom.engine.connection import make_client
 
 pytestmark = pytest.mark.anyio
 

@@ -15,9 +15,9 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from taskloom.doctor import Check, Report, diagnose, render_json, render_text
-from taskloom.embedded import EmbeddedRedis
+from taskloom.engine.embedded import EmbeddedRedis
 from taskloom.errors import ConfigurationError, RedisUnavailableError
+from taskloom.terminal.doctor import Check, Report, diagnose, render_json, render_text
 
 NAMES = ["version", "persistence", "maxmemory-policy", "latency", "durability"]
 

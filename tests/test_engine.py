@@ -22,7 +22,7 @@ from taskloom import (
     activity_info,
     workflow,
 )
-from taskloom.store import Store
+from taskloom.engine.store import Store
 from tests.helpers import running
 
 pytestmark = pytest.mark.anyio

@@ -39,7 +39,8 @@ def test_importing_taskloom_leaves_the_provider_sdks_for_first_use() -> None:
     import sys
 
     code = (
-        "import sys, taskloom.agents as agents, taskloom.cli, taskloom.subagents; "
+        "import sys, taskloom.agents as agents, taskloom.terminal.cli; "
+        "import taskloom.pipeline.subagents; "
         "print(sorted(m for m in ('openai', 'anthropic') if m in sys.modules)); "
         "agents.OpenAIProvider; print('openai' in sys.modules)"
     )
@@ -56,7 +57,7 @@ def test_importing_taskloom_leaves_the_web_and_webhook_libraries_for_first_use()
     import sys
 
     code = (
-        "import sys, taskloom.cli; "
+        "import sys, taskloom.terminal.cli; "
         "print(sorted(m for m in ('starlette', 'uvicorn', 'httpx', 'rich') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -21,7 +21,7 @@ from taskloom import (
     UserError,
     workflow,
 )
-from taskloom.metrics import Metrics
+from taskloom.engine.metrics import Metrics
 from tests.helpers import at_least, running, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -112,7 +112,7 @@ async def test_bad_decisions_are_refused_clearly(orch: Orchestrator, make_worker
         assert (await inbox.get(task.id)).status == "open", "nothing was recorded"
         await handle.cancel()
     with pytest.raises(UserError, match="Decide\\('later'\\) is not one of the decisions"):
-        from taskloom.human import task_spec
+        from taskloom.engine.human import task_spec
 
         task_spec(
             title="x",
@@ -196,7 +196,7 @@ async def test_a_cancelled_run_leaves_no_question_open(orch: Orchestrator, make_
 async def test_a_runs_tasks_are_listed_with_its_child_runs_but_not_its_namesakes(
     orch: Orchestrator,
 ) -> None:
-    from taskloom.human import new_task, task_spec
+    from taskloom.engine.human import new_task, task_spec
 
     spec = task_spec(
         title="ok?",

@@ -15,8 +15,8 @@ import pytest
 from pydantic import BaseModel
 
 from taskloom import Context, Orchestrator, workflow
-from taskloom.cli import main
-from taskloom.edits import schema_errors
+from taskloom.pipeline.edits import schema_errors
+from taskloom.terminal.cli import main
 from tests.helpers import ROOT, running, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -345,7 +345,7 @@ async def test_edit_in_the_editor(
         racer = tmp_path / "racer.sh"
         racer.write_text(
             "#!/bin/sh\n"
-            f'PYTHONPATH="{ROOT}" "{sys.executable}" -m taskloom.cli --redis-url '
+            f'PYTHONPATH="{ROOT}" "{sys.executable}" -m taskloom.terminal.cli --redis-url '
             f'"{redis_url}" --key-prefix "{prefix}" inbox decide "{task.id}" reject --by bo\n'
             """printf '{"title": "t", "points": []}' > "$1"\n"""
         )

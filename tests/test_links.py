@@ -17,11 +17,11 @@ import httpx
 import pytest
 
 from taskloom import Context, ManualClock, Orchestrator, Reassign, UserError, workflow
-from taskloom.human import HumanTasks
-from taskloom.notify import LINK_GRACE, Notifier, magic_links
+from taskloom.engine.human import HumanTasks
+from taskloom.inbox.links import LinkRefusedError
+from taskloom.inbox.notify import LINK_GRACE, Notifier, magic_links
 from taskloom.settings import Settings
 from taskloom.web import MagicLinks, create_app
-from taskloom.web.links import LinkRefusedError
 from tests.helpers import running, wait_until
 from tests.test_notify import FAST, SmtpServer, open_task
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from taskloom import activity, workflow
-from taskloom.context import Context
-from taskloom.metrics import Metrics
+from taskloom.engine.context import Context
+from taskloom.engine.metrics import Metrics
 from tests.helpers import running, samples, value, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -48,7 +48,7 @@ async def test_a_blocked_loop_is_observed_and_the_warning_names_what_blocked(
     metrics = Metrics()
     worker = make_worker(workflows=[blocks_once], activities=[blocking_step], metrics=metrics)
     assert worker.lag.warn_after == pytest.approx(0.5)  # half the 1 s lease
-    caplog.set_level(logging.WARNING, logger="taskloom.worker")
+    caplog.set_level(logging.WARNING, logger="taskloom.engine.worker")
     async with running(worker):
         handle = await orch.start(blocks_once, 0.8)
         assert await handle.result(timeout=30) == "done"

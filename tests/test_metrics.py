@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from taskloom.engine.metrics import LATENCY_BUCKETS, Metrics
 from taskloom.errors import UserError
-from taskloom.metrics import LATENCY_BUCKETS, Metrics
 from tests.helpers import ROOT, samples, value
 
 pytestmark = pytest.mark.anyio

@@ -24,10 +24,11 @@ from typing import Any
 import pytest
 
 from taskloom import ManualClock, Orchestrator, RetryPolicy, Settings, Store
+from taskloom.engine.human import HumanTasks, new_task, task_spec
+from taskloom.engine.metrics import Metrics
+from taskloom.engine.store import now_ms
 from taskloom.errors import ConfigurationError, UserError
-from taskloom.human import HumanTasks, new_task, task_spec
-from taskloom.metrics import Metrics
-from taskloom.notify import (
+from taskloom.inbox.notify import (
     GROUP,
     SIGNATURE_TOLERANCE_S,
     Notifier,
@@ -37,7 +38,6 @@ from taskloom.notify import (
     verify_signature,
 )
 from taskloom.settings import MIN_WEBHOOK_SECRET_CHARS
-from taskloom.store import now_ms
 from tests.conftest import worker_env
 from tests.helpers import ROOT, at_least, running, samples, taskloom, wait_until
 from tests.test_human import refund
@@ -504,7 +504,7 @@ async def test_a_killed_notifier_never_redelivers_what_was_acknowledged(
             import asyncio
             from redis.asyncio import Redis
             from taskloom import Store
-            from taskloom.notify import Notifier
+            from taskloom.inbox.notify import Notifier
 
             async def main():
                 store = Store(Redis.from_url({redis_url!r}, decode_responses=True),
@@ -842,8 +842,8 @@ async def test_a_workflows_escalation_without_an_sla_gets_the_operator_default(
 async def test_a_mail_to_an_outside_reviewer_carries_a_magic_link_to_the_item(
     store: Store,
 ) -> None:
-    from taskloom.notify import magic_links
-    from taskloom.web.links import MagicLinks
+    from taskloom.inbox.links import MagicLinks
+    from taskloom.inbox.notify import magic_links
 
     clock, inbox = ManualClock(), HumanTasks(store)
     secret = "s" * 40

@@ -19,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from taskloom import Context, Orchestrator, Settings, Store, Worker, activity, workflow
-from taskloom.embedded import EmbeddedRedis
+from taskloom.engine.embedded import EmbeddedRedis
 from tests.helpers import running, wait_until
 
 pytestmark = pytest.mark.anyio

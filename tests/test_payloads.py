@@ -18,8 +18,8 @@ from taskloom import (
     activity,
     workflow,
 )
-from taskloom.blobs import LocalBlobStore, is_ref
-from taskloom.payloads import GC_GRACE_MS, Payloads
+from taskloom.engine.blobs import LocalBlobStore, is_ref
+from taskloom.engine.payloads import GC_GRACE_MS, Payloads
 from tests.helpers import running
 
 pytestmark = pytest.mark.anyio

@@ -13,8 +13,8 @@ import pytest
 
 from taskloom import HumanTaskClosedError, Orchestrator, RunFailedError, UserError
 from taskloom.agents.fake_llm import FakeLLM, unauthorized
-from taskloom.pipeline import pipeline_events
-from taskloom.simulated import SimulatedTeam, kind_of, task_of
+from taskloom.pipeline.pipeline import pipeline_events
+from taskloom.testing.simulated import SimulatedTeam, kind_of, task_of
 from taskloom.verifiers import FunctionVerifier
 from tests.helpers import act, running
 from tests.test_durability import Spawn, start_worker, stop_worker, wait_for

@@ -1,5 +1,5 @@
-"""Plans (taskloom.plan), roles (taskloom.roles) and workflow templates
-(taskloom.templates): parsing, validation, cost estimates, spec keys and diffs.
+"""Plans (taskloom.pipeline.plan), roles (taskloom.pipeline.roles) and workflow templates
+(taskloom.pipeline.templates): parsing, validation, cost estimates, spec keys and diffs.
 
 No Redis and no network: everything here is pure computation over plans and agents.
 """
@@ -19,7 +19,7 @@ from taskloom.agents.errors import PriceTableError
 from taskloom.agents.pricing import PriceTable
 from taskloom.agents.tools import tool
 from taskloom.errors import PlanError, UserError
-from taskloom.plan import (
+from taskloom.pipeline.plan import (
     Plan,
     PlanActivity,
     PlanLimits,
@@ -30,8 +30,8 @@ from taskloom.plan import (
     spec_keys,
     validate_plan,
 )
-from taskloom.roles import BUILTIN_ROLES, INTEGRATOR, PLANNER, catalog
-from taskloom.templates import BUILTIN_TEMPLATES, Template, get_template, template_names
+from taskloom.pipeline.roles import BUILTIN_ROLES, INTEGRATOR, PLANNER, catalog
+from taskloom.pipeline.templates import BUILTIN_TEMPLATES, Template, get_template, template_names
 from taskloom.verifiers import VerifySpec
 
 PRICED = "openai:gpt-4.1-mini"

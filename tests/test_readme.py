@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from taskloom.agents.fake_llm import FakeLLM
-from taskloom.simulated import SimulatedTeam
+from taskloom.testing.simulated import SimulatedTeam
 from tests.conftest import worker_env
 from tests.helpers import ROOT
 

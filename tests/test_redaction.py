@@ -18,7 +18,7 @@ from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
 
 from taskloom import Settings
-from taskloom.embedded import find_redis_server
+from taskloom.engine.embedded import find_redis_server
 from taskloom.errors import RedisUnavailableError
 from taskloom.redaction import redact_text, redact_url
 from tests.helpers import ROOT, taskloom
@@ -154,7 +154,7 @@ def test_settings_never_show_passwords_or_secrets() -> None:
 # -- what the command line prints ---------------------------------------------------------
 @pytest.mark.anyio
 async def test_the_connection_error_names_the_url_without_its_password() -> None:
-    from taskloom.connection import connect
+    from taskloom.engine.connection import connect
 
     url = f"redis://:{PASSWORD}@127.0.0.1:{_closed_port()}/0"
     with pytest.raises(RedisUnavailableError) as caught:

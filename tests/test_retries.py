@@ -25,7 +25,7 @@ from taskloom import (
     activity_info,
     workflow,
 )
-from taskloom.store import Event
+from taskloom.engine.store import Event
 from tests.helpers import at_least, running, wait_until
 
 pytestmark = pytest.mark.anyio

@@ -28,7 +28,7 @@ from taskloom import (
     activity,
     workflow,
 )
-from taskloom.embedded import EmbeddedRedis
+from taskloom.engine.embedded import EmbeddedRedis
 from tests.helpers import running
 
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from taskloom.store import Store
+from taskloom.engine.store import Store
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from taskloom import Orchestrator
-from taskloom.keys import Keys
+from taskloom.engine.keys import Keys
 from tests import durable_workflows
 from tests.test_durability import (
     Spawn,

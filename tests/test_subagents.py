@@ -36,10 +36,10 @@ from taskloom.agents.fake_llm import (
     reply,
     unauthorized,
 )
-from taskloom.blobs import is_ref
-from taskloom.metrics import Metrics
-from taskloom.store import Event
-from taskloom.subagents import agent_runner
+from taskloom.engine.blobs import is_ref
+from taskloom.engine.metrics import Metrics
+from taskloom.engine.store import Event
+from taskloom.pipeline.subagents import agent_runner
 from tests import subagent_workflows as flows
 from tests.helpers import running, samples, value
 from tests.test_durability import Spawn, start_worker, stop_worker

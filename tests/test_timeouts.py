@@ -22,7 +22,7 @@ from taskloom import (
     heartbeat,
     workflow,
 )
-from taskloom.store import Store
+from taskloom.engine.store import Store
 from tests.helpers import running, wait_until
 
 pytestmark = pytest.mark.anyio

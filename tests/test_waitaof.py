@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from taskloom import Context, Orchestrator, Settings, activity, workflow
-from taskloom.durability import server_version
-from taskloom.embedded import EmbeddedRedis
-from taskloom.store import Event, Store
+from taskloom.engine.durability import server_version
+from taskloom.engine.embedded import EmbeddedRedis
+from taskloom.engine.store import Event, Store
 from tests.helpers import running
 
 pytestmark = pytest.mark.anyio

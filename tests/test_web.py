@@ -30,11 +30,11 @@ from taskloom import (
     workflow,
 )
 from taskloom.agents.fake_llm import FakeLLM
+from taskloom.inbox.signing import Signer, load_secret
 from taskloom.settings import Settings
-from taskloom.simulated import SimulatedTeam
+from taskloom.testing.simulated import SimulatedTeam
 from taskloom.web import MagicLinks, create_app
 from taskloom.web.app import SESSION_COOKIE
-from taskloom.web.signing import Signer, load_secret
 from tests.helpers import ROOT, running, start_taskloom, taskloom, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -717,7 +717,7 @@ def test_the_web_package_exports_what_it_means_to_and_loads_starlette_late() -> 
     assert sorted(web_package.__all__) == web_package.__all__
     for name in web_package.__all__:
         assert getattr(web_package, name) is not None, name
-    code = "import sys, taskloom.cli, taskloom.web; print('starlette' in sys.modules)"
+    code = "import sys, taskloom.terminal.cli, taskloom.web; print('starlette' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )

@@ -17,12 +17,12 @@ import httpx
 import pytest
 
 from taskloom import HumanTask, Orchestrator
-from taskloom.edits import Editable
+from taskloom.engine.human import HumanTasks, new_task, task_spec
+from taskloom.engine.metrics import Metrics
+from taskloom.engine.store import now_ms
 from taskloom.errors import ConfigurationError, UserError
-from taskloom.human import HumanTasks, new_task, task_spec
-from taskloom.metrics import Metrics
+from taskloom.pipeline.edits import Editable
 from taskloom.settings import Settings
-from taskloom.store import now_ms
 from taskloom.web import MagicLinks, create_app
 from tests.helpers import running, start_taskloom, taskloom, wait_until
 from tests.test_web import BASE_URL, SCORED, SECRET, TOKEN, cli_env, csrf_of, review
@@ -94,7 +94,7 @@ async def test_a_deeply_nested_edit_through_a_magic_link_is_a_400_and_the_link_s
 
 
 def test_an_edit_is_bounded_in_depth_and_size_before_it_is_parsed() -> None:
-    from taskloom.edits import MAX_EDIT_BYTES, MAX_EDIT_DEPTH
+    from taskloom.pipeline.edits import MAX_EDIT_BYTES, MAX_EDIT_DEPTH
 
     as_json = Editable("output", None, None)
     for text in ("[" * 5000, "{" * 100_000, '{"a": ' * 65 + "1" + "}" * 65):

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .links import DEFAULT_TTL, LinkRefusedError, MagicLink, MagicLinks
-from .signing import load_secret
+from taskloom.inbox.links import DEFAULT_TTL, LinkRefusedError, MagicLink, MagicLinks
+from taskloom.inbox.signing import load_secret
 
 if TYPE_CHECKING:
-    from .app import create_app
+    from taskloom.web.app import create_app
 
 __all__ = [
     "DEFAULT_TTL",
@@ -35,7 +35,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "create_app":
-        from .app import create_app
+        from taskloom.web.app import create_app
 
         return create_app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -47,30 +47,30 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ..client import Orchestrator
-from ..clock import Clock
-from ..display import MAX_AGE, parse_age, pretty, span, when
-from ..errors import (
+from taskloom.client import Orchestrator
+from taskloom.display import MAX_AGE, parse_age, pretty, span, when
+from taskloom.engine.clock import Clock
+from taskloom.engine.human import HumanTask
+from taskloom.engine.keys import STATUSES, TERMINAL_STATUSES
+from taskloom.engine.metrics import Metrics
+from taskloom.errors import (
     HumanTaskClosedError,
     HumanTaskNotFoundError,
     RunNotFoundError,
     TaskloomError,
     UserError,
 )
-from ..human import HumanTask
-from ..keys import STATUSES, TERMINAL_STATUSES
-from ..metrics import Metrics
-from ..pipeline import pipeline_entry
-from .credentials import check_token
-from .forms import FormError, edit_form, parse_form
-from .hardening import SECURITY_HEADERS as _HEADERS
-from .hardening import harden
-from .links import LinkRefusedError, MagicLink, MagicLinks, item_path
-from .sessions import SESSION_COOKIE, Sessions
-from .sessions import Session as _Session
-from .signing import Signer
-from .throttle import SigninLimits, SigninThrottle, SigninThrottledError
-from .timeline import activity_rows, event_row, latest_plan
+from taskloom.inbox.links import LinkRefusedError, MagicLink, MagicLinks, item_path
+from taskloom.inbox.signing import Signer
+from taskloom.pipeline.pipeline import pipeline_entry
+from taskloom.web.credentials import check_token
+from taskloom.web.forms import FormError, edit_form, parse_form
+from taskloom.web.hardening import SECURITY_HEADERS as _HEADERS
+from taskloom.web.hardening import harden
+from taskloom.web.sessions import SESSION_COOKIE, Sessions
+from taskloom.web.sessions import Session as _Session
+from taskloom.web.throttle import SigninLimits, SigninThrottle, SigninThrottledError
+from taskloom.web.timeline import activity_rows, event_row, latest_plan
 
 __all__ = ["SESSION_COOKIE", "create_app"]
 

@@ -13,7 +13,7 @@ short enough to paste. Requiring 8 different characters refuses the
 
 from __future__ import annotations
 
-from ..errors import ConfigurationError
+from taskloom.errors import ConfigurationError
 
 __all__ = ["MIN_DISTINCT_CHARS", "MIN_TOKEN_CHARS", "check_token"]
 

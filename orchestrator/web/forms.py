@@ -1,7 +1,7 @@
 """Form bodies and the edit form: read a bounded urlencoded body, and check an edited
 output against the JSON Schema its escalation carries (``output_schema``).
 
-The check (:mod:`taskloom.edits`, shared with ``taskloom inbox edit``) is what a
+The check (:mod:`taskloom.pipeline.edits`, shared with ``taskloom inbox edit``) is what a
 person needs to see next to the field before anything is recorded: text must not be
 empty; JSON must parse and meet the schema. The pipeline validates the edit once more
 with the output's own model.
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from ..edits import Editable, editable
-from ..errors import UserError
-from ..human import HumanTask
+from taskloom.engine.human import HumanTask
+from taskloom.errors import UserError
+from taskloom.pipeline.edits import Editable, editable
 
 __all__ = ["FormError", "edit_form", "parse_form"]
 

@@ -1,7 +1,7 @@
 """Sessions of the web inbox: a signed cookie, and for a signed-in person a record in
 Redis that the cookie needs to count.
 
-The cookie (HMAC-signed, :mod:`taskloom.web.signing`) holds the user, the expiry,
+The cookie (HMAC-signed, :mod:`taskloom.inbox.signing`) holds the user, the expiry,
 the session's CSRF token and its id. The record, ``Keys.session(id)``, holds the user and
 a fingerprint of the sign-in token it was made with (an HMAC of the token under the
 secret, so Redis never holds the token). A signed-in cookie counts only while its
@@ -28,10 +28,10 @@ from typing import Any
 
 from starlette.responses import Response
 
-from .. import serde
-from ..clock import Clock
-from ..store import Store
-from .signing import Signer
+from taskloom.engine import serde
+from taskloom.engine.clock import Clock
+from taskloom.engine.store import Store
+from taskloom.inbox.signing import Signer
 
 __all__ = ["SESSION_COOKIE", "Session", "Sessions"]
 

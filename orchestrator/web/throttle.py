@@ -23,10 +23,10 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 
-from ..clock import Clock
-from ..errors import UserError
-from ..settings import Settings
-from ..store import Store
+from taskloom.engine.clock import Clock
+from taskloom.engine.store import Store
+from taskloom.errors import UserError
+from taskloom.settings import Settings
 
 __all__ = ["Attempt", "SigninLimits", "SigninThrottle", "SigninThrottledError", "client_scope"]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..display import one_line
-from ..pipeline import pipeline_entry
-from ..store import Event
+from taskloom.display import one_line
+from taskloom.engine.store import Event
+from taskloom.pipeline.pipeline import pipeline_entry
 
 __all__ = ["ActivityRow", "Row", "activity_rows", "event_row", "latest_plan", "pipeline_text"]
 

@@ -1,0 +1,74 @@
+"""Durability levels: what a write taskloom relies on has survived once Redis answers.
+
+Redis acknowledges a write before it reaches disk: under ``appendfsync everysec`` a crash
+of the server or its machine loses up to about a second of acknowledged writes. Two
+levels (``TASKLOOM_DURABILITY``):
+
+``ack`` (default)
+    Redis's acknowledgment. A crash may lose the last second; an owner that finds Redis
+    behind its own view of a run replays the run instead of writing past the hole
+    (:class:`~taskloom.errors.StoreRolledBackError`), but runs created and outcomes
+    recorded in that second are gone (their activities run again).
+``fsync``
+    A run's creation and every write that records or schedules a step are on the Redis
+    host's disk before taskloom goes on: one ``WAITAOF 1 0`` after each batch of writes
+    (Redis ≥ 7.2; the batch shares it), or nothing extra where the server fsyncs every
+    write (``appendfsync always``; the embedded server is started so). Refused at
+    connect time on a server that offers neither.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from taskloom.errors import ConfigurationError
+
+__all__ = ["Durability", "appendfsync_policy", "fsync_mode", "server_version"]
+
+Durability = Literal["ack", "fsync"]
+WAITAOF_VERSION = (7, 2)
+
+
+async def server_version(client: Redis) -> tuple[int, ...]:
+    """The server's Redis version (what Valkey reports as ``redis_version`` too)."""
+    info: dict[str, Any] = await client.info("server")
+    text = str(info.get("redis_version", ""))
+    return tuple(int(p) for p in text.split(".") if p.isdigit())
+
+
+async def appendfsync_policy(client: Redis) -> str | None:
+    """``appendfsync`` of a server with AOF on (``None``: AOF off, or CONFIG refused)."""
+    info: dict[str, Any] = await client.info("persistence")
+    if str(info.get("aof_enabled")) != "1":
+        return None
+    try:
+        values: dict[Any, Any] = await client.config_get("appendfsync")
+    except ResponseError:
+        return None
+    return next((str(v) for k, v in values.items() if str(k) == "appendfsync"), None)
+
+
+async def fsync_mode(client: Redis) -> Literal["waitaof", "always"]:
+    """How the ``fsync`` level is kept on this server: ``'waitaof'`` (Redis ≥ 7.2:
+    WAITAOF after each batch) or ``'always'`` (the server fsyncs every write).
+
+    Raises:
+        ConfigurationError: the server offers neither; the message says what to change.
+    """
+    version = await server_version(client)
+    policy = await appendfsync_policy(client)
+    if policy == "always":
+        return "always"
+    if version >= WAITAOF_VERSION and policy is not None:
+        return "waitaof"
+    shown = ".".join(map(str, version)) or "unknown"
+    aof = f"appendfsync {policy}" if policy else "AOF off (or CONFIG refused)"
+    raise ConfigurationError(
+        f"TASKLOOM_DURABILITY=fsync needs Redis 7.2 or newer with AOF on (for WAITAOF) or "
+        f"a server with `appendfsync always`; this one is Redis {shown} with {aof}. "
+        f"Upgrade Redis, set `appendonly yes` and `appendfsync always` in its redis.conf, "
+        f"or choose TASKLOOM_DURABILITY=ack (a crash may lose about the last second)"
+    )

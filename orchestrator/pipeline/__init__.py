@@ -1,0 +1,10 @@
+"""The pipeline: a goal planned into activities, each run by a subagent, verified,
+escalated when it cannot be accepted, and integrated.
+
+``pipeline`` (the workflow), ``plan`` (the validated, versioned DAG), ``policy`` (one
+activity's run: attempts, verification, escalation), ``verification``, ``subagents``
+(model calls as recorded activities), ``roles``, ``templates``, ``endpoints``.
+
+May import: the engine, ``taskloom.agents`` and ``taskloom.verifiers``. Never the inbox,
+the web, the terminal or the client.
+"""

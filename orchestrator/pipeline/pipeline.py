@@ -1,0 +1,577 @@
+"""The dynamic pipeline: a goal planned into a DAG, run in parallel, verified, escalated
+where needed, and integrated. It is an ordinary workflow (``taskloom.pipeline.pipeline``) built on
+the engine's primitives, so a crash anywhere resumes by replay without a second model
+call for anything recorded.
+
+::
+
+    handle = await orch.submit("A market report on heat pumps", template="research_report",
+                               budget_usd=2.0)
+    result = await handle.result()
+    result["answer"], result["activities"]["pricing"]["verdicts"], result["cost_usd"]
+
+What happens, in order:
+
+1. **Plan.** The planner agent proposes a :class:`~taskloom.pipeline.plan.Plan`; an invalid
+   one goes back to it with the problems (``max_plan_attempts`` turns), then to a person.
+2. **Execute.** Each activity starts as soon as its inputs are accepted, at most
+   ``max_parallel`` model calls at once. Its output is verified; a ``fail`` is retried
+   with the verifier's feedback (on the fallback model if one is set), up to
+   ``max_retries``; still failing, ``uncertain``, broken verifiers, a failed subagent
+   or an exhausted budget escalate to the inbox with the whole context. The person may
+   approve, edit (the edit becomes the output), reject, retry with a note, or re-plan.
+   An activity marked ``split`` may answer that it needs its own plan: it becomes a
+   child run, down to ``max_depth``.
+3. **Re-plan.** A re-plan asked for by a person (or by exhausted retries with
+   ``replan_on_failure``) stops new work, withdraws the run's other open questions,
+   asks the planner for a new version, and reuses every accepted activity whose spec
+   (and upstream specs) did not change; the others are cancelled.
+4. **Integrate.** Cross-activity checks look at the accepted outputs together; then the
+   integrator (or the user's reducer activity) combines them, and the answer is
+   verified with the same policy. Only accepted outputs reach the integrator.
+
+Every decision is in the run's log as a ``value_recorded`` event named ``pipeline.*``
+(:func:`pipeline_events` reads them): the plans, each activity's start, verdicts,
+retries, escalations and outcome, the re-plan diffs and the integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from taskloom.agents.agent import Agent
+from taskloom.engine.attempt import current
+from taskloom.engine.context import Context
+from taskloom.engine.definitions import ActivityDef, workflow
+from taskloom.engine.human import Decision
+from taskloom.engine.store import Event
+from taskloom.errors import (
+    ActivityError,
+    HumanTaskExpiredError,
+    PlanError,
+    UserError,
+    WorkflowError,
+)
+from taskloom.pipeline.plan import (
+    Plan,
+    PlanActivity,
+    PlanLimits,
+    diff_plans,
+    parse_plan,
+    spec_keys,
+    validate_plan,
+)
+from taskloom.pipeline.policy import ActivityRun, Work, edited, problem_of
+from taskloom.pipeline.roles import BUILTIN_ROLES, INTEGRATOR, PLANNER, catalog
+from taskloom.pipeline.subagents import agent_runner
+from taskloom.pipeline.verification import install_verifiers
+from taskloom.verifiers import VerifySpec
+
+if TYPE_CHECKING:
+    from taskloom.client import RunHandle
+    from taskloom.engine.worker import Worker
+    from taskloom.verifiers import CrossCheck, Verifier
+
+__all__ = [
+    "PIPELINE_NAME",
+    "PipelineRequest",
+    "install",
+    "pipeline",
+    "pipeline_entry",
+    "pipeline_events",
+]
+
+PIPELINE_NAME = "taskloom.pipeline.pipeline"
+SUPERSEDED = "superseded by a re-plan"
+_SETUP_ERRORS = frozenset(
+    {
+        "ConfigurationError",
+        "MissingAPIKeyError",
+        "UnknownProviderError",
+        "UnknownModelPriceError",
+        "PriceTableError",
+        "LLMAuthError",
+    }
+)
+"""Errors of the setup (a key, a model name, a price), not of the plan: the run fails
+with them at once instead of asking the planner again."""
+
+
+class PipelineRequest(BaseModel):
+    """What one pipeline run was asked to do (its recorded input)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    goal: str = Field(min_length=1)
+    template: dict[str, Any] | None = None
+    roles: list[str] | None = None
+    verifiers: list[str] = Field(default_factory=list)
+    """User verifiers (by the name the workers know them) for every output."""
+    model: str | None = None
+    """For roles that name no model, the planner and the integrator."""
+    planner_model: str | None = None
+    judge_model: str | None = None
+    max_parallel: int = Field(default=16, ge=1)
+    max_depth: int = Field(default=2, ge=0)
+    depth: int = Field(default=0, ge=0)
+    max_plan_attempts: int = Field(default=3, ge=1)
+    max_replans: int = Field(default=2, ge=0)
+    max_activities: int = Field(default=100, ge=1)
+    max_width: int = Field(default=64, ge=1)
+    max_chain: int = Field(default=10, ge=1)
+    budget_usd: float | None = Field(default=None, gt=0)
+    budget: str | None = None
+    """The run whose budget model calls are held against (a child's root run)."""
+    assignee: str | None = None
+    reducer: str | None = None
+    """An activity that combines the accepted outputs instead of the integrator."""
+    replan_on_failure: bool = False
+    plan: dict[str, Any] | None = None
+    """A plan given up front: the planner is not asked (it is for re-plans)."""
+    previous: str | None = None
+    """A finished pipeline run this one follows up: its plan is the planner's starting
+    point, and its accepted activities whose spec did not change are reused."""
+
+
+@dataclass
+class Spend:
+    """Tokens and USD by where they went."""
+
+    tokens: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(
+            ("planning", "work", "verification", "integration"), 0
+        )
+    )
+    cost_usd: float = 0.0
+
+    def add(self, kind: str, tokens: int, cost: float) -> None:
+        self.tokens[kind] += tokens
+        self.cost_usd += cost
+
+
+@workflow(name=PIPELINE_NAME)
+async def pipeline(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
+    """Plan ``request["goal"]``, run the plan, verify, escalate, integrate."""
+    return await Pipeline(ctx, PipelineRequest.model_validate(request)).run()
+
+
+async def _previous_run(run_id: str) -> dict[str, Any]:
+    """The result of a finished pipeline run (for a follow-up)."""
+    host = current().host
+    info = await host.store.run_info(run_id)
+    result = await host.payloads.unpack(info.result)  # a big one is in the blob store
+    if info.status != "completed" or not isinstance(result, dict) or "plan" not in result:
+        raise UserError(
+            f"run {run_id} is not a finished pipeline run (status {info.status}); a follow-up "
+            f"builds on a completed run of orch.submit"
+        )
+    return result
+
+
+PREVIOUS_RUN_ACTIVITY = ActivityDef(name="taskloom.previous_run", fn=_previous_run, is_async=True)
+
+
+def install(
+    worker: Worker,
+    *,
+    verifiers: Mapping[str, Verifier] | None = None,
+    cross_checks: Iterable[CrossCheck] | None = None,
+) -> None:
+    """Make ``worker`` run pipelines: the workflow, the planner and integrator, the
+    built-in roles (where no agent of the worker has the name), the verification
+    activities with the user's named ``verifiers`` and ``cross_checks``."""
+    worker.registry.add(pipeline)
+    worker.registry.add(PREVIOUS_RUN_ACTIVITY)
+    known = worker.registry.agents
+    for agent in (PLANNER, INTEGRATOR, *BUILTIN_ROLES):
+        if agent.name not in known:
+            worker.registry.add_agent(agent)
+    install_verifiers(worker, verifiers=verifiers, cross_checks=cross_checks)
+
+
+async def pipeline_events(
+    handle: RunHandle, *, follow: bool = True
+) -> AsyncIterator[dict[str, Any]]:
+    """The pipeline's decisions as they are recorded: dicts with ``event`` (``planned``,
+    ``activity``, ``replanned``, ``integrated``, ...) and its data."""
+    async for event in handle.events(follow=follow):
+        entry = pipeline_entry(event)
+        if entry is not None:
+            yield entry
+
+
+def pipeline_entry(event: Event) -> dict[str, Any] | None:
+    """A log event as one of the pipeline's decisions, or ``None`` if it is not one."""
+    name = str(event.data.get("name", ""))
+    if event.type == "value_recorded" and name.startswith("pipeline."):
+        return {"event": name.removeprefix("pipeline."), **(event.data.get("value") or {})}
+    return None
+
+
+class Pipeline:
+    def __init__(self, ctx: Context, request: PipelineRequest) -> None:
+        self.ctx, self.req = ctx, request
+        self.agents: dict[str, Agent] = ctx._ex.host.registry.agents
+        self.roles = catalog(self.agents, request.roles)
+        self.budget = request.budget or ctx.run_id
+        self.slots = asyncio.Semaphore(request.max_parallel)
+        self.spend = Spend()
+        self.replan: str | None = None
+        self.accepted: dict[str, Work] = {}  # spec key -> accepted work, for reuse
+        self.works: dict[str, Work] = {}
+        self.dropped: list[str] = []
+        self.escalations = 0
+        self.version = 0
+
+    def emit(self, event: str, **data: Any) -> Any:
+        return self.ctx.record(f"pipeline.{event}", data)
+
+    # -- the run ------------------------------------------------------------------------
+    async def run(self) -> dict[str, Any]:
+        previous = await self.follow_up() if self.req.previous else None
+        plan = await self.make_plan(self.req.goal if previous else None, previous)
+        while True:
+            await self.execute(plan)
+            if self.replan is None:
+                await self.cross_check()
+            if self.replan is None:
+                break
+            note, self.replan = self.replan, None
+            new = await self.make_plan(note, plan)
+            diff = diff_plans(plan, new)
+            self.dropped.extend(f"v{plan.version}:{i}" for i in diff.dropped)
+            self.emit(
+                "replanned",
+                version=new.version,
+                reused=diff.reused,
+                added=diff.added,
+                dropped=diff.dropped,
+            )
+            plan = new
+        answer = await self.integrate(plan)
+        return {
+            "goal": self.req.goal,
+            "answer": answer,
+            "plan_version": plan.version,
+            "plan": plan.model_dump(mode="json", by_alias=True),
+            "activities": {i: w.summary() for i, w in self.works.items()},
+            "dropped": self.dropped,
+            "escalations": self.escalations,
+            "tokens": self.spend.tokens | {"total": sum(self.spend.tokens.values())},
+            "cost_usd": round(self.spend.cost_usd, 8),
+        }
+
+    async def follow_up(self) -> Plan:
+        """Take over a finished run's plan and accepted work (read by a recorded
+        activity, so a replay sees what the first execution saw)."""
+        prev = await self.ctx.run(PREVIOUS_RUN_ACTIVITY.name, self.req.previous)
+        for act_id, data in prev["activities"].items():
+            work = Work(**{k: v for k, v in data.items() if k in Work.__dataclass_fields__})
+            self.works[act_id] = work
+            if work.status == "accepted":
+                self.accepted[work.key] = work
+        plan = Plan.model_validate(prev["plan"])
+        self.emit(
+            "follow_up",
+            previous=self.req.previous,
+            reusable=sorted(i for i, w in self.works.items() if w.status == "accepted"),
+        )
+        return plan
+
+    # -- planning -----------------------------------------------------------------------
+    def limits(self) -> PlanLimits:
+        r = self.req
+        return PlanLimits(
+            max_activities=r.max_activities,
+            max_width=r.max_width,
+            max_depth=r.max_chain,
+            max_usd=r.budget_usd,
+            default_model=r.model,
+        )
+
+    def check(self, data: Any) -> Plan:
+        plan = parse_plan(data)
+        prices = agent_runner(self.ctx._ex.host).prices  # the table the calls are priced by
+        validate_plan(plan, roles=self.roles, limits=self.limits(), prices=prices)
+        return plan
+
+    async def make_plan(self, note: str | None, previous: Plan | None) -> Plan:
+        """A valid plan: the given one, or the planner's, or a person's."""
+        if self.version == 0 and self.req.plan is not None:
+            return self.adopt(self.check(self.req.plan), "given")
+        feedback, last = note, None
+        while True:
+            for attempt in range(1, self.req.max_plan_attempts + 1):
+                try:
+                    result = await self.ctx.agent(
+                        self.agents[PLANNER.name],  # the worker's, if it replaced ours
+                        "Plan the work for the goal."
+                        if previous is None
+                        else "Revise the previous plan as the feedback asks.",
+                        inputs=self.planner_inputs(previous),
+                        goal=self.req.goal,
+                        feedback=feedback,
+                        model=self.req.planner_model or self.req.model,
+                        budget=self.budget,
+                    )
+                except ActivityError as exc:
+                    if exc.error_type in _SETUP_ERRORS:  # no planner turn can fix these
+                        raise
+                    feedback = f"the planner failed: {exc}"
+                    self.emit("plan_invalid", attempt=attempt, problems=[str(exc)])
+                    continue
+                self.spend.add("planning", result.usage.total, result.cost_usd)
+                last = result.output
+                try:
+                    return self.adopt(self.check(result.output), "planner")
+                except PlanError as exc:
+                    feedback = str(exc)
+                    self.emit("plan_invalid", attempt=attempt, problems=exc.problems)
+            decision = await self.ask(
+                "The planner could not produce a valid plan",
+                {"goal": self.req.goal, "problems": feedback, "last_plan": last},
+                ("retry", "edit", "reject"),
+            )
+            if decision is None or decision.decision == "reject":
+                raise PlanError(f"no valid plan for the goal: {feedback}")
+            if decision.decision == "edit":
+                try:
+                    return self.adopt(self.check(edited(decision.data, "plan")), decision.by)
+                except (PlanError, ValueError) as exc:
+                    feedback = str(exc)
+                    continue
+            feedback = decision.note or feedback
+
+    def adopt(self, plan: Plan, by: str) -> Plan:
+        self.version += 1
+        plan = plan.model_copy(update={"version": self.version})
+        self.emit("planned", version=self.version, by=by, plan=plan.model_dump(mode="json"))
+        return plan
+
+    def planner_inputs(self, previous: Plan | None) -> dict[str, Any]:
+        r = self.req
+        inputs: dict[str, Any] = {
+            "Roles": [role.to_dict() for role in self.roles.values()],
+            "Limits": (
+                f"at most {r.max_activities} activities, {r.max_width} side by side, chains "
+                f"of at most {r.max_chain}; the budget is "
+                + (f"${r.budget_usd:.4f}" if r.budget_usd else "not limited")
+            ),
+        }
+        if r.template:
+            inputs["Template"] = f"{r.template['name']}: {r.template['guidance']}"
+            if r.template.get("verify"):
+                inputs["Checks the template suggests for every activity"] = r.template["verify"]
+        if previous is not None:
+            inputs["Previous plan"] = previous.model_dump(mode="json", exclude={"version"})
+            inputs["Outcomes so far"] = {i: w.status for i, w in self.works.items()}
+        return inputs
+
+    # -- executing ----------------------------------------------------------------------
+    async def execute(self, plan: Plan) -> None:
+        keys = spec_keys(plan)
+        self.works = {a.id: Work(a.id, keys[a.id]) for a in plan.activities}
+        ready = {a.id: asyncio.Event() for a in plan.activities}
+
+        async def branch(act: PlanActivity) -> None:
+            try:
+                for dep in act.inputs:
+                    await ready[dep].wait()
+                await self.activity(act)
+            finally:
+                ready[act.id].set()
+
+        await self.ctx.gather(*(branch(a) for a in plan.activities))
+
+    async def activity(self, act: PlanActivity) -> None:
+        work = self.works[act.id]
+        reused = self.accepted.get(work.key)
+        if reused is not None:
+            self.works[act.id] = replace(reused, id=act.id, reused=True)
+            self.emit("activity", id=act.id, state="reused", key=work.key)
+            return
+        blocked = [d for d in act.inputs if self.works[d].status != "accepted"]
+        if blocked:
+            work.status = "blocked"
+            self.emit("activity", id=act.id, state="blocked", by=blocked)
+            return
+        await ActivityRun(self, act, work).run()
+        if work.status == "accepted":
+            self.accepted[work.key] = work
+
+    def go(self, act_id: str, state: str, **data: Any) -> bool:
+        """Record a step of an activity; False when a re-plan stopped new work (the
+        recorded answer, so a replay takes the same path)."""
+        return bool(
+            self.emit("activity", id=act_id, state=state, go=self.replan is None, **data)["go"]
+        )
+
+    async def ask(
+        self, title: str, context: dict[str, Any], decisions: tuple[str, ...]
+    ) -> Decision | None:
+        """Escalate to a person; ``None`` when a re-plan withdrew the question."""
+        self.escalations += 1
+        try:
+            return await self.ctx.escalate(
+                title, context=context, decisions=decisions, assignee=self.req.assignee
+            )
+        except HumanTaskExpiredError as exc:
+            if SUPERSEDED in str(exc):
+                return None
+            raise
+
+    async def ask_replan(self, note: str) -> None:
+        """Stop new work and withdraw the run's other open questions; the main loop
+        re-plans once every branch has stopped."""
+        self.replan = note or "re-plan"
+        await self.ctx.run("taskloom.supersede", self.ctx.run_id, SUPERSEDED)
+
+    async def verify(
+        self,
+        spec: VerifySpec,
+        output: Any,
+        *,
+        role: str | None,
+        act: PlanActivity | None,
+        inputs: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Run the checks (again once if a verifier broke: that never burns a retry)."""
+        spec = spec.model_copy(update={"custom": [*spec.custom, *self.req.verifiers]})
+        request = {
+            "spec": spec.model_dump(mode="json", by_alias=True),
+            "output": output,
+            "role": role,
+            "goal": self.req.goal,
+            "activity": act.id if act else "final",
+            "instructions": act.instructions if act else "",
+            "inputs": dict(inputs or {}),  # what the activity was given
+            "budget": self.budget,
+            "model": self.req.judge_model or self.req.model,
+        }
+        outcome: dict[str, Any] = {}
+        for _ in range(2):
+            outcome = await self.ctx.run("taskloom.verify", request)
+            tokens = sum(v["input_tokens"] + v["output_tokens"] for v in outcome["verdicts"])
+            self.spend.add("verification", tokens, sum(v["cost_usd"] for v in outcome["verdicts"]))
+            if outcome["status"] != "error":
+                break
+        return outcome
+
+    # -- across activities, and integration ---------------------------------------------
+    async def cross_check(self) -> None:
+        outputs = {i: w.output for i, w in self.works.items() if w.status == "accepted"}
+        verdicts = await self.ctx.run("taskloom.cross_check", outputs) if outputs else []
+        bad = [v for v in verdicts if v["status"] in ("fail", "uncertain")]
+        if not bad:
+            return
+        implicated = sorted({i for v in bad for i in v.get("activities", [])})
+        self.emit("cross_check", verdicts=bad, activities=implicated)
+        decisions = ("approve", "reject", "replan") if self.can_replan() else ("approve", "reject")
+        decision = await self.ask(
+            "Accepted outputs do not agree with each other",
+            {
+                "goal": self.req.goal,
+                "verdicts": bad,
+                "outputs": {i: outputs.get(i) for i in implicated},
+            },
+            decisions,
+        )
+        if decision is None or decision.decision == "approve":
+            return
+        if decision.decision == "replan":
+            self.replan = decision.note or "the outputs contradict each other: " + "; ".join(
+                r for v in bad for r in v.get("reasons", [])
+            )
+            return
+        for i in implicated:
+            if i in self.works:
+                self.works[i].status = "rejected"
+                self.works[i].decided_by = decision.by
+
+    def can_replan(self) -> bool:
+        return self.version - 1 < self.req.max_replans  # each re-plan adopts a new version
+
+    async def integrate(self, plan: Plan) -> Any:
+        accepted = {i: w.output for i, w in self.works.items() if w.status == "accepted"}
+        if not accepted:
+            states = ", ".join(f"{i}: {w.status}" for i, w in self.works.items())
+            raise WorkflowError(f"no activity output was accepted ({states}); nothing to integrate")
+        feedback: str | None = None
+        retries = plan.final.max_retries
+        while True:
+            answer, outcome = await self.combine(plan, accepted, feedback)
+            if outcome["status"] == "pass":
+                return outcome["output"]
+            if outcome["status"] == "fail" and retries > 0:
+                retries -= 1
+                feedback = outcome["feedback"]
+                continue
+            decisions = (
+                ("approve", "edit", "reject", "retry")
+                if answer is not None
+                else ("edit", "reject", "retry")
+            )
+            decision = await self.ask(
+                "The integrated answer needs a decision",
+                {
+                    "goal": self.req.goal,
+                    "answer": answer,
+                    "verdicts": outcome["verdicts"],
+                    "reason": problem_of(outcome)
+                    if answer is not None
+                    else outcome["verdicts"][0]["reasons"][0],
+                },
+                decisions,
+            )
+            if decision is None or decision.decision == "reject":
+                raise WorkflowError("the integrated answer was rejected")
+            if decision.decision == "approve":
+                return outcome["output"]
+            if decision.decision == "edit":
+                try:
+                    return edited(decision.data, "output")
+                except ValueError as exc:  # nothing to take as the answer: ask again
+                    feedback, retries = str(exc), 0
+                    continue
+            feedback, retries = decision.note or outcome["feedback"], 0
+
+    async def combine(
+        self, plan: Plan, accepted: dict[str, Any], feedback: str | None
+    ) -> tuple[Any, dict[str, Any]]:
+        """One integration (integrator or reducer), verified; a failed integrator is an
+        ``error`` outcome for a person to settle."""
+        try:
+            if self.req.reducer:
+                answer = await self.ctx.run(self.req.reducer, accepted)
+            else:
+                result = await self.ctx.agent(
+                    self.agents[INTEGRATOR.name],
+                    plan.integrate,
+                    inputs=accepted,
+                    goal=self.req.goal,
+                    feedback=feedback,
+                    model=self.req.model,
+                    budget=self.budget,
+                )
+                self.spend.add("integration", result.usage.total, result.cost_usd)
+                answer = result.output
+        except ActivityError as exc:
+            broke = {
+                "verifier": "integrator",
+                "status": "error",
+                "reasons": [f"the integrator failed: {exc}"],
+            }
+            return None, {"status": "error", "verdicts": [broke], "output": None, "feedback": ""}
+        outcome = await self.verify(plan.final, answer, role=None, act=None)
+        self.emit(
+            "integrated",
+            status=outcome["status"],
+            inputs=sorted(accepted),
+            verdicts=outcome["verdicts"],
+        )
+        return answer, outcome

@@ -1,0 +1,267 @@
+"""Subagents inside workflows: ``ctx.agent(...)`` runs an :class:`~taskloom.agents.agent.Agent`
+as a recorded activity, ``taskloom.agent``.
+
+Its output, usage and cost are recorded like any activity result, so a replay never
+calls the model again; each call reserves against the run's budget (set with
+``orch.start(..., budget_usd=, budget_tokens=)``) and the model's shared rate limit
+before it is sent. The conversation's messages are stored content-addressed in the
+blob store (when the worker has one): a system prompt shared by a hundred subagents is
+stored once, and the log keeps references.
+
+An agent with ``stream=True`` sends its tokens, as they arrive, to a short-lived stream
+of its own (:meth:`LiveTokens.follow`, ``orch.live_tokens(run_id, step)``); only the
+final output enters the log.
+
+The engine does not import this module: :meth:`Orchestrator.worker
+<taskloom.client.Orchestrator.worker>` calls :func:`install` on the workers it
+makes, which registers :data:`AGENT_ACTIVITY` and keeps the model clients in the
+worker's ``resources``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from taskloom.agents.agent import AgentRunner
+from taskloom.agents.llm import TokenSink, Usage
+from taskloom.engine.attempt import current
+from taskloom.engine.definitions import AGENT_ACTIVITY_NAME, ActivityDef
+from taskloom.engine.execution import Host
+from taskloom.engine.retries import RetryPolicy
+from taskloom.engine.store import Store
+from taskloom.engine.worker import Worker
+from taskloom.errors import UserError
+from taskloom.settings import Settings
+
+__all__ = ["AGENT_ACTIVITY", "AGENT_ACTIVITY_NAME", "LiveTokens", "agent_runner", "install"]
+
+AGENT_RETRY = RetryPolicy(max_attempts=4, initial_interval=2.0, max_interval=60.0)
+"""Model calls fail in passing (429, 5xx, a bad answer): a few tries, backing off."""
+_RUNNER = "taskloom.agent_runner"
+_WARMUP = "taskloom.agent_warmup"
+log = logging.getLogger("taskloom.engine.worker")
+LIVE_TTL_S = 3600
+"""How long a live token stream outlives its last token."""
+LIVE_MAXLEN = 10_000
+"""Entries a live stream keeps (approximately); a follower that falls further behind
+misses the oldest, and the final output in the log is complete in any case."""
+
+
+def install(worker: Worker, settings: Settings) -> AgentRunner:
+    """Make ``worker`` serve subagents: register :data:`AGENT_ACTIVITY` and give it an
+    :class:`AgentRunner` (closed when the worker stops) with the settings' rate limits
+    and prices, shared limits and run budgets on its Redis, and model calls counted in
+    its metrics."""
+    metrics = worker.metrics
+
+    observe = None
+    if metrics is not None:
+
+        def observe(provider: str, model: str, seconds: float, usage: Usage, cost: Decimal) -> None:
+            metrics.llm_call(
+                provider,
+                model,
+                seconds,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cost_usd=float(cost),
+            )
+
+    runner = AgentRunner(
+        redis=worker.store.raw,
+        prefix=worker.store.keys.prefix,
+        prices=settings.price_table(),
+        limits=settings.rate_limit_table(),
+        observe=observe,
+        observe_rate_limit=metrics.llm_rate_limited if metrics is not None else None,
+    )
+    worker.registry.add(AGENT_ACTIVITY)
+    # Closed in this order: a warm-up cut short leaves no client the runner would miss.
+    worker.resources[_WARMUP] = _Warmup(worker, runner, default=settings.model)
+    worker.resources[_RUNNER] = runner
+    return runner
+
+
+class _Warmup:
+    """Makes the model clients of the worker's agents, in a thread, when it starts.
+
+    A provider's SDK takes one to several seconds to import. Imported on the event loop
+    by a worker's first call, it froze the worker past its lease: its runs were taken
+    over and the call was sent twice (issue 12). :meth:`AgentRunner.client` makes
+    clients in a thread in any case; this makes those of the agents the worker knows
+    (and of the default model) before any call waits for them.
+    """
+
+    def __init__(self, worker: Worker, runner: AgentRunner, *, default: str | None) -> None:
+        self._worker, self._runner, self._default = worker, runner, default
+        self._task: asyncio.Task[None] | None = None
+
+    def models(self) -> list[str]:
+        """The models of the worker's registered agents, then the default model."""
+        default = self._default or self._runner.env.get("TASKLOOM_MODEL")
+        named = [a.model or default for a in self._worker.registry.agents.values()]
+        return [m for m in (*named, default) if m]
+
+    def start(self) -> None:
+        """Warm in the background (the worker serves meanwhile)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._warm(), name="warm-up")
+
+    async def _warm(self) -> None:
+        started = time.monotonic()
+        try:
+            ready = await self._runner.warm(self.models())
+        except Exception:  # a broken SDK install, say: the calls will say what it is
+            log.warning("could not make the model clients ahead of calls", exc_info=True)
+            return
+        if ready:
+            log.info(
+                "model clients ready (%s) in %.2fs", ", ".join(ready), time.monotonic() - started
+            )
+
+    async def aclose(self) -> None:
+        """Stop warming, if still at it."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+def agent_runner(worker: Host) -> AgentRunner:
+    """The :class:`AgentRunner` :func:`install` gave ``worker``."""
+    runner: AgentRunner | None = worker.resources.get(_RUNNER)
+    if runner is None:
+        raise UserError(
+            "this worker serves no subagents: make it with orch.worker(...), or call "
+            "taskloom.pipeline.subagents.install(worker, settings)"
+        )
+    return runner
+
+
+class LiveTokens:
+    """The live token streams of running subagents (one Redis stream per activity)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def sink(self, run_id: str, step: str, attempt: int) -> TokenSink:
+        """A sink that appends each piece of text, tagged with the attempt, to the stream."""
+        key = self.store.keys.live(run_id, step)
+        fresh = True
+
+        async def send(text: str) -> None:
+            nonlocal fresh
+            first, fresh = fresh, False
+            await self._append(key, {"t": text, "a": attempt}, expire=first)
+
+        return send
+
+    async def finish(self, run_id: str, step: str, attempt: int, *, failed: bool = False) -> None:
+        """Mark the attempt's stream finished: followers stop there, or, if it
+        ``failed``, once the step has no further attempt to come."""
+        fields: dict[str, str | int] = {"end": 1, "a": attempt}
+        if failed:
+            fields["failed"] = 1
+        await self._append(self.store.keys.live(run_id, step), fields, expire=True)
+
+    async def _append(self, key: str, fields: dict[str, str | int], *, expire: bool) -> None:
+        """One entry on a live stream; ``expire``: (re)start the stream's time to live,
+        in the same round trip. Each token is a lone XADD, not a pipeline of one."""
+        if not expire:
+            await self.store.raw.xadd(key, fields, maxlen=LIVE_MAXLEN, approximate=True)
+            return
+        pipe = self.store.raw.pipeline(transaction=False)
+        pipe.xadd(key, fields, maxlen=LIVE_MAXLEN, approximate=True)
+        pipe.expire(key, LIVE_TTL_S)
+        await pipe.execute()
+
+    async def follow(
+        self, run_id: str, step: str, *, timeout: float | None = None
+    ) -> AsyncIterator[str]:
+        """Yield the step's text as it streams, from the start, until it finishes.
+
+        A retried attempt starts its text again: the pieces of an earlier attempt are
+        skipped once a later one appears. An attempt that failed is the end when the
+        step has its outcome (no retry comes): checked whenever a second passes with
+        nothing new, so a step that failed for good, or whose stream stopped with its
+        worker, ends the iteration too. ``timeout``: seconds to wait for more before
+        giving up (``None``: until the end).
+        """
+        key, last, current_attempt = self.store.keys.live(run_id, step), "0-0", -1
+        steps = self.store.keys.steps(run_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            block = 1000
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                block = max(1, min(block, int(left * 1000)))
+            reply = await self.store.raw.xread({key: last}, block=block, count=500)
+            if not reply and await self.store.raw.hexists(steps, step):
+                return  # the step has its outcome, and all its text has been read
+            for _, entries in reply or ():
+                for entry_id, fields in entries:
+                    last = entry_id
+                    attempt = int(fields.get("a", 0))
+                    if attempt < current_attempt:
+                        continue
+                    current_attempt = attempt
+                    if "end" in fields and "failed" not in fields:
+                        return
+                    if "t" in fields:
+                        yield fields["t"]
+
+
+async def _run_agent(
+    agent: str,
+    task: str,
+    inputs: dict[str, Any] | None = None,
+    goal: str | None = None,
+    feedback: str | None = None,
+    model: str | None = None,
+    budget: str | None = None,
+) -> dict[str, Any]:
+    attempt = current()
+    worker = attempt.host
+    spec = worker.registry.agent(agent)
+    run_id, step = attempt.task.run_id, attempt.task.seq
+    live = LiveTokens(worker.store) if spec.stream else None
+    sink = live.sink(run_id, step, attempt.info.attempt) if live is not None else None
+    try:
+        result = await agent_runner(worker).run(
+            spec,
+            task,
+            inputs=inputs,
+            goal=goal,
+            feedback=feedback,
+            model=model,
+            budget=budget or run_id,
+            stream=sink,
+        )
+    except BaseException:
+        if live is not None:  # followers look at whether another attempt comes
+            with contextlib.suppress(RedisError):
+                await live.finish(run_id, step, attempt.info.attempt, failed=True)
+        raise
+    if live is not None:
+        await live.finish(run_id, step, attempt.info.attempt)
+    out: dict[str, Any] = result.to_dict()
+    out["messages"] = await worker.payloads.store_each(  # each message once, by content
+        run_id, out["messages"], what=f"a message of agent {agent!r}"
+    )
+    return out
+
+
+AGENT_ACTIVITY = ActivityDef(
+    name=AGENT_ACTIVITY_NAME, fn=_run_agent, is_async=True, retry=AGENT_RETRY
+)
+"""The built-in activity that workers made by ``Orchestrator.worker`` serve: one run of
+a registered agent."""
