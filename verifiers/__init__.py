@@ -34,7 +34,7 @@ from .errors import MissingRunnerError, UnknownVerifierError, VerifierConfigErro
 from .judge import Judge, JudgeScore
 from .rules import Rules
 from .schema import Schema
-from .spec import ConsensusSpec, JudgeSpec, RulesSpec, VerifySpec, build
+from .spec import ConsensusSpec, JudgeSpec, PIISpec, RulesSpec, VerifySpec, build
 from .verdict import Outcome, Status, Verdict, combine
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "JudgeSpec",
     "MissingRunnerError",
     "Outcome",
+    "PIISpec",
     "References",
     "Rules",
     "RulesSpec",

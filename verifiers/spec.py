@@ -15,18 +15,19 @@ users write it, and :func:`build`, which turns it into verifiers.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .base import Verifier
-from .compliance import PII, PIIPolicy
+from .compliance import DEFAULT_REGIONS, PII, PIIKind, PIIPolicy
 from .consensus import Consensus
 from .errors import UnknownVerifierError, VerifierConfigError
 from .judge import Judge
 from .rules import Rules
 from .schema import Schema
 
-__all__ = ["ConsensusSpec", "JudgeSpec", "RulesSpec", "VerifySpec", "build"]
+__all__ = ["ConsensusSpec", "JudgeSpec", "PIISpec", "RulesSpec", "VerifySpec", "build"]
 
 
 class RulesSpec(BaseModel):
@@ -53,6 +54,32 @@ class RulesSpec(BaseModel):
         over the maximum) here, where a planner gets it back as feedback."""
         try:
             Rules(**self.model_dump())
+        except VerifierConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class PIISpec(BaseModel):
+    """The PII policy with its options (see :class:`~taskloom.verifiers.PII`); a plain
+    ``"pii": "redact"`` is the policy alone, with every kind and the default regions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: PIIPolicy = Field(default="block", description="block, redact or escalate.")
+    kinds: list[PIIKind] = Field(
+        default_factory=lambda: list(get_args(PIIKind)),
+        min_length=1,
+        description="What to look for: email, phone, card, iban, national_id.",
+    )
+    regions: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REGIONS),
+        description="Countries (ISO codes) whose national phone formats are recognised.",
+    )
+
+    @model_validator(mode="after")
+    def _buildable(self) -> PIISpec:
+        try:
+            PII(**self.model_dump())
         except VerifierConfigError as exc:
             raise ValueError(str(exc)) from None
         return self
@@ -99,8 +126,12 @@ class VerifySpec(BaseModel):
         default=True, alias="schema", description="Validate against the output type."
     )
     rules: RulesSpec | None = None
-    pii: PIIPolicy | None = Field(
-        default=None, description="What to do with e-mail addresses, phone and card numbers."
+    pii: PIIPolicy | PIISpec | None = Field(
+        default=None,
+        description=(
+            "What to do with personal data (e-mail addresses, phone, card and national ID "
+            "numbers, IBANs): block, redact or escalate, or {policy, kinds, regions}."
+        ),
     )
     judge: JudgeSpec | None = None
     consensus: ConsensusSpec | None = None
@@ -140,7 +171,9 @@ def build(
         verifiers.append(Schema(model=output_type))
     if spec.rules is not None:
         verifiers.append(Rules(**spec.rules.model_dump()))  # as _buildable checked it
-    if spec.pii is not None:
+    if isinstance(spec.pii, PIISpec):
+        verifiers.append(PII(**spec.pii.model_dump()))
+    elif spec.pii is not None:
         verifiers.append(PII(policy=spec.pii))
     verifiers += (custom[n] for n in spec.custom)
     if spec.judge is not None:
