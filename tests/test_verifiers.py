@@ -657,16 +657,19 @@ def test_build_orders_cheap_checks_first_and_names_unknown_custom_verifiers() ->
         "Schema",
         "Rules",
         "PII",
+        "Totals",
         "FunctionVerifier",
         "FunctionVerifier",
         "Judge",
         "Consensus",
     ]
-    assert built[3:5] == [b, a]
+    assert built[4:6] == [b, a]
     assert isinstance(built[0], Schema) and built[0].model is Invoice
-    assert isinstance(built[5], Judge) and built[5].threshold == 0.9
-    assert isinstance(built[6], Consensus) and built[6].samples == 2
-    assert [type(x).__name__ for x in build(VerifySpec(schema=False))] == []
+    assert isinstance(built[6], Judge) and built[6].threshold == 0.9
+    assert isinstance(built[7], Consensus) and built[7].samples == 2
+    # Totals runs by default (free where there is no table); a spec can turn it off.
+    assert [type(x).__name__ for x in build(VerifySpec(schema=False))] == ["Totals"]
+    assert build(VerifySpec(schema=False, totals=False)) == []
     with pytest.raises(UnknownVerifierError) as caught:
         build(VerifySpec(custom=["a", "nope"]), custom={"a": a})
     assert "'nope'" in str(caught.value) and "known: a" in str(caught.value)
@@ -678,7 +681,8 @@ def test_the_package_exports_what_it_means_to() -> None:
         "Verdict", "Outcome", "Status", "combine", "Check", "Tools", "Verifier",
         "run_verifiers", "Schema", "Rules", "PII", "Judge", "JudgeScore", "Consensus",
         "FunctionVerifier", "verifier", "CrossCheck", "References", "Agreement",
-        "run_cross_checks", "VerifySpec", "RulesSpec", "PIISpec", "JudgeSpec", "ConsensusSpec",
+        "run_cross_checks", "VerifySpec", "RulesSpec", "PIISpec", "Totals", "JudgeSpec",
+        "ConsensusSpec",
         "build", "UnknownVerifierError", "VerifierConfigError", "MissingRunnerError",
     }  # fmt: skip
     assert set(verifiers.__all__) == expected and len(verifiers.__all__) == len(expected)
@@ -688,13 +692,13 @@ def test_the_package_exports_what_it_means_to() -> None:
 
 async def test_pii_spec_takes_kinds_and_regions_and_refuses_unknown_ones() -> None:
     spec = VerifySpec.model_validate({"pii": {"policy": "redact", "kinds": ["iban", "phone"]}})
-    (pii,) = build(spec.model_copy(update={"schema_check": False}))
+    (pii,) = build(spec.model_copy(update={"schema_check": False, "totals": False}))
     assert isinstance(pii, PII) and pii.kinds == ("iban", "phone") and pii.regions[0] == "US"
     text = "IBAN DE89370400440532013000, Tel. (030) 1234-5678, mail a@b.io"
     outcome = await run_verifiers([pii], Check(output=text))
     assert outcome.output == "IBAN [iban redacted], Tel. [phone redacted], mail a@b.io"
     # Only +CC numbers are read when no region's national plan is wanted.
-    (plus_only,) = build(VerifySpec.model_validate({"schema": False, "pii": {"regions": []}}))
+    (plus_only, _) = build(VerifySpec.model_validate({"schema": False, "pii": {"regions": []}}))
     assert (await verify(plus_only, "Tel. (030) 1234-5678")).status == "pass"
     assert (await verify(plus_only, "Tel. +49 30 12345678")).status == "fail"
     for bad in ({"regions": ["XX"]}, {"kinds": []}, {"kinds": ["ssn"]}, {"policy": "hide"}):

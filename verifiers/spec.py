@@ -5,6 +5,7 @@ users write it, and :func:`build`, which turns it into verifiers.
         "schema": true,
         "rules": {"required": ["summary"], "max_length": 4000},
         "pii": "redact",
+        "totals": true,
         "judge": {"rubric": "Faithful to the sources; no speculation.", "threshold": 0.8},
         "custom": ["totals_add_up"],
         "max_retries": 2
@@ -26,6 +27,7 @@ from .errors import UnknownVerifierError, VerifierConfigError
 from .judge import Judge
 from .rules import Rules
 from .schema import Schema
+from .totals import Totals
 
 __all__ = ["ConsensusSpec", "JudgeSpec", "PIISpec", "RulesSpec", "VerifySpec", "build"]
 
@@ -115,7 +117,8 @@ class VerifySpec(BaseModel):
     """How one activity's output is verified, and what happens when it fails.
 
     ``schema`` (in JSON; ``schema_check`` in Python) validates against the activity's
-    output type. Verifiers run cheap first, LLM last (see :func:`build`); a failing
+    output type; ``totals`` (on unless set to false) checks that sum rows and total
+    fields add up. Verifiers run cheap first, LLM last (see :func:`build`); a failing
     output is retried with the feedback up to ``max_retries`` times (on
     ``fallback_model`` if given), then escalated.
     """
@@ -131,6 +134,13 @@ class VerifySpec(BaseModel):
         description=(
             "What to do with personal data (e-mail addresses, phone, card and national ID "
             "numbers, IBANs): block, redact or escalate, or {policy, kinds, regions}."
+        ),
+    )
+    totals: bool = Field(
+        default=True,
+        description=(
+            "Check that every table's total or sum row, and every total field next to a "
+            "list of parts, equals the sum of its parts (free where there is no table)."
         ),
     )
     judge: JudgeSpec | None = None
@@ -152,7 +162,7 @@ def build(
     output_type: type[BaseModel] | None = None,
     custom: Mapping[str, Verifier] | None = None,
 ) -> list[Verifier]:
-    """The verifiers ``spec`` asks for, cheap first: schema, rules, PII, the named
+    """The verifiers ``spec`` asks for, cheap first: schema, rules, PII, totals, the named
     custom verifiers (in the spec's order), judge, consensus.
 
     Raises :class:`~taskloom.verifiers.UnknownVerifierError` for a custom name not in ``custom``.
@@ -175,6 +185,8 @@ def build(
         verifiers.append(PII(**spec.pii.model_dump()))
     elif spec.pii is not None:
         verifiers.append(PII(policy=spec.pii))
+    if spec.totals:
+        verifiers.append(Totals())
     verifiers += (custom[n] for n in spec.custom)
     if spec.judge is not None:
         j = spec.judge
