@@ -16,9 +16,17 @@ users write it, and :func:`build`, which turns it into verifiers.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import get_args
+from typing import Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from .base import Verifier
 from .compliance import DEFAULT_REGIONS, PII, PIIKind, PIIPolicy
@@ -151,9 +159,34 @@ class VerifySpec(BaseModel):
     max_retries: int = Field(
         default=2, ge=0, le=10, description="Retries with feedback after a failure."
     )
+
+    @field_validator("pii", mode="wrap")
+    @classmethod
+    def _one_pii_problem(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """One problem for a bad ``pii`` (not one per member of the union), for the
+        planner's feedback."""
+        if isinstance(value, dict):
+            try:
+                return PIISpec.model_validate(value)
+            except ValidationError as exc:
+                raise ValueError("; ".join(map(_problem, exc.errors()))) from None
+        if value is None or isinstance(value, PIISpec) or value in get_args(PIIPolicy):
+            return handler(value)
+        raise ValueError(
+            "use one of 'block', 'redact', 'escalate', or an object "
+            f"{{policy, kinds, regions}}; got {value!r}"
+        )
+
     fallback_model: str | None = Field(
         default=None, description="provider:model to retry on after a failure."
     )
+
+
+def _problem(error: Any) -> str:
+    """One pydantic error as ``field: message``."""
+    where = ".".join(map(str, error["loc"]))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 def build(
