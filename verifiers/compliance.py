@@ -54,6 +54,8 @@ _EMAIL = re.compile(
 )
 # A run of digit groups separated by single spaces or dashes: card candidates.
 _DIGIT_RUN = re.compile(r"(?<![\w.])\d+(?:[ -]\d+)*(?![\w])")
+# No phone number anywhere has fewer than 5 digits in a row of digit groups.
+_PHONE_DIGITS = re.compile(r"\d(?:[\s().-]*\d){4}")
 # Country code, check digits, then letters and digits, grouped by single spaces or not:
 # IBAN candidates (stdnum knows each country's length and checks the mod-97 digits).
 _IBAN_RUN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Za-z0-9]){10,32}")
@@ -260,6 +262,8 @@ def _longest_card(groups: list[tuple[int, str]], i: int) -> int | None:
 
 def _phones(text: str, regions: tuple[str, ...]) -> Iterator[_Hit]:
     seen: list[_Hit] = []
+    if not _PHONE_DIGITS.search(text):  # libphonenumber's matcher is slow; most text has none
+        return
     for region in regions or ("ZZ",):  # "ZZ": no national plan, +CC numbers only
         matcher = phonenumbers.PhoneNumberMatcher(
             text, region, leniency=phonenumbers.Leniency.STRICT_GROUPING
