@@ -191,7 +191,17 @@ async def test_rules_banned_terms_match_whole_words_in_any_case_anywhere() -> No
     [
         ("write to ana.lopez@example.com today", "e-mail address", "a***@example.com"),
         ("call +44 20 7946 0958 after 5", "phone number", "+** ** **** **58"),
-        ("call (555) 123-4567", "phone number", "(***) ***-**67"),
+        # 555 is no assigned area code: libphonenumber (rightly) does not take
+        # "(555) 123-4567" for a phone number; 415 is San Francisco's.
+        ("call (415) 555-0100", "phone number", "(***) ***-**00"),
+        ("ruf an: (030) 1234-5678", "phone number", "(***) ****-**78"),
+        ("Tel. 0151 23456789 (mobil)", "phone number", "**** ******89"),
+        ("IBAN DE89 3704 0044 0532 0130 00 EUR", "IBAN", "DE** **** **** **** **30 00"),
+        ("pay to GB82WEST12345698765432.", "IBAN", "GB****************5432"),
+        ("SSN 536-90-4399 on file", "national ID number", "***-**-4399"),
+        ("DNI 54362315K", "national ID number", "*****315K"),
+        ("codice fiscale RCCMNL83S18D969H", "national ID number", "************969H"),
+        ("NIR 2 95 10 99 126 111 93", "national ID number", "* ** ** ** *** *11 93"),
         ("ruf an: 030-12345678", "phone number", "***-******78"),
         ("appelez le 06 12 34 56 78", "phone number", "** ** ** ** 78"),
         ("paid with 4111 1111 1111 1111", "card number", "**** **** **** 1111"),
@@ -214,6 +224,14 @@ async def test_pii_finds_each_kind_and_shows_it_masked(text: str, kind: str, mas
         "released on 2024-01-15, version 1.2.3, call 911",
         "see pages 120-145 and 1,000,000 users; dated 01.02.2024",
         "ISBN 978-3-16-148410-0",
+        # Figures that are no phone numbers in any default region.
+        "Umsatz 2024: 1.234.567 EUR (Vorjahr 1.100.000 EUR), Stand 12.03.2024",
+        "Q3 2024: 3,450,000 units; 12 345 678 EUR; invoice no. 2024-000123",
+        "from 2019 to 2023 (1999-2004 before); zip 10115 Berlin; call 911 or 112",
+        "a total of 12.5M across 4 regions, margin 0.5%, order 2024-0001234",
+        # Shaped like an IBAN, an SSN or a DNI, with wrong check digits.
+        "IBAN DE00 3704 0044 0532 0130 00; SSN 000-12-3456; DNI 54362315A",
+        "(555) 123-4567",
     ],
 )
 async def test_pii_does_not_flag_years_dates_short_or_non_luhn_numbers(text: str) -> None:
@@ -639,16 +657,19 @@ def test_build_orders_cheap_checks_first_and_names_unknown_custom_verifiers() ->
         "Schema",
         "Rules",
         "PII",
+        "Totals",
         "FunctionVerifier",
         "FunctionVerifier",
         "Judge",
         "Consensus",
     ]
-    assert built[3:5] == [b, a]
+    assert built[4:6] == [b, a]
     assert isinstance(built[0], Schema) and built[0].model is Invoice
-    assert isinstance(built[5], Judge) and built[5].threshold == 0.9
-    assert isinstance(built[6], Consensus) and built[6].samples == 2
-    assert [type(x).__name__ for x in build(VerifySpec(schema=False))] == []
+    assert isinstance(built[6], Judge) and built[6].threshold == 0.9
+    assert isinstance(built[7], Consensus) and built[7].samples == 2
+    # Totals runs by default (free where there is no table); a spec can turn it off.
+    assert [type(x).__name__ for x in build(VerifySpec(schema=False))] == ["Totals"]
+    assert build(VerifySpec(schema=False, totals=False)) == []
     with pytest.raises(UnknownVerifierError) as caught:
         build(VerifySpec(custom=["a", "nope"]), custom={"a": a})
     assert "'nope'" in str(caught.value) and "known: a" in str(caught.value)
@@ -660,9 +681,26 @@ def test_the_package_exports_what_it_means_to() -> None:
         "Verdict", "Outcome", "Status", "combine", "Check", "Tools", "Verifier",
         "run_verifiers", "Schema", "Rules", "PII", "Judge", "JudgeScore", "Consensus",
         "FunctionVerifier", "verifier", "CrossCheck", "References", "Agreement",
-        "run_cross_checks", "VerifySpec", "RulesSpec", "JudgeSpec", "ConsensusSpec",
+        "run_cross_checks", "VerifySpec", "RulesSpec", "PIISpec", "Totals", "JudgeSpec",
+        "ConsensusSpec",
         "build", "UnknownVerifierError", "VerifierConfigError", "MissingRunnerError",
     }  # fmt: skip
     assert set(verifiers.__all__) == expected and len(verifiers.__all__) == len(expected)
     for name in set(verifiers.__all__) - {"Status"}:  # a Literal alias holds no docstring
         assert getattr(verifiers, name).__doc__, f"{name} has no docstring"
+
+
+async def test_pii_spec_takes_kinds_and_regions_and_refuses_unknown_ones() -> None:
+    spec = VerifySpec.model_validate({"pii": {"policy": "redact", "kinds": ["iban", "phone"]}})
+    (pii,) = build(spec.model_copy(update={"schema_check": False, "totals": False}))
+    assert isinstance(pii, PII) and pii.kinds == ("iban", "phone") and pii.regions[0] == "US"
+    text = "IBAN DE89370400440532013000, Tel. (030) 1234-5678, mail a@b.io"
+    outcome = await run_verifiers([pii], Check(output=text))
+    assert outcome.output == "IBAN [iban redacted], Tel. [phone redacted], mail a@b.io"
+    # Only +CC numbers are read when no region's national plan is wanted.
+    (plus_only, _) = build(VerifySpec.model_validate({"schema": False, "pii": {"regions": []}}))
+    assert (await verify(plus_only, "Tel. (030) 1234-5678")).status == "pass"
+    assert (await verify(plus_only, "Tel. +49 30 12345678")).status == "fail"
+    for bad in ({"regions": ["XX"]}, {"kinds": []}, {"kinds": ["ssn"]}, {"policy": "hide"}):
+        with pytest.raises(ValidationError):
+            VerifySpec.model_validate({"pii": bad})

@@ -3,8 +3,9 @@
 A verifier returns a typed :class:`Verdict`: ``pass``, ``fail`` (with feedback a retry
 can use), ``uncertain`` (a person decides), or ``error`` (the verifier itself broke,
 which never burns the output's retries). Built in: a pydantic :class:`Schema`,
-:class:`Rules`, :class:`PII` policies, an LLM :class:`Judge` with a rubric,
-:class:`Consensus` across samples or models, and any Python callable
+:class:`Rules`, :class:`PII` policies, :class:`Totals` (sum rows add up), an LLM
+:class:`Judge` with a rubric, :class:`Consensus` across samples or models, and any
+Python callable
 (:func:`verifier`); cross-activity checks (:class:`References`, :class:`Agreement`)
 look at several outputs together. A :class:`VerifySpec` declares them in JSON.
 
@@ -34,7 +35,8 @@ from .errors import MissingRunnerError, UnknownVerifierError, VerifierConfigErro
 from .judge import Judge, JudgeScore
 from .rules import Rules
 from .schema import Schema
-from .spec import ConsensusSpec, JudgeSpec, RulesSpec, VerifySpec, build
+from .spec import ConsensusSpec, JudgeSpec, PIISpec, RulesSpec, VerifySpec, build
+from .totals import Totals
 from .verdict import Outcome, Status, Verdict, combine
 
 __all__ = [
@@ -50,12 +52,14 @@ __all__ = [
     "JudgeSpec",
     "MissingRunnerError",
     "Outcome",
+    "PIISpec",
     "References",
     "Rules",
     "RulesSpec",
     "Schema",
     "Status",
     "Tools",
+    "Totals",
     "UnknownVerifierError",
     "Verdict",
     "Verifier",

@@ -1,25 +1,43 @@
-"""The PII verifier: e-mail addresses, phone numbers and card numbers, blocked,
-redacted or escalated."""
+"""The PII verifier: e-mail addresses, phone numbers, card numbers, IBANs and national
+ID numbers, blocked, redacted or escalated.
+
+Formats and check digits come from well-kept libraries, not regexes of our own: phone
+numbers from ``phonenumbers`` (Google's libphonenumber: every country's numbering plan),
+IBANs, card numbers (Luhn) and national IDs from ``python-stdnum``. The regexes here
+only pick candidate spans for those libraries to validate.
+"""
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal, TypeAlias, get_args
+
+import phonenumbers
+from stdnum import iban, luhn
+from stdnum.es import dni, nie
+from stdnum.fr import nir
+from stdnum.it import codicefiscale
+from stdnum.us import ssn
 
 from ._walk import map_strings, strings, where
 from .base import Check, Tools, Verifier
 from .errors import VerifierConfigError
 from .verdict import Verdict
 
-__all__ = ["PII", "PIIKind", "PIIPolicy"]
+__all__ = ["DEFAULT_REGIONS", "PII", "PIIKind", "PIIPolicy"]
 
 PIIPolicy: TypeAlias = Literal["block", "redact", "escalate"]
 """``block``: fail (the retry removes it); ``redact``: replace it and pass;
 ``escalate``: ask a person (uncertain)."""
-PIIKind: TypeAlias = Literal["email", "phone", "card"]
+PIIKind: TypeAlias = Literal["email", "phone", "card", "iban", "national_id"]
+
+DEFAULT_REGIONS: tuple[str, ...] = ("US", "GB", "DE", "FR")
+"""Where a phone number written without ``+CC`` is read as a national number: the
+numbering plans tried, each with libphonenumber's strict grouping. Numbers written with
+``+CC`` are found whatever the regions."""
 
 _KINDS: tuple[PIIKind, ...] = get_args(PIIKind)
 _POLICIES: tuple[PIIPolicy, ...] = get_args(PIIPolicy)
@@ -27,6 +45,8 @@ _LABELS: dict[PIIKind, tuple[str, str]] = {
     "email": ("e-mail address", "e-mail addresses"),
     "phone": ("phone number", "phone numbers"),
     "card": ("card number", "card numbers"),
+    "iban": ("IBAN", "IBANs"),
+    "national_id": ("national ID number", "national ID numbers"),
 }
 
 _EMAIL = re.compile(
@@ -34,16 +54,29 @@ _EMAIL = re.compile(
 )
 # A run of digit groups separated by single spaces or dashes: card candidates.
 _DIGIT_RUN = re.compile(r"(?<![\w.])\d+(?:[ -]\d+)*(?![\w])")
-_PHONES = (
-    # International: +CC then groups, optionally with an area code in parentheses.
-    re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){1,6}(?!\w)"),
-    # North American: (555) 123-4567, 555-123-4567, 555.123.4567.
-    re.compile(r"(?<![\w.-])(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\w)"),
-    # National with a trunk 0 (most of Europe, the UK, Australia): 020 7946 0958,
-    # 06 12 34 56 78, 030-12345678, 07700900123.
-    re.compile(r"(?<![\w.+-])0\d{1,4}(?:[ .-]?\d{2,4}){1,4}(?!\w)"),
+# No phone number anywhere has fewer than 5 digits in a row of digit groups.
+_PHONE_DIGITS = re.compile(r"\d(?:[\s().-]*\d){4}")
+# Country code, check digits, then letters and digits, grouped by single spaces or not:
+# IBAN candidates (stdnum knows each country's length and checks the mod-97 digits).
+_IBAN_RUN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Za-z0-9]){10,32}")
+# Candidates for the national IDs that carry their own check (stdnum validates each):
+# US social security numbers as written (123-45-6789), Spanish DNI and NIE, Italian
+# codice fiscale, French NIR (social security number, with its key).
+_NATIONAL_IDS: tuple[tuple[re.Pattern[str], Callable[[str], bool]], ...] = (
+    (re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])"), ssn.is_valid),
+    (re.compile(r"(?<![\w-])\d{8}-?[A-Z](?![\w-])"), dni.is_valid),
+    (re.compile(r"(?<![\w-])[XYZ]-?\d{7}-?[A-Z](?![\w-])"), nie.is_valid),
+    (
+        re.compile(
+            r"(?<!\w)[A-Z]{6}[0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z](?!\w)"
+        ),
+        codicefiscale.is_valid,
+    ),
+    (
+        re.compile(r"(?<![\w-])[12] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}(?![\w-])"),
+        nir.is_valid,
+    ),
 )
-_PHONE_DIGITS = ((8, 15), (10, 10), (9, 11))  # per pattern: plausible digit counts
 
 
 @dataclass(frozen=True)
@@ -57,18 +90,24 @@ class _Hit:
 class PII(Verifier):
     """Finds personal data in every string of the output (nested fields included).
 
-    Kinds: ``email``; ``phone`` (international ``+CC ...``, North American, and national
-    numbers with a trunk ``0``; plain years and short numbers are not phones); ``card``
-    (13 to 19 digits, optionally grouped by spaces or dashes, that pass the Luhn check).
+    Kinds: ``email``; ``phone``, any number libphonenumber finds valid with strict
+    grouping: international ``+CC ...`` numbers, and national ones such as
+    ``(030) 1234-5678`` or ``(415) 555-0100`` read in each of ``regions`` (years,
+    amounts, dates, page ranges and ungrouped order numbers are not phones); ``card``
+    (13 to 19 digits, optionally grouped by spaces or dashes, passing the Luhn check);
+    ``iban`` (any country's, grouped or not, with valid mod-97 check digits);
+    ``national_id`` (US social security numbers written ``123-45-6789``, Spanish DNI and
+    NIE, Italian codice fiscale, French NIR: each validated by python-stdnum).
 
     Policies: ``block`` fails with feedback to remove them; ``redact`` passes with the
     output revised, each one replaced by ``[email redacted]`` (``[phone redacted]``,
-    ``[card redacted]``); ``escalate`` is uncertain, for a person to decide. Evidence
-    shows what was found masked (``a***@example.com``), never the raw value.
+    ``[card redacted]``, ``[iban redacted]``, ``[national_id redacted]``); ``escalate``
+    is uncertain, for a person to decide. Evidence shows what was found masked
+    (``a***@example.com``, ``DE** **** ... **00``), never the raw value.
 
     Example::
 
-        PII(policy="redact", kinds=("email", "phone"))
+        PII(policy="redact", kinds=("email", "phone", "iban"), regions=("DE", "AT", "CH"))
     """
 
     def __init__(
@@ -76,6 +115,7 @@ class PII(Verifier):
         *,
         policy: PIIPolicy = "block",
         kinds: Iterable[PIIKind] = _KINDS,
+        regions: Iterable[str] = DEFAULT_REGIONS,
         name: str = "pii",
         timeout: float = 30.0,
     ) -> None:
@@ -89,6 +129,14 @@ class PII(Verifier):
             raise VerifierConfigError(
                 f"PII: unknown kinds {unknown or '(none given)'}; choose from {', '.join(_KINDS)}"
             )
+        self.regions = tuple(r.upper() for r in regions)
+        supported = phonenumbers.SUPPORTED_REGIONS
+        bad = [r for r in self.regions if r not in supported]
+        if bad:
+            raise VerifierConfigError(
+                f"PII: unknown phone regions {bad}; use ISO 3166 country codes such as "
+                "'DE', 'US', 'GB'"
+            )
         self.policy = policy
         self.name = name
         self.timeout = timeout
@@ -101,7 +149,7 @@ class PII(Verifier):
         for path, text in strings(check.output):
             hits = found_in.get(text)
             if hits is None:
-                hits = found_in[text] = _find(text, self.kinds)
+                hits = found_in[text] = _find(text, self.kinds, self.regions)
             for hit in hits:
                 counts[hit.kind] += 1
                 evidence.append(f"{_LABELS[hit.kind][0]} {where(path)}: {_mask(hit)}")
@@ -146,17 +194,44 @@ def _redact(text: str, hits: list[_Hit]) -> str:
     return "".join(out) + text[last:]
 
 
-def _find(text: str, kinds: tuple[PIIKind, ...]) -> list[_Hit]:
+def _find(text: str, kinds: tuple[PIIKind, ...], regions: tuple[str, ...]) -> list[_Hit]:
     hits: list[_Hit] = []
-    # Cards before phones (a grouped card number looks like phone groups), e-mails
-    # before phones (digits in an address are not a phone number).
-    if "card" in kinds:
-        hits += _cards(text)
-    if "email" in kinds:
-        hits += (_Hit("email", m.start(), m.end(), m.group()) for m in _EMAIL.finditer(text))
-    if "phone" in kinds:
-        hits += (h for h in _phones(text) if not any(_overlap(h, o) for o in hits))
+    # Identifiers with check digits first: an IBAN or a grouped card number also looks
+    # like phone groups; e-mails before phones (digits in an address are no phone).
+    finders: tuple[tuple[PIIKind, Callable[[str], Iterator[_Hit]]], ...] = (
+        ("iban", _ibans),
+        ("card", _cards),
+        ("national_id", _national_ids),
+        ("email", _emails),
+        ("phone", lambda t: _phones(t, regions)),
+    )
+    for kind, finder in finders:
+        if kind in kinds:
+            hits += (h for h in finder(text) if not any(_overlap(h, o) for o in hits))
     return sorted(hits, key=lambda h: h.start)
+
+
+def _emails(text: str) -> Iterator[_Hit]:
+    return (_Hit("email", m.start(), m.end(), m.group()) for m in _EMAIL.finditer(text))
+
+
+def _ibans(text: str) -> Iterator[_Hit]:
+    for run in _IBAN_RUN.finditer(text):
+        value = run.group()
+        # The longest prefix that ends where a group ends and is a valid IBAN (the run
+        # may have swallowed a following word such as "EUR").
+        ends = [i for i, c in enumerate(value) if c == " "] + [len(value)]
+        for end in reversed(ends):
+            if iban.is_valid(value[:end]):
+                yield _Hit("iban", run.start(), run.start() + end, value[:end])
+                break
+
+
+def _national_ids(text: str) -> Iterator[_Hit]:
+    for pattern, valid in _NATIONAL_IDS:
+        for m in pattern.finditer(text):
+            if valid(m.group()):
+                yield _Hit("national_id", m.start(), m.end(), m.group())
 
 
 def _cards(text: str) -> Iterator[_Hit]:
@@ -180,27 +255,22 @@ def _longest_card(groups: list[tuple[int, str]], i: int) -> int | None:
         digits += groups[j][1]
         if len(digits) > 19:
             break
-        if len(digits) >= 13 and len(set(digits)) > 1 and _luhn(digits):
+        if len(digits) >= 13 and len(set(digits)) > 1 and luhn.is_valid(digits):
             best = j
     return best
 
 
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, c in enumerate(reversed(digits)):
-        d = int(c) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
-
-
-def _phones(text: str) -> Iterator[_Hit]:
+def _phones(text: str, regions: tuple[str, ...]) -> Iterator[_Hit]:
     seen: list[_Hit] = []
-    for pattern, (low, high) in zip(_PHONES, _PHONE_DIGITS, strict=True):
-        for m in pattern.finditer(text):
-            hit = _Hit("phone", m.start(), m.end(), m.group())
-            if low <= sum(c.isdigit() for c in hit.value) <= high and not any(
-                _overlap(hit, s) for s in seen
-            ):
+    if not _PHONE_DIGITS.search(text):  # libphonenumber's matcher is slow; most text has none
+        return
+    for region in regions or ("ZZ",):  # "ZZ": no national plan, +CC numbers only
+        matcher = phonenumbers.PhoneNumberMatcher(
+            text, region, leniency=phonenumbers.Leniency.STRICT_GROUPING
+        )
+        for m in matcher:
+            hit = _Hit("phone", m.start, m.end, m.raw_string)
+            if not any(_overlap(hit, s) for s in seen):
                 seen.append(hit)
                 yield hit
 
@@ -213,13 +283,14 @@ def _mask(hit: _Hit) -> str:
     if hit.kind == "email":
         local, _, domain = hit.value.partition("@")
         return f"{local[:1]}***@{domain}"
-    keep = 4 if hit.kind == "card" else 2
-    digits = sum(c.isdigit() for c in hit.value)
+    keep = 2 if hit.kind == "phone" else 4
+    lead = 2 if hit.kind == "iban" else 0  # the country code stays readable
+    digits = sum(c.isalnum() for c in hit.value)
     out, seen = [], 0
     for c in hit.value:
-        if c.isdigit():
+        if c.isalnum():
             seen += 1
-            out.append(c if seen > digits - keep else "*")
+            out.append(c if seen <= lead or seen > digits - keep else "*")
         else:
             out.append(c)
     return "".join(out)

@@ -5,6 +5,7 @@ users write it, and :func:`build`, which turns it into verifiers.
         "schema": true,
         "rules": {"required": ["summary"], "max_length": 4000},
         "pii": "redact",
+        "totals": true,
         "judge": {"rubric": "Faithful to the sources; no speculation.", "threshold": 0.8},
         "custom": ["totals_add_up"],
         "max_retries": 2
@@ -15,18 +16,28 @@ users write it, and :func:`build`, which turns it into verifiers.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from .base import Verifier
-from .compliance import PII, PIIPolicy
+from .compliance import DEFAULT_REGIONS, PII, PIIKind, PIIPolicy
 from .consensus import Consensus
 from .errors import UnknownVerifierError, VerifierConfigError
 from .judge import Judge
 from .rules import Rules
 from .schema import Schema
+from .totals import Totals
 
-__all__ = ["ConsensusSpec", "JudgeSpec", "RulesSpec", "VerifySpec", "build"]
+__all__ = ["ConsensusSpec", "JudgeSpec", "PIISpec", "RulesSpec", "VerifySpec", "build"]
 
 
 class RulesSpec(BaseModel):
@@ -53,6 +64,32 @@ class RulesSpec(BaseModel):
         over the maximum) here, where a planner gets it back as feedback."""
         try:
             Rules(**self.model_dump())
+        except VerifierConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class PIISpec(BaseModel):
+    """The PII policy with its options (see :class:`~taskloom.verifiers.PII`); a plain
+    ``"pii": "redact"`` is the policy alone, with every kind and the default regions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: PIIPolicy = Field(default="block", description="block, redact or escalate.")
+    kinds: list[PIIKind] = Field(
+        default_factory=lambda: list(get_args(PIIKind)),
+        min_length=1,
+        description="What to look for: email, phone, card, iban, national_id.",
+    )
+    regions: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REGIONS),
+        description="Countries (ISO codes) whose national phone formats are recognised.",
+    )
+
+    @model_validator(mode="after")
+    def _buildable(self) -> PIISpec:
+        try:
+            PII(**self.model_dump())
         except VerifierConfigError as exc:
             raise ValueError(str(exc)) from None
         return self
@@ -88,7 +125,8 @@ class VerifySpec(BaseModel):
     """How one activity's output is verified, and what happens when it fails.
 
     ``schema`` (in JSON; ``schema_check`` in Python) validates against the activity's
-    output type. Verifiers run cheap first, LLM last (see :func:`build`); a failing
+    output type; ``totals`` (on unless set to false) checks that sum rows and total
+    fields add up. Verifiers run cheap first, LLM last (see :func:`build`); a failing
     output is retried with the feedback up to ``max_retries`` times (on
     ``fallback_model`` if given), then escalated.
     """
@@ -99,8 +137,19 @@ class VerifySpec(BaseModel):
         default=True, alias="schema", description="Validate against the output type."
     )
     rules: RulesSpec | None = None
-    pii: PIIPolicy | None = Field(
-        default=None, description="What to do with e-mail addresses, phone and card numbers."
+    pii: PIIPolicy | PIISpec | None = Field(
+        default=None,
+        description=(
+            "What to do with personal data (e-mail addresses, phone, card and national ID "
+            "numbers, IBANs): block, redact or escalate, or {policy, kinds, regions}."
+        ),
+    )
+    totals: bool = Field(
+        default=True,
+        description=(
+            "Check that every table's total or sum row, and every total field next to a "
+            "list of parts, equals the sum of its parts (free where there is no table)."
+        ),
     )
     judge: JudgeSpec | None = None
     consensus: ConsensusSpec | None = None
@@ -110,9 +159,34 @@ class VerifySpec(BaseModel):
     max_retries: int = Field(
         default=2, ge=0, le=10, description="Retries with feedback after a failure."
     )
+
+    @field_validator("pii", mode="wrap")
+    @classmethod
+    def _one_pii_problem(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """One problem for a bad ``pii`` (not one per member of the union), for the
+        planner's feedback."""
+        if isinstance(value, dict):
+            try:
+                return PIISpec.model_validate(value)
+            except ValidationError as exc:
+                raise ValueError("; ".join(map(_problem, exc.errors()))) from None
+        if value is None or isinstance(value, PIISpec) or value in get_args(PIIPolicy):
+            return handler(value)
+        raise ValueError(
+            "use one of 'block', 'redact', 'escalate', or an object "
+            f"{{policy, kinds, regions}}; got {value!r}"
+        )
+
     fallback_model: str | None = Field(
         default=None, description="provider:model to retry on after a failure."
     )
+
+
+def _problem(error: Any) -> str:
+    """One pydantic error as ``field: message``."""
+    where = ".".join(map(str, error["loc"]))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 def build(
@@ -121,7 +195,7 @@ def build(
     output_type: type[BaseModel] | None = None,
     custom: Mapping[str, Verifier] | None = None,
 ) -> list[Verifier]:
-    """The verifiers ``spec`` asks for, cheap first: schema, rules, PII, the named
+    """The verifiers ``spec`` asks for, cheap first: schema, rules, PII, totals, the named
     custom verifiers (in the spec's order), judge, consensus.
 
     Raises :class:`~taskloom.verifiers.UnknownVerifierError` for a custom name not in ``custom``.
@@ -140,8 +214,12 @@ def build(
         verifiers.append(Schema(model=output_type))
     if spec.rules is not None:
         verifiers.append(Rules(**spec.rules.model_dump()))  # as _buildable checked it
-    if spec.pii is not None:
+    if isinstance(spec.pii, PIISpec):
+        verifiers.append(PII(**spec.pii.model_dump()))
+    elif spec.pii is not None:
         verifiers.append(PII(policy=spec.pii))
+    if spec.totals:
+        verifiers.append(Totals())
     verifiers += (custom[n] for n in spec.custom)
     if spec.judge is not None:
         j = spec.judge
