@@ -11,7 +11,7 @@ import pytest
 
 from taskloom import Orchestrator
 from taskloom.agents.fake_llm import FakeLLM
-from taskloom.simulated import SimulatedTeam, task_of
+from taskloom.testing.simulated import SimulatedTeam, task_of
 from tests.helpers import act, running
 from tests.test_pipeline import decide, integrated_inputs
 
