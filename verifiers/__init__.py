@@ -5,7 +5,10 @@ can use), ``uncertain`` (a person decides), or ``error`` (the verifier itself br
 which never burns the output's retries). Built in: a pydantic :class:`Schema`,
 :class:`Rules`, :class:`PII` policies, an LLM :class:`Judge` with a rubric,
 :class:`Consensus` across samples or models, and any Python callable
-(:func:`verifier`); cross-activity checks (:class:`References`, :class:`Agreement`)
+(:func:`verifier`); and, on by default for every output, :class:`Truncation` (an answer
+cut off before its end), :class:`Injection` (instructions aimed at the reviewer, judge or
+integrator: escalated) and :class:`Citations` (citations that point at nothing);
+cross-activity checks (:class:`References`, :class:`Agreement`)
 look at several outputs together. A :class:`VerifySpec` declares them in JSON.
 
 ::
@@ -26,25 +29,30 @@ or workflows.
 """
 
 from .base import Check, Tools, Verifier, run_verifiers
+from .citations import Citations
 from .compliance import PII
 from .consensus import Consensus
 from .cross import Agreement, CrossCheck, References, run_cross_checks
 from .custom import FunctionVerifier, verifier
 from .errors import MissingRunnerError, UnknownVerifierError, VerifierConfigError
+from .injection import Injection
 from .judge import Judge, JudgeScore
 from .rules import Rules
 from .schema import Schema
 from .spec import ConsensusSpec, JudgeSpec, RulesSpec, VerifySpec, build
+from .truncation import Truncation
 from .verdict import Outcome, Status, Verdict, combine
 
 __all__ = [
     "PII",
     "Agreement",
     "Check",
+    "Citations",
     "Consensus",
     "ConsensusSpec",
     "CrossCheck",
     "FunctionVerifier",
+    "Injection",
     "Judge",
     "JudgeScore",
     "JudgeSpec",
@@ -56,6 +64,7 @@ __all__ = [
     "Schema",
     "Status",
     "Tools",
+    "Truncation",
     "UnknownVerifierError",
     "Verdict",
     "Verifier",
