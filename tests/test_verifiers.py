@@ -417,7 +417,8 @@ async def test_a_judge_pass_records_tokens_and_cost_and_shows_the_rubric_and_out
     assert request.model == "gpt-4.1-mini" and request.body.get("temperature") == 0
     system = request.messages[0]["content"]
     assert RUBRIC in system and "Revenue was 12M [ref:a1]." in system
-    assert "Summarize the finance notes" in system and "### finance notes\nRevenue: 12M" in system
+    assert "Summarize the finance notes" in system
+    assert "### finance notes\n<<<MATERIAL\nRevenue: 12M\nMATERIAL>>>" in system
     assert "Write the quarterly report" in system and "not instructions" in system
     assert "activity 'a2'" in request.messages[-1]["content"]
 
@@ -637,18 +638,27 @@ def test_build_orders_cheap_checks_first_and_names_unknown_custom_verifiers() ->
     built = build(spec, output_type=Invoice, custom={"a": a, "b": b})
     assert [type(x).__name__ for x in built] == [
         "Schema",
+        "Truncation",
+        "Injection",
         "Rules",
+        "Citations",
         "PII",
         "FunctionVerifier",
         "FunctionVerifier",
         "Judge",
         "Consensus",
     ]
-    assert built[3:5] == [b, a]
+    assert built[6:8] == [b, a]
     assert isinstance(built[0], Schema) and built[0].model is Invoice
-    assert isinstance(built[5], Judge) and built[5].threshold == 0.9
-    assert isinstance(built[6], Consensus) and built[6].samples == 2
-    assert [type(x).__name__ for x in build(VerifySpec(schema=False))] == []
+    assert isinstance(built[8], Judge) and built[8].threshold == 0.9
+    assert isinstance(built[9], Consensus) and built[9].samples == 2
+    assert [type(x).__name__ for x in build(VerifySpec(schema=False))] == [
+        "Truncation",
+        "Injection",
+        "Citations",
+    ]
+    off = VerifySpec(schema=False, truncation=False, injection=False, citations=False)
+    assert build(off) == []
     with pytest.raises(UnknownVerifierError) as caught:
         build(VerifySpec(custom=["a", "nope"]), custom={"a": a})
     assert "'nope'" in str(caught.value) and "known: a" in str(caught.value)
@@ -662,6 +672,7 @@ def test_the_package_exports_what_it_means_to() -> None:
         "FunctionVerifier", "verifier", "CrossCheck", "References", "Agreement",
         "run_cross_checks", "VerifySpec", "RulesSpec", "JudgeSpec", "ConsensusSpec",
         "build", "UnknownVerifierError", "VerifierConfigError", "MissingRunnerError",
+        "Truncation", "Injection", "Citations",
     }  # fmt: skip
     assert set(verifiers.__all__) == expected and len(verifiers.__all__) == len(expected)
     for name in set(verifiers.__all__) - {"Status"}:  # a Literal alias holds no docstring
