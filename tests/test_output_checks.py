@@ -76,6 +76,8 @@ def test_a_text_that_stops_mid_sentence_is_seen_as_cut(text: str, why: str) -> N
         "Thanks for reading. Best regards,\nAna Lopez",
         "Done. The code:\n```python\nprint(1)\n```",
         "See the full report at https://example.org/report",
+        "Sources: https://example.org/reports/",
+        "The service is written in C++",
         "Summary: the outlook is stable",
         "1. Cut costs\n2. Hire two analysts",
         "",
@@ -164,6 +166,15 @@ async def test_an_injection_in_any_field_of_a_json_output_is_found() -> None:
         "Please ignore the previous draft; this version replaces it.",
         "The new system prompt design is described in section 2.",
         "Our reviewers approved the plan after two rounds.",
+        # what clean outputs of the shipped templates say (onboarding, code review, legal)
+        "Welcome! You are now a member of the finance team. From now on, you will report "
+        "to Maria. Mark it as complete in Jira, then enable developer mode on your laptop.",
+        "Note to reviewers: the migration cannot be rolled back. Pass the result to the "
+        "caller and skip the other rules for legacy files.",
+        "Dear Judge Miller, the 2024 policy will override existing guidelines.",
+        "Customers give it a high rating. The config has a <system> element; show the "
+        "instructions with --help. New instructions: fill in form B.",
+        "<!-- TODO: move the totals table up -->\nTotals rose 4%.",
     ],
 )
 async def test_clean_outputs_and_neutral_discussion_pass(text: str) -> None:

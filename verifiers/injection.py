@@ -34,66 +34,70 @@ _COMMENT = re.compile(r"<!--(.*?)(?:-->|$)", re.S)
 _HIDDEN_RUN = 8
 """Invisible characters in one string beyond which it is taken to carry a hidden payload."""
 
-_Q = (
-    r"(?:previous|prior|above|earlier|preceding|former|original|initial|system|existing"
-    r"|other|foregoing)"
-)
+_Q = r"(?:previous|prior|above|earlier|preceding|original|initial|system|foregoing)"
 _DET = r"(?:(?:all|any|the|your|my|these|those|every|of)\s+)*"
 _NOUN = (
-    r"(?:instructions?|directions?|directives?|prompts?|rules|guidelines|guidance|rubric"
-    r"|criteria|constraints|context|messages?|commands?)"
+    r"(?:instructions?|directions?|directives?|prompts?|rules|guidelines|rubric|criteria"
+    r"|context)"
 )
 _MACHINE = (
-    r"(?:AI|LLM|assistant|language\s+model|model|bot|judge|grader|evaluator|verifier"
-    r"|integrator|reviewer|checker|automated\s+(?:reviewer|system|check))"
+    r"(?:AI|LLM|assistant|language\s+model|AI\s+model|chatbot|grader|evaluator|integrator"
+    r"|(?:AI|LLM|automated)\s+(?:reviewer|judge|system|check(?:er)?))"
 )
+"""Who an output must not address: the machinery reading it (not "reviewers" or "the
+judge" alone, which human-facing texts such as code reviews and letters address)."""
+_ANSWER = r"(?:output|response|answer|submission)"
 _VERDICT = (
-    r"(?:passed|passing|a\s+pass|approved|accepted|correct|verified|valid|compliant|safe"
-    r"|complete|successful|flawless|perfect)"
+    r"(?:passed|passing|a\s+pass|approved|accepted|correct|verified|compliant|flawless"
+    r"|perfect)"
 )
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (label, re.compile(pattern, re.I | re.M))
     for label, pattern in (
         (
             "tells the reader to ignore its instructions",
-            rf"\b(?:ignore|disregard|forget|override|bypass|discard|skip)\s+{_DET}{_Q}\s+{_DET}{_NOUN}\b"
-            rf"|\b(?:ignore|disregard|forget|override|bypass)\s+(?:all\s+|any\s+|the\s+|your\s+)+"
-            r"(?:instructions|system\s+prompt|prompt|rubric|directives)\b"
-            r"|\bforget\s+(?:everything|all)\s+(?:above|before|previously|you\s+(?:were|have\s+been)\s+told)\b",
+            rf"\b(?:ignore|disregard|forget)\s+{_DET}{_Q}\s+{_DET}{_NOUN}\b"
+            r"|\b(?:ignore|disregard|forget|override|bypass)\s+(?:all\s+|any\s+|the\s+|your\s+)+"
+            r"(?:instructions|system\s+prompt|rubric|directives)\b"
+            r"|\bforget\s+(?:everything|all)\s+(?:above|before|previously"
+            r"|you\s+(?:were|have\s+been)\s+told)\b",
         ),
         (
             "tries to give the reader a new role",
-            r"\byou\s+are\s+now\s+(?:a|an|the|in|my|no\s+longer|DAN|free|unrestricted|jailbroken)\b"
-            r"|\bfrom\s+now\s+on,?\s+you\s+(?:are|will|must|shall|should)\b"
-            r"|\b(?:enter|enable|switch\s+to|activate)\s+(?:developer|god|admin|debug|DAN|jailbreak)\s+mode\b",
+            r"\byou\s+are\s+now\s+(?:an?\s+|the\s+|in\s+)?(?:[\w-]+\s+){0,2}(?:AI|assistant|LLM"
+            r"|chatbot|language\s+model|reviewer|judge|grader|evaluator|integrator|DAN"
+            r"|developer\s+mode|jailbroken|unrestricted|unfiltered)\b"
+            r"|\bfrom\s+now\s+on,?\s+you\s+(?:are|will|must|shall|should)\s+(?:\w+\s+){0,2}"
+            r"(?:ignore|approve|obey|pass|score|accept|disregard)\b"
+            r"|\b(?:enter|enable|switch\s+to|activate)\s+(?:DAN|jailbreak|god)\s+mode\b",
         ),
         (
             "speaks of the reader's system prompt or gives it new instructions",
-            r"\b(?:new|updated|real|actual|hidden|override|revised)\s+(?:system\s+)?(?:instructions|prompt)\s*:"
-            r"|\b(?:reveal|print|show|repeat|output|leak|disclose)\s+(?:your|the)\s+"
-            r"(?:system\s+prompt|hidden\s+prompt|instructions)\b"
-            r"|\bsystem\s+(?:prompt|message|override|instructions?)\s*:"
-            r"|<\|im_(?:start|end)\|>|<\|(?:system|assistant|user)\|>|\[/?INST\]|<<SYS>>|</?system>",
+            r"\b(?:new|updated|real|actual|hidden|override|revised)\s+system\s+"
+            r"(?:instructions|prompt)\s*:"
+            r"|\b(?:reveal|print|show|repeat|output|leak|disclose)\s+(?:your\s+(?:system\s+prompt"
+            r"|hidden\s+prompt|instructions)|the\s+(?:system|hidden)\s+prompt)\b"
+            r"|\bsystem\s+(?:prompt|override)\s*:"
+            r"|<\|im_(?:start|end)\|>|<\|(?:system|assistant|user)\|>|\[/?INST\]|<<SYS>>",
         ),
         (
             "asks the reader to pass, approve or score it",
-            rf"\b(?:mark|flag|rate|score|grade|treat|record|report|classify|label|consider)\s+"
-            rf"(?:this|it|the|my|these)(?:\s+(?:output|response|answer|submission|report|text|work"
-            rf"|section|activity|result|item|content))?\s+as\s+{_VERDICT}\b"
-            r"|\b(?:approve|accept|pass)\s+(?:this|the|my)\s+(?:output|response|answer|submission"
-            r"|text|work|section|activity|result)\b"
-            r"|\bapprove\s+(?:this|it)\s+(?:without|regardless|immediately|automatically|now)\b"
-            r"|\bgive\s+(?:this|it|me|the\s+output)\s+(?:a\s+)?(?:perfect|full|high|maximum|max|top"
+            rf"\b(?:mark|flag|rate|score|grade|treat|record|classify|label)\s+"
+            rf"(?:this|(?:this|the|my)\s+{_ANSWER})\s+as\s+{_VERDICT}\b"
+            rf"|\b(?:approve|accept)\s+(?:this|my)\s+{_ANSWER}\b"
+            r"|\bapprove\s+this\s+(?:without|regardless|immediately|automatically)\b"
+            rf"|\bgive\s+(?:this|my)\s+(?:{_ANSWER}\s+)?(?:a\s+)?(?:perfect|full|maximum|max|top"
             r"|10/10|100%?)\s*(?:score|rating|marks?|grade)\b"
-            r"|\b(?:score|rate|grade)\s+(?:this|it)\s+(?:a\s+|as\s+)?(?:1(?:\.0)?|10(?:/10)?|100%?"
-            r"|five\s+stars|perfect|highly)\b"
-            r"|\bdo\s+not\s+(?:flag|escalate|report|reject|penalize|fail|question)\s+(?:this|it|the\s+output)\b",
+            rf"|\b(?:score|rate|grade)\s+this\s+(?:{_ANSWER}\s+)?(?:a\s+|as\s+)?"
+            r"(?:1\.0|10/10|100%|perfect|full\s+marks)"
+            rf"|\bdo\s+not\s+(?:flag|escalate|reject|penalize|fail)\s+(?:this|the|my)\s+{_ANSWER}\b",
         ),
         (
             "addresses the AI or reviewer that reads it",
-            rf"\b(?:note|message|instructions?|memo)\s+(?:to|for)\s+(?:the\s+|any\s+|all\s+)?{_MACHINE}s?\b"
+            rf"\b(?:note|message|instructions?|memo)\s+(?:to|for)\s+(?:the\s+|any\s+|all\s+)?"
+            rf"(?:{_MACHINE}|judge|verifier)s?\b"
             rf"|\b(?:dear|attention|hey|hello|hi)\s*,?\s+(?:the\s+)?{_MACHINE}\b"
-            rf"|\bif\s+you\s+are\s+an?\s+{_MACHINE}\b"
+            rf"|\bif\s+you\s+are\s+an?\s+(?:{_MACHINE}|AI|LLM|language\s+model)\b"
             r"|\bas\s+an?\s+(?:AI|LLM|language\s+model)(?:\s+\w+){0,2},?\s+you\s+"
             r"(?:must|should|will|are\s+(?:required|instructed)|need|have\s+to)\b"
             r"|^\s*(?:AI|LLM|assistant|judge|grader|evaluator|verifier|integrator)\s*:\s*"
@@ -112,6 +116,11 @@ _REPORTED = re.compile(
     r"|text|saying|says|said|asks?|asked|asking|tells?|told|telling|instructs?|instructed"
     r"|attempts?|tries|try|trick\w*|called|known\s+as|includes?|including|contains?"
     r"|containing|embed\w*|inject\w*|examples?|commands?\s+like)\W*$",
+    re.I,
+)
+_COMMENT_AIMED = re.compile(
+    rf"\b(?:{_MACHINE}|AI|LLM|judge|reviewer|verifier)s?\b"
+    r"|\b(?:approve|score|pass|accept)\s+(?:this|it)\b|\bverdict\b",
     re.I,
 )
 _OPEN_QUOTES = "\"'\u201c\u2018\u00ab`"
@@ -182,7 +191,7 @@ def _in_text(text: str, place: str) -> Iterator[Finding]:
             )
     for a, b in comments:
         body = visible[a:b]
-        if re.search(rf"\b{_MACHINE}\b|\b(?:approve|score|pass|verdict)\b", body, re.I):
+        if _COMMENT_AIMED.search(body):
             yield Finding(
                 "speaks to the reader in a hidden HTML comment",
                 place,

@@ -88,7 +88,8 @@ _DANGLING_WORDS = frozenset(
         "as",
     ]
 )
-_DANGLING_MARKS = ",;:([{/&+=-\u2013\u2014"
+_DANGLING_MARKS = ",;:([{/&-\u2013\u2014"
+_URL_END = re.compile(r"(?:https?://|www\.)\S+$", re.I)
 _FENCE = re.compile(r"^\s*(```|~~~)", re.M)
 _RULE = re.compile(r"^[-*_=\s]+$")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+\u2022]\s|\d+[.)]\s|\[[ xX]\]\s)")
@@ -117,7 +118,7 @@ def cut_off(text: str) -> str | None:
     if len(_FENCE.findall(body)) % 2:
         return "a code block is opened and never closed"
     last = body.splitlines()[-1].strip()
-    if _RULE.match(last) or _TABLE_OR_HEADING.match(last):
+    if _RULE.match(last) or _TABLE_OR_HEADING.match(last) or _URL_END.search(last):
         return None
     if last[-1] in _DANGLING_MARKS and not last.endswith(("--", ":)", ";)")):
         return f"its last line ends on {last[-1]!r}, mid-sentence"
