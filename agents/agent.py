@@ -100,6 +100,11 @@ class AgentResult:
     endpoint: str = ""
     """Who served the calls: provider and base URL (``"openai http://127.0.0.1:8000/v1"``),
     never a key."""
+    finish: str = ""
+    """Why the model stopped its final answer, as the provider said: ``"stop"``,
+    ``"length"`` (cut off at the token limit), ``"tool_calls"``, ``"other"`` (a reason it
+    did not give or that has no name here); ``""`` for a result recorded before this was
+    kept."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly form (what an activity records)."""
@@ -113,6 +118,7 @@ class AgentResult:
             "seconds": self.seconds,
             "messages": self.messages,
             "endpoint": self.endpoint,
+            "finish": self.finish,
         }
 
     @classmethod
@@ -129,6 +135,7 @@ class AgentResult:
             seconds=float(data.get("seconds", 0.0)),
             messages=list(data.get("messages") or []),
             endpoint=str(data.get("endpoint", "")),
+            finish=str(data.get("finish") or ""),
         )
 
 
@@ -263,6 +270,7 @@ class AgentRunner:
         prompt, answer_max = self._estimate(agent, system, task)
         rate, held = await self._reserve(ref, prompt, answer_max, budget)
         calls, text, messages = 0, "", list(request.messages)
+        finish = "other"
         output: Any = None
         metered: MeteredProvider | None = None
         try:
@@ -274,6 +282,7 @@ class AgentRunner:
                     provider, request, agent.tools, max_turns=agent.max_turns, stream=stream
                 )
                 calls, text = looped.turns, looped.response.text
+                finish = looped.response.finish
                 messages = [*looped.messages, Message(role="assistant", content=text)]
                 request = LLMRequest(**{**request.__dict__, "messages": tuple(messages)})
             if agent.output is not None:
@@ -282,9 +291,10 @@ class AgentRunner:
                 )
                 calls += shaped.calls
                 text, output = shaped.text, shaped.value.model_dump(mode="json")
+                finish = "stop"  # a cut-off structured answer raised (LLMOutputError)
             elif not agent.tools:
                 answer = await provider.complete(request, stream=stream)
-                calls, text = 1, answer.text
+                calls, text, finish = 1, answer.text, answer.finish
                 messages.append(Message(role="assistant", content=text))
             else:
                 output = text
@@ -310,6 +320,7 @@ class AgentRunner:
             seconds=seconds,
             messages=[{"role": "system", "content": system}, *map(_message_dict, messages)],
             endpoint=str(getattr(provider, "endpoint", provider_name)),
+            finish=finish,
         )
 
     def estimate(

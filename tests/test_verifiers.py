@@ -435,7 +435,8 @@ async def test_a_judge_pass_records_tokens_and_cost_and_shows_the_rubric_and_out
     assert request.model == "gpt-4.1-mini" and request.body.get("temperature") == 0
     system = request.messages[0]["content"]
     assert RUBRIC in system and "Revenue was 12M [ref:a1]." in system
-    assert "Summarize the finance notes" in system and "### finance notes\nRevenue: 12M" in system
+    assert "Summarize the finance notes" in system
+    assert "### finance notes\n<<<MATERIAL\nRevenue: 12M\nMATERIAL>>>" in system
     assert "Write the quarterly report" in system and "not instructions" in system
     assert "activity 'a2'" in request.messages[-1]["content"]
 
@@ -655,7 +656,10 @@ def test_build_orders_cheap_checks_first_and_names_unknown_custom_verifiers() ->
     built = build(spec, output_type=Invoice, custom={"a": a, "b": b})
     assert [type(x).__name__ for x in built] == [
         "Schema",
+        "Truncation",
+        "Injection",
         "Rules",
+        "Citations",
         "PII",
         "Totals",
         "FunctionVerifier",
@@ -663,13 +667,19 @@ def test_build_orders_cheap_checks_first_and_names_unknown_custom_verifiers() ->
         "Judge",
         "Consensus",
     ]
-    assert built[4:6] == [b, a]
+    assert built[7:9] == [b, a]
     assert isinstance(built[0], Schema) and built[0].model is Invoice
-    assert isinstance(built[6], Judge) and built[6].threshold == 0.9
-    assert isinstance(built[7], Consensus) and built[7].samples == 2
-    # Totals runs by default (free where there is no table); a spec can turn it off.
-    assert [type(x).__name__ for x in build(VerifySpec(schema=False))] == ["Totals"]
-    assert build(VerifySpec(schema=False, totals=False)) == []
+    assert isinstance(built[9], Judge) and built[9].threshold == 0.9
+    assert isinstance(built[10], Consensus) and built[10].samples == 2
+    # On by default (free where there is nothing to see); a spec can turn each off.
+    assert [type(x).__name__ for x in build(VerifySpec(schema=False))] == [
+        "Truncation",
+        "Injection",
+        "Citations",
+        "Totals",
+    ]
+    off = VerifySpec(schema=False, truncation=False, injection=False, citations=False, totals=False)
+    assert build(off) == []
     with pytest.raises(UnknownVerifierError) as caught:
         build(VerifySpec(custom=["a", "nope"]), custom={"a": a})
     assert "'nope'" in str(caught.value) and "known: a" in str(caught.value)
@@ -684,6 +694,7 @@ def test_the_package_exports_what_it_means_to() -> None:
         "run_cross_checks", "VerifySpec", "RulesSpec", "PIISpec", "Totals", "JudgeSpec",
         "ConsensusSpec",
         "build", "UnknownVerifierError", "VerifierConfigError", "MissingRunnerError",
+        "Truncation", "Injection", "Citations",
     }  # fmt: skip
     assert set(verifiers.__all__) == expected and len(verifiers.__all__) == len(expected)
     for name in set(verifiers.__all__) - {"Status"}:  # a Literal alias holds no docstring
@@ -692,13 +703,19 @@ def test_the_package_exports_what_it_means_to() -> None:
 
 async def test_pii_spec_takes_kinds_and_regions_and_refuses_unknown_ones() -> None:
     spec = VerifySpec.model_validate({"pii": {"policy": "redact", "kinds": ["iban", "phone"]}})
-    (pii,) = build(spec.model_copy(update={"schema_check": False, "totals": False}))
+    only = {"schema_check": False, "totals": False}
+    only |= {"truncation": False, "injection": False, "citations": False}
+    (pii,) = build(spec.model_copy(update=only))
     assert isinstance(pii, PII) and pii.kinds == ("iban", "phone") and pii.regions[0] == "US"
     text = "IBAN DE89370400440532013000, Tel. (030) 1234-5678, mail a@b.io"
     outcome = await run_verifiers([pii], Check(output=text))
     assert outcome.output == "IBAN [iban redacted], Tel. [phone redacted], mail a@b.io"
     # Only +CC numbers are read when no region's national plan is wanted.
-    (plus_only, _) = build(VerifySpec.model_validate({"schema": False, "pii": {"regions": []}}))
+    (plus_only,) = [
+        v
+        for v in build(VerifySpec.model_validate({"schema": False, "pii": {"regions": []}}))
+        if isinstance(v, PII)
+    ]
     assert (await verify(plus_only, "Tel. (030) 1234-5678")).status == "pass"
     assert (await verify(plus_only, "Tel. +49 30 12345678")).status == "fail"
     for bad in ({"regions": ["XX"]}, {"kinds": []}, {"kinds": ["ssn"]}, {"policy": "hide"}):

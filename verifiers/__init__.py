@@ -5,8 +5,10 @@ can use), ``uncertain`` (a person decides), or ``error`` (the verifier itself br
 which never burns the output's retries). Built in: a pydantic :class:`Schema`,
 :class:`Rules`, :class:`PII` policies, :class:`Totals` (sum rows add up), an LLM
 :class:`Judge` with a rubric, :class:`Consensus` across samples or models, and any
-Python callable
-(:func:`verifier`); cross-activity checks (:class:`References`, :class:`Agreement`)
+Python callable (:func:`verifier`); and, on by default for every output,
+:class:`Truncation` (an answer cut off before its end), :class:`Injection` (instructions
+aimed at the reviewer, judge or integrator: escalated) and :class:`Citations` (citations
+that point at nothing); cross-activity checks (:class:`References`, :class:`Agreement`)
 look at several outputs together. A :class:`VerifySpec` declares them in JSON.
 
 ::
@@ -27,26 +29,31 @@ or workflows.
 """
 
 from .base import Check, Tools, Verifier, run_verifiers
+from .citations import Citations
 from .compliance import PII
 from .consensus import Consensus
 from .cross import Agreement, CrossCheck, References, run_cross_checks
 from .custom import FunctionVerifier, verifier
 from .errors import MissingRunnerError, UnknownVerifierError, VerifierConfigError
+from .injection import Injection
 from .judge import Judge, JudgeScore
 from .rules import Rules
 from .schema import Schema
 from .spec import ConsensusSpec, JudgeSpec, PIISpec, RulesSpec, VerifySpec, build
 from .totals import Totals
+from .truncation import Truncation
 from .verdict import Outcome, Status, Verdict, combine
 
 __all__ = [
     "PII",
     "Agreement",
     "Check",
+    "Citations",
     "Consensus",
     "ConsensusSpec",
     "CrossCheck",
     "FunctionVerifier",
+    "Injection",
     "Judge",
     "JudgeScore",
     "JudgeSpec",
@@ -60,6 +67,7 @@ __all__ = [
     "Status",
     "Tools",
     "Totals",
+    "Truncation",
     "UnknownVerifierError",
     "Verdict",
     "Verifier",

@@ -49,6 +49,10 @@ class Check:
     """The pydantic model the output should validate against, if any."""
     inputs: Mapping[str, Any] = field(default_factory=dict)
     """The activity's inputs (title -> text or JSON data), e.g. the sources it used."""
+    finish: str | None = None
+    """Why the model stopped the answer, as its provider said (``"stop"``, ``"length"``:
+    cut off at the token limit, ``"tool_calls"``, ``"other"`` or ``""``: not said);
+    ``None`` when the output is not a model's answer (a person's edit, a reducer's)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,7 +10,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
+from ._walk import strings
 from .base import error_verdict, guarded, verifier_name
+from .citations import is_external
 from .verdict import Verdict
 
 __all__ = ["Agreement", "CrossCheck", "References", "run_cross_checks"]
@@ -64,11 +66,16 @@ async def run_cross_checks(
 
 
 class References(CrossCheck):
-    """Every reference an output makes must name an activity (or a ``known`` id).
+    """Every reference to another activity must name one (or a ``known`` id).
 
-    References are read from the output's ``field``: a list of ids, or a text with
-    ``[ref:ID]`` markers; a text output is searched for the markers. Each output with
-    dangling references fails, naming them; otherwise one verdict passes.
+    Read are the ``[ref:ID]`` markers in every string of an output, and the entries of
+    its ``field`` (a list): an entry with markers gives those, an id-shaped entry
+    (``"a3"``, ``{"id": "a3"}``) is an id; external sources (http(s) URLs, DOIs,
+    ``arXiv:``-style ids, bibliographic entries in words, ``{"url": ...}``; see
+    :func:`~taskloom.verifiers.citations.is_external`) are not ids and never dangle.
+    Each output with dangling references fails, naming them; otherwise one verdict
+    passes. (Numbered, footnote and author-year citations are checked within each
+    output by :class:`~taskloom.verifiers.Citations`.)
 
     Example::
 
@@ -108,13 +115,17 @@ class References(CrossCheck):
         ]
 
     def _refs(self, output: Any) -> Iterator[str]:
-        value = output.get(self.field) if isinstance(output, dict) else output
+        value = output.get(self.field) if isinstance(output, dict) else None
+        for path, text in strings(output):
+            if not (isinstance(value, list) and path.split(".")[0] == self.field):
+                yield from _REF.findall(text)
         if isinstance(value, str):
-            yield from _REF.findall(value)
-        elif isinstance(value, list):
-            for item in value:
-                if isinstance(item, str):
-                    yield from (_REF.findall(item) or [item.strip()])
+            return  # its markers were read above
+        for item in value if isinstance(value, list) else ():
+            if isinstance(item, str):
+                yield from (_REF.findall(item) or _as_id(item))
+            elif isinstance(item, dict):
+                yield from _entry_ids(item)
 
     def _dangling(self, activity: str, dangling: list[str], valid: set[str]) -> Verdict:
         names = ", ".join(repr(r) for r in dangling)
@@ -190,6 +201,22 @@ class Agreement(CrossCheck):
             ),
             activities=list(said),
         )
+
+
+def _as_id(entry: str) -> list[str]:
+    """``[entry]`` if a references entry names an id, ``[]`` for an external source."""
+    entry = entry.strip()
+    return [] if not entry or is_external(entry) else [entry]
+
+
+def _entry_ids(entry: Mapping[str, Any]) -> list[str]:
+    """The ids a references entry given as an object names (``{"id": "a3"}``); none
+    for an external source (``{"url": ...}``, ``{"doi": ...}``, a title)."""
+    for key in ("ref", "id", "activity"):
+        value = entry.get(key)
+        if isinstance(value, str) and value.strip():
+            return _REF.findall(value) or _as_id(value)
+    return []
 
 
 def _normal(value: Any) -> tuple[str, Any]:

@@ -8,6 +8,7 @@ users write it, and :func:`build`, which turns it into verifiers.
         "totals": true,
         "judge": {"rubric": "Faithful to the sources; no speculation.", "threshold": 0.8},
         "custom": ["totals_add_up"],
+        "truncation": true, "injection": true, "citations": true,
         "max_retries": 2
     }''')
     verifiers = build(spec, output_type=Report, custom={"totals_add_up": totals_check})
@@ -29,13 +30,16 @@ from pydantic import (
 )
 
 from .base import Verifier
+from .citations import Citations
 from .compliance import DEFAULT_REGIONS, PII, PIIKind, PIIPolicy
 from .consensus import Consensus
 from .errors import UnknownVerifierError, VerifierConfigError
+from .injection import Injection
 from .judge import Judge
 from .rules import Rules
 from .schema import Schema
 from .totals import Totals
+from .truncation import Truncation
 
 __all__ = ["ConsensusSpec", "JudgeSpec", "PIISpec", "RulesSpec", "VerifySpec", "build"]
 
@@ -156,6 +160,21 @@ class VerifySpec(BaseModel):
     custom: list[str] = Field(
         default_factory=list, description="Names of user verifiers registered with build()."
     )
+    truncation: bool = Field(
+        default=True,
+        description="Fail an output the model did not finish (token limit, or a text that "
+        "stops mid-sentence when the provider gave no finish reason); it is retried.",
+    )
+    injection: bool = Field(
+        default=True,
+        description="Escalate an output carrying instructions aimed at its reviewer, judge "
+        "or integrator (ignore previous instructions, approve this, hidden text).",
+    )
+    citations: bool = Field(
+        default=True,
+        description="Fail an output whose citations ([1], [^1], (Author, 2020)) point at no "
+        "entry of its own reference list; URLs and DOIs are sources of their own.",
+    )
     max_retries: int = Field(
         default=2, ge=0, le=10, description="Retries with feedback after a failure."
     )
@@ -195,8 +214,9 @@ def build(
     output_type: type[BaseModel] | None = None,
     custom: Mapping[str, Verifier] | None = None,
 ) -> list[Verifier]:
-    """The verifiers ``spec`` asks for, cheap first: schema, rules, PII, totals, the named
-    custom verifiers (in the spec's order), judge, consensus.
+    """The verifiers ``spec`` asks for, cheap first: schema, truncation, injection,
+    rules, citations, PII, totals, the named custom verifiers (in the spec's order),
+    judge, consensus.
 
     Raises :class:`~taskloom.verifiers.UnknownVerifierError` for a custom name not in ``custom``.
     """
@@ -212,8 +232,14 @@ def build(
     verifiers: list[Verifier] = []
     if spec.schema_check:
         verifiers.append(Schema(model=output_type))
+    if spec.truncation:
+        verifiers.append(Truncation())
+    if spec.injection:
+        verifiers.append(Injection())
     if spec.rules is not None:
         verifiers.append(Rules(**spec.rules.model_dump()))  # as _buildable checked it
+    if spec.citations:
+        verifiers.append(Citations())
     if isinstance(spec.pii, PIISpec):
         verifiers.append(PII(**spec.pii.model_dump()))
     elif spec.pii is not None:

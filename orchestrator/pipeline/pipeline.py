@@ -439,8 +439,12 @@ class Pipeline:
         role: str | None,
         act: PlanActivity | None,
         inputs: Mapping[str, Any] | None = None,
+        finish: str | None = None,
     ) -> dict[str, Any]:
-        """Run the checks (again once if a verifier broke: that never burns a retry)."""
+        """Run the checks (again once if a verifier broke: that never burns a retry).
+
+        ``finish`` is why the model stopped the output (its provider's finish reason);
+        ``None`` for an output no model wrote (a reducer's, a child run's answer)."""
         spec = spec.model_copy(update={"custom": [*spec.custom, *self.req.verifiers]})
         request = {
             "spec": spec.model_dump(mode="json", by_alias=True),
@@ -450,6 +454,7 @@ class Pipeline:
             "activity": act.id if act else "final",
             "instructions": act.instructions if act else "",
             "inputs": dict(inputs or {}),  # what the activity was given
+            "finish": finish,
             "budget": self.budget,
             "model": self.req.judge_model or self.req.model,
         }
@@ -545,6 +550,7 @@ class Pipeline:
     ) -> tuple[Any, dict[str, Any]]:
         """One integration (integrator or reducer), verified; a failed integrator is an
         ``error`` outcome for a person to settle."""
+        finish: str | None = None  # a reducer's answer: no model to have cut it off
         try:
             if self.req.reducer:
                 answer = await self.ctx.run(self.req.reducer, accepted)
@@ -559,7 +565,7 @@ class Pipeline:
                     budget=self.budget,
                 )
                 self.spend.add("integration", result.usage.total, result.cost_usd)
-                answer = result.output
+                answer, finish = result.output, result.finish
         except ActivityError as exc:
             broke = {
                 "verifier": "integrator",
@@ -567,7 +573,7 @@ class Pipeline:
                 "reasons": [f"the integrator failed: {exc}"],
             }
             return None, {"status": "error", "verdicts": [broke], "output": None, "feedback": ""}
-        outcome = await self.verify(plan.final, answer, role=None, act=None)
+        outcome = await self.verify(plan.final, answer, role=None, act=None, finish=finish)
         self.emit(
             "integrated",
             status=outcome["status"],

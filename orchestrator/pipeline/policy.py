@@ -64,6 +64,8 @@ class ActivityRun:
         self.model = act.model or (None if self.agent.model else pipe.req.model)
         self.inputs = {d: pipe.works[d].output for d in act.inputs}
         self.history: list[dict[str, Any]] = []
+        self.finish: str | None = None
+        """Why the model stopped the last attempt's output (``None``: no model wrote it)."""
 
     async def run(self) -> None:
         pipe, act, work = self.pipe, self.act, self.work
@@ -79,7 +81,12 @@ class ActivityRun:
             if problem is None:
                 async with pipe.slots:
                     outcome = await pipe.verify(
-                        self.spec, output, role=act.role, act=act, inputs=self.inputs
+                        self.spec,
+                        output,
+                        role=act.role,
+                        act=act,
+                        inputs=self.inputs,
+                        finish=self.finish,
                     )
                 work.verdicts = outcome["verdicts"]
                 output = outcome["output"]
@@ -125,6 +132,7 @@ class ActivityRun:
         """One subagent call (or child run): its output, or why there is none."""
         pipe, act = self.pipe, self.act
         task = act.instructions
+        self.finish = None
         if act.split and pipe.req.depth < pipe.req.max_depth and self.agent.output is None:
             task += (
                 "\n\nIf this piece is too big to do well in one answer, reply with only "
@@ -149,6 +157,7 @@ class ActivityRun:
         self.add(result.usage.total, result.cost_usd)
         why = decomposition(result) if self.agent.output is None else None
         if why is None:
+            self.finish = result.finish
             return result.output, None
         if pipe.req.depth >= pipe.req.max_depth or not act.split:
             return None, f"asked to decompose ({why}) past the depth limit {pipe.req.max_depth}"

@@ -43,7 +43,10 @@ BUILTIN_TEMPLATES = (
         guidance=(
             "Split the report into 3 to 8 independent sections, one 'researcher' activity "
             "each, that run in parallel. Each section lists its sources in a 'references' "
-            "list when its role returns JSON, or as [ref:ID] markers in text. Add a final "
+            "list when its role returns JSON (URLs or DOIs of external sources, ids of "
+            "activities it builds on), or in text as numbered citations [1] with a "
+            "numbered reference list at its end, and [ref:ID] markers for another "
+            "activity's output. Add a final "
             "'writer' activity only if an introduction or summary needs the sections as "
             "inputs. Check each section with a judge whose rubric asks for accurate, "
             "specific, cited claims."

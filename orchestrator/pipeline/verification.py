@@ -78,6 +78,7 @@ async def _verify(request: dict[str, Any]) -> dict[str, Any]:
         instructions=request.get("instructions", ""),
         output_type=output_type,
         inputs=request.get("inputs") or {},
+        finish=request.get("finish"),
     )
     try:
         checks = build(spec, output_type=output_type, custom=custom)
