@@ -45,7 +45,7 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any, TypeAlias
 
 from taskloom.agents.errors import BudgetExceededError, UserError
-from taskloom.agents.lua_scripts import LuaScripts
+from taskloom.luascripts import LuaScripts
 
 __all__ = ["BudgetKeys", "BudgetReservation", "BudgetUsage", "Budgets", "Money"]
 

@@ -70,7 +70,7 @@ from taskloom.agents.errors import (
     RequestExceedsRateLimitError,
     UserError,
 )
-from taskloom.agents.lua_scripts import LuaScripts
+from taskloom.luascripts import LuaScripts
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",

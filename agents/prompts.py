@@ -1,8 +1,9 @@
 """Prompt templates: Jinja2 files rendered with StrictUndefined.
 
-Templates ship in the ``prompts`` package (``prompts/NAME.j2``, read through
-:mod:`importlib.resources`, so an installed wheel finds them); a user directory, when
-given, overrides any of them by name and may add new ones::
+Templates ship in the ``prompts`` package (``prompts/NAME.j2``, read by Jinja2's
+``PackageLoader``, so an installed wheel finds them); a user directory, when given,
+overrides any of them by name and may add new ones (a ``ChoiceLoader`` asks it
+first)::
 
     prompts = Prompts(user_dir="~/.config/taskloom/prompts")
     text = prompts.render("subagent", role="a careful analyst", task="...")
@@ -17,9 +18,6 @@ readably without leaving blank lines in the prompt.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -36,38 +34,6 @@ __all__ = ["Prompts"]
 SUFFIX = ".j2"
 
 
-class _PackageLoader(jinja2.BaseLoader):
-    """Templates in a package folder, read with importlib.resources (zip-safe)."""
-
-    def __init__(self, package: str) -> None:
-        self.package = package
-        self._root: Traversable = resources.files(package)
-
-    def get_source(
-        self, environment: jinja2.Environment, template: str
-    ) -> tuple[str, str | None, Callable[[], bool] | None]:
-        path = self._root
-        for part in template.split("/"):
-            if part in ("", ".", ".."):
-                raise jinja2.TemplateNotFound(template)
-            path = path / part
-        if not path.is_file():
-            raise jinja2.TemplateNotFound(template)
-        return path.read_text(encoding="utf-8"), f"{self.package}/{template}", lambda: True
-
-    def list_templates(self) -> list[str]:
-        found: list[str] = []
-        stack: list[tuple[str, Traversable]] = [("", self._root)]
-        while stack:
-            base, folder = stack.pop()
-            for entry in folder.iterdir():
-                if entry.is_dir() and not entry.name.startswith(("_", ".")):
-                    stack.append((f"{base}{entry.name}/", entry))
-                elif entry.name.endswith(SUFFIX):
-                    found.append(base + entry.name)
-        return sorted(found)
-
-
 class Prompts:
     """The prompt templates of the ``prompts`` package, overridden by ``user_dir``.
 
@@ -78,19 +44,19 @@ class Prompts:
     def __init__(
         self, *, user_dir: str | Path | None = None, package: str = "taskloom.prompts"
     ) -> None:
-        loaders: list[jinja2.BaseLoader] = []
+        self.package = package
         self.user_dir = None if user_dir is None else Path(user_dir).expanduser()
+        self._user: jinja2.FileSystemLoader | None = None
         if self.user_dir is not None:
             if not self.user_dir.is_dir():
                 raise UserError(
                     f"prompt directory {str(self.user_dir)!r} does not exist or is not a "
                     "directory; create it or pass user_dir=None"
                 )
-            loaders.append(jinja2.FileSystemLoader(self.user_dir))
-        self._package = _PackageLoader(package)
-        loaders.append(self._package)
+            self._user = jinja2.FileSystemLoader(self.user_dir)
+        shipped = jinja2.PackageLoader(package, package_path="")  # templates at its root
         self.env = jinja2.Environment(
-            loader=jinja2.ChoiceLoader(loaders),
+            loader=jinja2.ChoiceLoader([shipped] if self._user is None else [self._user, shipped]),
             undefined=jinja2.StrictUndefined,
             autoescape=False,
             trim_blocks=True,
@@ -106,8 +72,15 @@ class Prompts:
         )
 
     def origin(self, name: str) -> str:
-        """Where template ``name`` is read from: a file path, or ``package/NAME.j2``."""
-        return self._template(name).filename or self._file(name)
+        """Where template ``name`` is read from: a file path in the user directory, or
+        ``package/NAME.j2``."""
+        file, template = self._file(name), self._template(name)
+        try:  # the user directory wins when it has the file (the ChoiceLoader's order)
+            if self._user is not None and self._user.get_source(self.env, file):
+                return template.filename or file
+        except jinja2.TemplateNotFound:
+            pass
+        return f"{self.package}/{file}"
 
     def variables(self, name: str) -> set[str]:
         """The top-level variables template ``name`` reads (required or optional)."""
@@ -139,7 +112,7 @@ class Prompts:
         except jinja2.TemplateNotFound:
             where = f"{self.user_dir} or " if self.user_dir else ""
             raise PromptNotFoundError(
-                f"no prompt template {file!r} in {where}the {self._package.package!r} package; "
+                f"no prompt template {file!r} in {where}the {self.package!r} package; "
                 f"available: {', '.join(self.names()) or 'none'}"
             ) from None
         except jinja2.TemplateSyntaxError as e:

@@ -33,7 +33,7 @@ from taskloom.agents.limits import (
     block_from_headers,
     limits_for,
 )
-from taskloom.agents.lua_scripts import LuaScripts
+from taskloom.luascripts import LuaScripts
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.anyio

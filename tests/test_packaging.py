@@ -20,6 +20,8 @@ FRONT_DOORS = (
     "from taskloom.prompts import __name__ as p; "
     "from taskloom.agents.prompts import Prompts; "
     "assert 'subagent' in Prompts().names(); "
+    "assert Prompts().origin('subagent') == 'taskloom.prompts/subagent.j2'; "
+    "assert 'careful' in Prompts().render('subagent', role='a careful tester', task='t'); "
     "from agents import Agent as SDKAgent, Runner; "
     "import taskloom, agents; "
     "print(taskloom.__file__); print(agents.__file__)"

@@ -4,10 +4,18 @@ in a pipeline of several commands."""
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
+from taskloom.agents.budget import Budgets
+from taskloom.agents.limits import RateLimiter
 from taskloom.engine.store import Store
+from taskloom.luascripts import LuaScripts
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.anyio
 
@@ -36,3 +44,67 @@ async def test_a_flushed_script_cache_is_reloaded_and_each_write_lands_once(
     log = [e.type for e in await store.read_log(run_id)]
     assert log == ["run_created", "activity_completed", "activity_completed"]
     assert await client.xlen(queue) == 0  # acknowledged and deleted
+
+
+def _fresh_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scripts: dict[str, str]) -> str:
+    """A package of Lua scripts the server has never seen (each carries a new marker,
+    so its SHA is new): what a restarted server gives every script."""
+    package = f"tl_lua_{uuid.uuid4().hex[:8]}"
+    (tmp_path / package / "lua").mkdir(parents=True)
+    (tmp_path / package / "__init__.py").write_text("")
+    for name, body in scripts.items():
+        (tmp_path / package / "lua" / f"{name}.lua").write_text(f"-- {uuid.uuid4().hex}\n{body}")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return package
+
+
+async def test_one_loader_runs_the_engine_s_scripts_and_the_llm_layer_s(
+    store: Store, client: Redis, prefix: str
+) -> None:
+    """The store, the budget and the rate limiter share one loader; each reads its own
+    folder, every ``.lua`` file of it (a new script needs no list to be kept in step)."""
+    engine = sorted(p.stem for p in (ROOT / "orchestrator" / "lua").glob("*.lua"))
+    assert isinstance(store.scripts, LuaScripts)
+    assert sorted(store.scripts.names) == engine
+    for owner in (Budgets(client, prefix=prefix), RateLimiter(client, model="a:b", prefix=prefix)):
+        scripts = owner._scripts
+        assert isinstance(scripts, LuaScripts)
+        assert set(scripts.names) <= {p.stem for p in (ROOT / "agents" / "lua").glob("*.lua")}
+
+
+async def test_a_lone_command_that_gets_noscript_is_sent_again_as_eval(
+    client: Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pipeline of one command (the engine's common case) recovers from NOSCRIPT as a
+    call does: that one script is sent as EVAL, the others are not loaded, and an error
+    the script raises comes back as the reply, as from a pipeline."""
+    package = _fresh_package(
+        tmp_path,
+        monkeypatch,
+        {"echo": "return ARGV[1]\n", "boom": "return redis.error_reply('boom')\n"},
+    )
+    scripts = LuaScripts(client, package=package)
+    assert await scripts.pipeline(lambda p: scripts.queue(p, "echo", keys=[], args=["x"])) == ["x"]
+    assert await client.script_exists(scripts.sha("echo"), scripts.sha("boom")) == [True, False]
+    (failed,) = await scripts.pipeline(lambda p: scripts.queue(p, "boom", keys=[], args=[]))
+    assert isinstance(failed, ResponseError) and "boom" in str(failed)
+    assert await client.script_exists(scripts.sha("boom")) == [True]
+
+
+async def test_a_pipeline_that_gets_noscript_runs_again_with_its_scripts_loaded(
+    client: Redis, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several commands, one of them a script the server lacks: the scripts are loaded
+    and the pipeline runs once more, so each reply is the second run's."""
+    package = _fresh_package(
+        tmp_path, monkeypatch, {"incr": "return redis.call('INCR', KEYS[1])\n"}
+    )
+    scripts = LuaScripts(client, package=package)
+    key = f"{prefix}:n"
+
+    def build(pipe: object) -> None:
+        pipe.set(key, 10)  # type: ignore[attr-defined]
+        scripts.queue(pipe, "incr", keys=[key], args=[])
+
+    assert await scripts.pipeline(build) == [True, 11]
+    assert await client.get(key) == "11"

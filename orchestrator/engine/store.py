@@ -21,13 +21,13 @@ from redis.exceptions import RedisError, ResponseError
 
 from taskloom.engine import serde
 from taskloom.engine.keys import STATUSES, TERMINAL_STATUSES, Keys
-from taskloom.engine.scripts import Scripts
 from taskloom.errors import (
     LeaseLostError,
     RunIdConflictError,
     RunNotFoundError,
     StoreRolledBackError,
 )
+from taskloom.luascripts import LuaScripts
 
 __all__ = ["Event", "Op", "Routing", "RunInfo", "Store", "now_ms", "ride_out"]
 
@@ -135,7 +135,7 @@ class Store:
         # decode_responses=True and read replies as the documented shapes.
         self.raw: Any = client
         self.keys = Keys(prefix)
-        self.scripts = Scripts(self.raw)
+        self.scripts = LuaScripts(self.raw, package="taskloom")
         self.waitaof = False
         """Whether each batch of writes that creates a run or records or schedules a step
         ends with ``WAITAOF 1 0``: it returns once they are on the Redis host's disk

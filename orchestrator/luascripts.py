@@ -1,11 +1,21 @@
 """Lua scripts kept as ``.lua`` files in a package folder, run by EVALSHA.
 
+One loader serves every room: the engine's state changes (``taskloom/lua/``) and the
+LLM layer's budgets and rate limits (``taskloom/agents/lua/``). It lives beside
+``errors`` and ``settings`` and imports nothing of taskloom's but the exception root,
+so the lowest room may use it and the engine uses it without importing the LLM layer.
+
 Each script's SHA1 is computed locally, so a call goes straight out as EVALSHA (no
-``SCRIPT EXISTS`` round trip, unlike redis-py's ``Script``); only a ``NOSCRIPT`` reply
-(a restarted or flushed server) sends the call again as EVAL with the script's source,
-which runs it and leaves it in the server's cache, in one round trip: safe, since the
-call that got ``NOSCRIPT`` never ran, and as prompt as a second try can be (a rate
-limit's block lands one round trip late, not two).
+``SCRIPT EXISTS`` round trip, unlike redis-py's ``Script``). A ``NOSCRIPT`` reply (a
+restarted or flushed server) is recovered from:
+
+- a call, or a pipeline of one command, is sent again as EVAL with the script's source,
+  which runs it and leaves it in the server's cache, in one round trip: safe, since the
+  command that got ``NOSCRIPT`` never ran, and as prompt as a second try can be (a rate
+  limit's block lands one round trip late, not two);
+- a pipeline of several commands loads every script and runs once more, including the
+  commands that did run the first time, so those must be idempotent (every script of
+  taskloom's is).
 
 Example::
 
@@ -23,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from taskloom.agents.errors import UserError
 
@@ -61,6 +71,7 @@ class LuaScripts:
                 raise UserError(f"no Lua script {name!r}: {package}/{folder}/{name}.lua not found")
             self._source[name] = path.read_text(encoding="utf-8")
         self._sha = {n: hashlib.sha1(s.encode()).hexdigest() for n, s in self._source.items()}
+        self._by_sha = {sha: name for name, sha in self._sha.items()}
 
     @property
     def names(self) -> list[str]:
@@ -79,15 +90,15 @@ class LuaScripts:
             pipe.script_load(source)
         await pipe.execute()
 
-    async def call(self, name: str, *, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run script ``name`` with ``keys`` and ``args`` and return its reply."""
+    async def call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run script ``name`` with ``keys`` and ``args`` now and return its reply."""
         sha = self._sha[self._known(name)]
         try:
             return await self._client.evalsha(sha, len(keys), *keys, *args)
         except NoScriptError:
             return await self._client.eval(self._source[name], len(keys), *keys, *args)
 
-    def queue(self, pipe: Any, name: str, *, keys: Sequence[str], args: Sequence[Any]) -> None:
+    def queue(self, pipe: Any, name: str, keys: Sequence[str], args: Sequence[Any]) -> None:
         """Add an EVALSHA of script ``name`` to the pipeline ``pipe``."""
         pipe.evalsha(self._sha[self._known(name)], len(keys), *keys, *args)
 
@@ -95,19 +106,36 @@ class LuaScripts:
         """Build a pipeline with ``build(pipe)`` (using :meth:`queue`), run it, and
         return its replies.
 
-        Replies that are errors come back as exception objects, except ``NOSCRIPT``:
-        then every script is loaded and the whole pipeline runs once more, including
-        the commands that did run the first time, so they must be idempotent.
+        Replies that are errors come back as exception objects; ``NOSCRIPT`` is
+        recovered from as the module says (``build`` may be called twice).
         """
-        for attempt in (1, 2):
-            pipe = self._client.pipeline(transaction=False)
-            build(pipe)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
-                await self.load()
-                continue
+        pipe = self._client.pipeline(transaction=False)
+        build(pipe)
+        if len(pipe.command_stack) == 1:
+            return [await self._lone(*pipe.command_stack[0])]
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        if not any(isinstance(r, NoScriptError) for r in replies):
             return replies
-        raise AssertionError("unreachable")  # pragma: no cover
+        await self.load()
+        pipe = self._client.pipeline(transaction=False)
+        build(pipe)
+        replies = await pipe.execute(raise_on_error=False)
+        return replies
+
+    async def _lone(self, command: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """A pipeline of one command, sent as that command, its error returned as the
+        pipeline would. redis-py returns a pipeline's connection to the pool through a
+        task of its own (``asyncio.shield``) and a lone command's directly: one command
+        per step of a chain is the engine's common case (a recorded outcome, the
+        owner's next write)."""
+        try:
+            name = self._by_sha.get(command[1]) if command[0] == "EVALSHA" else None
+            if name is None:
+                return await self._client.execute_command(*command, **options)
+            numkeys = int(command[2])
+            return await self.call(name, command[3 : 3 + numkeys], command[3 + numkeys :])
+        except ResponseError as exc:
+            return exc
 
     def _known(self, name: str) -> str:
         if name not in self._source:
