@@ -310,9 +310,9 @@ class Metrics:
         (or ``bearer_token_file``) scrape option sends it. The default ``host`` is
         loopback: this machine only.
 
-        ``port=0`` binds a free port; read it from :attr:`MetricsServer.port`. Give
-        ``host`` as one address: a name that resolves to several would, with ``port=0``,
-        get a different free port on each. The server is also an async context manager::
+        ``port=0`` binds a free port; read it from :attr:`MetricsServer.port`. A ``host``
+        name that resolves to several addresses binds the first (IPv4 or IPv6); give an
+        address to choose. The server is also an async context manager::
 
             async with await metrics.serve(port=0) as server:
                 print(server.url)
