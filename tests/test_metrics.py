@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
 
 from taskloom.engine.metrics import LATENCY_BUCKETS, Metrics
@@ -268,6 +269,52 @@ async def test_openmetrics_is_served_when_asked_for() -> None:
     assert b"\r\nContent-Type: application/openmetrics-text" in head
     assert body.rstrip().endswith(b"# EOF")
     assert b'taskloom_runs_total{status="failed"} 1.0' in body
+
+
+async def test_a_prometheus_scrape_gets_gzipped_openmetrics_behind_the_token() -> None:
+    """What Prometheus sends: its Accept header, gzip and the bearer token."""
+    m = Metrics()
+    m.run_finished("failed")
+    token = "p" * 40
+    headers = {
+        "Accept": "application/openmetrics-text;version=1.0.0;escaping=underscores,"
+        "text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        "Accept-Encoding": "gzip",
+        "Authorization": f"Bearer {token}",
+    }
+    async with await m.serve(port=0, token=token) as server, httpx.AsyncClient() as http:
+        response = await http.get(server.url, headers=headers)
+        head = await http.head(server.url, headers=headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.text.rstrip().endswith("# EOF")  # httpx has gunzipped it
+    assert 'taskloom_runs_total{status="failed"} 1.0' in response.text
+    # HEAD answers what GET would, without the body.
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-encoding"] == "gzip"
+    assert int(head.headers["content-length"]) > 0
+
+
+async def test_a_stuck_client_does_not_hold_up_other_scrapes() -> None:
+    m = Metrics()
+    m.set_dead_letters(4)
+    async with await m.serve(port=0) as server:
+        # One client stops halfway through its request, another never sends a byte; both
+        # connect before the scrape, so a server taking one connection at a time would
+        # be stuck on them.
+        half_reader, half = await asyncio.open_connection("127.0.0.1", server.port)
+        half.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        await half.drain()
+        mute_reader, mute = await asyncio.open_connection("127.0.0.1", server.port)
+        for _ in range(3):
+            status, _, body = await http_get(server.url)
+            assert status == 200
+            assert value(samples(body), "taskloom_dead_letters") == 4
+    # close() ended both stuck connections instead of waiting for them.
+    for reader, writer in ((half_reader, half), (mute_reader, mute)):
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
 
 
 async def test_close_drops_idle_connections_and_frees_the_port() -> None:

@@ -29,20 +29,24 @@ import asyncio
 import contextlib
 import hmac
 import math
-from collections.abc import Callable, Iterator, Mapping
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Literal, Self, get_args
-from urllib.parse import urlsplit
+from typing import IO, Any, Literal, Self, cast, get_args
+from wsgiref.headers import Headers
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.exposition import ThreadingWSGIServer, generate_latest
 from prometheus_client.utils import floatToGoString as _untyped_go_float
 
 from taskloom.errors import UserError
@@ -107,6 +111,9 @@ _METRICS_PATH = "/metrics"
 # A scrape is one small request; a client that takes longer than this is dropped so a
 # stuck connection cannot pin a handler forever.
 _REQUEST_TIMEOUT = 30.0
+# How often the serving thread looks whether close() asked it to stop.
+_POLL_INTERVAL = 0.1
+_InetAddress = tuple[str, int] | tuple[str, int, int, int]
 
 
 class Metrics:
@@ -303,9 +310,9 @@ class Metrics:
         (or ``bearer_token_file``) scrape option sends it. The default ``host`` is
         loopback: this machine only.
 
-        ``port=0`` binds a free port; read it from :attr:`MetricsServer.port`. Give
-        ``host`` as one address: a name that resolves to several would, with ``port=0``,
-        get a different free port on each. The server is also an async context manager::
+        ``port=0`` binds a free port; read it from :attr:`MetricsServer.port`. A ``host``
+        name that resolves to several addresses binds the first (IPv4 or IPv6); give an
+        address to choose. The server is also an async context manager::
 
             async with await metrics.serve(port=0) as server:
                 print(server.url)
@@ -368,24 +375,35 @@ class _InboxCollector:
 
 
 class MetricsServer:
-    """A running ``/metrics`` endpoint (minimal HTTP/1.1, one request per connection).
+    """A running ``/metrics`` endpoint: prometheus_client's WSGI app behind a bearer check.
 
-    Created by :meth:`Metrics.serve`. Any other path is a 404, any method other than
-    ``GET`` or ``HEAD`` a 405. The ``Accept`` header picks the text or OpenMetrics
-    format, as in prometheus_client's own servers.
+    Created by :meth:`Metrics.serve`. prometheus_client's own app answers the scrape, so
+    the ``Accept`` header picks the text or OpenMetrics format and ``Accept-Encoding:
+    gzip`` compresses it, as with ``start_http_server``; its threading WSGI server runs in
+    a daemon thread with a thread per connection, so a scrape never waits on the worker's
+    event loop or on another scraper. Any path but ``/metrics`` is a 404, a method other
+    than ``GET``, ``HEAD`` or ``OPTIONS`` a 405.
     """
 
     def __init__(self, registry: CollectorRegistry, *, token: str | None = None) -> None:
-        self._registry = registry
-        self._token = token.encode() if token else None
-        self._server: asyncio.Server | None = None
-        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._app = _guarded(make_wsgi_app(registry), token=token.encode() if token else None)
+        self._httpd: _ThreadingServer | None = None
+        self._thread: threading.Thread | None = None
         self._host = ""
         self._port = 0
 
     async def _start(self, *, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._handle, host, port)
-        self._host, self._port = self._server.sockets[0].getsockname()[:2]
+        # Binding looks the host up, which may wait on DNS: not on the event loop.
+        httpd = await asyncio.to_thread(_ThreadingServer, host, port, self._app)
+        self._host, self._port = httpd.socket.getsockname()[:2]
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": _POLL_INTERVAL},
+            name=f"taskloom-metrics-{self._port}",
+            daemon=True,
+        )
+        self._httpd = httpd
+        self._thread.start()
 
     @property
     def host(self) -> str:
@@ -405,17 +423,9 @@ class MetricsServer:
 
     async def close(self) -> None:
         """Stop listening, drop open connections and wait until every handler is done."""
-        if self._server is None:
-            return
-        server, self._server = self._server, None
-        server.close()
-        # Closing the transports ends any handler still reading or writing; cancelling
-        # the handler tasks instead would make asyncio log them as errors.
-        for writer in self._connections.values():
-            writer.close()
-        if self._connections:
-            await asyncio.wait(list(self._connections))
-        await server.wait_closed()
+        httpd, thread, self._httpd, self._thread = self._httpd, self._thread, None, None
+        if httpd is not None and thread is not None:
+            await asyncio.to_thread(httpd.stop, thread)
 
     async def __aenter__(self) -> Self:
         return self
@@ -423,86 +433,139 @@ class MetricsServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None  # asyncio runs every connection callback in a task
-        self._connections[task] = writer
-        try:
-            async with asyncio.timeout(_REQUEST_TIMEOUT):
-                head = await reader.readuntil(b"\r\n\r\n")
-                writer.write(self._respond(head))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            pass  # no complete request arrived: there is nothing to answer
-        except ConnectionError:
-            pass  # the client went away
-        finally:
-            del self._connections[task]
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
 
-    def _authorized(self, authorization: str) -> bool:
-        if self._token is None:
-            return True
-        scheme, _, credentials = authorization.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            credentials.strip().encode("latin-1", "replace"), self._token
-        )
+def _guarded(app: WSGIApplication, *, token: bytes | None) -> WSGIApplication:
+    """``app`` on ``/metrics`` only, behind ``Authorization: Bearer <token>`` if given."""
 
-    def _respond(self, head: bytes) -> bytes:
-        """The whole HTTP response to one request head."""
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split()
-        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            return _response(HTTPStatus.BAD_REQUEST, b"bad request\n")
-        method, target, _version = parts
-        if method not in ("GET", "HEAD"):
-            return _response(
-                HTTPStatus.METHOD_NOT_ALLOWED, b"method not allowed\n", allow="GET, HEAD"
-            )
-        if urlsplit(target).path != _METRICS_PATH:
-            return _response(HTTPStatus.NOT_FOUND, b"not found: try /metrics\n")
-        if not self._authorized(_header(lines[1:], "authorization")):
-            return _response(
-                HTTPStatus.UNAUTHORIZED,
+    def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != _METRICS_PATH:
+            return _plain(start_response, "404 Not Found", b"not found: try /metrics\n")
+        if token is not None and not _bearer_ok(environ.get("HTTP_AUTHORIZATION", ""), token):
+            return _plain(
+                start_response,
+                "401 Unauthorized",
                 b"send Authorization: Bearer <TASKLOOM_METRICS_TOKEN>\n",
-                authenticate='Bearer realm="taskloom"',
+                ("WWW-Authenticate", 'Bearer realm="taskloom"'),
             )
-        encoder, content_type = choose_encoder(_header(lines[1:], "accept"))
-        body = encoder(self._registry)
-        return _response(HTTPStatus.OK, body, content_type=content_type, head=method == "HEAD")
+        if environ.get("REQUEST_METHOD") == "HEAD":  # prometheus_client's app answers 405
+            return _head(app, environ, start_response)
+        return app(environ, start_response)
+
+    return guarded
 
 
-def _response(
-    status: HTTPStatus,
-    body: bytes,
-    *,
-    content_type: str = "text/plain; charset=utf-8",
-    head: bool = False,
-    allow: str | None = None,
-    authenticate: str | None = None,
-) -> bytes:
-    headers = [
-        f"HTTP/1.1 {status.value} {status.phrase}",
-        f"Content-Type: {content_type}",
-        f"Content-Length: {len(body)}",
-        "Connection: close",
-    ]
-    if allow is not None:
-        headers.append(f"Allow: {allow}")
-    if authenticate is not None:
-        headers.append(f"WWW-Authenticate: {authenticate}")
-    return ("\r\n".join(headers) + "\r\n\r\n").encode("latin-1") + (b"" if head else body)
+def _bearer_ok(authorization: str, token: bytes) -> bool:
+    scheme, _, credentials = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        credentials.strip().encode("latin-1", "replace"), token
+    )
 
 
-def _header(lines: list[str], name: str) -> str:
-    """The value of header ``name`` (lowercase) in the request's header lines, or ''."""
-    for line in lines:
-        key, sep, value = line.partition(":")
-        if sep and key.strip().lower() == name:
-            return value.strip()
-    return ""
+def _head(
+    app: WSGIApplication, environ: WSGIEnvironment, start_response: StartResponse
+) -> list[bytes]:
+    """The status and headers ``app`` gives a GET, with its length, and no body."""
+    answers: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def record(status: str, headers: list[tuple[str, str]], _exc_info: object = None) -> Any:
+        answers.append((status, headers))
+        return lambda _data: None
+
+    body = b"".join(app({**environ, "REQUEST_METHOD": "GET"}, record))
+    ((status, headers),) = answers
+    start_response(status, [*headers, ("Content-Length", str(len(body)))])
+    return []
+
+
+def _plain(
+    start_response: StartResponse, status: str, body: bytes, *headers: tuple[str, str]
+) -> list[bytes]:
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), *headers])
+    return [body]
+
+
+class _ResponseWriter(ServerHandler):
+    """wsgiref's response writer, speaking HTTP/1.1 and closing after each response."""
+
+    http_version = "1.1"
+    headers: Headers  # the response's, set by start_response
+
+    def cleanup_headers(self) -> None:
+        super().cleanup_headers()
+        # One request per connection (see _RequestHandler.handle); a hop-by-hop header,
+        # which the WSGI app itself may not set.
+        self.headers["Connection"] = "close"
+
+
+class _RequestHandler(WSGIRequestHandler):
+    """One request per connection, read within ``_REQUEST_TIMEOUT``, nothing logged."""
+
+    protocol_version = "HTTP/1.1"  # the status line of http.server's own errors (400, 414)
+    default_request_version = "HTTP/1.0"  # no HTTP/0.9: every answer has a status line
+    timeout = _REQUEST_TIMEOUT  # a stuck client cannot pin its thread forever
+
+    def handle(self) -> None:
+        # WSGIRequestHandler.handle, with _ResponseWriter; a client that timed out or
+        # went away ends its thread quietly.
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.requestline, self.request_version, self.command = "", "", ""
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+            elif self.parse_request():  # else http.server has answered
+                writer = _ResponseWriter(
+                    self.rfile, cast(IO[bytes], self.wfile), self.get_stderr(), self.get_environ()
+                )
+                writer.request_handler = self  # type: ignore[attr-defined]  # for its log
+                app = cast(WSGIServer, self.server).get_app()
+                assert app is not None  # _ThreadingServer sets it before serving
+                writer.run(app)
+        except (TimeoutError, ConnectionError):
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log nothing: a scrape every few seconds would flood the worker's output."""
+
+
+class _ThreadingServer(ThreadingWSGIServer):
+    """prometheus_client's thread-per-connection WSGI server (``start_http_server``'s),
+    bound to IPv4 or IPv6 as the host resolves, able to drop its connections on close."""
+
+    def __init__(self, host: str, port: int, app: WSGIApplication) -> None:
+        family, _, _, _, sockaddr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        self.address_family = family
+        self._open: set[socket.socket] = set()
+        self._changed = threading.Condition()
+        # AF_INET or AF_INET6, asked for above: (host, port[, flow, scope]).
+        super().__init__(cast(_InetAddress, sockaddr), _RequestHandler)
+        self.set_app(app)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._changed:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
+        with self._changed:
+            self._open.discard(request)
+            self._changed.notify_all()
+
+    def stop(self, thread: threading.Thread) -> None:
+        """Stop serving (``thread`` runs :meth:`serve_forever`), end every open
+        connection, wait for their handlers and close the listening socket."""
+        self.shutdown()  # serve_forever has returned: nothing new is accepted
+        with self._changed:
+            for connection in self._open:
+                # Ends a handler's read or write at once; close() would leave it blocked.
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+            # Only a collector stuck in a scrape can outlast this; its thread is a daemon.
+            self._changed.wait_for(lambda: not self._open, timeout=_REQUEST_TIMEOUT)
+        self.server_close()
+        thread.join()
 
 
 def _duration(seconds: float) -> float:
