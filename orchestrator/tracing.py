@@ -24,13 +24,16 @@ and makes the attempt span a child of the run span. The run span itself cannot s
 open across processes, so the worker that records the run's end emits it, with the
 recorded span id, the creation time as its start and the end as its end: Jaeger and
 Tempo show one tree per run whose root lasts as long as the run. Until the run ends
-its attempts show under a parent that has not arrived yet.
+its attempts show under a parent that has not arrived yet. A run created by a client
+with traces off has no context in its record; traced workers then derive its ids from
+the run id (:meth:`RunTrace.of_run`), so it is still one trace.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 import os
 import random
 import time
@@ -84,6 +87,15 @@ class RunTrace:
         """``(trace id, span id, flags)`` of the run span."""
         _, trace_id, span_id, flags = self.traceparent.split("-")
         return int(trace_id, 16), int(span_id, 16), int(flags, 16)
+
+    @classmethod
+    def of_run(cls, run_id: str) -> RunTrace:
+        """The context of a run created while its client had traces off: ids derived
+        from its run id, so the workers that trace it still put it in one trace."""
+        digest = hashlib.sha256(f"taskloom.run {run_id}".encode()).digest()
+        trace_id = int.from_bytes(digest[:16], "big") or 1
+        span_id = int.from_bytes(digest[16:24], "big") or 1
+        return cls(_traceparent(trace_id, span_id, 1))
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, str]) -> RunTrace | None:

@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from taskloom import Orchestrator, tracing
+from taskloom.agents import telemetry
 from taskloom.agents.fake_llm import FakeLLM
 from taskloom.testing.simulated import SimulatedTeam
 from taskloom.verifiers import FunctionVerifier
@@ -152,19 +153,34 @@ def _provider_of(exporter: InMemorySpanExporter) -> TracerProvider:
 async def test_with_traces_off_no_context_is_recorded_and_no_span_is_made(
     fake: FakeLLM, orch: Orchestrator
 ) -> None:
-    exporter = InMemorySpanExporter()
-    provider = _provider_of(exporter)
-    from opentelemetry import trace
-
-    trace.set_tracer_provider(provider)  # an application's provider: taskloom stays out
     fake.answer_with(SimulatedTeam(plans=[{"activities": [act("a")]}]))
     async with running(orch.worker()):
         handle = await orch.submit("one part", model=MODEL, plan={"activities": [act("a")]})
         await handle.result(timeout=30)
-    assert not tracing.enabled()
+    assert not tracing.enabled() and telemetry.tracer() is None
     meta = await orch.store.get_meta(handle.run_id)
     assert "traceparent" not in meta
-    assert exporter.get_finished_spans() == ()
+
+
+async def test_a_run_created_untraced_is_still_one_trace_on_traced_workers(
+    spans: InMemorySpanExporter, orch: Orchestrator
+) -> None:
+    tracing.disable()  # the submitting side has traces off
+    handle = await orch.start("slow_chain", 2, "/dev/null")
+    assert "traceparent" not in await orch.store.get_meta(handle.run_id)
+    tracing.enable(_provider_of(spans))  # the workers' side has them on
+    async with running(orch.worker(modules=["tests.worker_workflows"])):
+        await handle.result(timeout=20)
+        await wait_until(
+            lambda: [s for s in spans.get_finished_spans() if s.name.startswith("taskloom.run")],
+            "the run span",
+        )
+    finished = spans.get_finished_spans()
+    assert len({s.context.trace_id for s in finished if s.context is not None}) == 1
+    (run,) = [s for s in finished if s.name == "taskloom.run slow_chain"]
+    steps = [s for s in finished if s.name == "taskloom.activity slow_step"]
+    assert len(steps) == 2 and run.parent is None and run.context is not None
+    assert all(s.parent is not None and s.parent.span_id == run.context.span_id for s in steps)
 
 
 class _Receiver(BaseHTTPRequestHandler):

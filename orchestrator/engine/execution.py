@@ -148,7 +148,7 @@ class Execution:
         self.terminal = False
         self.deadline_ms = int(meta.get("deadline_ms") or 0)
         self.created_ms = int(meta.get("created_ms") or 0)
-        self.trace = tracing.RunTrace.from_meta(meta)
+        self.trace = tracing.RunTrace.from_meta(meta) or tracing.RunTrace.of_run(run_id)
         """The run's trace context, from its record (see :mod:`taskloom.tracing`)."""
         self.timed_out = False
         self.compensating = False

@@ -129,7 +129,7 @@ class Worker:
         self._inflight: dict[tuple[str, str], str | None] = {}
         self._waiting: deque[Task] = deque()  # claimed, waiting for a slot
         self._attempts: dict[tuple[str, str], Attempt] = {}  # running now
-        self._traces: dict[str, tracing.RunTrace | None] = {}  # run id -> its trace context
+        self._traces: dict[str, tracing.RunTrace] = {}  # run id -> its trace context
         self._mean_s: float | None = None  # recent activity duration (EWMA)
         self._held_msgs: set[str] = set()
         self._activity_tasks: set[asyncio.Task[None]] = set()
@@ -747,6 +747,8 @@ class Worker:
         except RedisError:
             return None  # a trace is not worth waiting for; the attempt goes on
         run = tracing.RunTrace.from_meta({"traceparent": found[0], "trace_parent": found[1]})
+        if run is None:  # created by a client with traces off
+            run = tracing.RunTrace.of_run(run_id)
         if len(self._traces) >= 10_000:
             self._traces.clear()
         self._traces[run_id] = run
