@@ -37,6 +37,7 @@ from .pricing import PriceTable
 from .prompts import Prompts
 from .providers import default_model, open_provider, split_model
 from .structured import RefusedModes, complete_structured, json_schema_text
+from .telemetry import Pricer
 from .tools import Tool, run_tool_loop
 
 __all__ = ["Agent", "AgentResult", "AgentRunner", "CallObserver", "LimitObserver"]
@@ -276,7 +277,8 @@ class AgentRunner:
         try:
             # After the reservation: calls started together reserve together, before
             # any waits for a client (the first is made in a thread).
-            metered = provider = MeteredProvider(await self.client(provider_name))
+            client = await self.client(provider_name)
+            metered = provider = MeteredProvider(client, price=self._pricer(ref))
             if agent.tools:
                 looped = await run_tool_loop(
                     provider, request, agent.tools, max_turns=agent.max_turns, stream=stream
@@ -322,6 +324,11 @@ class AgentRunner:
             endpoint=str(getattr(provider, "endpoint", provider_name)),
             finish=finish,
         )
+
+    def _pricer(self, ref: str) -> Pricer:
+        """The cost of a usage of model ``ref`` (for model-call spans)."""
+        prices = self.prices
+        return lambda usage: prices.cost(ref, usage.input_tokens, usage.output_tokens)
 
     def estimate(
         self,

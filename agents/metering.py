@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 
+from . import telemetry
 from .llm import LLMRequest, LLMResponse, Provider, TokenSink, Usage
 
 __all__ = ["MeteredProvider", "request_estimate"]
@@ -43,8 +44,10 @@ class MeteredProvider:
     """``inner``, counting the usage of every request sent through it (see the module
     docstring): :attr:`usage` and :attr:`requests` so far."""
 
-    def __init__(self, inner: Provider) -> None:
+    def __init__(self, inner: Provider, *, price: telemetry.Pricer | None = None) -> None:
         self.inner = inner
+        self.price = price
+        """What a call's usage costs, for its span (see :mod:`taskloom.agents.telemetry`)."""
         self.name = inner.name
         self.endpoint: str = getattr(inner, "endpoint", inner.name)
         """The wrapped provider's endpoint (see :class:`~taskloom.agents.llm.Provider`)."""
@@ -61,12 +64,36 @@ class MeteredProvider:
     ) -> LLMResponse:
         """Send ``request`` through the wrapped provider and count what it cost."""
         self.requests += 1
+        span = telemetry.call_started(self.name, request)
+        if span is not None:
+            return await self._traced(request, stream, span)
         try:
             response = await self.inner.complete(request, stream=stream)
         except asyncio.CancelledError:
             self._add(request_estimate(request))  # sent, and maybe served: the most it costs
             raise
         self._add(response.usage)
+        return response
+
+    async def _traced(
+        self, request: LLMRequest, stream: TokenSink | None, span: telemetry.Span
+    ) -> LLMResponse:
+        """:meth:`complete` inside the model call's span (tracing is on)."""
+        from opentelemetry.trace import use_span
+
+        with use_span(span, end_on_exit=False):
+            try:
+                response = await self.inner.complete(request, stream=stream)
+            except asyncio.CancelledError as exc:
+                estimate = request_estimate(request)
+                self._add(estimate)
+                telemetry.call_ended(span, usage=estimate, price=self.price, error=exc)
+                raise
+            except BaseException as exc:
+                telemetry.call_ended(span, error=exc)
+                raise
+        self._add(response.usage)
+        telemetry.call_ended(span, response=response, price=self.price)
         return response
 
     def _add(self, usage: Usage) -> None:

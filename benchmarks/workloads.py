@@ -7,7 +7,7 @@ Start a worker on them with::
 Every name is explicit (``bench.*``) so the driver (:mod:`benchmarks.run`) starts runs
 by name and never depends on how a function's qualified name is spelled.
 
-W6 runs taskloom's own pipeline workflow (``taskloom.pipeline.pipeline``, installed on every
+W6 runs taskloom's own pipeline workflow (``taskloom.pipeline``, installed on every
 worker ``orch.worker()`` makes, so also on the CLI's); only its plan is defined here
 (:func:`pipeline_plan`).
 """

@@ -48,6 +48,8 @@ from taskloom.pipeline.plan import parse_plan, size_problem
 from taskloom.pipeline.subagents import LiveTokens, install
 from taskloom.pipeline.templates import Template, get_template
 from taskloom.settings import Settings
+from taskloom.tracing import configure as configure_traces
+from taskloom.tracing import new_run
 
 __all__ = ["Orchestrator", "RunHandle"]
 
@@ -163,6 +165,7 @@ class Orchestrator:
         """Open the connection (starting the embedded Redis if no URL is set)."""
         if self._store is not None:
             return
+        configure_traces(self.settings.traces)
         if self._client is None:
             self._conn = await connect(self.settings)
             client = self._conn.client
@@ -232,7 +235,7 @@ class Orchestrator:
         deadline = now_ms() + int(timeout * 1000) if timeout is not None else 0
         Budgets.check_limits(max_tokens=budget_tokens, max_usd=budget_usd)
         created, status = await self.store.create_run(
-            rid, workflow=name, input_json=input_json, deadline_ms=deadline
+            rid, workflow=name, input_json=input_json, deadline_ms=deadline, trace=new_run()
         )
         if created and (budget_usd is not None or budget_tokens is not None):
             await self.budgets.write_limits(rid, max_tokens=budget_tokens, max_usd=budget_usd)

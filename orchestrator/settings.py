@@ -74,6 +74,7 @@ _ENV: dict[str, tuple[str, ...]] = {
     "notify_from": ("TASKLOOM_NOTIFY_FROM",),
     "inbox_sla": ("TASKLOOM_INBOX_SLA",),
     "link_ttl": ("TASKLOOM_LINK_TTL",),
+    "traces": ("TASKLOOM_TRACES",),
 }
 
 
@@ -191,6 +192,11 @@ class Settings(BaseModel):
     7 days, at most 90): a mailed link works until its item's SLA is due plus a grace
     (:data:`taskloom.inbox.notify.LINK_GRACE`), within this bound; this long when the item
     has no SLA. It stops at once when the item is reassigned or decided."""
+
+    traces: Literal["off", "otlp"] = "off"
+    """``otlp``: OpenTelemetry spans of runs, attempts, verifications and model calls,
+    exported over OTLP as the ``OTEL_*`` variables say (TASKLOOM_TRACES; needs the
+    ``otel`` extra; see :mod:`taskloom.tracing`)."""
 
     @field_validator("webhooks", "trusted_hosts", mode="before")
     @classmethod

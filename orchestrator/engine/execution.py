@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import RedisError
 
+from taskloom import tracing
 from taskloom.engine import serde
 from taskloom.engine.batch import Batch, split_after_last_local
 from taskloom.engine.blobs import is_ref
@@ -146,6 +147,9 @@ class Execution:
         self.cancel_requested = False
         self.terminal = False
         self.deadline_ms = int(meta.get("deadline_ms") or 0)
+        self.created_ms = int(meta.get("created_ms") or 0)
+        self.trace = tracing.RunTrace.from_meta(meta) or tracing.RunTrace.of_run(run_id)
+        """The run's trace context, from its record (see :mod:`taskloom.tracing`)."""
         self.timed_out = False
         self.compensating = False
         self.completed: list[str] = []  # activity steps in the order they succeeded
@@ -692,6 +696,14 @@ class Execution:
             )
             self.terminal = True
             self.host.finished(self, status)
+            tracing.end_run(
+                self.trace,
+                run_id=self.run_id,
+                workflow=self.workflow_name,
+                created_ms=self.created_ms,
+                status=status,
+                error=result if status == "failed" and isinstance(result, dict) else None,
+            )
             await self._close_questions(status)
             if status == "cancelled" or self.timed_out:
                 await self._cancel_children()
@@ -816,6 +828,7 @@ class Execution:
             workflow=workflow,
             input_json=input_json,
             parent={"run_id": self.run_id, "seq": seq},
+            trace=tracing.new_run(self.trace),
         )
         if created or status == "pending":
             await store.enqueue_run(child_id, "new")

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
@@ -28,6 +28,9 @@ from taskloom.errors import (
     StoreRolledBackError,
 )
 from taskloom.luascripts import LuaScripts
+
+if TYPE_CHECKING:
+    from taskloom.tracing import RunTrace
 
 __all__ = ["Event", "Op", "Routing", "RunInfo", "Store", "now_ms", "ride_out"]
 
@@ -159,9 +162,11 @@ class Store:
         input_json: str,
         parent: dict[str, Any] | None = None,
         deadline_ms: int = 0,
+        trace: RunTrace | None = None,
     ) -> tuple[bool, str]:
         """Create a run; returns ``(created, status)``. Same id + same input is a no-op.
-        ``deadline_ms``: when the run times out (0: never)."""
+        ``deadline_ms``: when the run times out (0: never); ``trace``: its trace context
+        (see :mod:`taskloom.tracing`)."""
         meta, log, _ = self.keys.run_keys(run_id)
         ts = now_ms()
         event = serde.dumps({"type": "run_created", "workflow": workflow, "ts": ts})
@@ -174,6 +179,8 @@ class Store:
             serde.dumps(parent) if parent else "",
             event,
             deadline_ms,
+            trace.traceparent if trace is not None else "",
+            trace.parent if trace is not None else "",
         ]
 
         def build(pipe: Any) -> None:

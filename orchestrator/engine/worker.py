@@ -30,6 +30,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from taskloom import tracing
 from taskloom.agents.agent import Agent
 from taskloom.engine import serde
 from taskloom.engine.attempt import ActivityInfo, Attempt, enter
@@ -128,6 +129,7 @@ class Worker:
         self._inflight: dict[tuple[str, str], str | None] = {}
         self._waiting: deque[Task] = deque()  # claimed, waiting for a slot
         self._attempts: dict[tuple[str, str], Attempt] = {}  # running now
+        self._traces: dict[str, tracing.RunTrace] = {}  # run id -> its trace context
         self._mean_s: float | None = None  # recent activity duration (EWMA)
         self._held_msgs: set[str] = set()
         self._activity_tasks: set[asyncio.Task[None]] = set()
@@ -595,7 +597,10 @@ class Worker:
         self._attempts[(run_id, seq)] = attempt
         leave = enter(attempt, self.clock.now_ms)
         try:
-            event = await self._call_activity(attempt)
+            if tracing.enabled():
+                event = await self._traced_call(attempt)
+            else:
+                event = await self._call_activity(attempt)
         finally:
             leave()
             self._attempts.pop((run_id, seq), None)
@@ -712,6 +717,42 @@ class Worker:
                 raise  # the worker is shutting down
             error = {"type": "CancelledError", "message": f"stopped: {attempt.stop_reason}"}
             return {"type": "activity_failed", "error": error}
+
+    async def _traced_call(self, attempt: Attempt) -> dict[str, Any]:
+        """:meth:`_call_activity` inside the attempt's span, a child of its run's."""
+        task = attempt.task
+        with tracing.attempt_span(
+            await self._run_trace(task.run_id),
+            run_id=task.run_id,
+            seq=task.seq,
+            name=task.name,
+            attempt=task.attempt,
+            worker=self.worker_id,
+        ) as span:
+            event = await self._call_activity(attempt)
+            tracing.outcome(span, event, attempt.stop_reason)
+        return event
+
+    async def _run_trace(self, run_id: str) -> tracing.RunTrace | None:
+        """The trace context in ``run_id``'s record (read once per run, then kept)."""
+        ex = self.runs.get(run_id)
+        if ex is not None:
+            return ex.trace
+        if run_id in self._traces:
+            return self._traces[run_id]
+        try:
+            found = await self.store.raw.hmget(
+                self.store.keys.meta(run_id), "traceparent", "trace_parent"
+            )
+        except RedisError:
+            return None  # a trace is not worth waiting for; the attempt goes on
+        run = tracing.RunTrace.from_meta({"traceparent": found[0], "trace_parent": found[1]})
+        if run is None:  # created by a client with traces off
+            run = tracing.RunTrace.of_run(run_id)
+        if len(self._traces) >= 10_000:
+            self._traces.clear()
+        self._traces[run_id] = run
+        return run
 
     def _queued_for(self, task: Task) -> float:
         """Seconds a queued task has waited."""

@@ -1,5 +1,5 @@
 """The dynamic pipeline: a goal planned into a DAG, run in parallel, verified, escalated
-where needed, and integrated. It is an ordinary workflow (``taskloom.pipeline.pipeline``) built on
+where needed, and integrated. It is an ordinary workflow (named ``taskloom.pipeline``) built on
 the engine's primitives, so a crash anywhere resumes by replay without a second model
 call for anything recorded.
 
@@ -86,7 +86,7 @@ __all__ = [
     "pipeline_events",
 ]
 
-PIPELINE_NAME = "taskloom.pipeline.pipeline"
+PIPELINE_NAME = "taskloom.pipeline"
 SUPERSEDED = "superseded by a re-plan"
 _SETUP_ERRORS = frozenset(
     {

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from taskloom import tracing
 from taskloom.engine.attempt import current
 from taskloom.engine.definitions import ActivityDef
 from taskloom.engine.retries import RetryPolicy
@@ -34,7 +35,7 @@ from taskloom.verifiers import (
     run_cross_checks,
     run_verifiers,
 )
-from taskloom.verifiers.base import error_verdict
+from taskloom.verifiers.base import error_verdict, verifier_name
 
 __all__ = [
     "CROSS_CHECK_ACTIVITY",
@@ -87,7 +88,13 @@ async def _verify(request: dict[str, Any]) -> dict[str, Any]:
     tools = Tools(
         runner=agent_runner(worker), budget=request.get("budget"), model=request.get("model")
     )
-    outcome = await run_verifiers(checks, check, tools=tools)
+    if not tracing.enabled():
+        outcome = await run_verifiers(checks, check, tools=tools)
+        return outcome.model_dump(mode="json")
+    names = [verifier_name(c) for c in checks]
+    with tracing.verification_span(activity=check.activity, verifiers=names) as span:
+        outcome = await run_verifiers(checks, check, tools=tools)
+        tracing.verdict(span, outcome.status, [(v.verifier, v.status) for v in outcome.verdicts])
     return outcome.model_dump(mode="json")
 
 
