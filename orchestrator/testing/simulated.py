@@ -38,6 +38,8 @@ _KINDS = (
 )
 
 
+_FENCES = re.compile(r"^(?:<<<PART|PART>>>)\n?", re.M)
+"""The integrator prompt's markers around each accepted part (prompts/integrator.j2)."""
 _FEEDBACK_LEAD = (
     "Your previous answer was not accepted. Fix what this says, and keep what was right:"
 )
@@ -125,6 +127,7 @@ class SimulatedTeam:
             return reply(json=dict(self.judge(text, rubric.strip())), latency=latency)
         if kind == "integrator":
             parts = (_section(system, "The accepted parts") or "").split("\n\n", 1)[-1]
+            parts = _FENCES.sub("", parts)  # the prompt's data fences, not the parts' text
             text = (
                 self.integrate(parts)
                 if self.integrate
