@@ -65,3 +65,19 @@ async def test_bytes_that_are_not_http_get_a_400_and_a_closed_connection() -> No
         fake.assert_complete()
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"still here" in answer
+
+
+async def test_a_client_that_expects_100_continue_gets_it_before_sending_the_body() -> None:
+    body = json.dumps({"model": "m", "messages": USER}).encode()
+    async with FakeLLM([reply("continued")]) as fake:
+        reader, writer = await asyncio.open_connection("127.0.0.1", fake.port)
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n"
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+        )
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(body)
+        head = await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+        fake.assert_complete()
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")

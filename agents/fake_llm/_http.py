@@ -56,7 +56,9 @@ class HttpConnection:
             if event is not h11.NEED_DATA:
                 return event
             if self._h11.they_are_waiting_for_100_continue:
-                await self._send(h11.InformationalResponse(status_code=100, headers=[]))
+                await self._send(
+                    h11.InformationalResponse(status_code=100, reason=b"Continue", headers=[])
+                )
             self._h11.receive_data(await self._reader.read(_READ))
 
     async def next_request(self) -> HttpRequest | None:
