@@ -1,5 +1,7 @@
-"""Just enough HTTP/1.1 for the SDKs: keep-alive, Content-Length or chunked request
-bodies, JSON responses, and chunked server-sent-event streams."""
+"""The fake's HTTP/1.1, framed by h11 (a sans-IO protocol library): requests are read
+whole (Content-Length or chunked bodies, ``Expect: 100-continue``), answers are JSON
+bodies or server-sent-event streams (chunked, or close-delimited to an HTTP/1.0
+client), and h11 decides whether the connection is kept alive."""
 
 from __future__ import annotations
 
@@ -10,119 +12,134 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-__all__ = ["HttpError", "HttpRequest", "SseStream", "read_request", "send_json", "sse_event"]
+import h11
+
+__all__ = ["HttpConnection", "HttpRequest", "sse_event"]
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
-SERVER = "taskloom-fake-llm"
+SERVER = b"taskloom-fake-llm"
 _REASONS = {529: "Overloaded"}
-
-
-class HttpError(Exception):
-    """The bytes on the wire are not an HTTP request we can answer."""
+_READ = 64 * 1024
 
 
 @dataclass(frozen=True)
 class HttpRequest:
-    """One parsed request."""
+    """One parsed request; header names are lower case, repeated headers joined."""
 
     method: str
     path: str
     headers: dict[str, str]
     body: bytes
-    keep_alive: bool
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    body = bytearray()
-    while True:
-        size_line = await reader.readuntil(b"\r\n")
-        size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-        if size == 0:
-            # Trailers, if any, end with an empty line.
-            while await reader.readuntil(b"\r\n") != b"\r\n":
-                pass
-            return bytes(body)
-        body += await reader.readexactly(size)
-        await reader.readexactly(2)
-        if len(body) > MAX_BODY:
-            raise HttpError("request body too large")
-
-
-async def read_request(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> HttpRequest | None:
-    """The next request on a connection, or ``None`` when the client closed it."""
+def _reason(status: int) -> bytes:
     try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as e:
-        if e.partial.strip():
-            raise HttpError("connection closed mid-request") from e
-        return None
-    except asyncio.LimitOverrunError as e:
-        raise HttpError("request head too large") from e
-    lines = head.decode("latin-1").split("\r\n")
-    try:
-        method, target, version = lines[0].split(" ", 2)
-    except ValueError as e:
-        raise HttpError(f"bad request line {lines[0]!r}") from e
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise HttpError(f"bad header line {line!r}")
-        key = name.strip().lower()
-        headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
-    if headers.get("expect", "").lower() == "100-continue":
-        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        body = await _read_chunked(reader)
-    else:
-        length = int(headers.get("content-length", "0") or "0")
-        if length > MAX_BODY:
-            raise HttpError("request body too large")
-        body = await reader.readexactly(length) if length else b""
-    connection = headers.get("connection", "").lower()
-    keep_alive = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
-    return HttpRequest(
-        method=method.upper(),
-        path=target.split("?", 1)[0],
-        headers=headers,
-        body=body,
-        keep_alive=keep_alive,
-    )
-
-
-def _head(status: int, headers: Mapping[str, str], *, keep_alive: bool) -> bytes:
-    try:
-        reason = HTTPStatus(status).phrase
+        return HTTPStatus(status).phrase.encode()
     except ValueError:
-        reason = _REASONS.get(status, "Error")
-    lines = [f"HTTP/1.1 {status} {reason}", f"server: {SERVER}"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    lines.append(f"connection: {'keep-alive' if keep_alive else 'close'}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return _REASONS.get(status, "Error").encode()
 
 
-async def send_json(
-    writer: asyncio.StreamWriter,
-    status: int,
-    body: Any,
-    headers: Mapping[str, str],
-    *,
-    keep_alive: bool,
-) -> None:
-    """Answer with a JSON body (``Content-Length`` framed)."""
-    payload = json.dumps(body).encode()
-    all_headers = {
-        "content-type": "application/json",
-        "content-length": str(len(payload)),
-        **headers,
-    }
-    writer.write(_head(status, all_headers, keep_alive=keep_alive) + payload)
-    await writer.drain()
+class HttpConnection:
+    """The server's side of one connection: :meth:`next_request`, then one answer
+    (:meth:`send_json`, or :meth:`start_stream` / :meth:`send_event` / :meth:`end_stream`),
+    then :meth:`next_request` again while the connection stays open."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+
+    async def _next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        while True:
+            event = self._h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            if self._h11.they_are_waiting_for_100_continue:
+                await self._send(
+                    h11.InformationalResponse(status_code=100, reason=b"Continue", headers=[])
+                )
+            self._h11.receive_data(await self._reader.read(_READ))
+
+    async def next_request(self) -> HttpRequest | None:
+        """The next request, or ``None`` when the connection is over: the client
+        closed it, the last answer closed it, or the bytes were not a request (those
+        get a 400 first)."""
+        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
+            self._h11.start_next_cycle()
+        elif self._h11.our_state is not h11.IDLE:
+            return None  # h11 decided the connection ends after the last answer
+        try:
+            head = await self._next_event()
+            if not isinstance(head, h11.Request):
+                return None  # ConnectionClosed, or PAUSED after a closing request
+            body = bytearray()
+            while not isinstance(event := await self._next_event(), h11.EndOfMessage):
+                assert isinstance(event, h11.Data), event
+                body += event.data
+                if len(body) > MAX_BODY:
+                    raise h11.RemoteProtocolError("request body too large")
+        except h11.RemoteProtocolError as e:
+            if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                error = {"message": f"bad HTTP request: {e}", "type": "invalid_request_error"}
+                await self.send_json(400, {"error": error}, {"connection": "close"})
+            return None
+        headers: dict[str, str] = {}
+        for name, value in head.headers:
+            key, text = name.decode("latin-1"), value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        return HttpRequest(
+            method=head.method.decode("ascii").upper(),
+            path=head.target.decode("latin-1").split("?", 1)[0],
+            headers=headers,
+            body=bytes(body),
+        )
+
+    async def _send(self, *events: h11.Event) -> None:
+        self._writer.write(b"".join(self._h11.send(e) or b"" for e in events))
+        await self._writer.drain()
+
+    def _response(self, status: int, headers: Mapping[str, str]) -> h11.Response:
+        return h11.Response(
+            status_code=status,
+            reason=_reason(status),
+            headers=[(b"server", SERVER), *((k.encode(), v.encode()) for k, v in headers.items())],
+        )
+
+    async def send_json(self, status: int, body: Any, headers: Mapping[str, str]) -> None:
+        """Answer with a JSON body (``Content-Length`` framed)."""
+        payload = json.dumps(body).encode()
+        all_headers = {
+            "content-type": "application/json",
+            "content-length": str(len(payload)),
+            **headers,
+        }
+        await self._send(
+            self._response(status, all_headers), h11.Data(data=payload), h11.EndOfMessage()
+        )
+
+    async def start_stream(self, headers: Mapping[str, str], *, close: bool = False) -> None:
+        """Send the head of a ``text/event-stream`` answer; with ``close``, announce
+        that the connection ends after it."""
+        all_headers = {
+            "content-type": "text/event-stream; charset=utf-8",
+            "cache-control": "no-cache",
+            **headers,
+            **({"connection": "close"} if close else {}),
+        }
+        await self._send(self._response(200, all_headers))
+
+    async def send_event(self, event: bytes) -> None:
+        """Send one encoded event (one HTTP chunk)."""
+        await self._send(h11.Data(data=event))
+
+    async def end_stream(self) -> None:
+        """End the stream: the answer is complete."""
+        await self._send(h11.EndOfMessage())
+
+    def abort(self) -> None:
+        """Drop the connection, whatever the answer's state (a scripted fault)."""
+        self._writer.close()
 
 
 def sse_event(data: Any, event: str | None = None) -> bytes:
@@ -130,31 +147,3 @@ def sse_event(data: Any, event: str | None = None) -> bytes:
     text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
     prefix = f"event: {event}\n" if event else ""
     return f"{prefix}data: {text}\n\n".encode()
-
-
-class SseStream:
-    """A ``text/event-stream`` response sent as HTTP chunks, one event per chunk."""
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
-
-    async def start(self, headers: Mapping[str, str], *, keep_alive: bool) -> None:
-        """Send the response head."""
-        all_headers = {
-            "content-type": "text/event-stream; charset=utf-8",
-            "cache-control": "no-cache",
-            "transfer-encoding": "chunked",
-            **headers,
-        }
-        self._writer.write(_head(200, all_headers, keep_alive=keep_alive))
-        await self._writer.drain()
-
-    async def send(self, event: bytes) -> None:
-        """Send one encoded event."""
-        self._writer.write(f"{len(event):X}\r\n".encode() + event + b"\r\n")
-        await self._writer.drain()
-
-    async def end(self) -> None:
-        """Send the last (empty) chunk: the response is complete."""
-        self._writer.write(b"0\r\n\r\n")
-        await self._writer.drain()

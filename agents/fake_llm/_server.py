@@ -17,7 +17,7 @@ from typing import Any, Self, TypeAlias
 from taskloom.agents.errors import UserError
 
 from ._anthropic import AnthropicWire
-from ._http import MAX_HEAD, HttpError, HttpRequest, SseStream, read_request, send_json
+from ._http import MAX_HEAD, HttpConnection, HttpRequest
 from ._openai import OpenAIWire, json_mode_rejection
 from ._records import (
     CHARS_PER_TOKEN,
@@ -315,22 +315,11 @@ class FakeLLM:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        conn = HttpConnection(reader, writer)
         try:
-            while True:
-                try:
-                    http = await read_request(reader, writer)
-                except (HttpError, ValueError) as e:
-                    body = {
-                        "error": {
-                            "message": f"bad HTTP request: {e}",
-                            "type": "invalid_request_error",
-                        }
-                    }
-                    await send_json(writer, 400, body, {}, keep_alive=False)
-                    return
-                if http is None or not await self._handle(http, writer):
-                    return
-        except (ConnectionError, asyncio.IncompleteReadError):
+            while (http := await conn.next_request()) is not None:
+                await self._handle(http, conn)
+        except ConnectionError:
             pass  # the client went away
         except Exception as e:  # a bug in the fake: make the test fail, not hang
             self._problem(f"the fake LLM failed while serving: {e!r}")
@@ -353,8 +342,8 @@ class FakeLLM:
             self._requests[req.index] = updated
         return updated
 
-    async def _handle(self, http: HttpRequest, writer: asyncio.StreamWriter) -> bool:
-        """Answer one request; whether the connection stays open."""
+    async def _handle(self, http: HttpRequest, conn: HttpConnection) -> None:
+        """Answer one request."""
         route = _ROUTES.get(http.path)
         if http.method != "POST" or route is None:
             self._problem(f"unexpected request {http.method} {http.path}")
@@ -364,8 +353,8 @@ class FakeLLM:
                     "code": "unknown_url",
                 }
             }
-            await send_json(writer, 404, body, {}, keep_alive=http.keep_alive)
-            return http.keep_alive
+            await conn.send_json(404, body, {})
+            return
         protocol, wire = route
         try:
             body = json.loads(http.body)
@@ -376,8 +365,8 @@ class FakeLLM:
             error = {
                 "error": {"message": f"invalid JSON body: {e}", "type": "invalid_request_error"}
             }
-            await send_json(writer, 400, error, {}, keep_alive=http.keep_alive)
-            return http.keep_alive
+            await conn.send_json(400, error, {})
+            return
         headers = {k: "<redacted>" if k in _SECRET_HEADERS else v for k, v in http.headers.items()}
         with self._lock:
             req = Request(
@@ -390,35 +379,28 @@ class FakeLLM:
                 received_at=self._clock(),
             )
             self._requests.append(req)
-        return await self._answer(req, wire, writer, http.keep_alive)
+        await self._answer(req, wire, conn)
 
     async def _refuse(
         self,
         req: Request,
         wire: Wire,
-        writer: asyncio.StreamWriter,
-        keep_alive: bool,
+        conn: HttpConnection,
         body: Any,
         headers: dict[str, str] | None = None,
-    ) -> bool:
+    ) -> None:
         self._update(req, status=400)
         all_headers = wire.headers(req.index, None) | (headers or {})
-        await send_json(writer, 400, body, all_headers, keep_alive=keep_alive)
-        return keep_alive
+        await conn.send_json(400, body, all_headers)
 
-    async def _answer(
-        self, req: Request, wire: Wire, writer: asyncio.StreamWriter, keep_alive: bool
-    ) -> bool:
+    async def _answer(self, req: Request, wire: Wire, conn: HttpConnection) -> None:
         invalid = wire.validate(req.body)
         if invalid is not None:
             err = ErrorReply(status=400, message=invalid)
-            return await self._refuse(
-                req,
-                wire,
-                writer,
-                keep_alive,
-                wire.error_body(err, model=req.model, index=req.index),
+            await self._refuse(
+                req, wire, conn, wire.error_body(err, model=req.model, index=req.index)
             )
+            return
         if req.protocol == "openai":
             rejection = json_mode_rejection(
                 req.body,
@@ -426,23 +408,24 @@ class FakeLLM:
                 reject_json_object=self.reject_json_object,
             )
             if rejection is not None:
-                return await self._refuse(req, wire, writer, keep_alive, rejection)
+                await self._refuse(req, wire, conn, rejection)
+                return
         step = await self._next_step(req)
         if isinstance(step, str):
             self._problem(step)
             err = ErrorReply(status=400, message=f"fake LLM: {step}")
             body = wire.error_body(err, model=req.model, index=req.index)
-            return await self._refuse(
-                req, wire, writer, keep_alive, body, {"x-should-retry": "false"}
-            )
+            await self._refuse(req, wire, conn, body, {"x-should-retry": "false"})
+            return
         req = self._update(req, step=step)
         if step.latency:
             await asyncio.sleep(step.latency)
         if isinstance(step, Disconnect):
-            return await self._disconnect(req, wire, step, writer)
-        if isinstance(step, ErrorReply):
-            return await self._error(req, wire, step, writer, keep_alive)
-        return await self._reply(req, wire, step, writer, keep_alive)
+            await self._disconnect(req, wire, step, conn)
+        elif isinstance(step, ErrorReply):
+            await self._error(req, wire, step, conn)
+        else:
+            await self._reply(req, wire, step, conn)
 
     async def _next_step(self, req: Request) -> Step | str:
         """The step that answers ``req``, or what went wrong."""
@@ -465,17 +448,15 @@ class FakeLLM:
         req: Request,
         wire: Wire,
         step: ErrorReply,
-        writer: asyncio.StreamWriter,
-        keep_alive: bool,
-    ) -> bool:
+        conn: HttpConnection,
+    ) -> None:
         headers = wire.headers(req.index, step.rate_limit)
         if step.retry_after is not None:
             headers["retry-after"] = f"{step.retry_after:g}"
         headers |= step.headers
         self._update(req, status=step.status)
         body = wire.error_body(step, model=req.model, index=req.index)
-        await send_json(writer, step.status, body, headers, keep_alive=keep_alive)
-        return keep_alive
+        await conn.send_json(step.status, body, headers)
 
     def _resolve(self, req: Request, wire: Wire, step: Reply) -> Outcome:
         text, finish, output_tokens = step.text, step.finish_reason, step.output_tokens
@@ -506,9 +487,7 @@ class FakeLLM:
             created=int(time.time()),
         )
 
-    async def _reply(
-        self, req: Request, wire: Wire, step: Reply, writer: asyncio.StreamWriter, keep_alive: bool
-    ) -> bool:
+    async def _reply(self, req: Request, wire: Wire, step: Reply, conn: HttpConnection) -> None:
         outcome = self._resolve(req, wire, step)
         headers = wire.headers(req.index, step.rate_limit) | dict(step.headers)
         if not req.stream:
@@ -518,20 +497,19 @@ class FakeLLM:
                 self._problem(f"request {req.index}: cannot send step {step!r}: {e}")
                 err = ErrorReply(status=400, message=f"fake LLM: {e}")
                 body = wire.error_body(err, model=req.model, index=req.index)
-                return await self._refuse(req, wire, writer, keep_alive, body)
+                await self._refuse(req, wire, conn, body)
+                return
         self._bill(req, outcome)
         self._update(req, status=200)
         if not req.stream:
-            await send_json(writer, 200, body, headers, keep_alive=keep_alive)
-            return keep_alive
-        stream = SseStream(writer)
-        await stream.start(headers, keep_alive=keep_alive)
+            await conn.send_json(200, body, headers)
+            return
+        await conn.start_stream(headers)
         for i, event in enumerate(wire.events(outcome, req.body)):
             if i and step.chunk_delay:
                 await asyncio.sleep(step.chunk_delay)
-            await stream.send(event)
-        await stream.end()
-        return keep_alive
+            await conn.send_event(event)
+        await conn.end_stream()
 
     def _bill(self, req: Request, outcome: Outcome) -> None:
         self._tokens._add(
@@ -545,14 +523,12 @@ class FakeLLM:
         )
 
     async def _disconnect(
-        self, req: Request, wire: Wire, step: Disconnect, writer: asyncio.StreamWriter
-    ) -> bool:
+        self, req: Request, wire: Wire, step: Disconnect, conn: HttpConnection
+    ) -> None:
         if req.stream and step.after_chunks is not None:
             outcome = self._resolve(req, wire, Reply(text=step.text))
             self._update(req, status=200)
-            stream = SseStream(writer)
-            await stream.start(wire.headers(req.index, None), keep_alive=False)
+            await conn.start_stream(wire.headers(req.index, None), close=True)
             for event in wire.events(outcome, req.body)[: step.after_chunks]:
-                await stream.send(event)
-        writer.close()
-        return False
+                await conn.send_event(event)
+        conn.abort()
