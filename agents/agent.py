@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from anyio import to_thread
 from pydantic import BaseModel
 
 from .budget import BudgetReservation, Budgets
@@ -201,10 +200,10 @@ class AgentRunner:
         if not shards:
             async with lock:  # the first one: everyone waits for it
                 if not shards:
-                    shards.append(await to_thread.run_sync(self._open, name))
+                    shards.append(await asyncio.to_thread(self._open, name))
         elif len(shards) < CLIENT_SHARDS and not lock.locked():
             async with lock:  # free: taken at once, so ``shards`` is as just seen
-                shards.append(await to_thread.run_sync(self._open, name))
+                shards.append(await asyncio.to_thread(self._open, name))
                 return shards[-1]
         return shards[self._turn % len(shards)]
 

@@ -3,7 +3,8 @@
 The first call to a provider imports its SDK and builds its clients: seconds of work.
 Done on the event loop, it froze the worker past its lease: the run was taken over by
 the other worker and the same paid call was sent twice. Two real worker processes, the
-default 1 s lease, one subagent call per provider.
+default 1 s lease, one subagent call per provider: one request reaches the provider, one
+step is scheduled, and no import blocks a worker's event loop.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ async def test_a_cold_workers_first_call_is_sent_once_and_no_lease_is_lost(
     output = "".join(line for proc in workers for line in proc.output)  # type: ignore[attr-defined]
     assert len(fake.requests) == 1, f"{len(fake.requests)} requests for one call:\n{output}"
     assert fake.requests[0].protocol == provider
-    assert "lease lost" not in output, output
     events = await orch.store.read_log(handle.run_id)
     assert sum(e.type == "activity_scheduled" for e in events) == 1, output
+    # Nothing imported on the event loop: the loop-lag watchdog names what blocked it.
+    # (On a machine whose cores are busy elsewhere a worker may still be starved past a
+    # 1 s lease; the watchdog then sees no frame, and the run is replayed, not re-paid.)
+    blocked = [part for part in output.split("event loop blocked")[1:] if "_find_and_load" in part]
+    assert not blocked, output
