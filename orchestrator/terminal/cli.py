@@ -24,16 +24,16 @@ from typing import Any, TypeVar
 
 from taskloom.cliargs import MAX_LIMIT, int_in, positive_number
 from taskloom.client import Orchestrator, RunHandle
-from taskloom.display import clip, span
+from taskloom.display import clip, one_line, pretty, span, when
 from taskloom.engine import serde
 from taskloom.engine.keys import STATUSES
 from taskloom.engine.metrics import Metrics
 from taskloom.engine.store import Event, RunInfo
-from taskloom.errors import RedisUnavailableError, TaskloomError, UserError
+from taskloom.errors import RedisUnavailableError, RunNotFoundError, TaskloomError, UserError
 from taskloom.pipeline.endpoints import served_by, served_by_run
 from taskloom.redaction import redact_text, redact_url
 from taskloom.settings import Settings
-from taskloom.terminal import inbox_cli
+from taskloom.terminal import inbox_cli, runview
 from taskloom.terminal import serve as web_commands
 from taskloom.terminal.demo import DEMO_GOAL, DEMO_PRICE_NOTE
 
@@ -306,13 +306,34 @@ async def _dlq(args: argparse.Namespace, orch: Orchestrator) -> int:
     letters = orch.dead_letters
     if args.action == "list":
         entries = await letters.list(run_id=args.run, limit=args.limit)
+        statuses = await _run_statuses(orch, {e.run_id for e in entries})
         if args.json:
-            _out(json.dumps([e.to_dict() for e in entries]))
-        elif not entries:
+            _out(json.dumps([{**e.to_dict(), "run_status": statuses[e.run_id]} for e in entries]))
+            return 0
+        shown = [e for e in entries if args.completed or statuses[e.run_id] != "completed"]
+        if not entries:
             _out("the dead-letter queue is empty")
-        for e in entries if not args.json else []:
-            last = f"{e.error.get('type', '')}: {e.error.get('message', '')}"
-            _out(f"{e.id:40} {e.status:7} {e.activity:24} x{len(e.attempts)}  {_short(last)}")
+        elif shown:
+            rows = (
+                [
+                    e.id,
+                    e.status,
+                    statuses[e.run_id],
+                    _dlq_activity(e.activity, e.args),
+                    str(len(e.attempts)),
+                    _short(f"{e.error.get('type', '')}: {e.error.get('message', '')}"),
+                ]
+                for e in shown
+            )
+            header = ("entry", "status", "run", "activity", "tries", "last error")
+            for line in runview.table(header, rows):
+                _out(line)
+        hidden = len(entries) - len(shown)
+        if hidden:
+            _out(
+                f"{hidden} entr{'y' if hidden == 1 else 'ies'} of runs that completed anyway "
+                f"(a failed attempt the run got past) not shown: `taskloom dlq list --completed`"
+            )
         return 0
     if args.action == "show":
         (entry_id,) = args.ids or [""]
@@ -331,6 +352,24 @@ async def _dlq(args: argparse.Namespace, orch: Orchestrator) -> int:
     return 0
 
 
+async def _run_statuses(orch: Orchestrator, run_ids: set[str]) -> dict[str, str]:
+    """Each run's status (``gone`` for a run no longer in Redis)."""
+    statuses: dict[str, str] = {}
+    for run_id in sorted(run_ids):
+        try:
+            statuses[run_id] = (await orch.handle(run_id).info()).status
+        except RunNotFoundError:
+            statuses[run_id] = "gone"
+    return statuses
+
+
+def _dlq_activity(activity: str, args: Sequence[Any]) -> str:
+    """The activity, with the agent it called (``taskloom.agent (planner)``)."""
+    if activity == "taskloom.agent" and args and isinstance(args[0], str):
+        return f"{activity} ({args[0].removeprefix('taskloom.')})"
+    return activity
+
+
 async def _runs(args: argparse.Namespace, orch: Orchestrator) -> int:
     runs = await orch.list_runs(args.status, limit=args.limit)
     if args.json:
@@ -338,25 +377,73 @@ async def _runs(args: argparse.Namespace, orch: Orchestrator) -> int:
         return 0
     if not runs:
         _out("no runs" + (f" with status {args.status}" if args.status else ""))
+        return 0
     now = time.time() * 1000
+    rows = []
     for r in runs:
-        cost = r.result.get("cost_usd") if isinstance(r.result, dict) else None
-        spent = f"${cost:.4f}" if isinstance(cost, int | float) else ""
-        _out(f"{r.run_id:34} {r.status:10} {r.workflow:24} {_age(now - r.created_ms):>8} {spent}")
+        result = r.result if isinstance(r.result, dict) else {}
+        cost = result.get("cost_usd")
+        goal = result.get("goal") or ""  # a finished pipeline's; others have none to show
+        rows.append(
+            [
+                r.run_id,
+                r.status,
+                r.workflow,
+                _age(now - r.created_ms),
+                f"${cost:.4f}" if isinstance(cost, int | float) else "",
+                one_line(goal, 60) if isinstance(goal, str) else "",
+            ]
+        )
+    for line in runview.table(("run", "status", "workflow", "started", "cost", "goal"), rows):
+        _out(line)
     return 0
 
 
 async def _status(args: argparse.Namespace, orch: Orchestrator) -> int:
-    info = await orch.handle(args.run_id).info()
+    handle = orch.handle(args.run_id)
+    info = await handle.info()
+    activities = runview.activity_summaries([e async for e in handle.events(follow=False)])
     if args.json:
-        _out(json.dumps(_info_dict(info)))
-    else:
-        _out(f"run {info.run_id}: {info.status} ({info.workflow})")
-        if info.owner:
-            _out(f"owner: {info.owner}")
-        if info.result is not None:
-            _out(f"result: {json.dumps(info.result)}")
+        _out(json.dumps({**_info_dict(info), "activities": [a.to_dict() for a in activities]}))
+        return 0 if info.status != "failed" else 1
+    for line in _status_lines(info, activities):
+        _out(line)
     return 0 if info.status != "failed" else 1
+
+
+def _status_lines(info: RunInfo, activities: list[runview.ActivitySummary]) -> list[str]:
+    """``taskloom status`` for a person: the run, its totals, a table of its activities
+    (a pipeline's), the start of its answer or result."""
+    now = int(time.time() * 1000)
+    finished = info.status in ("completed", "failed", "cancelled")
+    took = runview.seconds((info.updated_ms if finished else now) - info.created_ms)
+    lines = [f"run {info.run_id}: {info.status} ({info.workflow})"]
+    result = info.result if isinstance(info.result, dict) else {}
+    if result.get("goal"):
+        lines.append(f"goal:     {one_line(result['goal'], 200)}")
+    lines.append(
+        f"started:  {when(info.created_ms)}; {'took' if finished else 'running for'} {took}"
+    )
+    if info.owner:
+        lines.append(f"owner:    {info.owner}")
+    if isinstance(result.get("cost_usd"), int | float):
+        tokens: dict[str, Any] = result.get("tokens") or {}
+        share = ", ".join(f"{k} {v}" for k, v in tokens.items() if k != "total")
+        lines.append(
+            f"cost:     ${result['cost_usd']:.4f}; {tokens.get('total', 0)} tokens ({share}); "
+            f"{result.get('escalations', 0)} escalation(s)"
+        )
+    if activities:
+        lines += ["", *runview.table(runview.SUMMARY_HEADER, (a.cells(now) for a in activities))]
+    if "answer" in result:
+        lines += ["", f"answer:   {one_line(result['answer'], 300)}"]
+        lines.append(f"          (`taskloom result {info.run_id}` prints it whole)")
+    elif info.result is not None:
+        shown = pretty(info.result).splitlines()
+        lines += ["", "result:" if info.status != "failed" else "error:", *shown[:20]]
+        if len(shown) > 20:
+            lines.append(f"... ({len(shown) - 20} more lines: `taskloom status --json`)")
+    return lines
 
 
 async def _result(args: argparse.Namespace, orch: Orchestrator) -> int:
@@ -382,11 +469,16 @@ async def _result(args: argparse.Namespace, orch: Orchestrator) -> int:
 
 
 async def _history(args: argparse.Namespace, orch: Orchestrator) -> int:
+    steps, start_ms = runview.StepNames(), 0
     async for event in orch.handle(args.run_id).events(follow=args.follow):
         if args.json:
             _out(json.dumps({"id": event.id, **event.data}))
-        else:
-            _out(f"{event.id:>18}  {_describe(event)}")
+            continue
+        if not start_ms:
+            start_ms = runview.event_ms(event)
+            _out(runview.history_header())
+        steps.learn(event)
+        _out(runview.history_line(event, steps, start_ms))
     return 0
 
 
@@ -565,7 +657,12 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--all", action="store_true", help="redrive or purge every entry (of --run)")
     q.add_argument("--run", help="only this run's entries")
     q.add_argument("--limit", type=int_in(1, MAX_LIMIT), default=100)
-    q.add_argument("--json", action="store_true")
+    q.add_argument(
+        "--completed",
+        action="store_true",
+        help="list also the entries of runs that completed anyway (hidden by default)",
+    )
+    q.add_argument("--json", action="store_true", help="every entry, with its run's status")
     r = cmd("runs", _runs, "list runs by status")
     r.add_argument("--status", choices=STATUSES)
     r.add_argument("--limit", type=int_in(1, MAX_LIMIT), default=50)
@@ -599,8 +696,33 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _check_redis_url(args: argparse.Namespace, settings: Settings) -> None:
+    """A Redis URL the client cannot parse, said before connecting, naming where it came
+    from and the forms it takes (redis-py's own error is a ValueError and a traceback)."""
+    url = settings.redis_url
+    if url is None or url.lower().startswith(_REDIS_SCHEMES):
+        return
+    if args.redis_url is not None:
+        source = "--redis-url"
+    else:
+        import os
+
+        source = next((v for v in ("TASKLOOM_REDIS_URL", "REDIS_URL") if os.environ.get(v)), "")
+        source = source or "the Redis URL"
+    raise UserError(
+        f"{source} {redact_url(url)!r} is not a Redis URL: give redis://HOST:6379/0, "
+        f"rediss://HOST:6380/0 (TLS) or unix:///path/to/redis.sock, or leave it unset for "
+        f"the embedded Redis"
+    )
+
+
 async def _main(args: argparse.Namespace) -> int:
-    orch = Orchestrator(settings=_settings(args))
+    settings = _settings(args)
+    _check_redis_url(args, settings)
+    orch = Orchestrator(settings=settings)
     await orch.connect()
     try:
         handler: Handler = args.handler
@@ -622,6 +744,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_main(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _pipe_closed()
     except RedisUnavailableError as exc:
         if args.debug:
             raise
@@ -656,6 +780,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"taskloom: {log_file.warnings} warning(s) logged to {log_file.baseFilename}",
                     file=sys.stderr,
                 )
+
+
+def _pipe_closed() -> int:
+    """The reader of our output went away (``taskloom runs | head``): end quietly, as
+    ``cat`` or ``git log`` do, with the exit status of a death by SIGPIPE (128 + 13).
+    Python's recommended way: devnull over stdout, so the flush at exit cannot fail
+    again and print a second error."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 class _LogFile(logging.FileHandler):
