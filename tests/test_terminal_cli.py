@@ -3,12 +3,17 @@ a person runs it: a subprocess, or a pseudo-terminal (tests/terminal.py)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from taskloom import (
     ActivityError,
@@ -19,8 +24,13 @@ from taskloom import (
     activity,
     workflow,
 )
+from taskloom.agents.fake_llm import FakeLLM
+from taskloom.pipeline.templates import BUILTIN_TEMPLATES
+from taskloom.terminal.liveview import LiveView
+from taskloom.testing.simulated import SimulatedTeam
 from tests.conftest import worker_env
 from tests.helpers import ROOT, TASKLOOM, running, taskloom
+from tests.terminal import Terminal
 
 pytestmark = pytest.mark.anyio
 
@@ -172,3 +182,145 @@ def test_history_names_each_step_by_its_activity(finished_pipeline: dict[str, An
         json.loads(ln) for ln in taskloom("history", run_id, "--json", env=env).stdout.splitlines()
     ]
     assert as_json[0]["type"] == "run_created" and "-" in as_json[0]["id"]
+
+
+# -- templates and roles -----------------------------------------------------------------
+def test_templates_and_roles_list_what_exists(redis_url: str, prefix: str, tmp_path: Path) -> None:
+    env = worker_env(redis_url, prefix)
+    templates = taskloom("templates", env=env)
+    assert templates.returncode == 0, templates.stderr
+    rows = {r[0]: " ".join(r[1:]) for r in _rows(templates.stdout)}
+    assert rows["template"] == "description"
+    for t in BUILTIN_TEMPLATES:
+        assert rows[t.name] == t.description
+    (tmp_path / "tc_agents.py").write_text(
+        "from taskloom import Agent\n"
+        "pricer = Agent(name='pricer', role='a pricer who states the cost of each option')\n"
+    )
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env['PYTHONPATH']}"
+    roles = taskloom("roles", "--import", "tc_agents", env=env)
+    assert roles.returncode == 0, roles.stderr
+    listed = {r[0]: r for r in _rows(roles.stdout)}
+    assert listed["role"][:3] == ["role", "output", "tools"]
+    assert {"researcher", "analyst", "writer", "reviewer", "pricer"} <= set(listed)
+    assert "a pricer who states the cost of each option" in roles.stdout
+    assert not any(name.startswith("taskloom.") for name in listed), "no internal agents"
+    as_json = json.loads(taskloom("roles", "--json", env=env).stdout)
+    assert {r["name"] for r in as_json} == {"researcher", "analyst", "writer", "reviewer"}
+
+
+# -- errors worded for the command line --------------------------------------------------
+def test_errors_name_the_flag_or_variable_to_set(redis_url: str, prefix: str) -> None:
+    env = {k: v for k, v in worker_env(redis_url, prefix).items() if k != "TASKLOOM_MODEL"}
+    no_model = taskloom("run", "a goal", env=env)
+    assert no_model.returncode == 2
+    assert "--model" in no_model.stderr and "TASKLOOM_MODEL" in no_model.stderr
+    assert "model='" not in no_model.stderr, no_model.stderr
+    no_goal = taskloom("run", "  ", "--model", "openai:gpt-4.1-mini", env=env)
+    assert no_goal.returncode == 2 and "submit()" not in no_goal.stderr
+    assert 'taskloom run "' in no_goal.stderr, no_goal.stderr
+    budget = taskloom("run", "a goal", "--budget-usd=-1", env=env)
+    assert budget.returncode == 2 and "--budget-usd" in budget.stderr
+    assert "budget_usd=" not in budget.stderr
+    template = taskloom("run", "a goal", "--template", "nope", env=env)
+    assert template.returncode == 2 and "research_report" in template.stderr
+    assert "Template(" not in template.stderr, template.stderr
+
+
+# -- the exit-3 hint -----------------------------------------------------------------------
+def test_the_waiting_hint_offers_what_a_planner_item_takes_and_says_a_worker_must_run(
+    redis_url: str, prefix: str
+) -> None:
+    bad = {"activities": [{"id": "a", "role": "nobody", "instructions": "do it"}]}
+    with FakeLLM() as fake:
+        fake.answer_with(SimulatedTeam(plans=[bad] * 20))
+        env = worker_env(
+            redis_url,
+            prefix,
+            OPENAI_BASE_URL=fake.openai_url,
+            OPENAI_API_KEY="sk-test",
+            TASKLOOM_MODEL="openai:gpt-4.1-mini",
+        )
+        proc = taskloom("run", "a goal", "--no-interactive", "--no-live", env=env, timeout=120)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    (item,) = json.loads(taskloom("inbox", "list", "--json", env=env).stdout)
+    assert f"taskloom inbox decide {item['id']} retry|reject" in proc.stdout
+    assert f"taskloom inbox edit {item['id']}" in proc.stdout
+    assert "approve" not in proc.stdout.split("waiting on a person")[-1], proc.stdout
+    assert "only while a worker runs" in proc.stdout and "taskloom worker" in proc.stdout
+
+
+# -- the live view and chat ----------------------------------------------------------------
+def _screen(view: LiveView) -> str:
+    console = Console(file=io.StringIO(), width=200)
+    console.print(view.render())
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_the_live_view_clips_the_goal_with_an_ellipsis_and_heads_every_column() -> None:
+    goal = "Compare three vector databases for a ten-million-document search service, with costs"
+    view = LiveView(goal, io.StringIO())
+    plan = {"activities": [{"id": "a", "role": "writer", "instructions": "x", "inputs": []}]}
+    view.update({"event": "planned", "version": 1, "by": "planner", "plan": plan})
+    view.update({"event": "activity", "id": "a", "state": "escalated", "reason": "unsure"})
+    shown = _screen(view)
+    assert goal[:60] in shown and "…" in shown.splitlines()[0]
+    header = next(ln for ln in shown.splitlines() if "activity" in ln and "role" in ln)
+    assert header.split("┃")[-2].strip() == "note", header
+    assert "(no goal given)" in _screen(LiveView("", io.StringIO()))
+
+
+@pytest.fixture
+def chat_env(redis_url: str, prefix: str) -> Iterator[tuple[FakeLLM, dict[str, str]]]:
+    with FakeLLM() as fake:
+        env = worker_env(
+            redis_url,
+            prefix,
+            OPENAI_BASE_URL=fake.openai_url,
+            OPENAI_API_KEY="sk-test",
+            TASKLOOM_MODEL="openai:gpt-4.1-mini",
+            TERM="xterm",
+        )
+        yield fake, env
+
+
+def test_the_clock_runs_while_planning_and_the_chat_table_is_titled_with_the_goal(
+    chat_env: tuple[FakeLLM, dict[str, str]],
+) -> None:
+    fake, env = chat_env
+    plan = {"activities": [{"id": "a", "role": "writer", "instructions": "x", "inputs": []}]}
+    fake.answer_with(SimulatedTeam(plans=[plan], latency={"planner": 2.0}))
+    term = Terminal([*TASKLOOM, "chat"], env=env)
+    term.expect("you> ")
+    term.send("a slowly planned report")
+    seen = term.expect("plan v1")
+    assert "a slowly planned report — planning..." in seen
+    assert re.search(r"0/0 done, 0 tokens, \$0\.0000, [1-9]\.\ds", seen), seen
+    term.expect("you> ")
+    term.send("/quit")
+    assert term.wait() == 0
+
+
+def test_chat_resume_keeps_the_conversations_model(
+    chat_env: tuple[FakeLLM, dict[str, str]],
+) -> None:
+    fake, env = chat_env
+    plan = {"activities": [{"id": "a", "role": "writer", "instructions": "x", "inputs": []}]}
+    team = SimulatedTeam(plans=[plan, plan])
+    fake.answer_with(team)
+    term = Terminal([*TASKLOOM, "chat", "--model", "openai:gpt-4o-mini"], env=env)
+    term.expect("you> ")
+    term.send("first question")
+    term.expect("you> ")
+    term.send("/quit")
+    assert term.wait() == 0
+    again = Terminal([*TASKLOOM, "chat", "--resume"], env=env)
+    again.expect("you> ")
+    again.send("/model")
+    assert "model: openai:gpt-4o-mini" in again.expect("you> ")
+    again.send("and a follow-up")
+    again.expect("you> ")
+    again.send("/quit")
+    assert again.wait() == 0
+    models = {r.model for kind in ("planner", "work") for r in team.requests[kind]}
+    assert models == {"gpt-4o-mini"}, models

@@ -26,11 +26,13 @@ from taskloom.cliargs import MAX_LIMIT, int_in, positive_number
 from taskloom.client import Orchestrator, RunHandle
 from taskloom.display import clip, one_line, pretty, span, when
 from taskloom.engine import serde
+from taskloom.engine.human import HumanTask
 from taskloom.engine.keys import STATUSES
 from taskloom.engine.metrics import Metrics
 from taskloom.engine.store import Event, RunInfo
 from taskloom.errors import RedisUnavailableError, RunNotFoundError, TaskloomError, UserError
 from taskloom.pipeline.endpoints import served_by, served_by_run
+from taskloom.pipeline.templates import BUILTIN_TEMPLATES, template_names
 from taskloom.redaction import redact_text, redact_url
 from taskloom.settings import Settings
 from taskloom.terminal import inbox_cli, runview
@@ -109,14 +111,27 @@ async def _chat(args: argparse.Namespace, orch: Orchestrator) -> int:
     from taskloom.terminal.chat import ChatSession, Conversation
     from taskloom.terminal.console import Asker, auto_approve, prompt_in_terminal
 
+    model: str | None = args.model
     if args.resume is not None:
         conversation = await Conversation.resume(orch.store, args.resume or None)
+        model = model or await conversation.model()  # the model it was using
     else:
         conversation = await Conversation.start(orch.store)
     ask: Asker = auto_approve if args.yes else prompt_in_terminal()
-    async with _local_worker(orch, args.model, serve=not args.no_worker, concurrency=16) as model:
+    async with _local_worker(orch, model, serve=not args.no_worker, concurrency=16) as model:
         session = ChatSession(orch, conversation, ask, input, sys.stdout, model=model)
         return await session.loop()
+
+
+def _model(model: str | None, orch: Orchestrator) -> str:
+    """``--model``, else ``TASKLOOM_MODEL``; neither is a usage error saying both."""
+    chosen = model or orch.settings.model
+    if not chosen:
+        raise UserError(
+            "no model: give --model openai:gpt-4.1-mini (or another provider:model, e.g. "
+            "anthropic:claude-sonnet-4-5) or set TASKLOOM_MODEL"
+        )
+    return chosen
 
 
 @contextlib.asynccontextmanager
@@ -131,7 +146,7 @@ async def _local_worker(
         return
     from taskloom.agents.providers import check_model
 
-    model = check_model(model or orch.settings.model)
+    model = check_model(_model(model, orch))
     orch.settings.price_table().price(model)
     worker = orch.worker(concurrency=concurrency, shutdown_grace=2.0)
     task = asyncio.create_task(worker.run())
@@ -162,6 +177,9 @@ async def _pipeline_run(
             options[name] = getattr(args, name)
     slots = max(8, options.get("max_parallel") or 8)
     goal = args.goal
+    if not goal.strip():
+        raise UserError('give a goal: taskloom run "what you want done"')
+    model = _model(model, orch)
     async with _local_worker(orch, model, serve=worker, concurrency=slots) as model:
         handle = await orch.submit(goal, model=model, **options)
         _out(f"run {handle.run_id}: {goal}")
@@ -180,7 +198,33 @@ async def _pipeline_run(
                 return 130
             return await _interrupted(handle, in_process=worker)
     served = await served_by_run(orch, handle.run_id)
+    if followed.status == "waiting" and not args.json:
+        items = await orch.human_tasks.list(run_id=handle.run_id, children=True, limit=100)
+        for line in _waiting_hint(handle.run_id, items, in_process=worker):
+            _out(line)
     return _report(args, handle.run_id, followed, served, simulated)
+
+
+def _waiting_hint(run_id: str, items: Sequence[HumanTask], *, in_process: bool) -> list[str]:
+    """What to type for each open item of a run that waits on a person: the decisions
+    that item offers (a planner's item takes retry, edit or reject, not approve), and
+    that a decision made elsewhere needs a worker to resume the run."""
+    lines = [f"run {run_id} is waiting on a person:"]
+    for item in items:
+        lines.append(f"  {item.id}  {clip(item.title, 90)}")
+        plain = [d for d in item.decisions if d != "edit"]
+        if plain:
+            lines.append(f"    taskloom inbox decide {item.id} {'|'.join(plain)}")
+        if "edit" in item.decisions:
+            lines.append(f"    taskloom inbox edit {item.id}   (opens $EDITOR on what to change)")
+    if not items:
+        lines.append(f"  `taskloom inbox list --run {run_id}` shows what it waits on")
+    stopped = "this command's worker has stopped; " if in_process else ""
+    lines.append(
+        f"{stopped}a decision made here, in the web inbox or by a link resumes the run "
+        f"only while a worker runs: start one with `taskloom worker`"
+    )
+    return lines
 
 
 async def _interruptible(work: Coroutine[Any, Any, T]) -> T | None:
@@ -261,12 +305,7 @@ def _report(
         _out(f"cost: ${result['cost_usd']:.4f}{priced}; escalations: {result['escalations']}")
         if served:
             _out(f"model calls served by {_endpoints(served)}")
-    elif followed.status == "waiting":
-        _out(
-            f"run {run_id} is waiting on a person: see `taskloom inbox list --run {run_id}`, "
-            f"then `taskloom inbox decide ID approve` (or edit, reject, retry, replan)"
-        )
-    else:
+    elif followed.status != "waiting":  # waiting: said by _waiting_hint, knowing the items
         _out(f"run {run_id} {followed.status}: {followed.error}")
     return {"completed": 0, "waiting": 3}.get(followed.status, 1)
 
@@ -520,6 +559,35 @@ async def _start(args: argparse.Namespace, orch: Orchestrator) -> int:
     return 0
 
 
+async def _templates(args: argparse.Namespace, orch: Orchestrator) -> int:
+    templates = sorted(BUILTIN_TEMPLATES, key=lambda t: t.name)
+    if args.json:
+        _out(json.dumps([t.to_dict() for t in templates]))
+        return 0
+    for line in runview.table(
+        ("template", "description"), ([t.name, t.description] for t in templates)
+    ):
+        _out(line)
+    _out("use one: taskloom run GOAL --template NAME")
+    return 0
+
+
+async def _roles(args: argparse.Namespace, orch: Orchestrator) -> int:
+    from taskloom.pipeline.roles import catalog
+
+    worker = orch.worker(modules=args.imports or [])
+    roles = catalog(worker.registry.agents)
+    if args.json:
+        _out(json.dumps([{**r.to_dict(), "model": r.model} for r in roles.values()]))
+        return 0
+    rows = ([r.name, r.output, ", ".join(r.tools), r.description] for r in roles.values())
+    for line in runview.table(("role", "output", "tools", "description"), rows):
+        _out(line)
+    more = "" if args.imports else "; --import MODULE adds a module's agents, as a worker would"
+    _out(f"a plan's activities name these roles{more}")
+    return 0
+
+
 async def _doctor(args: argparse.Namespace, orch: Orchestrator) -> int:
     from taskloom.terminal.doctor import diagnose, render_json, render_text
 
@@ -613,7 +681,12 @@ def _parser() -> argparse.ArgumentParser:
     rn = cmd("run", _run, "hand taskloom a goal: plan, run, verify, integrate (live)")
     rn.add_argument("goal")
     rn.add_argument("--model", help="provider:model (default: TASKLOOM_MODEL)")
-    rn.add_argument("--template", help="a workflow template (research_report, code_review, ...)")
+    rn.add_argument(
+        "--template",
+        choices=template_names(),
+        metavar="NAME",
+        help="a workflow template (`taskloom templates` lists them)",
+    )
     rn.add_argument("--budget-usd", type=positive_number, help="the most the run may spend")
     rn.add_argument("--max-parallel", type=int_in(1, 10_000), help="model calls at once")
     rn.add_argument("--yes", action="store_true", help="approve escalations automatically")
@@ -689,6 +762,17 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--run-id")
     st.add_argument("--wait", action="store_true", help="wait for the result")
     st.add_argument("--json", action="store_true")
+    tp = cmd("templates", _templates, "the workflow templates: names and what each is for")
+    tp.add_argument("--json", action="store_true")
+    ro = cmd("roles", _roles, "the roles a plan may use: the built-in agents and yours")
+    ro.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        metavar="MODULE",
+        help="a module whose agents a worker would serve (repeatable)",
+    )
+    ro.add_argument("--json", action="store_true")
     doc = cmd("doctor", _doctor, "check the Redis in use: version, persistence, eviction, latency")
     doc.add_argument("--json", action="store_true")
     for register in (inbox_cli.register, web_commands.register):
