@@ -475,7 +475,7 @@ def _status_lines(info: RunInfo, activities: list[runview.ActivitySummary]) -> l
     if activities:
         lines += ["", *runview.table(runview.SUMMARY_HEADER, (a.cells(now) for a in activities))]
     if "answer" in result:
-        lines += ["", f"answer:   {one_line(result['answer'], 300)}"]
+        lines += ["", f"answer:   {one_line(result['answer'], 150)}"]
         lines.append(f"          (`taskloom result {info.run_id}` prints it whole)")
     elif info.result is not None:
         shown = pretty(info.result).splitlines()
