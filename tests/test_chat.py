@@ -123,7 +123,8 @@ def test_run_shows_the_live_view_and_leaves_an_escalation_in_the_inbox(
     term = taskloom("run", "contact list", "--no-interactive", env=env)
     screen = term.expect("waiting on a person")
     assert "plan v1 (planner)" in screen and "escalated" in screen
-    assert "taskloom inbox decide" in term.expect("\n")
+    hint = term.expect("`taskloom worker`")  # the item's own decisions, and who resumes it
+    assert "taskloom inbox decide" in hint and "approve|" in hint
     assert term.wait() == 3
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from taskloom.client import Orchestrator
+from taskloom.display import clip, one_line
 from taskloom.engine import serde
 from taskloom.engine.store import Store, now_ms
 from taskloom.errors import RunNotFoundError, UserError
@@ -73,6 +74,11 @@ class Conversation:
         pipe.zadd(self.store.keys.chats, {self.id: now_ms()})
         await pipe.execute()
 
+    async def model(self) -> str | None:
+        """The model of the conversation's last message (``None``: none was named)."""
+        models = [t.get("model") for t in await self.turns() if t["role"] == "user"]
+        return next((m for m in reversed(models) if m), None)
+
     async def run_ids(self) -> list[str]:
         """The runs this conversation started, oldest first."""
         return [t["run_id"] for t in await self.turns() if t.get("run_id") and t["role"] == "user"]
@@ -116,11 +122,11 @@ class ChatSession:
             return
         self.say(f"resuming conversation {self.conversation.id}:")
         for turn in turns[-6:]:
-            self.say(f"  {turn['role']}: {str(turn['text'])[:200]}")
+            self.say(f"  {turn['role']}: {one_line(turn['text'], 200)}")
         last = turns[-1]
         if last["role"] == "user" and last.get("run_id"):
             self.say(f"run {last['run_id']} was not finished; following it")
-            await self.finish(last["run_id"])
+            await self.finish(last["run_id"], goal=str(last["text"]))
 
     async def message(self, text: str) -> None:
         """A goal, or a follow-up to the last finished run."""
@@ -136,11 +142,13 @@ class ChatSession:
                 goal = f"{first.get('goal', '')}\n\nFollow-up: {text}".strip()
                 options["previous"] = previous
         handle = await self.orch.submit(goal, **options)
-        await self.conversation.add("user", text, run_id=handle.run_id)
-        await self.finish(handle.run_id)
+        await self.conversation.add("user", text, run_id=handle.run_id, model=self.model)
+        await self.finish(handle.run_id, goal=text)
 
-    async def finish(self, run_id: str) -> None:
-        followed = await follow(self.orch, self.orch.handle(run_id), ask=self.ask, out=self.out)
+    async def finish(self, run_id: str, *, goal: str) -> None:
+        """Follow run ``run_id`` (asked for as ``goal``) to its end, and say it."""
+        handle = self.orch.handle(run_id)
+        followed = await follow(self.orch, handle, ask=self.ask, out=self.out, goal=goal)
         if followed.status == "completed":
             result = followed.result
             self.say(f"\ntaskloom> {result['answer']}\n")
@@ -175,7 +183,7 @@ class ChatSession:
                 for t in await inbox.list(run_id=r, children=True, limit=10_000)
             ]
             for item in items:
-                self.say(f"  {item.id}  {item.title[:100]}")
+                self.say(f"  {item.id}  {clip(item.title, 100)}")
             self.say(f"{len(items)} open question(s)")
         else:
             self.say(f"unknown command {name}; /help lists them")

@@ -24,16 +24,18 @@ from typing import Any, TypeVar
 
 from taskloom.cliargs import MAX_LIMIT, int_in, positive_number
 from taskloom.client import Orchestrator, RunHandle
-from taskloom.display import clip, span
+from taskloom.display import clip, one_line, pretty, span, when
 from taskloom.engine import serde
+from taskloom.engine.human import HumanTask
 from taskloom.engine.keys import STATUSES
 from taskloom.engine.metrics import Metrics
 from taskloom.engine.store import Event, RunInfo
-from taskloom.errors import RedisUnavailableError, TaskloomError, UserError
+from taskloom.errors import RedisUnavailableError, RunNotFoundError, TaskloomError, UserError
 from taskloom.pipeline.endpoints import served_by, served_by_run
+from taskloom.pipeline.templates import BUILTIN_TEMPLATES, template_names
 from taskloom.redaction import redact_text, redact_url
 from taskloom.settings import Settings
-from taskloom.terminal import inbox_cli
+from taskloom.terminal import inbox_cli, runview
 from taskloom.terminal import serve as web_commands
 from taskloom.terminal.demo import DEMO_GOAL, DEMO_PRICE_NOTE
 
@@ -109,14 +111,27 @@ async def _chat(args: argparse.Namespace, orch: Orchestrator) -> int:
     from taskloom.terminal.chat import ChatSession, Conversation
     from taskloom.terminal.console import Asker, auto_approve, prompt_in_terminal
 
+    model: str | None = args.model
     if args.resume is not None:
         conversation = await Conversation.resume(orch.store, args.resume or None)
+        model = model or await conversation.model()  # the model it was using
     else:
         conversation = await Conversation.start(orch.store)
     ask: Asker = auto_approve if args.yes else prompt_in_terminal()
-    async with _local_worker(orch, args.model, serve=not args.no_worker, concurrency=16) as model:
+    async with _local_worker(orch, model, serve=not args.no_worker, concurrency=16) as model:
         session = ChatSession(orch, conversation, ask, input, sys.stdout, model=model)
         return await session.loop()
+
+
+def _model(model: str | None, orch: Orchestrator) -> str:
+    """``--model``, else ``TASKLOOM_MODEL``; neither is a usage error saying both."""
+    chosen = model or orch.settings.model
+    if not chosen:
+        raise UserError(
+            "no model: give --model openai:gpt-4.1-mini (or another provider:model, e.g. "
+            "anthropic:claude-sonnet-4-5) or set TASKLOOM_MODEL"
+        )
+    return chosen
 
 
 @contextlib.asynccontextmanager
@@ -131,7 +146,7 @@ async def _local_worker(
         return
     from taskloom.agents.providers import check_model
 
-    model = check_model(model or orch.settings.model)
+    model = check_model(_model(model, orch))
     orch.settings.price_table().price(model)
     worker = orch.worker(concurrency=concurrency, shutdown_grace=2.0)
     task = asyncio.create_task(worker.run())
@@ -162,6 +177,9 @@ async def _pipeline_run(
             options[name] = getattr(args, name)
     slots = max(8, options.get("max_parallel") or 8)
     goal = args.goal
+    if not goal.strip():
+        raise UserError('give a goal: taskloom run "what you want done"')
+    model = _model(model, orch)
     async with _local_worker(orch, model, serve=worker, concurrency=slots) as model:
         handle = await orch.submit(goal, model=model, **options)
         _out(f"run {handle.run_id}: {goal}")
@@ -180,7 +198,33 @@ async def _pipeline_run(
                 return 130
             return await _interrupted(handle, in_process=worker)
     served = await served_by_run(orch, handle.run_id)
+    if followed.status == "waiting" and not args.json:
+        items = await orch.human_tasks.list(run_id=handle.run_id, children=True, limit=100)
+        for line in _waiting_hint(handle.run_id, items, in_process=worker):
+            _out(line)
     return _report(args, handle.run_id, followed, served, simulated)
+
+
+def _waiting_hint(run_id: str, items: Sequence[HumanTask], *, in_process: bool) -> list[str]:
+    """What to type for each open item of a run that waits on a person: the decisions
+    that item offers (a planner's item takes retry, edit or reject, not approve), and
+    that a decision made elsewhere needs a worker to resume the run."""
+    lines = [f"run {run_id} is waiting on a person:"]
+    for item in items:
+        lines.append(f"  {item.id}  {clip(item.title, 90)}")
+        plain = [d for d in item.decisions if d != "edit"]
+        if plain:
+            lines.append(f"    taskloom inbox decide {item.id} {'|'.join(plain)}")
+        if "edit" in item.decisions:
+            lines.append(f"    taskloom inbox edit {item.id}   (opens $EDITOR on what to change)")
+    if not items:
+        lines.append(f"  `taskloom inbox list --run {run_id}` shows what it waits on")
+    stopped = "this command's worker has stopped; " if in_process else ""
+    lines.append(
+        f"{stopped}a decision made here, in the web inbox or by a link resumes the run "
+        f"only while a worker runs: start one with `taskloom worker`"
+    )
+    return lines
 
 
 async def _interruptible(work: Coroutine[Any, Any, T]) -> T | None:
@@ -261,12 +305,7 @@ def _report(
         _out(f"cost: ${result['cost_usd']:.4f}{priced}; escalations: {result['escalations']}")
         if served:
             _out(f"model calls served by {_endpoints(served)}")
-    elif followed.status == "waiting":
-        _out(
-            f"run {run_id} is waiting on a person: see `taskloom inbox list --run {run_id}`, "
-            f"then `taskloom inbox decide ID approve` (or edit, reject, retry, replan)"
-        )
-    else:
+    elif followed.status != "waiting":  # waiting: said by _waiting_hint, knowing the items
         _out(f"run {run_id} {followed.status}: {followed.error}")
     return {"completed": 0, "waiting": 3}.get(followed.status, 1)
 
@@ -306,13 +345,34 @@ async def _dlq(args: argparse.Namespace, orch: Orchestrator) -> int:
     letters = orch.dead_letters
     if args.action == "list":
         entries = await letters.list(run_id=args.run, limit=args.limit)
+        statuses = await _run_statuses(orch, {e.run_id for e in entries})
         if args.json:
-            _out(json.dumps([e.to_dict() for e in entries]))
-        elif not entries:
+            _out(json.dumps([{**e.to_dict(), "run_status": statuses[e.run_id]} for e in entries]))
+            return 0
+        shown = [e for e in entries if args.completed or statuses[e.run_id] != "completed"]
+        if not entries:
             _out("the dead-letter queue is empty")
-        for e in entries if not args.json else []:
-            last = f"{e.error.get('type', '')}: {e.error.get('message', '')}"
-            _out(f"{e.id:40} {e.status:7} {e.activity:24} x{len(e.attempts)}  {_short(last)}")
+        elif shown:
+            rows = (
+                [
+                    e.id,
+                    e.status,
+                    statuses[e.run_id],
+                    _dlq_activity(e.activity, e.args),
+                    str(len(e.attempts)),
+                    _short(f"{e.error.get('type', '')}: {e.error.get('message', '')}"),
+                ]
+                for e in shown
+            )
+            header = ("entry", "status", "run", "activity", "tries", "last error")
+            for line in runview.table(header, rows):
+                _out(line)
+        hidden = len(entries) - len(shown)
+        if hidden:
+            _out(
+                f"{hidden} entr{'y' if hidden == 1 else 'ies'} of runs that completed anyway "
+                f"(a failed attempt the run got past) not shown: `taskloom dlq list --completed`"
+            )
         return 0
     if args.action == "show":
         (entry_id,) = args.ids or [""]
@@ -331,6 +391,24 @@ async def _dlq(args: argparse.Namespace, orch: Orchestrator) -> int:
     return 0
 
 
+async def _run_statuses(orch: Orchestrator, run_ids: set[str]) -> dict[str, str]:
+    """Each run's status (``gone`` for a run no longer in Redis)."""
+    statuses: dict[str, str] = {}
+    for run_id in sorted(run_ids):
+        try:
+            statuses[run_id] = (await orch.handle(run_id).info()).status
+        except RunNotFoundError:
+            statuses[run_id] = "gone"
+    return statuses
+
+
+def _dlq_activity(activity: str, args: Sequence[Any]) -> str:
+    """The activity, with the agent it called (``taskloom.agent (planner)``)."""
+    if activity == "taskloom.agent" and args and isinstance(args[0], str):
+        return f"{activity} ({args[0].removeprefix('taskloom.')})"
+    return activity
+
+
 async def _runs(args: argparse.Namespace, orch: Orchestrator) -> int:
     runs = await orch.list_runs(args.status, limit=args.limit)
     if args.json:
@@ -338,25 +416,73 @@ async def _runs(args: argparse.Namespace, orch: Orchestrator) -> int:
         return 0
     if not runs:
         _out("no runs" + (f" with status {args.status}" if args.status else ""))
+        return 0
     now = time.time() * 1000
+    rows = []
     for r in runs:
-        cost = r.result.get("cost_usd") if isinstance(r.result, dict) else None
-        spent = f"${cost:.4f}" if isinstance(cost, int | float) else ""
-        _out(f"{r.run_id:34} {r.status:10} {r.workflow:24} {_age(now - r.created_ms):>8} {spent}")
+        result = r.result if isinstance(r.result, dict) else {}
+        cost = result.get("cost_usd")
+        goal = result.get("goal") or ""  # a finished pipeline's; others have none to show
+        rows.append(
+            [
+                r.run_id,
+                r.status,
+                r.workflow,
+                _age(now - r.created_ms),
+                f"${cost:.4f}" if isinstance(cost, int | float) else "",
+                one_line(goal, 60) if isinstance(goal, str) else "",
+            ]
+        )
+    for line in runview.table(("run", "status", "workflow", "started", "cost", "goal"), rows):
+        _out(line)
     return 0
 
 
 async def _status(args: argparse.Namespace, orch: Orchestrator) -> int:
-    info = await orch.handle(args.run_id).info()
+    handle = orch.handle(args.run_id)
+    info = await handle.info()
+    activities = runview.activity_summaries([e async for e in handle.events(follow=False)])
     if args.json:
-        _out(json.dumps(_info_dict(info)))
-    else:
-        _out(f"run {info.run_id}: {info.status} ({info.workflow})")
-        if info.owner:
-            _out(f"owner: {info.owner}")
-        if info.result is not None:
-            _out(f"result: {json.dumps(info.result)}")
+        _out(json.dumps({**_info_dict(info), "activities": [a.to_dict() for a in activities]}))
+        return 0 if info.status != "failed" else 1
+    for line in _status_lines(info, activities):
+        _out(line)
     return 0 if info.status != "failed" else 1
+
+
+def _status_lines(info: RunInfo, activities: list[runview.ActivitySummary]) -> list[str]:
+    """``taskloom status`` for a person: the run, its totals, a table of its activities
+    (a pipeline's), the start of its answer or result."""
+    now = int(time.time() * 1000)
+    finished = info.status in ("completed", "failed", "cancelled")
+    took = runview.seconds((info.updated_ms if finished else now) - info.created_ms)
+    lines = [f"run {info.run_id}: {info.status} ({info.workflow})"]
+    result = info.result if isinstance(info.result, dict) else {}
+    if result.get("goal"):
+        lines.append(f"goal:     {one_line(result['goal'], 200)}")
+    lines.append(
+        f"started:  {when(info.created_ms)}; {'took' if finished else 'running for'} {took}"
+    )
+    if info.owner:
+        lines.append(f"owner:    {info.owner}")
+    if isinstance(result.get("cost_usd"), int | float):
+        tokens: dict[str, Any] = result.get("tokens") or {}
+        share = ", ".join(f"{k} {v}" for k, v in tokens.items() if k != "total")
+        lines.append(
+            f"cost:     ${result['cost_usd']:.4f}; {tokens.get('total', 0)} tokens ({share}); "
+            f"{result.get('escalations', 0)} escalation(s)"
+        )
+    if activities:
+        lines += ["", *runview.table(runview.SUMMARY_HEADER, (a.cells(now) for a in activities))]
+    if "answer" in result:
+        lines += ["", f"answer:   {one_line(result['answer'], 150)}"]
+        lines.append(f"          (`taskloom result {info.run_id}` prints it whole)")
+    elif info.result is not None:
+        shown = pretty(info.result).splitlines()
+        lines += ["", "result:" if info.status != "failed" else "error:", *shown[:20]]
+        if len(shown) > 20:
+            lines.append(f"... ({len(shown) - 20} more lines: `taskloom status --json`)")
+    return lines
 
 
 async def _result(args: argparse.Namespace, orch: Orchestrator) -> int:
@@ -382,11 +508,16 @@ async def _result(args: argparse.Namespace, orch: Orchestrator) -> int:
 
 
 async def _history(args: argparse.Namespace, orch: Orchestrator) -> int:
+    steps, start_ms = runview.StepNames(), 0
     async for event in orch.handle(args.run_id).events(follow=args.follow):
         if args.json:
             _out(json.dumps({"id": event.id, **event.data}))
-        else:
-            _out(f"{event.id:>18}  {_describe(event)}")
+            continue
+        if not start_ms:
+            start_ms = runview.event_ms(event)
+            _out(runview.history_header())
+        steps.learn(event)
+        _out(runview.history_line(event, steps, start_ms))
     return 0
 
 
@@ -425,6 +556,35 @@ async def _start(args: argparse.Namespace, orch: Orchestrator) -> int:
         )
     else:
         _out(json.dumps({"run_id": handle.run_id}) if args.json else handle.run_id)
+    return 0
+
+
+async def _templates(args: argparse.Namespace, orch: Orchestrator) -> int:
+    templates = sorted(BUILTIN_TEMPLATES, key=lambda t: t.name)
+    if args.json:
+        _out(json.dumps([t.to_dict() for t in templates]))
+        return 0
+    for line in runview.table(
+        ("template", "description"), ([t.name, t.description] for t in templates)
+    ):
+        _out(line)
+    _out("use one: taskloom run GOAL --template NAME")
+    return 0
+
+
+async def _roles(args: argparse.Namespace, orch: Orchestrator) -> int:
+    from taskloom.pipeline.roles import catalog
+
+    worker = orch.worker(modules=args.imports or [])
+    roles = catalog(worker.registry.agents)
+    if args.json:
+        _out(json.dumps([{**r.to_dict(), "model": r.model} for r in roles.values()]))
+        return 0
+    rows = ([r.name, r.output, ", ".join(r.tools), r.description] for r in roles.values())
+    for line in runview.table(("role", "output", "tools", "description"), rows):
+        _out(line)
+    more = "" if args.imports else "; --import MODULE adds a module's agents, as a worker would"
+    _out(f"a plan's activities name these roles{more}")
     return 0
 
 
@@ -521,7 +681,12 @@ def _parser() -> argparse.ArgumentParser:
     rn = cmd("run", _run, "hand taskloom a goal: plan, run, verify, integrate (live)")
     rn.add_argument("goal")
     rn.add_argument("--model", help="provider:model (default: TASKLOOM_MODEL)")
-    rn.add_argument("--template", help="a workflow template (research_report, code_review, ...)")
+    rn.add_argument(
+        "--template",
+        choices=template_names(),
+        metavar="NAME",
+        help="a workflow template (`taskloom templates` lists them)",
+    )
     rn.add_argument("--budget-usd", type=positive_number, help="the most the run may spend")
     rn.add_argument("--max-parallel", type=int_in(1, 10_000), help="model calls at once")
     rn.add_argument("--yes", action="store_true", help="approve escalations automatically")
@@ -565,7 +730,12 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--all", action="store_true", help="redrive or purge every entry (of --run)")
     q.add_argument("--run", help="only this run's entries")
     q.add_argument("--limit", type=int_in(1, MAX_LIMIT), default=100)
-    q.add_argument("--json", action="store_true")
+    q.add_argument(
+        "--completed",
+        action="store_true",
+        help="list also the entries of runs that completed anyway (hidden by default)",
+    )
+    q.add_argument("--json", action="store_true", help="every entry, with its run's status")
     r = cmd("runs", _runs, "list runs by status")
     r.add_argument("--status", choices=STATUSES)
     r.add_argument("--limit", type=int_in(1, MAX_LIMIT), default=50)
@@ -592,6 +762,17 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--run-id")
     st.add_argument("--wait", action="store_true", help="wait for the result")
     st.add_argument("--json", action="store_true")
+    tp = cmd("templates", _templates, "the workflow templates: names and what each is for")
+    tp.add_argument("--json", action="store_true")
+    ro = cmd("roles", _roles, "the roles a plan may use: the built-in agents and yours")
+    ro.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        metavar="MODULE",
+        help="a module whose agents a worker would serve (repeatable)",
+    )
+    ro.add_argument("--json", action="store_true")
     doc = cmd("doctor", _doctor, "check the Redis in use: version, persistence, eviction, latency")
     doc.add_argument("--json", action="store_true")
     for register in (inbox_cli.register, web_commands.register):
@@ -599,8 +780,33 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _check_redis_url(args: argparse.Namespace, settings: Settings) -> None:
+    """A Redis URL the client cannot parse, said before connecting, naming where it came
+    from and the forms it takes (redis-py's own error is a ValueError and a traceback)."""
+    url = settings.redis_url
+    if url is None or url.lower().startswith(_REDIS_SCHEMES):
+        return
+    if args.redis_url is not None:
+        source = "--redis-url"
+    else:
+        import os
+
+        source = next((v for v in ("TASKLOOM_REDIS_URL", "REDIS_URL") if os.environ.get(v)), "")
+        source = source or "the Redis URL"
+    raise UserError(
+        f"{source} {redact_url(url)!r} is not a Redis URL: give redis://HOST:6379/0, "
+        f"rediss://HOST:6380/0 (TLS) or unix:///path/to/redis.sock, or leave it unset for "
+        f"the embedded Redis"
+    )
+
+
 async def _main(args: argparse.Namespace) -> int:
-    orch = Orchestrator(settings=_settings(args))
+    settings = _settings(args)
+    _check_redis_url(args, settings)
+    orch = Orchestrator(settings=settings)
     await orch.connect()
     try:
         handler: Handler = args.handler
@@ -622,6 +828,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_main(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _pipe_closed()
     except RedisUnavailableError as exc:
         if args.debug:
             raise
@@ -656,6 +864,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"taskloom: {log_file.warnings} warning(s) logged to {log_file.baseFilename}",
                     file=sys.stderr,
                 )
+
+
+def _pipe_closed() -> int:
+    """The reader of our output went away (``taskloom runs | head``): end quietly, as
+    ``cat`` or ``git log`` do, with the exit status of a death by SIGPIPE (128 + 13).
+    Python's recommended way: devnull over stdout, so the flush at exit cannot fail
+    again and print a second error."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 class _LogFile(logging.FileHandler):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from taskloom.client import Orchestrator, RunHandle
+from taskloom.display import clip, one_line
 from taskloom.engine.human import HumanTask
 from taskloom.errors import HumanTaskClosedError, RunCancelledError, RunFailedError, UserError
 from taskloom.pipeline.edits import editable
@@ -66,7 +67,7 @@ def describe(event: dict[str, Any]) -> str:
         edges = sum(len(a.get("inputs", [])) for a in acts)
         return f"plan v{event['version']} by {event['by']}: {len(acts)} activities, {edges} links"
     if kind == "plan_invalid":
-        return f"plan refused (turn {event['attempt']}): {'; '.join(event['problems'])[:160]}"
+        return f"plan refused (turn {event['attempt']}): {clip('; '.join(event['problems']), 160)}"
     if kind == "replanned":
         return (
             f"re-planned to v{event['version']}: reused {sorted(event['reused'])}, "
@@ -82,8 +83,8 @@ def describe(event: dict[str, Any]) -> str:
     details = {
         "started": f"attempt {event.get('attempt')}" if event.get("go", True) else "stopped",
         "verified": f"verification {event.get('status')}",
-        "retrying": f"retrying: {str(event.get('feedback', ''))[:120]}",
-        "escalated": f"needs a person: {str(event.get('reason', ''))[:120]}",
+        "retrying": f"retrying: {one_line(event.get('feedback', ''), 120)}",
+        "escalated": f"needs a person: {one_line(event.get('reason', ''), 120)}",
         "decided": f"{event.get('by')} decided {event.get('decision')}",
         "accepted": f"accepted ({event.get('by')})",
         "blocked": f"blocked by {event.get('by')}",
@@ -197,7 +198,7 @@ def show(task: HumanTask, out: TextIO = sys.stdout) -> None:
     print(f"\n  ? {task.title}", file=out)
     if "output" in ctx:
         text = ctx["output"] if isinstance(ctx["output"], str) else json.dumps(ctx["output"])
-        print(f"    output:   {text[:300]}", file=out)
+        print(f"    output:   {clip(text, 300)}", file=out)
     for verdict in [v for v in ctx.get("verdicts") or [] if v.get("status") != "pass"]:
         reasons = "; ".join(verdict.get("reasons") or [])
         print(

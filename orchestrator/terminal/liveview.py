@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from taskloom.display import one_line
 from taskloom.pipeline.plan import Plan, levels
 
 __all__ = ["LiveView"]
@@ -74,8 +75,13 @@ class LiveView:
     t0: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
+        # get_renderable: each refresh renders anew, so the clocks tick between events
+        # (a table built once per event showed 0.0s all through planning)
         self._live = Live(
-            self.render(), console=Console(file=self.out), refresh_per_second=8, transient=False
+            console=Console(file=self.out),
+            refresh_per_second=8,
+            transient=False,
+            get_renderable=self.render,
         )
 
     def __enter__(self) -> LiveView:
@@ -83,7 +89,7 @@ class LiveView:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._live.update(self.render())
+        self._live.refresh()
         self._live.stop()
 
     def print(self, text: str) -> None:
@@ -118,7 +124,8 @@ class LiveView:
             self.header = f"integrated: final check {event['status']}"
         elif kind == "activity" and event.get("id") in self.rows:
             self._activity(self.rows[event["id"]], event, now)
-        self._live.update(self.render())
+        # no refresh here: the refresh thread draws the change within 1/8 s, and the
+        # event loop never writes to (nor waits on) the terminal
 
     def _activity(self, row: _Row, event: dict[str, Any], now: float) -> None:
         state = str(event.get("state"))
@@ -127,9 +134,9 @@ class LiveView:
             row.attempt = int(event.get("attempt") or row.attempt + 1)
         row.state = _STATE.get(state, row.state)
         if state == "retrying":
-            row.note = str(event.get("feedback", ""))[:60]
+            row.note = one_line(event.get("feedback", ""), 60)
         elif state == "escalated":
-            row.note = str(event.get("reason", ""))[:60]
+            row.note = one_line(event.get("reason", ""), 60)
         elif state == "accepted":
             row.tokens, row.cost = int(event.get("tokens", 0)), float(event.get("cost_usd", 0))
             row.note = f"by {event.get('by')}"
@@ -142,10 +149,11 @@ class LiveView:
 
     def render(self) -> Table:
         """The table as it stands."""
-        title = Text(f"{self.goal[:70]} — {self.header}")
+        goal = one_line(self.goal, 70) or "(no goal given)"
+        title = Text(f"{goal} — {self.header}")
         table = Table(title=title, title_justify="left")
-        for name in ("activity", "role", "needs", "state", "try", "time", "tokens", "cost", ""):
-            table.add_column(name, no_wrap=name != "")
+        for name in ("activity", "role", "needs", "state", "try", "time", "tokens", "cost", "note"):
+            table.add_column(name, no_wrap=name != "note")
         now = time.monotonic()
         for act_id, row in self.rows.items():
             elapsed = ""
