@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from taskloom.client import Orchestrator, RunHandle
 from taskloom.display import clip, one_line
@@ -23,7 +23,9 @@ from taskloom.engine.human import HumanTask
 from taskloom.errors import HumanTaskClosedError, RunCancelledError, RunFailedError, UserError
 from taskloom.pipeline.edits import editable
 from taskloom.pipeline.pipeline import pipeline_events
-from taskloom.terminal.liveview import LiveView
+
+if TYPE_CHECKING:
+    from taskloom.terminal.liveview import LiveView
 
 __all__ = [
     "Answer",
@@ -99,7 +101,11 @@ class _Screen:
 
     def __init__(self, out: TextIO, *, live: bool, goal: str) -> None:
         self.out, self.t0 = out, time.monotonic()
-        self.view = LiveView(goal, out) if live else None
+        self.view: LiveView | None = None
+        if live:  # rich loads only for a live view (`status` and `history` print plain)
+            from taskloom.terminal.liveview import LiveView
+
+            self.view = LiveView(goal, out)
 
     def say(self, text: str) -> None:
         if self.view is not None:
