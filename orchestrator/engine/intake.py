@@ -1,0 +1,227 @@
+"""A worker's intake: reading deliveries off its queue, claiming their steps, holding
+them until a slot frees, and checking, before a long-held one starts, that it is still
+this worker's (the claim may have lapsed while it waited)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+
+from taskloom.engine.batch import Batcher
+from taskloom.engine.keys import Keys
+from taskloom.engine.store import ride_out
+from taskloom.engine.tasks import Task
+
+if TYPE_CHECKING:
+    from taskloom.engine.worker import Worker
+
+__all__ = ["CLAIM_TRUST", "Intake"]
+
+log = logging.getLogger("taskloom.engine.worker")
+
+CLAIM_TRUST = 0.75
+"""A claim on a delivery is trusted, without asking Redis, for this part of the lease
+after it was made or renewed; the rest of the lease is margin for the trip there."""
+
+
+class Intake:
+    """The deliveries a worker has read from its queue and holds (claimed, waiting for
+    a slot or running), and the claims it trusts without asking Redis."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.w = worker
+        self.held_msgs: set[str] = set()
+        """Message ids of the deliveries held here (the heartbeat re-claims them)."""
+        self.claimed_at: dict[tuple[str, str], float] = {}  # delivery -> claim sent/renewed
+        self.rechecker = Batcher(self.recheck_batch)
+
+    async def queue_loop(self) -> None:
+        w = self.w
+        client, key = w.store.raw, w.store.keys.queue(w.queue)
+        while not w._stopping.is_set():
+            want = max(w._free, 0) + w._prefetch_room()
+            if want <= 0:
+                w._slot_freed.clear()
+                await w._slot_freed.wait()
+                continue
+            res = await client.xreadgroup(
+                Keys.GROUP, w.worker_id, {key: ">"}, count=want, block=1000
+            )
+            for _, messages in res or []:
+                await self.intake(messages)
+
+    async def intake(self, messages: list[tuple[str, dict[str, str]]]) -> None:
+        """Take deliveries (:meth:`_take_tasks`). Those not started when that fails (Redis
+        went away between reading them and claiming their steps, say) are released at
+        once: the heartbeat stops re-claiming them, so once idle for the visibility
+        timeout any worker's reclaim takes them. (Not sooner: the claims the failed call
+        may have taken in Redis lapse after that same time.)
+
+        A delivery of a step this worker is running already (a re-dispatch after a
+        takeover) is left pending, not held: it is looked at again after the visibility
+        timeout, when the running attempt has likely recorded its outcome."""
+        inflight = self.w.activities.inflight
+        running = [m for m, f in messages if f and (f["run"], f["seq"]) in inflight]
+        if running:
+            messages = [(m, f) for m, f in messages if m not in running]
+        try:
+            await self._take_tasks(messages)
+        except Exception:
+            started = set(inflight.values())
+            self.held_msgs.difference_update(m for m, _ in messages if m not in started)
+            raise
+
+    async def _take_tasks(self, messages: list[tuple[str, dict[str, str]]]) -> None:
+        """Claim delivered tasks; start them while slots are free, queue the rest here
+        (claimed, renewed by the heartbeat) to start the moment a slot frees."""
+        w = self.w
+        stale = [m for m, f in messages if not f]  # deleted while pending
+        if stale:
+            await self.ack(stale)
+        tasks = self.not_held_here([(m, f) for m, f in messages if f])
+        # A read that was blocked may bring more than fits now (a local step took the
+        # slot meanwhile): hand the rest back at once, for whichever worker is free.
+        fits = max(w._free, 0) + w._prefetch_room()
+        if len(tasks) > fits:
+            await self.hand_back(tasks[fits:])
+            tasks = tasks[:fits]
+        if not tasks:
+            return
+        self.held_msgs.update(m for m, _ in tasks)
+        sent = time.monotonic()
+        states = await w.store.start_activities(
+            [(f["run"], f["seq"]) for _, f in tasks], w.worker_id, ttl_ms=w.claim_ttl_ms
+        )
+        done: list[str] = []
+        ready = [
+            Task.from_fields(m, f) for (m, f), s in zip(tasks, states, strict=True) if s == "ok"
+        ]
+        self.claimed_at.update(((t.run_id, t.seq), sent) for t in ready)
+        await self._load_details(ready)
+        by_msg = {t.msg_id: t for t in ready}
+        for (msg_id, _), state in zip(tasks, states, strict=True):
+            if state == "ok":
+                task = by_msg[msg_id]
+                if w._free > 0 and not w._stopping.is_set():
+                    w._free -= 1
+                    w.activities.spawn(task)
+                else:  # renew its claim meanwhile
+                    w.activities.inflight[(task.run_id, task.seq)] = msg_id
+                    w._waiting.append(task)
+            elif state == "done":
+                done.append(msg_id)
+            else:  # another worker runs it: look again after the visibility timeout
+                self.held_msgs.discard(msg_id)
+        if done:
+            await self.ack(done)
+
+    async def _load_details(self, tasks: list[Task]) -> None:
+        """Heartbeating activities resume from the last saved details of the attempt
+        they replace (a dead worker's, say)."""
+        wanted = []
+        for t in tasks:
+            adef = self.w.registry.find_activity(t.name)
+            if t.details is None and adef is not None and adef.heartbeat_timeout is not None:
+                wanted.append(t)
+        if wanted:
+            loaded = await self.w.store.load_heartbeats([(t.run_id, t.seq) for t in wanted])
+            for t, details in zip(wanted, loaded, strict=True):
+                t.details = details
+
+    async def ack(self, msg_ids: list[str]) -> None:
+        """Acknowledge and delete deliveries, and stop holding them."""
+        self.held_msgs.difference_update(msg_ids)
+        qkey = self.w.store.keys.queue(self.w.queue)
+        pipe = self.w.store.raw.pipeline(transaction=False)
+        pipe.xack(qkey, Keys.GROUP, *msg_ids)
+        pipe.xdel(qkey, *msg_ids)
+        await pipe.execute()
+
+    async def requeue(self, msg_ids: list[str]) -> None:
+        """Hand deliveries this worker holds back to the queue (it is stopping)."""
+        store = self.w.store
+        qkey = store.keys.queue(self.w.queue)
+        await self.hand_back(await store.raw.xclaim(qkey, Keys.GROUP, self.w.worker_id, 0, msg_ids))
+
+    async def hand_back(self, deliveries: list[tuple[str, dict[str, str]]]) -> None:
+        """Put deliveries back at the end of the queue as new messages, for any worker."""
+        qkey = self.w.store.keys.queue(self.w.queue)
+        self.held_msgs.difference_update(m for m, _ in deliveries)
+        pipe = self.w.store.raw.pipeline(transaction=False)
+        for msg_id, fields in deliveries:
+            if fields:  # keep when it was first queued: schedule-to-start counts from there
+                pipe.xadd(qkey, {"queued": msg_id.split("-", 1)[0]} | fields)
+            pipe.xack(qkey, Keys.GROUP, msg_id)
+            pipe.xdel(qkey, msg_id)
+        await pipe.execute()
+
+    # -- deliveries that waited ---------------------------------------------------------
+    def not_held_here(
+        self, tasks: list[tuple[str, dict[str, str]]]
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Deliveries minus those this worker already holds or runs: a late heartbeat
+        (a blocked loop) lets its own XAUTOCLAIM bring them back, and the claim script
+        says 'ok' to its holder, so the step would run here twice, back to back."""
+        inflight = self.w.activities.inflight
+        return [
+            (m, f)
+            for m, f in tasks
+            if m not in self.held_msgs and (f["run"], f["seq"]) not in inflight
+        ]
+
+    async def still_ours(self, task: Task) -> bool:
+        """Whether this worker still holds ``task``'s claim: trusted while recent, else
+        claimed again (one round trip for all the tasks of a tick). A step recorded
+        meanwhile is acknowledged, one another worker runs is left to it; either way
+        the slot is given back."""
+        w = self.w
+        inflight = w.activities.inflight
+        key = (task.run_id, task.seq)
+        claimed = self.claimed_at.pop(key, None)
+        if claimed is None or time.monotonic() - claimed < w.lease_ttl * CLAIM_TRUST:
+            return True
+        try:
+            state = await ride_out(
+                lambda: self.rechecker.submit(key),
+                what=f"run {task.run_id} step {task.seq}: cannot check its claim yet",
+                log=log,
+            )
+            if state == "ok":
+                return True
+            log.info(
+                "run %s step %s: waited here past its claim and is %s; not running it",
+                task.run_id,
+                task.seq,
+                "recorded already" if state == "done" else "run by another worker",
+            )
+            inflight.pop(key, None)
+            assert task.msg_id is not None
+            if state == "done":
+                with contextlib.suppress(RedisError):  # else found done when reclaimed
+                    await self.ack([task.msg_id])
+            self.held_msgs.discard(task.msg_id)
+            return False
+        except BaseException:
+            inflight.pop(key, None)
+            raise
+        finally:
+            if key not in inflight:
+                w.give_slot()
+
+    async def recheck_batch(self, keys: list[tuple[str, str]]) -> list[str]:
+        """Claim again, in one round trip, the steps of deliveries that waited here."""
+        return await self.w.store.start_activities(
+            keys, self.w.worker_id, ttl_ms=self.w.claim_ttl_ms
+        )
+
+    def claims_renewed(self, sent: float) -> None:
+        """The heartbeat sent at ``sent`` renewed the claims of waiting deliveries: those
+        still trusted then stay trusted (a lapsed one may have been taken meanwhile)."""
+        trust = self.w.lease_ttl * CLAIM_TRUST
+        for key, claimed in self.claimed_at.items():
+            if sent - claimed < trust:
+                self.claimed_at[key] = sent
