@@ -46,30 +46,25 @@ SMTP configured). Standalone::
 Events made while no notifier group existed yet (before the first notifier ever
 started) are not sent; once it exists, events wait in the outbox for a notifier, up to
 :data:`~taskloom.engine.human.OUTBOX_MAXLEN` of them.
+
+This module keeps the loop; the signatures and the ``POST`` are in
+:mod:`taskloom.inbox.webhooks`, the mail and its magic link in :mod:`taskloom.inbox.mail`,
+the delivery records in :mod:`taskloom.inbox.deliveries`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
-import random
-import re
-import smtplib
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from email.message import EmailMessage
-from email.utils import formatdate
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
 
-from taskloom.display import one_line
 from taskloom.engine import serde
 from taskloom.engine.clock import Clock, SystemClock
 from taskloom.engine.human import HumanTasks
@@ -77,7 +72,18 @@ from taskloom.engine.keys import consumer_name
 from taskloom.engine.retries import RetryPolicy
 from taskloom.engine.store import Store, ride_out
 from taskloom.errors import ConfigurationError, TaskloomError, UserError
-from taskloom.redaction import redact_text, redact_url
+from taskloom.inbox import mail, webhooks
+from taskloom.inbox.deliveries import (
+    DEFAULT_RETRY,
+    Delivery,
+    DeliveryBook,
+    Try,
+    TryFailed,
+    endpoint_for_logs,
+)
+from taskloom.inbox.mail import LINK_GRACE, Smtp, magic_links
+from taskloom.inbox.webhooks import SIGNATURE_TOLERANCE_S, endpoint_hash, sign, verify_signature
+from taskloom.redaction import redact_url
 from taskloom.settings import MIN_WEBHOOK_SECRET_CHARS, Settings, webhook_secret_problem
 
 if TYPE_CHECKING:
@@ -85,13 +91,19 @@ if TYPE_CHECKING:
 
     from taskloom.engine.worker import Worker
 
+# The names below were all defined here before the split into deliveries, mail and
+# webhooks; they stay importable from here (the README's receiver imports sign and
+# verify_signature from this module).
 __all__ = [
     "DEFAULT_RETRY",
+    "GROUP",
     "LINK_GRACE",
     "SIGNATURE_TOLERANCE_S",
     "Delivery",
     "Notifier",
+    "endpoint_hash",
     "install",
+    "magic_links",
     "sign",
     "verify_signature",
 ]
@@ -100,206 +112,6 @@ log = logging.getLogger("taskloom.inbox.notify")
 
 GROUP = "notifiers"
 """The consumer group of the inbox outbox that notifiers share."""
-
-DEFAULT_RETRY = RetryPolicy(
-    max_attempts=12, initial_interval=5.0, max_interval=3600.0, backoff=2.0, jitter=0.5
-)
-"""5 s, 10 s, 20 s, ... up to an hour apart: about 4 hours of tries before giving up."""
-
-SIGNATURE_TOLERANCE_S = 300.0
-"""How far (seconds, either way) a webhook's signed timestamp may be from the receiver's
-clock before :func:`verify_signature` refuses it: Stripe's default, room for clock skew
-and a slow network, short enough that a captured delivery soon stops verifying."""
-
-MAIL_KINDS = frozenset({"opened", "reassigned", "sla_near", "sla_breached"})
-"""The events that mail the assignee: the ones that ask them to act."""
-
-LINK_GRACE = 900.0
-"""Seconds a mailed magic link works past its item's SLA point (15 minutes): time to
-finish a decision begun just before it. The SLA's fallback (a reassignment, a default
-decision) ends the link sooner; an item left with its reviewer after a breach gets a
-link for this long from the mail about the breach."""
-
-KEEP_DELIVERED_S = 7 * 86400.0
-"""How long a delivered delivery's record is kept (without its event)."""
-
-_EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$")
-_MAIL_HEADLINES = {
-    "opened": "New task for you",
-    "reassigned": "A task was passed on to you",
-    "sla_near": "Due soon",
-    "sla_breached": "Overdue",
-}
-
-
-def sign(body: bytes, secret: str, *, timestamp: int | None = None) -> str:
-    """The ``X-Taskloom-Signature`` header of ``body`` sent at ``timestamp`` (Unix
-    seconds; default now): ``t=<timestamp>,v1=<hex HMAC-SHA256 of "<timestamp>." + body>``.
-    """
-    t = int(time.time()) if timestamp is None else int(timestamp)
-    return f"t={t},v1={_hmac(secret, t, body)}"
-
-
-def verify_signature(
-    body: bytes | str,
-    signature: str | None,
-    secret: str | Iterable[str],
-    *,
-    tolerance: float = SIGNATURE_TOLERANCE_S,
-    now: float | None = None,
-) -> bool:
-    """Whether ``signature`` (the ``X-Taskloom-Signature`` header) signs ``body`` (the raw
-    request body) with ``secret`` (or with any of several, while rotating) and was made
-    within ``tolerance`` seconds of ``now`` (default: this machine's clock). Compares in
-    constant time and never raises: a missing, malformed, non-ASCII, stale or wrong
-    header is ``False``. For a receiver::
-
-        if not verify_signature(await request.body(),
-                                request.headers.get("X-Taskloom-Signature"), secret):
-            return Response(status_code=400)
-        # then skip it if its X-Taskloom-Delivery id was already handled
-    """
-    try:
-        return _verify(body, signature, secret, tolerance, now)
-    except Exception:  # a receiver's guard must not crash it, whatever arrives
-        return False
-
-
-def _verify(
-    body: bytes | str,
-    signature: str | None,
-    secret: str | Iterable[str],
-    tolerance: float,
-    now: float | None,
-) -> bool:
-    if not isinstance(signature, str) or not signature.isascii() or len(signature) > 4096:
-        return False
-    timestamp, candidates = None, []
-    for item in signature.split(","):
-        key, eq, value = item.strip().partition("=")
-        if key == "t" and eq and value.isdigit() and len(value) <= 12:
-            timestamp = int(value)
-        elif key == "v1" and eq:
-            candidates.append(value.encode())
-    if timestamp is None or not candidates:
-        return False
-    now = time.time() if now is None else now
-    if not abs(now - timestamp) <= tolerance:
-        return False
-    data = body.encode() if isinstance(body, str) else bytes(body)
-    secrets = [secret] if isinstance(secret, str) else list(secret)
-    found = False
-    for key in secrets:
-        if not isinstance(key, str) or not key:
-            continue
-        expected = _hmac(key, timestamp, data).encode()
-        for candidate in candidates:  # no early exit: time does not tell which matched
-            found |= hmac.compare_digest(expected, candidate)
-    return found
-
-
-def _hmac(secret: str, timestamp: int, body: bytes) -> str:
-    message = str(timestamp).encode() + b"." + body
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
-
-
-def endpoint_hash(endpoint: str) -> str:
-    """The short, stable name of an endpoint in delivery ids."""
-    return hashlib.sha256(endpoint.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Delivery:
-    """One event to one endpoint, as Redis keeps it."""
-
-    id: str
-    """``<event id>:<endpoint hash>``: the idempotency key the endpoint sees."""
-    endpoint: str
-    """A webhook URL, or ``mailto:<address>``."""
-    status: Literal["pending", "delivered", "dead"]
-    attempts: int
-    """Tries that failed so far."""
-    last_error: str
-    event: dict[str, Any] | None
-    """The event (dropped once delivered)."""
-    created_ms: int
-    updated_ms: int
-
-    @classmethod
-    def from_hash(cls, fields: dict[str, str]) -> Delivery:
-        """Build from the delivery's Redis hash."""
-        event = fields.get("event")
-        return cls(
-            id=fields["id"],
-            endpoint=fields.get("endpoint", ""),
-            status=fields.get("status", "pending"),  # type: ignore[arg-type]
-            attempts=int(fields.get("attempts") or 0),
-            last_error=fields.get("last_error", ""),
-            event=serde.loads(event) if event else None,
-            created_ms=int(fields.get("created_ms") or 0),
-            updated_ms=int(fields.get("updated_ms") or 0),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Try:
-    """A delivery leased to this notifier, to send now."""
-
-    id: str
-    lease: int
-    attempts: int
-    endpoint: str
-    event_json: str
-
-
-class _Failed(Exception):
-    """A try that did not reach the endpoint, or that it did not accept."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class _Smtp:
-    """Where and how to send mail, from ``smtp://[user:password@]host[:port]``
-    (``?starttls=1`` to upgrade the connection) or ``smtps://`` (TLS from the start)."""
-
-    host: str
-    port: int
-    ssl: bool
-    starttls: bool
-    user: str | None
-    password: str | None = field(repr=False)
-
-    @classmethod
-    def parse(cls, url: str) -> _Smtp:
-        parts = urlsplit(url)
-        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ConfigurationError(
-                f"smtp_url must look like smtp://host:25 or smtps://user:pass@host:465 "
-                f"(got {redact_url(url)!r}); fix TASKLOOM_SMTP_URL"
-            )
-        query = parse_qs(parts.query)
-        ssl = parts.scheme == "smtps"
-        return cls(
-            host=parts.hostname,
-            port=parts.port or (465 if ssl else 25),
-            ssl=ssl,
-            starttls=query.get("starttls", ["0"])[0].lower() in ("1", "true", "yes"),
-            user=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-        )
-
-    def send(self, message: EmailMessage, timeout: float) -> None:
-        """Send ``message`` (blocking: run it in a thread)."""
-        smtp_class = smtplib.SMTP_SSL if self.ssl else smtplib.SMTP
-        with smtp_class(self.host, self.port, timeout=timeout) as smtp:
-            if self.starttls:
-                smtp.starttls()
-            if self.user is not None:
-                smtp.login(self.user, self.password or "")
-            smtp.send_message(message)
 
 
 class Notifier:
@@ -339,7 +151,7 @@ class Notifier:
         self.webhooks = list(dict.fromkeys(s.webhooks if webhooks is None else webhooks))
         self._secret = webhook_secret if webhook_secret is not None else s.webhook_secret
         smtp_url = smtp_url if smtp_url is not None else s.smtp_url
-        self._smtp = _Smtp.parse(smtp_url) if smtp_url else None
+        self._smtp = Smtp.parse(smtp_url) if smtp_url else None
         self.notify_from = notify_from or s.notify_from
         self.public_url = (public_url or s.public_url).rstrip("/")
         self._link = link
@@ -377,6 +189,9 @@ class Notifier:
         self._task: asyncio.Task[None] | None = None
         self._ready = False
         self._next_reclaim = 0.0
+        self._book = DeliveryBook(
+            store, clock=self.clock, retry=retry, lease_ms=self.lease_ms, batch=batch
+        )
 
     @property
     def enabled(self) -> bool:
@@ -480,7 +295,7 @@ class Notifier:
         tries = await self._reclaim()
         while messages := await self._read(block=None):
             tries += await self._take_events(messages)
-        while due := await self._take_due():
+        while due := await self._book.take_due():
             tries += due
         results = await asyncio.gather(*(self._attempt(t) for t in tries))
         return sum(results)
@@ -506,7 +321,7 @@ class Notifier:
         messages = await self._read(block=int(self.claim_idle * 1000))
         await self._spawn(tries + await self._take_events(messages))
 
-    async def _reclaim(self) -> list[_Try]:
+    async def _reclaim(self) -> list[Try]:
         """Events read by a notifier that died before taking them in."""
         res = await self.store.raw.xautoclaim(
             self.store.keys.inbox_outbox,
@@ -518,7 +333,7 @@ class Notifier:
         )
         return await self._take_events(res[1])
 
-    async def _take_events(self, messages: list[tuple[str, dict[str, str]]]) -> list[_Try]:
+    async def _take_events(self, messages: list[tuple[str, dict[str, str]]]) -> list[Try]:
         """Make the deliveries of each event (acknowledging it in the same script), all
         in one round trip; returns those created, leased to this notifier."""
         keys, now = self.store.keys, self.clock.now_ms()
@@ -557,21 +372,15 @@ class Notifier:
         ):
             if isinstance(created, Exception):
                 raise created
-            tries += [_Try(i, 1, 0, where[i], event_json) for i in created]
+            tries += [Try(i, 1, 0, where[i], event_json) for i in created]
         return tries
 
     def _endpoints(self, event: dict[str, Any]) -> list[str]:
         """Where ``event`` goes: every webhook, and the assignee's mailbox if it asks
         them to act."""
         endpoints = list(self.webhooks)
-        assignee = (event.get("task") or {}).get("assignee")
-        if (
-            self._smtp is not None
-            and event.get("kind") in MAIL_KINDS
-            and isinstance(assignee, str)
-            and _EMAIL.match(assignee)
-        ):
-            endpoints.append(f"mailto:{assignee}")
+        if self._smtp is not None and (address := mail.mailbox(event)):
+            endpoints.append(f"mailto:{address}")
         return endpoints
 
     # -- retries ------------------------------------------------------------------------
@@ -581,7 +390,7 @@ class Notifier:
         self._wake.clear()
         # Lease only what can start now: a lease must not lapse while a try waits for a
         # slot, or another notifier takes the delivery again.
-        while due := await self._take_due(self._concurrency - len(self._tries)):
+        while due := await self._book.take_due(self._concurrency - len(self._tries)):
             await self._spawn(due)
         first = await self.store.raw.zrange(self.store.keys.notify_due, 0, 0, withscores=True)
         cancel = self.clock.call_at(int(first[0][1]), self._wake.set) if first else None
@@ -592,24 +401,8 @@ class Notifier:
             if cancel is not None:
                 cancel()
 
-    async def _take_due(self, most: int | None = None) -> list[_Try]:
-        """Lease the deliveries due now to this notifier (at most ``most``)."""
-        keys, now = self.store.keys, self.clock.now_ms()
-        count = self.batch if most is None else min(self.batch, most)
-        if count <= 0:
-            return []
-        ids = await self.store.raw.zrangebyscore(keys.notify_due, "-inf", now, 0, count)
-        if not ids:
-            return []
-        taken = await self.store.scripts.call(
-            "notify_take",
-            [keys.notify_due, *map(keys.notify_delivery, ids)],
-            [now, now + self.lease_ms, *ids],
-        )
-        return [_Try(i, int(lease), int(n or 0), e, ev) for i, lease, n, e, ev in taken]
-
     # -- trying -------------------------------------------------------------------------
-    async def _spawn(self, tries: list[_Try]) -> None:
+    async def _spawn(self, tries: list[Try]) -> None:
         """Start each try in the background, at most ``concurrency`` at once (waiting
         for a free one holds the reading back)."""
         for t in tries:
@@ -624,12 +417,12 @@ class Notifier:
         if not task.cancelled() and task.exception() is not None:
             log.error("notifier: a delivery crashed", exc_info=task.exception())
 
-    async def _attempt(self, t: _Try) -> bool:
+    async def _attempt(self, t: Try) -> bool:
         """Send one try and record how it went; True if delivered."""
         error, retry_after = "", None
         try:
             await self._send(t)
-        except _Failed as exc:
+        except TryFailed as exc:
             error, retry_after = str(exc), exc.retry_after
         except Exception as exc:  # a bug here must not lose the delivery: retry it
             log.exception("notifier: delivery %s failed unexpectedly", t.id)
@@ -637,68 +430,40 @@ class Notifier:
         await self._guard(lambda: self._settle(t, error, retry_after))
         return not error
 
-    async def _settle(self, t: _Try, error: str, retry_after: float | None) -> None:
-        keys, now = self.store.keys, self.clock.now_ms()
-        if not error:
-            args = [t.id, "ok", t.lease, now, int(KEEP_DELIVERED_S * 1000), 0, ""]
-        else:
-            delay = self.retry.delay(t.attempts + 1, rand=random.random())
-            if retry_after is not None:
-                delay = max(delay, min(retry_after, self.retry.max_interval))
-            next_ms = now + int(delay * 1000)
-            args = [t.id, "fail", t.lease, now, next_ms, self.retry.max_attempts, error[:500]]
-        outcome = await self.store.scripts.call(
-            "notify_settle", [keys.notify_due, keys.notify_dead, keys.notify_delivery(t.id)], args
-        )
+    async def _settle(self, t: Try, error: str, retry_after: float | None) -> None:
+        outcome = await self._book.settle(t, error, retry_after)
         if outcome == 2:
-            log.info("notifier: %s to %s failed (%s); retrying", t.id, _where(t.endpoint), error)
+            log.info(
+                "notifier: %s to %s failed (%s); retrying",
+                t.id,
+                endpoint_for_logs(t.endpoint),
+                error,
+            )
             self._wake.set()  # the retry loop sets its wake-up by the new due time
         elif outcome == 3:
             log.warning(
                 "notifier: gave up on %s to %s after %d tries (%s); see Notifier.dead()",
                 t.id,
-                _where(t.endpoint),
+                endpoint_for_logs(t.endpoint),
                 t.attempts + 1,
                 error,
             )
 
-    async def _send(self, t: _Try) -> None:
+    async def _send(self, t: Try) -> None:
         if t.endpoint.startswith("mailto:"):
             if self._smtp is None:
-                raise _Failed("this notifier has no smtp_url to send mail with")
+                raise TryFailed("this notifier has no smtp_url to send mail with")
             await self._mail(t, t.endpoint.removeprefix("mailto:"))
         elif t.endpoint in self.webhooks:
             await self._post(t)
         else:
-            raise _Failed("the endpoint is not configured on this notifier (any more)")
+            raise TryFailed("the endpoint is not configured on this notifier (any more)")
 
-    async def _post(self, t: _Try) -> None:
+    async def _post(self, t: Try) -> None:
         assert self._http is not None and self._secret is not None  # by setup, __init__
-        body = t.event_json.encode()
-        event = serde.loads(body)
-        sent = int(time.time())  # the receiver's clock judges it: wall time, not ours
-        headers = {
-            "Content-Type": "application/json",
-            "X-Taskloom-Event": str(event.get("kind", "")),
-            "X-Taskloom-Delivery": t.id,
-            "Idempotency-Key": t.id,
-            "X-Taskloom-Timestamp": str(sent),
-            "X-Taskloom-Signature": sign(body, self._secret, timestamp=sent),
-        }
-        import httpx
+        await webhooks.post(self._http, t, secret=self._secret, timeout=self.timeout)
 
-        try:
-            async with asyncio.timeout(self.timeout):
-                response = await self._http.post(t.endpoint, content=body, headers=headers)
-        except (httpx.HTTPError, TimeoutError) as exc:
-            raise _Failed(redact_text(f"{type(exc).__name__}: {exc}".rstrip(": "))) from None
-        if not 200 <= response.status_code < 300:
-            raise _Failed(
-                f"HTTP {response.status_code}",
-                retry_after=_seconds(response.headers.get("Retry-After")),
-            )
-
-    async def _mail(self, t: _Try, address: str) -> None:
+    async def _mail(self, t: Try, address: str) -> None:
         assert self._smtp is not None
         event = serde.loads(t.event_json)
         task = event.get("task") or {}
@@ -706,22 +471,15 @@ class Notifier:
         if self._link is not None:
             with contextlib.suppress(TaskloomError):  # decided meanwhile: the page it is
                 link = await self._link(task)
-        headline = _MAIL_HEADLINES.get(event.get("kind", ""), "Inbox")
-        message = EmailMessage()
-        message["From"] = self.notify_from
-        message["To"] = address
-        message["Subject"] = f"[taskloom] {headline}: {one_line(str(task.get('title', '')), 120)}"
-        message["Date"] = formatdate(localtime=False)
-        # The same on every try, so a mail server can drop a second copy.
-        message["Message-ID"] = f"<{hashlib.sha256(t.id.encode()).hexdigest()[:32]}@taskloom>"
-        message["X-Taskloom-Delivery"] = t.id
-        message.set_content(_mail_text(headline, task, link))
-        try:
-            await asyncio.wait_for(
-                asyncio.to_thread(self._smtp.send, message, self.timeout), self.timeout * 2
-            )
-        except (smtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise _Failed(f"SMTP: {type(exc).__name__}: {exc}") from None
+        await mail.send(
+            self._smtp,
+            t.id,
+            address,
+            event,
+            link=link,
+            sender=self.notify_from,
+            timeout=self.timeout,
+        )
 
     def _page(self, task: dict[str, Any]) -> str:
         from taskloom.inbox.links import item_path  # no web framework: a module of plain helpers
@@ -731,40 +489,24 @@ class Notifier:
     # -- for operators ------------------------------------------------------------------
     async def get(self, delivery_id: str) -> Delivery | None:
         """Delivery ``delivery_id``, or None if unknown (or delivered long ago)."""
-        fields = await self.store.raw.hgetall(self.store.keys.notify_delivery(delivery_id))
-        return Delivery.from_hash(fields) if fields else None
+        return await self._book.get(delivery_id)
 
     async def dead(self, *, limit: int = 100) -> list[Delivery]:
         """Deliveries given up on, oldest first."""
-        keys = self.store.keys
-        ids = await self.store.raw.zrange(keys.notify_dead, 0, limit - 1)
-        pipe = self.store.raw.pipeline(transaction=False)
-        for i in ids:
-            pipe.hgetall(keys.notify_delivery(i))
-        return [Delivery.from_hash(f) for f in await pipe.execute() if f]
+        return await self._book.dead(limit=limit)
 
     async def pending(self) -> int:
         """How many deliveries wait for a (first or next) try."""
-        return int(await self.store.raw.zcard(self.store.keys.notify_due))
+        return await self._book.pending()
 
     async def redrive(self, delivery_id: str) -> None:
         """Try dead delivery ``delivery_id`` again now, with fresh attempts."""
-        await self._operate(delivery_id, "redrive")
+        await self._book.operate(delivery_id, "redrive")
         self._wake.set()
 
     async def discard(self, delivery_id: str) -> None:
         """Forget dead delivery ``delivery_id``."""
-        await self._operate(delivery_id, "discard")
-
-    async def _operate(self, delivery_id: str, action: str) -> None:
-        keys = self.store.keys
-        done = await self.store.scripts.call(
-            "notify_redrive",
-            [keys.notify_due, keys.notify_dead, keys.notify_delivery(delivery_id)],
-            [delivery_id, action, self.clock.now_ms()],
-        )
-        if not done:
-            raise UserError(f"no dead delivery {delivery_id!r}; list them with Notifier.dead()")
+        await self._book.operate(delivery_id, "discard")
 
 
 def install(worker: Worker, settings: Settings) -> Notifier | None:
@@ -785,75 +527,6 @@ def install(worker: Worker, settings: Settings) -> Notifier | None:
     return notifier
 
 
-def magic_links(
-    store: Store, settings: Settings, clock: Clock
-) -> Callable[[dict[str, Any]], Awaitable[str]]:
-    """A ``link`` maker for :class:`Notifier`: each mail to an assignee carries their
-    one live magic link to the item (one decision, no account).
-
-    The link belongs to the assignment the mail is about: a later mail to the same
-    reviewer carries the same link while it works for at least half its lifetime, and
-    none is made once the item moved on (the mail then points at the item's page). It
-    works until the item's SLA is due plus :data:`LINK_GRACE`, at most
-    ``settings.link_ttl`` (and that long with no SLA), and stops when the item is
-    reassigned or decided. Needs ``TASKLOOM_SECRET`` shared with ``taskloom serve``.
-    """
-    from taskloom.inbox.links import MagicLinks
-
-    assert settings.secret is not None
-    links = MagicLinks(store, secret=settings.secret, public_url=settings.public_url, clock=clock)
-
-    async def make(task: dict[str, Any]) -> str:
-        link = await links.create(
-            str(task["id"]),
-            ttl=_mailed_link_ttl(task.get("sla_due_ms"), clock.now_ms(), settings.link_ttl),
-            reviewer=task.get("assignee"),
-            reuse=True,
-            assignment=int(task.get("fallback_used") or 0),
-        )
-        return link.url
-
-    return make
-
-
-def _mailed_link_ttl(sla_due_ms: int | None, now_ms: int, max_ttl: float) -> float:
-    """Seconds a mailed link works: until the SLA point (or now, once it passed) plus
-    :data:`LINK_GRACE`, at most ``max_ttl``; ``max_ttl`` with no SLA."""
-    if not sla_due_ms:
-        return max_ttl
-    until = max(int(sla_due_ms), now_ms) + int(LINK_GRACE * 1000)
-    return min((until - now_ms) / 1000, max_ttl)
-
-
 def _log_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("notifier stopped by a bug", exc_info=task.exception())
-
-
-def _seconds(value: str | None) -> float | None:
-    """A ``Retry-After`` header's delay in seconds (its HTTP-date form is ignored)."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
-
-
-def _where(endpoint: str) -> str:
-    """An endpoint for logs, without credentials, path or query."""
-    if endpoint.startswith("mailto:"):
-        return endpoint
-    parts = urlsplit(endpoint)
-    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-
-
-def _mail_text(headline: str, task: dict[str, Any], link: str) -> str:
-    lines = [f"{headline}: {task.get('title', '')}", ""]
-    if task.get("decisions"):
-        lines.append(f"Decisions: {', '.join(map(str, task['decisions']))}")
-    if task.get("assignee"):
-        lines.append(f"Assigned to: {task['assignee']}")
-    if task.get("sla_due_ms"):
-        due = formatdate(int(task["sla_due_ms"]) / 1000, usegmt=True)
-        lines.append(f"Due: {due}")
-    lines += ["", f"Open it: {link}", "", "-- taskloom"]
-    return "\n".join(lines) + "\n"

@@ -1,0 +1,70 @@
+"""The web inbox's pages: its Jinja templates, rendered with what every page shows."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from starlette.responses import HTMLResponse
+
+from taskloom.display import pretty, span, when
+from taskloom.engine.clock import Clock
+from taskloom.inbox.links import item_path
+from taskloom.web.visitors import Visitor
+
+__all__ = ["Renderer"]
+
+_LABELS = {
+    "approve": "Approve",
+    "reject": "Reject",
+    "retry": "Retry with the note",
+    "replan": "Re-plan with the note",
+}
+
+
+class Renderer:
+    """Renders the package's templates (autoescaped, strict) for a visitor."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.env = Environment(
+            loader=PackageLoader("taskloom.web", "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,  # the templates ship with the package: no stat per render
+        )
+        self.env.filters.update(when=when, pretty=pretty, span=span)
+        self.env.globals.update(item_url=item_path, run_url=_run_url, label=_label)
+
+    def render(
+        self, visitor: Visitor | None, template: str, *, status: int = 200, **context: Any
+    ) -> HTMLResponse:
+        """Page ``template`` for ``visitor`` (None: a refusal before knowing who asks)."""
+        link_mode = visitor is None or visitor.link is not None
+        base = {
+            "nav": not link_mode,
+            "user": None if link_mode or visitor is None else visitor.session.user,
+            "csrf": visitor.csrf if visitor else "",
+            "link_token": visitor.link.token if visitor and visitor.link else None,
+            "now_ms": self.clock.now_ms(),
+            "refresh": None,
+        }
+        html = self.env.get_template(template).render(**(base | context))
+        return HTMLResponse(html, status_code=status)
+
+    def message(
+        self, visitor: Visitor | None, status: int, title: str, message: str
+    ) -> HTMLResponse:
+        """A message page: ``status``, a title and what to do."""
+        return self.render(visitor, "message.html", status=status, title=title, message=message)
+
+
+def _run_url(run_id: str) -> str:
+    return f"/runs/{quote(run_id, safe='')}"
+
+
+def _label(decision: str) -> str:
+    return _LABELS.get(decision, decision.replace("_", " ").capitalize())
