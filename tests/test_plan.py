@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from taskloom.agents.agent import Agent
 from taskloom.agents.errors import PriceTableError
@@ -539,6 +539,100 @@ def test_role_info_of_a_structured_agent_with_tools() -> None:
     assert info.model is None and info.max_tokens == 1024
     assert info.to_dict()["tools"] == ["search", "fetch_page"]
     assert info.to_dict()["output"] == "Finding"
+
+
+def test_role_info_of_a_structured_agent_lists_its_fields_for_the_planner() -> None:
+    class Aliased(BaseModel):
+        total_usd: float = Field(alias="totalUSD")
+
+    info = RoleInfo.of(Agent(name="scout", role="finds facts", output=Finding))
+    assert info.fields == ("claim", "source")
+    assert info.to_dict()["fields"] == ["claim", "source"]
+    assert RoleInfo.of(Agent(name="a", role="r", output=Aliased)).fields == (
+        "total_usd",
+        "totalUSD",
+    )
+    assert RoleInfo.of(Agent(name="w", role="writes")).fields is None
+
+
+# -- checks a plan may ask for --------------------------------------------------------
+
+
+def typed_roles() -> dict[str, RoleInfo]:
+    """The text roles of :func:`roles`, and a ``scout`` answering a ``Finding``."""
+    return roles() | {"scout": RoleInfo.of(Agent(name="scout", role="finds", output=Finding))}
+
+
+def test_a_custom_verifier_the_workers_lack_is_refused_with_the_ones_they_have() -> None:
+    p = plan(
+        act("a", verify={"custom": ["house_style", "fact_check"]}),
+        act("b", verify={"custom": ["house_style"]}),
+        final={"custom": ["tone"]},
+    )
+    problems = problems_of(p, verifiers={"house_style": "matches the style guide"})
+    assert problems == [
+        "activity 'a' names custom verifier(s) 'fact_check' that the workers do not have "
+        "(they have: house_style); use only those, or drop them",
+        "the final check names custom verifier(s) 'tone' that the workers do not have "
+        "(they have: house_style); use only those, or drop them",
+    ]
+    assert "none are registered" in problems_of(plan(act("a", verify={"custom": ["x"]})))[0]
+    validate_plan(
+        plan(act("a", verify={"custom": ["house_style"]})), roles=roles(), verifiers={"house_style"}
+    )  # a registered one is fine
+
+
+def test_required_fields_on_a_text_role_can_never_pass_and_are_refused() -> None:
+    p = plan(act("a", role="writer", verify={"rules": {"required": ["summary"]}}))
+    [problem] = problems_of(p)
+    assert "activity 'a' requires fields ['summary']" in problem
+    assert "role 'writer' answers in plain text" in problem
+    assert 'drop "rules.required"' in problem and '"rules.patterns" with the key ""' in problem
+
+
+def test_field_patterns_on_a_text_role_are_refused() -> None:
+    p = plan(act("a", verify={"rules": {"patterns": {"date": "\\d{4}", "": "^#"}}}))
+    [problem] = problems_of(p)
+    assert "activity 'a' sets patterns on fields ['date']" in problem
+    assert 'use the key ""' in problem
+
+
+def test_checks_that_can_pass_on_text_are_accepted() -> None:
+    p = plan(
+        act("a", verify={"rules": {"patterns": {"": "^#"}, "max_length": 900}, "pii": "redact"}),
+        act("b", verify={"schema": False, "judge": {"rubric": "clear"}}),
+        act("c", verify={"schema": True}),  # passes on text: a strict planner writes it
+    )
+    validate_plan(p, roles=roles())
+
+
+def test_rules_on_fields_a_typed_output_lacks_are_refused() -> None:
+    bad = plan(
+        act(
+            "f",
+            role="scout",
+            verify={"rules": {"required": ["claim", "url"], "patterns": {"sources.0": "x"}}},
+        )
+    )
+    [problem] = problems_of(bad, roles=typed_roles())
+    assert "activity 'f' checks fields ['sources.0', 'url']" in problem
+    assert "role 'scout''s output Finding" in problem and "claim, source" in problem
+    good = plan(
+        act(
+            "f",
+            role="scout",
+            verify={"schema": True, "rules": {"required": ["claim", "source.title"]}},
+        )
+    )
+    validate_plan(good, roles=typed_roles())
+
+
+def test_a_final_check_is_judged_by_what_the_integrated_answer_is() -> None:
+    p = plan(act("a"), final={"rules": {"required": ["answer"]}})
+    [problem] = problems_of(p)
+    assert "the final check requires fields ['answer']" in problem
+    assert "the integrator answers in plain text" in problem
+    validate_plan(p, roles=roles(), final_output=None)  # a reducer's answer: may be JSON
 
 
 # -- estimate_usd ---------------------------------------------------------------------

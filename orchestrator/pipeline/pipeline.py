@@ -69,13 +69,18 @@ from taskloom.pipeline.plan import (
 from taskloom.pipeline.policy import ActivityRun, Work, edited, problem_of
 from taskloom.pipeline.roles import BUILTIN_ROLES, INTEGRATOR, PLANNER, catalog
 from taskloom.pipeline.subagents import agent_runner
-from taskloom.pipeline.verification import install_verifiers
+from taskloom.pipeline.verification import (
+    CustomVerifiers,
+    cross_check_catalog,
+    install_verifiers,
+    verifier_catalog,
+)
 from taskloom.verifiers import VerifySpec
 
 if TYPE_CHECKING:
     from taskloom.client import RunHandle
     from taskloom.engine.worker import Worker
-    from taskloom.verifiers import CrossCheck, Verifier
+    from taskloom.verifiers import CrossCheck
 
 __all__ = [
     "PIPELINE_NAME",
@@ -179,12 +184,13 @@ PREVIOUS_RUN_ACTIVITY = ActivityDef(name="taskloom.previous_run", fn=_previous_r
 def install(
     worker: Worker,
     *,
-    verifiers: Mapping[str, Verifier] | None = None,
+    verifiers: CustomVerifiers | None = None,
     cross_checks: Iterable[CrossCheck] | None = None,
 ) -> None:
     """Make ``worker`` run pipelines: the workflow, the planner and integrator, the
     built-in roles (where no agent of the worker has the name), the verification
-    activities with the user's named ``verifiers`` and ``cross_checks``."""
+    activities with the user's named ``verifiers`` (a verifier, or ``(verifier,
+    description)``: the planner is told what each checks) and ``cross_checks``."""
     worker.registry.add(pipeline)
     worker.registry.add(PREVIOUS_RUN_ACTIVITY)
     known = worker.registry.agents
@@ -218,6 +224,8 @@ class Pipeline:
         self.ctx, self.req = ctx, request
         self.agents: dict[str, Agent] = ctx._ex.host.registry.agents
         self.roles = catalog(self.agents, request.roles)
+        self.custom = verifier_catalog(ctx._ex.host)  # name -> what it checks
+        self.cross_checks = cross_check_catalog(ctx._ex.host)
         self.budget = request.budget or ctx.run_id
         self.slots = asyncio.Semaphore(request.max_parallel)
         self.spend = Spend()
@@ -297,7 +305,14 @@ class Pipeline:
     def check(self, data: Any) -> Plan:
         plan = parse_plan(data)
         prices = agent_runner(self.ctx._ex.host).prices  # the table the calls are priced by
-        validate_plan(plan, roles=self.roles, limits=self.limits(), prices=prices)
+        validate_plan(
+            plan,
+            roles=self.roles,
+            limits=self.limits(),
+            prices=prices,
+            verifiers=self.custom,
+            final_output=None if self.req.reducer else "text",  # a reducer's: any
+        )
         return plan
 
     async def make_plan(self, note: str | None, previous: Plan | None) -> Plan:
@@ -363,6 +378,13 @@ class Pipeline:
                 + (f"${r.budget_usd:.4f}" if r.budget_usd else "not limited")
             ),
         }
+        inputs["Custom verifiers (name them in `verify.custom`; there are no others)"] = (
+            self.custom or "none: leave `verify.custom` empty"
+        )
+        if self.cross_checks:
+            inputs["Cross-checks (run on the accepted outputs together; nothing to set)"] = (
+                self.cross_checks
+            )
         if r.template:
             inputs["Template"] = f"{r.template['name']}: {r.template['guidance']}"
             if r.template.get("verify"):

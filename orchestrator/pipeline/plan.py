@@ -7,7 +7,8 @@ on (they go back to it as feedback). A re-plan produces a new version;
 which are new, and which were dropped::
 
     plan = Plan.model_validate(planner_output)
-    validate_plan(plan, roles=roles, limits=PlanLimits(max_usd=2.0))   # PlanError
+    validate_plan(plan, roles=roles, limits=PlanLimits(max_usd=2.0),
+                  verifiers={"house_style"})                          # PlanError
     diff = diff_plans(old, plan)
     diff.reused     # {new id: old id} whose spec (and upstream specs) did not change
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +107,9 @@ class RoleInfo:
     """``text``, or the name of the pydantic model its answers validate against."""
     model: str | None = None
     max_tokens: int = 1024
+    fields: tuple[str, ...] | None = None
+    """The top-level fields of a typed output (names and aliases); ``None``: not known,
+    or the model takes extra fields (rules on any field may pass)."""
 
     @classmethod
     def of(cls, agent: Agent) -> RoleInfo:
@@ -117,16 +121,32 @@ class RoleInfo:
             output=agent.output.__name__ if agent.output is not None else "text",
             model=agent.model,
             max_tokens=agent.max_tokens,
+            fields=_fields(agent.output) if agent.output is not None else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
         """For the planner's prompt."""
-        return {
+        info: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "tools": list(self.tools),
             "output": self.output,
         }
+        if self.output != "text" and self.fields is not None:
+            info["fields"] = list(self.fields)
+        return info
+
+
+def _fields(model: type[BaseModel]) -> tuple[str, ...] | None:
+    """The top-level field names (and aliases) of ``model``; ``None`` if it allows extra."""
+    if model.model_config.get("extra") == "allow":
+        return None
+    names: list[str] = []
+    for name, info in model.model_fields.items():
+        names.append(name)
+        if info.alias and info.alias != name:
+            names.append(info.alias)
+    return tuple(names)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,8 +179,15 @@ def validate_plan(
     roles: Mapping[str, RoleInfo],
     limits: PlanLimits = PlanLimits(),
     prices: PriceTable | None = None,
+    verifiers: Collection[str] = (),
+    final_output: str | None = "text",
 ) -> None:
-    """Check ``plan`` can run; raise :class:`PlanError` listing every problem found."""
+    """Check ``plan`` can run; raise :class:`PlanError` listing every problem found.
+
+    ``verifiers`` are the custom verifiers the workers have (a ``verify.custom`` naming
+    another is refused); ``final_output`` is what the integrated answer is (``text`` for
+    the integrator's; ``None`` when unknown, e.g. a reducer's), so that a final check
+    that can never pass on it is refused too."""
     problems: list[str] = []
     ids = [a.id for a in plan.activities]
     for dup in sorted(i for i, n in Counter(ids).items() if n > 1):
@@ -168,6 +195,28 @@ def validate_plan(
     known = set(ids)
     for act in plan.activities:
         problems.extend(_activity_problems(act, known, roles))
+        role = roles.get(act.role)
+        if role is not None:
+            problems.extend(
+                _verify_problems(
+                    act.verify,
+                    f"activity {act.id!r}",
+                    output=role.output,
+                    fields=role.fields,
+                    whose=f"role {role.name!r}",
+                    verifiers=verifiers,
+                )
+            )
+    problems.extend(
+        _verify_problems(
+            plan.final,
+            "the final check",
+            output=final_output,
+            fields=None,
+            whose="the integrator",
+            verifiers=verifiers,
+        )
+    )
     too_big = size_problem(len(plan.activities), limits.max_activities)
     if too_big:
         problems.append(too_big)
@@ -260,6 +309,55 @@ def _activity_problems(
             f"activity {act.id!r} asks for tools {unknown_tools} that role {role.name!r} "
             f"does not have (it has: {', '.join(role.tools) or 'none'})"
         )
+    return problems
+
+
+def _verify_problems(
+    spec: VerifySpec,
+    where: str,
+    *,
+    output: str | None,
+    fields: tuple[str, ...] | None,
+    whose: str,
+    verifiers: Collection[str],
+) -> list[str]:
+    """Checks of ``spec`` that cannot run (a custom verifier the workers lack) or can
+    never pass on an output of kind ``output`` (``text``, a model's name, ``None``:
+    unknown)."""
+    problems = []
+    unknown = [n for n in spec.custom if n not in verifiers]
+    if unknown:
+        known = ", ".join(sorted(verifiers)) or "none are registered"
+        problems.append(
+            f"{where} names custom verifier(s) {', '.join(map(repr, unknown))} that the "
+            f"workers do not have (they have: {known}); use only those, or drop them"
+        )
+    rules = spec.rules
+    if output == "text":
+        if rules is not None and rules.required:
+            problems.append(
+                f"{where} requires fields {rules.required} but {whose} answers in plain "
+                f"text, which has no fields, so the check can never pass: drop "
+                f'"rules.required" (use "rules.patterns" with the key "" to require '
+                f"something in the text)"
+            )
+        named = sorted(f for f in (rules.patterns if rules else {}) if f)
+        if named:
+            problems.append(
+                f"{where} sets patterns on fields {named} but {whose} answers in plain "
+                f'text, which has no fields: use the key "" (the whole text) instead'
+            )
+        # "schema" on text is not refused: it passes (nothing to check), and a planner
+        # under strict structured output writes every field, "schema": true included.
+    elif output is not None and fields is not None and rules is not None:
+        paths = [*rules.required, *(f for f in rules.patterns if f)]
+        missing = sorted({p for p in paths if p.split(".")[0] not in fields})
+        if missing:
+            problems.append(
+                f"{where} checks fields {missing} that {whose}'s output {output} does "
+                f"not have, so the check can never pass; its fields are: "
+                f"{', '.join(fields) or 'none'}"
+            )
     return problems
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from taskloom import tracing
 from taskloom.engine.attempt import current
 from taskloom.engine.definitions import ActivityDef
+from taskloom.engine.execution import Host
 from taskloom.engine.retries import RetryPolicy
 from taskloom.engine.worker import Worker
 from taskloom.errors import HumanTaskClosedError
@@ -38,13 +39,40 @@ from taskloom.verifiers import (
 from taskloom.verifiers.base import error_verdict, verifier_name
 
 __all__ = [
+    "BUILTIN_CHECK_NAMES",
     "CROSS_CHECK_ACTIVITY",
     "SUPERSEDE_ACTIVITY",
     "VERIFY_ACTIVITY",
+    "CustomVerifiers",
+    "cross_check_catalog",
     "install_verifiers",
+    "verifier_catalog",
 ]
 
+BUILTIN_CHECK_NAMES = frozenset(
+    {
+        "schema",
+        "rules",
+        "pii",
+        "judge",
+        "consensus",
+        "totals",
+        "truncation",
+        "injection",
+        "citations",
+        "references",
+        "agreement",
+    }
+)
+"""The built-in checks' names, which a user verifier may not take: a plan, a verdict
+and an inbox item would not say which of the two was meant."""
+
+CustomVerifiers = Mapping[str, Verifier | tuple[Verifier, str]]
+"""User verifiers by name: a verifier, or ``(verifier, description)`` where the
+description tells the planner what it checks (default: its docstring's first line)."""
+
 _VERIFIERS = "taskloom.verifiers"
+_DESCRIPTIONS = "taskloom.verifier_descriptions"
 _CROSS = "taskloom.cross_checks"
 VERIFY_RETRY = RetryPolicy(max_attempts=3, initial_interval=1.0, max_interval=10.0)
 
@@ -52,16 +80,68 @@ VERIFY_RETRY = RetryPolicy(max_attempts=3, initial_interval=1.0, max_interval=10
 def install_verifiers(
     worker: Worker,
     *,
-    verifiers: Mapping[str, Verifier] | None = None,
+    verifiers: CustomVerifiers | None = None,
     cross_checks: Iterable[CrossCheck] | None = None,
 ) -> None:
     """Register the verification activities on ``worker``, with the user's named
     ``verifiers`` and the ``cross_checks`` run before integration (by default: every
-    ``references`` entry must name an activity of the plan)."""
-    worker.resources[_VERIFIERS] = dict(verifiers or {})
+    ``references`` entry must name an activity of the plan).
+
+    Raises :class:`~taskloom.verifiers.VerifierConfigError` for a verifier named like a
+    built-in check (:data:`BUILTIN_CHECK_NAMES`)."""
+    taken = sorted(n for n in (verifiers or {}) if n.strip().lower() in BUILTIN_CHECK_NAMES)
+    if taken:
+        raise VerifierConfigError(
+            f"custom verifier(s) {', '.join(map(repr, taken))} are named like built-in "
+            f"checks ({', '.join(sorted(BUILTIN_CHECK_NAMES))}); register them under "
+            "another name, e.g. orch.worker(verifiers={'house_style': ...})"
+        )
+    checks: dict[str, Verifier] = {}
+    descriptions: dict[str, str] = {}
+    for name, entry in (verifiers or {}).items():
+        check, description = entry if isinstance(entry, tuple) else (entry, None)
+        checks[name] = check
+        descriptions[name] = description or _first_line(_doc_of(check))
+    worker.resources[_VERIFIERS] = checks
+    worker.resources[_DESCRIPTIONS] = descriptions
     worker.resources[_CROSS] = list(cross_checks) if cross_checks is not None else [References()]
     for definition in (VERIFY_ACTIVITY, CROSS_CHECK_ACTIVITY, SUPERSEDE_ACTIVITY):
         worker.registry.add(definition)
+
+
+def verifier_catalog(worker: Host) -> dict[str, str]:
+    """The custom verifiers ``worker`` has, by name, with what each checks (for the
+    planner's prompt and the plan's validation)."""
+    descriptions: dict[str, str] = worker.resources.get(_DESCRIPTIONS, {})
+    custom: Mapping[str, Verifier] = worker.resources.get(_VERIFIERS, {})
+    return {name: descriptions.get(name, "") for name in sorted(custom)}
+
+
+def cross_check_catalog(worker: Host) -> dict[str, str]:
+    """The cross-activity checks ``worker`` runs on the accepted outputs, by name, with
+    what each checks (its docstring's first line)."""
+    checks: list[CrossCheck] = worker.resources.get(_CROSS, [])
+    return {verifier_name(c): _first_line(_doc_of(c)) for c in checks}
+
+
+def _doc_of(check: object) -> str:
+    """A check's own docstring: a wrapped function's, else its class's (not a base's)."""
+    fn = getattr(check, "fn", None)
+    if callable(fn):  # a FunctionVerifier: the function says what it checks
+        return fn.__doc__ or ""
+    for cls in type(check).__mro__:
+        if cls.__module__.startswith("taskloom.verifiers.") and cls is not type(check):
+            break  # a base class's docstring says nothing about this check
+        if cls.__doc__:
+            return cls.__doc__
+    return ""
+
+
+def _first_line(doc: str) -> str:
+    """The first line of a docstring, or a placeholder."""
+    for line in doc.strip().splitlines():
+        return line.strip()
+    return "(no description: pass (verifier, description) at registration)"
 
 
 async def _verify(request: dict[str, Any]) -> dict[str, Any]:
