@@ -92,7 +92,9 @@ def test_an_untuned_server_fails_with_fixes(embedded: EmbeddedRedis) -> None:
     assert "FAIL  persistence" in text
     assert "fix: run `CONFIG SET maxmemory-policy noeviction`" in text
     assert not by_name["durability"].ok  # AOF off: a crash loses far more than a second
-    assert text.splitlines()[-1].startswith("3 of 5 checks failed")
+    # The latency check measures this machine: on busy cores it fails too.
+    failed = 3 + (not by_name["latency"].ok)
+    assert text.splitlines()[-1].startswith(f"{failed} of 5 checks failed")
 
 
 def test_everysec_states_its_loss_window_and_what_to_choose(embedded: EmbeddedRedis) -> None:
