@@ -188,8 +188,12 @@ def test_an_endpoint_names_the_server_without_secrets() -> None:
         endpoint("openai", "https://user:sk-secret@llm.example:8443/v1/?key=sk-2#frag")
         == "openai https://llm.example:8443/v1"
     )
+    # No base URL given: the SDK's own default is named (this test opens no connection
+    # and names no provider host of its own).
     provider = open_provider("openai", api_key="sk-secret", env={})
-    assert provider.endpoint == "openai https://api.openai.com/v1"
+    assert isinstance(provider, OpenAIProvider)
+    assert provider.endpoint == endpoint("openai", str(provider.client.base_url))
+    assert provider.endpoint.startswith("openai https://") and "sk-secret" not in provider.endpoint
 
 
 @pytest.mark.anyio
