@@ -59,6 +59,17 @@ def chromium() -> str | None:
     return None
 
 
+def required_chromium() -> str:
+    """:func:`chromium`, failing the test in CI (which installs it) and skipping it
+    elsewhere when there is none."""
+    executable = chromium()
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("no chromium binary: .ci/run installs Debian's chromium; it must be there")
+        pytest.skip("no chromium binary (apt-get install chromium; .ci/run installs it)")
+    return executable
+
+
 @workflow(name="browser.review")
 async def review(ctx: Context, title: str, assignee: str) -> dict[str, Any]:
     """Escalates like the pipeline does for a text output, then finishes with the
@@ -113,11 +124,7 @@ async def site(orch: Orchestrator, make_worker: Any) -> AsyncIterator[str]:
 async def test_a_person_edits_an_output_in_the_browser_and_the_run_completes(
     site: str, orch: Orchestrator
 ) -> None:
-    executable = chromium()
-    if executable is None:
-        if os.environ.get("CI"):
-            pytest.fail("no chromium binary: .ci/run installs Debian's chromium; it must be there")
-        pytest.skip("no chromium binary (apt-get install chromium; .ci/run installs it)")
+    executable = required_chromium()
     from playwright.async_api import Dialog, async_playwright, expect
 
     target = await orch.start(review, "Check the field-notes summary", "ana")
@@ -243,11 +250,7 @@ def forging_site(site: str) -> Starlette:
 async def test_a_cross_site_form_does_not_sign_the_person_out(
     site: str, orch: Orchestrator
 ) -> None:
-    executable = chromium()
-    if executable is None:
-        if os.environ.get("CI"):
-            pytest.fail("no chromium binary: .ci/run installs Debian's chromium; it must be there")
-        pytest.skip("no chromium binary (apt-get install chromium; .ci/run installs it)")
+    executable = required_chromium()
     from playwright.async_api import async_playwright, expect
 
     run = await orch.start(review, "Check the field-notes summary", "ana")
