@@ -111,22 +111,28 @@ class RunHandle:
                     f"again; set TASKLOOM_DURABILITY=fsync so a started run survives a crash"
                 )
 
-    async def signal(self, name: str, payload: Any = None) -> None:
-        """Send a signal; a run waiting in ``ctx.wait_for_signal(name)`` resumes with it."""
+    async def signal(
+        self, name: str, payload: Any = None, *, request_id: str | None = None
+    ) -> None:
+        """Send a signal; a run waiting in ``ctx.wait_for_signal(name)`` resumes with it.
+
+        ``request_id``: the signal is delivered once per id, so a caller that retries
+        after an error (did the first one arrive?) passes the same id each time. Without
+        one, only a call the Redis client itself sent again is dropped."""
         event = {
             "type": "signal_received",
             "name": name,
             "payload": serde.loads(serde.dumps(payload, what=f"payload of signal {name!r}")),
             "ts": now_ms(),
         }
-        await self._external(event)
+        await self._external(event, request_id=request_id)
 
     async def cancel(self) -> None:
         """Ask the run to stop; its child runs are cancelled with it."""
         await self._external({"type": "cancel_requested", "ts": now_ms()})
 
-    async def _external(self, event: dict[str, Any]) -> None:
-        routing = await self._store.external(self.run_id, event)
+    async def _external(self, event: dict[str, Any], *, request_id: str | None = None) -> None:
+        routing = await self._store.external(self.run_id, event, request_id=request_id)
         if routing.status == "missing":
             await self._store.get_meta(self.run_id)  # raises RunNotFoundError
         if routing.status == "terminal":
@@ -237,7 +243,8 @@ class Orchestrator:
         created, status = await self.store.create_run(
             rid, workflow=name, input_json=input_json, deadline_ms=deadline, trace=new_run()
         )
-        if created and (budget_usd is not None or budget_tokens is not None):
+        # "pending", not created: the same start sent again after a lost reply
+        if (created or status == "pending") and (budget_usd, budget_tokens) != (None, None):
             await self.budgets.write_limits(rid, max_tokens=budget_tokens, max_usd=budget_usd)
         if created or status == "pending":
             await self.store.enqueue_run(rid, "new")

@@ -55,6 +55,16 @@ class Keys:
         """Set: the blob references the run's log holds (kept while the run is)."""
         return f"{self.prefix}:run:{{{run_id}}}:blobs"
 
+    def last_write(self, run_id: str) -> str:
+        """String: the token and reply of the owner's last append (``append.lua``), so a
+        call the client library sends again returns its first reply."""
+        return f"{self.prefix}:run:{{{run_id}}}:write"
+
+    def sent(self, run_id: str) -> str:
+        """Hash: request id -> log entry of each event sent to the run from outside
+        (``external.lua``), so one sent twice is appended once."""
+        return f"{self.prefix}:run:{{{run_id}}}:sent"
+
     def live(self, run_id: str, step: str) -> str:
         """Stream with a TTL: the text a streaming subagent at ``step`` sends as it
         arrives (beside the log, which keeps only the final output)."""

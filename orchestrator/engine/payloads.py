@@ -126,6 +126,8 @@ class Payloads:
                     keys.attempts(run_id),
                     keys.beats(run_id),
                     keys.blobs(run_id),
+                    keys.last_write(run_id),
+                    keys.sent(run_id),
                 )
                 pipe.zrem(keys.index(status), run_id)
                 await pipe.execute()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -371,7 +372,7 @@ class Store:
         :class:`StoreRolledBackError` is raised (the owner replays instead).
         """
         meta, log, steps = self.keys.run_keys(run_id)
-        keys = [meta, log, steps]
+        keys = [meta, log, steps, self.keys.last_write(run_id)]
         args: list[Any] = [
             worker,
             epoch,
@@ -381,6 +382,7 @@ class Store:
             serde.dumps(result) if status else "",
             " ".join(known),
             len(ops),
+            secrets.token_hex(8),  # a re-sent call returns its first reply (append.lua)
         ]
         for op in ops:
             claim_index = 0
@@ -561,13 +563,18 @@ class Store:
             await self.wake(run_id, routing)
         return routing
 
-    async def external(self, run_id: str, event: dict[str, Any]) -> Routing:
-        """Append an event from outside the run (signal, cancel request)."""
+    async def external(
+        self, run_id: str, event: dict[str, Any], *, request_id: str | None = None
+    ) -> Routing:
+        """Append an event from outside the run (signal, cancel request) once per
+        ``request_id`` (default: a new one, so only a call sent again is dropped)."""
         meta, log, _ = self.keys.run_keys(run_id)
+        keys = [meta, log, self.keys.sent(run_id)]
         flag = "cancel" if event.get("type") == "cancel_requested" else ""
+        args = [serde.dumps(event), flag, request_id or secrets.token_hex(8)]
 
         def build(pipe: Any) -> None:
-            self.scripts.queue(pipe, "external", [meta, log], [serde.dumps(event), flag])
+            self.scripts.queue(pipe, "external", keys, args)
             self._sync(pipe)
 
         return _routing(_raise_first(await self.scripts.pipeline(build))[0])

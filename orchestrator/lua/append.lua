@@ -1,7 +1,11 @@
 -- The owner's fenced write: append events to the run's log, in order.
--- KEYS: meta, log, steps, claim keys referenced by index...
+-- KEYS: meta, log, steps, last_write, claim keys referenced by index...
 -- ARGV: worker_id, epoch, now_ms, claim_ttl_ms, new_status, result_json, known_ids, n,
---       then n times: seq, mode, claim_key_index, event_json
+--       token, then n times: seq, mode, claim_key_index, event_json
+-- token: unique per call. The client library sends a call again when the connection
+-- drops before the reply (a server restart, say); if the first one ran, the same call
+-- sent again returns the first reply unchanged instead of appending the events twice
+-- (and finding its own claims taken: 'busy', so a step claimed to run here never ran).
 -- known_ids: space-separated log entries the owner saw ('' : none). If one is gone,
 -- Redis lost writes (a crash before they reached its disk): refused with ROLLEDBACK,
 -- so the owner replays what Redis holds instead of writing past the hole.
@@ -11,6 +15,14 @@
 --              with a claim key index, the owner claims it to run it itself
 -- Returns one entry per event: the new entry id, 'done' (outcome already recorded),
 -- 'busy' (another worker holds the claim), or 'dup'.
+local last = redis.call('GET', KEYS[4])
+if last and string.sub(last, 1, #ARGV[9] + 1) == ARGV[9] .. ' ' then
+  local first = {}
+  for res in string.gmatch(string.sub(last, #ARGV[9] + 2), '%S+') do
+    first[#first + 1] = res
+  end
+  return first
+end
 local m = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'status')
 if m[1] ~= ARGV[1] or m[2] ~= ARGV[2] then
   return redis.error_reply('STALE lease: run owned by ' .. tostring(m[1]) .. ' epoch ' .. tostring(m[2]))
@@ -25,7 +37,7 @@ for id in string.gmatch(ARGV[7], '%S+') do
 end
 local out = {}
 local n = tonumber(ARGV[8])
-local i = 9
+local i = 10
 for k = 1, n do
   local seq, mode, claim, event = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   i = i + 4
@@ -46,6 +58,7 @@ for k = 1, n do
     out[k] = busy and 'busy' or id
   end
 end
+redis.call('SET', KEYS[4], ARGV[9] .. ' ' .. table.concat(out, ' '))
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[1], 'status', ARGV[5], 'updated_ms', ARGV[3])
   if ARGV[5] == 'completed' or ARGV[5] == 'failed' or ARGV[5] == 'cancelled' then

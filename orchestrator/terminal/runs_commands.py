@@ -48,6 +48,10 @@ def register(cmd: Command) -> None:
     s.add_argument("run_id")
     s.add_argument("name")
     s.add_argument("payload", nargs="?", help="JSON payload")
+    s.add_argument(
+        "--request-id",
+        help="deliver it once per id: a script that retries passes the same id each time",
+    )
     st = cmd("start", _start, "start a workflow by name (a worker must serve it)")
     st.add_argument("workflow")
     st.add_argument("args", nargs="*", help="JSON arguments")
@@ -181,7 +185,7 @@ async def _signal(args: argparse.Namespace, orch: Orchestrator) -> int:
         raise UserError(
             f"the signal payload is not JSON ({exc}); quote it, e.g. '{{\"ok\": true}}'"
         ) from None
-    await orch.handle(args.run_id).signal(args.name, payload)
+    await orch.handle(args.run_id).signal(args.name, payload, request_id=args.request_id)
     out(f"signal {args.name!r} sent to run {args.run_id}")
     return 0
 
