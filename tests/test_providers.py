@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -359,3 +360,23 @@ async def test_a_provider_left_at_its_real_default_address_cannot_be_reached(nam
         causes.append(error)
         error = error.__cause__ or error.__context__
     assert any("tests stay on loopback" in str(e) for e in causes), causes
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", ["openai", "anthropic"])
+async def test_an_unreachable_provider_names_model_address_and_real_cause(name: str) -> None:
+    """Issue 16: it read 'openai:: no answer (APITimeoutError: Request timed out.)'."""
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    provider = open_provider(name, api_key="sk-test", base_url=url, env={})
+    request = LLMRequest(model="gpt-x", messages=(Message(role="user", content="hi"),))
+    try:
+        with pytest.raises(LLMUnavailableError) as caught:
+            await provider.complete(request)
+    finally:
+        await provider.aclose()
+    text = str(caught.value)
+    assert f"{name}:gpt-x: no answer from http://127.0.0.1:{port}/v1" in text, text
+    assert "ConnectionRefusedError" in text, text  # not the SDK's "Connection error."

@@ -16,7 +16,7 @@ from ..errors import (
     TaskloomError,
 )
 
-__all__ = ["classify", "kept_headers", "retry_after"]
+__all__ = ["classify", "kept_headers", "retry_after", "root_cause"]
 
 _CONTEXT_HINTS = (
     "context length",
@@ -61,12 +61,18 @@ def classify(
     status: int | None,
     headers: Mapping[str, str],
     body: Any,
+    url: str = "",
 ) -> TaskloomError:
-    """The taskloom error for an SDK error (``status`` ``None``: no HTTP answer)."""
+    """The taskloom error for an SDK error (``status`` ``None``: no HTTP answer);
+    ``url``: the provider's base URL, named when it did not answer."""
     where = f"{provider}:{model}"
     message = _message(body) or str(exc)
     if status is None:
-        return LLMUnavailableError(f"{where}: no answer ({type(exc).__name__}: {exc}); retried")
+        at = f" from {url}" if url else ""
+        return LLMUnavailableError(
+            f"{where}: no answer{at} ({root_cause(exc)}); retried. Check that the address "
+            f"is right and reachable from here (a proxy, a firewall, the provider's status)"
+        )
     if status == 429:
         wait = retry_after(headers)
         after = f", retry after {wait:g}s" if wait is not None else ""
@@ -85,6 +91,19 @@ def classify(
             f"shorten the input or pick a model with a larger context"
         )
     return LLMRequestError(f"{where}: the provider rejected the request ({status}): {message}")
+
+
+def root_cause(exc: BaseException) -> str:
+    """``Type: message`` of the deepest exception behind ``exc`` that says something:
+    the SDK's "Connection error." or "Request timed out." hides "Connection refused"."""
+    found, seen = exc, {id(exc)}
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if str(cause):
+            found = cause
+        cause = cause.__cause__ or cause.__context__
+    return f"{type(found).__name__}: {found}" if str(found) else type(found).__name__
 
 
 def _message(body: Any) -> str:

@@ -53,12 +53,14 @@ class OpenAIProvider:
                 return await self._complete(params)
             return await self._stream(params, stream)
         except openai.APIStatusError as exc:
-            raise self._error(exc, exc.status_code, dict(exc.response.headers), exc.body) from exc
+            raise self._error(
+                exc, exc.status_code, dict(exc.response.headers), exc.body, model=params["model"]
+            ) from exc
         except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-            raise self._error(exc, None, {}, None) from exc
+            raise self._error(exc, None, {}, None, model=params["model"]) from exc
         except Exception as exc:
             if is_transport_error(exc):  # a stream cut mid-way surfaces unwrapped from the SDK
-                raise self._error(exc, None, {}, None) from exc
+                raise self._error(exc, None, {}, None, model=params["model"]) from exc
             raise
 
     async def _complete(self, params: dict[str, Any]) -> LLMResponse:
@@ -82,10 +84,16 @@ class OpenAIProvider:
         return self._response(completion, {})
 
     def _error(
-        self, exc: Exception, status: int | None, headers: dict[str, str], body: Any
+        self, exc: Exception, status: int | None, headers: dict[str, str], body: Any, *, model: str
     ) -> TaskloomError:
         return classify(
-            exc, provider=self.name, model="", status=status, headers=headers, body=body
+            exc,
+            provider=self.name,
+            url=str(self.client.base_url),
+            status=status,
+            headers=headers,
+            body=body,
+            model=model,
         )
 
     def _params(self, request: LLMRequest) -> dict[str, Any]:
