@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from taskloom.agents.agent import Agent
 from taskloom.agents.errors import PriceTableError, validation_problems
@@ -40,12 +41,25 @@ __all__ = [
     "estimate_usd",
     "levels",
     "parse_plan",
+    "plan_id",
     "size_problem",
     "spec_keys",
     "validate_plan",
 ]
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_NOT_ID = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def plan_id(text: str) -> str:
+    """``text`` as an activity id: runs of other characters become ``-``, leading
+    punctuation goes, at most 64 characters (``"item 1a2b3c"`` -> ``"item-1a2b3c"``).
+
+    Planners write ids as they like ("Step #2", "item 1a2b3c"); refusing them cost a
+    re-plan each time, so a plan's ids and the inputs naming them are normalised alike
+    and only what no normalising can fix (an empty id, two the same) is refused."""
+    slug = _NOT_ID.sub("-", text.strip()).lstrip("-_.")
+    return slug[:64].rstrip("-") or text
 
 
 class PlanActivity(BaseModel):
@@ -70,6 +84,18 @@ class PlanActivity(BaseModel):
     split: bool = Field(
         default=False, description="the piece may be too big: its subagent may ask for a sub-plan"
     )
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _normal_id(cls, value: Any) -> Any:
+        return plan_id(value) if isinstance(value, str) else value
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _normal_inputs(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        return [plan_id(v) if isinstance(v, str) else v for v in value]
 
 
 class Plan(BaseModel):
