@@ -83,9 +83,22 @@ def test_chat_answers_an_escalation_in_place_and_a_follow_up_reuses_finished_wor
     assert team.calls["judge"] == 1, "b's verdict was reused, not asked again"
     term.send("/cost")
     assert "spent $" in term.expect("you> ")
+    term.send("/runs")
+    listed = term.expect("you> ").splitlines()
+    header = next(i for i, line in enumerate(listed) if line.split()[:4] == HEADER)
+    rows = [
+        line.split()
+        for line in listed[header + 1 :]
+        if line.strip().startswith(tuple("0123456789abcdef"))
+    ]
+    assert [r[1] for r in rows] == ["completed", "completed"], listed  # both runs, with status
+    assert "write a two-part report" in listed[header + 1]  # and the goal
     term.send("/quit")
     term.expect("taskloom chat --resume")
     assert term.wait() == 0
+
+
+HEADER = ["run", "status", "cost", "goal"]
 
 
 def test_chat_resume_after_the_process_was_killed_finishes_the_run_without_resending(

@@ -18,6 +18,7 @@ from taskloom.engine import serde
 from taskloom.engine.store import Store, now_ms
 from taskloom.errors import RunNotFoundError, UserError
 from taskloom.terminal.console import Asker, follow
+from taskloom.terminal.runview import table
 
 __all__ = ["ChatSession", "Conversation"]
 
@@ -190,14 +191,17 @@ class ChatSession:
         return ""
 
     async def runs(self, *, summary_only: bool) -> None:
-        total = 0.0
+        total, rows = 0.0, []
         for run_id in await self.conversation.run_ids():
             try:
                 info = await self.orch.handle(run_id).info()
             except RunNotFoundError:
                 continue
-            cost = info.result.get("cost_usd", 0.0) if isinstance(info.result, dict) else 0
-            total += float(cost)
-            if not summary_only:
-                self.say(f"  {run_id}  {info.status:<9}  ${float(cost):.4f}")
+            result = info.result if isinstance(info.result, dict) else {}
+            cost, goal = float(result.get("cost_usd", 0.0)), result.get("goal")
+            total += cost
+            rows.append([run_id, info.status, f"${cost:.4f}", one_line(goal or "", 60)])
+        if rows and not summary_only:
+            for line in table(("run", "status", "cost", "goal"), rows):
+                self.say(f"  {line}")
         self.say(f"spent ${total:.4f} in this conversation")
