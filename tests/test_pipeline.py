@@ -5,6 +5,7 @@ scripted human answers the inbox."""
 from __future__ import annotations
 
 import asyncio
+import io
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from taskloom import HumanTaskClosedError, Orchestrator, RunFailedError, UserError
 from taskloom.agents.fake_llm import FakeLLM, unauthorized
 from taskloom.pipeline.pipeline import pipeline_events
+from taskloom.terminal.console import show
 from taskloom.testing.simulated import SimulatedTeam, kind_of, task_of
 from taskloom.verifiers import FunctionVerifier
 from tests.helpers import act, running
@@ -560,3 +562,27 @@ async def test_the_judge_sees_the_inputs_an_output_was_made_from(
         await (await orch.submit("two parts", model=MODEL)).result(timeout=30)
     (judge,) = team.requests["judge"]
     assert "facts of a" in str(judge.messages[0]["content"])  # b's input, from a
+
+
+async def test_a_planner_that_never_made_a_plan_leaves_one_to_edit(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    """Issue 16: the rescue form was empty ('Last plan: null'); a person had to write a
+    plan's JSON from nothing. It now holds a one-activity plan for the goal."""
+    team = SimulatedTeam(plans=["I would rather not plan this."])
+    fake.answer_with(team)
+    async with running(orch.worker()):
+        handle = await orch.submit("a short note on tides", model=MODEL, max_plan_attempts=1)
+        async with asyncio.timeout(60):  # the planner's own retries come first
+            while not (tasks := await orch.human_tasks.list(run_id=handle.run_id)):
+                await asyncio.sleep(0.02)
+        seen = tasks[0].context
+        shown = io.StringIO()
+        show(tasks[0], shown)  # what the terminal shows before asking
+        edit = {"plan": seen["last_plan"]}  # taken as it came
+        await orch.human_tasks.decide(tasks[0].id, "edit", by="ana", data=edit)
+        result = await handle.result(timeout=30)
+    assert "why:" in shown.getvalue() and "a short note on tides" in shown.getvalue()
+    assert seen["last_plan"]["activities"][0]["instructions"] == "a short note on tides"
+    assert set(result["activities"]) == {"work"}  # the starting plan ran as it was
+    assert result["activities"]["work"]["status"] == "accepted"

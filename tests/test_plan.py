@@ -932,3 +932,11 @@ def test_a_custom_template_round_trips_through_to_dict() -> None:
     )
     assert Template(**template.to_dict()) == template
     assert Template(name="t", description="", guidance="g").to_dict()["verify"] == {}
+
+
+def test_the_starter_plan_is_a_plan_that_runs() -> None:
+    from taskloom.pipeline.plan import starter_plan
+
+    plan = parse_plan(starter_plan("a note on tides", roles()))
+    validate_plan(plan, roles=roles())
+    assert plan.activities[0].instructions == "a note on tides"

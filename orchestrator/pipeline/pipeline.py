@@ -64,6 +64,7 @@ from taskloom.pipeline.plan import (
     diff_plans,
     parse_plan,
     spec_keys,
+    starter_plan,
     validate_plan,
 )
 from taskloom.pipeline.policy import ActivityRun, Work, edited, problem_of
@@ -349,7 +350,15 @@ class Pipeline:
                     self.emit("plan_invalid", attempt=attempt, problems=exc.problems)
             decision = await self.ask(
                 "The planner could not produce a valid plan",
-                {"goal": self.req.goal, "problems": feedback, "last_plan": last},
+                {
+                    "goal": self.req.goal,
+                    "problems": feedback,
+                    # what the person edits: the planner's plan, else one to start from
+                    "last_plan": last
+                    if isinstance(last, dict)
+                    else starter_plan(self.req.goal, self.roles),
+                    "planner_said": last,
+                },
                 ("retry", "edit", "reject"),
             )
             if decision is None or decision.decision == "reject":

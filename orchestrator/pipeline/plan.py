@@ -44,6 +44,7 @@ __all__ = [
     "plan_id",
     "size_problem",
     "spec_keys",
+    "starter_plan",
     "validate_plan",
 ]
 
@@ -188,6 +189,17 @@ class PlanLimits:
     """The run's USD budget; a plan estimated over it is refused."""
     default_model: str | None = None
     """The model of roles that name none (for the cost estimate)."""
+
+
+def starter_plan(goal: str, roles: Mapping[str, RoleInfo]) -> dict[str, Any]:
+    """A one-activity plan for ``goal`` as planner JSON, for a person to edit when the
+    planner produced no plan at all (so the edit form is not empty): the goal given
+    to the first role that is not the planner's or the integrator's."""
+    role = next((r for r in roles if r not in ("planner", "integrator")), next(iter(roles), ""))
+    return {
+        "rationale": "a starting point: the planner produced no plan; split it as needed",
+        "activities": [{"id": "work", "role": role, "instructions": goal, "inputs": []}],
+    }
 
 
 def parse_plan(data: Any) -> Plan:

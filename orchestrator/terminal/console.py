@@ -205,6 +205,15 @@ def show(task: HumanTask, out: TextIO = sys.stdout) -> None:
     if "output" in ctx:
         text = ctx["output"] if isinstance(ctx["output"], str) else json.dumps(ctx["output"])
         print(f"    output:   {clip(text, 300)}", file=out)
+    if ctx.get("problems"):  # why the planner's plans were refused
+        print(f"    why:      {clip(str(ctx['problems']), 400)}", file=out)
+    if "last_plan" in ctx:
+        print(f"    plan:     {clip(json.dumps(ctx['last_plan']), 300)}", file=out)
+        print(
+            f"    edit takes a plan as JSON; `taskloom inbox edit {task.id}` opens this one "
+            f"in $EDITOR",
+            file=out,
+        )
     for verdict in [v for v in ctx.get("verdicts") or [] if v.get("status") != "pass"]:
         reasons = "; ".join(verdict.get("reasons") or [])
         print(
