@@ -40,7 +40,8 @@ timestamps, for checking tokens-per-minute windows at the server.
 """
 
 from ._records import Request, TokenCounter, TokenEvent, estimate_tokens
-from ._server import FakeLLM, Script
+from ._script import Script
+from ._server import FakeLLM
 from ._steps import (
     Disconnect,
     ErrorKind,

@@ -1,7 +1,8 @@
 """The pipeline: a goal planned into activities, each run by a subagent, verified,
 escalated when it cannot be accepted, and integrated.
 
-``pipeline`` (the workflow), ``plan`` (the validated, versioned DAG), ``policy`` (one
+``pipeline`` (the workflow), ``plan`` (the validated, versioned DAG), ``planner`` (the
+planning step: asking for a valid plan, checking it, adopting its version), ``policy`` (one
 activity's run: attempts, verification, escalation), ``verification``, ``subagents``
 (model calls as recorded activities), ``roles``, ``templates``, ``endpoints``.
 

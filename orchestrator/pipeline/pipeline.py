@@ -13,7 +13,8 @@ call for anything recorded.
 What happens, in order:
 
 1. **Plan.** The planner agent proposes a :class:`~taskloom.pipeline.plan.Plan`; an invalid
-   one goes back to it with the problems (``max_plan_attempts`` turns), then to a person.
+   one goes back to it with the problems (``max_plan_attempts`` turns), then to a person
+   (:mod:`taskloom.pipeline.planner`).
 2. **Execute.** Each activity starts as soon as its inputs are accepted, at most
    ``max_parallel`` model calls at once. Its output is verified; a ``fail`` is retried
    with the verifier's feedback (on the fallback model if one is set), up to
@@ -50,32 +51,12 @@ from taskloom.engine.context import Context
 from taskloom.engine.definitions import ActivityDef, workflow
 from taskloom.engine.human import Decision
 from taskloom.engine.store import Event
-from taskloom.errors import (
-    ActivityError,
-    HumanTaskExpiredError,
-    PlanError,
-    UserError,
-    WorkflowError,
-)
-from taskloom.pipeline.plan import (
-    Plan,
-    PlanActivity,
-    PlanLimits,
-    diff_plans,
-    parse_plan,
-    spec_keys,
-    starter_plan,
-    validate_plan,
-)
+from taskloom.errors import ActivityError, HumanTaskExpiredError, UserError, WorkflowError
+from taskloom.pipeline.plan import Plan, PlanActivity, diff_plans, spec_keys
+from taskloom.pipeline.planner import Planner
 from taskloom.pipeline.policy import ActivityRun, Work, edited, problem_of
-from taskloom.pipeline.roles import BUILTIN_ROLES, INTEGRATOR, PLANNER, catalog
-from taskloom.pipeline.subagents import agent_runner
-from taskloom.pipeline.verification import (
-    CustomVerifiers,
-    cross_check_catalog,
-    install_verifiers,
-    verifier_catalog,
-)
+from taskloom.pipeline.roles import BUILTIN_ROLES, INTEGRATOR, PLANNER
+from taskloom.pipeline.verification import CustomVerifiers, install_verifiers
 from taskloom.verifiers import VerifySpec
 
 if TYPE_CHECKING:
@@ -94,18 +75,6 @@ __all__ = [
 
 PIPELINE_NAME = "taskloom.pipeline"
 SUPERSEDED = "superseded by a re-plan"
-_SETUP_ERRORS = frozenset(
-    {
-        "ConfigurationError",
-        "MissingAPIKeyError",
-        "UnknownProviderError",
-        "UnknownModelPriceError",
-        "PriceTableError",
-        "LLMAuthError",
-    }
-)
-"""Errors of the setup (a key, a model name, a price), not of the plan: the run fails
-with them at once instead of asking the planner again."""
 
 
 class PipelineRequest(BaseModel):
@@ -224,9 +193,6 @@ class Pipeline:
     def __init__(self, ctx: Context, request: PipelineRequest) -> None:
         self.ctx, self.req = ctx, request
         self.agents: dict[str, Agent] = ctx._ex.host.registry.agents
-        self.roles = catalog(self.agents, request.roles)
-        self.custom = verifier_catalog(ctx._ex.host)  # name -> what it checks
-        self.cross_checks = cross_check_catalog(ctx._ex.host)
         self.budget = request.budget or ctx.run_id
         self.slots = asyncio.Semaphore(request.max_parallel)
         self.spend = Spend()
@@ -235,7 +201,7 @@ class Pipeline:
         self.works: dict[str, Work] = {}
         self.dropped: list[str] = []
         self.escalations = 0
-        self.version = 0
+        self.planner = Planner(self)
 
     def emit(self, event: str, **data: Any) -> Any:
         return self.ctx.record(f"pipeline.{event}", data)
@@ -243,7 +209,7 @@ class Pipeline:
     # -- the run ------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
         previous = await self.follow_up() if self.req.previous else None
-        plan = await self.make_plan(self.req.goal if previous else None, previous)
+        plan = await self.planner.make_plan(self.req.goal if previous else None, previous)
         while True:
             await self.execute(plan)
             if self.replan is None:
@@ -251,7 +217,7 @@ class Pipeline:
             if self.replan is None:
                 break
             note, self.replan = self.replan, None
-            new = await self.make_plan(note, plan)
+            new = await self.planner.make_plan(note, plan)
             diff = diff_plans(plan, new)
             self.dropped.extend(f"v{plan.version}:{i}" for i in diff.dropped)
             self.emit(
@@ -291,117 +257,6 @@ class Pipeline:
             reusable=sorted(i for i, w in self.works.items() if w.status == "accepted"),
         )
         return plan
-
-    # -- planning -----------------------------------------------------------------------
-    def limits(self) -> PlanLimits:
-        r = self.req
-        return PlanLimits(
-            max_activities=r.max_activities,
-            max_width=r.max_width,
-            max_depth=r.max_chain,
-            max_usd=r.budget_usd,
-            default_model=r.model,
-        )
-
-    def check(self, data: Any) -> Plan:
-        plan = parse_plan(data)
-        prices = agent_runner(self.ctx._ex.host).prices  # the table the calls are priced by
-        validate_plan(
-            plan,
-            roles=self.roles,
-            limits=self.limits(),
-            prices=prices,
-            verifiers=self.custom,
-            final_output=None if self.req.reducer else "text",  # a reducer's: any
-        )
-        return plan
-
-    async def make_plan(self, note: str | None, previous: Plan | None) -> Plan:
-        """A valid plan: the given one, or the planner's, or a person's."""
-        if self.version == 0 and self.req.plan is not None:
-            return self.adopt(self.check(self.req.plan), "given")
-        feedback, last = note, None
-        while True:
-            for attempt in range(1, self.req.max_plan_attempts + 1):
-                try:
-                    result = await self.ctx.agent(
-                        self.agents[PLANNER.name],  # the worker's, if it replaced ours
-                        "Plan the work for the goal."
-                        if previous is None
-                        else "Revise the previous plan as the feedback asks.",
-                        inputs=self.planner_inputs(previous),
-                        goal=self.req.goal,
-                        feedback=feedback,
-                        model=self.req.planner_model or self.req.model,
-                        budget=self.budget,
-                    )
-                except ActivityError as exc:
-                    if exc.error_type in _SETUP_ERRORS:  # no planner turn can fix these
-                        raise
-                    feedback = f"the planner failed: {exc}"
-                    self.emit("plan_invalid", attempt=attempt, problems=[str(exc)])
-                    continue
-                self.spend.add("planning", result.usage.total, result.cost_usd)
-                last = result.output
-                try:
-                    return self.adopt(self.check(result.output), "planner")
-                except PlanError as exc:
-                    feedback = str(exc)
-                    self.emit("plan_invalid", attempt=attempt, problems=exc.problems)
-            decision = await self.ask(
-                "The planner could not produce a valid plan",
-                {
-                    "goal": self.req.goal,
-                    "problems": feedback,
-                    # what the person edits: the planner's plan, else one to start from
-                    "last_plan": last
-                    if isinstance(last, dict)
-                    else starter_plan(self.req.goal, self.roles),
-                    "planner_said": last,
-                },
-                ("retry", "edit", "reject"),
-            )
-            if decision is None or decision.decision == "reject":
-                raise PlanError(f"no valid plan for the goal: {feedback}")
-            if decision.decision == "edit":
-                try:
-                    return self.adopt(self.check(edited(decision.data, "plan")), decision.by)
-                except (PlanError, ValueError) as exc:
-                    feedback = str(exc)
-                    continue
-            feedback = decision.note or feedback
-
-    def adopt(self, plan: Plan, by: str) -> Plan:
-        self.version += 1
-        plan = plan.model_copy(update={"version": self.version})
-        self.emit("planned", version=self.version, by=by, plan=plan.model_dump(mode="json"))
-        return plan
-
-    def planner_inputs(self, previous: Plan | None) -> dict[str, Any]:
-        r = self.req
-        inputs: dict[str, Any] = {
-            "Roles": [role.to_dict() for role in self.roles.values()],
-            "Limits": (
-                f"at most {r.max_activities} activities, {r.max_width} side by side, chains "
-                f"of at most {r.max_chain}; the budget is "
-                + (f"${r.budget_usd:.4f}" if r.budget_usd else "not limited")
-            ),
-        }
-        inputs["Custom verifiers (name them in `verify.custom`; there are no others)"] = (
-            self.custom or "none: leave `verify.custom` empty"
-        )
-        if self.cross_checks:
-            inputs["Cross-checks (run on the accepted outputs together; nothing to set)"] = (
-                self.cross_checks
-            )
-        if r.template:
-            inputs["Template"] = f"{r.template['name']}: {r.template['guidance']}"
-            if r.template.get("verify"):
-                inputs["Checks the template suggests for every activity"] = r.template["verify"]
-        if previous is not None:
-            inputs["Previous plan"] = previous.model_dump(mode="json", exclude={"version"})
-            inputs["Outcomes so far"] = {i: w.status for i, w in self.works.items()}
-        return inputs
 
     # -- executing ----------------------------------------------------------------------
     async def execute(self, plan: Plan) -> None:
@@ -530,7 +385,7 @@ class Pipeline:
                 self.works[i].decided_by = decision.by
 
     def can_replan(self) -> bool:
-        return self.version - 1 < self.req.max_replans  # each re-plan adopts a new version
+        return self.planner.version - 1 < self.req.max_replans  # each re-plan adopts a new version
 
     async def integrate(self, plan: Plan) -> Any:
         accepted = {i: w.output for i, w in self.works.items() if w.status == "accepted"}

@@ -1,0 +1,99 @@
+"""W5: subagent calls (``ctx.agent``) through the official openai SDK to the fake LLM
+server; makespan versus the ideal and the worker's CPU time per call, beside the SDK
+alone in a process of its own (:mod:`benchmarks.sdk_baseline`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+from benchmarks import workloads as wl
+from benchmarks.harness import (
+    RESULT_TIMEOUT_S,
+    ROOT,
+    Bench,
+    BenchmarkError,
+    WorkerProcess,
+    fake_llm_env,
+    result_of,
+)
+from benchmarks.measure import ideal_s, makespan_row, rounded
+from taskloom import Orchestrator
+from taskloom.agents.fake_llm import FakeLLM, reply
+
+__all__ = ["run", "run_sdk_baseline"]
+
+
+async def run_sdk_baseline(
+    base_url: str, n: int, concurrency: int, mode: str = "taskloom"
+) -> dict[str, float]:
+    """W5's baseline: the official SDK alone, in a process of its own, called as
+    taskloom calls it (``mode="taskloom"``) or as its README shows (``"default"``)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "benchmarks.sdk_baseline",
+        base_url,
+        str(n),
+        str(concurrency),
+        mode,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), RESULT_TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()  # not left calling the fake server after the benchmark stopped it
+        await proc.wait()
+        raise BenchmarkError(
+            f"the SDK baseline did not finish within {RESULT_TIMEOUT_S} s"
+        ) from None
+    if proc.returncode != 0:
+        raise BenchmarkError(f"the SDK baseline failed: {out.decode(errors='replace')}")
+    data: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
+    return data
+
+
+async def run(bench: Bench) -> dict[str, Any]:
+    """Subagent fan-out against the fake LLM server: makespan and CPU per call."""
+    n, conc, latency = bench.sizes.w5, bench.sizes.w5_concurrency, bench.sizes.w5_latency_s
+    fake = FakeLLM(lambda request: reply("ok", latency=latency, input_tokens=40))
+
+    async def body(orch: Orchestrator, worker: WorkerProcess) -> dict[str, Any]:
+        warm = await orch.start(wl.AGENT_FANOUT, 10)  # the SDK client, the prompts
+        await result_of(warm, [worker])
+        sent = len(fake.requests)
+        cpu0, t0 = worker.cpu_seconds(), time.perf_counter()
+        handle = await orch.start(wl.AGENT_FANOUT, n)
+        done = await result_of(handle, [worker])
+        seconds = time.perf_counter() - t0
+        cpu = worker.cpu_seconds() - cpu0
+        if done != n or len(fake.requests) - sent != n:
+            raise BenchmarkError(
+                f"W5 answered {done!r} of {n} with {len(fake.requests) - sent} requests"
+            )
+        ideal = ideal_s(n, conc, latency)
+        sdk = await run_sdk_baseline(fake.openai_url, n, conc)
+        plain = await run_sdk_baseline(fake.openai_url, n, conc, "default")
+        cpu_us = cpu / n * 1e6
+        return makespan_row("W5", n, seconds, ideal) | {
+            "cpu_us_per_call": round(cpu_us),
+            "sdk_seconds": rounded(sdk["seconds"], 4),
+            "sdk_overhead_ratio": rounded(sdk["seconds"] / ideal),
+            "sdk_cpu_us_per_call": round(sdk["cpu_us_per_call"]),
+            "taskloom_cpu_us_per_call": round(cpu_us - sdk["cpu_us_per_call"]),
+            "ratio_to_sdk": rounded(seconds / sdk["seconds"]),
+            "sdk_default_seconds": rounded(plain["seconds"], 4),
+            "sdk_default_overhead_ratio": rounded(plain["seconds"] / ideal),
+            "sdk_default_cpu_us_per_call": round(plain["cpu_us_per_call"]),
+            "concurrency": conc,
+            "llm_latency_s": latency,
+        }
+
+    with fake:  # on a thread of its own: its CPU is not the worker's
+        return await bench.with_worker("W5", conc, body, extra_env=fake_llm_env(fake))

@@ -1,0 +1,118 @@
+"""W6: a goal planned into parallel, judged activities by taskloom's pipeline, the fake LLM
+server playing the team; makespan versus the ideal, where the overhead went, token
+shares, and Redis commands per activity."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from benchmarks import workloads as wl
+from benchmarks.harness import (
+    AGENT_MODEL,
+    Bench,
+    BenchmarkError,
+    WorkerProcess,
+    fake_llm_env,
+    result_of,
+)
+from benchmarks.measure import makespan_row, redis_commands, redis_commands_per_s, rounded
+from taskloom import Orchestrator
+from taskloom.agents.fake_llm import FakeLLM, Request
+from taskloom.testing.simulated import SimulatedTeam
+
+__all__ = ["pipeline_phases", "run"]
+
+
+def pipeline_phases(
+    requests: dict[str, list[Request]], latency: dict[str, float], t0: float, end: float
+) -> dict[str, float]:
+    """W6's overhead by phase, from when the fake received each kind of call; a reply is
+    taken to leave ``latency[kind]`` seconds after its request came. The phases add up
+    to the makespan minus the ideal (when the plan fits in ``max_parallel``)."""
+    planner = requests["planner"][0].received_at
+    work = sorted(r.received_at for r in requests["work"])
+    judge = sorted(r.received_at for r in requests["judge"])
+    integrator = requests["integrator"][0].received_at
+    phases = {
+        "submit_to_planner": planner - t0,
+        "planner_to_first_subagent": work[0] - planner - latency["planner"],
+        "subagent_spread": work[-1] - work[0],
+        "last_subagent_to_last_judge": judge[-1] - work[-1] - latency["work"],
+        "last_judge_to_integrator": integrator - judge[-1] - latency["judge"],
+        "integrator_to_result": end - integrator - latency["integrator"],
+    }
+    return {k: rounded(v, 4) for k, v in phases.items()}
+
+
+async def run(bench: Bench) -> dict[str, Any]:
+    """A planned pipeline of parallel, judged activities: makespan versus the ideal,
+    where the overhead went, token shares, and Redis commands per activity."""
+    n, conc = bench.sizes.w6, bench.sizes.w6_concurrency
+    latency = wl.PIPELINE_LATENCY_S
+    plan = wl.pipeline_plan(n)
+    team = SimulatedTeam(plans=[plan], latency=latency)
+    fake = FakeLLM(SimulatedTeam(plans=[wl.pipeline_plan(3)]))  # no latency: a warm-up
+
+    async def body(orch: Orchestrator, worker: WorkerProcess) -> dict[str, Any]:
+        # The pipeline's code paths, prompts and the SDK client, loaded before measuring.
+        warm = await orch.submit("warm up", model=AGENT_MODEL, max_parallel=n)
+        await result_of(warm, [worker])
+        fake.answer_with(team)
+        idle = await redis_commands_per_s(orch, bench.sizes.w6_idle_sample_s)
+        commands0 = await redis_commands(orch)
+        t0 = time.monotonic()  # the fake stamps requests with time.monotonic
+        handle = await orch.submit(
+            "A report in independent sections", model=AGENT_MODEL, max_parallel=n
+        )
+        result = await result_of(handle, [worker])
+        end = time.monotonic()
+        commands = await redis_commands(orch) - commands0
+        expected = {"planner": 1, "work": n, "judge": n, "integrator": 1}
+        accepted = sum(a["status"] == "accepted" for a in result["activities"].values())
+        if dict(team.calls) != expected or accepted != n:
+            raise BenchmarkError(
+                f"W6 accepted {accepted} of {n} activities with model calls "
+                f"{dict(team.calls)}, expected {expected}"
+            )
+        seconds = end - t0
+        # max_parallel=n: planner, one wave of subagent calls each followed by its
+        # judge call, integrator
+        ideal = sum(latency.values())
+        tokens = result["tokens"]
+        return makespan_row("W6", n, seconds, ideal) | {
+            "overhead_s": pipeline_phases(team.requests, latency, t0, end),
+            "token_share": {
+                k: rounded(tokens[k] / tokens["total"])
+                for k in ("planning", "work", "verification", "integration")
+            },
+            "tokens": tokens["total"],
+            "cost_usd": result["cost_usd"],
+            "redis_commands": commands.total(),
+            "redis_commands_per_activity": rounded(commands.total() / n, 1),
+            "redis_top_commands": dict(commands.most_common(6)),
+            "redis_idle_commands_per_s": round(idle),
+            "max_parallel": n,
+            "concurrency": conc,
+            "llm_latency_s": latency,
+            "method": (
+                f"orch.submit() of a goal the simulated planner plans into {n} writer "
+                "activities without inputs, each checked by an LLM judge, then "
+                "integrated; timed from submit to the result, after a warm-up "
+                "pipeline of 3 activities. overhead_s: where the time beyond ideal_s "
+                "went, from when the fake LLM received each kind of call (a reply is "
+                "taken to leave its latency after its request came); the parts sum to "
+                "seconds - ideal_s. redis_commands: calls in the server's INFO "
+                "commandstats after the run minus before (INFO left out; commands run "
+                "by Lua scripts count): everything the run cost, the planner, judge, "
+                "integrator and verification activities and the client waiting for "
+                "the result included, and also the worker's background polling and "
+                "any other client of the server meanwhile. "
+                "redis_idle_commands_per_s: the same count's rate over "
+                f"{bench.sizes.w6_idle_sample_s} s just before the run, the worker "
+                "idle: its polling, and a sign of other clients when high."
+            ),
+        }
+
+    with fake:  # on a thread of its own: its CPU is not the worker's
+        return await bench.with_worker("W6", conc, body, extra_env=fake_llm_env(fake))
