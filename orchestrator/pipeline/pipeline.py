@@ -46,7 +46,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from taskloom.agents.agent import Agent
 from taskloom.engine.attempt import current
-from taskloom.engine.context import Context
 from taskloom.engine.definitions import ActivityDef, workflow
 from taskloom.engine.human import Decision
 from taskloom.engine.store import Event
@@ -68,7 +67,7 @@ from taskloom.pipeline.plan import (
 )
 from taskloom.pipeline.policy import ActivityRun, Work, edited, problem_of
 from taskloom.pipeline.roles import BUILTIN_ROLES, INTEGRATOR, PLANNER, catalog
-from taskloom.pipeline.subagents import agent_runner
+from taskloom.pipeline.subagents import Context, Subagents
 from taskloom.pipeline.verification import (
     CustomVerifiers,
     cross_check_catalog,
@@ -193,10 +192,11 @@ def install(
     description)``: the planner is told what each checks) and ``cross_checks``."""
     worker.registry.add(pipeline)
     worker.registry.add(PREVIOUS_RUN_ACTIVITY)
-    known = worker.registry.agents
+    subagents = Subagents.of(worker)
+    known = subagents.agents
     for agent in (PLANNER, INTEGRATOR, *BUILTIN_ROLES):
         if agent.name not in known:
-            worker.registry.add_agent(agent)
+            subagents.add(agent)
     install_verifiers(worker, verifiers=verifiers, cross_checks=cross_checks)
 
 
@@ -222,7 +222,7 @@ def pipeline_entry(event: Event) -> dict[str, Any] | None:
 class Pipeline:
     def __init__(self, ctx: Context, request: PipelineRequest) -> None:
         self.ctx, self.req = ctx, request
-        self.agents: dict[str, Agent] = ctx._ex.host.registry.agents
+        self.agents: dict[str, Agent] = Subagents.of(ctx).agents
         self.roles = catalog(self.agents, request.roles)
         self.custom = verifier_catalog(ctx._ex.host)  # name -> what it checks
         self.cross_checks = cross_check_catalog(ctx._ex.host)
@@ -304,7 +304,7 @@ class Pipeline:
 
     def check(self, data: Any) -> Plan:
         plan = parse_plan(data)
-        prices = agent_runner(self.ctx._ex.host).prices  # the table the calls are priced by
+        prices = Subagents.of(self.ctx).runner.prices  # the table the calls are priced by
         validate_plan(
             plan,
             roles=self.roles,
