@@ -407,10 +407,9 @@ class Orchestrator:
             workflows=workflows,
             activities=activities,
             modules=modules,
-            agents=agents,
             **options,
         )
-        install(worker, self.settings)
+        install(worker, self.settings, agents=agents)
         notify.install(worker, self.settings)
         pipeline.install(worker, verifiers=verifiers, cross_checks=cross_checks)
         return worker

@@ -81,3 +81,62 @@ def test_nothing_imports_the_folders_by_their_own_names() -> None:
         if old.search(path.read_text())
     ]
     assert offenders == []
+
+
+ENGINE_IMPORTS = (
+    "import taskloom.engine",
+    "from taskloom.engine.worker import Worker",
+    "from taskloom import Worker, Store, Registry, RetryPolicy, ManualClock, workflow, activity",
+    "from taskloom import heartbeat, activity_info, HumanTasks, DeadLetters, TaskloomError",
+)
+
+
+def test_importing_the_engine_loads_no_llm_sdk_no_templates_and_no_web() -> None:
+    """The engine knows nothing of LLMs or the web: a process that imports it, its worker
+    and the engine's names at the front door loads no provider SDK, no Jinja2 and no
+    Starlette (each one a layer above, imported by whoever uses it)."""
+    import subprocess
+    import sys
+
+    heavy = ("openai", "anthropic", "jinja2", "starlette")
+    probe = f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))"
+    code = "; ".join(
+        (
+            "import sys",
+            *ENGINE_IMPORTS,
+            probe,
+            "import taskloom.agents.prompts",  # the probe sees a library when one is loaded
+            probe,
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out[0] == "[]"
+    assert "jinja2" in out[1]
+
+
+def test_the_names_loaded_on_first_use_are_the_ones_type_checkers_see() -> None:
+    """``taskloom`` and ``taskloom.agents`` load most names on first use; their ``if
+    TYPE_CHECKING:`` imports are what mypy and IDEs see, and name the same objects."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    for package in (taskloom, agents):
+        tree = ast.parse(Path(str(package.__file__)).read_text())
+        (block,) = [
+            node.body
+            for node in tree.body
+            if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+        ]
+        seen = {
+            alias.asname or alias.name: "." * node.level + (node.module or "")
+            for node in block
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+        }
+        assert sorted(seen) == sorted(package._HOME), package.__name__
+        for name, module in seen.items():
+            home = importlib.import_module(module, package.__name__)
+            assert getattr(package, name) is getattr(home, name), name

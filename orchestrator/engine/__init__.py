@@ -6,10 +6,13 @@ Runs as append-only event logs (``store``, ``keys``, ``scripts`` with the packag
 owns runs and runs activities (``worker``, ``attempt``, ``tasks``, ``batch``,
 ``failures``, ``retries``, ``dlq``), human tasks a run waits on (``human``), payloads
 and blobs (``payloads``, ``blobs``, ``bounds``), the connection and the embedded Redis
-(``connection``, ``embedded``, ``durability``), time (``clock``) and what it shows of
-itself (``metrics``, ``looplag``).
+(``connection``, ``embedded``, ``durability``), time (``clock``), what it shows of
+itself (``metrics``, ``looplag``), and the hook the layers above it install on a
+worker (``extensions``: the subagents are one).
 
-May import: ``taskloom.errors``, ``taskloom.settings``, ``taskloom.redaction``, and the
-agent spec ``taskloom.agents.agent`` (a debt the ``.importlinter`` contracts name).
-Never the pipeline, the inbox, the web, the terminal or the client.
+May import: ``taskloom.errors``, ``taskloom.settings``, ``taskloom.redaction``,
+``taskloom.luascripts``, ``taskloom.tracing``. Never the LLM layer (``taskloom.agents``),
+the verifiers, the pipeline, the inbox, the web, the terminal or the client
+(``[tool.importlinter]`` in ``pyproject.toml``); importing the engine loads no provider
+SDK, no Jinja2 and no Starlette (a test checks it).
 """

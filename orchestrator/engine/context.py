@@ -12,14 +12,14 @@ import asyncio
 import hashlib
 import random as _random
 import uuid
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from taskloom.agents.agent import Agent, AgentResult
 from taskloom.engine import serde
-from taskloom.engine.definitions import AGENT_ACTIVITY_NAME, ActivityDef, WorkflowDef
+from taskloom.engine.definitions import ActivityDef, WorkflowDef
+from taskloom.engine.extensions import ExtensionT
 from taskloom.engine.human import Decision, Fallback, task_spec
 from taskloom.errors import UserError
 
@@ -77,6 +77,24 @@ class Context:
     def is_replaying(self) -> bool:
         """True while the run re-executes steps whose results are already in its log."""
         return self._ex.replaying
+
+    def extension(self, kind: type[ExtensionT]) -> ExtensionT | None:
+        """The :class:`~taskloom.engine.extensions.WorkerExtension` of type ``kind`` on
+        the worker running this workflow, or ``None``: how a Context subclass that an
+        extension gives workflows finds its extension."""
+        return self._ex.host.extension(kind)
+
+    if not TYPE_CHECKING:  # a type checker still reports a misspelt method
+
+        def __getattr__(self, name: str) -> Any:
+            """Say where a method of the layers above the engine comes from."""
+            if name.startswith("_"):
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            raise AttributeError(
+                f"ctx.{name} is not a method of this worker's {type(self).__name__}: methods "
+                f"such as ctx.agent come from the extensions of workers made with "
+                f"orch.worker(...) (taskloom.engine.extensions)"
+            )
 
     def _next(self) -> str:
         try:
@@ -149,43 +167,6 @@ class Context:
         )
         serde.dumps(spec, what=f"context of human task {title!r}")
         return await self._ex.escalate(self._next(), spec)
-
-    async def agent(
-        self,
-        agent: Agent,
-        task: str,
-        *,
-        inputs: Mapping[str, Any] | None = None,
-        goal: str | None = None,
-        feedback: str | None = None,
-        model: str | None = None,
-        budget: str | None = None,
-    ) -> AgentResult:
-        """Run a subagent as a recorded activity (a replay never calls the model again).
-
-        ``inputs`` (JSON) go into its instructions; ``feedback`` tells a retry what was
-        wrong; ``model`` overrides the agent's. Each call is held against the run's
-        budget (``budget``: another run's, e.g. the parent's of a child run) and the
-        model's shared rate limit before it is sent.
-        """
-        registry = self._ex.host.registry
-        if registry.find_activity(AGENT_ACTIVITY_NAME) is None:
-            raise UserError(
-                "ctx.agent() needs a worker that serves subagents: make it with "
-                "orch.worker(...), or call taskloom.pipeline.subagents.install(worker, settings)"
-            )
-        registry.add_agent(agent)
-        data = await self.run(
-            AGENT_ACTIVITY_NAME,
-            agent.name,
-            task,
-            inputs=dict(inputs) if inputs else None,
-            goal=goal,
-            feedback=feedback,
-            model=model,
-            budget=budget,
-        )
-        return AgentResult.from_dict(data)
 
     async def child(self, workflow: WorkflowDef | str, *args: Any) -> Any:
         """Run a sub-workflow as its own run and return its result."""

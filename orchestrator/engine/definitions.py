@@ -14,15 +14,10 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, overload
 
-from taskloom.agents.agent import Agent
 from taskloom.engine.retries import RetryPolicy
 from taskloom.errors import UnknownActivityError, UnknownWorkflowError, UserError
 
-AGENT_ACTIVITY_NAME = "taskloom.agent"
-"""The activity that runs a subagent (``ctx.agent``); served by workers that
-:func:`taskloom.pipeline.subagents.install` set up."""
-
-__all__ = ["AGENT_ACTIVITY_NAME", "ActivityDef", "Registry", "WorkflowDef", "activity", "workflow"]
+__all__ = ["ActivityDef", "Registry", "WorkflowDef", "activity", "workflow"]
 
 
 @dataclass(frozen=True)
@@ -162,39 +157,17 @@ class Registry:
     """The workflows and activities one worker (or client) knows by name."""
 
     def __init__(
-        self,
-        *,
-        workflows: Iterable[WorkflowDef] = (),
-        activities: Iterable[ActivityDef] = (),
-        agents: Iterable[Agent] = (),
+        self, *, workflows: Iterable[WorkflowDef] = (), activities: Iterable[ActivityDef] = ()
     ) -> None:
         self._workflows: dict[str, WorkflowDef] = {}
         self._activities: dict[str, ActivityDef] = {}
-        self._agents: dict[str, Agent] = {}
+        self.modules: list[ModuleType] = []
+        """The modules :meth:`add_module` imported, in order: worker extensions read
+        their own specs there (the subagents' agents)."""
         for w in workflows:
             self.add(w)
         for a in activities:
             self.add(a)
-        for agent in agents:
-            self.add_agent(agent)
-
-    def add_agent(self, agent: Agent) -> None:
-        """Register a subagent spec; another spec under a taken name is an error."""
-        known = self._agents.get(agent.name)
-        if known is not None and known != agent:
-            raise UserError(f"two different agents are named {agent.name!r}; rename one")
-        self._agents[agent.name] = agent
-
-    def agent(self, name: str) -> Agent:
-        """The agent called ``name``."""
-        try:
-            return self._agents[name]
-        except KeyError:
-            raise UserError(
-                f"agent {name!r} is not registered with this worker (known: "
-                f"{sorted(self._agents) or 'none'}); pass it in agents=[...] or define it at "
-                f"the top level of a module the worker imports"
-            ) from None
 
     def add(self, definition: WorkflowDef | ActivityDef) -> None:
         """Register one definition; a different one under a taken name is an error."""
@@ -212,7 +185,8 @@ class Registry:
             self.add(definition.compensate)  # whoever may run it may have to undo it
 
     def add_module(self, module: ModuleType | str) -> None:
-        """Register every workflow and activity defined at the top level of ``module``."""
+        """Register every workflow and activity defined at the top level of ``module``
+        (and keep it in :attr:`modules`)."""
         if isinstance(module, str):
             try:
                 module = importlib.import_module(module)
@@ -224,8 +198,7 @@ class Registry:
         for value in vars(module).values():
             if isinstance(value, WorkflowDef | ActivityDef):
                 self.add(value)
-            elif isinstance(value, Agent):
-                self.add_agent(value)
+        self.modules.append(module)
 
     def workflow(self, name: str) -> WorkflowDef:
         """The workflow called ``name``."""
@@ -262,8 +235,3 @@ class Registry:
     def activity_names(self) -> list[str]:
         """Registered activity names."""
         return sorted(self._activities)
-
-    @property
-    def agents(self) -> dict[str, Agent]:
-        """Registered agents by name (a copy)."""
-        return dict(self._agents)

@@ -38,6 +38,7 @@ from taskloom.errors import (
 if TYPE_CHECKING:
     from taskloom.engine.clock import Clock
     from taskloom.engine.definitions import Registry
+    from taskloom.engine.extensions import ExtensionT
     from taskloom.engine.payloads import Payloads
 
 __all__ = ["Execution", "Host"]
@@ -57,7 +58,9 @@ class Host(Protocol):
     worker_id: str
     queue: str
     claim_ttl_ms: int
+    context_type: type[Context]
 
+    def extension(self, kind: type[ExtensionT]) -> ExtensionT | None: ...
     def take_slot(self) -> bool: ...
     def give_slot(self) -> None: ...
     def run_local(
@@ -425,7 +428,9 @@ class Execution:
             self.input = await self.host.payloads.unpack(self.input)
         wf = self.host.registry.workflow(self.workflow_name)
         return await wf.fn(
-            Context(self), *self.input.get("args", []), **self.input.get("kwargs", {})
+            self.host.context_type(self),
+            *self.input.get("args", []),
+            **self.input.get("kwargs", {}),
         )
 
     # -- flushing buffered writes -------------------------------------------------------

@@ -27,12 +27,13 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from taskloom.agents.agent import Agent
 from taskloom.engine.activities import ActivityRunner
 from taskloom.engine.clock import Clock, SystemClock
+from taskloom.engine.context import Context
 from taskloom.engine.definitions import ActivityDef, Registry, WorkflowDef
 from taskloom.engine.dlq import DeadLetters
 from taskloom.engine.execution import Execution
+from taskloom.engine.extensions import ExtensionT, WorkerExtension
 from taskloom.engine.human import HumanTasks
 from taskloom.engine.intake import Intake
 from taskloom.engine.keys import consumer_name
@@ -44,6 +45,7 @@ from taskloom.engine.payloads import Payloads
 from taskloom.engine.retries import DEFAULT_RETRY, RetryPolicy
 from taskloom.engine.store import Store, ride_out
 from taskloom.engine.tasks import Task
+from taskloom.errors import UserError
 
 __all__ = ["Worker"]
 
@@ -60,7 +62,9 @@ class Worker:
     The work is split among collaborators it owns: :attr:`intake` (deliveries read,
     claimed and held), :attr:`activities` (attempts run and recorded), :attr:`ownership`
     (runs held under leases, the heartbeat) and :attr:`maintenance` (the retry and
-    maintenance loops). The worker keeps the slots and the lifecycle.
+    maintenance loops). The worker keeps the slots and the lifecycle. A layer above the
+    engine installs itself on it as a :class:`WorkerExtension` (``extensions=``,
+    :meth:`extend`): the workers ``orch.worker(...)`` makes serve subagents so.
 
     Example::
 
@@ -75,7 +79,7 @@ class Worker:
         workflows: Iterable[WorkflowDef] = (),
         activities: Iterable[ActivityDef] = (),
         modules: Iterable[ModuleType | str] = (),
-        agents: Iterable[Agent] = (),
+        extensions: Iterable[WorkerExtension] = (),
         concurrency: int = 16,
         queue: str = "default",
         lease_ttl: float = 1.0,
@@ -89,7 +93,7 @@ class Worker:
         retention: float | None = None,
     ) -> None:
         self.store = store
-        self.registry = Registry(workflows=workflows, activities=activities, agents=agents)
+        self.registry = Registry(workflows=workflows, activities=activities)
         for module in modules:
             self.registry.add_module(module)
         self.concurrency = concurrency
@@ -132,6 +136,36 @@ class Worker:
         )
         """Watches this worker's event loop: a loop blocked for the lease loses it."""
         self.started = asyncio.Event()
+        self.extensions: dict[type[WorkerExtension], WorkerExtension] = {}
+        """The layers above the engine installed here (:meth:`extend`), by type."""
+        self.context_type: type[Context] = Context
+        """What this worker's workflows receive: the engine's :class:`Context`, or the
+        subclass an extension gives them."""
+        for extension in extensions:
+            self.extend(extension)
+
+    def extend(self, extension: ExtensionT) -> ExtensionT:
+        """Install ``extension`` (a layer above the engine, such as the subagents that
+        ``orch.worker`` installs) on this worker, once per type; returns it."""
+        kind = type(extension)
+        if kind in self.extensions:
+            raise UserError(f"this worker already has a {kind.__name__}; install it once")
+        context = kind.context
+        if context is not None:
+            if not issubclass(context, self.context_type):
+                raise UserError(
+                    f"{kind.__name__} gives workflows a {context.__name__}, which does not "
+                    f"extend the {self.context_type.__name__} of an extension installed before"
+                )
+            self.context_type = context
+        self.extensions[kind] = extension
+        extension.install(self)
+        return extension
+
+    def extension(self, kind: type[ExtensionT]) -> ExtensionT | None:
+        """The extension of type ``kind`` installed here, or ``None``."""
+        found = self.extensions.get(kind)
+        return found if isinstance(found, kind) else None
 
     @property
     def _held_msgs(self) -> set[str]:

@@ -47,7 +47,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from taskloom.agents.agent import Agent
 from taskloom.engine.attempt import current
-from taskloom.engine.context import Context
 from taskloom.engine.definitions import ActivityDef, workflow
 from taskloom.engine.human import Decision
 from taskloom.engine.store import Event
@@ -56,6 +55,7 @@ from taskloom.pipeline.plan import Plan, PlanActivity, diff_plans, spec_keys
 from taskloom.pipeline.planner import Planner
 from taskloom.pipeline.policy import ActivityRun, Work, edited, problem_of
 from taskloom.pipeline.roles import BUILTIN_ROLES, INTEGRATOR, PLANNER
+from taskloom.pipeline.subagents import Context, Subagents
 from taskloom.pipeline.verification import CustomVerifiers, install_verifiers
 from taskloom.verifiers import VerifySpec
 
@@ -163,10 +163,11 @@ def install(
     description)``: the planner is told what each checks) and ``cross_checks``."""
     worker.registry.add(pipeline)
     worker.registry.add(PREVIOUS_RUN_ACTIVITY)
-    known = worker.registry.agents
+    subagents = Subagents.of(worker)
+    known = subagents.agents
     for agent in (PLANNER, INTEGRATOR, *BUILTIN_ROLES):
         if agent.name not in known:
-            worker.registry.add_agent(agent)
+            subagents.add(agent)
     install_verifiers(worker, verifiers=verifiers, cross_checks=cross_checks)
 
 
@@ -192,7 +193,7 @@ def pipeline_entry(event: Event) -> dict[str, Any] | None:
 class Pipeline:
     def __init__(self, ctx: Context, request: PipelineRequest) -> None:
         self.ctx, self.req = ctx, request
-        self.agents: dict[str, Agent] = ctx._ex.host.registry.agents
+        self.agents: dict[str, Agent] = Subagents.of(ctx).agents
         self.budget = request.budget or ctx.run_id
         self.slots = asyncio.Semaphore(request.max_parallel)
         self.spend = Spend()

@@ -16,7 +16,7 @@ from taskloom.errors import ActivityError, PlanError
 from taskloom.pipeline.plan import Plan, PlanLimits, parse_plan, starter_plan, validate_plan
 from taskloom.pipeline.policy import edited
 from taskloom.pipeline.roles import PLANNER, catalog
-from taskloom.pipeline.subagents import agent_runner
+from taskloom.pipeline.subagents import Subagents
 from taskloom.pipeline.verification import cross_check_catalog, verifier_catalog
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class Planner:
         """``data`` as a plan valid for this run (:class:`PlanError` with the problems)."""
         pipe = self.pipe
         plan = parse_plan(data)
-        prices = agent_runner(pipe.ctx._ex.host).prices  # the table the calls are priced by
+        prices = Subagents.of(pipe.ctx).runner.prices  # the table the calls are priced by
         validate_plan(
             plan,
             roles=self.roles,

@@ -12,10 +12,12 @@ An agent with ``stream=True`` sends its tokens, as they arrive, to a short-lived
 of its own (:meth:`LiveTokens.follow`, ``orch.live_tokens(run_id, step)``); only the
 final output enters the log.
 
-The engine does not import this module: :meth:`Orchestrator.worker
-<taskloom.client.Orchestrator.worker>` calls :func:`install` on the workers it
-makes, which registers :data:`AGENT_ACTIVITY` and keeps the model clients in the
-worker's ``resources``.
+The engine knows nothing of agents and does not import this module: it is a worker
+extension (:class:`Subagents`, :mod:`taskloom.engine.extensions`) that
+:meth:`Orchestrator.worker <taskloom.client.Orchestrator.worker>` installs on the
+workers it makes. It registers :data:`AGENT_ACTIVITY`, keeps the worker's agents,
+gives its workflows the :class:`Context` that has ``ctx.agent``, and keeps the model
+clients in the worker's ``resources``.
 """
 
 from __future__ import annotations
@@ -24,24 +26,38 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from taskloom.agents.agent import AgentRunner
+from taskloom.agents.agent import Agent, AgentResult, AgentRunner, CallObserver
 from taskloom.agents.llm import TokenSink, Usage
 from taskloom.engine.attempt import current
-from taskloom.engine.definitions import AGENT_ACTIVITY_NAME, ActivityDef
+from taskloom.engine.context import Context as EngineContext
+from taskloom.engine.definitions import ActivityDef
 from taskloom.engine.execution import Host
+from taskloom.engine.extensions import WorkerExtension
+from taskloom.engine.metrics import Metrics
 from taskloom.engine.retries import RetryPolicy
 from taskloom.engine.store import Store
 from taskloom.engine.worker import Worker
 from taskloom.errors import UserError
 from taskloom.settings import Settings
 
-__all__ = ["AGENT_ACTIVITY", "AGENT_ACTIVITY_NAME", "LiveTokens", "agent_runner", "install"]
+__all__ = [
+    "AGENT_ACTIVITY",
+    "AGENT_ACTIVITY_NAME",
+    "Context",
+    "LiveTokens",
+    "Subagents",
+    "agent_runner",
+    "install",
+]
+
+AGENT_ACTIVITY_NAME = "taskloom.agent"
+"""The activity that runs a subagent (``ctx.agent``)."""
 
 AGENT_RETRY = RetryPolicy(max_attempts=4, initial_interval=2.0, max_interval=60.0)
 """Model calls fail in passing (429, 5xx, a bad answer): a few tries, backing off."""
@@ -55,39 +71,150 @@ LIVE_MAXLEN = 10_000
 misses the oldest, and the final output in the log is complete in any case."""
 
 
-def install(worker: Worker, settings: Settings) -> AgentRunner:
-    """Make ``worker`` serve subagents: register :data:`AGENT_ACTIVITY` and give it an
-    :class:`AgentRunner` (closed when the worker stops) with the settings' rate limits
-    and prices, shared limits and run budgets on its Redis, and model calls counted in
-    its metrics."""
-    metrics = worker.metrics
+class Context(EngineContext):
+    """What a workflow receives on a worker that serves subagents (every worker made by
+    ``orch.worker``): the engine's :class:`~taskloom.engine.context.Context`, and
+    :meth:`agent`."""
 
-    observe = None
-    if metrics is not None:
+    async def agent(
+        self,
+        agent: Agent,
+        task: str,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        goal: str | None = None,
+        feedback: str | None = None,
+        model: str | None = None,
+        budget: str | None = None,
+    ) -> AgentResult:
+        """Run a subagent as a recorded activity (a replay never calls the model again).
 
-        def observe(provider: str, model: str, seconds: float, usage: Usage, cost: Decimal) -> None:
-            metrics.llm_call(
-                provider,
-                model,
-                seconds,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cost_usd=float(cost),
+        ``inputs`` (JSON) go into its instructions; ``feedback`` tells a retry what was
+        wrong; ``model`` overrides the agent's. Each call is held against the run's
+        budget (``budget``: another run's, e.g. the parent's of a child run) and the
+        model's shared rate limit before it is sent.
+        """
+        Subagents.of(self).add(agent)
+        data = await self.run(
+            AGENT_ACTIVITY_NAME,
+            agent.name,
+            task,
+            inputs=dict(inputs) if inputs else None,
+            goal=goal,
+            feedback=feedback,
+            model=model,
+            budget=budget,
+        )
+        return AgentResult.from_dict(data)
+
+
+class Subagents(WorkerExtension):
+    """The worker extension that serves subagents: registers :data:`AGENT_ACTIVITY`,
+    keeps the worker's agents (given, found in the modules it imports, or met in a
+    ``ctx.agent`` call) and gives its workflows the :class:`Context` with ``ctx.agent``.
+
+    Example::
+
+        worker = Worker(store, modules=["myapp.flows"])
+        worker.extend(Subagents(settings, agents=[fact_finder]))
+    """
+
+    context = Context
+
+    def __init__(self, settings: Settings, *, agents: Iterable[Agent] = ()) -> None:
+        self.settings = settings
+        self._agents: dict[str, Agent] = {}
+        for agent in agents:
+            self.add(agent)
+        self._runner: AgentRunner | None = None
+
+    @classmethod
+    def of(cls, where: Host | EngineContext) -> Subagents:
+        """The extension on a worker, or on the worker running a workflow's context."""
+        found = where.extension(cls)
+        if found is None:
+            raise UserError(
+                "this worker serves no subagents: make it with orch.worker(...), or call "
+                "taskloom.pipeline.subagents.install(worker, settings)"
             )
+        return found
 
-    runner = AgentRunner(
-        redis=worker.store.raw,
-        prefix=worker.store.keys.prefix,
-        prices=settings.price_table(),
-        limits=settings.rate_limit_table(),
-        observe=observe,
-        observe_rate_limit=metrics.llm_rate_limited if metrics is not None else None,
-    )
-    worker.registry.add(AGENT_ACTIVITY)
-    # Closed in this order: a warm-up cut short leaves no client the runner would miss.
-    worker.resources[_WARMUP] = _Warmup(worker, runner, default=settings.model)
-    worker.resources[_RUNNER] = runner
-    return runner
+    def install(self, worker: Worker) -> None:
+        """Serve subagents on ``worker``: the agents of its modules, an
+        :class:`AgentRunner` (closed when the worker stops) with the settings' rate
+        limits and prices, shared limits and run budgets on its Redis, and model calls
+        counted in its metrics."""
+        for module in worker.registry.modules:
+            for value in vars(module).values():
+                if isinstance(value, Agent):
+                    self.add(value)
+        runner = AgentRunner(
+            redis=worker.store.raw,
+            prefix=worker.store.keys.prefix,
+            prices=self.settings.price_table(),
+            limits=self.settings.rate_limit_table(),
+            observe=_observer(worker.metrics),
+            observe_rate_limit=worker.metrics.llm_rate_limited if worker.metrics else None,
+        )
+        worker.registry.add(AGENT_ACTIVITY)
+        # Closed in this order: a warm-up cut short leaves no client the runner would miss.
+        worker.resources[_WARMUP] = _Warmup(self, runner, default=self.settings.model)
+        worker.resources[_RUNNER] = runner
+        self._runner = runner
+
+    @property
+    def runner(self) -> AgentRunner:
+        """The :class:`AgentRunner` that makes this worker's model calls."""
+        if self._runner is None:
+            raise UserError("Subagents serve no worker yet: install them with worker.extend()")
+        return self._runner
+
+    def add(self, agent: Agent) -> None:
+        """Register a subagent spec; another spec under a taken name is an error."""
+        known = self._agents.get(agent.name)
+        if known is not None and known != agent:
+            raise UserError(f"two different agents are named {agent.name!r}; rename one")
+        self._agents[agent.name] = agent
+
+    def agent(self, name: str) -> Agent:
+        """The agent called ``name``."""
+        try:
+            return self._agents[name]
+        except KeyError:
+            raise UserError(
+                f"agent {name!r} is not registered with this worker (known: "
+                f"{sorted(self._agents) or 'none'}); pass it in agents=[...] or define it at "
+                f"the top level of a module the worker imports"
+            ) from None
+
+    @property
+    def agents(self) -> dict[str, Agent]:
+        """Registered agents by name (a copy)."""
+        return dict(self._agents)
+
+
+def _observer(metrics: Metrics | None) -> CallObserver | None:
+    """Counts each finished model call in ``metrics``."""
+    if metrics is None:
+        return None
+
+    def observe(provider: str, model: str, seconds: float, usage: Usage, cost: Decimal) -> None:
+        metrics.llm_call(
+            provider,
+            model,
+            seconds,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=float(cost),
+        )
+
+    return observe
+
+
+def install(worker: Worker, settings: Settings, *, agents: Iterable[Agent] = ()) -> AgentRunner:
+    """Make ``worker`` serve subagents (with ``agents`` and those of its modules): install
+    :class:`Subagents` on it; returns their :class:`AgentRunner`."""
+    return worker.extend(Subagents(settings, agents=agents)).runner
 
 
 class _Warmup:
@@ -100,14 +227,14 @@ class _Warmup:
     (and of the default model) before any call waits for them.
     """
 
-    def __init__(self, worker: Worker, runner: AgentRunner, *, default: str | None) -> None:
-        self._worker, self._runner, self._default = worker, runner, default
+    def __init__(self, subagents: Subagents, runner: AgentRunner, *, default: str | None) -> None:
+        self._subagents, self._runner, self._default = subagents, runner, default
         self._task: asyncio.Task[None] | None = None
 
     def models(self) -> list[str]:
         """The models of the worker's registered agents, then the default model."""
         default = self._default or self._runner.env.get("TASKLOOM_MODEL")
-        named = [a.model or default for a in self._worker.registry.agents.values()]
+        named = [a.model or default for a in self._subagents.agents.values()]
         return [m for m in (*named, default) if m]
 
     def start(self) -> None:
@@ -136,13 +263,7 @@ class _Warmup:
 
 def agent_runner(worker: Host) -> AgentRunner:
     """The :class:`AgentRunner` :func:`install` gave ``worker``."""
-    runner: AgentRunner | None = worker.resources.get(_RUNNER)
-    if runner is None:
-        raise UserError(
-            "this worker serves no subagents: make it with orch.worker(...), or call "
-            "taskloom.pipeline.subagents.install(worker, settings)"
-        )
-    return runner
+    return Subagents.of(worker).runner
 
 
 class LiveTokens:
@@ -231,12 +352,13 @@ async def _run_agent(
 ) -> dict[str, Any]:
     attempt = current()
     worker = attempt.host
-    spec = worker.registry.agent(agent)
+    subagents = Subagents.of(worker)
+    spec = subagents.agent(agent)
     run_id, step = attempt.task.run_id, attempt.task.seq
     live = LiveTokens(worker.store) if spec.stream else None
     sink = live.sink(run_id, step, attempt.info.attempt) if live is not None else None
     try:
-        result = await agent_runner(worker).run(
+        result = await subagents.runner.run(
             spec,
             task,
             inputs=inputs,

@@ -22,7 +22,7 @@ from taskloom.engine.execution import Host
 from taskloom.engine.retries import RetryPolicy
 from taskloom.engine.worker import Worker
 from taskloom.errors import HumanTaskClosedError
-from taskloom.pipeline.subagents import agent_runner
+from taskloom.pipeline.subagents import Subagents, agent_runner
 from taskloom.verifiers import (
     Check,
     CrossCheck,
@@ -150,7 +150,7 @@ async def _verify(request: dict[str, Any]) -> dict[str, Any]:
     worker: Worker = attempt.host
     spec = VerifySpec.model_validate(request["spec"])
     role = request.get("role")
-    output_type = worker.registry.agent(role).output if role else None
+    output_type = Subagents.of(worker).agent(role).output if role else None
     custom: Mapping[str, Verifier] = worker.resources.get(_VERIFIERS, {})
     check = Check(
         output=request["output"],

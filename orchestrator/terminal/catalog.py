@@ -48,9 +48,10 @@ async def _templates(args: argparse.Namespace, orch: Orchestrator) -> int:
 
 async def _roles(args: argparse.Namespace, orch: Orchestrator) -> int:
     from taskloom.pipeline.roles import catalog
+    from taskloom.pipeline.subagents import Subagents
 
     worker = orch.worker(modules=args.imports or [])
-    roles = catalog(worker.registry.agents)
+    roles = catalog(Subagents.of(worker).agents)
     if args.json:
         out(json.dumps([{**r.to_dict(), "model": r.model} for r in roles.values()]))
         return 0
