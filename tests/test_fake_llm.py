@@ -595,18 +595,15 @@ async def test_100_concurrent_requests_are_served_concurrently() -> None:
         return reply(f"answer to {request.messages[0]['content']}", latency=0.2)
 
     async with FakeLLM(script) as fake, openai_client(fake) as client:
-        started = time.monotonic()
         outs = await asyncio.gather(
             *(client.chat.completions.create(model="m", messages=user(str(i))) for i in range(100))
         )
-        elapsed = time.monotonic() - started
         fake.assert_complete()
 
-    assert elapsed < 5.0, f"100 requests of 0.2 s took {elapsed:.1f} s: not concurrent"
     assert sorted(o.choices[0].message.content or "" for o in outs) == sorted(
         f"answer to {i}" for i in range(100)
     )
-    assert most > 10  # the script function ran concurrently
+    assert most > 10  # served concurrently (a wall-clock bound failed CI on a loaded machine)
     assert len(fake.requests) == 100
     assert fake.tokens.max_requests_in_window(60.0, model="m") == 100
 
@@ -668,20 +665,18 @@ async def test_a_failing_script_function_is_reported() -> None:
 async def test_latency_is_waited_without_blocking_other_requests() -> None:
     def script(request: Request) -> Reply:
         slow = request.messages[0]["content"] == "slow"
-        return reply("slow" if slow else "fast", latency=1.0 if slow else 0.0)
+        return reply("slow" if slow else "fast", latency=3.0 if slow else 0.0)
 
     async with FakeLLM(script) as fake, openai_client(fake) as client:
         slow = asyncio.ensure_future(
             client.chat.completions.create(model="m", messages=user("slow"))
         )
-        await asyncio.sleep(0.05)
-        started = time.monotonic()
+        while not fake.requests:  # the slow one is in its latency wait
+            await asyncio.sleep(0.01)
         fast = await client.chat.completions.create(model="m", messages=user("fast"))
-        fast_elapsed = time.monotonic() - started
-        assert not slow.done()
+        assert not slow.done(), "the fast answer waited for the slow one's latency"
         assert (await slow).choices[0].message.content == "slow"
     assert fast.choices[0].message.content == "fast"
-    assert fast_elapsed < 0.5
 
 
 def test_steps_are_validated_early() -> None:
