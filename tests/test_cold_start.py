@@ -9,6 +9,9 @@ step is scheduled, and no import blocks a worker's event loop.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from typing import Any
 
 import pytest
@@ -16,6 +19,7 @@ import pytest
 from taskloom import Orchestrator
 from taskloom.agents.fake_llm import FakeLLM, reply
 from tests import cold_workflows as flows
+from tests.helpers import ROOT
 from tests.test_durability import Spawn, start_worker, stop_worker
 
 pytestmark = pytest.mark.anyio
@@ -55,3 +59,23 @@ async def test_a_cold_workers_first_call_is_sent_once_and_no_lease_is_lost(
     # 1 s lease; the watchdog then sees no frame, and the run is replayed, not re-paid.)
     blocked = [part for part in output.split("event loop blocked")[1:] if "_find_and_load" in part]
     assert not blocked, output
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_a_providers_first_call_imports_and_builds_nothing_on_the_loop(
+    fake: FakeLLM, provider: str
+) -> None:
+    """What the SDKs leave for their first response (pydantic schemas of the response
+    models, OpenTelemetry's propagators) is done where the client is made, in a
+    thread: a loaded CI run saw it hold a cold worker's loop for 1.8 s."""
+    fake.answer_with(lambda request: reply("hello"))
+    url = fake.anthropic_url if provider == "anthropic" else fake.openai_url
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.cold_first_call", provider, url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    seen = json.loads(out.decode().strip().splitlines()[-1])
+    assert seen == {"imports": [], "schemas": []}, seen
+    assert len(fake.requests) == 1

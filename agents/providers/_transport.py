@@ -1,14 +1,20 @@
 """What the two SDK providers share about HTTP: the client they send with, raw
-responses, and telling a transport failure from anything else."""
+responses, telling a transport failure from anything else, and warming the SDK's
+response models before the first response."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import logging
+from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["endpoint", "http_client", "is_transport_error", "parsed"]
+__all__ = ["endpoint", "http_client", "is_transport_error", "parsed", "warm_models"]
+
+log = logging.getLogger("taskloom.agents.providers")
 
 
 def http_client(sdk: ModuleType) -> Any:
@@ -53,3 +59,32 @@ def is_transport_error(exc: Exception) -> bool:
     return isinstance(exc, OSError) or type(exc).__module__.split(".")[0].startswith(
         ("httpx", "httpcore", "aiohttp")
     )
+
+
+_warmed: set[str] = set()
+
+
+def warm_models(
+    sdk: ModuleType, samples: Iterable[tuple[Any, dict[str, Any]]], *, calls: Iterable[str] = ()
+) -> None:
+    """Build, once per process, what an SDK builds on its first response: pydantic
+    schemas of its response models, made lazily by the SDK's ``construct_type``. Call
+    it where the client is made (in a thread: see ``AgentRunner.client``), not on the
+    event loop: on a cold worker the first response otherwise held the loop for tens of
+    milliseconds, and on a loaded machine past the lease (issue 12, a loaded CI run).
+
+    ``samples``: ``(response type, a minimal response of it)``; ``calls``: dotted names
+    of the SDK's cached functions that import on first use (``module:function``). Best
+    effort: an SDK that moved its internals only loses the warm-up."""
+    if sdk.__name__ in _warmed:
+        return
+    _warmed.add(sdk.__name__)
+    try:
+        construct = importlib.import_module(f"{sdk.__name__}._models").construct_type
+        for kind, value in samples:
+            construct(type_=kind, value=value)
+        for name in calls:
+            module, _, function = name.partition(":")
+            getattr(importlib.import_module(module), function)()
+    except Exception as exc:  # the SDK's private layout changed: no warm-up, no harm
+        log.debug("no warm-up of %s's response models: %s", sdk.__name__, exc)

@@ -9,7 +9,7 @@ import anthropic
 from ..errors import TaskloomError
 from ..llm import LLMRequest, LLMResponse, Message, TokenSink, ToolCall, Usage
 from ._classify import classify, kept_headers
-from ._transport import endpoint, http_client, is_transport_error, parsed
+from ._transport import endpoint, http_client, is_transport_error, parsed, warm_models
 
 __all__ = ["AnthropicProvider"]
 
@@ -19,6 +19,56 @@ _FINISH = {
     "max_tokens": "length",
     "tool_use": "tool_calls",
 }
+
+
+_USAGE = {
+    "input_tokens": 1,
+    "output_tokens": 1,
+    "cache_creation_input_tokens": 0,
+    "cache_read_input_tokens": 0,
+    "service_tier": "standard",
+}
+_MESSAGE = {
+    "id": "msg",
+    "type": "message",
+    "role": "assistant",
+    "model": "m",
+    "content": [
+        {"type": "text", "text": "hi", "citations": None},
+        {"type": "tool_use", "id": "t", "name": "f", "input": {}},
+    ],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": _USAGE,
+}
+_SAMPLES: list[tuple[Any, dict[str, Any]]] = [
+    (anthropic.types.Message, _MESSAGE),
+    *(
+        (anthropic.types.RawMessageStreamEvent, event)
+        for event in (
+            {"type": "message_start", "message": _MESSAGE},
+            {"type": "content_block_start", "index": 0, "content_block": _MESSAGE["content"][0]},  # type: ignore[index]
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "h"},
+            },
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": "{"},
+            },
+            {"type": "content_block_stop", "index": 0},
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": _USAGE,
+            },
+            {"type": "message_stop"},
+        )
+    ),
+]
+"""Minimal responses of the types the SDK parses (see :func:`warm_models`)."""
 
 
 class AnthropicProvider:
@@ -37,6 +87,8 @@ class AnthropicProvider:
         )
         self.endpoint = endpoint(self.name, self.client.base_url)
         """Who serves its calls: the provider and base URL, without secrets."""
+        # its tracing imports OpenTelemetry's propagators on the first request
+        warm_models(anthropic, _SAMPLES, calls=["anthropic._tracing:trace_context_injector"])
 
     async def aclose(self) -> None:
         """Close the SDK client's connections."""

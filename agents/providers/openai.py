@@ -6,16 +6,91 @@ import json
 from typing import Any
 
 import openai
-from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from ..errors import TaskloomError
 from ..llm import LLMRequest, LLMResponse, Message, TokenSink, ToolCall, Usage
 from ._classify import classify, kept_headers
-from ._transport import endpoint, http_client, is_transport_error, parsed
+from ._transport import endpoint, http_client, is_transport_error, parsed, warm_models
 
 __all__ = ["OpenAIProvider"]
 
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
+
+
+_SAMPLES: list[tuple[Any, dict[str, Any]]] = [
+    (
+        ChatCompletion,
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "service_tier": "default",
+            "system_fingerprint": "fp",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "tool_calls",
+                    "logprobs": None,
+                    "message": {
+                        "role": "assistant",
+                        "content": "hi",
+                        "refusal": None,
+                        "annotations": [],
+                        "tool_calls": [
+                            {
+                                "id": "t",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": "{}"},
+                            }
+                        ],
+                    },
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 1,
+                "completion_tokens": 1,
+                "total_tokens": 2,
+                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+            },
+        },
+    ),
+    (
+        ChatCompletionChunk,
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "service_tier": "default",
+            "system_fingerprint": "fp",
+            "usage": None,
+            "choices": [
+                {
+                    "index": 0,
+                    "logprobs": None,
+                    "finish_reason": None,
+                    "delta": {
+                        "role": "assistant",
+                        "content": "h",
+                        "refusal": None,
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "t",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": ""},
+                            }
+                        ],
+                    },
+                }
+            ],
+        },
+    ),
+]
+"""Minimal responses of the types the SDK parses (see :func:`warm_models`)."""
 
 
 class OpenAIProvider:
@@ -38,6 +113,7 @@ class OpenAIProvider:
         )
         self.endpoint = endpoint(name, self.client.base_url)
         """Who serves its calls: the provider and base URL, without secrets."""
+        warm_models(openai, _SAMPLES)
 
     async def aclose(self) -> None:
         """Close the SDK client's connections."""
