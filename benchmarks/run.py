@@ -33,6 +33,9 @@ Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
   before and after: everything the server ran meanwhile, divided by the plan's activities).
 - ``W7``: 1000 activities of which 30% fail twice, 10 ms apart, before succeeding:
   throughput, and the retries recorded in the run's log (must be 600).
+- ``cli``: ``taskloom status RUN`` on the embedded store (no Redis URL; the ``--redis-url``
+  is not used): wall time with the server already running, against a cold start and
+  against starting and stopping it per command (:mod:`benchmarks.cli_latency`).
 
 Every engine workload gets a fresh worker process (``python -m taskloom.terminal.cli worker
 --import benchmarks.workloads --concurrency N``), warmed up by a small workflow run to
@@ -70,6 +73,7 @@ if str(ROOT) not in sys.path:  # run as `python benchmarks/run.py`
 from redis.asyncio import Redis  # noqa: E402
 from redis.exceptions import RedisError  # noqa: E402
 
+from benchmarks import cli_latency  # noqa: E402
 from benchmarks import workloads as wl  # noqa: E402
 from taskloom import Orchestrator, RunHandle, Settings, TaskloomError  # noqa: E402
 from taskloom.agents.fake_llm import FakeLLM, Request, reply  # noqa: E402
@@ -77,7 +81,7 @@ from taskloom.testing.simulated import SimulatedTeam  # noqa: E402
 
 __all__ = ["QUICK", "STANDARD", "Sizes", "main"]
 
-WORKLOADS = ("baseline", "W1", "W2", "W3", "W4", "W5", "W6", "W7")
+WORKLOADS = ("baseline", "W1", "W2", "W3", "W4", "W5", "W6", "W7", "cli")
 DEFAULT_LEASE_TTL_S = float(Settings.model_fields["lease_ttl"].default)
 READY_TIMEOUT_S = 30.0
 RESULT_TIMEOUT_S = 60.0
@@ -805,6 +809,7 @@ TARGETS = {
     "W5": "overhead_ratio <= 1.2",
     "W6": "overhead_ratio <= 1.3",
     "W7": "retries_recorded == retries_expected (600 for N=1000)",
+    "cli": cli_latency.TARGET,
 }
 
 
@@ -831,6 +836,8 @@ def target_met(row: dict[str, Any]) -> bool | None:
             return bool(row["overhead_ratio"] <= 1.3)
         case "W7":
             return bool(row["retries_recorded"] == row["retries_expected"])
+        case "cli":
+            return cli_latency.target_met(row)
     return None
 
 
@@ -886,6 +893,8 @@ def summary(row: dict[str, Any]) -> str:
                 f"{row['activities_per_s']:,} activities/s with {row['retries_recorded']} "
                 f"retries recorded (expected {row['retries_expected']})"
             )
+        case "cli":
+            return cli_latency.summary(row)
     return ""
 
 
@@ -955,6 +964,7 @@ async def run_all(redis_url: str, sizes: Sizes, names: Sequence[str], *, as_json
         "W5": bench.run_w5,
         "W6": bench.run_w6,
         "W7": bench.run_w7,
+        "cli": lambda: asyncio.to_thread(cli_latency.measure, quick=sizes is QUICK),
     }
     rows: list[dict[str, Any]] = []
     failed = False
