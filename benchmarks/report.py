@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from benchmarks import cli_latency
+
 __all__ = ["TARGETS", "render_table", "summary", "target_met"]
 
 
@@ -17,6 +19,7 @@ TARGETS = {
     "W5": "overhead_ratio <= 1.2",
     "W6": "overhead_ratio <= 1.3",
     "W7": "retries_recorded == retries_expected (600 for N=1000)",
+    "cli": cli_latency.TARGET,
 }
 
 
@@ -43,6 +46,8 @@ def target_met(row: dict[str, Any]) -> bool | None:
             return bool(row["overhead_ratio"] <= 1.3)
         case "W7":
             return bool(row["retries_recorded"] == row["retries_expected"])
+        case "cli":
+            return cli_latency.target_met(row)
     return None
 
 
@@ -98,6 +103,8 @@ def summary(row: dict[str, Any]) -> str:
                 f"{row['activities_per_s']:,} activities/s with {row['retries_recorded']} "
                 f"retries recorded (expected {row['retries_expected']})"
             )
+        case "cli":
+            return cli_latency.summary(row)
     return ""
 
 

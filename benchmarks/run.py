@@ -33,6 +33,9 @@ Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
   before and after: everything the server ran meanwhile, divided by the plan's activities).
 - ``W7``: 1000 activities of which 30% fail twice, 10 ms apart, before succeeding:
   throughput, and the retries recorded in the run's log (must be 600).
+- ``cli``: ``taskloom status RUN`` on the embedded store (no Redis URL; the ``--redis-url``
+  is not used): wall time with the server already running, against a cold start and
+  against starting and stopping it per command (:mod:`benchmarks.cli_latency`).
 
 Every engine workload gets a fresh worker process (``python -m taskloom.terminal.cli worker
 --import benchmarks.workloads --concurrency N``), warmed up by a small workflow run to
@@ -63,6 +66,7 @@ from redis.asyncio import Redis  # noqa: E402
 from redis.exceptions import RedisError  # noqa: E402
 
 from benchmarks import (  # noqa: E402
+    cli_latency,
     redis_baseline,
     w1_fanout,
     w2_latency,
@@ -78,7 +82,7 @@ from taskloom import TaskloomError  # noqa: E402
 
 __all__ = ["QUICK", "STANDARD", "Sizes", "main"]
 
-WORKLOADS = ("baseline", "W1", "W2", "W3", "W4", "W5", "W6", "W7")
+WORKLOADS = ("baseline", "W1", "W2", "W3", "W4", "W5", "W6", "W7", "cli")
 _RUNS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "baseline": redis_baseline.run,
     "W1": w1_fanout.run,
@@ -88,6 +92,7 @@ _RUNS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "W5": w5_subagents.run,
     "W6": w6_pipeline.run,
     "W7": w7_retries.run,
+    "cli": lambda bench: asyncio.to_thread(cli_latency.measure, quick=bench.sizes is QUICK),
 }
 
 

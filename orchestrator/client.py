@@ -16,7 +16,7 @@ import functools
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -50,6 +50,9 @@ from taskloom.pipeline.templates import Template, get_template
 from taskloom.settings import Settings
 from taskloom.tracing import configure as configure_traces
 from taskloom.tracing import new_run
+
+if TYPE_CHECKING:
+    from taskloom.engine.embedded import EmbeddedRedis
 
 __all__ = ["Orchestrator", "RunHandle"]
 
@@ -187,11 +190,18 @@ class Orchestrator:
         self._store = store
 
     async def close(self) -> None:
-        """Close the connection; an embedded Redis this process started is shut down."""
+        """Close the connection; an embedded Redis this process started is shut down,
+        unless it is kept (``embedded_keep``)."""
         if self._conn is not None:
             await self._conn.close()
         self._conn, self._store = None, None
         self.__dict__.pop("budgets", None)  # made on the closed client: made anew
+
+    @property
+    def embedded(self) -> EmbeddedRedis | None:
+        """The embedded Redis this orchestrator is connected to, or ``None`` (a Redis URL,
+        an injected client, or not connected)."""
+        return None if self._conn is None else self._conn.embedded
 
     @property
     def store(self) -> Store:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from taskloom.agents.errors import validation_problems
 from taskloom.agents.limits import RateLimits
 from taskloom.agents.pricing import PriceTable
+from taskloom.display import parse_age
 from taskloom.errors import ConfigurationError, TaskloomError
 from taskloom.redaction import MASK, redact_url
 
@@ -46,6 +47,8 @@ def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
 _ENV: dict[str, tuple[str, ...]] = {
     "redis_url": ("TASKLOOM_REDIS_URL", "REDIS_URL"),
     "data_dir": ("TASKLOOM_DATA_DIR",),
+    "embedded_keep": ("TASKLOOM_EMBEDDED_KEEP",),
+    "embedded_idle": ("TASKLOOM_EMBEDDED_IDLE",),
     "key_prefix": ("TASKLOOM_KEY_PREFIX",),
     "concurrency": ("TASKLOOM_CONCURRENCY",),
     "lease_ttl": ("TASKLOOM_LEASE_TTL",),
@@ -100,6 +103,15 @@ class Settings(BaseModel):
     """Redis to use; ``None`` starts the embedded server (env: TASKLOOM_REDIS_URL, REDIS_URL)."""
     data_dir: Path = Field(default_factory=default_data_dir)
     """Where the embedded Redis keeps its socket and AOF (env: TASKLOOM_DATA_DIR)."""
+    embedded_keep: bool | None = None
+    """Whether the embedded Redis outlives the process that started it
+    (TASKLOOM_EMBEDDED_KEEP). Unset: the ``taskloom`` commands leave it running for the
+    next command (``taskloom stop`` stops it), and a Python program stops the one it
+    started when it closes; ``true`` or ``false`` decide for both."""
+    embedded_idle: float = Field(default=1800.0, ge=0)
+    """Seconds a kept embedded Redis runs without any client before it stops by itself,
+    its data saved (TASKLOOM_EMBEDDED_IDLE: seconds, or ``30m``, ``2h``; ``0``: never).
+    A running worker or ``taskloom serve`` is a client: it keeps the server up."""
     key_prefix: str = "tl"
     """Prefix of every Redis key, so several deployments share one Redis (TASKLOOM_KEY_PREFIX)."""
     concurrency: int = Field(default=16, ge=1, le=10_000)
@@ -197,6 +209,16 @@ class Settings(BaseModel):
     """``otlp``: OpenTelemetry spans of runs, attempts, verifications and model calls,
     exported over OTLP as the ``OTEL_*`` variables say (TASKLOOM_TRACES; needs the
     ``otel`` extra; see :mod:`taskloom.tracing`)."""
+
+    @field_validator("embedded_idle", mode="before")
+    @classmethod
+    def _age(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            seconds = parse_age(value)
+            if seconds is None:
+                raise ValueError("give seconds or an age such as 90s, 30m or 2h (0: never)")
+            return seconds
+        return value
 
     @field_validator("webhooks", "trusted_hosts", mode="before")
     @classmethod

@@ -3,8 +3,11 @@ subprocesses, and a guard that fails any attempt to reach a real LLM provider.""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -106,6 +109,49 @@ async def orch(client: Redis, prefix: str, redis_url: str) -> AsyncIterator[Orch
     await o.connect()
     yield o
     await o.close()
+
+
+def embedded_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment for a command on the embedded Redis in ``data_dir`` (no Redis URL)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TASKLOOM_REDIS_URL", "REDIS_URL")}
+    env.update({"TASKLOOM_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT), **extra})
+    return env
+
+
+def _processes_on(data_dir: Path) -> list[int]:
+    """Processes whose command line names ``data_dir``: its servers and idle watchers."""
+    needle = str(data_dir).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+    return found
+
+
+def stop_embedded(data_dir: Path) -> None:
+    """Stop the embedded Redis that commands left running in ``data_dir``, and its idle
+    watcher, so the suite leaves no redis-server behind."""
+    from taskloom.engine.embedded import EmbeddedRedis
+
+    with contextlib.suppress(Exception):  # a test may have broken it on purpose
+        EmbeddedRedis(data_dir).shutdown()
+    if Path("/proc").is_dir():
+        for pid in _processes_on(data_dir):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def embedded_dir() -> Iterator[Path]:
+    """A fresh data directory for the embedded Redis (under /tmp: a unix socket path has
+    at most 104 bytes), stopped and removed afterwards (:func:`stop_embedded`)."""
+    path = Path(tempfile.mkdtemp(prefix="tl-kept-", dir="/tmp")) / "data"
+    yield path
+    stop_embedded(path)
+    shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def worker_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sized
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,6 +50,19 @@ async def wait_until(check: Callable[[], Any], what: str, timeout: float = 10) -
                 await asyncio.sleep(0.005)
     except TimeoutError:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    """:func:`wait_until` for plain code: poll ``check`` until it returns something
+    truthy, and return it; fail the test, saying ``what`` was awaited, after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
 
 
 async def at_least(items: Awaitable[S], n: int) -> S | None:

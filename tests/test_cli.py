@@ -6,7 +6,6 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,8 @@ import redis
 from taskloom.agents.fake_llm import FakeLLM
 from taskloom.terminal.demo import demo_plan
 from taskloom.testing.simulated import SimulatedTeam
-from tests.conftest import worker_env
+from tests.conftest import embedded_env, worker_env
 from tests.helpers import ROOT, start_taskloom, taskloom
-
-
-def fresh_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("TASKLOOM_REDIS_URL", "REDIS_URL")}
-    env["TASKLOOM_DATA_DIR"] = str(data_dir)
-    env["PYTHONPATH"] = str(ROOT)
-    return env
 
 
 def _pid_alive(pid: int) -> bool:
@@ -44,61 +36,71 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert "pytest" in test_line.split("#")[0]
 
 
-def test_demo_runs_on_the_embedded_redis_and_leaves_no_server_behind() -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="tl-demo-", dir="/tmp"))
-    proc = taskloom("demo", "--yes", "--keep", env=fresh_env(data_dir))
+def test_demo_runs_on_the_embedded_redis_and_leaves_it_to_the_next_commands(
+    embedded_dir: Path,
+) -> None:
+    data_dir = embedded_dir
+    proc = taskloom("demo", "--yes", "--keep", env=embedded_env(data_dir))
     assert proc.returncode == 0, proc.stderr
     assert "SIMULATED" in proc.stdout and "run completed" in proc.stdout
     assert "qdrant: retrying" in proc.stdout, "one verification failure, fixed by a retry"
     assert "milvus: needs a person" in proc.stdout and "approve" in proc.stdout
     assert "cost: $" in proc.stdout
     assert f"embedded Redis in {data_dir}" in proc.stdout
-    assert (data_dir / "redis.log").exists()
-    assert not (data_dir / "redis.pid").exists() or not _pid_alive(
-        int((data_dir / "redis.pid").read_text())
-    ), "the embedded server must be stopped"
-    # The run is still there afterwards (--keep): the data survived the server's
-    # restart, in the demo's own namespace, and its history says who served each call.
+    assert "kept running between commands" in proc.stdout and "taskloom stop" in proc.stdout
+    assert "started the embedded Redis" in proc.stderr
+    pid = int((data_dir / "redis.pid").read_text())
+    assert _pid_alive(pid), "the embedded server is left running for the next command"
+    # The run is still there afterwards (--keep), in the demo's own namespace, and its
+    # history says who served each call; the commands reuse the demo's server.
     namespace = re.search(r"namespace: (tl-demo-\w+) ", proc.stdout)
     assert namespace is not None, proc.stdout
     served = re.search(
         r"model calls served by (openai http://127\.0\.0\.1:\d+/v1) \(\d+\)", proc.stdout
     )
     assert served is not None, proc.stdout
-    runs = taskloom("--key-prefix", namespace[1], "runs", "--json", env=fresh_env(data_dir))
+    runs = taskloom("--key-prefix", namespace[1], "runs", "--json", env=embedded_env(data_dir))
     assert runs.returncode == 0, runs.stderr
+    assert "started the embedded Redis" not in runs.stderr
     listed = json.loads(runs.stdout)
     assert [r["status"] for r in listed] == ["completed"]
     history = taskloom(
-        "--key-prefix", namespace[1], "history", listed[0]["run_id"], env=fresh_env(data_dir)
+        "--key-prefix", namespace[1], "history", listed[0]["run_id"], env=embedded_env(data_dir)
     )
     assert f"served by {served[1]}" in history.stdout and "agent planner answered" in history.stdout
-    assert taskloom("runs", "--json", env=fresh_env(data_dir)).stdout.strip() == "[]"
+    assert taskloom("runs", "--json", env=embedded_env(data_dir)).stdout.strip() == "[]"
+    assert int((data_dir / "redis.pid").read_text()) == pid
+    # The data survives the server's restart.
+    assert taskloom("stop", env=embedded_env(data_dir)).returncode == 0
+    again = taskloom("--key-prefix", namespace[1], "runs", "--json", env=embedded_env(data_dir))
+    assert [r["status"] for r in json.loads(again.stdout)] == ["completed"], again.stderr
 
 
-def test_demo_shares_no_work_with_a_worker_on_the_same_store() -> None:
+def test_demo_shares_no_work_with_a_worker_on_the_same_store(embedded_dir: Path) -> None:
     """A user's `taskloom worker`, configured for another OpenAI-compatible server,
     runs on the default embedded store while `taskloom demo` runs: the demo's model
     calls all go to its simulated team, none to that server, and the demo's namespace
     is gone afterwards."""
-    data_dir = Path(tempfile.mkdtemp(prefix="tl-iso-", dir="/tmp"))
+    data_dir = embedded_dir
     team = SimulatedTeam(plans=[demo_plan()])
     with FakeLLM() as foreign:
         foreign.answer_with(team)
-        env = fresh_env(data_dir) | {
+        env = embedded_env(data_dir) | {
             "OPENAI_BASE_URL": foreign.openai_url,
             "OPENAI_API_KEY": "sk-foreign",
         }
         worker = start_taskloom("worker", env=env)
         try:
             assert worker.stdout is not None
+            first = worker.stdout.readline()  # it started the store the demo then uses
+            assert "started the embedded Redis" in first, first
             assert "worker " in worker.stdout.readline()  # serving the default namespace
-            proc = taskloom("demo", "--yes", env=fresh_env(data_dir), timeout=120)
+            proc = taskloom("demo", "--yes", env=embedded_env(data_dir), timeout=120)
             assert proc.returncode == 0, proc.stdout + proc.stderr
             assert len(foreign.requests) == 0, f"the worker served {dict(team.calls)}"
             assert "run completed (simulated)" in proc.stdout
             assert "NOT simulated" not in proc.stdout
-            runs = taskloom("runs", "--json", env=fresh_env(data_dir))
+            runs = taskloom("runs", "--json", env=embedded_env(data_dir))
             assert json.loads(runs.stdout) == [], "nothing of the demo's in the default namespace"
             with redis.Redis(unix_socket_path=str(data_dir / "redis.sock")) as client:
                 assert client.keys("tl:*"), "the worker's namespace is there"

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from taskloom import Orchestrator, Settings
 from taskloom.engine.embedded import EmbeddedRedis, find_redis_server
+from taskloom.engine.idlestop import parse_watcher_name, pid_alive
 from taskloom.errors import ConfigurationError, EmbeddedRedisError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,15 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _gone(pid: int) -> bool:
     """Whether ``pid`` has exited (a zombie nobody reaped counts as exited)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state == "Z"
+    return not pid_alive(pid)
 
 
 def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
@@ -106,6 +100,21 @@ def test_second_instance_reuses_the_running_server(data_dir: Path) -> None:
         assert first.pid is not None and not _gone(first.pid)
         client = _client(first)
         assert client.ping()
+        client.close()
+    finally:
+        first.stop()
+
+
+def test_a_reused_server_fsyncs_every_write_when_a_process_asks_for_it(data_dir: Path) -> None:
+    first = EmbeddedRedis(data_dir)
+    first.start()
+    try:
+        client = _client(first)
+        assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+        EmbeddedRedis(data_dir, appendfsync="always").start()
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
+        EmbeddedRedis(data_dir, appendfsync="everysec").start()
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}, "never weakened"
         client.close()
     finally:
         first.stop()
@@ -210,3 +219,22 @@ def test_a_missing_binary_is_reported(data_dir: Path) -> None:
 def test_a_data_dir_too_long_for_a_socket_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="TASKLOOM_DATA_DIR"):
         EmbeddedRedis(Path("/tmp") / ("x" * 120))
+
+
+@pytest.mark.anyio
+async def test_a_python_program_stops_the_server_it_started_unless_told_to_keep_it(
+    embedded_dir: Path,
+) -> None:
+    async with Orchestrator(settings=Settings(data_dir=embedded_dir)) as orch:
+        assert orch.embedded is not None and orch.embedded.owned
+        pid = orch.embedded.pid
+    assert pid is not None and _gone(pid)
+
+    async with Orchestrator(settings=Settings(data_dir=embedded_dir, embedded_keep=True)) as orch:
+        assert orch.embedded is not None and not orch.embedded.owned
+        pid = orch.embedded.pid
+    assert pid is not None and not _gone(pid), "kept for the next process"
+    with redis.Redis(unix_socket_path=str(embedded_dir / "redis.sock")) as client:
+        names = [str(entry["name"]) for entry in client.client_list()]
+    idle = [parsed[1] for parsed in map(parse_watcher_name, names) if parsed is not None]
+    assert idle == [1800.0], "one idle watcher beside it, with the default period"

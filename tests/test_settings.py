@@ -31,6 +31,19 @@ def test_numbers_are_parsed_and_validated() -> None:
         Settings.from_env({}, key_prefix="a{b}")
 
 
+def test_the_embedded_store_settings_take_ages_and_booleans() -> None:
+    default = Settings.from_env({})
+    assert (default.embedded_keep, default.embedded_idle) == (None, 1800.0)
+    s = Settings.from_env({"TASKLOOM_EMBEDDED_IDLE": "2h", "TASKLOOM_EMBEDDED_KEEP": "false"})
+    assert (s.embedded_keep, s.embedded_idle) == (False, 7200.0)
+    assert Settings.from_env({"TASKLOOM_EMBEDDED_IDLE": "0"}).embedded_idle == 0
+    assert Settings.from_env({"TASKLOOM_EMBEDDED_IDLE": "90"}).embedded_idle == 90
+    with pytest.raises(ConfigurationError, match=r"embedded_idle.*30m"):
+        Settings.from_env({"TASKLOOM_EMBEDDED_IDLE": "soon"})
+    with pytest.raises(ConfigurationError, match="embedded_idle"):
+        Settings.from_env({}, embedded_idle=-1)
+
+
 def test_rate_limits_and_prices_come_from_the_environment(tmp_path: Path) -> None:
     prices = tmp_path / "prices.toml"
     prices.write_text('["local:llama"]\ninput = 0\noutput = 0\n')

@@ -28,7 +28,7 @@ from taskloom.agents.fake_llm import FakeLLM
 from taskloom.pipeline.templates import BUILTIN_TEMPLATES
 from taskloom.terminal.liveview import LiveView
 from taskloom.testing.simulated import SimulatedTeam
-from tests.conftest import worker_env
+from tests.conftest import embedded_env, stop_embedded, worker_env
 from tests.helpers import ROOT, TASKLOOM, running, taskloom
 from tests.terminal import Terminal
 
@@ -124,18 +124,20 @@ async def test_runs_has_a_header(orch: Orchestrator, redis_url: str, prefix: str
 
 # -- status and history, for a person and for scripts -----------------------------------
 @pytest.fixture(scope="module")
-def finished_pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def finished_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A demo run kept in its namespace (on its own embedded Redis), with a retry and
     an escalation: what `status` and `history` show of a real pipeline run."""
     data_dir = tmp_path_factory.mktemp("tc-demo")
-    env = {k: v for k, v in os.environ.items() if k not in ("TASKLOOM_REDIS_URL", "REDIS_URL")}
-    env.update({"TASKLOOM_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)})
-    demo = taskloom("demo", "--yes", "--keep", "--no-live", env=env, timeout=120)
-    assert demo.returncode == 0, demo.stderr
-    namespace = next(w for w in demo.stdout.split() if w.startswith("tl-demo-"))
-    env["TASKLOOM_KEY_PREFIX"] = namespace
-    (run,) = json.loads(taskloom("runs", "--json", env=env).stdout)
-    return {"env": env, "run_id": run["run_id"]}
+    env = embedded_env(data_dir)
+    try:
+        demo = taskloom("demo", "--yes", "--keep", "--no-live", env=env, timeout=120)
+        assert demo.returncode == 0, demo.stderr
+        namespace = next(w for w in demo.stdout.split() if w.startswith("tl-demo-"))
+        env["TASKLOOM_KEY_PREFIX"] = namespace
+        (run,) = json.loads(taskloom("runs", "--json", env=env).stdout)
+        yield {"env": env, "run_id": run["run_id"]}
+    finally:
+        stop_embedded(data_dir)  # the commands leave it running
 
 
 def test_status_reads_as_a_summary_with_a_row_per_activity(

@@ -125,21 +125,28 @@ class Connection:
         return f"Connection(url={redact_url(self.url)!r}, embedded={self.embedded!r})"
 
     async def close(self) -> None:
-        """Close the client; stop the embedded server if this process started it."""
+        """Close the client; stop the embedded server if this process started it and
+        does not keep it."""
         await self.client.aclose()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
 
 
 async def connect(settings: Settings) -> Connection:
-    """Connect as ``settings`` say; with no URL, start or reuse the embedded Redis."""
+    """Connect as ``settings`` say; with no URL, start or reuse the embedded Redis (kept
+    running after this process if ``settings.embedded_keep``)."""
     embedded = None
     url = settings.redis_url
     if url is None:
         from taskloom.engine.embedded import EmbeddedRedis  # only processes without a URL need it
 
         fsync = "always" if settings.durability == "fsync" else settings.appendfsync
-        embedded = EmbeddedRedis(settings.data_dir, appendfsync=fsync)
+        embedded = EmbeddedRedis(
+            settings.data_dir,
+            appendfsync=fsync,
+            keep=bool(settings.embedded_keep),
+            idle=settings.embedded_idle,
+        )
         # In this thread, not a helper thread: the server's parent-death signal follows
         # the thread that started it, and it must live as long as this process.
         embedded.start()

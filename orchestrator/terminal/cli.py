@@ -26,6 +26,7 @@ from taskloom.terminal import (
     inbox_cli,
     run_commands,
     runs_commands,
+    store_commands,
     worker_command,
 )
 from taskloom.terminal import serve as web_commands
@@ -41,15 +42,20 @@ commands (``run_commands``, ``worker_command``, ``dlq_commands``, ``runs_command
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
-    return Settings.from_env(
+    settings = Settings.from_env(
         redis_url=args.redis_url, data_dir=args.data_dir, key_prefix=args.key_prefix, **extra
     )
+    if settings.embedded_keep is None:  # a command leaves the embedded Redis to the next
+        settings = settings.model_copy(update={"embedded_keep": True})
+    return settings
 
 
 async def _doctor(args: argparse.Namespace, orch: Orchestrator) -> int:
     from taskloom.terminal.doctor import diagnose, render_json, render_text
 
     report = await diagnose(orch.store.client, durability=orch.settings.durability)
+    if not args.json and orch.embedded is not None:
+        out(f"store: {store_commands.describe(orch.embedded)}")
     out(render_json(report) if args.json else render_text(report))
     return 0 if report.ok else 1
 
@@ -57,7 +63,11 @@ async def _doctor(args: argparse.Namespace, orch: Orchestrator) -> int:
 # -- parsing ----------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="taskloom", description="durable orchestration of LLM subagents on Redis"
+        prog="taskloom",
+        description="durable orchestration of LLM subagents on Redis",
+        epilog="With no Redis URL, the first command starts an embedded Redis under the data "
+        "directory and leaves it running for the next ones; `taskloom stop` stops it, and it "
+        "stops by itself after TASKLOOM_EMBEDDED_IDLE (default 30m) without a client.",
     )
     p.add_argument(
         "--redis-url",
@@ -83,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         register(cmd)
     doc = cmd("doctor", _doctor, "check the Redis in use: version, persistence, eviction, latency")
     doc.add_argument("--json", action="store_true")
-    for register in (inbox_cli.register, web_commands.register):
+    for register in (inbox_cli.register, web_commands.register, store_commands.register):
         register(cmd)
     return p
 
@@ -115,7 +125,9 @@ async def _main(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _check_redis_url(args, settings)
     orch = Orchestrator(settings=settings)
-    await orch.connect()
+    if getattr(args, "connects", True):
+        await orch.connect()
+        store_commands.tell_if_started(orch)
     try:
         handler: Handler = args.handler
         return await handler(args, orch)

@@ -23,6 +23,7 @@ from taskloom.pipeline.templates import template_names
 from taskloom.redaction import redact_url
 from taskloom.terminal.demo import DEMO_GOAL, DEMO_PRICE_NOTE
 from taskloom.terminal.output import out
+from taskloom.terminal.store_commands import describe
 
 if TYPE_CHECKING:
     from taskloom.terminal.cli import Command
@@ -85,6 +86,8 @@ async def _demo(args: argparse.Namespace, orch: Orchestrator) -> int:
     namespace = demo_namespace(settings.key_prefix)
     blobs = settings.data_dir / "demo" / namespace
     where = redact_url(settings.redis_url or f"embedded Redis in {settings.data_dir}")
+    if orch.embedded is not None:  # and how long it runs: the demo leaves it running
+        where = describe(orch.embedded)
     out("taskloom demo: the real pipeline and durable engine, with a SIMULATED LLM")
     out("  (a fake server on loopback plays planner, subagents, judge and integrator;")
     out("   nothing leaves this machine and every answer it gives says [simulated])")
