@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from starlette.responses import HTMLResponse
 
-from taskloom.display import pretty, span, when
+from taskloom.display import clip, duration, pretty, span, when
 from taskloom.engine.clock import Clock
 from taskloom.inbox.links import item_path
 from taskloom.web.visitors import Visitor
@@ -36,7 +37,7 @@ class Renderer:
             lstrip_blocks=True,
             auto_reload=False,  # the templates ship with the package: no stat per render
         )
-        self.env.filters.update(when=when, pretty=pretty, span=span)
+        self.env.filters.update(when=when, pretty=pretty, span=span, duration=duration, clip=clip)
         self.env.globals.update(item_url=item_path, run_url=_run_url, label=_label)
 
     def render(
@@ -51,9 +52,20 @@ class Renderer:
             "link_token": visitor.link.token if visitor and visitor.link else None,
             "now_ms": self.clock.now_ms(),
             "refresh": None,
+            "live_url": None,
         }
         html = self.env.get_template(template).render(**(base | context))
         return HTMLResponse(html, status_code=status)
+
+    def parts(
+        self, visitor: Visitor, template: str, names: Sequence[str], **context: Any
+    ) -> dict[str, str]:
+        """Parts of a page: each macro of ``template`` named in ``names`` (``run-head``
+        calls ``run_head``) rendered with ``context``, by name."""
+        base: dict[str, Any] = {"nav": True, "user": visitor.session.user, "csrf": visitor.csrf}
+        base |= {"link_token": None, "now_ms": self.clock.now_ms()}
+        module = self.env.get_template(template).make_module(base | context)
+        return {name: str(getattr(module, name.replace("-", "_"))()) for name in names}
 
     def message(
         self, visitor: Visitor | None, status: int, title: str, message: str
