@@ -112,7 +112,8 @@ async def find_runs(
     found: list[tuple[IndexedRun, RunAbout]] = []
     cursor, scanned = after, 0
     while True:
-        page = await index.page(statuses=statuses, after=cursor, limit=limit)
+        batch = min(max(limit, 100), SCAN_LIMIT - scanned) if needle else limit
+        page = await index.page(statuses=statuses, after=cursor, limit=batch)
         for i, entry in enumerate(page.entries):
             scanned += 1
             info = entry.info
