@@ -315,6 +315,11 @@ async def test_the_live_stream_sends_the_page_anew_until_the_run_ends(
     assert 'data-id="a" data-state="accepted"' in last["parts"]["run-graph"]
     assert 'data-id="b" data-state="accepted"' in last["parts"]["run-graph"]
     assert 'id="rerun-form"' in last["parts"]["run-head"]  # the form of an ended run
+    shown = re.findall(r'<tr class="[a-z]+">', page.text)
+    added = "".join(v["log"] for v in views)
+    assert last["log_count"] == len(shown) + len(re.findall(r'<tr class="[a-z]+">', added))
+    assert "human_decided" not in added and "decided &#39;edit&#39; by ana" in added
+    assert "run completed" in added and "run created" not in added  # only what is new
     assert 'data-id="a" data-state="waiting"' in page.text  # as the page was first drawn
 
 

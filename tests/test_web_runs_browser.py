@@ -191,6 +191,9 @@ async def test_a_planned_run_is_started_followed_live_and_rerun_in_the_browser(
             assert await page.evaluate("window.notReloaded === true"), "the page reloaded"
             await expect(page.locator("html")).not_to_have_class("live")
             await expect(page.locator("#result")).to_contain_text("[simulated] Integrated answer")
+            await expect(page.locator("#log")).to_contain_text("run completed")  # rows added
+            count = int(await page.locator("#log-count").inner_text())
+            assert count == await page.locator("#log-rows tr").count() > 100
             reused = {"market", "pricing", "competitors", "regulation", "forecast", "summary"}
             assert await states(page) == {
                 **dict.fromkeys(reused, "reused"),

@@ -62,10 +62,17 @@ class Renderer:
     ) -> dict[str, str]:
         """Parts of a page: each macro of ``template`` named in ``names`` (``run-head``
         calls ``run_head``) rendered with ``context``, by name."""
+        module = self._module(visitor, template, context)
+        return {name: str(getattr(module, name.replace("-", "_"))()) for name in names}
+
+    def macro(self, visitor: Visitor, template: str, name: str, *args: Any) -> str:
+        """Macro ``name`` of ``template`` called with ``args``."""
+        return str(getattr(self._module(visitor, template, {}), name)(*args))
+
+    def _module(self, visitor: Visitor, template: str, context: dict[str, Any]) -> Any:
         base: dict[str, Any] = {"nav": True, "user": visitor.session.user, "csrf": visitor.csrf}
         base |= {"link_token": None, "now_ms": self.clock.now_ms()}
-        module = self.env.get_template(template).make_module(base | context)
-        return {name: str(getattr(module, name.replace("-", "_"))()) for name in names}
+        return self.env.get_template(template).make_module(base | context)
 
     def message(
         self, visitor: Visitor | None, status: int, title: str, message: str

@@ -34,7 +34,9 @@ class RunAbout:
     """What a run was asked, from its recorded input."""
 
     goal: str = ""
-    """A pipeline's goal; for another workflow, its arguments on one line."""
+    """A pipeline's goal (``""`` for another workflow)."""
+    arguments: str = ""
+    """Another workflow's arguments, on one line."""
     template: str = ""
     model: str = ""
     previous: str = ""
@@ -44,7 +46,7 @@ class RunAbout:
 
     def words(self) -> str:
         """The text a search looks in."""
-        return " ".join((self.goal, self.template, self.model, self.previous))
+        return " ".join((self.goal, self.arguments, self.template, self.model, self.previous))
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ def describe(workflow: str, value: Any) -> RunAbout:
             previous=str(request.get("previous") or ""),
             rerun=tuple(map(str, request.get("rerun") or ())),
         )
-    return RunAbout(goal=one_line(args, 200) if args else "")
+    return RunAbout(arguments=one_line(args, 200) if args else "")
 
 
 async def find_runs(

@@ -29,7 +29,7 @@ from taskloom.engine.clock import Clock
 from taskloom.engine.human import HumanTask
 from taskloom.engine.keys import STATUSES, TERMINAL_STATUSES
 from taskloom.engine.payloads import Payloads
-from taskloom.engine.store import RunInfo
+from taskloom.engine.store import Event, RunInfo
 from taskloom.errors import TaskloomError
 from taskloom.pipeline.progress import PlanVersion, RunProgress
 from taskloom.pipeline.templates import template_names
@@ -207,20 +207,26 @@ class RunPages:
         """Messages until the run ends, the client leaves or the stream's time is up:
         one after each batch of log events, after a change of the run's status (which
         the log does not always record: a run taken up by a worker), and every
-        :data:`REFRESH_SECONDS` anyway (running times and bars grow)."""
+        :data:`REFRESH_SECONDS` anyway (running times and bars grow). Each carries
+        the log's rows the page has not shown yet (those after ``seen``)."""
         store, handle = self.orch.store, self.orch.handle(run_id)
-        progress = RunProgress()
+        progress, unseen, count = RunProgress(), [], 0
         for event in await store.read_log(run_id):
             progress.feed(event)
+            count += 1
+            if seen and _entry_id(event.id) > _entry_id(seen):
+                unseen.append(event)
         loop = asyncio.get_running_loop()
         stop, sent, status = loop.time() + self.stream_seconds, loop.time(), ""
         yield "retry: 2000\n\n"
-        fresh = progress.last_id != seen  # written after the page was rendered
+        fresh = bool(unseen)  # written after the page was rendered
         while True:
             if fresh or loop.time() - sent > REFRESH_SECONDS:
-                message, status = await self._message(visitor, run_id, progress, wanted)
+                message, status = await self._message(
+                    visitor, run_id, progress, wanted, unseen, count
+                )
                 yield message
-                sent = loop.time()
+                sent, unseen = loop.time(), []
                 if progress.ended:
                     yield "event: end\ndata: {}\n\n"
                     return
@@ -230,18 +236,30 @@ class RunPages:
             events = await store.follow_log(run_id, after=progress.last_id, block_ms=1000)
             for event in events:
                 progress.feed(event)
+            unseen += events
+            count += len(events)
             fresh = bool(events) or (await handle.info()).status != status
 
     async def _message(
-        self, visitor: Visitor, run_id: str, progress: RunProgress, wanted: int | None
+        self,
+        visitor: Visitor,
+        run_id: str,
+        progress: RunProgress,
+        wanted: int | None,
+        unseen: list[Event],
+        count: int,
     ) -> tuple[str, str]:
         """A ``view`` event, and the run's status it shows."""
         view = await self._view(run_id, progress, wanted)
         parts = self.pages.parts(
             visitor, "run_parts.html", LIVE_PARTS, v=view, rerun_key=uuid.uuid4().hex
         )
-        data = json.dumps({"status": view.info.status, "parts": parts}, separators=(",", ":"))
-        return f"id: {progress.last_id}\nevent: view\ndata: {data}\n\n", view.info.status
+        rows = self.pages.macro(
+            visitor, "run_parts.html", "log_rows", [event_row(e) for e in unseen]
+        )
+        data = {"status": view.info.status, "parts": parts, "log": rows, "log_count": count}
+        text = json.dumps(data, separators=(",", ":"))
+        return f"id: {progress.last_id}\nevent: view\ndata: {text}\n\n", view.info.status
 
     # -- starting, cancelling, re-running -------------------------------------------------
     async def new_run(self, request: Request, visitor: Visitor) -> Response:
@@ -348,6 +366,12 @@ def _answer_state(info: RunInfo, progress: RunProgress) -> str:
     if not bars:
         return "planned"
     return "waiting" if bars[-1].kind == "wait" and bars[-1].end_ms is None else "running"
+
+
+def _entry_id(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (``ms-seq``) as numbers, to compare two in log order."""
+    ms, _, seq = entry_id.partition("-")
+    return (int(ms), int(seq or 0)) if ms.isdigit() and (seq or "0").isdigit() else (0, 0)
 
 
 def _last_ms(progress: RunProgress) -> int:

@@ -1,7 +1,7 @@
 // The run page, live: follows the run's event stream (server-sent events from
-// /runs/ID/live) and puts each newly rendered part of the page in place, so states,
-// the timeline and the answer change without a reload. Without this script the page
-// reloads itself every few seconds instead (a <noscript> refresh).
+// /runs/ID/live), puts each newly rendered part of the page in place and adds the new
+// rows of the log, so states, the timeline and the answer change without a reload.
+// Without this script the page reloads itself every few seconds instead (<noscript>).
 (function () {
   "use strict";
   var main = document.querySelector("main[data-live-url]");
@@ -18,6 +18,14 @@
         part.innerHTML = view.parts[id];
       }
     });
+    var rows = document.getElementById("log-rows");
+    if (rows && view.log) {
+      rows.insertAdjacentHTML("beforeend", view.log);
+    }
+    var count = document.getElementById("log-count");
+    if (count) {
+      count.textContent = String(view.log_count);
+    }
     main.setAttribute("data-status", view.status);
   });
   source.addEventListener("end", function () {
