@@ -81,3 +81,26 @@ async def test_a_replanned_run_folds_into_versions_states_and_bars(
     for event in events:
         again.feed(event)
     assert again.rows() == progress.rows()
+
+
+async def test_an_activity_with_a_sub_plan_names_its_child_run(
+    fake: FakeLLM, orch: Orchestrator
+) -> None:
+    parent = {"activities": [act("a", split=True), act("b")]}
+    child = {"activities": [act("s1"), act("s2")]}
+
+    def work(task: str, feedback: str | None) -> str:
+        return '{"decompose": "two parts"}' if "decompose" in task else f"text of {task[-2:]}"
+
+    fake.answer_with(SimulatedTeam(plans=[parent, child], work=work))
+    async with running(orch.worker()):
+        handle = await orch.submit("deep work", model=MODEL, max_depth=1)
+        await handle.result(timeout=30)
+    progress = RunProgress()
+    async for event in handle.events(follow=False):
+        progress.feed(event)
+    a = progress.steps["a"]
+    assert a.state == "accepted" and a.child_run.startswith(f"{handle.run_id}.")
+    assert [b.kind for b in a.bars] == ["work", "sub-plan", "verify"]
+    assert a.bars[1].outcome == "pass"
+    assert (await orch.handle(a.child_run).info()).parent["run_id"] == handle.run_id  # type: ignore[index]

@@ -209,6 +209,13 @@ async def test_a_planned_run_is_started_followed_live_and_rerun_in_the_browser(
             )
             assert final == ["recommendations"]
             await page.screenshot(path=artifacts / "run-completed.png", full_page=True)
+            timeline = await page.locator("#run-timeline").bounding_box()
+            assert timeline is not None
+            height = timeline["y"] + timeline["height"] + 12
+            overview = {"x": 0, "y": 0, "width": 1440, "height": height}
+            await page.screenshot(
+                path=artifacts / "run-overview.png", full_page=True, clip=overview
+            )
 
             # The timeline: planning first, cross-checks and integration last; pricing's
             # two attempts in order (a failed check between them); summary after
@@ -245,6 +252,7 @@ async def test_a_planned_run_is_started_followed_live_and_rerun_in_the_browser(
             await page.click("#run-graph nav.versions a:has-text('v1')")
             v1 = await states(page)
             assert v1["risks"] == "replan" and v1["recommendations"] == "blocked"
+            assert v1["answer"] == "superseded"  # v1 was never integrated
             assert v1["pricing"] == "accepted"
             await expect(page.locator("#act-pricing")).to_contain_text("2")  # attempts
             await page.screenshot(path=artifacts / "run-plan-v1.png", full_page=True)

@@ -84,6 +84,8 @@ class Step:
     accepted_by: str = ""
     task_id: str | None = None
     """Its open inbox item, while it waits on a person."""
+    child_run: str = ""
+    """The run of its sub-plan, if it asked for one."""
     reused_from: str = ""
     """Where a reused output was made: ``v1`` (an earlier plan version of the run; its
     attempts, verdict, tokens and cost are shown here too) or ``an earlier run``."""
@@ -203,7 +205,7 @@ class RunProgress:
         elif t == "human_task_created":
             self._waits(event.seq or "", d, at)
         elif t in ("child_started", "child_completed", "child_failed"):
-            self._child(event.seq or "", t, at)
+            self._child(event.seq or "", t, d, at)
         elif t in ("human_decided", "human_expired"):
             decision = (d.get("result") or {}).get("decision") if t == "human_decided" else ""
             self._close(event.seq or "", at, str(decision or "expired"))
@@ -268,11 +270,12 @@ class RunProgress:
         elif "." not in seq:
             self._open[seq] = _add(self.stages[self._stage], Bar("wait", at))
 
-    def _child(self, seq: str, t: str, at: int) -> None:
+    def _child(self, seq: str, t: str, d: dict[str, Any], at: int) -> None:
         step = self._branch(seq)
         if t != "child_started":
             self._close(seq, at, "pass" if t == "child_completed" else "failed")
         elif step is not None:
+            step.child_run = str(d.get("child_id") or "")
             self._open[seq] = _add(step.bars, Bar("sub-plan", at, attempt=step.attempts))
 
     def _close(self, seq: str, at: int, outcome: str) -> None:

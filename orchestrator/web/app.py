@@ -1,4 +1,5 @@
-"""The web inbox as a Starlette app: server-rendered pages that work without JavaScript.
+"""The web inbox and run pages as a Starlette app: server-rendered pages that work
+without JavaScript.
 
 ::
 
@@ -21,8 +22,13 @@ Who gets in:
 Every POST form carries a CSRF token in a hidden field (the session's, or one bound to
 the link); a missing or wrong one is refused with 403 and nothing is recorded. A refused
 request never sets or replaces the session cookie. Pages
-are sent with a Content-Security-Policy that allows no script at all, and Jinja
-autoescapes everything a model or a person wrote.
+are sent with a Content-Security-Policy that allows no script at all, but for a live run
+page, which loads the site's own ``/static/run.js`` (:data:`~taskloom.web.hardening.RUN_PAGE_CSP`),
+and Jinja autoescapes everything a model or a person wrote.
+
+The pages of runs (the list, a run's page and its live stream, the start, cancel and
+re-run forms) are :class:`~taskloom.web.runs.RunPages`; those of the inbox's items are
+:class:`~taskloom.web.items.ItemPages`.
 """
 
 from __future__ import annotations

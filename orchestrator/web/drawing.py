@@ -171,7 +171,7 @@ def gantt(rows: list[TimelineRow], *, start_ms: int, end_ms: int) -> Gantt:
     ticks = [
         Tick(LABEL_W + t * scale, duration(t)) for t in range(0, total + 1, step) if t <= total
     ]
-    return Gantt(drawn, ticks, LABEL_W + CHART_W + 12, AXIS_H + len(rows) * ROW_H + 4)
+    return Gantt(drawn, ticks, LABEL_W + CHART_W + 44, AXIS_H + len(rows) * ROW_H + 4)
 
 
 def _bar(label: str, bar: Bar, start_ms: int, end_ms: int, scale: float) -> GanttBar:

@@ -14,7 +14,7 @@ from taskloom.engine.clock import Clock
 from taskloom.inbox.links import item_path
 from taskloom.web.visitors import Visitor
 
-__all__ = ["Renderer"]
+__all__ = ["Renderer", "run_path"]
 
 _LABELS = {
     "approve": "Approve",
@@ -38,7 +38,7 @@ class Renderer:
             auto_reload=False,  # the templates ship with the package: no stat per render
         )
         self.env.filters.update(when=when, pretty=pretty, span=span, duration=duration, clip=clip)
-        self.env.globals.update(item_url=item_path, run_url=_run_url, label=_label)
+        self.env.globals.update(item_url=item_path, run_url=run_path, label=_label)
 
     def render(
         self, visitor: Visitor | None, template: str, *, status: int = 200, **context: Any
@@ -81,7 +81,8 @@ class Renderer:
         return self.render(visitor, "message.html", status=status, title=title, message=message)
 
 
-def _run_url(run_id: str) -> str:
+def run_path(run_id: str) -> str:
+    """The path of run ``run_id``'s page."""
     return f"/runs/{quote(run_id, safe='')}"
 
 

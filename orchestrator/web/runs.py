@@ -35,7 +35,7 @@ from taskloom.pipeline.progress import PlanVersion, RunProgress
 from taskloom.pipeline.templates import template_names
 from taskloom.web.drawing import Gantt, Graph, gantt, plan_graph
 from taskloom.web.hardening import RUN_PAGE_CSP
-from taskloom.web.rendering import Renderer
+from taskloom.web.rendering import Renderer, run_path
 from taskloom.web.runlist import PAGE_SIZE, RunAbout, describe, find_runs
 from taskloom.web.timeline import event_row
 from taskloom.web.visitors import Problem, Visitor
@@ -135,7 +135,7 @@ class RunPages:
         live = None
         if view.active:
             query = {"after": progress.last_id} | ({"version": str(wanted)} if wanted else {})
-            live = f"/runs/{run_id}/live?{urlencode(query)}"
+            live = f"{run_path(run_id)}/live?{urlencode(query)}"
         page = self.pages.render(
             visitor,
             "run.html",
@@ -150,13 +150,14 @@ class RunPages:
         return page
 
     async def _view(self, run_id: str, progress: RunProgress, wanted: int | None) -> RunView:
-        handle = self.orch.handle(run_id)
-        info, budget, tasks = await asyncio.gather(
-            handle.info(),
+        meta, budget, tasks = await asyncio.gather(
+            self.orch.store.get_meta(run_id),
             self.orch.budget(run_id),
             self.orch.human_tasks.list(run_id=run_id, limit=MAX_OPEN_ITEMS),
         )
-        about = describe(info.workflow, await self.payloads.unpack(await self._input(run_id)))
+        info = RunInfo.from_meta(meta)
+        recorded = json.loads(meta.get("input") or "null")
+        about = describe(info.workflow, await self.payloads.unpack(recorded))
         result = await self.payloads.unpack(info.result) if info.status == "completed" else None
         answer = result.get("answer", result) if isinstance(result, dict) else result
         version = _pick(progress, wanted)
@@ -170,7 +171,7 @@ class RunPages:
             open_tasks=tasks,
             answer=answer,
             version=version,
-            graph=plan_graph(version, answer_state=_answer_state(info, progress))
+            graph=plan_graph(version, answer_state=_answer_state(info, progress, version))
             if version is not None
             else None,
             timeline=gantt(progress.rows(), start_ms=progress.start_ms, end_ms=end)
@@ -178,10 +179,6 @@ class RunPages:
             else None,
             now_ms=now,
         )
-
-    async def _input(self, run_id: str) -> Any:
-        raw = (await self.orch.store.get_meta(run_id)).get("input") or "null"
-        return json.loads(raw)
 
     # -- live ---------------------------------------------------------------------------
     async def live(self, request: Request, visitor: Visitor) -> Response:
@@ -314,13 +311,13 @@ class RunPages:
             model=model,
             run_id=f"web-{fields['key']}",  # the same form sent twice starts one run
         )
-        return RedirectResponse(f"/runs/{handle.run_id}", status_code=303)
+        return RedirectResponse(run_path(handle.run_id), status_code=303)
 
     async def cancel(self, request: Request, visitor: Visitor) -> Response:
         await self._form(request, visitor)
         run_id = request.path_params["run_id"]
         await self.orch.handle(run_id).cancel()
-        return RedirectResponse(f"/runs/{run_id}", status_code=303)
+        return RedirectResponse(run_path(run_id), status_code=303)
 
     async def rerun(self, request: Request, visitor: Visitor) -> Response:
         form = await self._form(request, visitor)
@@ -332,7 +329,7 @@ class RunPages:
         if not activity or not _key(key):
             raise Problem(400, "Nothing was started", "Choose the activity to re-run from.")
         handle = await self.orch.rerun(run_id, from_activity=activity, new_run_id=f"rerun-{key}")
-        return RedirectResponse(f"/runs/{handle.run_id}", status_code=303)
+        return RedirectResponse(run_path(handle.run_id), status_code=303)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -357,9 +354,11 @@ def _pick(progress: RunProgress, wanted: int | None) -> PlanVersion | None:
     raise Problem(404, "No such plan version", f"This run has plan versions {known}.")
 
 
-def _answer_state(info: RunInfo, progress: RunProgress) -> str:
+def _answer_state(info: RunInfo, progress: RunProgress, version: PlanVersion) -> str:
     """The integrated answer's box: accepted, failed, cancelled, waiting (on a person),
-    running, or planned (not begun)."""
+    running, planned (not begun), or superseded (an older plan version's)."""
+    if version is not progress.versions[-1]:
+        return "superseded"
     if info.status in TERMINAL_STATUSES:
         return {"completed": "accepted"}.get(info.status, info.status)
     bars = progress.stages["integrate"]
