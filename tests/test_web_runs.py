@@ -339,3 +339,28 @@ async def test_a_magic_link_reaches_no_run_page_form_or_stream(web: Web, make_wo
             assert reply.status_code == 403, url
         assert (await outsider.get("/runs/new")).status_code == 303  # to the sign-in page
         assert (await outsider.post("/runs", data={"goal": "x"})).status_code == 401
+
+
+async def test_a_live_stream_ends_when_the_browser_goes_away(
+    orch: Orchestrator, make_worker: Any
+) -> None:
+    app = create_app(orch, secret=SECRET, inbox_token=TOKEN)
+    async with running(make_worker(workflows=[review])):
+        waiting = await orch.start(review, "Check the notes", "ana", None, {"type": "string"})
+        await wait_until(lambda: orch.human_tasks.list(run_id=waiting.run_id), "the item")
+        # uvicorn stops only once every request's task has ended: the stream must notice
+        # that its client left (the run still waits), not run on for its 5 minutes.
+        try:
+            async with (
+                asyncio.timeout(30),
+                serving(app, "127.0.0.1") as site,
+                httpx.AsyncClient(base_url=site) as http,
+            ):
+                signin = await http.get("/signin")
+                form = {"csrf": csrf_of(signin.text), "name": "ana", "token": TOKEN}
+                await http.post("/signin", data=form)
+                async with http.stream("GET", f"/runs/{waiting.run_id}/live") as stream:
+                    assert await anext(stream.aiter_lines()) == "retry: 2000"
+        except TimeoutError:
+            raise AssertionError("the live stream outlived its client") from None
+        assert (await orch.handle(waiting.run_id).info()).status == "waiting"
