@@ -25,6 +25,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from taskloom.agents.budget import BudgetUsage
 from taskloom.agents.providers import split_model
 from taskloom.client import MAX_GOAL_CHARS, Orchestrator
+from taskloom.engine import serde
 from taskloom.engine.clock import Clock
 from taskloom.engine.human import HumanTask
 from taskloom.engine.keys import STATUSES, TERMINAL_STATUSES
@@ -36,7 +37,7 @@ from taskloom.pipeline.templates import template_names
 from taskloom.web.drawing import Gantt, Graph, gantt, plan_graph
 from taskloom.web.hardening import RUN_PAGE_CSP
 from taskloom.web.rendering import Renderer, run_path
-from taskloom.web.runlist import PAGE_SIZE, RunAbout, describe, find_runs
+from taskloom.web.runlist import RunAbout, describe, find_runs
 from taskloom.web.timeline import event_row
 from taskloom.web.visitors import Problem, Visitor
 
@@ -89,12 +90,10 @@ class RunPages:
         pages: Renderer,
         clock: Clock,
         read_form: Callable[[Request, Visitor], Awaitable[dict[str, str]]],
-        stream_seconds: float = STREAM_SECONDS,
     ) -> None:
         self.orch, self.pages, self.clock = orch, pages, clock
         self._form = read_form
         self.payloads: Payloads = orch.payloads()
-        self.stream_seconds = stream_seconds
 
     # -- the list -----------------------------------------------------------------------
     async def runs(self, request: Request, visitor: Visitor) -> Response:
@@ -120,7 +119,6 @@ class RunPages:
             statuses=STATUSES,
             first_url="/runs" + (f"?{urlencode(keep)}" if keep else ""),
             next_url=f"/runs?{urlencode(keep | {'after': found.next})}" if found.next else None,
-            page_size=PAGE_SIZE,
         )
 
     # -- one run ------------------------------------------------------------------------
@@ -156,7 +154,7 @@ class RunPages:
             self.orch.human_tasks.list(run_id=run_id, limit=MAX_OPEN_ITEMS),
         )
         info = RunInfo.from_meta(meta)
-        recorded = json.loads(meta.get("input") or "null")
+        recorded = serde.loads(meta.get("input") or "null")
         about = describe(info.workflow, await self.payloads.unpack(recorded))
         result = await self.payloads.unpack(info.result) if info.status == "completed" else None
         answer = result.get("answer", result) if isinstance(result, dict) else result
@@ -214,7 +212,7 @@ class RunPages:
             if seen and _entry_id(event.id) > _entry_id(seen):
                 unseen.append(event)
         loop = asyncio.get_running_loop()
-        stop, sent, status = loop.time() + self.stream_seconds, loop.time(), ""
+        stop, sent, status = loop.time() + STREAM_SECONDS, loop.time(), ""
         yield "retry: 2000\n\n"
         fresh = bool(unseen)  # written after the page was rendered
         while True:
