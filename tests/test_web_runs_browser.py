@@ -175,6 +175,7 @@ async def test_a_planned_run_is_started_followed_live_and_rerun_in_the_browser(
             }
             await expect(page.locator("#open-items")).to_contain_text("risks")
             await expect(page.locator("html")).to_have_class("live")
+            assert await page.locator("#log-box").get_attribute("open") is None  # folded away
             await page.screenshot(path=artifacts / "run-waiting.png", full_page=True)
 
             # The person asks for a re-plan from the inbox, in another tab.

@@ -32,6 +32,7 @@ from taskloom.engine.keys import STATUSES, TERMINAL_STATUSES
 from taskloom.engine.payloads import Payloads
 from taskloom.engine.store import Event, RunInfo
 from taskloom.errors import TaskloomError
+from taskloom.pipeline.pipeline import PIPELINE_NAME
 from taskloom.pipeline.progress import PlanVersion, RunProgress
 from taskloom.pipeline.templates import template_names
 from taskloom.web.drawing import Gantt, Graph, gantt, plan_graph
@@ -72,6 +73,11 @@ class RunView:
     @property
     def active(self) -> bool:
         return self.info.status not in TERMINAL_STATUSES
+
+    @property
+    def pipeline(self) -> bool:
+        """A run of the pipeline (a goal planned into activities), not of another workflow."""
+        return self.info.workflow == PIPELINE_NAME
 
     @property
     def duration_ms(self) -> int:
