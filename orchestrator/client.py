@@ -31,7 +31,7 @@ from taskloom.engine.definitions import ActivityDef, WorkflowDef
 from taskloom.engine.dlq import DeadLetters
 from taskloom.engine.durability import fsync_mode
 from taskloom.engine.human import HumanTasks
-from taskloom.engine.keys import STATUSES
+from taskloom.engine.keys import STATUSES, TERMINAL_STATUSES
 from taskloom.engine.payloads import Payloads
 from taskloom.engine.store import Event, RunInfo, Store, now_ms
 from taskloom.engine.worker import Worker
@@ -43,7 +43,7 @@ from taskloom.errors import (
     UserError,
 )
 from taskloom.inbox import notify
-from taskloom.pipeline import pipeline
+from taskloom.pipeline import pipeline, rerun
 from taskloom.pipeline.plan import parse_plan, size_problem
 from taskloom.pipeline.subagents import LiveTokens, install
 from taskloom.pipeline.templates import Template, get_template
@@ -343,6 +343,47 @@ class Orchestrator:
             timeout=timeout,
             budget_usd=budget_usd,
             budget_tokens=budget_tokens,
+        )
+
+    async def rerun(
+        self, run_id: str, *, from_activity: str, new_run_id: str | None = None
+    ) -> RunHandle:
+        """Run an ended pipeline run (completed, failed or cancelled) again from one
+        activity: a new run with the old run's latest plan, given up front, which reuses
+        every output the old run accepted except ``from_activity``'s and those of the
+        activities built on it (see :mod:`taskloom.pipeline.rerun`). The old run is left
+        as it was; the new one names it in its ``follow_up`` record. Returns at once.
+
+        ``new_run_id`` is the new run's id (an idempotency key, as for :meth:`start`)."""
+        info = await self.store.run_info(run_id)
+        if info.status not in TERMINAL_STATUSES:
+            raise UserError(
+                f"run {run_id} is still {info.status}: a re-run starts from an ended run "
+                f"(wait for it, or cancel it first)"
+            )
+        request = await rerun.read_request(self.store, self.payloads(), run_id)
+        plan = rerun.latest_plan(await self.store.read_log(run_id))
+        if plan is None:
+            raise UserError(
+                f"run {run_id} ended before it had a plan: there is no activity to re-run "
+                f"from; submit its goal again"
+            )
+        rerun.downstream(plan, [from_activity])  # an unknown activity, said now
+        request.update(
+            previous=run_id,
+            rerun=[from_activity],
+            plan=plan.model_dump(mode="json", by_alias=True, exclude={"version"}),
+            budget=None,  # its own budget, not a parent's
+        )
+        usage = await self.budget(run_id)
+        return await self.start(
+            pipeline.PIPELINE_NAME,
+            pipeline.PipelineRequest.model_validate(request).model_dump(
+                mode="json", exclude_none=True
+            ),
+            run_id=new_run_id,
+            budget_usd=None if usage.max_usd is None else str(usage.max_usd),
+            budget_tokens=usage.max_tokens,
         )
 
     @property

@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["MAX_AGE", "clip", "one_line", "parse_age", "pretty", "span", "when"]
+__all__ = ["MAX_AGE", "clip", "duration", "one_line", "parse_age", "pretty", "span", "when"]
 
 _AGE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -30,6 +30,16 @@ def span(ms: float) -> str:
         if s >= size:
             return f"{s / size:.0f}{unit}"
     return f"{s:.0f}s"
+
+
+def duration(ms: float) -> str:
+    """A duration to a tenth of a second, or in minutes and hours past one:
+    ``0.4s``, ``12.3s``, ``4m05s``, ``2h07m``."""
+    s = max(ms, 0) / 1000
+    if s < 60:
+        return f"{s:.1f}s"
+    minutes, rest = divmod(int(s), 60)
+    return f"{minutes}m{rest:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def parse_age(text: str) -> float | None:

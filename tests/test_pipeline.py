@@ -92,6 +92,14 @@ async def decide(
             await asyncio.sleep(0.02)
 
 
+async def accepted(orch: Orchestrator, run_id: str, act_id: str) -> bool:
+    """Whether activity ``act_id`` of the run has been accepted (for ``wait_until``)."""
+    return any(
+        e["event"] == "activity" and e["id"] == act_id and e["state"] == "accepted"
+        for e in await events_of(orch, run_id)
+    )
+
+
 def integrated_inputs(team: SimulatedTeam) -> str:
     """What the integrator was shown (its system prompt)."""
     (request,) = team.requests["integrator"]

@@ -452,8 +452,11 @@ async def test_the_run_page_tells_a_pipeline_run_from_plan_to_result(
         "run completed",
     ):
         assert shown in body, shown
-    assert re.search(r"\d+ tokens, \$\d", body)  # the cost
-    assert re.search(r"<td>a</td><td>writer</td>", body)  # the plan's activity table
+    tokens = re.search(r'<span id="tokens">(\d+)</span>', body)
+    assert tokens and int(tokens[1]) > 0 and re.search(r'<span id="cost">\$0\.\d{4}</span>', body)
+    assert re.search(r'<g class="node state-accepted" data-id="a" data-state="accepted"', body)
+    assert 'data-from="a" data-to="b"' in body  # the plan's graph: b needs a
+    assert re.search(r'<tr id="act-a" data-state="accepted">.*?writer.*?edit by ana', body, re.S)
 
 
 # -- metrics ----------------------------------------------------------------------------

@@ -201,7 +201,7 @@ async def test_a_person_edits_an_output_in_the_browser_and_the_run_completes(
             await expect(page.locator("#result")).to_contain_text(
                 "The field notes, summarised by ana."
             )
-            await expect(page.locator("#timeline")).to_contain_text("decided 'edit' by ana")
+            await expect(page.locator("#log")).to_contain_text("decided 'edit' by ana")
             assert dialogs == [] and await page.title() != "pwned"
         finally:
             await browser.close()

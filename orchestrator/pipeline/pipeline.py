@@ -46,14 +46,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskloom.agents.agent import Agent
-from taskloom.engine.attempt import current
 from taskloom.engine.definitions import ActivityDef, workflow
 from taskloom.engine.human import Decision
 from taskloom.engine.store import Event
-from taskloom.errors import ActivityError, HumanTaskExpiredError, UserError, WorkflowError
+from taskloom.errors import ActivityError, HumanTaskExpiredError, WorkflowError
 from taskloom.pipeline.plan import Plan, PlanActivity, diff_plans, spec_keys
 from taskloom.pipeline.planner import Planner
 from taskloom.pipeline.policy import ActivityRun, Work, edited, problem_of
+from taskloom.pipeline.rerun import downstream, previous_run
 from taskloom.pipeline.roles import BUILTIN_ROLES, INTEGRATOR, PLANNER
 from taskloom.pipeline.subagents import Context, Subagents
 from taskloom.pipeline.verification import CustomVerifiers, install_verifiers
@@ -109,8 +109,10 @@ class PipelineRequest(BaseModel):
     plan: dict[str, Any] | None = None
     """A plan given up front: the planner is not asked (it is for re-plans)."""
     previous: str | None = None
-    """A finished pipeline run this one follows up: its plan is the planner's starting
+    """An ended pipeline run this one follows up: its plan is the planner's starting
     point, and its accepted activities whose spec did not change are reused."""
+    rerun: list[str] = Field(default_factory=list)
+    """Activities of ``previous`` to do again, with everything built on them."""
 
 
 @dataclass
@@ -135,20 +137,7 @@ async def pipeline(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
     return await Pipeline(ctx, PipelineRequest.model_validate(request)).run()
 
 
-async def _previous_run(run_id: str) -> dict[str, Any]:
-    """The result of a finished pipeline run (for a follow-up)."""
-    host = current().host
-    info = await host.store.run_info(run_id)
-    result = await host.payloads.unpack(info.result)  # a big one is in the blob store
-    if info.status != "completed" or not isinstance(result, dict) or "plan" not in result:
-        raise UserError(
-            f"run {run_id} is not a finished pipeline run (status {info.status}); a follow-up "
-            f"builds on a completed run of orch.submit"
-        )
-    return result
-
-
-PREVIOUS_RUN_ACTIVITY = ActivityDef(name="taskloom.previous_run", fn=_previous_run, is_async=True)
+PREVIOUS_RUN_ACTIVITY = ActivityDef(name="taskloom.previous_run", fn=previous_run, is_async=True)
 
 
 def install(
@@ -246,16 +235,19 @@ class Pipeline:
         """Take over a finished run's plan and accepted work (read by a recorded
         activity, so a replay sees what the first execution saw)."""
         prev = await self.ctx.run(PREVIOUS_RUN_ACTIVITY.name, self.req.previous)
+        plan = Plan.model_validate(prev["plan"])
+        stale = downstream(plan, self.req.rerun)
         for act_id, data in prev["activities"].items():
             work = Work(**{k: v for k, v in data.items() if k in Work.__dataclass_fields__})
             self.works[act_id] = work
-            if work.status == "accepted":
+            if work.status == "accepted" and act_id not in stale:
                 self.accepted[work.key] = work
-        plan = Plan.model_validate(prev["plan"])
         self.emit(
             "follow_up",
             previous=self.req.previous,
-            reusable=sorted(i for i, w in self.works.items() if w.status == "accepted"),
+            version=plan.version,
+            rerun=sorted(stale),
+            reusable=sorted(i for i, w in self.works.items() if w.key in self.accepted),
         )
         return plan
 

@@ -95,6 +95,7 @@ async def _serve(args: argparse.Namespace, orch: Orchestrator) -> int:
         log_level="info" if args.debug else "warning",
         proxy_headers=False,
         server_header=False,
+        timeout_graceful_shutdown=5,  # a live run page's event stream would hold it open
     )
     redact_access_log()  # after the Config, which sets uvicorn's loggers up
     with sock:

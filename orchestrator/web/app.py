@@ -1,4 +1,5 @@
-"""The web inbox as a Starlette app: server-rendered pages that work without JavaScript.
+"""The web inbox and run pages as a Starlette app: server-rendered pages that work
+without JavaScript.
 
 ::
 
@@ -21,8 +22,13 @@ Who gets in:
 Every POST form carries a CSRF token in a hidden field (the session's, or one bound to
 the link); a missing or wrong one is refused with 403 and nothing is recorded. A refused
 request never sets or replaces the session cookie. Pages
-are sent with a Content-Security-Policy that allows no script at all, and Jinja
-autoescapes everything a model or a person wrote.
+are sent with a Content-Security-Policy that allows no script at all, but for a live run
+page, which loads the site's own ``/static/run.js`` (:data:`~taskloom.web.hardening.RUN_PAGE_CSP`),
+and Jinja autoescapes everything a model or a person wrote.
+
+The pages of runs (the list, a run's page and its live stream, the start, cancel and
+re-run forms) are :class:`~taskloom.web.runs.RunPages`; those of the inbox's items are
+:class:`~taskloom.web.items.ItemPages`.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from importlib.resources import files
 from urllib.parse import quote
 
 from prometheus_client.exposition import choose_encoder
@@ -41,7 +48,6 @@ from starlette.routing import Route
 
 from taskloom.client import Orchestrator
 from taskloom.engine.clock import Clock
-from taskloom.engine.keys import STATUSES, TERMINAL_STATUSES
 from taskloom.engine.metrics import Metrics
 from taskloom.errors import (
     HumanTaskClosedError,
@@ -52,17 +58,16 @@ from taskloom.errors import (
 )
 from taskloom.inbox.links import LinkRefusedError, MagicLinks
 from taskloom.inbox.signing import Signer
-from taskloom.pipeline.pipeline import pipeline_entry
 from taskloom.web.credentials import check_token
 from taskloom.web.forms import FormError, parse_form
 from taskloom.web.hardening import SECURITY_HEADERS as _HEADERS
 from taskloom.web.hardening import harden
-from taskloom.web.items import MAX_LIST, ItemPages
+from taskloom.web.items import ItemPages
 from taskloom.web.rendering import Renderer
+from taskloom.web.runs import RunPages
 from taskloom.web.sessions import SESSION_COOKIE, Sessions
 from taskloom.web.sessions import Session as _Session
 from taskloom.web.throttle import SigninLimits, SigninThrottle, SigninThrottledError
-from taskloom.web.timeline import activity_rows, event_row, latest_plan
 from taskloom.web.visitors import NAME, Access, Handler, Problem, Visitor, task_id_of
 
 __all__ = ["SESSION_COOKIE", "create_app"]
@@ -151,14 +156,21 @@ class _Inbox:
         self.items = ItemPages(
             orch, links=self.links, pages=self.pages, clock=clock, read_form=self._form
         )
-        item = "/items/{run_id}/{seq}"
+        self.runs = RunPages(orch, pages=self.pages, clock=clock, read_form=self._form)
+        item, run = "/items/{run_id}/{seq}", "/runs/{run_id}"
         routes = [
             Route("/signin", self._page(self.signin_form, "public"), methods=["GET"]),
             Route("/signin", self._page(self.signin, "public"), methods=["POST"]),
             Route("/signout", self._page(self.signout, "user"), methods=["POST"]),
             Route("/", self._page(self.items.inbox_list, "user"), methods=["GET"]),
-            Route("/runs", self._page(self.runs, "user"), methods=["GET"]),
-            Route("/runs/{run_id}", self._page(self.run, "user"), methods=["GET"]),
+            Route("/runs", self._page(self.runs.runs, "user"), methods=["GET"]),
+            Route("/runs", self._page(self.runs.start, "user"), methods=["POST"]),
+            Route("/runs/new", self._page(self.runs.new_run, "user"), methods=["GET"]),
+            Route(run, self._page(self.runs.run, "user"), methods=["GET"]),
+            Route(run + "/live", self._page(self.runs.live, "user"), methods=["GET"]),
+            Route(run + "/cancel", self._page(self.runs.cancel, "user"), methods=["POST"]),
+            Route(run + "/rerun", self._page(self.runs.rerun, "user"), methods=["POST"]),
+            Route("/static/run.js", self._page(_script, "public"), methods=["GET"]),
             Route(item, self._page(self.items.item, "item"), methods=["GET"]),
             Route(item + "/decide", self._page(self.items.decide, "item"), methods=["POST"]),
             Route(item + "/links", self._page(self.items.make_link, "user"), methods=["POST"]),
@@ -347,34 +359,6 @@ class _Inbox:
         await self.sessions.sign_out(visitor.session)
         return RedirectResponse("/signin", status_code=303)
 
-    # -- runs ---------------------------------------------------------------------------
-    async def runs(self, request: Request, visitor: Visitor) -> Response:
-        status = request.query_params.get("status", "")
-        if status and status not in STATUSES:
-            raise Problem(400, "Unknown status", f"Choose one of {', '.join(STATUSES)}.")
-        runs = await self.orch.list_runs(status or None, limit=200)
-        return self.pages.render(visitor, "runs.html", runs=runs, current=status, statuses=STATUSES)
-
-    async def run(self, request: Request, visitor: Visitor) -> Response:
-        run_id = request.path_params["run_id"]
-        handle = self.orch.handle(run_id)
-        info = await handle.info()
-        events = [e async for e in handle.events(follow=False)]  # the log, read once
-        decisions = [d for e in events if (d := pipeline_entry(e)) is not None]
-        budget = await self.orch.budget(run_id)
-        open_tasks = await self.orch.human_tasks.list(run_id=run_id, limit=MAX_LIST)
-        return self.pages.render(
-            visitor,
-            "run.html",
-            info=info,
-            rows=[event_row(e) for e in events],
-            plan=latest_plan(decisions),
-            activities=activity_rows(decisions),
-            budget=budget,
-            open_tasks=open_tasks,
-            refresh=None if info.status in TERMINAL_STATUSES else 5,
-        )
-
     # -- metrics ------------------------------------------------------------------------
     async def metrics_page(self, request: Request, visitor: Visitor) -> Response:
         inbox = self.orch.human_tasks  # cluster-wide numbers, read fresh for each scrape
@@ -384,6 +368,14 @@ class _Inbox:
 
 
 # -- helpers ----------------------------------------------------------------------------
+_RUN_JS = (files("taskloom.web") / "static" / "run.js").read_bytes()
+
+
+async def _script(request: Request, visitor: Visitor) -> Response:
+    """The run page's script (the site's only one)."""
+    return Response(_RUN_JS, media_type="text/javascript")
+
+
 def _local(url: str) -> str:
     """``url`` if it is a path on this site, else ``/`` (no open redirects)."""
     if url.startswith("/") and not url.startswith("//") and "\\" not in url:

@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = [
     "HSTS",
     "LOOPBACK_HOSTS",
+    "RUN_PAGE_CSP",
     "SECURITY_HEADERS",
     "TokenRedactor",
     "default_trusted_hosts",
@@ -58,6 +59,12 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Cache-Control": "no-store",
 }
 """Headers every response of the web inbox carries."""
+
+RUN_PAGE_CSP = (
+    SECURITY_HEADERS["Content-Security-Policy"] + "; script-src 'self'; connect-src 'self'"
+)
+"""The policy of a live run page: the one script of the site's own (``/static/run.js``,
+never inline) and its event stream; everything else as :data:`SECURITY_HEADERS`."""
 
 HSTS = "max-age=31536000"
 """``Strict-Transport-Security`` when the public URL is https: a year, this host only.

@@ -1,16 +1,17 @@
-"""A run's story for its page: the log's events and the pipeline's recorded decisions
-turned into rows a person reads, and the pipeline's activities summed up in a table."""
+"""A run's log for its page: each event, and each of the pipeline's recorded decisions,
+as a row a person reads (the run page's graph and timeline come from
+:mod:`taskloom.pipeline.progress`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from taskloom.display import one_line
 from taskloom.engine.store import Event
 from taskloom.pipeline.pipeline import pipeline_entry
 
-__all__ = ["ActivityRow", "Row", "activity_rows", "event_row", "latest_plan", "pipeline_text"]
+__all__ = ["Row", "event_row", "pipeline_text"]
 
 _LIMIT = 160
 
@@ -26,19 +27,6 @@ class Row:
     task_id: str | None = None
     """The inbox item the row is about (to link to it)."""
     detail: str = ""
-
-
-@dataclass
-class ActivityRow:
-    """One activity of the pipeline, as far as its recorded decisions tell."""
-
-    id: str
-    role: str = ""
-    inputs: list[str] = field(default_factory=list)
-    state: str = "planned"
-    attempts: int = 0
-    verification: str = ""
-    decided: str = ""
 
 
 def short(value: Any, limit: int = _LIMIT) -> str:
@@ -169,38 +157,3 @@ def _activity_text(e: dict[str, Any]) -> str:
             return f"{head}: {short(e.get('why') or '')}"
         case _:
             return head
-
-
-def latest_plan(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The last ``planned`` entry's plan."""
-    plans = [e for e in entries if e.get("event") == "planned"]
-    return plans[-1].get("plan") if plans else None
-
-
-def activity_rows(entries: list[dict[str, Any]]) -> list[ActivityRow]:
-    """Each activity of the latest plan with its last state, attempts, verification."""
-    plan = latest_plan(entries) or {}
-    rows = {
-        str(a.get("id")): ActivityRow(
-            id=str(a.get("id")), role=str(a.get("role", "")), inputs=list(a.get("inputs") or [])
-        )
-        for a in plan.get("activities") or []
-    }
-    for e in entries:
-        if e.get("event") == "planned":
-            for row in rows.values():  # states start over with each plan version
-                row.state, row.attempts, row.verification, row.decided = "planned", 0, "", ""
-        found = rows.get(str(e.get("id"))) if e.get("event") == "activity" else None
-        if found is None:
-            continue
-        row = found
-        state = str(e.get("state"))
-        if state == "started":
-            row.attempts = int(e.get("attempt") or row.attempts + 1)
-        elif state == "verified":
-            row.verification = str(e.get("status"))
-        elif state == "decided":
-            row.decided = f"{e.get('decision')} by {e.get('by')}"
-        if state not in ("decided",):
-            row.state = state
-    return list(rows.values())
