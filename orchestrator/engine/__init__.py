@@ -6,8 +6,8 @@ Runs as append-only event logs (``store``, ``keys``, ``scripts`` with the packag
 owns runs and runs activities (``worker``, ``attempt``, ``tasks``, ``batch``,
 ``failures``, ``retries``, ``dlq``), human tasks a run waits on (``human``), payloads
 and blobs (``payloads``, ``blobs``, ``bounds``), the connection and the embedded Redis
-(``connection``, ``embedded``, ``durability``), time (``clock``) and what it shows of
-itself (``metrics``, ``looplag``).
+(``connection``, ``refusals``, ``embedded``, ``durability``), waiting on streams
+(``follow``), time (``clock``) and what it shows of itself (``metrics``, ``looplag``).
 
 May import: ``taskloom.errors``, ``taskloom.settings``, ``taskloom.redaction``, and the
 agent spec ``taskloom.agents.agent`` (a debt the ``.importlinter`` contracts name).
