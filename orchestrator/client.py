@@ -30,6 +30,7 @@ from taskloom.engine.connection import Connection, connect
 from taskloom.engine.definitions import ActivityDef, WorkflowDef
 from taskloom.engine.dlq import DeadLetters
 from taskloom.engine.durability import fsync_mode
+from taskloom.engine.follow import StreamFollower
 from taskloom.engine.human import HumanTasks
 from taskloom.engine.keys import STATUSES, TERMINAL_STATUSES
 from taskloom.engine.payloads import Payloads
@@ -57,14 +58,24 @@ if TYPE_CHECKING:
 __all__ = ["Orchestrator", "RunHandle"]
 
 MAX_GOAL_CHARS = 20_000
+GONE_CHECK_MS = 5_000
+"""A followed run with no news for this long is checked for still being in Redis: one
+EXISTS per waiter each time, so a process following thousands of runs makes hundreds a
+second, not thousands."""
 
 
 class RunHandle:
-    """One run: await its result, follow its events, signal or cancel it."""
+    """One run: await its result, follow its events, signal or cancel it.
 
-    def __init__(self, store: Store, run_id: str) -> None:
+    ``follower``: the :class:`StreamFollower` its waits share with the other handles
+    of its :class:`Orchestrator` (a handle made on its own gets one of its own)."""
+
+    def __init__(
+        self, store: Store, run_id: str, *, follower: StreamFollower | None = None
+    ) -> None:
         self._store = store
         self.run_id = run_id
+        self._follower = follower or StreamFollower(store.client, lanes=1)
 
     def __repr__(self) -> str:
         return f"RunHandle({self.run_id!r})"
@@ -105,7 +116,10 @@ class RunHandle:
                 last = batch[-1].id
             if not follow:
                 return
-            batch = await self._store.follow_log(self.run_id, after=last or "0-0", block_ms=1000)
+            entries = await self._follower.read(
+                self._store.keys.log(self.run_id), after=last or "0-0", block_ms=GONE_CHECK_MS
+            )
+            batch = [Event.parse(entry_id, fields) for entry_id, fields in entries]
             if not batch and not await self._store.raw.exists(self._store.keys.meta(self.run_id)):
                 raise RunNotFoundError(
                     f"run {self.run_id} existed and is gone from Redis: the server lost "
@@ -157,6 +171,7 @@ class Orchestrator:
         self._client = client
         self._conn: Connection | None = None
         self._store: Store | None = None
+        self._follower: StreamFollower | None = None
 
     async def __aenter__(self) -> Orchestrator:
         await self.connect()
@@ -188,13 +203,16 @@ class Orchestrator:
                 await self.close()
                 raise
         self._store = store
+        self._follower = StreamFollower(client)
 
     async def close(self) -> None:
         """Close the connection; an embedded Redis this process started is shut down,
         unless it is kept (``embedded_keep``)."""
+        if self._follower is not None:
+            await self._follower.aclose()
         if self._conn is not None:
             await self._conn.close()
-        self._conn, self._store = None, None
+        self._conn, self._store, self._follower = None, None, None
         self.__dict__.pop("budgets", None)  # made on the closed client: made anew
 
     @property
@@ -207,11 +225,16 @@ class Orchestrator:
     def store(self) -> Store:
         """The underlying :class:`Store` (after :meth:`connect`)."""
         if self._store is None:
-            raise UserError(
-                "the Orchestrator is not connected: use `async with "
-                "Orchestrator() as orch:` or `await orch.connect()` first"
-            )
+            raise _not_connected()
         return self._store
+
+    @property
+    def follower(self) -> StreamFollower:
+        """Where this Orchestrator's waits on Redis streams share their connections
+        (results, followed events, live tokens; see :mod:`taskloom.engine.follow`)."""
+        if self._follower is None:
+            raise _not_connected()
+        return self._follower
 
     async def start(
         self,
@@ -258,7 +281,7 @@ class Orchestrator:
             await self.budgets.write_limits(rid, max_tokens=budget_tokens, max_usd=budget_usd)
         if created or status == "pending":
             await self.store.enqueue_run(rid, "new")
-        return RunHandle(self.store, rid)
+        return RunHandle(self.store, rid, follower=self.follower)
 
     async def submit(
         self,
@@ -414,7 +437,7 @@ class Orchestrator:
     ) -> AsyncIterator[str]:
         """The text of a streaming subagent (``Agent(stream=True)``) at step ``step`` of
         run ``run_id``, as it arrives, until the attempt ends."""
-        return LiveTokens(self.store).follow(run_id, step, timeout=timeout)
+        return LiveTokens(self.store, follower=self.follower).follow(run_id, step, timeout=timeout)
 
     @property
     def human_tasks(self) -> HumanTasks:
@@ -423,7 +446,7 @@ class Orchestrator:
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on an existing run."""
-        return RunHandle(self.store, run_id)
+        return RunHandle(self.store, run_id, follower=self.follower)
 
     async def list_runs(self, status: str | None = None, *, limit: int = 100) -> list[RunInfo]:
         """Runs by status (newest first), read from the status indexes."""
@@ -464,3 +487,10 @@ class Orchestrator:
         notify.install(worker, self.settings)
         pipeline.install(worker, verifiers=verifiers, cross_checks=cross_checks)
         return worker
+
+
+def _not_connected() -> UserError:
+    return UserError(
+        "the Orchestrator is not connected: use `async with "
+        "Orchestrator() as orch:` or `await orch.connect()` first"
+    )

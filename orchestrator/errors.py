@@ -6,6 +6,7 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
     TaskloomError
     ├── UserError                    misuse by the caller, raised early, with the fix
     │   ├── ConfigurationError       a bad setting or environment variable
+    │   │   ├── RedisRefusedError    Redis refused the login, a command or the TLS handshake
     │   │   ├── MissingAPIKeyError   no key for a provider; names the variable (agents)
     │   │   └── PriceTableError      a bad price table or a model with no price (agents)
     │   ├── SerializationError       a value that does not serialize to JSON
@@ -95,6 +96,7 @@ __all__ = [
     "NondeterminismError",
     "PayloadTooLargeError",
     "PlanError",
+    "RedisRefusedError",
     "RedisUnavailableError",
     "RetryableError",
     "RunCancelledError",
@@ -184,6 +186,25 @@ class RedisUnavailableError(StoreError):
     """Redis could not be reached (after retrying with backoff)."""
 
     code = "redis_unavailable"
+
+
+class RedisRefusedError(ConfigurationError):
+    """Redis answered, and said no: a wrong or missing password, a disabled user, a
+    command or key an ACL user may not use, or a TLS handshake that cannot succeed.
+    Asking again gets the same answer, so it is reported at once, never retried as an
+    outage. ``kind`` says which (``wrong_password``, ``no_password``, ``no_password_set``,
+    ``login``, ``permission``, ``tls_untrusted``, ``not_tls``, ``tls_client_cert``,
+    ``tls``) and ``fix`` what to change; neither holds a credential."""
+
+    code = "redis_refused"
+
+    def __init__(self, message: str, *, kind: str = "login", fix: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.fix = fix
+
+    def to_dict(self) -> dict[str, Any]:
+        return super().to_dict() | {"kind": self.kind, "fix": self.fix}
 
 
 class EmbeddedRedisError(StoreError):

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sized
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sized
 from pathlib import Path
 from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
+from redis.exceptions import RedisError
 
 from taskloom import Worker
+from taskloom.engine.embedded import find_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 """The checkout: where commands run from and what PYTHONPATH holds."""
@@ -69,6 +72,32 @@ async def at_least(items: Awaitable[S], n: int) -> S | None:
     """``items`` once they are ``n`` or more, else ``None`` (for :func:`wait_until`)."""
     got = await items
     return got if len(got) >= n else None
+
+
+@contextlib.contextmanager
+def own_redis(home: Path, *args: str, ready: Callable[[], object]) -> Iterator[None]:
+    """A redis-server of the test's own, started with ``args`` (its files in ``home``,
+    no persistence) and killed afterwards; ``ready()`` raises a ``RedisError`` until it
+    answers."""
+    proc = subprocess.Popen(
+        [find_redis_server(), *args, "--save", "", "--appendonly", "no", "--dir", str(home)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                ready()
+                break
+            except RedisError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.01)
+        yield
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
 
 def taskloom(

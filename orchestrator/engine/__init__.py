@@ -6,9 +6,10 @@ Runs as append-only event logs (``store``, ``keys``, ``scripts`` with the packag
 owns runs and runs activities (``worker``, ``attempt``, ``tasks``, ``batch``,
 ``failures``, ``retries``, ``dlq``), human tasks a run waits on (``human``), payloads
 and blobs (``payloads``, ``blobs``, ``bounds``), the connection and the embedded Redis
-(``connection``, ``embedded``, ``durability``), time (``clock``), what it shows of
-itself (``metrics``, ``looplag``), and the hook the layers above it install on a
-worker (``extensions``: the subagents are one).
+(``connection``, ``refusals``, ``embedded``, ``durability``), waiting on streams
+(``follow``), time (``clock``), what it shows of itself (``metrics``, ``looplag``),
+and the hook the layers above it install on a worker (``extensions``: the subagents
+are one).
 
 May import: ``taskloom.errors``, ``taskloom.settings``, ``taskloom.redaction``,
 ``taskloom.luascripts``, ``taskloom.tracing``. Never the LLM layer (``taskloom.agents``),

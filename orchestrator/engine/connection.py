@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
-from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import AbstractConnection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import MaxConnectionsError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
-from taskloom.errors import RedisUnavailableError
+from taskloom.engine.refusals import NotTLSError, Where, is_refusal, refusal
+from taskloom.errors import RedisRefusedError, RedisUnavailableError
 from taskloom.redaction import redact_text, redact_url
 from taskloom.settings import Settings
 from taskloom.version import __version__
@@ -28,9 +33,13 @@ if TYPE_CHECKING:
 __all__ = ["Connection", "connect", "make_client"]
 
 
+T = TypeVar("T")
+
 # Untyped in redis-py 8 (typed in 5-7): the ignore covers both.
 _PACKER: Any = HiredisRespSerializer()  # type: ignore[no-untyped-call,unused-ignore]
 _TUNED: dict[str, type[AbstractConnection]] = {}
+PLAIN_CHECK_AFTER_S = 0.5
+"""A TLS handshake still unanswered after this long is checked for a plain server."""
 
 
 class _Tuned:
@@ -71,12 +80,189 @@ class _Tuned:
             self.socket_timeout = timeout
 
 
+class _TLSCheck:
+    """A TLS connection that notices a server speaking plain Redis on its port.
+
+    A TLS ClientHello sent to plain Redis gets no answer: the server waits for the end
+    of a command line that never comes, and the handshake would hang until the
+    connect timeout, then be retried as an outage. When the handshake is still
+    unanswered after :data:`PLAIN_CHECK_AFTER_S`, a second, plain connection sends
+    ``PING``; a Redis reply (``+PONG``, ``-NOAUTH ...``) means the port is not TLS, and
+    the connect fails with :class:`NotTLSError`, a refusal. A TLS server merely slow to
+    answer ignores the plain ``PING`` and the handshake goes on.
+    """
+
+    host: str
+    port: int
+
+    async def _connect(self) -> None:
+        parent: Any = super()
+        handshake = asyncio.ensure_future(parent._connect())
+        try:
+            done, _ = await asyncio.wait({handshake}, timeout=PLAIN_CHECK_AFTER_S)
+            if not done and await _answers_plain_redis(self.host, self.port):
+                raise NotTLSError(f"{self.host}:{self.port} answered a plain PING")
+            await handshake
+        finally:
+            if not handshake.done():
+                handshake.cancel()
+                with contextlib.suppress(BaseException):
+                    await handshake
+
+
+async def _answers_plain_redis(host: str, port: int) -> bool:
+    """Whether the server at ``host:port`` replies to a plain-text ``PING`` as Redis."""
+    try:
+        async with asyncio.timeout(1.0):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(b"PING\r\n")
+                reply = await reader.read(16)
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):
+        return False
+    return reply[:1] in (b"+", b"-")
+
+
 def _tuned(cls: type[AbstractConnection]) -> type[AbstractConnection]:
-    """``cls`` (redis-py's TCP, unix-socket or TLS connection) with :class:`_Tuned`."""
+    """``cls`` (redis-py's TCP, unix-socket or TLS connection) with :class:`_Tuned`
+    (when hiredis is there to pack commands) and, for TLS, :class:`_TLSCheck`."""
     key = f"{cls.__module__}.{cls.__qualname__}"
     if key not in _TUNED:
-        _TUNED[key] = type(cls.__name__, (_Tuned, cls), {})
+        bases: tuple[type, ...] = (_Tuned,) if HIREDIS_AVAILABLE else ()
+        if issubclass(cls, SSLConnection):
+            bases += (_TLSCheck,)
+        _TUNED[key] = type(cls.__name__, (*bases, cls), {}) if bases else cls
     return _TUNED[key]
+
+
+class _OutageRetry(Retry):
+    """redis-py's retry with backoff on connection errors and timeouts, except for a
+    refusal (:func:`~taskloom.engine.refusals.is_refusal`): a refused login, a failed
+    TLS handshake. redis-py files those under ``ConnectionError``, and both its
+    connection and its command retry them, one inside the other: a wrong password took
+    6 s and a missing one 42 s to report. Here they end the call at once."""
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[T]],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        backoff: Any = self._backoff
+        backoff.reset()
+        failures = 0
+        while True:
+            try:
+                return await do()
+            except self._supported_errors as error:
+                failures += 1
+                await (fail(error, failures) if with_failure_count else fail(error))
+                given_up = 0 <= self._retries < failures
+                if given_up or is_refusal(error) or not (is_retryable or _always)(error):
+                    raise
+                delay = backoff.compute(failures)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+
+
+def _always(_: Exception) -> bool:
+    return True
+
+
+class _QueueingPool(ConnectionPool):
+    """redis-py's connection pool, except that a caller past ``max_connections`` waits
+    its turn for a connection to come back instead of failing at once with
+    ``MaxConnectionsError`` (a burst of a thousand calls in one tick would). The fast
+    path, a free connection or room for a new one, is redis-py's own. Each release
+    wakes the first in line; a turn that hears nothing for a second tries again anyway
+    (room can also appear without a release: a connection lost and collected)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._turns: deque[asyncio.Future[None]] = deque()
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        parent: Any = super()
+        if not self._turns:  # no one waiting: take one, as redis-py does
+            with contextlib.suppress(MaxConnectionsError):
+                return await parent.get_connection(*args, **kwargs)
+        front = False
+        while True:
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if front:  # woken but beaten to the connection: first in line again
+                self._turns.appendleft(turn)
+            else:
+                self._turns.append(turn)
+            try:
+                await asyncio.wait({turn}, timeout=1.0)
+            except BaseException:
+                if turn.done():
+                    self._pass_turn()  # woken, then cancelled: the next one's turn
+                else:
+                    self._turns.remove(turn)
+                raise
+            if not turn.done():
+                self._turns.remove(turn)
+            with contextlib.suppress(MaxConnectionsError):
+                return await parent.get_connection(*args, **kwargs)
+            front = True
+
+    async def release(self, connection: AbstractConnection) -> None:
+        try:
+            await super().release(connection)
+        finally:
+            self._pass_turn()
+
+    def _pass_turn(self) -> None:
+        if self._turns:  # it holds only turns not yet given
+            self._turns.popleft().set_result(None)
+
+
+class _Client(Redis):
+    """redis-py's asyncio client that raises a refusal as a
+    :class:`~taskloom.errors.RedisRefusedError` saying what to fix, never as a redis-py
+    error that code riding out outages would retry (``ride_out``, the worker loops)."""
+
+    where: Where = Where()
+    """The server and user, as the messages name them."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        parent: Any = super()
+        try:
+            return await parent.execute_command(*args, **options)
+        except RedisError as exc:
+            refused = refusal(exc, self.where)
+            if refused is None:
+                raise
+            raise refused from exc
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        pipe = _Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe.where = self.where
+        return pipe
+
+
+class _Pipeline(Pipeline):
+    """A pipeline of :class:`_Client`: a refusal raised, or returned among the replies
+    (``raise_on_error=False``), is a :class:`~taskloom.errors.RedisRefusedError`."""
+
+    where: Where = Where()
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        try:
+            replies: list[Any] = await super().execute(raise_on_error)
+        except RedisError as exc:
+            refused = refusal(exc, self.where)
+            if refused is None:
+                raise
+            raise refused from exc
+        for i, reply in enumerate(replies):
+            if isinstance(reply, ResponseError):
+                replies[i] = refusal(reply, self.where) or reply
+        return replies
 
 
 def _driver_info() -> dict[str, Any]:
@@ -96,20 +282,26 @@ def _driver_info() -> dict[str, Any]:
     return {"driver_info": info.add_upstream_driver("taskloom", __version__)}
 
 
-def make_client(url: str) -> Redis:
-    """A ``decode_responses`` client that reconnects with capped exponential backoff."""
-    client = Redis.from_url(
+def make_client(url: str, *, key_prefix: str = "tl") -> Redis:
+    """A ``decode_responses`` client that reconnects with capped exponential backoff
+    while Redis is out of reach, raises :class:`~taskloom.errors.RedisRefusedError` at
+    once when Redis refuses (a login, a command, a TLS handshake), and queues callers
+    for a connection past ``max_connections`` (256) instead of failing them.
+    ``key_prefix``: the keys an ACL user is told to be granted when it lacks them."""
+    pool = _QueueingPool.from_url(
         url,
         decode_responses=True,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=6),
+        retry=_OutageRetry(ExponentialBackoff(cap=2.0, base=0.05), retries=6),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=30,
         max_connections=256,
         **_driver_info(),
     )
-    pool = client.connection_pool
-    if HIREDIS_AVAILABLE:  # a dependency (redis[hiredis]), unless someone removed it
-        pool.connection_class = _tuned(pool.connection_class)
+    tls = issubclass(pool.connection_class, SSLConnection)
+    pool.connection_class = _tuned(pool.connection_class)
+    client = _Client(connection_pool=pool)
+    client.auto_close_connection_pool = True  # closing the client closes its pool
+    client.where = Where.of(pool.connection_kwargs, tls=tls, prefix=key_prefix)
     return client
 
 
@@ -151,13 +343,15 @@ async def connect(settings: Settings) -> Connection:
         # the thread that started it, and it must live as long as this process.
         embedded.start()
         url = embedded.url
-    client = make_client(url)
+    client = make_client(url, key_prefix=settings.key_prefix)
     try:
         await client.ping()
-    except RedisError as exc:
+    except (RedisError, RedisRefusedError) as exc:
         await client.aclose()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
+        if isinstance(exc, RedisRefusedError):
+            raise
         raise RedisUnavailableError(
             f"cannot reach Redis at {redact_url(url)} ({redact_text(str(exc))}); start "
             f"Redis there, fix TASKLOOM_REDIS_URL, or unset it to use the embedded server"

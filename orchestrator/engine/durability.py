@@ -24,7 +24,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from taskloom.errors import ConfigurationError
+from taskloom.errors import ConfigurationError, RedisRefusedError
 
 __all__ = ["Durability", "appendfsync_policy", "fsync_mode", "server_version"]
 
@@ -46,7 +46,7 @@ async def appendfsync_policy(client: Redis) -> str | None:
         return None
     try:
         values: dict[Any, Any] = await client.config_get("appendfsync")
-    except ResponseError:
+    except (ResponseError, RedisRefusedError):  # CONFIG is not for every (ACL) user
         return None
     return next((str(v) for k, v in values.items() if str(k) == "appendfsync"), None)
 

@@ -45,11 +45,13 @@ from taskloom.engine.payloads import Payloads
 from taskloom.engine.retries import DEFAULT_RETRY, RetryPolicy
 from taskloom.engine.store import Store, ride_out
 from taskloom.engine.tasks import Task
-from taskloom.errors import UserError
+from taskloom.errors import RedisRefusedError, UserError
 
 __all__ = ["Worker"]
 
 log = logging.getLogger("taskloom.engine.worker")
+_REDIS_TROUBLE = (RedisError, RedisRefusedError)
+"""What a stopping worker's last writes may meet; it stops either way."""
 
 
 PREFETCH_HORIZON_S = 0.5
@@ -121,6 +123,7 @@ class Worker:
         self._waiting: deque[Task] = deque()  # claimed, waiting for a slot
         self._mean_s: float | None = None  # recent activity duration (EWMA)
         self._stopping = asyncio.Event()
+        self._refused: RedisRefusedError | None = None  # why the loops stopped, if Redis said no
         self.intake = Intake(self)
         """Reads deliveries off the queue, claims their steps, holds them for a slot."""
         self.activities = ActivityRunner(self)
@@ -247,7 +250,12 @@ class Worker:
         self._stopping.set()
 
     async def run(self, *, install_signal_handlers: bool = False) -> None:
-        """Serve until :meth:`stop` (or SIGTERM/SIGINT with ``install_signal_handlers``)."""
+        """Serve until :meth:`stop` (or SIGTERM/SIGINT with ``install_signal_handlers``).
+
+        Raises:
+            RedisRefusedError: Redis refused this worker (a password changed, a
+                permission taken away): it stops at once, as no retry can help.
+        """
         await self.store.ensure_groups(self.queue)
         loop = asyncio.get_running_loop()
         if install_signal_handlers:
@@ -276,15 +284,23 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             await self._shutdown()
+        if self._refused is not None:
+            raise self._refused
 
     async def _guard(self, body: Callable[[], Awaitable[None]]) -> None:
-        """Run a loop forever, riding out Redis outages with capped backoff."""
-        while not self._stopping.is_set():
-            await ride_out(body, what=f"worker {self.worker_id}: Redis error", log=log)
+        """Run a loop forever, riding out Redis outages with capped backoff; a refusal
+        stops the worker (:meth:`run` raises it)."""
+        try:
+            while not self._stopping.is_set():
+                await ride_out(body, what=f"worker {self.worker_id}: Redis error", log=log)
+        except RedisRefusedError as exc:
+            log.error("worker %s: stopping: %s", self.worker_id, exc)
+            self._refused = self._refused or exc
+            self._stopping.set()
 
     async def _shutdown(self) -> None:
         store = self.store
-        with contextlib.suppress(RedisError):  # hand back deliveries not started yet
+        with contextlib.suppress(*_REDIS_TROUBLE):  # hand back deliveries not started yet
             prefetched, self._waiting = list(self._waiting), deque()
             inflight = self.activities.inflight
             for t in prefetched:
@@ -301,7 +317,7 @@ class Worker:
             await ex._drain()
             if ex.task is not None:
                 ex.task.cancel()
-            with contextlib.suppress(RedisError):
+            with contextlib.suppress(*_REDIS_TROUBLE):
                 if (
                     await store.release(
                         ex.run_id, self.worker_id, ex.epoch, last_seen="", status="waiting"
@@ -310,7 +326,7 @@ class Worker:
                 ):
                     await store.enqueue_run(ex.run_id, "released")
         self.runs.clear()
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(*_REDIS_TROUBLE):
             await store.raw.delete(store.keys.wake(self.worker_id))
         self.activities.executor.shutdown(wait=False, cancel_futures=True)
         for resource in self.resources.values():

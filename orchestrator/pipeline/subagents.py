@@ -39,6 +39,7 @@ from taskloom.engine.context import Context as EngineContext
 from taskloom.engine.definitions import ActivityDef
 from taskloom.engine.execution import Host
 from taskloom.engine.extensions import WorkerExtension
+from taskloom.engine.follow import StreamFollower
 from taskloom.engine.metrics import Metrics
 from taskloom.engine.retries import RetryPolicy
 from taskloom.engine.store import Store
@@ -267,10 +268,14 @@ def agent_runner(worker: Host) -> AgentRunner:
 
 
 class LiveTokens:
-    """The live token streams of running subagents (one Redis stream per activity)."""
+    """The live token streams of running subagents (one Redis stream per activity).
 
-    def __init__(self, store: Store) -> None:
+    ``follower``: where :meth:`follow` waits, sharing connections with other waits
+    (an :class:`Orchestrator`'s); without one, each follow reads on its own."""
+
+    def __init__(self, store: Store, *, follower: StreamFollower | None = None) -> None:
         self.store = store
+        self.follower = follower
 
     def sink(self, run_id: str, step: str, attempt: int) -> TokenSink:
         """A sink that appends each piece of text, tagged with the attempt, to the stream."""
@@ -317,6 +322,7 @@ class LiveTokens:
         """
         key, last, current_attempt = self.store.keys.live(run_id, step), "0-0", -1
         steps = self.store.keys.steps(run_id)
+        follower = self.follower or StreamFollower(self.store.client, lanes=1)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             block = 1000
@@ -325,20 +331,19 @@ class LiveTokens:
                 if left <= 0:
                     return
                 block = max(1, min(block, int(left * 1000)))
-            reply = await self.store.raw.xread({key: last}, block=block, count=500)
-            if not reply and await self.store.raw.hexists(steps, step):
+            entries = await follower.read(key, last, block_ms=block)
+            if not entries and await self.store.raw.hexists(steps, step):
                 return  # the step has its outcome, and all its text has been read
-            for _, entries in reply or ():
-                for entry_id, fields in entries:
-                    last = entry_id
-                    attempt = int(fields.get("a", 0))
-                    if attempt < current_attempt:
-                        continue
-                    current_attempt = attempt
-                    if "end" in fields and "failed" not in fields:
-                        return
-                    if "t" in fields:
-                        yield fields["t"]
+            for entry_id, fields in entries:
+                last = entry_id
+                attempt = int(fields.get("a", 0))
+                if attempt < current_attempt:
+                    continue
+                current_attempt = attempt
+                if "end" in fields and "failed" not in fields:
+                    return
+                if "t" in fields:
+                    yield fields["t"]
 
 
 async def _run_agent(

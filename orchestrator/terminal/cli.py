@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from taskloom.client import Orchestrator
-from taskloom.errors import RedisUnavailableError, TaskloomError, UserError
+from taskloom.errors import RedisRefusedError, RedisUnavailableError, TaskloomError, UserError
 from taskloom.redaction import redact_text, redact_url
 from taskloom.settings import Settings
 from taskloom.terminal import (
@@ -150,25 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return _pipe_closed()
-    except RedisUnavailableError as exc:
+    except (RedisUnavailableError, RedisRefusedError) as exc:
         if args.debug:
             raise
         if args.command == "doctor" and getattr(args, "json", False):
-            out(
-                json.dumps(
-                    {
-                        "checks": [
-                            {
-                                "name": "reachable",
-                                "ok": False,
-                                "detail": redact_text(str(exc)),
-                                "fix": "start Redis or fix TASKLOOM_REDIS_URL",
-                            }
-                        ],
-                        "ok": False,
-                    }
-                )
-            )
+            out(json.dumps(_no_server_report(exc)))
         print(f"taskloom: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     except TaskloomError as exc:
@@ -184,6 +170,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"taskloom: {log_file.warnings} warning(s) logged to {log_file.baseFilename}",
                     file=sys.stderr,
                 )
+
+
+def _no_server_report(exc: RedisUnavailableError | RedisRefusedError) -> dict[str, Any]:
+    """``doctor --json``'s report when there is no server to check: out of reach, or
+    refusing this client (its login, its permissions, its TLS)."""
+    check: dict[str, Any]
+    if isinstance(exc, RedisRefusedError):
+        check = {"name": "access", "fix": exc.fix}
+    else:
+        check = {"name": "reachable", "fix": "start Redis or fix TASKLOOM_REDIS_URL"}
+    check |= {"ok": False, "detail": redact_text(str(exc))}
+    return {"checks": [check], "ok": False}
 
 
 def _pipe_closed() -> int:

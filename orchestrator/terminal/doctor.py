@@ -20,7 +20,8 @@ import redis
 import redis.asyncio
 
 from taskloom.engine.durability import Durability, fsync_mode
-from taskloom.errors import ConfigurationError, RedisUnavailableError
+from taskloom.engine.refusals import refusal
+from taskloom.errors import ConfigurationError, RedisRefusedError, RedisUnavailableError
 from taskloom.redaction import redact_text
 
 __all__ = ["Check", "Report", "diagnose", "render_json", "render_text"]
@@ -64,7 +65,7 @@ async def _info(client: redis.asyncio.Redis, section: str) -> dict[str, str]:
     """One INFO section as text, or ``{}`` if the server refuses INFO."""
     try:
         info = await client.info(section)
-    except redis.ResponseError:
+    except (redis.ResponseError, RedisRefusedError):
         return {}
     return {_text(key): _text(value) for key, value in info.items()}
 
@@ -73,7 +74,7 @@ async def _config_get(client: redis.asyncio.Redis, name: str) -> str | None:
     """A config value, or ``None`` where CONFIG is disabled (as on most managed Redis)."""
     try:
         values = await client.config_get(name)
-    except redis.ResponseError:
+    except (redis.ResponseError, RedisRefusedError):
         return None
     for key, value in values.items():
         if _text(key) == name:
@@ -230,6 +231,7 @@ async def diagnose(
 
     Raises:
         RedisUnavailableError: Redis cannot be reached.
+        RedisRefusedError: Redis refused the login or the TLS handshake.
     """
     if pings < 1:
         raise ConfigurationError(f"pings must be at least 1, not {pings}")
@@ -242,6 +244,9 @@ async def diagnose(
             await _check_durability(client, durability),
         ]
     except (redis.ConnectionError, redis.TimeoutError) as exc:
+        refused = refusal(exc)  # a client of the caller's own raises redis-py's errors
+        if refused is not None:
+            raise refused from exc
         raise RedisUnavailableError(
             f"cannot reach Redis to check it: {redact_text(str(exc))}; check "
             "TASKLOOM_REDIS_URL and that "
