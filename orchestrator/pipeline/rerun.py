@@ -34,6 +34,7 @@ from taskloom.engine.store import Event, Store
 from taskloom.errors import UserError
 from taskloom.pipeline.plan import Plan, spec_keys
 from taskloom.pipeline.policy import edited
+from taskloom.pipeline.subagents import Subagents
 
 if TYPE_CHECKING:
     from taskloom.agents.agent import Agent
@@ -115,7 +116,8 @@ async def previous_run(run_id: str) -> dict[str, Any]:
             return result
     elif info.workflow == _PIPELINE:
         events = await host.store.read_log(run_id)
-        taken = await works_from_log(events, payloads=host.payloads, agents=host.registry.agents)
+        agents = Subagents.of(host).agents
+        taken = await works_from_log(events, payloads=host.payloads, agents=agents)
         if taken["plan"] is not None:
             return taken
     raise UserError(
