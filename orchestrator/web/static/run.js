@@ -44,7 +44,7 @@
     }
     var follow = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
     box.textContent = tokens.text; // model output: text, never HTML
-    box.hidden = !tokens.text;
+    box.closest("tr").hidden = !tokens.text; // a model that streams nothing: no row
     if (follow) {
       box.scrollTop = box.scrollHeight;
     }
