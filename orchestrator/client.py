@@ -45,8 +45,9 @@ from taskloom.errors import (
 )
 from taskloom.inbox import notify
 from taskloom.pipeline import pipeline, rerun
+from taskloom.pipeline.livetokens import LiveTokens
 from taskloom.pipeline.plan import parse_plan, size_problem
-from taskloom.pipeline.subagents import LiveTokens, install
+from taskloom.pipeline.subagents import install
 from taskloom.pipeline.templates import Template, get_template
 from taskloom.settings import Settings
 from taskloom.tracing import configure as configure_traces

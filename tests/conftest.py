@@ -59,6 +59,15 @@ def _loopback_only() -> Iterator[None]:
 
 
 @pytest.fixture
+def artifacts() -> Path:
+    """Where browser tests save their screenshots: ``tmp/artifacts/`` (or
+    ``$TASKLOOM_ARTIFACTS``)."""
+    path = Path(os.environ.get("TASKLOOM_ARTIFACTS") or ROOT / "tmp" / "artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
 

@@ -247,6 +247,29 @@ async def _status_is(orch: Orchestrator, run_id: str, status: str) -> bool:
 
 
 # -- the live stream --------------------------------------------------------------------
+async def read_live(
+    http: httpx.AsyncClient,
+    url: str,
+    messages: list[tuple[str, str]],
+    *,
+    opened: asyncio.Event | None = None,
+) -> None:
+    """Read a run page's live stream into ``messages`` (kind, data) until its ``end``;
+    ``opened`` is set at its first line (the stream is set up by then)."""
+    async with http.stream("GET", url, timeout=60) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        kind = ""
+        async for line in stream.aiter_lines():
+            if opened is not None:
+                opened.set()
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                messages.append((kind, line.removeprefix("data: ")))
+                if kind == "end":
+                    return
+
+
 async def test_the_live_stream_sends_the_page_anew_until_the_run_ends(
     orch: Orchestrator, fake: FakeLLM
 ) -> None:
@@ -279,21 +302,8 @@ async def test_the_live_stream_sends_the_page_anew_until_the_run_ends(
             assert "EventSource" in script.text
 
             messages: list[tuple[str, str]] = []
-
-            async def follow() -> None:
-                url = live[1].replace("&amp;", "&")
-                async with http.stream("GET", url, timeout=30) as stream:
-                    assert stream.headers["content-type"].startswith("text/event-stream")
-                    kind = ""
-                    async for line in stream.aiter_lines():
-                        if line.startswith("event: "):
-                            kind = line.removeprefix("event: ")
-                        elif line.startswith("data: "):
-                            messages.append((kind, line.removeprefix("data: ")))
-                            if kind == "end":
-                                return
-
-            following = asyncio.create_task(follow())
+            url = live[1].replace("&amp;", "&")
+            following = asyncio.create_task(read_live(http, url, messages))
             await orch.human_tasks.decide(task.id, "edit", by="ana", data={"output": "clean a"})
             async with asyncio.timeout(30):
                 await following

@@ -9,7 +9,6 @@ from one activity from its page. Screenshots go to ``tmp/artifacts/`` (or
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from taskloom import Orchestrator
 from taskloom.agents.fake_llm import FakeLLM
 from taskloom.testing.simulated import SimulatedTeam
 from taskloom.web import create_app
-from tests.helpers import ROOT, running
+from tests.helpers import running
 from tests.test_web_browser import CHROMIUM_FLAGS, SECRET, TOKEN, required_chromium, serving
 
 pytestmark = pytest.mark.anyio
@@ -79,13 +78,6 @@ def work(task: str, feedback: str | None) -> str:
 
 def judge(output: str, rubric: str) -> dict[str, Any]:
     return {"score": 0.6, "reasons": ["the likelihoods are not given"], "feedback": ""}
-
-
-@pytest.fixture
-def artifacts() -> Path:
-    path = Path(os.environ.get("TASKLOOM_ARTIFACTS") or ROOT / "tmp" / "artifacts")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @pytest.fixture

@@ -57,6 +57,8 @@ class Bar:
     """How it ended: a verdict (``pass``, ``fail``, ...), a decision, ``failed``."""
     attempt: int = 0
     """The activity's attempt it belongs to (0: none)."""
+    seq: str = ""
+    """The run's step it times (where a model call's live tokens stream)."""
 
 
 @dataclass
@@ -92,6 +94,17 @@ class Step:
     note: str = ""
     """Why it waits, is blocked, or was retried (the last such reason)."""
     bars: list[Bar] = field(default_factory=list)
+
+    @property
+    def calling(self) -> str | None:
+        """The step of its model call in progress, if one is (the live tokens of
+        ``orch.live_tokens(run_id, step)``)."""
+        if self.state not in ACTIVE:
+            return None  # e.g. cancelled by a re-plan while its call was on
+        for bar in reversed(self.bars):
+            if bar.kind == "work":
+                return bar.seq if bar.end_ms is None else None
+        return None
 
     @property
     def reasons(self) -> list[str]:
@@ -229,7 +242,7 @@ class RunProgress:
         if step is not None:
             kind = {"taskloom.agent": "work", "taskloom.verify": "verify"}.get(name)
             if kind is not None:
-                self._open[seq] = _add(step.bars, Bar(kind, at, attempt=step.attempts))
+                self._open[seq] = _add(step.bars, Bar(kind, at, attempt=step.attempts, seq=seq))
             return
         if "." in seq:
             return  # a branch's step of no activity known (an older log)

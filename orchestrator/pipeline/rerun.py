@@ -116,9 +116,8 @@ async def previous_run(run_id: str) -> dict[str, Any]:
             return result
     elif info.workflow == _PIPELINE:
         events = await host.store.read_log(run_id)
-        taken = await works_from_log(
-            events, payloads=host.payloads, agents=Subagents.of(host).agents
-        )
+        agents = Subagents.of(host).agents
+        taken = await works_from_log(events, payloads=host.payloads, agents=agents)
         if taken["plan"] is not None:
             return taken
     raise UserError(

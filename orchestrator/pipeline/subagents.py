@@ -26,25 +26,24 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from taskloom.agents.agent import Agent, AgentResult, AgentRunner, CallObserver
-from taskloom.agents.llm import TokenSink, Usage
+from taskloom.agents.llm import Usage
 from taskloom.engine.attempt import current
 from taskloom.engine.context import Context as EngineContext
 from taskloom.engine.definitions import ActivityDef
 from taskloom.engine.execution import Host
 from taskloom.engine.extensions import WorkerExtension
-from taskloom.engine.follow import StreamFollower
 from taskloom.engine.metrics import Metrics
 from taskloom.engine.retries import RetryPolicy
-from taskloom.engine.store import Store
 from taskloom.engine.worker import Worker
 from taskloom.errors import UserError
+from taskloom.pipeline.livetokens import LiveTokens
 from taskloom.settings import Settings
 
 __all__ = [
@@ -65,11 +64,6 @@ AGENT_RETRY = RetryPolicy(max_attempts=4, initial_interval=2.0, max_interval=60.
 _RUNNER = "taskloom.agent_runner"
 _WARMUP = "taskloom.agent_warmup"
 log = logging.getLogger("taskloom.engine.worker")
-LIVE_TTL_S = 3600
-"""How long a live token stream outlives its last token."""
-LIVE_MAXLEN = 10_000
-"""Entries a live stream keeps (approximately); a follower that falls further behind
-misses the oldest, and the final output in the log is complete in any case."""
 
 
 class Context(EngineContext):
@@ -265,85 +259,6 @@ class _Warmup:
 def agent_runner(worker: Host) -> AgentRunner:
     """The :class:`AgentRunner` :func:`install` gave ``worker``."""
     return Subagents.of(worker).runner
-
-
-class LiveTokens:
-    """The live token streams of running subagents (one Redis stream per activity).
-
-    ``follower``: where :meth:`follow` waits, sharing connections with other waits
-    (an :class:`Orchestrator`'s); without one, each follow reads on its own."""
-
-    def __init__(self, store: Store, *, follower: StreamFollower | None = None) -> None:
-        self.store = store
-        self.follower = follower
-
-    def sink(self, run_id: str, step: str, attempt: int) -> TokenSink:
-        """A sink that appends each piece of text, tagged with the attempt, to the stream."""
-        key = self.store.keys.live(run_id, step)
-        fresh = True
-
-        async def send(text: str) -> None:
-            nonlocal fresh
-            first, fresh = fresh, False
-            await self._append(key, {"t": text, "a": attempt}, expire=first)
-
-        return send
-
-    async def finish(self, run_id: str, step: str, attempt: int, *, failed: bool = False) -> None:
-        """Mark the attempt's stream finished: followers stop there, or, if it
-        ``failed``, once the step has no further attempt to come."""
-        fields: dict[str, str | int] = {"end": 1, "a": attempt}
-        if failed:
-            fields["failed"] = 1
-        await self._append(self.store.keys.live(run_id, step), fields, expire=True)
-
-    async def _append(self, key: str, fields: dict[str, str | int], *, expire: bool) -> None:
-        """One entry on a live stream; ``expire``: (re)start the stream's time to live,
-        in the same round trip. Each token is a lone XADD, not a pipeline of one."""
-        if not expire:
-            await self.store.raw.xadd(key, fields, maxlen=LIVE_MAXLEN, approximate=True)
-            return
-        pipe = self.store.raw.pipeline(transaction=False)
-        pipe.xadd(key, fields, maxlen=LIVE_MAXLEN, approximate=True)
-        pipe.expire(key, LIVE_TTL_S)
-        await pipe.execute()
-
-    async def follow(
-        self, run_id: str, step: str, *, timeout: float | None = None
-    ) -> AsyncIterator[str]:
-        """Yield the step's text as it streams, from the start, until it finishes.
-
-        A retried attempt starts its text again: the pieces of an earlier attempt are
-        skipped once a later one appears. An attempt that failed is the end when the
-        step has its outcome (no retry comes): checked whenever a second passes with
-        nothing new, so a step that failed for good, or whose stream stopped with its
-        worker, ends the iteration too. ``timeout``: seconds to wait for more before
-        giving up (``None``: until the end).
-        """
-        key, last, current_attempt = self.store.keys.live(run_id, step), "0-0", -1
-        steps = self.store.keys.steps(run_id)
-        follower = self.follower or StreamFollower(self.store.client, lanes=1)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            block = 1000
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                block = max(1, min(block, int(left * 1000)))
-            entries = await follower.read(key, last, block_ms=block)
-            if not entries and await self.store.raw.hexists(steps, step):
-                return  # the step has its outcome, and all its text has been read
-            for entry_id, fields in entries:
-                last = entry_id
-                attempt = int(fields.get("a", 0))
-                if attempt < current_attempt:
-                    continue
-                current_attempt = attempt
-                if "end" in fields and "failed" not in fields:
-                    return
-                if "t" in fields:
-                    yield fields["t"]
 
 
 async def _run_agent(

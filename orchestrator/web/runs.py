@@ -16,7 +16,8 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from functools import partial
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -32,6 +33,7 @@ from taskloom.engine.keys import STATUSES, TERMINAL_STATUSES
 from taskloom.engine.payloads import Payloads
 from taskloom.engine.store import Event, RunInfo
 from taskloom.errors import TaskloomError
+from taskloom.pipeline.livetokens import LiveText, LiveTokens
 from taskloom.pipeline.pipeline import PIPELINE_NAME
 from taskloom.pipeline.progress import PlanVersion, RunProgress
 from taskloom.pipeline.templates import template_names
@@ -52,6 +54,11 @@ REFRESH_SECONDS = 15.0
 """The longest a live page goes without a new rendering (it keeps the stream open
 through proxies, and moves running times on)."""
 MAX_OPEN_ITEMS = 100
+LIVE_TAIL = 2000
+"""The most characters of a running activity's live text the page shows (the latest)."""
+TOKENS_PAUSE = 0.2
+"""Seconds between two ``tokens`` messages of a stream (pieces arriving meanwhile
+go in the next)."""
 
 
 @dataclass
@@ -69,6 +76,16 @@ class RunView:
     graph: Graph | None
     timeline: Gantt | None
     now_ms: int
+    calls: dict[str, tuple[str, LiveText]]
+    """Each activity whose model call is on, by the step it streams on: its id and its
+    live text so far."""
+
+    live_tail: ClassVar[int] = LIVE_TAIL
+
+    @property
+    def live(self) -> dict[str, str]:
+        """The live text so far of each activity (by id) whose model call is on."""
+        return {act_id: text.text for act_id, text in self.calls.values()}
 
     @property
     def active(self) -> bool:
@@ -100,6 +117,7 @@ class RunPages:
         self.orch, self.pages, self.clock = orch, pages, clock
         self._form = read_form
         self.payloads: Payloads = orch.payloads()
+        self.tokens = LiveTokens(orch.store)
 
     # -- the list -----------------------------------------------------------------------
     async def runs(self, request: Request, visitor: Visitor) -> Response:
@@ -165,6 +183,7 @@ class RunPages:
         result = await self.payloads.unpack(info.result) if info.status == "completed" else None
         answer = result.get("answer", result) if isinstance(result, dict) else result
         version = _pick(progress, wanted)
+        calls = await self._calls(run_id, version)
         now = self.clock.now_ms()
         end = progress.end_ms or max(now, _last_ms(progress))
         return RunView(
@@ -182,7 +201,19 @@ class RunPages:
             if progress.versions
             else None,
             now_ms=now,
+            calls=calls,
         )
+
+    async def _calls(
+        self, run_id: str, version: PlanVersion | None
+    ) -> dict[str, tuple[str, LiveText]]:
+        """Each activity of ``version`` whose model call is on, by the step it streams
+        on: its id and the end of its text so far."""
+        steps = {s.calling: s.id for s in version.steps.values() if s.calling} if version else {}
+        texts = await asyncio.gather(
+            *(self.tokens.latest(run_id, step, tail=LIVE_TAIL) for step in steps)
+        )
+        return {step: (act_id, t) for (step, act_id), t in zip(steps.items(), texts, strict=True)}
 
     # -- live ---------------------------------------------------------------------------
     async def live(self, request: Request, visitor: Visitor) -> Response:
@@ -206,10 +237,12 @@ class RunPages:
         self, request: Request, visitor: Visitor, run_id: str, wanted: int | None, seen: str
     ) -> AsyncIterator[str]:
         """Messages until the run ends, the client leaves or the stream's time is up:
-        one after each batch of log events, after a change of the run's status (which
-        the log does not always record: a run taken up by a worker), and every
-        :data:`REFRESH_SECONDS` anyway (running times and bars grow). Each carries
-        the log's rows the page has not shown yet (those after ``seen``)."""
+        a ``view`` after each batch of log events, after a change of the run's status
+        (which the log does not always record: a run taken up by a worker), and every
+        :data:`REFRESH_SECONDS` anyway (running times and bars grow), each with the
+        log's rows the page has not shown yet (those after ``seen``); and a ``tokens``
+        message when a running activity's model streams more text (its latest
+        :data:`LIVE_TAIL` characters)."""
         store, handle = self.orch.store, self.orch.handle(run_id)
         progress, unseen, count = RunProgress(), [], 0
         for event in await store.read_log(run_id):
@@ -219,27 +252,44 @@ class RunPages:
                 unseen.append(event)
         loop = asyncio.get_running_loop()
         stop, sent, status = loop.time() + STREAM_SECONDS, loop.time(), ""
+        calls = await self._calls(run_id, _pick_quietly(progress, wanted))
+        waits = _Waits()
         yield "retry: 2000\n\n"
         fresh = bool(unseen)  # written after the page was rendered
-        while True:
-            if fresh or loop.time() - sent > REFRESH_SECONDS:
-                message, status = await self._message(
-                    visitor, run_id, progress, wanted, unseen, count
-                )
-                yield message
-                sent, unseen = loop.time(), []
-                if progress.ended:
-                    yield "event: end\ndata: {}\n\n"
+        try:
+            while True:
+                if fresh or loop.time() - sent > REFRESH_SECONDS:
+                    message, view = await self._message(
+                        visitor, run_id, progress, wanted, unseen, count
+                    )
+                    yield message
+                    sent, unseen, status = loop.time(), [], view.info.status
+                    calls = view.calls
+                    if progress.ended:
+                        yield "event: end\ndata: {}\n\n"
+                        return
+                    await asyncio.sleep(0.25)  # a burst of events: one message for it
+                if loop.time() > stop or await request.is_disconnected():
                     return
-                await asyncio.sleep(0.25)  # a burst of events: one message for it
-            if loop.time() > stop or await request.is_disconnected():
-                return
-            events = await store.follow_log(run_id, after=progress.last_id, block_ms=1000)
-            for event in events:
-                progress.feed(event)
-            unseen += events
-            count += len(events)
-            fresh = bool(events) or (await handle.info()).status != status
+                texts = {step: text for step, (_, text) in calls.items()}
+                events, changed = await waits.next(
+                    partial(store.follow_log, run_id, after=progress.last_id, block_ms=1000),
+                    partial(self.tokens.watch, run_id, texts, block_ms=1000) if texts else None,
+                )
+                for step in changed or ():
+                    if step in calls:
+                        yield _tokens(*calls[step])
+                if changed:
+                    await asyncio.sleep(TOKENS_PAUSE)
+                for event in events or ():
+                    progress.feed(event)
+                unseen += events or []
+                count += len(events or [])
+                fresh = bool(events) or (
+                    events is not None and (await handle.info()).status != status
+                )
+        finally:
+            await waits.aclose()
 
     async def _message(
         self,
@@ -249,8 +299,8 @@ class RunPages:
         wanted: int | None,
         unseen: list[Event],
         count: int,
-    ) -> tuple[str, str]:
-        """A ``view`` event, and the run's status it shows."""
+    ) -> tuple[str, RunView]:
+        """A ``view`` event, and the view it shows."""
         view = await self._view(run_id, progress, wanted)
         parts = self.pages.parts(
             visitor, "run_parts.html", LIVE_PARTS, v=view, rerun_key=uuid.uuid4().hex
@@ -260,7 +310,7 @@ class RunPages:
         )
         data = {"status": view.info.status, "parts": parts, "log": rows, "log_count": count}
         text = json.dumps(data, separators=(",", ":"))
-        return f"id: {progress.last_id}\nevent: view\ndata: {text}\n\n", view.info.status
+        return f"id: {progress.last_id}\nevent: view\ndata: {text}\n\n", view
 
     # -- starting, cancelling, re-running -------------------------------------------------
     async def new_run(self, request: Request, visitor: Visitor) -> Response:
@@ -337,6 +387,56 @@ class RunPages:
 
 
 # -- helpers ------------------------------------------------------------------------------
+class _Waits:
+    """Two waits at once for a live stream, each kept on until it answers: the log's
+    next events, and more text of the running activities' model calls."""
+
+    def __init__(self) -> None:
+        self._log: asyncio.Future[list[Event]] | None = None
+        self._tokens: asyncio.Future[list[str]] | None = None
+
+    async def next(
+        self,
+        log: Callable[[], Awaitable[list[Event]]],
+        tokens: Callable[[], Awaitable[list[str]]] | None,
+    ) -> tuple[list[Event] | None, list[str] | None]:
+        """The log's new events (``[]``: none came in time) and the steps with more
+        text, either ``None`` when that wait goes on."""
+        if self._log is None:
+            self._log = asyncio.ensure_future(log())
+        if self._tokens is None and tokens is not None:
+            self._tokens = asyncio.ensure_future(tokens())
+        waiting = {f for f in (self._log, self._tokens) if f is not None}
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        events = changed = None
+        if self._log in done:
+            events, self._log = self._log.result(), None
+        if self._tokens is not None and self._tokens in done:
+            changed, self._tokens = self._tokens.result(), None
+        return events, changed
+
+    async def aclose(self) -> None:
+        """Stop the waits still on (the client left, or the stream ended)."""
+        waiting = [f for f in (self._log, self._tokens) if f is not None]
+        for f in waiting:
+            f.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+
+
+def _tokens(act_id: str, text: LiveText) -> str:
+    """A ``tokens`` message: the end of an activity's live text (no ``id:``, which
+    stays the log's position for a reconnection)."""
+    data = json.dumps({"id": act_id, "text": text.text, "ended": text.ended}, separators=(",", ":"))
+    return f"event: tokens\ndata: {data}\n\n"
+
+
+def _pick_quietly(progress: RunProgress, wanted: int | None) -> PlanVersion | None:
+    try:
+        return _pick(progress, wanted)
+    except Problem:
+        return None
+
+
 def _version(request: Request) -> int | None:
     text = request.query_params.get("version", "")
     if not text:
