@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 
 from ..errors import (
@@ -15,8 +16,9 @@ from ..errors import (
     LLMUnavailableError,
     TaskloomError,
 )
+from ._transport import is_transport_error
 
-__all__ = ["classify", "kept_headers", "retry_after", "root_cause"]
+__all__ = ["classify", "kept_headers", "retry_after", "root_cause", "sdk_error"]
 
 _CONTEXT_HINTS = (
     "context length",
@@ -104,6 +106,32 @@ def root_cause(exc: BaseException) -> str:
             found = cause
         cause = cause.__cause__ or cause.__context__
     return f"{type(found).__name__}: {found}" if str(found) else type(found).__name__
+
+
+def sdk_error(
+    provider: Any, exc: Exception, *, sdk: ModuleType, model: str
+) -> TaskloomError | None:
+    """The taskloom error for ``exc`` raised by a call of ``provider`` (an SDK provider:
+    its ``name``, and its ``client`` whose base URL an unanswered call names) through
+    ``sdk`` (``openai`` or ``anthropic``, whose error classes have the same names);
+    ``None`` for an error that is neither the provider's answer nor the transport's (a
+    bug: raise it as it is)."""
+    status: int | None = None
+    headers: dict[str, str] = {}
+    body: Any = None
+    if isinstance(exc, sdk.APIStatusError):
+        status, headers, body = exc.status_code, dict(exc.response.headers), exc.body
+    elif not isinstance(exc, sdk.APIConnectionError) and not is_transport_error(exc):
+        return None  # (a stream cut mid-way surfaces unwrapped from the SDK: transport)
+    return classify(
+        exc,
+        provider=provider.name,
+        model=model,
+        status=status,
+        headers=headers,
+        body=body,
+        url=str(provider.client.base_url),
+    )
 
 
 def _message(body: Any) -> str:

@@ -6,10 +6,9 @@ from typing import Any
 
 import anthropic
 
-from ..errors import TaskloomError
 from ..llm import LLMRequest, LLMResponse, Message, TokenSink, ToolCall, Usage
-from ._classify import classify, kept_headers
-from ._transport import endpoint, http_client, is_transport_error, parsed, warm_models
+from ._classify import kept_headers, sdk_error
+from ._transport import endpoint, http_client, parsed, warm_models
 
 __all__ = ["AnthropicProvider"]
 
@@ -104,29 +103,11 @@ class AnthropicProvider:
                 raw = await self.client.messages.with_raw_response.create(**params)
                 return self._response(await parsed(raw), dict(raw.headers))
             return await self._stream(params, stream)
-        except anthropic.APIStatusError as exc:
-            raise self._error(
-                exc, exc.status_code, dict(exc.response.headers), exc.body, model=params["model"]
-            ) from exc
-        except (anthropic.APIConnectionError, anthropic.APITimeoutError) as exc:
-            raise self._error(exc, None, {}, None, model=params["model"]) from exc
         except Exception as exc:
-            if is_transport_error(exc):  # a stream cut mid-way surfaces unwrapped from the SDK
-                raise self._error(exc, None, {}, None, model=params["model"]) from exc
-            raise
-
-    def _error(
-        self, exc: Exception, status: int | None, headers: dict[str, str], body: Any, *, model: str
-    ) -> TaskloomError:
-        return classify(
-            exc,
-            provider=self.name,
-            url=str(self.client.base_url),
-            status=status,
-            headers=headers,
-            body=body,
-            model=model,
-        )
+            error = sdk_error(self, exc, sdk=anthropic, model=params["model"])
+            if error is None:
+                raise
+            raise error from exc
 
     def _params(self, request: LLMRequest) -> dict[str, Any]:
         params: dict[str, Any] = {

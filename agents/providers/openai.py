@@ -8,10 +8,9 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from ..errors import TaskloomError
 from ..llm import LLMRequest, LLMResponse, Message, TokenSink, ToolCall, Usage
-from ._classify import classify, kept_headers
-from ._transport import endpoint, http_client, is_transport_error, parsed, warm_models
+from ._classify import kept_headers, sdk_error
+from ._transport import endpoint, http_client, parsed, warm_models
 
 __all__ = ["OpenAIProvider"]
 
@@ -128,16 +127,11 @@ class OpenAIProvider:
             if stream is None:
                 return await self._complete(params)
             return await self._stream(params, stream)
-        except openai.APIStatusError as exc:
-            raise self._error(
-                exc, exc.status_code, dict(exc.response.headers), exc.body, model=params["model"]
-            ) from exc
-        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-            raise self._error(exc, None, {}, None, model=params["model"]) from exc
         except Exception as exc:
-            if is_transport_error(exc):  # a stream cut mid-way surfaces unwrapped from the SDK
-                raise self._error(exc, None, {}, None, model=params["model"]) from exc
-            raise
+            error = sdk_error(self, exc, sdk=openai, model=params["model"])
+            if error is None:
+                raise
+            raise error from exc
 
     async def _complete(self, params: dict[str, Any]) -> LLMResponse:
         """One call without streaming, sent with the SDK's ``post`` (its documented way
@@ -158,19 +152,6 @@ class OpenAIProvider:
             options={"timeout": params["timeout"]},
         )
         return self._response(completion, {})
-
-    def _error(
-        self, exc: Exception, status: int | None, headers: dict[str, str], body: Any, *, model: str
-    ) -> TaskloomError:
-        return classify(
-            exc,
-            provider=self.name,
-            url=str(self.client.base_url),
-            status=status,
-            headers=headers,
-            body=body,
-            model=model,
-        )
 
     def _params(self, request: LLMRequest) -> dict[str, Any]:
         messages: list[dict[str, Any]] = []

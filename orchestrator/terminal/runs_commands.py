@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskloom.cliargs import MAX_LIMIT, int_in
 from taskloom.client import Orchestrator
-from taskloom.display import one_line, pretty, span, when
+from taskloom.display import duration, one_line, pretty, span, when
 from taskloom.engine.keys import STATUSES
 from taskloom.engine.store import Event, RunInfo
 from taskloom.errors import UserError
@@ -106,7 +106,7 @@ def _status_lines(info: RunInfo, activities: list[runview.ActivitySummary]) -> l
     (a pipeline's), the start of its answer or result."""
     now = int(time.time() * 1000)
     finished = info.status in ("completed", "failed", "cancelled")
-    took = runview.seconds((info.updated_ms if finished else now) - info.created_ms)
+    took = duration((info.updated_ms if finished else now) - info.created_ms)
     lines = [f"run {info.run_id}: {info.status} ({info.workflow})"]
     result = info.result if isinstance(info.result, dict) else {}
     if result.get("goal"):

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from taskloom.display import clip, one_line
+from taskloom.display import clip, duration, one_line
 from taskloom.engine.store import Event
 from taskloom.pipeline.endpoints import served_by
 from taskloom.pipeline.pipeline import pipeline_entry
@@ -29,7 +29,6 @@ __all__ = [
     "event_ms",
     "history_header",
     "history_line",
-    "seconds",
     "table",
 ]
 
@@ -40,15 +39,6 @@ def event_ms(event: Event) -> int:
     """When ``event`` was written: its stream id's milliseconds."""
     head = event.id.split("-", 1)[0]
     return int(head) if head.isdigit() else 0
-
-
-def seconds(ms: float) -> str:
-    """A duration for a table cell: ``0.4s``, ``12.3s``, ``4m05s``."""
-    s = max(ms, 0) / 1000
-    if s < 60:
-        return f"{s:.1f}s"
-    minutes, rest = divmod(int(s), 60)
-    return f"{minutes}m{rest:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -110,7 +100,7 @@ def history_header() -> str:
 def history_line(event: Event, steps: StepNames, start_ms: int) -> str:
     """One log event as a line under :func:`history_header` (call ``steps.learn(event)``
     first)."""
-    at = f"+{seconds(event_ms(event) - start_ms)}" if start_ms else ""
+    at = f"+{duration(event_ms(event) - start_ms)}" if start_ms else ""
     name = clip(steps.name(event.seq), 16)
     what = _what(event, steps)
     if name and what.startswith(f"{name}: "):  # a pipeline line names its activity
@@ -208,7 +198,7 @@ class ActivitySummary:
         """The row ``taskloom status`` prints."""
         took = ""
         if self.started_ms:
-            took = seconds((self.ended_ms or now_ms) - self.started_ms)
+            took = duration((self.ended_ms or now_ms) - self.started_ms)
         return [
             self.id,
             self.role,
