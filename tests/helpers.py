@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sized
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 from prometheus_client.parser import text_string_to_metric_families
 from redis.exceptions import RedisError
@@ -142,3 +143,89 @@ def act(id: str, *inputs: str, role: str = "writer", **extra: Any) -> dict[str, 
     """A plan activity as a planner writes it: ``write part ID``."""
     base = {"id": id, "role": role, "instructions": f"write part {id}", "inputs": list(inputs)}
     return base | extra
+
+
+Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+"""Opens a connection to the server behind a :class:`Relay`."""
+
+
+class Relay:
+    """A TCP relay on a loopback port in front of a server (``async with``).
+
+    ``entered`` counts the connections clients opened through it. Once :meth:`arm`\\ ed,
+    it loses the reply to the next request that carries a marker: the server runs the
+    request, and the relay closes that connection instead of passing the reply on."""
+
+    def __init__(self, open_server: Opener) -> None:
+        self._open_server = open_server
+        self.entered = 0
+        self.port = 0
+        self.marker, self.armed = b"", False
+        self.seen = 0  # requests that carried the marker
+        self.dropped = 0  # replies lost on purpose
+        self._relays: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def to(cls, url: str) -> Relay:
+        """A relay to the Redis at ``url`` (``redis://host:port`` or ``unix://path``)."""
+        parts = urlparse(url)
+        if parts.scheme == "unix":
+            return cls(lambda: asyncio.open_unix_connection(parts.path))
+        return cls(lambda: asyncio.open_connection(parts.hostname, parts.port or 6379))
+
+    def url(self, db: int = 0) -> str:
+        """A redis-py URL that reaches the server through the relay."""
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def arm(self, marker: bytes) -> None:
+        """Lose the reply to the next request carrying ``marker``."""
+        self.marker, self.armed = marker, True
+
+    async def __aenter__(self) -> Relay:
+        self._listener = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._listener.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._listener.close()
+        for relay in self._relays:
+            relay.cancel()
+        await asyncio.gather(*self._relays, return_exceptions=True)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.entered += 1
+        self._relays.add(task := asyncio.current_task())  # type: ignore[arg-type]
+        up_reader, up_writer = await self._open_server()
+        lose = asyncio.Event()
+
+        async def requests() -> None:
+            while data := await reader.read(65536):
+                if self.marker and self.marker in data:
+                    self.seen += 1
+                    if self.armed:
+                        self.armed = False
+                        lose.set()
+                up_writer.write(data)
+                await up_writer.drain()
+            up_writer.close()
+
+        async def replies() -> None:
+            while data := await up_reader.read(65536):
+                if lose.is_set():  # the server ran it; the client never hears
+                    self.dropped += 1
+                    return
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        try:
+            with contextlib.suppress(OSError):  # either side hung up
+                sides = [asyncio.ensure_future(requests()), asyncio.ensure_future(replies())]
+                await asyncio.wait(sides, return_when=asyncio.FIRST_COMPLETED)
+                for side in sides:
+                    side.cancel()
+                await asyncio.gather(*sides, return_exceptions=True)
+        finally:
+            for w in (writer, up_writer):
+                w.close()
+            self._relays.discard(task)  # type: ignore[arg-type]

@@ -2,7 +2,7 @@
 permission, a TLS mismatch are reported at once with what to fix, never retried, and
 never with the credential in the message (issue 17).
 
-Each test talks to a redis-server of this module's own. A :class:`Door`, a TCP relay
+Each test talks to a redis-server of this module's own. A :class:`~tests.helpers.Relay`, a TCP relay
 in front of it, counts the connections a client opens: one refused attempt, where
 redis-py's retries made 7 for a wrong password and dozens for a missing one.
 """
@@ -10,14 +10,12 @@ redis-py's retries made 7 for a wrong password and dozens for a missing one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import socket
 import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest
@@ -26,15 +24,13 @@ from redis import Redis as SyncRedis
 from taskloom import Context, Orchestrator, RedisRefusedError, Settings, workflow
 from taskloom.engine.embedded import find_redis_server
 from taskloom.terminal.cli import main
-from tests.helpers import ROOT, own_redis, taskloom
+from tests.helpers import ROOT, Relay, own_redis, taskloom
 
 PASSWORD = "Adm1n-pa55-not-for-print"
 WRONG = "wr0ng-guess-not-for-print"
 READER = "Re4der-pa55-not-for-print"
 SHIFTY = "Sh1fty-pa55-not-for-print"
 SECRETS = (PASSWORD, WRONG, READER, SHIFTY)
-
-Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 
 @workflow(name="refusals.double")
@@ -127,55 +123,12 @@ def tls_redis() -> Iterator[tuple[int, int, Path]]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-class Door:
-    """A TCP relay on a loopback port in front of a server; ``entered`` counts the
-    connections clients opened through it."""
-
-    def __init__(self, open_server: Opener) -> None:
-        self._open_server = open_server
-        self.entered = 0
-        self.port = 0
-        self._relays: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> Door:
-        self._listener = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        self.port = self._listener.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._listener.close()
-        for relay in self._relays:
-            relay.cancel()
-        await asyncio.gather(*self._relays, return_exceptions=True)
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.entered += 1
-        self._relays.add(task := asyncio.current_task())  # type: ignore[arg-type]
-        up_reader, up_writer = await self._open_server()
-        try:
-            with contextlib.suppress(OSError):  # either side hung up
-                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-        finally:
-            for w in (writer, up_writer):
-                w.close()
-            self._relays.discard(task)  # type: ignore[arg-type]
+def _unix_door(sock: Path) -> Relay:
+    return Relay(lambda: asyncio.open_unix_connection(str(sock)))
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(65536):
-        writer.write(data)
-        await writer.drain()
-    writer.close()
-
-
-def _unix_door(sock: Path) -> Door:
-    return Door(lambda: asyncio.open_unix_connection(str(sock)))
-
-
-def _tcp_door(port: int) -> Door:
-    return Door(lambda: asyncio.open_connection("127.0.0.1", port))
+def _tcp_door(port: int) -> Relay:
+    return Relay(lambda: asyncio.open_connection("127.0.0.1", port))
 
 
 def _assert_told(refused: RedisRefusedError, kind: str, *said: str) -> None:

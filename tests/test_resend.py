@@ -6,14 +6,12 @@ Found by the Valkey SIGKILL test (issue 12): an append that claimed a step to ru
 ran, its reply died with the server, the re-sent call found the step's claim taken (by
 this very worker) and answered 'busy'; the step never ran and its run hung.
 
-A proxy on loopback forwards to the suite's Redis and, once armed, swallows the reply to
-the first request that carries a marker and closes that connection.
+A relay on loopback (tests.helpers.Relay) forwards to the suite's Redis and, once armed,
+swallows the reply to the first request that carries a marker and closes that connection.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from urllib.parse import urlparse
 
@@ -21,93 +19,20 @@ import pytest
 
 from taskloom.engine.connection import make_client
 from taskloom.engine.store import Op, Store
+from tests.helpers import Relay
 
 pytestmark = pytest.mark.anyio
 
 
-class ReplyDropper:
-    """A TCP proxy to Redis that loses the reply to one marked request, once armed."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = urlparse(upstream)
-        self.marker = b""
-        self.armed = False
-        self.seen = 0  # requests that carried the marker
-        self.dropped = 0
-        self.server: asyncio.Server | None = None
-        self.connections: set[asyncio.Task[None]] = set()
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        host, port = self.server.sockets[0].getsockname()[:2]
-        db = self.upstream.path.lstrip("/") or "0"
-        return f"redis://{host}:{port}/{db}"
-
-    def arm(self, marker: bytes) -> None:
-        """Lose the reply to the next request carrying ``marker``."""
-        self.marker, self.armed = marker, True
-
-    async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.upstream.scheme == "unix":
-            return await asyncio.open_unix_connection(self.upstream.path)
-        return await asyncio.open_connection(self.upstream.hostname, self.upstream.port or 6379)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.connections.add(task)
-        up_reader, up_writer = await self._open_upstream()
-        drop = asyncio.Event()
-
-        async def requests() -> None:
-            while data := await reader.read(65536):
-                if self.marker and self.marker in data:
-                    self.seen += 1
-                    if self.armed:
-                        self.armed = False
-                        drop.set()
-                up_writer.write(data)
-                await up_writer.drain()
-
-        async def replies() -> None:
-            while data := await up_reader.read(65536):
-                if drop.is_set():  # the server ran it; the client never hears
-                    self.dropped += 1
-                    return
-                writer.write(data)
-                await writer.drain()
-
-        tasks = [asyncio.create_task(requests()), asyncio.create_task(replies())]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            task.cancel()
-        for w in (writer, up_writer):
-            w.close()
-            with contextlib.suppress(Exception):
-                await w.wait_closed()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for task in self.connections:
-            task.cancel()
-        await asyncio.gather(*self.connections, return_exceptions=True)
-
-
 @pytest.fixture
-async def proxied(redis_url: str, prefix: str) -> AsyncIterator[tuple[Store, ReplyDropper]]:
-    proxy = ReplyDropper(redis_url)
-    await proxy.start()
-    client = make_client(proxy.url)  # the client taskloom makes: it retries a lost call
-    try:
-        yield Store(client, prefix=prefix), proxy
-    finally:
-        await client.aclose()
-        await proxy.stop()
+async def proxied(redis_url: str, prefix: str) -> AsyncIterator[tuple[Store, Relay]]:
+    async with Relay.to(redis_url) as proxy:
+        db = int(urlparse(redis_url).path.lstrip("/") or 0)
+        client = make_client(proxy.url(db))  # the client taskloom makes: it retries a lost call
+        try:
+            yield Store(client, prefix=prefix), proxy
+        finally:
+            await client.aclose()
 
 
 async def owned_run(store: Store, run_id: str) -> str:
@@ -119,7 +44,7 @@ async def owned_run(store: Store, run_id: str) -> str:
 
 
 async def test_an_append_sent_again_returns_its_first_reply(
-    proxied: tuple[Store, ReplyDropper],
+    proxied: tuple[Store, Relay],
 ) -> None:
     store, proxy = proxied
     epoch = await owned_run(store, "r1")
@@ -149,7 +74,7 @@ async def test_an_append_sent_again_returns_its_first_reply(
 
 
 async def test_a_new_append_is_not_taken_for_a_resent_one(
-    proxied: tuple[Store, ReplyDropper],
+    proxied: tuple[Store, Relay],
 ) -> None:
     """Two appends of the same events are two writes: only a re-sent call is the same."""
     store, _ = proxied
@@ -161,7 +86,7 @@ async def test_a_new_append_is_not_taken_for_a_resent_one(
 
 
 async def test_a_signal_sent_again_is_delivered_once(
-    proxied: tuple[Store, ReplyDropper],
+    proxied: tuple[Store, Relay],
 ) -> None:
     store, proxy = proxied
     await store.create_run("r3", workflow="wf", input_json='{"args":[],"kwargs":{}}')
