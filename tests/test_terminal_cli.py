@@ -272,6 +272,34 @@ def test_the_live_view_clips_the_goal_with_an_ellipsis_and_heads_every_column() 
     assert "(no goal given)" in _screen(LiveView("", io.StringIO()))
 
 
+def test_a_long_note_keeps_the_live_view_readable_in_a_120_column_terminal() -> None:
+    """Seen in tmux: the note column got 7 characters, so an escalation's reasons stood
+    one word a line, ~25 lines for one row. The inputs wrap too now, and a note is at
+    most NOTE_LIMIT characters (the decision prompt shows it whole)."""
+    names = ("pgvector", "qdrant", "milvus")
+    acts = [{"id": "requirements", "role": "analyst", "instructions": "x", "inputs": []}]
+    acts += [
+        {"id": n, "role": "researcher", "instructions": "x", "inputs": ["requirements"]}
+        for n in names
+    ]
+    acts.append({"id": "recommendation", "role": "writer", "instructions": "x", "inputs": names})
+    view = LiveView("a goal", io.StringIO())
+    view.update({"event": "planned", "version": 1, "by": "planner", "plan": {"activities": acts}})
+    for n in ("requirements", "pgvector"):
+        view.update({"event": "activity", "id": n, "state": "running", "attempt": 1})
+        done = {"state": "accepted", "tokens": 1234, "cost_usd": 0.0012, "by": "verifier"}
+        view.update({"event": "activity", "id": n} | done)
+    reason = "verification is uncertain: openai:gpt-4.1-mini scored 0.70; " + "one claim " * 20
+    view.update({"event": "activity", "id": "milvus", "state": "escalated", "reason": reason})
+    console = Console(file=io.StringIO(), width=120)
+    console.print(view.render())
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert all(len(line.rstrip()) <= 120 for line in lines)
+    row = next(i for i, line in enumerate(lines) if "└ milvus " in line)
+    below = [ln for ln in lines[row + 1 :] if ln.startswith("│") and ln.split("│")[1].strip() == ""]
+    assert len(below) <= 4, "\n".join(lines)
+
+
 @pytest.fixture
 def chat_env(redis_url: str, prefix: str) -> Iterator[tuple[FakeLLM, dict[str, str]]]:
     with FakeLLM() as fake:

@@ -19,7 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from taskloom.display import one_line
+from taskloom.display import clip, one_line
 from taskloom.pipeline.plan import Plan, levels
 
 __all__ = ["LiveView"]
@@ -36,6 +36,9 @@ _STATE = {
     "reused": "done",
     "decomposed": "sub-plan",
 }
+NOTE_LIMIT = 80
+"""The most of a note the live view shows (the decision prompt shows all of it)."""
+
 _STYLE = {  # one for every state a row can show: "queued" and each of _STATE's
     "queued": "dim",
     "running": "cyan",
@@ -153,7 +156,9 @@ class LiveView:
         title = Text(f"{goal} — {self.header}")
         table = Table(title=title, title_justify="left")
         for name in ("activity", "role", "needs", "state", "try", "time", "tokens", "cost", "note"):
-            table.add_column(name, no_wrap=name != "note")
+            # the note (at most NOTE_LIMIT characters: the full reasons are shown where a
+            # person decides) and the inputs wrap, sharing what the other columns leave
+            table.add_column(name, no_wrap=name not in ("needs", "note"))
         now = time.monotonic()
         for act_id, row in self.rows.items():
             elapsed = ""
@@ -168,7 +173,7 @@ class LiveView:
                 elapsed,
                 str(row.tokens or ""),
                 f"${row.cost:.4f}" if row.cost else "",
-                row.note,
+                clip(row.note, NOTE_LIMIT),
             )
             table.add_row(
                 *(Text(c, style=_STYLE.get(c, "") if i == 3 else "") for i, c in enumerate(cells))
