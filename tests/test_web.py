@@ -318,6 +318,7 @@ async def test_a_decision_is_recorded_once_and_a_second_one_gets_409(web: Web) -
         and "looks fine" in after.text
         and 'name="decision"' not in after.text
     )
+    assert "taskloom worker" in after.text  # a decision resumes the run only with a worker
 
 
 async def test_two_decisions_racing_on_one_item_get_one_winner(web: Web) -> None:
