@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,33 @@ def test_demo_shares_no_work_with_a_worker_on_the_same_store(embedded_dir: Path)
         finally:
             worker.terminate()
             worker.wait(timeout=30)
+
+
+def test_the_installed_command_imports_modules_from_the_current_directory(
+    tmp_path: Path,
+) -> None:
+    """``taskloom roles --import myroles`` in a project directory, through the installed
+    console script (whose sys.path holds its own bin directory, not the current one, as
+    ``python -m`` would), with no PYTHONPATH and no Redis to reach: a catalog needs none."""
+    (tmp_path / "myroles.py").write_text(
+        "from taskloom import Agent\n"
+        "scout = Agent(name='scout', role='finds sources', model='openai:gpt-4.1-mini')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TASKLOOM_REDIS_URL")}
+    script = Path(sys.executable).parent / "taskloom"
+    command = [str(script), "--redis-url", "redis://127.0.0.1:1/0", "roles"]
+    done = subprocess.run(
+        [*command, "--import", "myroles", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    roles = {r["name"]: r for r in json.loads(done.stdout)}
+    assert roles["scout"]["description"] == "finds sources"
+    assert "researcher" in roles  # the built-in roles beside the module's own
 
 
 def test_doctor_json_against_the_machines_redis(redis_url: str, prefix: str) -> None:

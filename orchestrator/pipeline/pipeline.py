@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PIPELINE_NAME",
     "PipelineRequest",
+    "add_builtin_roles",
     "install",
     "pipeline",
     "pipeline_entry",
@@ -152,12 +153,17 @@ def install(
     description)``: the planner is told what each checks) and ``cross_checks``."""
     worker.registry.add(pipeline)
     worker.registry.add(PREVIOUS_RUN_ACTIVITY)
-    subagents = Subagents.of(worker)
+    add_builtin_roles(Subagents.of(worker))
+    install_verifiers(worker, verifiers=verifiers, cross_checks=cross_checks)
+
+
+def add_builtin_roles(subagents: Subagents) -> None:
+    """Give ``subagents`` the planner, the integrator and the built-in roles, where none
+    of its own agents has the name."""
     known = subagents.agents
     for agent in (PLANNER, INTEGRATOR, *BUILTIN_ROLES):
         if agent.name not in known:
             subagents.add(agent)
-    install_verifiers(worker, verifiers=verifiers, cross_checks=cross_checks)
 
 
 async def pipeline_events(

@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
+from types import ModuleType
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -140,9 +141,7 @@ class Subagents(WorkerExtension):
         limits and prices, shared limits and run budgets on its Redis, and model calls
         counted in its metrics."""
         for module in worker.registry.modules:
-            for value in vars(module).values():
-                if isinstance(value, Agent):
-                    self.add(value)
+            self.add_module(module)
         runner = AgentRunner(
             redis=worker.store.raw,
             prefix=worker.store.keys.prefix,
@@ -170,6 +169,12 @@ class Subagents(WorkerExtension):
         if known is not None and known != agent:
             raise UserError(f"two different agents are named {agent.name!r}; rename one")
         self._agents[agent.name] = agent
+
+    def add_module(self, module: ModuleType) -> None:
+        """Register every agent defined at the top level of ``module``."""
+        for value in vars(module).values():
+            if isinstance(value, Agent):
+                self.add(value)
 
     def agent(self, name: str) -> Agent:
         """The agent called ``name``."""

@@ -22,6 +22,7 @@ def register(cmd: Command) -> None:
     """Add the ``templates`` and ``roles`` commands to the CLI."""
     tp = cmd("templates", _templates, "the workflow templates: names and what each is for")
     tp.add_argument("--json", action="store_true")
+    tp.set_defaults(connects=False)  # a catalog: no store needed, none started
     ro = cmd("roles", _roles, "the roles a plan may use: the built-in agents and yours")
     ro.add_argument(
         "--import",
@@ -31,6 +32,7 @@ def register(cmd: Command) -> None:
         help="a module whose agents a worker would serve (repeatable)",
     )
     ro.add_argument("--json", action="store_true")
+    ro.set_defaults(connects=False)
 
 
 async def _templates(args: argparse.Namespace, orch: Orchestrator) -> int:
@@ -47,11 +49,18 @@ async def _templates(args: argparse.Namespace, orch: Orchestrator) -> int:
 
 
 async def _roles(args: argparse.Namespace, orch: Orchestrator) -> int:
+    from taskloom.engine.definitions import Registry
+    from taskloom.pipeline.pipeline import add_builtin_roles
     from taskloom.pipeline.roles import catalog
     from taskloom.pipeline.subagents import Subagents
 
-    worker = orch.worker(modules=args.imports or [])
-    roles = catalog(Subagents.of(worker).agents)
+    registry, subagents = Registry(), Subagents(orch.settings)
+    for name in args.imports or []:
+        registry.add_module(name)  # imported as a worker would, with its errors
+    for module in registry.modules:
+        subagents.add_module(module)
+    add_builtin_roles(subagents)
+    roles = catalog(subagents.agents)
     if args.json:
         out(json.dumps([{**r.to_dict(), "model": r.model} for r in roles.values()]))
         return 0

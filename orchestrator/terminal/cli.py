@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -110,8 +111,6 @@ def _check_redis_url(args: argparse.Namespace, settings: Settings) -> None:
     if args.redis_url is not None:
         source = "--redis-url"
     else:
-        import os
-
         source = next((v for v in ("TASKLOOM_REDIS_URL", "REDIS_URL") if os.environ.get(v)), "")
         source = source or "the Redis URL"
     raise UserError(
@@ -138,6 +137,7 @@ async def _main(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``taskloom`` console script."""
     args = _parser().parse_args(argv)
+    _import_from_cwd()
     log_file = _log_file(args)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
@@ -170,6 +170,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"taskloom: {log_file.warnings} warning(s) logged to {log_file.baseFilename}",
                     file=sys.stderr,
                 )
+
+
+def _import_from_cwd() -> None:
+    """Find the modules ``--import`` names in the current directory, as ``python -m``,
+    celery and uvicorn do: the installed ``taskloom`` script puts only its own
+    directory on ``sys.path``."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
 
 
 def _no_server_report(exc: RedisUnavailableError | RedisRefusedError) -> dict[str, Any]:
