@@ -18,7 +18,9 @@ from urllib.parse import urlparse
 import pytest
 
 from taskloom.engine.connection import make_client
+from taskloom.engine.dlq import DeadLetter, DeadLetters
 from taskloom.engine.store import Op, Store
+from taskloom.errors import DeadLetterNotFoundError
 from tests.helpers import Relay
 
 pytestmark = pytest.mark.anyio
@@ -99,3 +101,34 @@ async def test_a_signal_sent_again_is_delivered_once(
     assert first.status == "ok" and again[0].entry_id == again[1].entry_id
     signals = [e for e in await store.read_log("r3") if e.type == "signal_received"]
     assert [e.id for e in signals] == [first.entry_id, again[0].entry_id]
+
+
+async def test_a_redrive_sent_again_answers_with_the_entry_it_took(
+    proxied: tuple[Store, Relay],
+) -> None:
+    """The operator whose redrive went through is not told it was "just taken" by
+    someone else, and the activity goes back on its queue once."""
+    store, proxy = proxied
+    await store.create_run("r4", workflow="wf", input_json='{"args":[],"kwargs":{}}')
+    dead_letters = DeadLetters(store)
+    entry = DeadLetter(
+        id="r4/0.0.0",
+        run_id="r4",
+        seq="0.0.0",
+        activity="charge",
+        queue="resend",
+        args=[1],
+        kwargs={},
+        attempts=[{"attempt": 3, "error": {"type": "E", "message": "no"}}],
+        error={"type": "E", "message": "no"},
+        status="paused",
+    )
+    await dead_letters.put(entry)
+    proxy.arm(b"dlqtaken")
+    redriven = await dead_letters.redrive("r4/0.0.0")
+    assert proxy.dropped == 1 and proxy.seen >= 2  # taken, its reply lost, sent again
+    assert redriven.id == "r4/0.0.0"
+    assert await store.raw.xlen(store.keys.queue("resend")) == 1
+    assert await dead_letters.list() == []
+    with pytest.raises(DeadLetterNotFoundError):  # a second operator's call is another call
+        await dead_letters.redrive("r4/0.0.0")

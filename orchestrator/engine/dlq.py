@@ -17,6 +17,7 @@ the queue in the same script that takes the entry out: it cannot be lost in betw
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -27,6 +28,9 @@ from taskloom.engine.tasks import field_list, task_fields
 from taskloom.errors import DeadLetterNotFoundError, UserError
 
 __all__ = ["DeadLetter", "DeadLetters"]
+
+_TAKEN_TTL_S = 600
+"""How long a taken entry answers the same call sent again (``dlq_take.lua``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,8 +169,14 @@ class DeadLetters:
         keys = self.store.keys
         taken = await self.store.scripts.call(
             "dlq_take",
-            [keys.dlq(entry.queue), keys.dlq_entry(entry.queue, entry.id), keys.queue(entry.queue)],
-            [entry.id, fields],
+            [
+                keys.dlq(entry.queue),
+                keys.dlq_entry(entry.queue, entry.id),
+                keys.queue(entry.queue),
+                keys.dlq_taken(entry.queue, entry.id),
+            ],
+            # a re-sent call (its reply lost) gets the entry it took, not "just taken"
+            [entry.id, fields, secrets.token_hex(8), _TAKEN_TTL_S],
         )
         return bool(taken)
 

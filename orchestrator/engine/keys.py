@@ -118,6 +118,12 @@ class Keys:
         """String: one dead-letter entry of queue ``name`` (JSON)."""
         return f"{self.prefix}:{{q:{name}}}:dlq:{entry_id}"
 
+    def dlq_taken(self, name: str, entry_id: str) -> str:
+        """String with a TTL: the token of the call that took entry ``entry_id`` out of
+        queue ``name``'s dead letters, and the entry (``dlq_take.lua``: the same call
+        sent again returns it)."""
+        return f"{self.prefix}:{{q:{name}}}:dlqtaken:{entry_id}"
+
     # -- the human-task inbox: one tag ----------------------------------------------------
     def inbox_task(self, task_id: str) -> str:
         """String: one human task (JSON), open or closed."""
