@@ -30,6 +30,7 @@ from taskloom.engine.connection import Connection, connect
 from taskloom.engine.definitions import ActivityDef, WorkflowDef
 from taskloom.engine.dlq import DeadLetters
 from taskloom.engine.durability import fsync_mode
+from taskloom.engine.events import External, SignalReceived
 from taskloom.engine.follow import StreamFollower
 from taskloom.engine.human import HumanTasks
 from taskloom.engine.keys import STATUSES, TERMINAL_STATUSES
@@ -137,7 +138,7 @@ class RunHandle:
         ``request_id``: the signal is delivered once per id, so a caller that retries
         after an error (did the first one arrive?) passes the same id each time. Without
         one, only a call the Redis client itself sent again is dropped."""
-        event = {
+        event: SignalReceived = {
             "type": "signal_received",
             "name": name,
             "payload": serde.loads(serde.dumps(payload, what=f"payload of signal {name!r}")),
@@ -149,7 +150,7 @@ class RunHandle:
         """Ask the run to stop; its child runs are cancelled with it."""
         await self._external({"type": "cancel_requested", "ts": now_ms()})
 
-    async def _external(self, event: dict[str, Any], *, request_id: str | None = None) -> None:
+    async def _external(self, event: External, *, request_id: str | None = None) -> None:
         routing = await self._store.external(self.run_id, event, request_id=request_id)
         if routing.status == "missing":
             await self._store.get_meta(self.run_id)  # raises RunNotFoundError

@@ -9,7 +9,7 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import RedisError
 
@@ -17,6 +17,7 @@ from taskloom import tracing
 from taskloom.engine import serde
 from taskloom.engine.attempt import ActivityInfo, Attempt, enter
 from taskloom.engine.batch import Batcher
+from taskloom.engine.events import ActivityFailed
 from taskloom.engine.failures import Failure, handle_failure
 from taskloom.engine.store import Event, Routing, now_ms, ride_out
 from taskloom.engine.tasks import Task
@@ -117,12 +118,13 @@ class ActivityRunner:
             text = serde.dumps(event)
         try:
             if event["type"] == "activity_failed" and attempt.stop_reason != "cancelled":
+                failed = cast("ActivityFailed", event)  # built above with every field
                 failure = await self._until_stored(
-                    task, lambda: self._fail(task, event, attempt.details)
+                    task, lambda: self._fail(task, failed, attempt.details)
                 )
                 if failure.outcome is None:  # a retry is due, or the step is paused
                     return
-                event, text = failure.outcome, serde.dumps(failure.outcome)
+                event, text = dict(failure.outcome), serde.dumps(failure.outcome)
             routing = await self._until_stored(
                 task,
                 lambda: self.recorder.submit((run_id, seq, text, task.msg_id, task.attempt)),
@@ -152,7 +154,7 @@ class ActivityRunner:
         else:
             await self.w.store.enqueue_run(run_id, "event")  # whoever reads it finds the owner
 
-    async def _fail(self, task: Task, event: dict[str, Any], details: Any) -> Failure:
+    async def _fail(self, task: Task, event: ActivityFailed, details: Any) -> Failure:
         w = self.w
         definition = w.registry.find_activity(task.name)
         policy = (definition.retry if definition else None) or w.retry

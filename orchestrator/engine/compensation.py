@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from taskloom.engine.context import _scope
+from taskloom.engine.events import RunEnded
 from taskloom.errors import ActivityError
 
 if TYPE_CHECKING:
@@ -29,9 +30,7 @@ class Compensation:
         ex = self._ex
         return any(ex.steps[s].compensate for s in ex.completed)
 
-    async def run(
-        self, status: str, event: dict[str, Any], result: Any
-    ) -> tuple[str, dict[str, Any], Any]:
+    async def run(self, status: str, event: RunEnded, result: Any) -> tuple[str, RunEnded, Any]:
         """Undo what succeeded, newest first, each compensation a recorded step of its
         own: after a crash, replay reaches here again and skips the ones already done."""
         ex = self._ex

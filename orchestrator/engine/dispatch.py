@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from taskloom.engine import serde
+from taskloom.engine.events import ActivityScheduled
 from taskloom.engine.store import Op, now_ms
 from taskloom.engine.tasks import task_fields
 
@@ -60,7 +61,7 @@ class Dispatcher:
         # still be live, and a queued task is looked at again until that claim lapses.
         local = new and ex.host.take_slot()
         step.dispatch, step.dispatched_here = ("local" if local else "queue"), True
-        event = {
+        event: ActivityScheduled = {
             "type": "activity_scheduled",
             "seq": seq,
             "name": step.name,

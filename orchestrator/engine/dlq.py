@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from taskloom.engine import serde
+from taskloom.engine.events import ActivityFailed
 from taskloom.engine.execution import deliver
 from taskloom.engine.store import Store, now_ms
 from taskloom.engine.tasks import field_list, task_fields
@@ -147,7 +148,7 @@ class DeadLetters:
         """Drop an entry; a run paused on it gets the failure (an ActivityError)."""
         entry = await self.get(entry_id)
         if entry.status == "paused":  # first the run, so a crash in between loses nothing
-            event = {
+            event: ActivityFailed = {
                 "type": "activity_failed",
                 "seq": entry.seq,
                 "name": entry.activity,

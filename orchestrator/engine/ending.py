@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from taskloom import tracing
 from taskloom.engine import serde
+from taskloom.engine.events import ChildCompleted, ChildFailed, Outcome, RunEnded
 from taskloom.engine.store import Op, Store, now_ms
 from taskloom.errors import (
     LeaseLostError,
@@ -48,7 +49,7 @@ class Ending:
         for cancel in ex.timer_handles.values():
             cancel()
         ex.timer_handles.clear()
-        event: dict[str, Any]
+        event: RunEnded
         if task.cancelled() and ex.timed_out:
             err = error_dict(
                 RunTimeoutError(f"run {ex.run_id} ran past its timeout; it was stopped")
@@ -83,7 +84,7 @@ class Ending:
             return  # evicted or lease lost: another incarnation compensates
         self._finishing = asyncio.get_running_loop().create_task(self._finish(*task.result()))
 
-    async def _finish(self, status: str, event: dict[str, Any], result: Any) -> None:
+    async def _finish(self, status: str, event: RunEnded, result: Any) -> None:
         ex = self._ex
         try:
             await ex.writes.drain()
@@ -157,14 +158,14 @@ class Ending:
                     await ex.host.store.wake(step.child_id, routing)
 
 
-async def deliver(
-    store: Store, run_id: str, seq: str, event: dict[str, Any], worker_id: str
-) -> None:
+async def deliver(store: Store, run_id: str, seq: str, event: Outcome, worker_id: str) -> None:
     """Record an outcome on ``run_id`` step ``seq`` exactly once and wake its owner."""
     await store.deliver(run_id, seq, event, worker_id)
 
 
-def child_outcome(seq: str, workflow: str, status: str, result: Any) -> dict[str, Any]:
+def child_outcome(
+    seq: str, workflow: str, status: str, result: Any
+) -> ChildCompleted | ChildFailed:
     """The event that records a finished child run on its parent's step ``seq``."""
     if status == "completed":
         return {

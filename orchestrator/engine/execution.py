@@ -22,6 +22,7 @@ from taskloom.engine.dispatch import Dispatcher
 from taskloom.engine.ending import Ending
 from taskloom.engine.ending import child_outcome as child_outcome
 from taskloom.engine.ending import deliver as deliver
+from taskloom.engine.events import NowRecorded, ValueRecorded
 from taskloom.engine.history import TERMINAL_EVENTS as TERMINAL_EVENTS
 from taskloom.engine.history import History, _Step
 from taskloom.engine.human import Decision, HumanTask, HumanTasks, new_task
@@ -369,7 +370,8 @@ class Execution:
         step = self._step(seq, "now", "now")
         if step is None:
             value = now_ms()
-            step = self._record_step(seq, "now", "now", value, {"type": "now_recorded"})
+            event: NowRecorded = {"type": "now_recorded", "seq": seq, "value": value}
+            step = self._record_step(seq, "now", "now", event)
         return int(step.value)
 
     def record(self, seq: str, name: str, value: Any) -> Any:
@@ -378,17 +380,20 @@ class Execution:
         step = self._step(seq, "record", name)
         if step is None:  # a replay returns what was checked and recorded then
             serde.dumps(value, what=f"recorded value {name!r}")
-            event = {"type": "value_recorded", "name": name}
-            step = self._record_step(seq, "record", name, value, event)
+            event: ValueRecorded = {
+                "type": "value_recorded",
+                "seq": seq,
+                "name": name,
+                "value": value,
+            }
+            step = self._record_step(seq, "record", name, event)
         return step.value
 
     def _record_step(
-        self, seq: str, kind: str, name: str, value: Any, event: dict[str, Any]
+        self, seq: str, kind: str, name: str, event: NowRecorded | ValueRecorded
     ) -> _Step:
-        step = self.steps[seq] = _Step(kind, name, done=True, value=value)
-        self.writes.batch.ops.append(
-            Op(event=event | {"seq": seq, "value": value}, mode="step", seq=seq)
-        )
+        step = self.steps[seq] = _Step(kind, name, done=True, value=event["value"])
+        self.writes.batch.ops.append(Op(event=event, mode="step", seq=seq))
         self.writes.queue_flush()
         return step
 

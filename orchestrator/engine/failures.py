@@ -20,6 +20,7 @@ from typing import Any
 from taskloom.engine import serde
 from taskloom.engine.bounds import HISTORY_TEXT_LIMIT, bound_text
 from taskloom.engine.dlq import DeadLetter, DeadLetters
+from taskloom.engine.events import ActivityFailed, ActivityPaused, ActivityRetrying
 from taskloom.engine.retries import RetryPolicy
 from taskloom.engine.store import Store
 from taskloom.engine.tasks import Task, field_list
@@ -31,7 +32,7 @@ __all__ = ["Failure", "handle_failure"]
 class Failure:
     """How a failed attempt was handled."""
 
-    outcome: dict[str, Any] | None = None
+    outcome: ActivityFailed | None = None
     """The ``activity_failed`` event to record as the step's outcome, if it is final."""
     retry_due_ms: int | None = None
     """When the next attempt is due, if one was scheduled by this call."""
@@ -42,7 +43,7 @@ async def handle_failure(
     store: Store,
     dead_letters: DeadLetters,
     task: Task,
-    event: dict[str, Any],
+    event: ActivityFailed,
     *,
     policy: RetryPolicy,
     queue: str,
@@ -53,7 +54,7 @@ async def handle_failure(
     """Retry, pause or fail the step after failed attempt ``task.attempt`` (``event``
     is its ``activity_failed`` event, with the error and timing; ``details`` its last
     heartbeat details, handed to the next attempt)."""
-    error: dict[str, Any] = event["error"]
+    error = event["error"]
     in_generation = task.attempt - task.gen + 1
     history = [
         *task.history,
@@ -66,15 +67,18 @@ async def handle_failure(
         },
     ]
     ack = (queue, task.msg_id) if task.msg_id is not None else None
-    base = {"seq": task.seq, "name": task.name, "attempt": task.attempt, "error": error}
     if policy.retries(error, in_generation):
         asked = error.get("retry_after")
         delay = (
             float(asked) if asked is not None else policy.delay(in_generation, rand=random.random())
         )
         due = now_ms + int(delay * 1000)
-        retrying = base | {
+        retrying: ActivityRetrying = {
             "type": "activity_retrying",
+            "seq": task.seq,
+            "name": task.name,
+            "attempt": task.attempt,
+            "error": error,
             "started_ms": event["started_ms"],
             "ended_ms": event["ended_ms"],
             "worker": worker_id,
@@ -109,9 +113,22 @@ async def handle_failure(
     )
     await dead_letters.put(entry)
     if not pause:
-        outcome = event | {"attempts": in_generation, "history": history, "dead_letter": entry.id}
+        outcome: ActivityFailed = {
+            **event,
+            "attempts": in_generation,
+            "history": history,
+            "dead_letter": entry.id,
+        }
         return Failure(outcome=outcome)
-    paused = base | {"type": "activity_paused", "dead_letter": entry.id, "ts": now_ms}
+    paused: ActivityPaused = {
+        "type": "activity_paused",
+        "seq": task.seq,
+        "name": task.name,
+        "attempt": task.attempt,
+        "error": error,
+        "dead_letter": entry.id,
+        "ts": now_ms,
+    }
     routing = await store.fail_attempt(
         task.run_id,
         task.seq,

@@ -11,16 +11,18 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from taskloom.engine.events import EventType
+
 if TYPE_CHECKING:
     from taskloom.engine.execution import Execution
     from taskloom.engine.store import Event
 
 __all__ = ["TERMINAL_EVENTS", "History"]
 
-TERMINAL_EVENTS = {"run_completed", "run_failed", "run_cancelled"}
+TERMINAL_EVENTS: set[EventType] = {"run_completed", "run_failed", "run_cancelled"}
 
 # Events that start a step, or change how it waits.
-_STEP_EVENTS = {
+_STEP_EVENTS: set[EventType] = {
     "activity_scheduled",
     "activity_retrying",
     "activity_paused",
@@ -31,7 +33,7 @@ _STEP_EVENTS = {
 }
 
 # Events that settle a step, and the kind of step they settle.
-_OUTCOMES = {
+_OUTCOMES: dict[EventType, str] = {
     "activity_completed": "activity",
     "activity_failed": "activity",
     "child_completed": "child",
@@ -90,7 +92,7 @@ class History:
         elif t in TERMINAL_EVENTS:
             ex.terminal = True
 
-    def _apply_step(self, t: str, seq: str, d: dict[str, Any]) -> None:
+    def _apply_step(self, t: EventType, seq: str, d: dict[str, Any]) -> None:
         """An event that starts a step or changes how it waits."""
         ex = self._ex
         if t == "activity_scheduled":
@@ -113,7 +115,7 @@ class History:
             step = ex.steps.setdefault(seq, _Step("child", d["workflow"]))
             step.scheduled, step.child_id = True, d["child_id"]
 
-    def _apply_outcome(self, t: str, seq: str, d: dict[str, Any]) -> None:
+    def _apply_outcome(self, t: EventType, seq: str, d: dict[str, Any]) -> None:
         ex = self._ex
         name = d.get("name", "now" if t == "now_recorded" else "")
         step = ex.steps.setdefault(seq, _Step(_OUTCOMES[t], name))

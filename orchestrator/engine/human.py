@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from taskloom.engine import serde
+from taskloom.engine.events import HumanDecided, HumanExpired
 from taskloom.engine.metrics import INBOX_LATENCY_BUCKETS, InboxStats
 from taskloom.engine.store import Store, now_ms
 from taskloom.errors import HumanTaskClosedError, HumanTaskNotFoundError, UserError
@@ -342,7 +343,7 @@ class HumanTasks:
         if not by:
             raise UserError("say who decides: decide(..., by='name')")
         made = Decision(decision, by, note, data, now_ms() if at_ms is None else at_ms)
-        event = {
+        event: HumanDecided = {
             "type": "human_decided",
             "seq": task.seq,
             "task_id": task.id,
@@ -363,11 +364,20 @@ class HumanTasks:
 
     async def _expire(self, task: HumanTask, reason: str, status: str, at_ms: int) -> None:
         error = {"type": "HumanTaskExpiredError", "message": f"{task.title}: {reason}"}
-        event = {"type": "human_expired", "seq": task.seq, "error": error, "ts": at_ms}
+        event: HumanExpired = {
+            "type": "human_expired",
+            "seq": task.seq,
+            "error": error,
+            "ts": at_ms,
+        }
         await self._settle(task, event, status, {})
 
     async def _settle(
-        self, task: HumanTask, event: dict[str, Any], status: str, decision: dict[str, Any]
+        self,
+        task: HumanTask,
+        event: HumanDecided | HumanExpired,
+        status: str,
+        decision: dict[str, Any],
     ) -> None:
         """Record the task's outcome on its run (exactly once), then close the entry."""
         at_ms = int(event["ts"])

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from redis.exceptions import ResponseError
 
 from taskloom.engine import serde
+from taskloom.engine.events import EventType, LogEvent
 from taskloom.engine.keys import TERMINAL_STATUSES
 from taskloom.engine.store._base import now_ms, raise_first
 from taskloom.engine.store._runs import RunRecords
@@ -31,7 +32,8 @@ class Event:
 
     id: str
     """The stream entry id (``ms-seq``), ordered."""
-    type: str
+    type: EventType
+    """Its kind (:mod:`taskloom.engine.events` says what each carries)."""
     data: dict[str, Any]
 
     @property
@@ -44,6 +46,8 @@ class Event:
     def parse(cls, entry_id: str, fields: dict[str, str]) -> Event:
         """Build an event from a raw stream entry."""
         data = serde.loads(fields["e"])
+        # A kind this version does not know (a newer writer's) keeps its name: readers
+        # ignore what they do not handle.
         return cls(id=entry_id, type=data.get("type", "?"), data=data)
 
 
@@ -51,7 +55,7 @@ class Event:
 class Op:
     """One event for :meth:`Store.append`, with how it is written."""
 
-    event: dict[str, Any]
+    event: LogEvent
     mode: Literal["log", "step", "sched"] = "log"
     seq: str = ""
     claim: bool = False

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from taskloom.engine import serde
+from taskloom.engine.events import External, Outcome
 from taskloom.engine.keys import Keys
 from taskloom.engine.store._base import group_by_run, raise_first
 from taskloom.engine.store._queues import Queues, Routing, parse_routing
@@ -27,7 +28,7 @@ class Outcomes(Queues):
 
     async def record(
         self,
-        items: Sequence[tuple[str, str, dict[str, Any] | str]],
+        items: Sequence[tuple[str, str, Outcome | str]],
         worker: str,
         *,
         acks: Sequence[tuple[str, str]] = (),
@@ -111,7 +112,7 @@ class Outcomes(Queues):
             await self.raw.zrem(self.keys.retries(retry[0]), retry[2])
         return routing
 
-    async def deliver(self, run_id: str, seq: str, event: dict[str, Any], worker: str) -> Routing:
+    async def deliver(self, run_id: str, seq: str, event: Outcome, worker: str) -> Routing:
         """Record an outcome on ``run_id`` step ``seq`` exactly once (from anywhere: a
         child run, a person's decision) and wake whoever holds the run."""
         (routing,) = await self.record([(run_id, seq, event)], worker)
@@ -120,13 +121,13 @@ class Outcomes(Queues):
         return routing
 
     async def external(
-        self, run_id: str, event: dict[str, Any], *, request_id: str | None = None
+        self, run_id: str, event: External, *, request_id: str | None = None
     ) -> Routing:
         """Append an event from outside the run (signal, cancel request) once per
         ``request_id`` (default: a new one, so only a call sent again is dropped)."""
         meta, log, _ = self.keys.run_keys(run_id)
         keys = [meta, log, self.keys.sent(run_id)]
-        flag = "cancel" if event.get("type") == "cancel_requested" else ""
+        flag = "cancel" if event["type"] == "cancel_requested" else ""
         args = [serde.dumps(event), flag, request_id or secrets.token_hex(8)]
 
         def build(pipe: Any) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from taskloom.engine import serde
+from taskloom.engine.events import RunCreated
 from taskloom.engine.keys import STATUSES
 from taskloom.engine.store._base import StoreBase, now_ms, raise_first
 from taskloom.errors import RunIdConflictError, RunNotFoundError
@@ -72,7 +73,8 @@ class RunRecords(StoreBase):
         (see :mod:`taskloom.tracing`)."""
         meta, log, _ = self.keys.run_keys(run_id)
         ts = now_ms()
-        event = serde.dumps({"type": "run_created", "workflow": workflow, "ts": ts})
+        created: RunCreated = {"type": "run_created", "workflow": workflow, "ts": ts}
+        event = serde.dumps(created)
         args = [
             run_id,
             workflow,
