@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from taskloom.engine.follow import StreamFollower
 from taskloom.engine.store import Store
 from taskloom.pipeline.livetokens import LiveText, LiveTokens
 
@@ -32,8 +33,13 @@ async def test_the_latest_text_is_the_end_of_the_latest_attempt_however_long(sto
     assert nothing == LiveText() and nothing.cursor == "0-0"
 
 
-async def test_watching_several_steps_brings_each_ones_new_text_and_its_end(store: Store) -> None:
-    live = LiveTokens(store)
+@pytest.mark.parametrize("shared", [False, True], ids=["own-read", "follower"])
+async def test_watching_several_steps_brings_each_ones_new_text_and_its_end(
+    store: Store, shared: bool
+) -> None:
+    """On a read of its own, and through a StreamFollower (as the web's run pages do)."""
+    follower = StreamFollower(store.client) if shared else None
+    live = LiveTokens(store, follower=follower)
     a, b = live.sink("r2", "2.1", 1), live.sink("r2", "2.2", 1)
     await a("Once ")
     texts = {step: await live.latest("r2", step, tail=12) for step in ("2.1", "2.2")}
@@ -47,3 +53,6 @@ async def test_watching_several_steps_brings_each_ones_new_text_and_its_end(stor
     assert await live.watch("r2", texts, block_ms=10_000) == ["2.1"]
     assert texts["2.1"].text == " upon a time" and texts["2.1"].ended  # the last 12 characters
     assert texts["2.2"].text == "Far " and not texts["2.2"].ended
+    if follower is not None:
+        assert follower.waiting == 0  # the reads that did not answer were given up
+        await follower.aclose()

@@ -18,13 +18,14 @@ shows :meth:`latest` and keeps it growing with :meth:`watch`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from taskloom.agents.llm import TokenSink
-from taskloom.engine.follow import StreamFollower
+from taskloom.engine.follow import Entry, StreamFollower
 from taskloom.engine.store import Store
 
 __all__ = ["LIVE_MAXLEN", "LIVE_TTL_S", "LiveText", "LiveTokens"]
@@ -188,7 +189,10 @@ class LiveTokens:
             return []
         keys = {self.store.keys.live(run_id, step): step for step in texts}
         streams = {key: texts[step].cursor for key, step in keys.items()}
-        reply = await self.store.raw.xread(streams, block=block_ms, count=500)
+        if self.follower is None:
+            reply = await self.store.raw.xread(streams, block=block_ms, count=500)
+        else:
+            reply = await _read_any(self.follower, streams, block_ms=block_ms)
         changed: list[str] = []
         for key, entries in reply or ():
             step = keys[key]
@@ -196,3 +200,25 @@ class LiveTokens:
             if any([text.add(entry_id, fields) for entry_id, fields in entries]):
                 changed.append(step)
         return changed
+
+
+async def _read_any(
+    follower: StreamFollower, streams: Mapping[str, str], *, block_ms: int
+) -> list[tuple[str, list[Entry]]]:
+    """:meth:`StreamFollower.read` on several streams at once: the entries of those that
+    have some once the first answers (or none after ``block_ms``), as XREAD replies."""
+    reads = {
+        key: asyncio.ensure_future(follower.read(key, after, block_ms=block_ms))
+        for key, after in streams.items()
+    }
+    try:
+        await asyncio.wait(reads.values(), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for read in reads.values():
+            read.cancel()
+        await asyncio.gather(*reads.values(), return_exceptions=True)
+    return [
+        (key, read.result())
+        for key, read in reads.items()
+        if not read.cancelled() and read.exception() is None and read.result()
+    ]

@@ -117,7 +117,7 @@ class RunPages:
         self.orch, self.pages, self.clock = orch, pages, clock
         self._form = read_form
         self.payloads: Payloads = orch.payloads()
-        self.tokens = LiveTokens(orch.store)
+        self.tokens = LiveTokens(orch.store, follower=orch.follower)
 
     # -- the list -----------------------------------------------------------------------
     async def runs(self, request: Request, visitor: Visitor) -> Response:
@@ -273,7 +273,7 @@ class RunPages:
                     return
                 texts = {step: text for step, (_, text) in calls.items()}
                 events, changed = await waits.next(
-                    partial(store.follow_log, run_id, after=progress.last_id, block_ms=1000),
+                    partial(self._next_events, run_id, progress.last_id),
                     partial(self.tokens.watch, run_id, texts, block_ms=1000) if texts else None,
                 )
                 for step in changed or ():
@@ -290,6 +290,14 @@ class RunPages:
                 )
         finally:
             await waits.aclose()
+
+    async def _next_events(self, run_id: str, after: str) -> list[Event]:
+        """The run's log events after ``after``, waiting up to a second for the first:
+        through the Orchestrator's follower, so a hundred open pages wait on a few
+        connections, not one each."""
+        key = self.orch.store.keys.log(run_id)
+        entries = await self.orch.follower.read(key, after or "0-0", block_ms=1000)
+        return [Event.parse(entry_id, fields) for entry_id, fields in entries]
 
     async def _message(
         self,
