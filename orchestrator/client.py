@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import ModuleType, TracebackType
@@ -21,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from taskloom.agents.agent import Agent
 from taskloom.agents.budget import Budgets, BudgetUsage
 from taskloom.agents.errors import validation_problems
 from taskloom.engine import serde
@@ -43,18 +43,14 @@ from taskloom.errors import (
     RunNotFoundError,
     UserError,
 )
-from taskloom.inbox import notify
-from taskloom.pipeline import pipeline, rerun
-from taskloom.pipeline.livetokens import LiveTokens
-from taskloom.pipeline.plan import parse_plan, size_problem
-from taskloom.pipeline.subagents import install
-from taskloom.pipeline.templates import Template, get_template
 from taskloom.settings import Settings
 from taskloom.tracing import configure as configure_traces
 from taskloom.tracing import new_run
 
 if TYPE_CHECKING:
+    from taskloom.agents.agent import Agent
     from taskloom.engine.embedded import EmbeddedRedis
+    from taskloom.pipeline.templates import Template
 
 __all__ = ["Orchestrator", "RunHandle"]
 
@@ -357,6 +353,10 @@ class Orchestrator:
         ``max_width``, ``max_chain``, ``planner_model``, ``judge_model``) go to
         :class:`~taskloom.pipeline.pipeline.PipelineRequest`.
         """
+        from taskloom.pipeline import pipeline  # the layers above the engine: on first use
+        from taskloom.pipeline.plan import parse_plan, size_problem
+        from taskloom.pipeline.templates import get_template
+
         if not isinstance(goal, str) or not goal.strip():
             raise UserError("submit() needs a goal: a sentence saying what you want done")
         if len(goal) > MAX_GOAL_CHARS:
@@ -419,6 +419,8 @@ class Orchestrator:
         as it was; the new one names it in its ``follow_up`` record. Returns at once.
 
         ``new_run_id`` is the new run's id (an idempotency key, as for :meth:`start`)."""
+        from taskloom.pipeline import pipeline, rerun
+
         info = await self.store.run_info(run_id)
         if info.status not in TERMINAL_STATUSES:
             raise UserError(
@@ -478,6 +480,8 @@ class Orchestrator:
     ) -> AsyncIterator[str]:
         """The text of a streaming subagent (``Agent(stream=True)``) at step ``step`` of
         run ``run_id``, as it arrives, until the attempt ends."""
+        from taskloom.pipeline.livetokens import LiveTokens
+
         return LiveTokens(self.store, follower=self.follower).follow(run_id, step, timeout=timeout)
 
     @property
@@ -524,10 +528,45 @@ class Orchestrator:
             modules=modules,
             **options,
         )
-        install(worker, self.settings, agents=agents)
+        from taskloom.inbox import notify
+
         notify.install(worker, self.settings)
-        pipeline.install(worker, verifiers=verifiers, cross_checks=cross_checks)
+        # The subagents eagerly when its code may reach ctx.agent (it imported them, for
+        # an Agent or for `from taskloom import Context`); the pipeline, its verifiers and
+        # templates (and the subagents otherwise) off the loop as it starts.
+        agents = list(agents)
+        if agents or "taskloom.pipeline.subagents" in sys.modules:
+            _subagents(worker, self.settings, agents)
+            worker.defer(functools.partial(_pipeline, verifiers, cross_checks, subagents=None))
+        else:
+            worker.defer(
+                functools.partial(
+                    _pipeline, verifiers, cross_checks, subagents=(self.settings, agents)
+                )
+            )
         return worker
+
+
+def _subagents(worker: Worker, settings: Settings, agents: list[Agent]) -> None:
+    from taskloom.pipeline.subagents import install
+
+    install(worker, settings, agents=agents)
+
+
+def _pipeline(
+    verifiers: Any, cross_checks: Any, *, subagents: tuple[Settings, list[Agent]] | None
+) -> Callable[[Worker], None]:
+    """Import the pipeline (its verifiers, templates, the LLM layer: most of a second)
+    and return what installs it on a worker, with the subagents first if ``subagents``
+    (``(settings, agents)``) says so."""
+    from taskloom.pipeline import pipeline
+
+    def install(worker: Worker) -> None:
+        if subagents is not None:
+            _subagents(worker, *subagents)
+        pipeline.install(worker, verifiers=verifiers, cross_checks=cross_checks)
+
+    return install
 
 
 def _not_connected() -> UserError:
