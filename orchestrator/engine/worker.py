@@ -301,7 +301,7 @@ class Worker:
         ]
         _start(self.resources.values())
         if self._deferred:
-            loops.append(loop.create_task(self._load_deferred(), name="load"))
+            loops.append(loop.create_task(self.load(), name="load"))
             self.registry.loading = loops[-1]
         self.started.set()
         log.info(
@@ -317,9 +317,11 @@ class Worker:
         if self._refused is not None:
             raise self._refused
 
-    async def _load_deferred(self) -> None:
-        """Load and install the layers given to :meth:`defer`, then start what they
-        added to :attr:`resources`."""
+    async def load(self) -> None:
+        """Load and install the layers given to :meth:`defer` now (:meth:`run` does it
+        as it starts; a caller that looks at the worker without running it, for its
+        roles say, awaits this first), then start what they added to
+        :attr:`resources`."""
         try:
             while self._deferred:
                 load = self._deferred.pop(0)
@@ -329,7 +331,8 @@ class Worker:
                     install(self)
                 except Exception:  # what needs the layer is then unknown here, and says so
                     log.exception("worker %s: could not load a layer", self.worker_id)
-                _start(v for k, v in self.resources.items() if k not in before)
+                if self.started.is_set():  # else run() starts them with the rest
+                    _start(v for k, v in self.resources.items() if k not in before)
             gc.freeze()  # what was loaded lives as long as the process, as at start
         finally:
             self.registry.loading = None

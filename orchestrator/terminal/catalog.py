@@ -51,6 +51,7 @@ async def _roles(args: argparse.Namespace, orch: Orchestrator) -> int:
     from taskloom.pipeline.subagents import Subagents
 
     worker = orch.worker(modules=args.imports or [])
+    await worker.load()  # the built-in roles come with the pipeline
     roles = catalog(Subagents.of(worker).agents)
     if args.json:
         out(json.dumps([{**r.to_dict(), "model": r.model} for r in roles.values()]))
