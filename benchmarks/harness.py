@@ -137,8 +137,11 @@ class WorkerProcess:
         concurrency: int,
         log_path: Path,
         extra_env: dict[str, str] | None = None,
+        module: str = "benchmarks.workloads",
     ) -> None:
         self.extra_env = dict(extra_env or {})
+        self.module = module
+        """The module whose definitions it serves (``--import``)."""
         self.redis_url = redis_url
         self.prefix = prefix
         self.concurrency = concurrency
@@ -172,7 +175,7 @@ class WorkerProcess:
             "taskloom.terminal.cli",
             "worker",
             "--import",
-            "benchmarks.workloads",
+            self.module,
             "--concurrency",
             str(self.concurrency),
         ]
@@ -286,9 +289,11 @@ class Bench:
         concurrency: int,
         label: str = "",
         extra_env: dict[str, str] | None = None,
+        module: str = "benchmarks.workloads",
     ) -> WorkerProcess:
-        """A (not yet started) worker process for ``workload``."""
+        """A (not yet started) worker process for ``workload``, serving ``module``."""
         return WorkerProcess(
+            module=module,
             redis_url=self.redis_url,
             prefix=self.sub_prefix(workload),
             concurrency=concurrency,

@@ -19,6 +19,7 @@ TARGETS = {
     "W5": "overhead_ratio <= 1.2",
     "W6": "overhead_ratio <= 1.3",
     "W7": "retries_recorded == retries_expected (600 for N=1000)",
+    "cold_start": "cold_start_s <= 0.3 s",
     "cli": cli_latency.TARGET,
 }
 
@@ -46,6 +47,8 @@ def target_met(row: dict[str, Any]) -> bool | None:
             return bool(row["overhead_ratio"] <= 1.3)
         case "W7":
             return bool(row["retries_recorded"] == row["retries_expected"])
+        case "cold_start":
+            return bool(row["cold_start_s"] <= 0.3)
         case "cli":
             return cli_latency.target_met(row)
     return None
@@ -102,6 +105,12 @@ def summary(row: dict[str, Any]) -> str:
             return (
                 f"{row['activities_per_s']:,} activities/s with {row['retries_recorded']} "
                 f"retries recorded (expected {row['retries_expected']})"
+            )
+        case "cold_start":
+            return (
+                f"launch to first activity {row['cold_start_s']} s (plain engine code "
+                f"{row['cold_start_plain_s']} s; slowest {row['cold_start_max_s']} s), "
+                f"median of {row['launches']}"
             )
         case "cli":
             return cli_latency.summary(row)

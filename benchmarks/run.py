@@ -33,6 +33,10 @@ Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
   before and after: everything the server ran meanwhile, divided by the plan's activities).
 - ``W7``: 1000 activities of which 30% fail twice, 10 ms apart, before succeeding:
   throughput, and the retries recorded in the run's log (must be 600).
+- ``cold_start``: from launching ``taskloom worker`` to its first activity started, the
+  median of 5 fresh processes (:mod:`benchmarks.cold_start`): serving
+  :mod:`benchmarks.workloads` (``cold_start_s``) and plain engine code
+  (``cold_start_plain_s``).
 - ``cli``: ``taskloom status RUN`` on the embedded store (no Redis URL; the ``--redis-url``
   is not used): wall time with the server already running, against a cold start and
   against starting and stopping it per command (:mod:`benchmarks.cli_latency`).
@@ -67,6 +71,7 @@ from redis.exceptions import RedisError  # noqa: E402
 
 from benchmarks import (  # noqa: E402
     cli_latency,
+    cold_start,
     redis_baseline,
     w1_fanout,
     w2_latency,
@@ -82,7 +87,7 @@ from taskloom import TaskloomError  # noqa: E402
 
 __all__ = ["QUICK", "STANDARD", "Sizes", "main"]
 
-WORKLOADS = ("baseline", "W1", "W2", "W3", "W4", "W5", "W6", "W7", "cli")
+WORKLOADS = ("baseline", "W1", "W2", "W3", "W4", "W5", "W6", "W7", "cold_start", "cli")
 _RUNS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "baseline": redis_baseline.run,
     "W1": w1_fanout.run,
@@ -92,6 +97,7 @@ _RUNS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "W5": w5_subagents.run,
     "W6": w6_pipeline.run,
     "W7": w7_retries.run,
+    "cold_start": cold_start.run,
     "cli": lambda bench: asyncio.to_thread(cli_latency.measure, quick=bench.sizes is QUICK),
 }
 

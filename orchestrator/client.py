@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from taskloom.agents.agent import Agent
 from taskloom.agents.budget import Budgets, BudgetUsage
 from taskloom.agents.errors import validation_problems
 from taskloom.engine import serde
-from taskloom.engine.blobs import open_blob_store
+from taskloom.engine.blobs import is_ref, open_blob_store
 from taskloom.engine.connection import Connection, connect
 from taskloom.engine.definitions import ActivityDef, WorkflowDef
 from taskloom.engine.dlq import DeadLetters
@@ -44,18 +44,14 @@ from taskloom.errors import (
     RunNotFoundError,
     UserError,
 )
-from taskloom.inbox import notify
-from taskloom.pipeline import pipeline, rerun
-from taskloom.pipeline.livetokens import LiveTokens
-from taskloom.pipeline.plan import parse_plan, size_problem
-from taskloom.pipeline.subagents import install
-from taskloom.pipeline.templates import Template, get_template
 from taskloom.settings import Settings
 from taskloom.tracing import configure as configure_traces
 from taskloom.tracing import new_run
 
 if TYPE_CHECKING:
+    from taskloom.agents.agent import Agent
     from taskloom.engine.embedded import EmbeddedRedis
+    from taskloom.pipeline.templates import Template
 
 __all__ = ["Orchestrator", "RunHandle"]
 
@@ -73,11 +69,17 @@ class RunHandle:
     of its :class:`Orchestrator` (a handle made on its own gets one of its own)."""
 
     def __init__(
-        self, store: Store, run_id: str, *, follower: StreamFollower | None = None
+        self,
+        store: Store,
+        run_id: str,
+        *,
+        follower: StreamFollower | None = None,
+        payloads: Callable[[], Payloads] | None = None,
     ) -> None:
         self._store = store
         self.run_id = run_id
         self._follower = follower or StreamFollower(store.client, lanes=1)
+        self._payloads = payloads
 
     def __repr__(self) -> str:
         return f"RunHandle({self.run_id!r})"
@@ -86,23 +88,62 @@ class RunHandle:
         """The run's current metadata (status, owner, result)."""
         return await self._store.run_info(self.run_id)
 
+    async def status(self) -> str:
+        """The run's status (``pending``, ``running``, ``waiting``, ``completed``,
+        ``failed`` or ``cancelled``), read from its record, not its log."""
+        outcome = await self._store.outcome(self.run_id)
+        if outcome is None:
+            await self._store.get_meta(self.run_id)  # raises RunNotFoundError
+        assert outcome is not None
+        return str(outcome[0])
+
     async def result(self, *, timeout: float | None = None) -> Any:
         """Wait for the run to end; its result, or :class:`RunFailedError` /
-        :class:`RunCancelledError`."""
+        :class:`RunCancelledError`.
+
+        Reads the outcome the run's last write recorded (not its log), and waits on the
+        run's ``ended`` stream, which gets one entry when the run ends: a waiter wakes
+        once, however many events the run appends meanwhile."""
+        ended = self._store.keys.ended(self.run_id)
+        seen = False
         async with asyncio.timeout(timeout):
-            async for event in self.events():
-                if event.type == "run_completed":
-                    return event.data.get("result")
-                if event.type == "run_failed":
-                    err = event.data.get("error") or {}
-                    raise RunFailedError(
-                        f"run {self.run_id} failed: {err.get('type', 'Error')}: "
-                        f"{err.get('message', '')}",
-                        error=err,
+            while True:
+                outcome = await self._store.outcome(self.run_id)
+                if outcome is None:
+                    if not seen:
+                        await self._store.get_meta(self.run_id)  # raises RunNotFoundError
+                    raise self._gone()
+                seen = True
+                status, value = outcome
+                if status in TERMINAL_STATUSES:
+                    return await self._ended(status, value)
+                await self._follower.read(ended, after="0-0", block_ms=GONE_CHECK_MS)
+
+    async def _ended(self, status: str, value: Any) -> Any:
+        if status == "completed":
+            if is_ref(value):  # a big result, kept in the blob store
+                if self._payloads is None:
+                    raise ConfigurationError(
+                        f"run {self.run_id}'s result is in the blob store; read it through "
+                        f"an Orchestrator's handle (orch.handle(run_id)), which knows the store"
                     )
-                if event.type == "run_cancelled":
-                    raise RunCancelledError(f"run {self.run_id} was cancelled")
-        raise RunFailedError(f"run {self.run_id} log ended without a result")  # pragma: no cover
+                return await self._payloads().unpack(value)
+            return value
+        if status == "failed":
+            err = value if isinstance(value, dict) else {}
+            raise RunFailedError(
+                f"run {self.run_id} failed: {err.get('type', 'Error')}: {err.get('message', '')}",
+                error=err,
+            )
+        raise RunCancelledError(f"run {self.run_id} was cancelled")
+
+    def _gone(self) -> RunNotFoundError:
+        return RunNotFoundError(
+            f"run {self.run_id} existed and is gone from Redis: the server lost "
+            f"acknowledged writes (a crash under appendfsync everysec loses about the "
+            f"last second), or the run was deleted after its retention. Start it "
+            f"again; set TASKLOOM_DURABILITY=fsync so a started run survives a crash"
+        )
 
     async def events(self, *, follow: bool = True, after: str = "") -> AsyncIterator[Event]:
         """The run's log, oldest first; with ``follow``, live until the run ends."""
@@ -123,12 +164,7 @@ class RunHandle:
             )
             batch = [Event.parse(entry_id, fields) for entry_id, fields in entries]
             if not batch and not await self._store.raw.exists(self._store.keys.meta(self.run_id)):
-                raise RunNotFoundError(
-                    f"run {self.run_id} existed and is gone from Redis: the server lost "
-                    f"acknowledged writes (a crash under appendfsync everysec loses about the "
-                    f"last second), or the run was deleted after its retention. Start it "
-                    f"again; set TASKLOOM_DURABILITY=fsync so a started run survives a crash"
-                )
+                raise self._gone()
 
     async def signal(
         self, name: str, payload: Any = None, *, request_id: str | None = None
@@ -283,7 +319,7 @@ class Orchestrator:
             await self.budgets.write_limits(rid, max_tokens=budget_tokens, max_usd=budget_usd)
         if created or status == "pending":
             await self.store.enqueue_run(rid, "new")
-        return RunHandle(self.store, rid, follower=self.follower)
+        return RunHandle(self.store, rid, follower=self.follower, payloads=self.payloads)
 
     async def submit(
         self,
@@ -318,6 +354,10 @@ class Orchestrator:
         ``max_width``, ``max_chain``, ``planner_model``, ``judge_model``) go to
         :class:`~taskloom.pipeline.pipeline.PipelineRequest`.
         """
+        from taskloom.pipeline import pipeline  # the layers above the engine: on first use
+        from taskloom.pipeline.plan import parse_plan, size_problem
+        from taskloom.pipeline.templates import get_template
+
         if not isinstance(goal, str) or not goal.strip():
             raise UserError("submit() needs a goal: a sentence saying what you want done")
         if len(goal) > MAX_GOAL_CHARS:
@@ -380,6 +420,8 @@ class Orchestrator:
         as it was; the new one names it in its ``follow_up`` record. Returns at once.
 
         ``new_run_id`` is the new run's id (an idempotency key, as for :meth:`start`)."""
+        from taskloom.pipeline import pipeline, rerun
+
         info = await self.store.run_info(run_id)
         if info.status not in TERMINAL_STATUSES:
             raise UserError(
@@ -439,6 +481,8 @@ class Orchestrator:
     ) -> AsyncIterator[str]:
         """The text of a streaming subagent (``Agent(stream=True)``) at step ``step`` of
         run ``run_id``, as it arrives, until the attempt ends."""
+        from taskloom.pipeline.livetokens import LiveTokens
+
         return LiveTokens(self.store, follower=self.follower).follow(run_id, step, timeout=timeout)
 
     @property
@@ -448,7 +492,7 @@ class Orchestrator:
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on an existing run."""
-        return RunHandle(self.store, run_id, follower=self.follower)
+        return RunHandle(self.store, run_id, follower=self.follower, payloads=self.payloads)
 
     async def list_runs(self, status: str | None = None, *, limit: int = 100) -> list[RunInfo]:
         """Runs by status (newest first), read from the status indexes."""
@@ -485,10 +529,45 @@ class Orchestrator:
             modules=modules,
             **options,
         )
-        install(worker, self.settings, agents=agents)
+        from taskloom.inbox import notify
+
         notify.install(worker, self.settings)
-        pipeline.install(worker, verifiers=verifiers, cross_checks=cross_checks)
+        # The subagents eagerly when its code may reach ctx.agent (it imported them, for
+        # an Agent or for `from taskloom import Context`); the pipeline, its verifiers and
+        # templates (and the subagents otherwise) off the loop as it starts.
+        agents = list(agents)
+        if agents or "taskloom.pipeline.subagents" in sys.modules:
+            _subagents(worker, self.settings, agents)
+            worker.defer(functools.partial(_pipeline, verifiers, cross_checks, subagents=None))
+        else:
+            worker.defer(
+                functools.partial(
+                    _pipeline, verifiers, cross_checks, subagents=(self.settings, agents)
+                )
+            )
         return worker
+
+
+def _subagents(worker: Worker, settings: Settings, agents: list[Agent]) -> None:
+    from taskloom.pipeline.subagents import install
+
+    install(worker, settings, agents=agents)
+
+
+def _pipeline(
+    verifiers: Any, cross_checks: Any, *, subagents: tuple[Settings, list[Agent]] | None
+) -> Callable[[Worker], None]:
+    """Import the pipeline (its verifiers, templates, the LLM layer: most of a second)
+    and return what installs it on a worker, with the subagents first if ``subagents``
+    (``(settings, agents)``) says so."""
+    from taskloom.pipeline import pipeline
+
+    def install(worker: Worker) -> None:
+        if subagents is not None:
+            _subagents(worker, *subagents)
+        pipeline.install(worker, verifiers=verifiers, cross_checks=cross_checks)
+
+    return install
 
 
 def _not_connected() -> UserError:

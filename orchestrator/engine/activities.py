@@ -184,6 +184,7 @@ class ActivityRunner:
         w = self.w
         task = attempt.task
         try:
+            await w.registry.settle(task.name)  # a layer still loading
             adef = w.registry.activity(task.name)
             waited = self.queued_for(task)
             if adef.schedule_to_start is not None and waited > adef.schedule_to_start:

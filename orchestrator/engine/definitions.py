@@ -7,6 +7,7 @@ two workers in one process can serve different code and tests never share state.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 from collections.abc import Callable, Iterable
@@ -164,6 +165,10 @@ class Registry:
         self.modules: list[ModuleType] = []
         """The modules :meth:`add_module` imported, in order: worker extensions read
         their own specs there (the subagents' agents)."""
+        self.loading: asyncio.Future[None] | None = None
+        """Set while definitions are still being loaded off the event loop
+        (:meth:`Worker.defer <taskloom.engine.worker.Worker.defer>`): a name not known
+        yet may be among them (:meth:`settle`)."""
         for w in workflows:
             self.add(w)
         for a in activities:
@@ -199,6 +204,14 @@ class Registry:
             if isinstance(value, WorkflowDef | ActivityDef):
                 self.add(value)
         self.modules.append(module)
+
+    async def settle(self, name: str) -> None:
+        """If ``name`` is not known and definitions are still loading, wait until they
+        are loaded (then :meth:`workflow` / :meth:`activity` find it, or say it is
+        unknown); at once otherwise."""
+        loading = self.loading
+        if loading is not None and name not in self._workflows and name not in self._activities:
+            await asyncio.shield(loading)
 
     def workflow(self, name: str) -> WorkflowDef:
         """The workflow called ``name``."""

@@ -431,6 +431,7 @@ class Execution:
                     f"blob store the client uses (TASKLOOM_BLOB_URL)"
                 )
             self.input = await self.host.payloads.unpack(self.input)
+        await self.host.registry.settle(self.workflow_name)  # a layer still loading
         wf = self.host.registry.workflow(self.workflow_name)
         return await wf.fn(
             self.host.context_type(self),

@@ -125,7 +125,10 @@ class Intake:
         wanted = []
         for t in tasks:
             adef = self.w.registry.find_activity(t.name)
-            if t.details is None and adef is not None and adef.heartbeat_timeout is not None:
+            # A name not known yet may be a layer's still loading: its details too.
+            loading = self.w.registry.loading is not None
+            beats = adef.heartbeat_timeout is not None if adef else loading
+            if t.details is None and beats:
                 wanted.append(t)
         if wanted:
             loaded = await self.w.store.load_heartbeats([(t.run_id, t.seq) for t in wanted])

@@ -11,9 +11,20 @@ import os
 import socket
 import uuid
 
-__all__ = ["ACTIVE_STATUSES", "STATUSES", "TERMINAL_STATUSES", "Keys", "consumer_name"]
+__all__ = [
+    "ACTIVE_STATUSES",
+    "ENDED_TTL_MS",
+    "STATUSES",
+    "TERMINAL_STATUSES",
+    "Keys",
+    "consumer_name",
+]
 
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
+ENDED_TTL_MS = 60_000
+"""How long a run's ``ended`` stream lives: long enough for every waiter that was
+waiting when the run ended to read it (one missed reads the run's meta at its next
+check), short enough that it costs nothing with retention or without."""
 ACTIVE_STATUSES = ("pending", "running", "waiting")
 STATUSES = ACTIVE_STATUSES + TERMINAL_STATUSES
 
@@ -69,6 +80,12 @@ class Keys:
         """Stream with a TTL: the text a streaming subagent at ``step`` sends as it
         arrives (beside the log, which keeps only the final output)."""
         return f"{self.prefix}:run:{{{run_id}}}:live:{step}"
+
+    def ended(self, run_id: str) -> str:
+        """Stream with a TTL (``ENDED_TTL_MS``): one entry, the run's terminal status,
+        added by ``append.lua`` with the last event; what ``RunHandle.result()`` waits
+        on, so a waiter wakes once, not for every event of the log."""
+        return f"{self.prefix}:run:{{{run_id}}}:ended"
 
     def run_keys(self, run_id: str) -> tuple[str, str, str]:
         """``(meta, log, steps)`` of a run, the KEYS most scripts take."""

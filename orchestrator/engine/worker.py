@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections import deque
@@ -47,7 +48,7 @@ from taskloom.engine.store import Store, ride_out
 from taskloom.engine.tasks import Task
 from taskloom.errors import RedisRefusedError, UserError
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "settle_memory"]
 
 log = logging.getLogger("taskloom.engine.worker")
 _REDIS_TROUBLE = (RedisError, RedisRefusedError)
@@ -56,6 +57,23 @@ _REDIS_TROUBLE = (RedisError, RedisRefusedError)
 
 PREFETCH_HORIZON_S = 0.5
 """A worker prefetches the deliveries it expects to start within this many seconds."""
+
+
+def settle_memory() -> None:
+    """Keep what is loaded by now (modules, registries: it lives as long as the process)
+    out of the cyclic GC, whose full passes over it paused the loop ~15 ms each; done
+    once per process, by the first worker to start (in-process or ``taskloom worker``)."""
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
+
+
+def _start(resources: Iterable[Any]) -> None:
+    """Start the resources that run beside the loops (a notifier, say)."""
+    for resource in resources:
+        start = getattr(resource, "start", None)
+        if callable(start):
+            start()
 
 
 class Worker:
@@ -144,8 +162,19 @@ class Worker:
         self.context_type: type[Context] = Context
         """What this worker's workflows receive: the engine's :class:`Context`, or the
         subclass an extension gives them."""
+        self._deferred: list[Callable[[], Callable[[Worker], object]]] = []
         for extension in extensions:
             self.extend(extension)
+
+    def defer(self, load: Callable[[], Callable[[Worker], object]]) -> None:
+        """Load a layer of definitions when the worker starts, off the event loop.
+
+        ``load`` runs in a thread (imports: seconds of work a worker need not wait for)
+        and returns the function that installs the layer on this worker, run on the loop.
+        The worker serves meanwhile: a workflow or activity it does not know yet waits
+        for the layers still loading before it is called unknown
+        (:meth:`Registry.settle <taskloom.engine.definitions.Registry.settle>`)."""
+        self._deferred.append(load)
 
     def extend(self, extension: ExtensionT) -> ExtensionT:
         """Install ``extension`` (a layer above the engine, such as the subagents that
@@ -256,6 +285,7 @@ class Worker:
             RedisRefusedError: Redis refused this worker (a password changed, a
                 permission taken away): it stops at once, as no retry can help.
         """
+        settle_memory()
         await self.store.ensure_groups(self.queue)
         loop = asyncio.get_running_loop()
         if install_signal_handlers:
@@ -269,10 +299,10 @@ class Worker:
             loop.create_task(self._guard(self.maintenance.retry_loop), name="retries"),
             loop.create_task(self.lag.run(), name="loop-lag"),
         ]
-        for resource in self.resources.values():  # e.g. a notifier: runs beside the loops
-            start = getattr(resource, "start", None)
-            if callable(start):
-                start()
+        _start(self.resources.values())
+        if self._deferred:
+            loops.append(loop.create_task(self.load(), name="load"))
+            self.registry.loading = loops[-1]
         self.started.set()
         log.info(
             "worker %s serving queue %r, %d slots", self.worker_id, self.queue, self.concurrency
@@ -286,6 +316,26 @@ class Worker:
             await self._shutdown()
         if self._refused is not None:
             raise self._refused
+
+    async def load(self) -> None:
+        """Load and install the layers given to :meth:`defer` now (:meth:`run` does it
+        as it starts; a caller that looks at the worker without running it, for its
+        roles say, awaits this first), then start what they added to
+        :attr:`resources`."""
+        try:
+            while self._deferred:
+                load = self._deferred.pop(0)
+                before = set(self.resources)
+                try:
+                    install = await asyncio.to_thread(load)
+                    install(self)
+                except Exception:  # what needs the layer is then unknown here, and says so
+                    log.exception("worker %s: could not load a layer", self.worker_id)
+                if self.started.is_set():  # else run() starts them with the rest
+                    _start(v for k, v in self.resources.items() if k not in before)
+            gc.freeze()  # what was loaded lives as long as the process, as at start
+        finally:
+            self.registry.loading = None
 
     async def _guard(self, body: Callable[[], Awaitable[None]]) -> None:
         """Run a loop forever, riding out Redis outages with capped backoff; a refusal

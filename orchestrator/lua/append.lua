@@ -1,7 +1,9 @@
 -- The owner's fenced write: append events to the run's log, in order.
--- KEYS: meta, log, steps, last_write, claim keys referenced by index...
+-- KEYS: meta, log, steps, last_write, ended, claim keys referenced by index...
 -- ARGV: worker_id, epoch, now_ms, claim_ttl_ms, new_status, result_json, known_ids, n,
---       token, then n times: seq, mode, claim_key_index, event_json
+--       token, ended_ttl_ms, then n times: seq, mode, claim_key_index, event_json
+-- A terminal status also adds one entry to the run's 'ended' stream (with a TTL):
+-- waiters for the result block on it, not on the log, so they wake once.
 -- token: unique per call. The client library sends a call again when the connection
 -- drops before the reply (a server restart, say); if the first one ran, the same call
 -- sent again returns the first reply unchanged instead of appending the events twice
@@ -37,7 +39,7 @@ for id in string.gmatch(ARGV[7], '%S+') do
 end
 local out = {}
 local n = tonumber(ARGV[8])
-local i = 10
+local i = 11
 for k = 1, n do
   local seq, mode, claim, event = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   i = i + 4
@@ -63,6 +65,8 @@ if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[1], 'status', ARGV[5], 'updated_ms', ARGV[3])
   if ARGV[5] == 'completed' or ARGV[5] == 'failed' or ARGV[5] == 'cancelled' then
     redis.call('HSET', KEYS[1], 'result', ARGV[6], 'owner', '', 'lease_until', 0)
+    redis.call('XADD', KEYS[5], '*', 'status', ARGV[5])
+    redis.call('PEXPIRE', KEYS[5], ARGV[10])
   end
 end
 return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import os
@@ -21,16 +22,7 @@ from taskloom.client import Orchestrator
 from taskloom.errors import RedisRefusedError, RedisUnavailableError, TaskloomError, UserError
 from taskloom.redaction import redact_text, redact_url
 from taskloom.settings import Settings
-from taskloom.terminal import (
-    catalog,
-    dlq_commands,
-    inbox_cli,
-    run_commands,
-    runs_commands,
-    store_commands,
-    worker_command,
-)
-from taskloom.terminal import serve as web_commands
+from taskloom.terminal import store_commands
 from taskloom.terminal.output import out
 
 __all__ = ["main"]
@@ -40,6 +32,52 @@ Command = Callable[[str, Handler, str], argparse.ArgumentParser]
 """Makes one subcommand's parser: ``cmd(name, handler, help)``; the modules with the
 commands (``run_commands``, ``worker_command``, ``dlq_commands``, ``runs_commands``,
 ``catalog``, ``inbox_cli``, ``serve``) get it in their ``register(cmd)``."""
+
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("run_commands", "the whole pipeline end to end, with a simulated LLM (no key needed)"),
+    "run": ("run_commands", "hand taskloom a goal: plan, run, verify, integrate (live)"),
+    "chat": ("run_commands", "a conversation: goals and follow-ups that build on the last answer"),
+    "worker": ("worker_command", "run a worker: take runs and activities until stopped"),
+    "dlq": ("dlq_commands", "the dead-letter queue: activities that failed for good"),
+    "runs": ("runs_commands", "list runs by status"),
+    "status": ("runs_commands", "show one run"),
+    "history": ("runs_commands", "show a run's event log"),
+    "cancel": ("runs_commands", "cancel a run and its children"),
+    "result": ("runs_commands", "a run's result (a pipeline's answer); exit 3 while unfinished"),
+    "signal": ("runs_commands", "send a signal to a run"),
+    "start": ("runs_commands", "start a workflow by name (a worker must serve it)"),
+    "templates": ("catalog", "the workflow templates: names and what each is for"),
+    "roles": ("catalog", "the roles a plan may use: the built-in agents and yours"),
+    "doctor": ("cli", "check the Redis in use: version, persistence, eviction, latency"),
+    "inbox": ("inbox_cli", "the escalation inbox: list, show, decide and edit items"),
+    "serve": ("serve", "serve the web inbox and /metrics (sign in with TASKLOOM_INBOX_TOKEN)"),
+    "link": (
+        "serve",
+        "magic links: one inbox item and one decision for a reviewer without an account",
+    ),
+    "stop": ("store_commands", ""),
+}
+"""Each command, in the order ``taskloom --help`` lists them: the module in
+``taskloom.terminal`` whose ``register(cmd)`` adds it, and its help line. A command
+imports only its own module (``taskloom worker`` neither the pipeline nor the web);
+the others are listed by name (``tests/test_startup.py`` checks the table against the
+modules)."""
+
+_VALUED = ("--redis-url", "--data-dir", "--key-prefix")
+"""The global options that take a value (the word after them is not the command)."""
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv``: its first word that is neither an option nor the
+    value of a global one."""
+    words = iter(argv)
+    for word in words:
+        if word in _VALUED:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -62,7 +100,9 @@ async def _doctor(args: argparse.Namespace, orch: Orchestrator) -> int:
 
 
 # -- parsing ----------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of the command line whose command word is ``command``: in full for
+    that command, the others by name and help line (``None``: all by name)."""
     p = argparse.ArgumentParser(
         prog="taskloom",
         description="durable orchestration of LLM subagents on Redis",
@@ -84,19 +124,25 @@ def _parser() -> argparse.ArgumentParser:
         sp.set_defaults(handler=handler)
         return sp
 
-    for register in (
-        run_commands.register,
-        worker_command.register,
-        dlq_commands.register,
-        runs_commands.register,
-        catalog.register,
-    ):
-        register(cmd)
-    doc = cmd("doctor", _doctor, "check the Redis in use: version, persistence, eviction, latency")
-    doc.add_argument("--json", action="store_true")
-    for register in (inbox_cli.register, web_commands.register, store_commands.register):
-        register(cmd)
+    wanted = COMMANDS.get(command or "", ("", ""))[0]
+    done: set[str] = set()
+    for name, (module, help_) in COMMANDS.items():
+        if module == "cli":
+            doc = cmd("doctor", _doctor, help_)
+            doc.add_argument("--json", action="store_true")
+        elif module in done:
+            continue
+        elif module in (wanted, "store_commands"):  # `stop` is cheap: its module is here
+            done.add(module)
+            owner = store_commands if module == "store_commands" else _module(module)
+            owner.register(cmd)
+        else:  # listed by name only; its own module parses it when it is the command
+            sub.add_parser(name, help=help_, description=help_, add_help=False)
     return p
+
+
+def _module(name: str) -> Any:
+    return importlib.import_module(f"taskloom.terminal.{name}")
 
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -136,7 +182,8 @@ async def _main(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``taskloom`` console script."""
-    args = _parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(_command_of(words)).parse_args(words)
     _import_from_cwd()
     log_file = _log_file(args)
     logging.basicConfig(

@@ -16,6 +16,7 @@ from taskloom.engine.keys import STATUSES
 from taskloom.engine.store import Event, RunInfo
 from taskloom.errors import UserError
 from taskloom.pipeline.endpoints import served_by
+from taskloom.pipeline.pipeline import PIPELINE_NAME as PIPELINE
 from taskloom.terminal import runview
 from taskloom.terminal.output import out, short
 
@@ -92,7 +93,9 @@ async def _runs(args: argparse.Namespace, orch: Orchestrator) -> int:
 async def _status(args: argparse.Namespace, orch: Orchestrator) -> int:
     handle = orch.handle(args.run_id)
     info = await handle.info()
-    activities = runview.activity_summaries([e async for e in handle.events(follow=False)])
+    # Only a pipeline's log has activities to show: any other run's is not read at all.
+    events = [e async for e in handle.events(follow=False)] if info.workflow == PIPELINE else []
+    activities = runview.activity_summaries(events)
     if args.json:
         out(json.dumps({**_info_dict(info), "activities": [a.to_dict() for a in activities]}))
         return 0 if info.status != "failed" else 1

@@ -4,7 +4,6 @@ Prometheus metrics."""
 from __future__ import annotations
 
 import argparse
-import gc
 import ipaddress
 from typing import TYPE_CHECKING
 
@@ -54,10 +53,6 @@ async def _worker(args: argparse.Namespace, orch: Orchestrator) -> int:
         f"{len(worker.registry.activity_names)} activities, queue {worker.queue!r}, "
         f"{worker.concurrency} slots (Ctrl-C or SIGTERM stops gracefully)"
     )
-    # Everything loaded so far (modules, registries) lives as long as the process: keep
-    # it out of the cyclic GC, whose full passes over it paused the loop ~15 ms each.
-    gc.collect()
-    gc.freeze()
     if metrics is None:
         await worker.run(install_signal_handlers=True)
         return 0

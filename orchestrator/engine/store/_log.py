@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 
 from taskloom.engine import serde
 from taskloom.engine.events import EventType, LogEvent
-from taskloom.engine.keys import TERMINAL_STATUSES
+from taskloom.engine.keys import ENDED_TTL_MS, TERMINAL_STATUSES
 from taskloom.engine.store._base import now_ms, raise_first
 from taskloom.engine.store._runs import RunRecords
 from taskloom.errors import LeaseLostError, StoreRolledBackError
@@ -116,7 +116,7 @@ class RunLog(RunRecords):
         :class:`StoreRolledBackError` is raised (the owner replays instead).
         """
         meta, log, steps = self.keys.run_keys(run_id)
-        keys = [meta, log, steps, self.keys.last_write(run_id)]
+        keys = [meta, log, steps, self.keys.last_write(run_id), self.keys.ended(run_id)]
         args: list[Any] = [
             worker,
             epoch,
@@ -127,6 +127,7 @@ class RunLog(RunRecords):
             " ".join(known),
             len(ops),
             secrets.token_hex(8),  # a re-sent call returns its first reply (append.lua)
+            ENDED_TTL_MS,
         ]
         for op in ops:
             claim_index = 0

@@ -114,6 +114,17 @@ class RunRecords(StoreBase):
             )
         return meta
 
+    async def outcome(self, run_id: str) -> tuple[str, Any] | None:
+        """``(status, result)`` of the run from its meta hash, where the script that ends
+        a run writes them with its last event (``result``: the error of a failed run,
+        ``None`` while it runs); ``None`` if there is no such run. One HMGET, however
+        long the run's log."""
+        found = await self.raw.hmget(self.keys.meta(run_id), ["run_id", "status", "result"])
+        if not found[0]:
+            return None
+        status, result = found[1] or "", found[2] or ""
+        return status, serde.loads(result) if result else None
+
     async def run_info(self, run_id: str) -> RunInfo:
         """The run's metadata as a :class:`RunInfo`."""
         return RunInfo.from_meta(await self.get_meta(run_id))

@@ -1,0 +1,177 @@
+"""A worker's start: it imports only what it serves, loads the layers above the engine
+off the event loop, and settles its memory like the CLI's (issue 18).
+
+Before, ``taskloom worker`` imported every command, the pipeline, the verifiers and
+the LLM layer before its first activity (1.15-1.93 s), and only the CLI worker froze
+the GC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+from taskloom import Context, Orchestrator, Store, Worker, activity, workflow
+from taskloom.terminal import cli
+from tests.helpers import ROOT, running, wait_until
+
+pytestmark = pytest.mark.anyio
+
+HEAVY = ("openai", "anthropic", "jinja2", "starlette")
+"""Packages (and what they hold) a worker of plain engine code has no use for."""
+
+_WORKER_IMPORTS = """
+import asyncio, json, sys
+from taskloom.terminal import cli
+cli._parser("worker")  # what `taskloom worker` parses with
+from taskloom import Orchestrator, Settings
+import tests.plain_workflows
+
+async def main():
+    orch = Orchestrator(settings=Settings(redis_url=sys.argv[1], key_prefix=sys.argv[2]))
+    async with orch:
+        orch.worker(modules=["tests.plain_workflows"])
+        print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {heavy}
+                                or m.startswith(("taskloom.pipeline.", "taskloom.verifiers")))))
+
+asyncio.run(main())
+"""
+
+
+def _python(code: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_a_worker_for_plain_engine_code_imports_no_sdk_template_or_web_library(
+    redis_url: str, prefix: str
+) -> None:
+    code = _WORKER_IMPORTS.replace("{heavy}", repr(set(HEAVY)))
+    assert json.loads(_python(code, redis_url, prefix)) == []  # the pipeline neither
+
+
+def test_the_in_process_worker_freezes_the_gc_like_the_cli_worker(
+    redis_url: str, prefix: str
+) -> None:
+    code = """
+import asyncio, gc, sys
+from taskloom import Orchestrator, Settings
+
+async def main():
+    assert gc.get_freeze_count() == 0
+    settings = Settings(redis_url=sys.argv[1], key_prefix=sys.argv[2])
+    async with Orchestrator(settings=settings) as orch:
+        worker = orch.worker()
+        task = asyncio.create_task(worker.run())
+        await worker.started.wait()
+        print(gc.get_freeze_count())
+        worker.stop()
+        await task
+
+asyncio.run(main())
+"""
+    assert int(_python(code, redis_url, prefix)) > 0
+
+
+def test_the_command_table_is_what_the_command_modules_register() -> None:
+    registered: dict[str, tuple[str, str]] = {}
+
+    def cmd(name: str, handler: Any, help_: str) -> argparse.ArgumentParser:
+        registered[name] = (handler.__module__.rsplit(".", 1)[-1], help_)
+        return argparse.ArgumentParser()
+
+    for name, (module, help_) in cli.COMMANDS.items():
+        if module == "cli":
+            registered[name] = (module, help_)
+        elif name not in registered:  # its module registers it and its neighbours
+            importlib.import_module(f"taskloom.terminal.{module}").register(cmd)
+    assert list(registered) == list(cli.COMMANDS)
+    for name, (module, help_) in cli.COMMANDS.items():
+        assert registered[name][0] == module, name
+        assert help_ in ("", registered[name][1]), name
+
+
+# -- a layer loaded off the loop ------------------------------------------------------
+@activity(name="startup.plain")
+async def plain(i: int) -> int:
+    return i
+
+
+@activity(name="startup.layered")
+async def layered(i: int) -> int:
+    return -i
+
+
+@workflow(name="startup.both")
+async def both(ctx: Context) -> list[int]:
+    return [await ctx.run(plain, 1), await ctx.run("startup.layered", 2)]  # by name
+
+
+@workflow(name="startup.plain_only")
+async def plain_only(ctx: Context) -> int:
+    return int(await ctx.run(plain, 3))
+
+
+async def test_work_of_a_layer_still_loading_waits_for_it_and_plain_work_does_not(
+    orch: Orchestrator, store: Store
+) -> None:
+    release = threading.Event()
+    loading = threading.Event()
+
+    def load() -> Any:  # in a thread, as the imports of a real layer
+        loading.set()
+        release.wait(60)
+        return lambda worker: worker.registry.add(layered)
+
+    worker = Worker(store, workflows=[both, plain_only], activities=[plain], lease_ttl=1.0)
+    worker.defer(load)
+    first = await orch.start(both)
+    async with running(worker):
+        await wait_until(loading.is_set, "the layer loading")
+        # Plain work is served while the layer loads; the layer's activity waits for it.
+        assert await orch.handle((await orch.start(plain_only)).run_id).result(timeout=60) == 3
+        assert await first.status() not in ("completed", "failed")
+        release.set()
+        assert await first.result(timeout=60) == [1, -2]
+        assert worker.registry.loading is None
+    assert await orch.dead_letters.count() == 0  # nothing was called unknown
+
+
+async def test_a_deferred_worker_serves_goals_all_the_same(redis_url: str, prefix: str) -> None:
+    """The pipeline is installed by the time the worker has loaded its layers."""
+    code = """
+import asyncio, json, sys
+from taskloom import Orchestrator, Settings
+
+async def main():
+    settings = Settings(redis_url=sys.argv[1], key_prefix=sys.argv[2])
+    async with Orchestrator(settings=settings) as orch:
+        worker = orch.worker()
+        task = asyncio.create_task(worker.run())
+        await worker.started.wait()
+        before = "taskloom.pipeline" in worker.registry.workflow_names
+        while worker.registry.loading is not None:
+            await asyncio.sleep(0.01)
+        after = "taskloom.pipeline" in worker.registry.workflow_names
+        print(json.dumps([before, after, "taskloom.agent" in worker.registry.activity_names]))
+        worker.stop()
+        await task
+
+asyncio.run(main())
+"""
+    assert json.loads(_python(code, redis_url, prefix)) == [False, True, True]
