@@ -194,7 +194,7 @@ class RedisRefusedError(ConfigurationError):
     Asking again gets the same answer, so it is reported at once, never retried as an
     outage. ``kind`` says which (``wrong_password``, ``no_password``, ``no_password_set``,
     ``login``, ``permission``, ``tls_untrusted``, ``not_tls``, ``tls_client_cert``,
-    ``tls``) and ``fix`` what to change; neither holds a credential."""
+    ``tls``, ``cluster_mode``, ``not_cluster``) and ``fix`` what to change; neither holds a credential."""
 
     code = "redis_refused"
 

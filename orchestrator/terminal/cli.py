@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
 
 
 def _check_redis_url(args: argparse.Namespace, settings: Settings) -> None:
@@ -116,8 +116,8 @@ def _check_redis_url(args: argparse.Namespace, settings: Settings) -> None:
         source = source or "the Redis URL"
     raise UserError(
         f"{source} {redact_url(url)!r} is not a Redis URL: give redis://HOST:6379/0, "
-        f"rediss://HOST:6380/0 (TLS) or unix:///path/to/redis.sock, or leave it unset for "
-        f"the embedded Redis"
+        f"rediss://HOST:6380/0 (TLS), unix:///path/to/redis.sock, redis+cluster://HOST:PORT "
+        f"(a Redis Cluster), or leave it unset for the embedded Redis"
     )
 
 
