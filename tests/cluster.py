@@ -145,4 +145,3 @@ class LocalCluster:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"timed out waiting for {what}") from None
                 time.sleep(0.02)
-

@@ -19,10 +19,15 @@ import asyncio
 from typing import Any
 
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
-from redis.exceptions import MaxConnectionsError, RedisError, ResponseError
+from redis.exceptions import (
+    MaxConnectionsError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 
-from taskloom.engine.refusals import Where, refusal
-from taskloom.errors import ConfigurationError
+from taskloom.engine.refusals import Where, not_a_cluster, refusal
+from taskloom.errors import ConfigurationError, RedisRefusedError
 
 __all__ = ["CLUSTER_SCHEMES", "MAX_IN_FLIGHT", "ClusterClient", "cluster_url", "is_cluster"]
 
@@ -85,8 +90,8 @@ class ClusterClient(RedisCluster):
         async with self._gate():
             try:
                 return await _ride(lambda: parent.execute_command(*args, **options))
-            except RedisError as exc:
-                refused = refusal(exc, self.where)
+            except (RedisError, RedisClusterException) as exc:
+                refused = _refusal(exc, self.where)
                 if refused is None:
                     raise
                 raise refused from exc
@@ -94,7 +99,7 @@ class ClusterClient(RedisCluster):
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
         if shard_hint:
             return super().pipeline(transaction, shard_hint)  # redis-py's own error
-        return _ClusterPipeline(self, transaction)
+        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py's
 
 
 class _ClusterPipeline(ClusterPipeline):
@@ -107,8 +112,8 @@ class _ClusterPipeline(ClusterPipeline):
         async with client._gate():
             try:
                 replies: list[Any] = await parent.execute(raise_on_error, allow_redirections)
-            except RedisError as exc:
-                refused = refusal(exc, client.where)
+            except (RedisError, RedisClusterException) as exc:
+                refused = _refusal(exc, client.where)
                 if refused is None:
                     raise
                 raise refused from exc
@@ -116,6 +121,23 @@ class _ClusterPipeline(ClusterPipeline):
             if isinstance(reply, ResponseError):
                 replies[i] = refusal(reply, client.where) or reply
         return replies
+
+
+def _refusal(exc: BaseException, where: Where) -> RedisRefusedError | None:
+    """A refusal in ``exc`` or among its causes (redis-py's cluster client wraps what
+    the startup nodes said in a ``RedisClusterException``), or a cluster URL that
+    names a Redis without cluster mode."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if "cluster mode is not enabled" in str(cause).lower():
+            return not_a_cluster(where)
+        refused = refusal(cause, where)
+        if refused is not None:
+            return refused
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return None
 
 
 async def _ride(call: Any) -> Any:

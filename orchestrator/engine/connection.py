@@ -32,7 +32,6 @@ from taskloom.engine.refusals import (
     Where,
     cluster_node,
     is_refusal,
-    not_a_cluster,
     refusal,
 )
 from taskloom.errors import RedisRefusedError, RedisUnavailableError
@@ -328,7 +327,7 @@ def make_client(url: str, *, key_prefix: str = "tl", cluster: bool | None = None
 def _cluster_client(url: str, *, key_prefix: str) -> Redis:
     """redis-py's cluster client as :func:`make_client` tunes the single one: the same
     retry policy (refusals end a call at once), connection class and driver info."""
-    client = ClusterClient.from_url(
+    client: Any = ClusterClient.from_url(
         url,
         decode_responses=True,
         retry=_OutageRetry(ExponentialBackoff(cap=2.0, base=0.05), retries=6),
@@ -347,7 +346,8 @@ def _cluster_client(url: str, *, key_prefix: str) -> Redis:
     client.where = Where.of(where, tls=tls, prefix=key_prefix, cluster=True)
     # Typed as the single client, whose commands it answers: the store and the loops
     # above it take either.
-    return client  # type: ignore[return-value]
+    single: Redis = client
+    return single
 
 
 async def check_mode(client: Redis) -> None:
@@ -355,16 +355,12 @@ async def check_mode(client: Redis) -> None:
     client) reaches a node of a Redis Cluster, or (a cluster client) a Redis without
     cluster mode; at connect time, rather than at the first redirect."""
     where: Where = getattr(client, "where", Where())
+    if where.cluster:
+        return  # a Redis without cluster mode failed the cluster client's first command
     try:
         info = await client.info("cluster")
-    except RedisClusterException as exc:
-        if "cluster mode is not enabled" in str(exc).lower():
-            raise not_a_cluster(where) from None
-        raise
     except ResponseError:
         return  # INFO refused (a managed service's ACL): the first redirect tells
-    if where.cluster:
-        return
     if int(info.get("cluster_enabled", 0)):
         raise cluster_node(where)
 

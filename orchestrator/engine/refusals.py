@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     AuthorizationError,
+    ClusterDownError,
     NoPermissionError,
     ResponseError,
 )
@@ -103,6 +105,8 @@ def _refused_command(exc: BaseException) -> bool:
 def _cluster_reply(exc: BaseException) -> bool:
     """A reply that only a Redis Cluster node gives (a redirect, the cluster down): to
     a client that is not a cluster client, it says the URL names the wrong mode."""
+    if isinstance(exc, AskError | ClusterDownError):  # MovedError is an AskError
+        return True
     return isinstance(exc, ResponseError) and str(exc).startswith(_CLUSTER_REPLIES)
 
 
@@ -177,8 +181,7 @@ def cluster_node(w: Where) -> RedisRefusedError:
     scheme, _, rest = w.url_form.partition("://")
     server = rest.rpartition("@")[2].partition("/")[0]
     return _refused(
-        f"Redis at {w.server} is a node of a Redis Cluster, and the Redis URL names a "
-        f"single Redis",
+        f"Redis at {w.server} is a node of a Redis Cluster, and the Redis URL names a single Redis",
         f"use {scheme}+cluster://{server} in {_URL_SETTING} (any node of the cluster), "
         f"or set TASKLOOM_REDIS_CLUSTER=1",
         "cluster_mode",
@@ -190,8 +193,7 @@ def not_a_cluster(w: Where) -> RedisRefusedError:
     without cluster mode."""
     scheme = w.url_form.partition("+cluster://")[0] if "+cluster" in w.url_form else "redis"
     return _refused(
-        f"Redis at {w.server} is not in cluster mode, and the Redis URL names a Redis "
-        f"Cluster",
+        f"Redis at {w.server} is not in cluster mode, and the Redis URL names a Redis Cluster",
         f"use {scheme}://{w.server}/0 in {_URL_SETTING} and unset TASKLOOM_REDIS_CLUSTER, "
         f"or start the server with cluster-enabled yes",
         "not_cluster",
