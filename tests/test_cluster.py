@@ -19,6 +19,7 @@ from taskloom import Context, Orchestrator, Settings, activity, workflow
 from taskloom.engine.connection import connect, make_client
 from taskloom.engine.store import Store
 from taskloom.errors import ConfigurationError, RedisRefusedError
+from taskloom.terminal.doctor import diagnose, render_json
 from tests.cluster import LocalCluster
 from tests.conftest import REDIS_URL
 from tests.helpers import Relay, running
@@ -175,3 +176,27 @@ def test_a_cluster_url_names_database_0_only() -> None:
         make_client("redis+cluster://127.0.0.1:7000/2")
     with pytest.raises(ConfigurationError, match="TASKLOOM_REDIS_CLUSTER"):
         make_client("redis+cluster://127.0.0.1:7000", cluster=False)
+
+
+async def test_doctor_reports_the_cluster_and_each_node(
+    client: Redis, local_cluster: LocalCluster
+) -> None:
+    first, *others = local_cluster.ports
+    local_cluster.node(first).config_set("appendonly", "yes")
+    try:
+        report = await diagnose(client, pings=3)
+    finally:
+        local_cluster.node(first).config_set("appendonly", "no")
+    by_name = {check.name: check for check in report.checks}
+    assert by_name["cluster"].ok
+    assert "3 masters" in by_name["cluster"].detail
+    assert "16384 of 16384 slots served" in by_name["cluster"].detail
+    persistence = by_name["persistence"]
+    assert not persistence.ok  # AOF is on on one node only
+    assert all(f"127.0.0.1:{p}" in persistence.fix for p in others)
+    assert f"127.0.0.1:{first}" not in persistence.fix
+    rows = render_json(report)
+    assert '"nodes"' in rows
+    assert sum(row["slots"] for row in report.nodes) == 16384
+    assert {row["role"] for row in report.nodes} == {"master"}
+    assert [row["aof"] for row in report.nodes if row["node"] == f"127.0.0.1:{first}"] == [True]
