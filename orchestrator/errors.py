@@ -190,11 +190,13 @@ class RedisUnavailableError(StoreError):
 
 class RedisRefusedError(ConfigurationError):
     """Redis answered, and said no: a wrong or missing password, a disabled user, a
-    command or key an ACL user may not use, or a TLS handshake that cannot succeed.
+    command or key an ACL user may not use, a TLS handshake that cannot succeed, or a
+    URL of the wrong mode (a single Redis's for a cluster node, or the other way).
     Asking again gets the same answer, so it is reported at once, never retried as an
     outage. ``kind`` says which (``wrong_password``, ``no_password``, ``no_password_set``,
     ``login``, ``permission``, ``tls_untrusted``, ``not_tls``, ``tls_client_cert``,
-    ``tls``) and ``fix`` what to change; neither holds a credential."""
+    ``tls``, ``cluster_mode``, ``not_cluster``) and ``fix`` what to change; neither
+    holds a credential."""
 
     code = "redis_refused"
 

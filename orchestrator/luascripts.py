@@ -17,6 +17,11 @@ restarted or flushed server) is recovered from:
   commands that did run the first time, so those must be idempotent (every script of
   taskloom's is).
 
+On a Redis Cluster each node has a script cache of its own: a call recovers on the node
+that said ``NOSCRIPT`` (its EVAL runs there), and :meth:`LuaScripts.load` loads every
+script on every primary (redis-py's cluster client sends ``SCRIPT LOAD`` to each; it
+refuses one inside a pipeline).
+
 Example::
 
     scripts = LuaScripts(client, package="taskloom.agents", names=["rl_reserve", "rl_settle"])
@@ -85,6 +90,10 @@ class LuaScripts:
     async def load(self) -> None:
         """Load every script into the server's script cache (optional: calls load
         what they need on their own)."""
+        if _is_cluster(self._client):
+            for source in self._source.values():  # to every primary
+                await self._client.script_load(source)
+            return
         pipe = self._client.pipeline(transaction=False)
         for source in self._source.values():
             pipe.script_load(source)
@@ -111,8 +120,8 @@ class LuaScripts:
         """
         pipe = self._client.pipeline(transaction=False)
         build(pipe)
-        if len(pipe.command_stack) == 1:
-            return [await self._lone(*pipe.command_stack[0])]
+        if len(pipe) == 1:
+            return [await self._lone(*_queued(pipe)[0])]
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         if not any(isinstance(r, NoScriptError) for r in replies):
             return replies
@@ -141,3 +150,17 @@ class LuaScripts:
         if name not in self._source:
             raise UserError(f"no Lua script {name!r} here; known: {', '.join(self._source)}")
         return name
+
+
+def _is_cluster(client: Any) -> bool:
+    """Whether ``client`` is redis-py's Redis Cluster client (asyncio or not)."""
+    return hasattr(client, "nodes_manager")
+
+
+def _queued(pipe: Any) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """The ``(args, options)`` of each command queued in ``pipe``, a pipeline of a
+    single-Redis or a cluster client (redis-py keeps them apart in each)."""
+    stack = getattr(pipe, "command_stack", None)
+    if stack is not None:
+        return [(args, options) for args, options in stack]
+    return [(c.args, c.kwargs) for c in pipe._execution_strategy._command_queue]

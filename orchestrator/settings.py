@@ -46,6 +46,7 @@ def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
 # setting name -> environment variables, first one set wins
 _ENV: dict[str, tuple[str, ...]] = {
     "redis_url": ("TASKLOOM_REDIS_URL", "REDIS_URL"),
+    "redis_cluster": ("TASKLOOM_REDIS_CLUSTER",),
     "data_dir": ("TASKLOOM_DATA_DIR",),
     "embedded_keep": ("TASKLOOM_EMBEDDED_KEEP",),
     "embedded_idle": ("TASKLOOM_EMBEDDED_IDLE",),
@@ -101,6 +102,11 @@ class Settings(BaseModel):
 
     redis_url: str | None = None
     """Redis to use; ``None`` starts the embedded server (env: TASKLOOM_REDIS_URL, REDIS_URL)."""
+    redis_cluster: bool | None = None
+    """Whether ``redis_url`` names a Redis Cluster (TASKLOOM_REDIS_CLUSTER). Unset: the
+    URL says, by its scheme (``redis+cluster://HOST:PORT``, ``rediss+cluster://``); true
+    for a plain ``redis://`` / ``rediss://`` URL of any cluster node, as managed services
+    give for a configuration endpoint."""
     data_dir: Path = Field(default_factory=default_data_dir)
     """Where the embedded Redis keeps its socket and AOF (env: TASKLOOM_DATA_DIR)."""
     embedded_keep: bool | None = None

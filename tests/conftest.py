@@ -24,6 +24,9 @@ from redis.exceptions import RedisError
 
 from taskloom import Orchestrator, Settings, Store, Worker
 from taskloom.agents.fake_llm import FakeLLM
+from taskloom.engine.clustering import cluster_url
+from taskloom.engine.connection import make_client
+from tests.cluster import LocalCluster
 from tests.helpers import ROOT, TASKLOOM
 
 REDIS_URL = os.environ.get("TASKLOOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -73,9 +76,23 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def local_cluster() -> Iterator[LocalCluster]:
+    """A local Redis Cluster of 3 masters on loopback ports 7000-7089, started once per
+    session by the first test that asks for it (tests/cluster.py)."""
+    home = Path(tempfile.mkdtemp(prefix="tl-cluster-", dir="/tmp"))
+    with LocalCluster(home, masters=3) as cluster:
+        yield cluster
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """The real Redis the suite runs against: 127.0.0.1:6379 (or TASKLOOM_TEST_REDIS_URL),
-    else an embedded redis-server started for the session."""
+    else an embedded redis-server started for the session; with TASKLOOM_TEST_CLUSTER=1,
+    the local 3-master cluster (:func:`local_cluster`)."""
+    if os.environ.get("TASKLOOM_TEST_CLUSTER") == "1":
+        yield request.getfixturevalue("local_cluster").url
+        return
     try:
         SyncRedis.from_url(REDIS_URL, socket_timeout=2).ping()
     except RedisError:
@@ -94,6 +111,14 @@ def prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; its keys are deleted afterwards."""
     p = f"t{uuid.uuid4().hex[:10]}"
     yield p
+    url, cluster = cluster_url(redis_url)
+    if cluster:
+        from redis.cluster import RedisCluster
+
+        with RedisCluster.from_url(url) as nodes:
+            for key in nodes.scan_iter(match=f"{p}:*", count=1000, target_nodes="primaries"):
+                nodes.delete(key)
+        return
     client = SyncRedis.from_url(redis_url)
     keys = list(client.scan_iter(match=f"{p}:*", count=1000))
     for i in range(0, len(keys), 500):
@@ -101,8 +126,13 @@ def prefix(redis_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[Redis]:
-    c = Redis.from_url(redis_url, decode_responses=True)
+async def client(redis_url: str, prefix: str) -> AsyncIterator[Redis]:
+    """A client of the test's Redis: taskloom's own (``make_client``) for a cluster,
+    redis-py's plain one otherwise."""
+    if cluster_url(redis_url)[1]:
+        c = make_client(redis_url, key_prefix=prefix)
+    else:
+        c = Redis.from_url(redis_url, decode_responses=True)
     yield c
     await c.aclose()
 

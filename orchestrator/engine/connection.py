@@ -17,11 +17,23 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, RedisError, ResponseError
+from redis.exceptions import (
+    MaxConnectionsError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
-from taskloom.engine.refusals import NotTLSError, Where, is_refusal, refusal
+from taskloom.engine.clustering import MAX_IN_FLIGHT, ClusterClient, cluster_url
+from taskloom.engine.refusals import (
+    NotTLSError,
+    Where,
+    cluster_node,
+    is_refusal,
+    refusal,
+)
 from taskloom.errors import RedisRefusedError, RedisUnavailableError
 from taskloom.redaction import redact_text, redact_url
 from taskloom.settings import Settings
@@ -30,7 +42,7 @@ from taskloom.version import __version__
 if TYPE_CHECKING:
     from taskloom.engine.embedded import EmbeddedRedis
 
-__all__ = ["Connection", "connect", "make_client"]
+__all__ = ["Connection", "check_mode", "connect", "make_client"]
 
 
 T = TypeVar("T")
@@ -282,12 +294,19 @@ def _driver_info() -> dict[str, Any]:
     return {"driver_info": info.add_upstream_driver("taskloom", __version__)}
 
 
-def make_client(url: str, *, key_prefix: str = "tl") -> Redis:
+def make_client(url: str, *, key_prefix: str = "tl", cluster: bool | None = None) -> Redis:
     """A ``decode_responses`` client that reconnects with capped exponential backoff
     while Redis is out of reach, raises :class:`~taskloom.errors.RedisRefusedError` at
     once when Redis refuses (a login, a command, a TLS handshake), and queues callers
     for a connection past ``max_connections`` (256) instead of failing them.
-    ``key_prefix``: the keys an ACL user is told to be granted when it lacks them."""
+    ``key_prefix``: the keys an ACL user is told to be granted when it lacks them.
+
+    A ``redis+cluster://`` / ``rediss+cluster://`` URL, or any URL with ``cluster``
+    true (``TASKLOOM_REDIS_CLUSTER``), gives redis-py's Redis Cluster client, which
+    answers the same commands (see :mod:`taskloom.engine.clustering`)."""
+    url, is_cluster = cluster_url(url, cluster=cluster)
+    if is_cluster:
+        return _cluster_client(url, key_prefix=key_prefix)
     pool = _QueueingPool.from_url(
         url,
         decode_responses=True,
@@ -303,6 +322,47 @@ def make_client(url: str, *, key_prefix: str = "tl") -> Redis:
     client.auto_close_connection_pool = True  # closing the client closes its pool
     client.where = Where.of(pool.connection_kwargs, tls=tls, prefix=key_prefix)
     return client
+
+
+def _cluster_client(url: str, *, key_prefix: str) -> Redis:
+    """redis-py's cluster client as :func:`make_client` tunes the single one: the same
+    retry policy (refusals end a call at once), connection class and driver info."""
+    client: Any = ClusterClient.from_url(
+        url,
+        decode_responses=True,
+        retry=_OutageRetry(ExponentialBackoff(cap=2.0, base=0.05), retries=6),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=30,
+        max_connections=MAX_IN_FLIGHT,
+        **_driver_info(),
+    )
+    kwargs = client.connection_kwargs
+    tls = issubclass(kwargs["connection_class"], SSLConnection)
+    kwargs["connection_class"] = _tuned(kwargs["connection_class"])  # nodes found later
+    for node in client.startup_nodes:
+        node.connection_class = kwargs["connection_class"]
+    first = client.startup_nodes[0]
+    where = {**kwargs, "host": first.host, "port": first.port}
+    client.where = Where.of(where, tls=tls, prefix=key_prefix, cluster=True)
+    # Typed as the single client, whose commands it answers: the store and the loops
+    # above it take either.
+    single: Redis = client
+    return single
+
+
+async def check_mode(client: Redis) -> None:
+    """Raise :class:`~taskloom.errors.RedisRefusedError` if ``client`` (a single-Redis
+    client) reaches a node of a Redis Cluster, or (a cluster client) a Redis without
+    cluster mode; at connect time, rather than at the first redirect."""
+    where: Where = getattr(client, "where", Where())
+    if where.cluster:
+        return  # a Redis without cluster mode failed the cluster client's first command
+    try:
+        info = await client.info("cluster")
+    except ResponseError:
+        return  # INFO refused (a managed service's ACL): the first redirect tells
+    if int(info.get("cluster_enabled", 0)):
+        raise cluster_node(where)
 
 
 @dataclass
@@ -343,10 +403,11 @@ async def connect(settings: Settings) -> Connection:
         # the thread that started it, and it must live as long as this process.
         embedded.start()
         url = embedded.url
-    client = make_client(url, key_prefix=settings.key_prefix)
+    client = make_client(url, key_prefix=settings.key_prefix, cluster=settings.redis_cluster)
     try:
         await client.ping()
-    except (RedisError, RedisRefusedError) as exc:
+        await check_mode(client)
+    except (RedisError, RedisClusterException, RedisRefusedError) as exc:
         await client.aclose()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)

@@ -15,6 +15,11 @@ the first lane to come back, within ``block_ms``. A lane that comes back reads a
 the keys that still have waiters, with every key waiting for a lane. A waiter that
 gives up (its time-out, its task cancelled) leaves the others as they were; a Redis
 error in a read goes to the waiters of that read, as their own XREAD's would have.
+
+On a Redis Cluster one command reads keys of one hash slot only. A lane whose keys all
+share a slot (one run's) blocks as above; one over several slots reads them without
+blocking, a read per slot in one cluster pipeline (a round trip per node, the nodes in
+parallel), and when nothing came, waits :func:`poll_interval` before reading again.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from redis.asyncio import Redis
 
 from taskloom.errors import UserError
 
-__all__ = ["KEYS_PER_SECOND", "Entry", "StreamFollower"]
+__all__ = ["KEYS_PER_SECOND", "Entry", "StreamFollower", "poll_interval"]
 
 Entry = tuple[str, dict[str, str]]
 """A stream entry as redis-py returns it: ``(entry id, fields)``."""
@@ -39,6 +44,12 @@ KEYS_PER_SECOND = 100_000
 """About how many stream keys a lane re-reads a second at most, when news keeps coming:
 after a read that returned entries, a lane over ``n`` keys waits ``n`` / this (at most
 0.1 s) before its next read, so that one read collects the news of many keys."""
+
+
+def poll_interval(slots: int) -> float:
+    """Seconds a lane over ``slots`` hash slots of a cluster waits between reads that
+    found nothing: 20 ms, longer for many slots (each costs a read), at most 0.25 s."""
+    return min(max(0.02, slots / 10_000), 0.25)
 
 
 def _parse_id(text: str) -> _Id:
@@ -76,6 +87,7 @@ class StreamFollower:
                 f"{lanes}, {block_ms}, {count})"
             )
         self._raw: Any = client
+        self._cluster = hasattr(client, "keyslot") and hasattr(client, "nodes_manager")
         self.lanes = lanes
         self.block_ms = block_ms
         self.count = count
@@ -149,7 +161,7 @@ class StreamFollower:
         streams = self._take_unread(number)
         while streams:
             try:
-                reply = await self._raw.xread(streams, block=self.block_ms, count=self.count)
+                reply = await self._read(streams)
                 self._deliver(reply)
                 if reply and len(streams) > 1:
                     # Each read costs as much as it has keys: let news of more keys
@@ -160,6 +172,28 @@ class StreamFollower:
             finally:
                 self._done_reading(number, streams)
             streams = self._take_unread(number)
+
+    async def _read(self, streams: dict[str, str]) -> Any:
+        """One read of ``streams``: a blocking XREAD, or on a cluster with keys in
+        several slots, a pipeline of non-blocking reads (see the module)."""
+        if not self._cluster:
+            return await self._raw.xread(streams, block=self.block_ms, count=self.count)
+        by_slot: dict[int, dict[str, str]] = {}
+        for key, after in streams.items():
+            by_slot.setdefault(self._raw.keyslot(key), {})[key] = after
+        if len(by_slot) == 1:
+            return await self._raw.xread(streams, block=self.block_ms, count=self.count)
+        pipe = self._raw.pipeline(transaction=False)
+        for group in by_slot.values():
+            pipe.xread(group, count=self.count)
+        reply = [
+            item
+            for one in await pipe.execute()
+            for item in (one.items() if isinstance(one, dict) else one or ())
+        ]
+        if not reply:
+            await asyncio.sleep(poll_interval(len(by_slot)))
+        return reply
 
     def _take_unread(self, number: int) -> dict[str, str]:
         """The unread keys that still have waiters, each from its earliest waiter's id,

@@ -3,7 +3,8 @@
 A server that cannot be reached may come back, so taskloom waits for it. A server that
 answers "no" gives the same answer to every retry: a wrong or missing password, a
 disabled user, a command or key an ACL user may not use, a TLS certificate the client
-does not trust, TLS spoken to a port that serves plain Redis. Those are reported at
+does not trust, TLS spoken to a port that serves plain Redis, a single-Redis URL given
+for a cluster node or a cluster URL for a single Redis. Those are reported at
 once as :class:`~taskloom.errors.RedisRefusedError`, with what to change.
 
 redis-py raises a refused login as ``AuthenticationError``, a subclass of its
@@ -22,8 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     AuthorizationError,
+    ClusterDownError,
     NoPermissionError,
     ResponseError,
 )
@@ -32,9 +35,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from taskloom.errors import RedisRefusedError
 from taskloom.redaction import redact_text
 
-__all__ = ["NotTLSError", "Where", "is_refusal", "refusal"]
+__all__ = ["NotTLSError", "Where", "cluster_node", "is_refusal", "not_a_cluster", "refusal"]
 
 _URL_SETTING = "the Redis URL (TASKLOOM_REDIS_URL, REDIS_URL or --redis-url)"
+_CLUSTER_REPLIES = ("MOVED ", "ASK ", "CLUSTERDOWN")
+"""Replies only a cluster node gives a client that is not a cluster client."""
 _TRANSIENT_TLS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 """A handshake cut short: the server went away mid-way, which an outage does too."""
 
@@ -54,9 +59,13 @@ class Where:
     url_form: str = "redis://USER:PASSWORD@HOST:PORT/DB"
     """The shape of a URL for this server, with placeholders for the credentials."""
     prefix: str = "tl"
+    cluster: bool = False
+    """Whether the client is a Redis Cluster client."""
 
     @classmethod
-    def of(cls, kwargs: dict[str, Any], *, tls: bool, prefix: str = "tl") -> Where:
+    def of(
+        cls, kwargs: dict[str, Any], *, tls: bool, prefix: str = "tl", cluster: bool = False
+    ) -> Where:
         """From a redis-py connection pool's ``connection_kwargs``."""
         user = str(kwargs.get("username") or "default")
         db = kwargs.get("db") or 0
@@ -65,6 +74,8 @@ class Where:
             return cls(str(path), user, f"unix://USER:PASSWORD@{path}?db={db}", prefix)
         server = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
         scheme = "rediss" if tls else "redis"
+        if cluster:
+            return cls(server, user, f"{scheme}+cluster://USER:PASSWORD@{server}", prefix, True)
         return cls(server, user, f"{scheme}://USER:PASSWORD@{server}/{db}", prefix)
 
 
@@ -91,6 +102,14 @@ def _refused_command(exc: BaseException) -> bool:
     )
 
 
+def _cluster_reply(exc: BaseException) -> bool:
+    """A reply that only a Redis Cluster node gives (a redirect, the cluster down): to
+    a client that is not a cluster client, it says the URL names the wrong mode."""
+    if isinstance(exc, AskError | ClusterDownError):  # MovedError is an AskError
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(_CLUSTER_REPLIES)
+
+
 def is_refusal(exc: BaseException) -> bool:
     """Whether ``exc`` is Redis saying no (retrying gets the same answer) rather than
     Redis out of reach."""
@@ -105,9 +124,11 @@ def is_refusal(exc: BaseException) -> bool:
 def refusal(exc: BaseException, where: Where | None = None) -> RedisRefusedError | None:
     """``exc`` as a :class:`RedisRefusedError` saying what to fix, or ``None`` if it is
     no refusal (an outage, a bug, a wrong argument)."""
+    w = where or Where()
+    if not w.cluster and _cluster_reply(exc):
+        return cluster_node(w)
     if not is_refusal(exc):
         return None
-    w = where or Where()
     # Only the server's words: a pipeline's error names the command and its arguments.
     said = redact_text(str(exc).rpartition("caused error: ")[2]).strip().rstrip(".")
     if _refused_command(exc):
@@ -152,6 +173,30 @@ def _login(w: Where, said: str) -> RedisRefusedError:
         f"Redis at {w.server} refused the login of user {w.user!r} ({said})",
         f"check the user name and password in {_URL_SETTING}, as {w.url_form}",
         "login",
+    )
+
+
+def cluster_node(w: Where) -> RedisRefusedError:
+    """The refusal for a single-Redis URL that names a node of a Redis Cluster."""
+    scheme, _, rest = w.url_form.partition("://")
+    server = rest.rpartition("@")[2].partition("/")[0]
+    return _refused(
+        f"Redis at {w.server} is a node of a Redis Cluster, and the Redis URL names a single Redis",
+        f"use {scheme}+cluster://{server} in {_URL_SETTING} (any node of the cluster), "
+        f"or set TASKLOOM_REDIS_CLUSTER=1",
+        "cluster_mode",
+    )
+
+
+def not_a_cluster(w: Where) -> RedisRefusedError:
+    """The refusal for a cluster URL (or TASKLOOM_REDIS_CLUSTER=1) that names a Redis
+    without cluster mode."""
+    scheme = w.url_form.partition("+cluster://")[0] if "+cluster" in w.url_form else "redis"
+    return _refused(
+        f"Redis at {w.server} is not in cluster mode, and the Redis URL names a Redis Cluster",
+        f"use {scheme}://{w.server}/0 in {_URL_SETTING} and unset TASKLOOM_REDIS_CLUSTER, "
+        f"or start the server with cluster-enabled yes",
+        "not_cluster",
     )
 
 

@@ -70,7 +70,9 @@ class Conversation:
     async def add(self, role: str, text: str, **extra: Any) -> None:
         """Append a turn."""
         turn = {"role": role, "text": text, "ts": now_ms(), **extra}
-        pipe = self.store.raw.pipeline(transaction=True)
+        # Two slots on a Redis Cluster, so no MULTI: the turn first, then the last-use
+        # score that `--resume` picks by (a crash between them leaves an older score).
+        pipe = self.store.raw.pipeline(transaction=False)
         pipe.rpush(self.store.keys.chat(self.id), serde.dumps(turn))
         pipe.zadd(self.store.keys.chats, {self.id: now_ms()})
         await pipe.execute()

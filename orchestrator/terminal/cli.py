@@ -145,7 +145,7 @@ def _module(name: str) -> Any:
     return importlib.import_module(f"taskloom.terminal.{name}")
 
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
 
 
 def _check_redis_url(args: argparse.Namespace, settings: Settings) -> None:
@@ -161,8 +161,8 @@ def _check_redis_url(args: argparse.Namespace, settings: Settings) -> None:
         source = source or "the Redis URL"
     raise UserError(
         f"{source} {redact_url(url)!r} is not a Redis URL: give redis://HOST:6379/0, "
-        f"rediss://HOST:6380/0 (TLS) or unix:///path/to/redis.sock, or leave it unset for "
-        f"the embedded Redis"
+        f"rediss://HOST:6380/0 (TLS), unix:///path/to/redis.sock, redis+cluster://HOST:PORT "
+        f"(a Redis Cluster), or leave it unset for the embedded Redis"
     )
 
 

@@ -6,6 +6,9 @@ and says how to fix each problem::
 
     report = await diagnose(client)
     print(render_text(report))
+
+On a Redis Cluster it checks the cluster (every slot served, replicas) and runs each
+check on every node (:mod:`taskloom.terminal.doctor_cluster`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
@@ -46,6 +49,9 @@ class Report:
     """The findings of :func:`diagnose`, in a fixed order."""
 
     checks: list[Check]
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    """On a Redis Cluster, one row per node (role, slots, replicas, persistence and
+    eviction policy); empty for a single Redis."""
 
     @property
     def ok(self) -> bool:
@@ -53,8 +59,12 @@ class Report:
         return all(check.ok for check in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly form: ``{"checks": [{name, ok, detail, fix}, ...], "ok": bool}``."""
-        return {"checks": [asdict(check) for check in self.checks], "ok": self.ok}
+        """A JSON-friendly form: ``{"checks": [{name, ok, detail, fix}, ...], "ok": bool}``,
+        and ``"nodes": [...]`` on a Redis Cluster."""
+        out: dict[str, Any] = {"checks": [asdict(check) for check in self.checks], "ok": self.ok}
+        if self.nodes:
+            out["nodes"] = self.nodes
+        return out
 
 
 def _text(value: Any) -> str:
@@ -236,6 +246,8 @@ async def diagnose(
     if pings < 1:
         raise ConfigurationError(f"pings must be at least 1, not {pings}")
     try:
+        if hasattr(client, "nodes_manager"):  # redis-py's cluster client
+            return await _diagnose_cluster(client, pings=pings, durability=durability)
         checks = [
             await _check_version(client),
             await _check_persistence(client),
@@ -255,6 +267,28 @@ async def diagnose(
     return Report(checks)
 
 
+async def _diagnose_cluster(client: Any, *, pings: int, durability: Durability) -> Report:
+    from taskloom.terminal.doctor_cluster import (
+        NodeView,
+        check_cluster,
+        merge_checks,
+        node_rows,
+    )
+
+    await client.initialize()  # the map of the cluster, if no command has read it yet
+    rows = await node_rows(client)
+    views = [NodeView(client, node) for node in client.get_nodes()]
+    checks = [
+        await check_cluster(client, rows),
+        await merge_checks(views, _check_version),
+        await merge_checks(views, _check_persistence),
+        await merge_checks(views, _check_maxmemory_policy),
+        await merge_checks(views, lambda view: _check_latency(view, pings)),
+        await merge_checks(views, lambda view: _check_durability(view, durability)),
+    ]
+    return Report(checks, nodes=rows)
+
+
 def render_text(report: Report) -> str:
     """The report as lines a person reads: each check, its detail, the fix under failures."""
     width = max((len(check.name) for check in report.checks), default=0)
@@ -264,6 +298,14 @@ def render_text(report: Report) -> str:
         lines.append(f"{status:<4}  {check.name:<{width}}  {check.detail}")
         if not check.ok and check.fix:
             lines.append(f"{'':<4}  {'':<{width}}  fix: {check.fix}")
+    for row in report.nodes:
+        role = row["role"]
+        if role == "master":
+            role = f"master, {row['slots']} slots, {row.get('replicas', 0)} replicas"
+        else:
+            role = f"replica of {row.get('master')}"
+        aof = f"AOF {row['appendfsync']}" if row["aof"] else "AOF off"
+        lines.append(f"node  {row['node']}  {role}; {aof}; {row['maxmemory_policy']}")
     failed = sum(not check.ok for check in report.checks)
     total = len(report.checks)
     if failed:

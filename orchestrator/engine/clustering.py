@@ -1,0 +1,152 @@
+"""Redis Cluster: telling a cluster URL apart, and redis-py's cluster client as
+taskloom uses it.
+
+A cluster is named by a URL scheme, ``redis+cluster://HOST:PORT`` (``rediss+cluster://``
+with TLS), in the shape of the ``redis+sentinel://`` that several Redis libraries
+accept, so one setting (``TASKLOOM_REDIS_URL``) says everything; or by a plain
+``redis://`` / ``rediss://`` URL, as a managed service hands out for its configuration
+endpoint (ElastiCache, MemoryDB), with ``TASKLOOM_REDIS_CLUSTER=1``. Any node of the
+cluster will do: the client discovers the others (``CLUSTER SLOTS``).
+
+Every script and transaction of taskloom's touches one hash slot (keys of a run share
+``{run_id}``; see ``engine/keys.py``); pipelines over several slots go through the
+cluster client's own pipelining, which sends each node its commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import (
+    MaxConnectionsError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
+
+from taskloom.engine.refusals import Where, not_a_cluster, refusal
+from taskloom.errors import ConfigurationError, RedisRefusedError
+
+__all__ = ["CLUSTER_SCHEMES", "MAX_IN_FLIGHT", "ClusterClient", "cluster_url", "is_cluster"]
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+"""URL schemes that name a Redis Cluster, and the plain scheme each stands for."""
+MAX_IN_FLIGHT = 256
+"""Commands and pipelines one cluster client has out at once (unless the URL's
+``max_connections`` says fewer); past it callers wait their turn: redis-py's cluster
+client fails a caller at once with ``MaxConnectionsError`` once a node has
+``max_connections``, and each command or pipeline holds at most one connection of a
+node."""
+
+
+def cluster_url(url: str, *, cluster: bool | None = None) -> tuple[str, bool]:
+    """``(url redis-py understands, whether it names a cluster)``: a
+    ``redis+cluster://`` URL, or any URL with ``cluster=True``.
+
+    Raises :class:`~taskloom.errors.ConfigurationError` for ``cluster=False`` with a
+    cluster scheme, or a cluster URL naming a database other than 0 or a unix socket
+    (a cluster has only database 0, and no sockets)."""
+    scheme, sep, rest = url.partition("://")
+    plain = CLUSTER_SCHEMES.get(scheme.lower())
+    if plain is None:
+        return url, bool(cluster) and sep == "://"
+    if cluster is False:
+        raise ConfigurationError(
+            f"the Redis URL says {scheme}:// but TASKLOOM_REDIS_CLUSTER says no cluster: "
+            f"unset TASKLOOM_REDIS_CLUSTER, or use {plain}:// for a single Redis"
+        )
+    path = rest.partition("?")[0].partition("/")[2]
+    if path not in ("", "0"):
+        raise ConfigurationError(
+            f"a Redis Cluster has only database 0; the Redis URL names /{path}: drop it "
+            f"({scheme}://HOST:PORT)"
+        )
+    return f"{plain}://{rest}", True
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` is a Redis Cluster client."""
+    return isinstance(client, RedisCluster)
+
+
+class ClusterClient(RedisCluster):
+    """redis-py's cluster client that raises a refusal as a
+    :class:`~taskloom.errors.RedisRefusedError` saying what to fix, and queues callers
+    past :data:`MAX_IN_FLIGHT` instead of failing them."""
+
+    where: Where = Where()
+    _turns: asyncio.Semaphore | None = None
+
+    def _gate(self) -> asyncio.Semaphore:
+        if self._turns is None:
+            most = int(self.connection_kwargs.get("max_connections") or MAX_IN_FLIGHT)
+            self._turns = asyncio.Semaphore(max(1, min(most, MAX_IN_FLIGHT)))
+        return self._turns
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        parent: Any = super()
+        async with self._gate():
+            try:
+                return await _ride(lambda: parent.execute_command(*args, **options))
+            except (RedisError, RedisClusterException) as exc:
+                refused = _refusal(exc, self.where)
+                if refused is None:
+                    raise
+                raise refused from exc
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # redis-py's own error
+        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py's
+
+
+class _ClusterPipeline(ClusterPipeline):
+    """A pipeline of :class:`ClusterClient`: a refusal raised or returned among the
+    replies is a :class:`~taskloom.errors.RedisRefusedError`."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        client: ClusterClient = self.cluster_client  # type: ignore[assignment]
+        parent: Any = super()
+        async with client._gate():
+            try:
+                replies: list[Any] = await parent.execute(raise_on_error, allow_redirections)
+            except (RedisError, RedisClusterException) as exc:
+                refused = _refusal(exc, client.where)
+                if refused is None:
+                    raise
+                raise refused from exc
+        for i, reply in enumerate(replies):
+            if isinstance(reply, ResponseError):
+                replies[i] = refusal(reply, client.where) or reply
+        return replies
+
+
+def _refusal(exc: BaseException, where: Where) -> RedisRefusedError | None:
+    """A refusal in ``exc`` or among its causes (redis-py's cluster client wraps what
+    the startup nodes said in a ``RedisClusterException``), or a cluster URL that
+    names a Redis without cluster mode."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if "cluster mode is not enabled" in str(cause).lower():
+            return not_a_cluster(where)
+        refused = refusal(cause, where)
+        if refused is not None:
+            return refused
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return None
+
+
+async def _ride(call: Any) -> Any:
+    """``call()``, waiting for a node's connection when all of them are in use (a
+    few blocking reads on top of :data:`MAX_IN_FLIGHT` commands can fill a node)."""
+    delay = 0.001
+    while True:
+        try:
+            return await call()
+        except MaxConnectionsError:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
