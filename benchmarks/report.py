@@ -19,6 +19,8 @@ TARGETS = {
     "W5": "overhead_ratio <= 1.2",
     "W6": "overhead_ratio <= 1.3",
     "W7": "retries_recorded == retries_expected (600 for N=1000)",
+    "W8": "used_memory_end within 10% of the start, keys_left == 0",
+    "soak": "memory flat (within 10%) after the first retention period, keys_left == 0",
     "cli": cli_latency.TARGET,
 }
 
@@ -46,6 +48,10 @@ def target_met(row: dict[str, Any]) -> bool | None:
             return bool(row["overhead_ratio"] <= 1.3)
         case "W7":
             return bool(row["retries_recorded"] == row["retries_expected"])
+        case "W8":
+            return bool(row["end_within_10pct"] and row["keys_left"] == 0)
+        case "soak":
+            return bool(row["memory_flat"] and row["keys_left"] == 0)
         case "cli":
             return cli_latency.target_met(row)
     return None
@@ -102,6 +108,13 @@ def summary(row: dict[str, Any]) -> str:
             return (
                 f"{row['activities_per_s']:,} activities/s with {row['retries_recorded']} "
                 f"retries recorded (expected {row['retries_expected']})"
+            )
+        case "W8" | "soak":
+            return (
+                f"{row['runs']} runs, {row['runs_per_s']}/s, p50 {row['p50_ms']} ms, p99 "
+                f"{row['p99_ms']} ms; used_memory {row['used_memory_start_mib']} -> peak "
+                f"{row['used_memory_peak_mib']} -> {row['used_memory_end_mib']} MiB after "
+                f"expiry ({row['drain_s']} s); {row['keys_left']} run keys left"
             )
         case "cli":
             return cli_latency.summary(row)

@@ -33,6 +33,13 @@ Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
   before and after: everything the server ran meanwhile, divided by the plan's activities).
 - ``W7``: 1000 activities of which 30% fail twice, 10 ms apart, before succeeding:
   throughput, and the retries recorded in the run's log (must be 600).
+- ``W8``: 100 workflows at once, each gathering 20 no-op activities, 2000 runs in all,
+  with a 2 s retention: run latency (p50, p99), Redis ``used_memory`` at the start, at
+  its peak and once the runs expired (within 10% of the start?), and the keys runs left
+  behind (0). ``soak`` (only with ``--only soak``): small runs as fast as one worker
+  takes them for 3 minutes with a 5 s retention; memory should stay flat after the
+  first retention period (:mod:`benchmarks.w8_retention`; both read the whole server's
+  ``used_memory``, so give them a Redis of their own).
 - ``cli``: ``taskloom status RUN`` on the embedded store (no Redis URL; the ``--redis-url``
   is not used): wall time with the server already running, against a cold start and
   against starting and stopping it per command (:mod:`benchmarks.cli_latency`).
@@ -75,6 +82,7 @@ from benchmarks import (  # noqa: E402
     w5_subagents,
     w6_pipeline,
     w7_retries,
+    w8_retention,
 )
 from benchmarks.harness import QUICK, STANDARD, Bench, BenchmarkError, Sizes  # noqa: E402
 from benchmarks.report import render_table, target_met  # noqa: E402
@@ -82,7 +90,9 @@ from taskloom import TaskloomError  # noqa: E402
 
 __all__ = ["QUICK", "STANDARD", "Sizes", "main"]
 
-WORKLOADS = ("baseline", "W1", "W2", "W3", "W4", "W5", "W6", "W7", "cli")
+WORKLOADS = ("baseline", "W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "cli")
+EXTRA_WORKLOADS = ("soak",)
+"""Measured only when named in ``--only`` (minutes long)."""
 _RUNS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "baseline": redis_baseline.run,
     "W1": w1_fanout.run,
@@ -92,6 +102,8 @@ _RUNS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "W5": w5_subagents.run,
     "W6": w6_pipeline.run,
     "W7": w7_retries.run,
+    "W8": w8_retention.run,
+    "soak": w8_retention.soak,
     "cli": lambda bench: asyncio.to_thread(cli_latency.measure, quick=bench.sizes is QUICK),
 }
 
@@ -102,15 +114,15 @@ def parse_only(value: str | None) -> list[str]:
     if not value:
         return list(WORKLOADS)
     wanted = [v.strip() for v in value.split(",") if v.strip()]
-    known = {w.lower() for w in WORKLOADS}
+    known = {w.lower() for w in WORKLOADS + EXTRA_WORKLOADS}
     unknown = [v for v in wanted if v.lower() not in known]
     if unknown or not wanted:
         raise ValueError(
             f"unknown workload(s) {', '.join(unknown) or repr(value)}; choose from "
-            f"{', '.join(WORKLOADS)}"
+            f"{', '.join(WORKLOADS + EXTRA_WORKLOADS)}"
         )
     lowered = {v.lower() for v in wanted}
-    return [w for w in WORKLOADS if w.lower() in lowered]
+    return [w for w in WORKLOADS + EXTRA_WORKLOADS if w.lower() in lowered]
 
 
 async def run_all(redis_url: str, sizes: Sizes, names: Sequence[str], *, as_json: bool) -> int:
@@ -161,7 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("TASKLOOM_REDIS_URL") or "redis://127.0.0.1:6379/0",
         help="Redis to measure against (default: TASKLOOM_REDIS_URL or local 6379/0)",
     )
-    p.add_argument("--only", help=f"comma-separated workloads, of {','.join(WORKLOADS)}")
+    p.add_argument(
+        "--only",
+        help=f"comma-separated workloads, of {','.join(WORKLOADS + EXTRA_WORKLOADS)}",
+    )
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     args = p.parse_args(argv)
     try:
