@@ -217,9 +217,13 @@ async def soak(bench: Bench) -> dict[str, Any]:
             load = list(sampler.samples)
             left, drain_s = await _drain(orch, retention)
         end_mem = await used_memory(orch)
-        # Flat after the first retention period (and the sweep's first pass after it).
+        # Flat after the first retention period (and the sweep's first pass after it):
+        # the last third of those samples no higher than the first third (within 10%).
         settled = [(t, m) for t, m in load if t >= 2 * retention] or load
         low, high = min(m for _, m in settled), max(m for _, m in settled)
+        third = max(1, len(settled) // 3)
+        first = sum(m for _, m in settled[:third]) / third
+        last = sum(m for _, m in settled[-third:]) / third
         return {
             "workload": "soak",
             **_latency_fields(latencies, seconds),
@@ -230,7 +234,9 @@ async def soak(bench: Bench) -> dict[str, Any]:
             "settled_min_mib": rounded(low / MIB, 2),
             "settled_max_mib": rounded(high / MIB, 2),
             "settled_slope_mib_per_min": rounded(_slope_mib_per_min(settled), 3),
-            "memory_flat": high <= low * 1.1,
+            "settled_first_third_mib": rounded(first / MIB, 2),
+            "settled_last_third_mib": rounded(last / MIB, 2),
+            "memory_flat": last <= first * 1.1,
             "used_memory_end_mib": rounded(end_mem / MIB, 2),
             "memory_mib_by_10s": [rounded(m / MIB, 1) for t, m in load if int(t) % 10 == 0],
             "drain_s": rounded(drain_s, 2),
