@@ -142,6 +142,7 @@ async def _drain(orch: Orchestrator, retention_s: float) -> tuple[int, float]:
 
 def _latency_fields(latencies: list[float], seconds: float) -> dict[str, Any]:
     return {
+        "n": len(latencies),
         "runs": len(latencies),
         "seconds": rounded(seconds, 2),
         "runs_per_s": rounded(len(latencies) / seconds, 1),
