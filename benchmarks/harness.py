@@ -81,6 +81,17 @@ class Sizes:
     w6_idle_sample_s: float = 0.5
     w7: int = 1000
     w7_concurrency: int = 100
+    w8: int = 2000
+    """W8: runs in all (each gathers ``w8_activities``), ``w8_in_flight`` at once."""
+    w8_activities: int = 20
+    w8_in_flight: int = 100
+    w8_worker_slots: int = 100
+    w8_retention_s: float = 2.0
+    soak_s: float = 180.0
+    """The soak (``--only soak``): seconds of small runs, ``soak_in_flight`` at once."""
+    soak_in_flight: int = 16
+    soak_worker_slots: int = 64
+    soak_retention_s: float = 5.0
     repeats: int = 3
     """Fan-out throughput (baseline, W1) is the median of this many timed runs."""
 
@@ -119,6 +130,8 @@ QUICK = Sizes(
     w5=200,
     w6=10,
     w7=200,
+    w8=300,
+    soak_s=20.0,
 )
 
 

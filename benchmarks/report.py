@@ -3,7 +3,7 @@ a row meets it, and the readable table."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks import cli_latency
@@ -20,6 +20,8 @@ TARGETS = {
     "W6": "overhead_ratio <= 1.3",
     "W7": "retries_recorded == retries_expected (600 for N=1000)",
     "cold_start": "cold_start_s <= 0.3 s",
+    "W8": "used_memory_end within 10% of the start, keys_left == 0",
+    "soak": "memory flat (within 10%) after the first retention period, keys_left == 0",
     "cli": cli_latency.TARGET,
 }
 
@@ -49,6 +51,10 @@ def target_met(row: dict[str, Any]) -> bool | None:
             return bool(row["retries_recorded"] == row["retries_expected"])
         case "cold_start":
             return bool(row["cold_start_s"] <= 0.3)
+        case "W8":
+            return bool(row["end_within_10pct"] and row["keys_left"] == 0)
+        case "soak":
+            return bool(row["memory_flat"] and row["keys_left"] == 0)
         case "cli":
             return cli_latency.target_met(row)
     return None
@@ -56,65 +62,107 @@ def target_met(row: dict[str, Any]) -> bool | None:
 
 def summary(row: dict[str, Any]) -> str:
     """One readable line of results for the table."""
-    match row.get("workload"):
-        case _ if "error" in row:
-            return f"ERROR: {row['error'].splitlines()[0]}"
-        case "baseline":
-            return (
-                f"{row['activities_per_s']:,} tasks/s; sequential round p50 "
-                f"{row['seq_p50_ms']} ms, p99 {row['seq_p99_ms']} ms"
-            )
-        case "W1":
-            return (
-                f"{row['activities_per_s']:,} activities/s = {row['ratio_to_baseline']}x "
-                f"baseline ({row['baseline_activities_per_s']:,}/s)"
-            )
-        case "W2":
-            return (
-                f"makespan {row['seconds']} s vs ideal {row['ideal_s']} s "
-                f"= {row['overhead_ratio']}x"
-            )
-        case "W3":
-            return f"step overhead p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms"
-        case "W4":
-            return (
-                f"completed={row['completed']} lost={row['lost']} "
-                f"recorded_twice={row['recorded_twice']} "
-                f"executed_twice={row['executed_twice']} recovery {row['recovery_s']} s "
-                f"(lease {row['lease_ttl_s']} s)"
-            )
-        case "W5":
-            return (
-                f"makespan {row['seconds']} s vs ideal {row['ideal_s']} s "
-                f"= {row['overhead_ratio']}x (SDK alone {row['sdk_overhead_ratio']}x, "
-                f"as its README calls it {row['sdk_default_overhead_ratio']}x); "
-                f"worker CPU {row['cpu_us_per_call']} us per call "
-                f"(SDK alone {row['sdk_cpu_us_per_call']}, "
-                f"README way {row['sdk_default_cpu_us_per_call']})"
-            )
-        case "W6":
-            share = row["token_share"]
-            return (
-                f"makespan {row['seconds']} s vs ideal {row['ideal_s']} s "
-                f"= {row['overhead_ratio']}x; tokens: planning {share['planning']:.0%}, "
-                f"verification {share['verification']:.0%}, integration "
-                f"{share['integration']:.0%}; {row['redis_commands_per_activity']} Redis "
-                f"commands per activity"
-            )
-        case "W7":
-            return (
-                f"{row['activities_per_s']:,} activities/s with {row['retries_recorded']} "
-                f"retries recorded (expected {row['retries_expected']})"
-            )
-        case "cold_start":
-            return (
-                f"launch to first activity {row['cold_start_s']} s (plain engine code "
-                f"{row['cold_start_plain_s']} s; slowest {row['cold_start_max_s']} s), "
-                f"median of {row['launches']}"
-            )
-        case "cli":
-            return cli_latency.summary(row)
-    return ""
+    if "error" in row:
+        return f"ERROR: {row['error'].splitlines()[0]}"
+    line = _SUMMARIES.get(str(row.get("workload")))
+    return "" if line is None else line(row)
+
+
+def _baseline(row: dict[str, Any]) -> str:
+    return (
+        f"{row['activities_per_s']:,} tasks/s; sequential round p50 "
+        f"{row['seq_p50_ms']} ms, p99 {row['seq_p99_ms']} ms"
+    )
+
+
+def _w1(row: dict[str, Any]) -> str:
+    return (
+        f"{row['activities_per_s']:,} activities/s = {row['ratio_to_baseline']}x "
+        f"baseline ({row['baseline_activities_per_s']:,}/s)"
+    )
+
+
+def _w2(row: dict[str, Any]) -> str:
+    return f"makespan {row['seconds']} s vs ideal {row['ideal_s']} s = {row['overhead_ratio']}x"
+
+
+def _w3(row: dict[str, Any]) -> str:
+    return f"step overhead p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms"
+
+
+def _w4(row: dict[str, Any]) -> str:
+    return (
+        f"completed={row['completed']} lost={row['lost']} "
+        f"recorded_twice={row['recorded_twice']} "
+        f"executed_twice={row['executed_twice']} recovery {row['recovery_s']} s "
+        f"(lease {row['lease_ttl_s']} s)"
+    )
+
+
+def _w5(row: dict[str, Any]) -> str:
+    return (
+        f"makespan {row['seconds']} s vs ideal {row['ideal_s']} s "
+        f"= {row['overhead_ratio']}x (SDK alone {row['sdk_overhead_ratio']}x, "
+        f"as its README calls it {row['sdk_default_overhead_ratio']}x); "
+        f"worker CPU {row['cpu_us_per_call']} us per call "
+        f"(SDK alone {row['sdk_cpu_us_per_call']}, "
+        f"README way {row['sdk_default_cpu_us_per_call']})"
+    )
+
+
+def _w6(row: dict[str, Any]) -> str:
+    share = row["token_share"]
+    return (
+        f"makespan {row['seconds']} s vs ideal {row['ideal_s']} s "
+        f"= {row['overhead_ratio']}x; tokens: planning {share['planning']:.0%}, "
+        f"verification {share['verification']:.0%}, integration "
+        f"{share['integration']:.0%}; {row['redis_commands_per_activity']} Redis "
+        f"commands per activity"
+    )
+
+
+def _w7(row: dict[str, Any]) -> str:
+    return (
+        f"{row['activities_per_s']:,} activities/s with {row['retries_recorded']} "
+        f"retries recorded (expected {row['retries_expected']})"
+    )
+
+
+def _cold_start(row: dict[str, Any]) -> str:
+    return (
+        f"launch to first activity {row['cold_start_s']} s (plain engine code "
+        f"{row['cold_start_plain_s']} s; slowest {row['cold_start_max_s']} s), "
+        f"median of {row['launches']}"
+    )
+
+
+def _w8(row: dict[str, Any]) -> str:
+    return (
+        f"{row['runs']} runs, {row['runs_per_s']}/s, p50 {row['p50_ms']} ms, p99 "
+        f"{row['p99_ms']} ms; used_memory {row['used_memory_start_mib']} -> peak "
+        f"{row['used_memory_peak_mib']} -> {row['used_memory_end_mib']} MiB after "
+        f"expiry ({row['drain_s']} s); {row['keys_left']} run keys left"
+    )
+
+
+def _cli(row: dict[str, Any]) -> str:
+    return cli_latency.summary(row)
+
+
+_SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "baseline": _baseline,
+    "W1": _w1,
+    "W2": _w2,
+    "W3": _w3,
+    "W4": _w4,
+    "W5": _w5,
+    "W6": _w6,
+    "W7": _w7,
+    "cold_start": _cold_start,
+    "W8": _w8,
+    "soak": _w8,
+    "cli": _cli,
+}
 
 
 def render_table(rows: Sequence[dict[str, Any]]) -> str:

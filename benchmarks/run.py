@@ -37,6 +37,13 @@ Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
   median of 5 fresh processes (:mod:`benchmarks.cold_start`): serving
   :mod:`benchmarks.workloads` (``cold_start_s``) and plain engine code
   (``cold_start_plain_s``).
+- ``W8``: 100 workflows at once, each gathering 20 no-op activities, 2000 runs in all,
+  with a 2 s retention: run latency (p50, p99), Redis ``used_memory`` at the start, at
+  its peak and once the runs expired (within 10% of the start?), and the keys runs left
+  behind (0). ``soak`` (only with ``--only soak``): small runs as fast as one worker
+  takes them for 3 minutes with a 5 s retention; memory should stay flat after the
+  first retention period (:mod:`benchmarks.w8_retention`; both read the whole server's
+  ``used_memory``, so give them a Redis of their own).
 - ``cli``: ``taskloom status RUN`` on the embedded store (no Redis URL; the ``--redis-url``
   is not used): wall time with the server already running, against a cold start and
   against starting and stopping it per command (:mod:`benchmarks.cli_latency`).
@@ -80,6 +87,7 @@ from benchmarks import (  # noqa: E402
     w5_subagents,
     w6_pipeline,
     w7_retries,
+    w8_retention,
 )
 from benchmarks.harness import QUICK, STANDARD, Bench, BenchmarkError, Sizes  # noqa: E402
 from benchmarks.report import render_table, target_met  # noqa: E402
@@ -87,7 +95,9 @@ from taskloom import TaskloomError  # noqa: E402
 
 __all__ = ["QUICK", "STANDARD", "Sizes", "main"]
 
-WORKLOADS = ("baseline", "W1", "W2", "W3", "W4", "W5", "W6", "W7", "cold_start", "cli")
+WORKLOADS = ("baseline", "W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "cold_start", "cli")
+EXTRA_WORKLOADS = ("soak",)
+"""Measured only when named in ``--only`` (minutes long)."""
 _RUNS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "baseline": redis_baseline.run,
     "W1": w1_fanout.run,
@@ -98,6 +108,8 @@ _RUNS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "W6": w6_pipeline.run,
     "W7": w7_retries.run,
     "cold_start": cold_start.run,
+    "W8": w8_retention.run,
+    "soak": w8_retention.soak,
     "cli": lambda bench: asyncio.to_thread(cli_latency.measure, quick=bench.sizes is QUICK),
 }
 
@@ -108,15 +120,15 @@ def parse_only(value: str | None) -> list[str]:
     if not value:
         return list(WORKLOADS)
     wanted = [v.strip() for v in value.split(",") if v.strip()]
-    known = {w.lower() for w in WORKLOADS}
+    known = {w.lower() for w in WORKLOADS + EXTRA_WORKLOADS}
     unknown = [v for v in wanted if v.lower() not in known]
     if unknown or not wanted:
         raise ValueError(
             f"unknown workload(s) {', '.join(unknown) or repr(value)}; choose from "
-            f"{', '.join(WORKLOADS)}"
+            f"{', '.join(WORKLOADS + EXTRA_WORKLOADS)}"
         )
     lowered = {v.lower() for v in wanted}
-    return [w for w in WORKLOADS if w.lower() in lowered]
+    return [w for w in WORKLOADS + EXTRA_WORKLOADS if w.lower() in lowered]
 
 
 async def run_all(redis_url: str, sizes: Sizes, names: Sequence[str], *, as_json: bool) -> int:
@@ -167,7 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("TASKLOOM_REDIS_URL") or "redis://127.0.0.1:6379/0",
         help="Redis to measure against (default: TASKLOOM_REDIS_URL or local 6379/0)",
     )
-    p.add_argument("--only", help=f"comma-separated workloads, of {','.join(WORKLOADS)}")
+    p.add_argument(
+        "--only",
+        help=f"comma-separated workloads, of {','.join(WORKLOADS + EXTRA_WORKLOADS)}",
+    )
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     args = p.parse_args(argv)
     try:

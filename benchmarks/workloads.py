@@ -30,6 +30,8 @@ __all__ = [
     "FANOUT_NOOP",
     "FANOUT_SLEEP",
     "PIPELINE_LATENCY_S",
+    "RETENTION_FLOW",
+    "SMALL_RUN",
     "WARMUP",
     "chain",
     "crash_fanout",
@@ -39,7 +41,9 @@ __all__ = [
     "fanout_sleep",
     "noop",
     "pipeline_plan",
+    "retention_flow",
     "sleep_step",
+    "small_run",
     "stamp",
     "warmup",
 ]
@@ -175,3 +179,23 @@ async def fanout_agents(ctx: Context, n: int) -> int:
     """W5: gather ``n`` subagent calls; returns how many answered."""
     done = await ctx.gather(*(ctx.agent(BENCH_AGENT, f"item {i}") for i in range(n)))
     return sum(1 for r in done if r.text)
+
+
+# -- W8 and the soak (benchmarks/w8_retention.py) ----------------------------------------
+RETENTION_FLOW = "bench.retention_flow"
+SMALL_RUN = "bench.small_run"
+
+
+@workflow(name=RETENTION_FLOW)
+async def retention_flow(ctx: Context, n: int) -> int:
+    """W8: a plain engine workflow of ``n`` parallel no-op activities (a planned run's
+    shape, without the LLM layer)."""
+    return len(await ctx.gather(*(ctx.run(noop, i) for i in range(n))))
+
+
+@workflow(name=SMALL_RUN)
+async def small_run(ctx: Context, n: int) -> int:
+    """The soak: ``n`` no-op activities one after the other (the issue's small runs)."""
+    for i in range(n):
+        await ctx.run(noop, i)
+    return n

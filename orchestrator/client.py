@@ -35,6 +35,7 @@ from taskloom.engine.follow import StreamFollower
 from taskloom.engine.human import HumanTasks
 from taskloom.engine.keys import STATUSES, TERMINAL_STATUSES
 from taskloom.engine.payloads import Payloads
+from taskloom.engine.retention import RunDeleter
 from taskloom.engine.store import Event, RunInfo, Store, now_ms
 from taskloom.engine.worker import Worker
 from taskloom.errors import (
@@ -499,6 +500,16 @@ class Orchestrator:
         if status is not None and status not in STATUSES:
             raise UserError(f"unknown status {status!r}; choose one of {', '.join(STATUSES)}")
         return await self.store.list_runs(status, limit=limit)
+
+    async def delete(self, run_id: str) -> None:
+        """Delete the ended run ``run_id`` and everything it owns: its log, results and
+        state, the blobs no other run references, its budget, its human tasks.
+
+        Raises:
+            RunNotFoundError: there is no run ``run_id``.
+            RunActiveError: it has not ended: cancel it first.
+        """
+        await RunDeleter(self.store).delete_one(run_id, blobs=self.payloads().blobs)
 
     def worker(
         self,

@@ -14,6 +14,7 @@ and what to do about it. Each class has a stable ``code`` that scripts can match
     │   ├── UnknownActivityError     an activity name no worker has registered
     │   ├── RunIdConflictError       a run id reused with a different input
     │   ├── RunNotFoundError         a run id that does not exist
+    │   ├── RunActiveError           deleting a run that has not ended (cancel it first)
     │   ├── PayloadTooLargeError     a payload over the hard limit (TASKLOOM_PAYLOAD_HARD_LIMIT)
     │   ├── DeadLetterNotFoundError  a dead-letter entry that does not exist (or is closed)
     │   ├── HumanTaskNotFoundError   a human task that does not exist
@@ -99,6 +100,7 @@ __all__ = [
     "RedisRefusedError",
     "RedisUnavailableError",
     "RetryableError",
+    "RunActiveError",
     "RunCancelledError",
     "RunFailedError",
     "RunIdConflictError",
@@ -143,6 +145,13 @@ class RunNotFoundError(UserError):
     """No run with this id exists in the store."""
 
     code = "run_not_found"
+
+
+class RunActiveError(UserError):
+    """The run has not ended (pending, running or waiting): it cannot be deleted until it
+    completes, fails or is cancelled."""
+
+    code = "run_active"
 
 
 class DeadLetterNotFoundError(UserError):

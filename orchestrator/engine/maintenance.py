@@ -1,7 +1,7 @@
-"""A worker's periodic duties: moving due retries onto the queue, and every
-``lease_ttl / 4`` the heartbeat, the watch over running attempts, the takeover of runs
-and deliveries dead workers left, due timers and human-task SLAs, the retention sweep
-and the gauges."""
+"""A worker's periodic duties: moving due retries onto the queue; every ``lease_ttl / 4``
+the heartbeat, the watch over running attempts, the takeover of runs and deliveries dead
+workers left, due timers and human-task SLAs, and the gauges; and, beside them, the
+retention sweep, which deletes finished runs as they fall due (one worker at a time)."""
 
 from __future__ import annotations
 
@@ -13,17 +13,35 @@ from typing import TYPE_CHECKING
 
 from taskloom.engine.keys import Keys
 from taskloom.engine.metrics import Metrics
+from taskloom.engine.retention import RunDeleter
 
 if TYPE_CHECKING:
     from taskloom.engine.worker import Worker
 
-__all__ = ["GAUGE_INTERVAL_S", "SWEEP_INTERVAL_MS", "SWEEP_INTERVAL_S", "Maintenance"]
+__all__ = [
+    "GAUGE_INTERVAL_S",
+    "SWEEP_IDLE_S",
+    "SWEEP_INTERVAL_MS",
+    "SWEEP_INTERVAL_S",
+    "SWEEP_LOCK_MS",
+    "SWEEP_MIN_GAP_S",
+    "Maintenance",
+]
 
 log = logging.getLogger("taskloom.engine.worker")
 
 SWEEP_INTERVAL_S = 60.0
-"""How often one of the workers deletes expired runs and unreferenced blobs."""
+"""How often the sweeping worker collects unreferenced blobs (runs go as they fall due)."""
 SWEEP_INTERVAL_MS = int(SWEEP_INTERVAL_S * 1000)
+SWEEP_MIN_GAP_S = 1.0
+"""The least time between two passes of the sweep, so runs ending at a high rate are
+deleted in batches; a run is deleted at most this long after it falls due."""
+SWEEP_MIN_GAP_MS = int(SWEEP_MIN_GAP_S * 1000)
+SWEEP_IDLE_S = 5.0
+"""The most time between two passes (real seconds): every worker tries the sweep lock
+this often, so a dead holder's sweeping is taken over within ``SWEEP_LOCK_MS``."""
+SWEEP_LOCK_MS = 30_000
+"""How long the sweep lock outlives its holder's last renewal."""
 
 GAUGE_INTERVAL_S = 5.0
 """How often a worker with metrics refreshes its gauges (in flight, dead letters)."""
@@ -38,6 +56,10 @@ class Maintenance:
         """Set when a retry this worker scheduled is due (the retry loop moves it)."""
         self.timer_due = asyncio.Event()
         """Set when a timer this worker set is due (the maintenance loop fires it)."""
+        self.sweep_due = asyncio.Event()
+        """Set when the next finished run falls due for deletion (the retention loop)."""
+        self.deleter = RunDeleter(worker.store)
+        """Deletes runs and everything they own (the sweep's, and ``orch.delete``'s)."""
 
     async def retry_loop(self) -> None:
         """Move due retries onto the queue: at once when this worker set them, and
@@ -57,36 +79,87 @@ class Maintenance:
     async def maintenance_loop(self) -> None:
         w = self.w
         interval = w.lease_ttl / 4
-        next_gauges, next_sweep = 0.0, time.monotonic() + SWEEP_INTERVAL_S
+        next_gauges = 0.0
+        sweeper = None
+        if w.retention is not None:  # beside this loop: a long sweep never delays a heartbeat
+            sweeper = asyncio.ensure_future(w._guard(self.retention_loop))
+        try:
+            while not w._stopping.is_set():
+                await w.ownership.heartbeat()
+                await w.activities.watch_attempts()
+                await self.recover()
+                if w.metrics is not None and time.monotonic() >= next_gauges:
+                    next_gauges = time.monotonic() + GAUGE_INTERVAL_S
+                    await self.update_gauges(w.metrics)
+                self.timer_due.clear()
+                with contextlib.suppress(TimeoutError):  # a timer this worker set wakes it early
+                    await asyncio.wait_for(self.timer_due.wait(), interval)
+        finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+
+    async def retention_loop(self) -> None:
+        """Delete runs as they fall due, while this worker holds the sweep lock: every
+        due run in batches, then sleep until the next one falls due (at least
+        ``SWEEP_MIN_GAP_S``, so they go in batches; at most ``SWEEP_IDLE_S``, to see runs
+        ended meanwhile and to take the lock over from a dead holder). Unreferenced blobs
+        are collected every ``SWEEP_INTERVAL_S``."""
+        w = self.w
+        assert w.retention is not None
+        retention_ms = int(w.retention * 1000)
+        next_collect = time.monotonic() + SWEEP_INTERVAL_S
+        cancel = None
         while not w._stopping.is_set():
-            await w.ownership.heartbeat()
-            await w.activities.watch_attempts()
-            await self.recover()
-            if w.retention is not None and time.monotonic() >= next_sweep:
-                next_sweep = time.monotonic() + SWEEP_INTERVAL_S
-                if await w.store.raw.set(
-                    w.store.keys.sweep_lock, w.worker_id, nx=True, px=SWEEP_INTERVAL_MS
-                ):  # one worker sweeps per interval
-                    await w.sweep()
-            if w.metrics is not None and time.monotonic() >= next_gauges:
-                next_gauges = time.monotonic() + GAUGE_INTERVAL_S
-                await self.update_gauges(w.metrics)
-            self.timer_due.clear()
-            with contextlib.suppress(TimeoutError):  # a timer this worker set wakes it early
-                await asyncio.wait_for(self.timer_due.wait(), interval)
+            self.sweep_due.clear()
+            if cancel is not None:
+                cancel()
+                cancel = None
+            if await self._hold_sweep_lock():
+                await self.expire(retention_ms)
+                if time.monotonic() >= next_collect:
+                    next_collect = time.monotonic() + SWEEP_INTERVAL_S
+                    await self.collect()
+                oldest = await self.deleter.oldest_end_ms()
+                if oldest is not None:
+                    at = max(oldest + retention_ms, w.clock.now_ms() + SWEEP_MIN_GAP_MS)
+                    cancel = w.clock.call_at(at, self.sweep_due.set)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.sweep_due.wait(), SWEEP_IDLE_S)
+
+    async def _hold_sweep_lock(self) -> bool:
+        """Take or renew the sweep lock; whether this worker holds it."""
+        w = self.w
+        keys = [w.store.keys.sweep_lock]
+        return bool(await w.store.scripts.call("sweep_lock", keys, [w.worker_id, SWEEP_LOCK_MS]))
+
+    async def expire(self, retention_ms: int) -> int:
+        """Delete every run that ended more than ``retention_ms`` ago; how many."""
+        w = self.w
+        runs = await self.deleter.expire(
+            ended_before_ms=w.clock.now_ms() - retention_ms, keep_going=self._hold_sweep_lock
+        )
+        if runs:
+            log.info("retention: deleted %d runs", runs)
+        return runs
+
+    async def collect(self) -> int:
+        """Delete the blobs no run has referenced for a grace period; how many."""
+        blobs = await self.w.payloads.collect(now_ms=self.w.clock.now_ms())
+        if blobs:
+            log.info("retention: deleted %d unreferenced blobs", blobs)
+        return blobs
 
     async def sweep(self) -> tuple[int, int]:
-        """Delete runs that ended more than ``retention`` seconds ago, then the blobs no
-        run references any more; returns ``(runs, blobs)`` deleted."""
+        """Delete runs that ended more than ``retention`` seconds ago (all of them, in
+        batches), then the blobs no run references any more; returns ``(runs, blobs)``
+        deleted."""
         w = self.w
         if w.retention is None:
             return 0, 0
-        now = w.clock.now_ms()
-        runs = await w.payloads.expire_runs(older_than_ms=now - int(w.retention * 1000))
-        blobs = await w.payloads.collect(now_ms=now)
-        if runs or blobs:
-            log.info("retention: deleted %d runs and %d blobs", len(runs), blobs)
-        return len(runs), blobs
+        runs = await self.expire(int(w.retention * 1000))
+        return runs, await self.collect()
 
     async def update_gauges(self, metrics: Metrics) -> None:
         """Refresh the gauges: activities in flight, dead letters, the inbox."""

@@ -3,8 +3,9 @@
 An activity's arguments and result whose JSON is larger than ``threshold`` bytes go
 to the content-addressed blob store (:mod:`taskloom.engine.blobs`); the log and the queue
 keep ``{"$blob": "sha256:...", "size": N}``. The run's ``blobs`` set remembers which
-blobs it references, so that when finished runs expire (``retention``) the blobs that
-no retained run references are collected too. A value larger than ``hard_limit`` is
+blobs it references, so that once finished runs are deleted
+(:mod:`taskloom.engine.retention`) the blobs that no remaining run references are
+collected too. A value larger than ``hard_limit`` is
 refused with a :class:`~taskloom.PayloadTooLargeError`.
 """
 
@@ -23,7 +24,7 @@ from taskloom.engine.blobs import (
     store_all,
     within_limit,
 )
-from taskloom.engine.keys import STATUSES, TERMINAL_STATUSES
+from taskloom.engine.keys import STATUSES
 from taskloom.engine.store import Store
 from taskloom.errors import TaskloomError, error_dict
 
@@ -112,28 +113,6 @@ class Payloads:
         return serde.loads(await internalize(serde.dumps(value), store=self.blobs))
 
     # -- retention ----------------------------------------------------------------------
-    async def expire_runs(self, *, older_than_ms: int, limit: int = 500) -> list[str]:
-        """Delete runs that ended before ``older_than_ms`` (their keys and index entries)."""
-        keys, raw, gone = self.store.keys, self.store.raw, []
-        for status in TERMINAL_STATUSES:
-            ids = await raw.zrangebyscore(keys.index(status), "-inf", older_than_ms, 0, limit)
-            for run_id in ids:
-                pipe = raw.pipeline(transaction=False)
-                pipe.delete(
-                    keys.meta(run_id),
-                    keys.log(run_id),
-                    keys.steps(run_id),
-                    keys.attempts(run_id),
-                    keys.beats(run_id),
-                    keys.blobs(run_id),
-                    keys.last_write(run_id),
-                    keys.sent(run_id),
-                )
-                pipe.zrem(keys.index(status), run_id)
-                await pipe.execute()
-                gone.append(run_id)
-        return gone
-
     async def collect(self, *, now_ms: int) -> int:
         """Delete blobs that no run references, once they were unreferenced at a sweep
         at least ``GC_GRACE_MS`` ago; returns how many were deleted."""

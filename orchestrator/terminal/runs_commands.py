@@ -1,5 +1,5 @@
-"""The commands on runs by id: ``runs`` (list), ``status``, ``history``, ``result``,
-``cancel``, ``signal``, and ``start`` (a workflow by name)."""
+"""The commands on runs by id: ``runs`` (list; ``runs delete RUN``), ``status``,
+``history``, ``result``, ``cancel``, ``signal``, and ``start`` (a workflow by name)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ __all__ = ["register"]
 def register(cmd: Command) -> None:
     """Add ``runs``, ``status``, ``history``, ``cancel``, ``result``, ``signal`` and
     ``start`` to the CLI."""
-    r = cmd("runs", _runs, "list runs by status")
+    r = cmd("runs", _runs, "list runs by status; `runs delete RUN...` deletes ended runs")
+    r.add_argument("action", nargs="?", choices=("delete",), help="delete the runs named")
+    r.add_argument("run_ids", nargs="*", metavar="RUN", help="run ids (with delete)")
     r.add_argument("--status", choices=STATUSES)
     r.add_argument("--limit", type=int_in(1, MAX_LIMIT), default=50)
     r.add_argument("--json", action="store_true")
@@ -62,6 +64,12 @@ def register(cmd: Command) -> None:
 
 
 async def _runs(args: argparse.Namespace, orch: Orchestrator) -> int:
+    if args.action == "delete":
+        return await _delete(args, orch)
+    if args.run_ids:
+        raise UserError(
+            f"`taskloom runs` lists runs; to delete one: taskloom runs delete {args.run_ids[0]}"
+        )
     runs = await orch.list_runs(args.status, limit=args.limit)
     if args.json:
         out(json.dumps([_info_dict(r) for r in runs]))
@@ -87,6 +95,20 @@ async def _runs(args: argparse.Namespace, orch: Orchestrator) -> int:
         )
     for line in runview.table(("run", "status", "workflow", "started", "cost", "goal"), rows):
         out(line)
+    return 0
+
+
+async def _delete(args: argparse.Namespace, orch: Orchestrator) -> int:
+    """``runs delete RUN...``: each ended run and everything it owns, in order; the
+    first that cannot be deleted (unknown, still running) stops it with its error."""
+    if not args.run_ids:
+        raise UserError("say which runs to delete: taskloom runs delete RUN [RUN ...]")
+    for run_id in args.run_ids:
+        await orch.delete(run_id)
+        if args.json:
+            out(json.dumps({"run_id": run_id, "deleted": True}))
+        else:
+            out(f"deleted run {run_id}")
     return 0
 
 
