@@ -189,6 +189,20 @@ def test_start_wait_with_a_worker_process(redis_url: str, prefix: str, spawn_wor
     assert json.loads(status.stdout)["status"] == "completed"
 
 
+def test_result_waits_for_the_run_with_wait(redis_url: str, prefix: str, spawn_worker) -> None:
+    env = worker_env(redis_url, prefix)
+    started = taskloom("start", "demo.brief", '"pick a queue"', "--run-id", "cli-w", env=env)
+    assert started.returncode == 0, started.stderr
+    early = taskloom("result", "cli-w", "--wait", "--timeout", "0.5", env=env)
+    assert early.returncode == 3 and "is pending after 0.5s" in early.stdout  # no worker yet
+    spawn_worker("taskloom.terminal.demo")
+    done = taskloom("result", "cli-w", "--wait", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"]["review"]["ok"] is True
+    alone = taskloom("result", "cli-w", "--timeout", "5", env=env)
+    assert alone.returncode == 2 and "--timeout goes with --wait" in alone.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "env_extra", "says"),
     [

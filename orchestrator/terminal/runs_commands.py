@@ -4,17 +4,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from taskloom.cliargs import MAX_LIMIT, int_in
+from taskloom.cliargs import MAX_LIMIT, int_in, positive_number
 from taskloom.client import Orchestrator
 from taskloom.display import duration, one_line, pretty, span, when
 from taskloom.engine.keys import STATUSES
 from taskloom.engine.store import Event, RunInfo
-from taskloom.errors import UserError
+from taskloom.errors import RunCancelledError, RunFailedError, UserError
 from taskloom.pipeline.endpoints import served_by
 from taskloom.pipeline.pipeline import PIPELINE_NAME as PIPELINE
 from taskloom.terminal import runview
@@ -39,7 +40,11 @@ def register(cmd: Command) -> None:
         ("status", _status, "show one run"),
         ("history", _history, "show a run's event log"),
         ("cancel", _cancel, "cancel a run and its children"),
-        ("result", _result, "a run's result (a pipeline's answer); exit 3 while unfinished"),
+        (
+            "result",
+            _result,
+            "a run's result (a pipeline's answer); exit 3 while unfinished (--wait waits)",
+        ),
     ):
         sp = cmd(name, handler, help_)
         sp.add_argument("run_id")
@@ -47,6 +52,14 @@ def register(cmd: Command) -> None:
             sp.add_argument("--json", action="store_true")
         if name == "history":
             sp.add_argument("--follow", action="store_true", help="keep following until the end")
+        if name == "result":
+            sp.add_argument("--wait", action="store_true", help="wait for the run to end")
+            sp.add_argument(
+                "--timeout",
+                type=positive_number,
+                metavar="SECONDS",
+                help="with --wait: wait at most this long (then exit 3 if it has not ended)",
+            )
     s = cmd("signal", _signal, "send a signal to a run")
     s.add_argument("run_id")
     s.add_argument("name")
@@ -162,7 +175,13 @@ def _status_lines(info: RunInfo, activities: list[runview.ActivitySummary]) -> l
 
 
 async def _result(args: argparse.Namespace, orch: Orchestrator) -> int:
-    info = await orch.handle(args.run_id).info()
+    handle = orch.handle(args.run_id)
+    if args.timeout is not None and not args.wait:
+        raise UserError("--timeout goes with --wait: taskloom result RUN --wait --timeout 60")
+    if args.wait:  # how it ended is shown below, as without --wait
+        with contextlib.suppress(RunFailedError, RunCancelledError, TimeoutError):
+            await handle.result(timeout=args.timeout)
+    info = await handle.info()
     result = info.result
     if args.json:
         out(json.dumps({"run_id": info.run_id, "status": info.status, "result": result}))
@@ -175,9 +194,10 @@ async def _result(args: argparse.Namespace, orch: Orchestrator) -> int:
     elif info.status == "failed":
         out(f"run {info.run_id} failed: {json.dumps(result)}")
     else:
+        waited = f" after {args.timeout:g}s" if args.wait else ""
         out(
-            f"run {info.run_id} is {info.status}: no result yet; `taskloom inbox list --run "
-            f"{info.run_id}` shows what waits on a person, `taskloom history {info.run_id} "
+            f"run {info.run_id} is {info.status}{waited}: no result yet; `taskloom inbox list "
+            f"--run {info.run_id}` shows what waits on a person, `taskloom history {info.run_id} "
             f"--follow` follows it"
         )
     return {"completed": 0, "failed": 1, "cancelled": 1}.get(info.status, 3)
