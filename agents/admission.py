@@ -4,8 +4,10 @@ Before the call, :func:`admit` asks the model's shared rate limit
 (:class:`~taskloom.agents.limits.RateLimiter`) and the run's budget
 (:class:`~taskloom.agents.budget.Budgets`) together, in one pipeline; after it,
 :func:`settle` settles both, with whatever else the caller adds to the same pipeline
-(the run's blob references, say). For a model without rate limits the rate part is a
-single ``EXISTS`` of its block key.
+(the run's blob references, say). Sent through a
+:class:`~taskloom.agents.batching.PipelineBatch`, the calls of one event-loop tick
+share one round trip. For a model without rate limits the rate part is a single
+``EXISTS`` of its block key.
 
 The pipeline spans two hash slots (the limiter's ``{rl:MODEL}`` and the run's
 ``{RUN_ID}``); each script in it stays in one, so a Redis Cluster client sends each part
@@ -21,23 +23,25 @@ nothing is held while it waits; a call the budget refuses gives its rate admissi
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
-from taskloom.luascripts import LuaScripts
-
+from .batching import PipelineStep
 from .budget import BudgetReservation, Budgets
 from .limits import RateLimiter, RateReservation
 
-__all__ = ["PipelineStep", "admit", "settle"]
+__all__ = ["Send", "admit", "settle"]
 
-PipelineStep = Callable[[Any], None]
-"""Adds commands to a redis-py pipeline (run with a model call's settle)."""
+Send = Callable[[PipelineStep], Awaitable[list[Any]]]
+"""Runs the commands a :data:`~taskloom.agents.batching.PipelineStep` adds to a pipeline
+and returns their replies: :meth:`LuaScripts.pipeline
+<taskloom.luascripts.LuaScripts.pipeline>`, or :meth:`PipelineBatch.send
+<taskloom.agents.batching.PipelineBatch.send>` to share the round trip with other calls."""
 
 
 async def admit(
-    scripts: LuaScripts,
+    send: Send,
     limiter: RateLimiter | None,
     budgets: Budgets | None,
     *,
@@ -66,7 +70,7 @@ async def admit(
             assert budgets is not None
             budgets.queue(pipe, ask)
 
-    replies = await scripts.pipeline(build) if (at_once or ask is not None) else []
+    replies = await send(build) if (at_once or ask is not None) else []
     rate = held = None
     try:
         if at_once:
@@ -126,7 +130,7 @@ async def _undo(
 
 
 async def settle(
-    scripts: LuaScripts,
+    send: Send,
     limiter: RateLimiter | None,
     budgets: Budgets | None,
     *,
@@ -147,7 +151,7 @@ async def settle(
         if also is not None:
             also(pipe)
 
-    for reply in await scripts.pipeline(build):
+    for reply in await send(build):
         _reply(reply)
 
 

@@ -29,7 +29,8 @@ from pydantic import BaseModel
 
 from taskloom.luascripts import LuaScripts
 
-from .admission import PipelineStep, admit, settle
+from .admission import admit, settle
+from .batching import PipelineBatch, PipelineStep
 from .budget import BudgetReservation, Budgets
 from .errors import LLMRateLimitedError, UserError
 from .limits import RateLimiters, RateLimits, RateReservation
@@ -172,6 +173,8 @@ class AgentRunner:
         self.env = dict(os.environ if env is None else env)
         # One set of scripts for both, so a call's holds go in one pipeline.
         self._scripts = LuaScripts(redis, package="taskloom.agents") if redis else None
+        # The holds of the calls of one event-loop tick go to Redis in one round trip.
+        self._batch = PipelineBatch(self._scripts) if self._scripts is not None else None
         self.limiters = (
             RateLimiters(redis, prefix=prefix, limits=limits, scripts=self._scripts)
             if redis
@@ -403,11 +406,11 @@ class AgentRunner:
     ) -> tuple[RateReservation | None, BudgetReservation | None]:
         """Hold the most a call may use, before it is sent: tokens against the shared
         rate limit, tokens and USD against the run's budget (one round trip)."""
-        if self._scripts is None:
+        if self._batch is None:
             return None, None
         budgeted = budget is not None and self.budgets is not None
         return await admit(
-            self._scripts,
+            self._batch.send,
             self.limiters.for_model(ref) if self.limiters is not None else None,
             self.budgets,
             run_id=budget if budgeted else None,
@@ -431,9 +434,9 @@ class AgentRunner:
         the observer of it; returns the cost."""
         usage = provider.usage if provider is not None else Usage()
         cost = self.prices.cost(ref, usage.input_tokens, usage.output_tokens)
-        if self._scripts is not None and (rate is not None or held is not None or also):
+        if self._batch is not None and (rate is not None or held is not None or also):
             await settle(
-                self._scripts,
+                self._batch.send,
                 self.limiters.for_model(ref) if self.limiters is not None else None,
                 self.budgets,
                 rate=rate,

@@ -18,12 +18,15 @@ import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.asyncio.connection import ConnectionPool, UnixDomainSocketConnection
+from redis.exceptions import ResponseError
 
 from taskloom.agents.agent import Agent, AgentRunner
+from taskloom.agents.batching import PipelineBatch
 from taskloom.agents.errors import BudgetExceededError, RateLimitDeferredError
 from taskloom.agents.fake_llm import FakeLLM, rate_limited, reply
 from taskloom.agents.limits import RateLimits
 from taskloom.agents.pricing import PriceTable
+from taskloom.luascripts import LuaScripts
 from tests.helpers import own_redis
 
 pytestmark = pytest.mark.anyio
@@ -222,3 +225,23 @@ async def test_a_block_reaches_the_light_admission_of_another_process(
         await second.aclose()
     await other.aclose()
     assert len(fake.requests) == 1 and usage.held_tokens == 0
+
+
+async def test_the_pipelines_of_one_tick_go_in_one_round_trip(counted: Redis, prefix: str) -> None:
+    batch = PipelineBatch(LuaScripts(counted, package="taskloom.agents"))
+    await counted.hset(f"{prefix}:h", "f", "v")
+    await counted.ping()
+    writes = CountingConnection.writes
+
+    def incr(pipe: Any) -> None:
+        pipe.incr(f"{prefix}:n")
+
+    def two(pipe: Any) -> None:
+        pipe.incr(f"{prefix}:n")
+        pipe.incr(f"{prefix}:h")  # a hash: this command's error is its caller's alone
+
+    replies = await asyncio.gather(*(batch.send(incr) for _ in range(49)), batch.send(two))
+    assert CountingConnection.writes - writes == 1
+    assert sorted(r[0] for r in replies) == list(range(1, 51))
+    assert [len(r) for r in replies] == [1] * 49 + [2]
+    assert isinstance(replies[-1][1], ResponseError)

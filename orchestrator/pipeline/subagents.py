@@ -32,8 +32,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from taskloom.agents.admission import PipelineStep
 from taskloom.agents.agent import Agent, AgentResult, AgentRunner, CallObserver
+from taskloom.agents.batching import PipelineStep
 from taskloom.agents.llm import Usage
 from taskloom.engine.attempt import current
 from taskloom.engine.context import Context as EngineContext
