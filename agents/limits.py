@@ -35,6 +35,11 @@ disagree still share one timeline. Tests inject ``now`` (seconds, a callable) an
 backwards (a caller whose clock lags uses the latest time seen), which the window
 arithmetic relies on.
 
+**Without limits.** A model with neither ``rpm`` nor ``tpm`` (and the server's clock)
+has no window to count: a call is admitted by one ``EXISTS`` of the block key, and only
+while a block is on does it run the admission script, which says how long to wait. Its
+reservation's ``at`` is then this machine's clock.
+
 **Blocking.** A 429 with ``Retry-After``, or ``x-ratelimit-remaining-*`` at zero, blocks
 the limiter *for every process* until then (:meth:`RateLimiter.penalize`,
 :meth:`RateLimiter.observe_headers`). The limiter blocks its own process at once,
