@@ -22,6 +22,7 @@ from redis.exceptions import ResponseError
 
 from taskloom.agents.agent import Agent, AgentRunner
 from taskloom.agents.batching import PipelineBatch
+from taskloom.agents.budget import BudgetAsk, Budgets
 from taskloom.agents.errors import BudgetExceededError, RateLimitDeferredError
 from taskloom.agents.fake_llm import FakeLLM, rate_limited, reply
 from taskloom.agents.limits import RateLimits
@@ -245,3 +246,21 @@ async def test_the_pipelines_of_one_tick_go_in_one_round_trip(counted: Redis, pr
     assert sorted(r[0] for r in replies) == list(range(1, 51))
     assert [len(r) for r in replies] == [1] * 49 + [2]
     assert isinstance(replies[-1][1], ResponseError)
+
+
+async def test_a_reservation_sent_twice_holds_once(client: Redis, prefix: str) -> None:
+    """A client library sends a command again when the connection drops before the
+    reply: the second send of a reservation, keyed or not, finds it held."""
+    scripts = LuaScripts(client, package="taskloom.agents")
+    budgets = Budgets(client, prefix=prefix, scripts=scripts)
+    await budgets.set_limits("run-f", max_tokens=25)
+    for key in (None, "run-f/0.1#1"):
+        ask = budgets.ask("run-f", est_tokens=10, est_usd="0.1", key=key)
+
+        def twice(pipe: Any, ask: BudgetAsk = ask) -> None:
+            budgets.queue(pipe, ask)
+            budgets.queue(pipe, ask)
+
+        assert [int(r[0]) for r in await scripts.pipeline(twice)] == [1, 2]
+    usage = await budgets.usage("run-f")
+    assert usage.held_tokens == 20 and usage.held_usd == Decimal("0.2")

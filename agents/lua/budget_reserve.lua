@@ -26,10 +26,7 @@ local maxt, maxn = tonumber(b[1]), tonumber(b[2])
 local st, sn = tonumber(b[3]) or 0, tonumber(b[4]) or 0
 local ht, hn = tonumber(b[5]) or 0, tonumber(b[6]) or 0
 
-if redis.call('HSETNX', KEYS[2], ARGV[1], 'h ' .. ARGV[2] .. ' ' .. ARGV[3]) == 0 then
-  return {2, maxt or -1, maxn or -1, st, sn, ht, hn, 0}
-end
-
+local hold = 'h ' .. ARGV[2] .. ' ' .. ARGV[3]
 local changed = false
 local function drop(id, mark)
   local t, n = string.match(redis.call('HGET', KEYS[2], id) or '', '^h (%d+) (%d+)$')
@@ -40,8 +37,13 @@ local function drop(id, mark)
   return t
 end
 
-if ARGV[6] ~= '' then
+if ARGV[6] == '' then
+  if redis.call('HSETNX', KEYS[2], ARGV[1], hold) == 0 then
+    return {2, maxt or -1, maxn or -1, st, sn, ht, hn, 0}
+  end
+else
   local prev = redis.call('HGET', KEYS[2], 'k:' .. ARGV[6])
+  if prev == ARGV[1] then return {2, maxt or -1, maxn or -1, st, sn, ht, hn, 0} end
   if prev and drop(prev, 't') then redis.call('ZREM', KEYS[3], prev) end
 end
 
@@ -54,7 +56,7 @@ if maxt or maxn then  -- only a limit needs the held totals exact before checkin
   if maxt and st + ht + askt > maxt then over = over + 1 end
   if maxn and sn + hn + askn > maxn then over = over + 2 end
   if over > 0 then
-    redis.call('HDEL', KEYS[2], ARGV[1])
+    if ARGV[6] == '' then redis.call('HDEL', KEYS[2], ARGV[1]) end
     if changed then
       redis.call('HSET', KEYS[1], 'held_tokens', int(ht), 'held_nano', int(hn))
     end
@@ -62,8 +64,8 @@ if maxt or maxn then  -- only a limit needs the held totals exact before checkin
   end
 end
 
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], hold, 'k:' .. ARGV[6], ARGV[1]) end
 ht, hn = ht + tonumber(ARGV[2]), hn + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'held_tokens', int(ht), 'held_nano', int(hn))
 redis.call('ZADD', KEYS[3], int(now + tonumber(ARGV[5])), ARGV[1])
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'k:' .. ARGV[6], ARGV[1]) end
 return {1, maxt or -1, maxn or -1, st, sn, ht, hn, 0}
