@@ -20,13 +20,17 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel
 
+from taskloom.luascripts import LuaScripts
+
+from .admission import admit, settle
+from .batching import PipelineBatch, PipelineStep
 from .budget import BudgetReservation, Budgets
 from .errors import LLMRateLimitedError, UserError
 from .limits import RateLimiters, RateLimits, RateReservation
@@ -39,7 +43,7 @@ from .structured import RefusedModes, complete_structured, json_schema_text
 from .telemetry import Pricer
 from .tools import Tool, run_tool_loop
 
-__all__ = ["Agent", "AgentResult", "AgentRunner", "CallObserver", "LimitObserver"]
+__all__ = ["Agent", "AgentResult", "AgentRunner", "CallObserver", "Finisher", "LimitObserver"]
 
 log = logging.getLogger("taskloom.agents")
 
@@ -50,6 +54,9 @@ CallObserver = Callable[[str, str, float, Usage, Decimal], None]
 """Told of every finished model call: ``(provider, model, seconds, usage, cost)``."""
 LimitObserver = Callable[[str, str], None]
 """Told of every 429: ``(provider, model)``."""
+Finisher = Callable[["AgentResult"], Awaitable[PipelineStep | None]]
+"""Given a call's result before its holds are settled; may return commands for the
+settle's pipeline (:meth:`AgentRunner.run`'s ``finish``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,8 +171,16 @@ class AgentRunner:
         self.prices = prices or PriceTable.builtin()
         self.prompts = prompts or Prompts()
         self.env = dict(os.environ if env is None else env)
-        self.limiters = RateLimiters(redis, prefix=prefix, limits=limits) if redis else None
-        self.budgets = Budgets(redis, prefix=prefix) if redis else None
+        # One set of scripts for both, so a call's holds go in one pipeline.
+        self._scripts = LuaScripts(redis, package="taskloom.agents") if redis else None
+        # The holds of the calls of one event-loop tick go to Redis in one round trip.
+        self._batch = PipelineBatch(self._scripts) if self._scripts is not None else None
+        self.limiters = (
+            RateLimiters(redis, prefix=prefix, limits=limits, scripts=self._scripts)
+            if redis
+            else None
+        )
+        self.budgets = Budgets(redis, prefix=prefix, scripts=self._scripts) if redis else None
         self._options = {k: dict(v) for k, v in (provider_options or {}).items()}
         self._providers: dict[str, list[Provider]] = {}
         self._opening: dict[str, asyncio.Lock] = {}
@@ -248,12 +263,20 @@ class AgentRunner:
         budget: str | None = None,
         model: str | None = None,
         stream: TokenSink | None = None,
+        key: str | None = None,
+        finish: Finisher | None = None,
     ) -> AgentResult:
         """Run ``agent`` on ``task`` once (one activity attempt).
 
         ``budget`` names the budget (a run id) each call reserves against before it is
-        sent; ``model`` overrides the agent's.
+        sent; ``model`` overrides the agent's. ``key`` (an activity attempt's
+        idempotency key) names the budget hold, so that a re-execution after a crash
+        takes over the hold of the one that died. ``finish`` is given the result before
+        the call's holds are settled and may return commands to send in the same
+        pipeline (it needs the runner's ``redis``).
         """
+        if finish is not None and self._scripts is None:
+            raise UserError("AgentRunner.run(finish=...) needs a runner made with redis=")
         ref = model or agent.model or default_model(self.env)
         provider_name, model_name = split_model(ref)
         self.prices.price(ref)  # an unpriced model fails before anything is spent
@@ -268,9 +291,9 @@ class AgentRunner:
         )
         started = time.monotonic()
         prompt, answer_max = self._estimate(agent, system, task)
-        rate, held = await self._reserve(ref, prompt, answer_max, budget)
+        rate, held = await self._reserve(ref, prompt, answer_max, budget, key)
         calls, text, messages = 0, "", list(request.messages)
-        finish = "other"
+        finish_reason = "other"
         output: Any = None
         metered: MeteredProvider | None = None
         try:
@@ -283,7 +306,7 @@ class AgentRunner:
                     provider, request, agent.tools, max_turns=agent.max_turns, stream=stream
                 )
                 calls, text = looped.turns, looped.response.text
-                finish = looped.response.finish
+                finish_reason = looped.response.finish
                 messages = [*looped.messages, Message(role="assistant", content=text)]
                 request = LLMRequest(**{**request.__dict__, "messages": tuple(messages)})
             if agent.output is not None:
@@ -292,10 +315,10 @@ class AgentRunner:
                 )
                 calls += shaped.calls
                 text, output = shaped.text, shaped.value.model_dump(mode="json")
-                finish = "stop"  # a cut-off structured answer raised (LLMOutputError)
+                finish_reason = "stop"  # a cut-off structured answer raised (LLMOutputError)
             elif not agent.tools:
                 answer = await provider.complete(request, stream=stream)
-                calls, text, finish = 1, answer.text, answer.finish
+                calls, text, finish_reason = 1, answer.text, answer.finish
                 messages.append(Message(role="assistant", content=text))
             else:
                 output = text
@@ -309,20 +332,26 @@ class AgentRunner:
             await self._charge(ref, metered, rate, held, started)
             raise
         usage = provider.usage
-        cost = await self._charge(ref, provider, rate, held, started)
-        seconds = time.monotonic() - started
-        return AgentResult(
+        cost = self.prices.cost(ref, usage.input_tokens, usage.output_tokens)
+        result = AgentResult(
             output=text if output is None else output,
             text=text,
             model=ref,
             usage=usage,
             cost_usd=float(cost),
             calls=calls,
-            seconds=seconds,
+            seconds=time.monotonic() - started,
             messages=[{"role": "system", "content": system}, *map(_message_dict, messages)],
             endpoint=str(getattr(provider, "endpoint", provider_name)),
-            finish=finish,
+            finish=finish_reason,
         )
+        try:
+            also = await finish(result) if finish is not None else None
+        except BaseException:
+            await self._charge(ref, provider, rate, held, started)
+            raise
+        await self._charge(ref, provider, rate, held, started, also=also)
+        return result
 
     def _pricer(self, ref: str) -> Pricer:
         """The cost of a usage of model ``ref`` (for model-call spans)."""
@@ -373,22 +402,22 @@ class AgentRunner:
         return self.prompts.render(agent.instructions, **variables)
 
     async def _reserve(
-        self, ref: str, prompt: int, answer: int, budget: str | None
+        self, ref: str, prompt: int, answer: int, budget: str | None, key: str | None
     ) -> tuple[RateReservation | None, BudgetReservation | None]:
         """Hold the most a call may use, before it is sent: tokens against the shared
-        rate limit, tokens and USD against the run's budget."""
-        tokens = prompt + answer
-        rate = await self.limiters.for_model(ref).reserve(tokens) if self.limiters else None
-        held = None
-        if budget is not None and self.budgets is not None:
-            try:
-                est_usd = self.prices.cost(ref, prompt, answer)
-                held = await self.budgets.reserve(budget, est_tokens=tokens, est_usd=est_usd)
-            except BaseException:
-                if rate is not None and self.limiters is not None:
-                    await self.limiters.for_model(ref).settle(rate, 0)
-                raise
-        return rate, held
+        rate limit, tokens and USD against the run's budget (one round trip)."""
+        if self._batch is None:
+            return None, None
+        budgeted = budget is not None and self.budgets is not None
+        return await admit(
+            self._batch.send,
+            self.limiters.for_model(ref) if self.limiters is not None else None,
+            self.budgets,
+            run_id=budget if budgeted else None,
+            tokens=prompt + answer,
+            usd=self.prices.cost(ref, prompt, answer) if budgeted else Decimal(0),
+            key=key,
+        )
 
     async def _charge(
         self,
@@ -397,34 +426,29 @@ class AgentRunner:
         rate: RateReservation | None,
         held: BudgetReservation | None,
         started: float,
+        *,
+        also: PipelineStep | None = None,
     ) -> Decimal:
         """Settle the run's holds with what ``provider`` was served, failed or not (None:
-        no client could be made, nothing was sent), and tell the observer of it; returns
-        the cost."""
+        no client could be made, nothing was sent), with ``also``'s commands, and tell
+        the observer of it; returns the cost."""
         usage = provider.usage if provider is not None else Usage()
         cost = self.prices.cost(ref, usage.input_tokens, usage.output_tokens)
-        await self._settle(ref, rate, held, usage, cost)
+        if self._batch is not None and (rate is not None or held is not None or also):
+            await settle(
+                self._batch.send,
+                self.limiters.for_model(ref) if self.limiters is not None else None,
+                self.budgets,
+                rate=rate,
+                held=held,
+                tokens=usage.total,
+                usd=cost,
+                also=also,
+            )
         if self._observe is not None and provider is not None and provider.requests:
             provider_name, model_name = split_model(ref)
             self._observe(provider_name, model_name, time.monotonic() - started, usage, cost)
         return cost
-
-    async def _settle(
-        self,
-        ref: str,
-        rate: RateReservation | None,
-        held: BudgetReservation | None,
-        usage: Usage,
-        cost: Decimal,
-    ) -> None:
-        spent = usage.total
-        if rate is not None and self.limiters is not None:
-            await self.limiters.for_model(ref).settle(rate, spent)
-        if held is not None and self.budgets is not None:
-            if spent == 0:
-                await self.budgets.release(held)
-            else:
-                await self.budgets.settle(held, actual_tokens=spent, actual_usd=cost)
 
 
 def _message_dict(m: Message) -> dict[str, Any]:

@@ -31,8 +31,9 @@ Keys (the ``{run_id}`` hash tag puts them in the run's Redis Cluster slot)::
     {prefix}:run:{RUN_ID}:budget          hash  max_tokens, max_nano, spent_tokens,
                                                 spent_nano, held_tokens, held_nano
     {prefix}:run:{RUN_ID}:budget:holds    hash  reservation id -> 'h TOKENS NANO' while
-                                                held, then 's' / 'r' / 'x' (settled,
-                                                released, lapsed)
+                                                held, then 's' / 'r' / 'x' / 't'
+                                                (settled, released, lapsed, taken over);
+                                                'k:KEY' -> the id held under a key
     {prefix}:run:{RUN_ID}:budget:expiry   zset  reservation id -> when its hold lapses
 """
 
@@ -47,7 +48,7 @@ from typing import Any, TypeAlias
 from taskloom.agents.errors import BudgetExceededError, UserError
 from taskloom.luascripts import LuaScripts
 
-__all__ = ["BudgetKeys", "BudgetReservation", "BudgetUsage", "Budgets", "Money"]
+__all__ = ["BudgetAsk", "BudgetKeys", "BudgetReservation", "BudgetUsage", "Budgets", "Money"]
 
 Money: TypeAlias = Decimal | int | float | str
 """A USD amount as the API takes it; floats are read through ``str`` (``0.1`` is 0.1)."""
@@ -109,6 +110,18 @@ class BudgetUsage:
         return max(Decimal(0), self.max_usd - self.spent_usd - self.held_usd)
 
 
+@dataclass(frozen=True, kw_only=True)
+class BudgetAsk:
+    """A checked reservation request (:meth:`Budgets.ask`), not yet sent."""
+
+    run_id: str
+    id: str
+    tokens: int
+    nano: int
+    keys: list[str]
+    args: list[Any]
+
+
 @dataclass(frozen=True)
 class BudgetReservation:
     """A hold on a run's budget; settle or release it exactly once."""
@@ -123,7 +136,9 @@ class Budgets:
     """The budgets of all runs under one key prefix, on a redis-py asyncio client.
 
     ``now`` returns seconds and only times hold expiry (default: the Redis server's
-    clock); ``hold_ttl`` is how long an unsettled hold lasts, in seconds.
+    clock); ``hold_ttl`` is how long an unsettled hold lasts, in seconds. ``scripts``:
+    the :class:`~taskloom.luascripts.LuaScripts` to run (one shared with a
+    :class:`~taskloom.agents.limits.RateLimiters` lets a caller pipeline both).
     """
 
     def __init__(
@@ -133,11 +148,12 @@ class Budgets:
         prefix: str,
         now: Callable[[], float] | None = None,
         hold_ttl: float = 900.0,
+        scripts: LuaScripts | None = None,
     ) -> None:
         if hold_ttl <= 0:
             raise UserError(f"hold_ttl must be > 0 seconds (got {hold_ttl!r})")
         self.keys = BudgetKeys(prefix)
-        self._scripts = LuaScripts(client, package="taskloom.agents", names=_SCRIPTS)
+        self._scripts = scripts or LuaScripts(client, package="taskloom.agents", names=_SCRIPTS)
         self._now = now
         self._hold_ttl = hold_ttl
 
@@ -178,27 +194,57 @@ class Budgets:
         est_tokens: int,
         est_usd: Money,
         hold_ttl: float | None = None,
+        key: str | None = None,
     ) -> BudgetReservation:
         """Hold ``est_tokens`` and ``est_usd`` against the run's budget.
 
         Raises :class:`~taskloom.agents.errors.BudgetExceededError` when spent + held + asked
-        would pass a limit; nothing is held then.
+        would pass a limit; nothing is held then. ``key`` (say, an activity attempt's
+        idempotency key) names the call: a hold still held under the same key, left by
+        a caller that died before settling, is given back first (were that caller
+        alive after all, its settle still charges what it spent).
         """
+        ask = self.ask(run_id, est_tokens=est_tokens, est_usd=est_usd, hold_ttl=hold_ttl, key=key)
+        reply = await self._scripts.call("budget_reserve", keys=ask.keys, args=ask.args)
+        return self.held(ask, reply)
+
+    def ask(
+        self,
+        run_id: str,
+        *,
+        est_tokens: int,
+        est_usd: Money,
+        hold_ttl: float | None = None,
+        key: str | None = None,
+    ) -> BudgetAsk:
+        """A checked :meth:`reserve` request, to send in a pipeline of one's own
+        (:meth:`queue`, then :meth:`held` with its reply)."""
         tokens = _tokens(est_tokens, "est_tokens")
         nano = _nano(est_usd, "est_usd")
         ttl = self._hold_ttl if hold_ttl is None else hold_ttl
         if ttl <= 0:
             raise UserError(f"hold_ttl must be > 0 seconds (got {hold_ttl!r})")
         rid = uuid.uuid4().hex
-        reply = await self._scripts.call(
-            "budget_reserve",
+        return BudgetAsk(
+            run_id=run_id,
+            id=rid,
+            tokens=tokens,
+            nano=nano,
             keys=list(self.keys.all(run_id)),
-            args=[rid, tokens, nano, self._now_arg(), int(ttl * 1000)],
+            args=[rid, tokens, nano, self._now_arg(), int(ttl * 1000), key or ""],
         )
-        usage = _usage(run_id, reply[1:7])
-        if int(reply[0]) != 1:
-            raise _exceeded(usage, int(reply[7]), tokens, nano)
-        return BudgetReservation(rid, run_id, tokens, Decimal(nano) / _NANO)
+
+    def queue(self, pipe: Any, ask: BudgetAsk) -> None:
+        """Add ``ask``'s reservation to the pipeline ``pipe`` (one of this object's
+        :class:`~taskloom.luascripts.LuaScripts`)."""
+        self._scripts.queue(pipe, "budget_reserve", keys=ask.keys, args=ask.args)
+
+    def held(self, ask: BudgetAsk, reply: Any) -> BudgetReservation:
+        """The reservation ``reply`` (to ``ask``) made; raises
+        :class:`~taskloom.agents.errors.BudgetExceededError` when refused."""
+        if int(reply[0]) == 0:
+            raise _exceeded(_usage(ask.run_id, reply[1:7]), int(reply[7]), ask.tokens, ask.nano)
+        return BudgetReservation(ask.id, ask.run_id, ask.tokens, Decimal(ask.nano) / _NANO)
 
     async def settle(
         self, reservation: BudgetReservation, *, actual_tokens: int, actual_usd: Money
@@ -206,16 +252,35 @@ class Budgets:
         """Replace the reservation's hold with what the call spent. The actual amount
         is charged even past the budget (the money is gone): the next reservation is
         refused instead. Settling twice charges once."""
-        reply = await self._scripts.call(
-            "budget_settle",
-            keys=list(self.keys.all(reservation.run_id)),
-            args=[
-                reservation.id,
-                _tokens(actual_tokens, "actual_tokens"),
-                _nano(actual_usd, "actual_usd"),
-            ],
-        )
+        keys, args = self._settle_call(reservation, actual_tokens, actual_usd)
+        reply = await self._scripts.call("budget_settle", keys=keys, args=args)
         return _usage(reservation.run_id, reply[1:7])
+
+    def queue_settle(
+        self, pipe: Any, reservation: BudgetReservation, *, actual_tokens: int, actual_usd: Money
+    ) -> None:
+        """:meth:`settle` (spent), or :meth:`release` when nothing was spent, added to
+        the pipeline ``pipe``."""
+        if actual_tokens == 0 and not _nano(actual_usd, "actual_usd"):
+            self._scripts.queue(
+                pipe,
+                "budget_release",
+                keys=list(self.keys.all(reservation.run_id)),
+                args=[reservation.id],
+            )
+            return
+        keys, args = self._settle_call(reservation, actual_tokens, actual_usd)
+        self._scripts.queue(pipe, "budget_settle", keys=keys, args=args)
+
+    def _settle_call(
+        self, reservation: BudgetReservation, actual_tokens: int, actual_usd: Money
+    ) -> tuple[list[str], list[Any]]:
+        args = [
+            reservation.id,
+            _tokens(actual_tokens, "actual_tokens"),
+            _nano(actual_usd, "actual_usd"),
+        ]
+        return list(self.keys.all(reservation.run_id)), args
 
     async def release(self, reservation: BudgetReservation) -> BudgetUsage:
         """Give the reservation's hold back (the call failed before spending).

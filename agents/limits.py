@@ -35,6 +35,11 @@ disagree still share one timeline. Tests inject ``now`` (seconds, a callable) an
 backwards (a caller whose clock lags uses the latest time seen), which the window
 arithmetic relies on.
 
+**Without limits.** A model with neither ``rpm`` nor ``tpm`` (and the server's clock)
+has no window to count: a call is admitted by one ``EXISTS`` of the block key, and only
+while a block is on does it run the admission script, which says how long to wait. Its
+reservation's ``at`` is then this machine's clock.
+
 **Blocking.** A 429 with ``Retry-After``, or ``x-ratelimit-remaining-*`` at zero, blocks
 the limiter *for every process* until then (:meth:`RateLimiter.penalize`,
 :meth:`RateLimiter.observe_headers`). The limiter blocks its own process at once,
@@ -218,6 +223,7 @@ class RateLimiter:
         self.model = model
         self.limits = limits if limits is not None else limits_for(model)
         self.keys = RateLimiterKeys(prefix, model)
+        self._client = client
         self._scripts = scripts or LuaScripts(client, package="taskloom.agents", names=_SCRIPTS)
         self._now = now
         self._sleep = sleep
@@ -226,6 +232,51 @@ class RateLimiter:
 
     def __repr__(self) -> str:
         return f"RateLimiter({self.model!r}, rpm={self.limits.rpm}, tpm={self.limits.tpm})"
+
+    @property
+    def light(self) -> bool:
+        """Whether only a provider's block can hold a call back (no rpm, no tpm, the
+        server's clock): admitting it is then one ``EXISTS`` of the block key (a block
+        key outlives its block by a second; while it is there, the admission script
+        says exactly how long to wait)."""
+        return self.limits.rpm is None and self.limits.tpm is None and self._now is None
+
+    def check(self, estimated_tokens: int) -> int:
+        """``estimated_tokens`` checked as :meth:`reserve` checks it."""
+        tokens = _whole(estimated_tokens, "estimated_tokens")
+        tpm = self.limits.tpm
+        if tpm is not None and tokens > tpm:
+            raise RequestExceedsRateLimitError(
+                f"{self.model}: a call estimated at {tokens:,} tokens can never fit its "
+                f"tokens-per-minute limit of {tpm:,}; lower the call's max tokens or "
+                f"split its input, or raise the limit (RateLimits(tpm=...))"
+            )
+        return tokens
+
+    def blocked_here(self) -> bool:
+        """Whether this process knows of a block still on (maybe not yet in Redis)."""
+        return self._blocked_until > self._local_clock()
+
+    def queue(self, pipe: Any, tokens: int, rid: str) -> None:
+        """Add one admission attempt of a call of ``tokens`` (checked, see :meth:`check`)
+        under id ``rid`` to the pipeline ``pipe``; read its reply with :meth:`admitted`."""
+        if self.light:
+            pipe.exists(self.keys.block)
+        else:
+            self._scripts.queue(
+                pipe, "rl_reserve", keys=self._reserve_keys(), args=self._reserve_args(tokens, rid)
+            )
+
+    def admitted(self, reply: Any, tokens: int, rid: str) -> RateReservation | None:
+        """The reservation a reply to :meth:`queue` made, or ``None`` if the call must
+        wait (then :meth:`reserve` waits as long as it must)."""
+        if self.light:
+            if int(reply) == 0:
+                return RateReservation(rid, self.model, tokens, time.time(), 0.0)
+            return None
+        if int(reply[0]) == 1:
+            return RateReservation(rid, self.model, tokens, int(reply[1]) / 1000, 0.0)
+        return None
 
     async def reserve(
         self, estimated_tokens: int = 0, *, max_wait: float | None = None
@@ -238,16 +289,10 @@ class RateLimiter:
         An estimate larger than the tokens-per-minute limit raises
         :class:`~taskloom.agents.errors.RequestExceedsRateLimitError`: no minute could admit it.
         """
-        tokens = _whole(estimated_tokens, "estimated_tokens")
-        tpm = self.limits.tpm
-        if tpm is not None and tokens > tpm:
-            raise RequestExceedsRateLimitError(
-                f"{self.model}: a call estimated at {tokens:,} tokens can never fit its "
-                f"tokens-per-minute limit of {tpm:,}; lower the call's max tokens or "
-                f"split its input, or raise the limit (RateLimits(tpm=...))"
-            )
+        tokens = self.check(estimated_tokens)
         rid = uuid.uuid4().hex
         waited = 0.0
+        light = self.light
         while True:
             blocked = self._blocked_until - self._local_clock()
             if blocked > 0:  # a block this process knows of, maybe not yet in Redis
@@ -260,18 +305,12 @@ class RateLimiter:
                 await self._sleep(blocked)
                 waited += blocked
                 continue
+            if light:  # no block key: admitted; else the script says how long to wait
+                if not await self._client.exists(self.keys.block):
+                    return RateReservation(rid, self.model, tokens, time.time(), waited)
+                light = False
             reply = await self._scripts.call(
-                "rl_reserve",
-                keys=[self.keys.log, self.keys.tokens, self.keys.state, self.keys.block],
-                args=[
-                    self._now_arg(),
-                    self._window_ms,
-                    -1 if self.limits.rpm is None else self.limits.rpm,
-                    -1 if tpm is None else tpm,
-                    tokens,
-                    rid,
-                    2 * self._window_ms,
-                ],
+                "rl_reserve", keys=self._reserve_keys(), args=self._reserve_args(tokens, rid)
             )
             if int(reply[0]) == 1:
                 return RateReservation(rid, self.model, tokens, int(reply[1]) / 1000, waited)
@@ -285,6 +324,22 @@ class RateLimiter:
                 )
             await self._sleep(max(wait, 0.001))  # the script always gives wait > 0
             waited += wait
+            light = self.light
+
+    def _reserve_keys(self) -> list[str]:
+        return [self.keys.log, self.keys.tokens, self.keys.state, self.keys.block]
+
+    def _reserve_args(self, tokens: int, rid: str) -> list[Any]:
+        rpm, tpm = self.limits.rpm, self.limits.tpm
+        return [
+            self._now_arg(),
+            self._window_ms,
+            -1 if rpm is None else rpm,
+            -1 if tpm is None else tpm,
+            tokens,
+            rid,
+            2 * self._window_ms,
+        ]
 
     async def settle(self, reservation: RateReservation, actual_tokens: int) -> None:
         """Count ``actual_tokens`` for a reserved call instead of its estimate: unused
@@ -297,11 +352,25 @@ class RateLimiter:
             )
         if self.limits.tpm is None:
             return  # only a tokens-per-minute window counts tokens: nothing to correct
-        await self._scripts.call(
-            "rl_settle",
-            keys=[self.keys.log, self.keys.tokens, self.keys.state],
-            args=[reservation.id, _whole(actual_tokens, "actual_tokens")],
-        )
+        keys, args = self._settle_call(reservation, actual_tokens)
+        await self._scripts.call("rl_settle", keys=keys, args=args)
+
+    def queue_settle(self, pipe: Any, reservation: RateReservation, actual_tokens: int) -> None:
+        """:meth:`settle` added to the pipeline ``pipe`` (nothing without a tpm limit)."""
+        if self.limits.tpm is not None:
+            keys, args = self._settle_call(reservation, actual_tokens)
+            self._scripts.queue(pipe, "rl_settle", keys=keys, args=args)
+
+    def _settle_call(
+        self, reservation: RateReservation, actual_tokens: int
+    ) -> tuple[list[str], list[Any]]:
+        if reservation.model != self.model:
+            raise UserError(
+                f"reservation for {reservation.model!r} settled on the limiter of "
+                f"{self.model!r}; settle it on the limiter that made it"
+            )
+        keys = [self.keys.log, self.keys.tokens, self.keys.state]
+        return keys, [reservation.id, _whole(actual_tokens, "actual_tokens")]
 
     async def penalize(self, retry_after_s: float) -> float:
         """Block this model for every process for ``retry_after_s`` seconds (a 429's
@@ -357,6 +426,7 @@ class RateLimiters:
         limits: Mapping[str, RateLimits] | None = None,
         now: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        scripts: LuaScripts | None = None,
     ) -> None:
         self._client = client
         self._prefix = prefix
@@ -365,7 +435,7 @@ class RateLimiters:
             limits_for(key, self._table)  # a wrong value fails here, not at the first call
         self._now = now
         self._sleep = sleep
-        self._scripts = LuaScripts(client, package="taskloom.agents", names=_SCRIPTS)
+        self._scripts = scripts or LuaScripts(client, package="taskloom.agents", names=_SCRIPTS)
         self._limiters: dict[str, RateLimiter] = {}
 
     def for_model(self, model: str) -> RateLimiter:

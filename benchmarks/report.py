@@ -16,8 +16,8 @@ TARGETS = {
     "W2": "overhead_ratio <= 1.15",
     "W3": "p50 <= 0.5 ms and p99 <= 1.0 ms",
     "W4": "completed, lost 0, recorded_twice 0, executed_twice <= 2, recovery <= 6 s",
-    "W5": "overhead_ratio <= 1.2",
-    "W6": "overhead_ratio <= 1.3",
+    "W5": "ratio_to_sdk <= 1.1 and own_cpu_ratio <= 0.5",
+    "W6": "overhead_ratio <= 1.15 and redis_commands_per_activity <= 40",
     "W7": "retries_recorded == retries_expected (600 for N=1000)",
     "cold_start": "cold_start_s <= 0.3 s",
     "W8": "used_memory_end within 10% of the start, keys_left == 0",
@@ -44,9 +44,9 @@ def target_met(row: dict[str, Any]) -> bool | None:
                 and row["recovery_s"] <= 6
             )
         case "W5":
-            return bool(row["overhead_ratio"] <= 1.2)
+            return bool(row["ratio_to_sdk"] <= 1.1 and row["own_cpu_ratio"] <= 0.5)
         case "W6":
-            return bool(row["overhead_ratio"] <= 1.3)
+            return bool(row["overhead_ratio"] <= 1.15 and row["redis_commands_per_activity"] <= 40)
         case "W7":
             return bool(row["retries_recorded"] == row["retries_expected"])
         case "cold_start":

@@ -23,14 +23,17 @@ Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
   process's CPU time per call (taskloom with the SDK and its HTTP client), read from
   ``/proc``; beside it the SDK alone in a process of its own, called as taskloom calls
   it (``sdk_*``: so ``taskloom_cpu_us_per_call`` is taskloom's own cost) and as the
-  SDK's README shows (``sdk_default_*``: httpx and ``chat.completions.create``).
+  SDK's README shows (``sdk_default_*``: httpx and ``chat.completions.create``);
+  ``ratio_to_sdk`` (makespan over the SDK's) and ``own_cpu_ratio`` (taskloom's own CPU
+  per call over the SDK's) are measured against that baseline.
 - ``W6``: a goal planned into 50 parallel activities by taskloom's pipeline (``orch.submit``),
   with the fake LLM server playing the team (:class:`taskloom.testing.simulated.SimulatedTeam`):
   200 ms per planner, subagent and integrator call, 100 ms per judge call, so the ideal
   makespan is 0.7 s. Reports makespan versus the ideal, where the overhead went (from the
   times the fake received each kind of call), the share of tokens spent on planning,
   verification and integration, and Redis commands per activity (``INFO commandstats``
-  before and after: everything the server ran meanwhile, divided by the plan's activities).
+  before and after: everything the server ran meanwhile, divided by the plan's activities),
+  by kind of command (``commands_by_kind``) and by phase of the run (``commands_by_phase``).
 - ``W7``: 1000 activities of which 30% fail twice, 10 ms apart, before succeeding:
   throughput, and the retries recorded in the run's log (must be 600).
 - ``cold_start``: from launching ``taskloom worker`` to its first activity started, the

@@ -5,7 +5,10 @@ shares, and Redis commands per activity."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
+
+import redis
 
 from benchmarks import workloads as wl
 from benchmarks.harness import (
@@ -18,10 +21,120 @@ from benchmarks.harness import (
 )
 from benchmarks.measure import makespan_row, redis_commands, redis_commands_per_s, rounded
 from taskloom import Orchestrator
-from taskloom.agents.fake_llm import FakeLLM, Request
+from taskloom.agents.fake_llm import FakeLLM, Request, Step
 from taskloom.testing.simulated import SimulatedTeam
 
-__all__ = ["pipeline_phases", "run"]
+__all__ = ["PhaseCounts", "command_kinds", "pipeline_phases", "run"]
+
+PHASES = ("submit_to_planner", "planning", "work_and_verification", "integration")
+"""W6's phases for Redis commands: until the planner is called, from then until the
+first subagent call, from then until the integrator is called, from then to the result."""
+
+_KINDS = {
+    "scripts": ("eval", "evalsha", "eval_ro", "evalsha_ro", "script"),
+    "streams": (
+        "xadd",
+        "xread",
+        "xreadgroup",
+        "xrange",
+        "xrevrange",
+        "xautoclaim",
+        "xack",
+        "xdel",
+        "xtrim",
+        "xlen",
+        "xclaim",
+        "xpending",
+        "xgroup",
+    ),
+    "hashes": (
+        "hset",
+        "hget",
+        "hmget",
+        "hexists",
+        "hincrby",
+        "hdel",
+        "hgetall",
+        "hsetnx",
+        "hlen",
+        "hkeys",
+    ),
+    "sorted_sets": (
+        "zadd",
+        "zrem",
+        "zrange",
+        "zrangebyscore",
+        "zremrangebyscore",
+        "zscore",
+        "zcard",
+        "zpopmin",
+    ),
+    "sets": ("sadd", "srem", "smembers", "scard", "sismember"),
+    "keys": (
+        "get",
+        "set",
+        "del",
+        "unlink",
+        "exists",
+        "pexpire",
+        "expire",
+        "pttl",
+        "ttl",
+        "incr",
+        "incrby",
+        "time",
+    ),
+    "connections": ("hello", "ping", "client", "select", "auth"),
+}
+_KIND_OF = {name: kind for kind, names in _KINDS.items() for name in names}
+
+
+def command_kinds(commands: Counter[str]) -> dict[str, int]:
+    """Commands by kind: ``scripts`` (EVALSHA calls), then what they and plain calls did
+    by data type (a script's own commands count under their names), ``connections``
+    (a new connection's HELLO, health PINGs), ``other``."""
+    out: Counter[str] = Counter()
+    for name, calls in commands.items():
+        out[_KIND_OF.get(name.split("|", 1)[0], "other")] += calls
+    return dict(out.most_common())
+
+
+class PhaseCounts:
+    """Wraps the simulated team: when the fake first sees a planner, subagent or
+    integrator call, it reads the server's command counts (a blocking ``INFO``, about a
+    millisecond on the fake's thread, three times a run)."""
+
+    def __init__(self, team: SimulatedTeam, redis_url: str) -> None:
+        self.team = team
+        self.client = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.marks: dict[str, Counter[str]] = {}
+
+    def __call__(self, request: Request) -> Step:
+        before = Counter(self.team.calls)
+        step = self.team(request)
+        kind = next(iter(Counter(self.team.calls) - before), "")
+        if kind in ("planner", "work", "integrator") and kind not in self.marks:
+            self.marks[kind] = _commands(self.client.info("commandstats"))
+        return step
+
+    def phases(self, start: Counter[str], end: Counter[str]) -> dict[str, int]:
+        """Commands per phase (:data:`PHASES`), from ``start`` and ``end`` counts."""
+        marks = [start, *(self.marks.get(k, end) for k in ("planner", "work", "integrator")), end]
+        return {p: (b - a).total() for p, a, b in zip(PHASES, marks, marks[1:], strict=False)}
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.client.close()
+
+
+def _commands(stats: dict[str, Any]) -> Counter[str]:
+    return Counter(
+        {
+            name.removeprefix("cmdstat_"): int(entry["calls"])
+            for name, entry in stats.items()
+            if name != "cmdstat_info"
+        }
+    )
 
 
 def pipeline_phases(
@@ -52,13 +165,14 @@ async def run(bench: Bench) -> dict[str, Any]:
     latency = wl.PIPELINE_LATENCY_S
     plan = wl.pipeline_plan(n)
     team = SimulatedTeam(plans=[plan], latency=latency)
+    counts = PhaseCounts(team, bench.redis_url)
     fake = FakeLLM(SimulatedTeam(plans=[wl.pipeline_plan(3)]))  # no latency: a warm-up
 
     async def body(orch: Orchestrator, worker: WorkerProcess) -> dict[str, Any]:
         # The pipeline's code paths, prompts and the SDK client, loaded before measuring.
         warm = await orch.submit("warm up", model=AGENT_MODEL, max_parallel=n)
         await result_of(warm, [worker])
-        fake.answer_with(team)
+        fake.answer_with(counts)
         idle = await redis_commands_per_s(orch, bench.sizes.w6_idle_sample_s)
         commands0 = await redis_commands(orch)
         t0 = time.monotonic()  # the fake stamps requests with time.monotonic
@@ -91,6 +205,8 @@ async def run(bench: Bench) -> dict[str, Any]:
             "redis_commands": commands.total(),
             "redis_commands_per_activity": rounded(commands.total() / n, 1),
             "redis_top_commands": dict(commands.most_common(6)),
+            "commands_by_kind": command_kinds(commands),
+            "commands_by_phase": counts.phases(commands0, commands0 + commands),
             "redis_idle_commands_per_s": round(idle),
             "max_parallel": n,
             "concurrency": conc,
@@ -108,11 +224,19 @@ async def run(bench: Bench) -> dict[str, Any]:
                 "integrator and verification activities and the client waiting for "
                 "the result included, and also the worker's background polling and "
                 "any other client of the server meanwhile. "
+                "commands_by_kind: the same by kind of command (scripts: EVALSHA calls; "
+                "the commands scripts run count under their own kinds). "
+                "commands_by_phase: the same, split when the fake LLM first received a "
+                "planner, a subagent and an integrator call (an INFO commandstats on the "
+                "fake's thread each time). "
                 "redis_idle_commands_per_s: the same count's rate over "
                 f"{bench.sizes.w6_idle_sample_s} s just before the run, the worker "
                 "idle: its polling, and a sign of other clients when high."
             ),
         }
 
-    with fake:  # on a thread of its own: its CPU is not the worker's
-        return await bench.with_worker("W6", conc, body, extra_env=fake_llm_env(fake))
+    try:
+        with fake:  # on a thread of its own: its CPU is not the worker's
+            return await bench.with_worker("W6", conc, body, extra_env=fake_llm_env(fake))
+    finally:
+        counts.close()

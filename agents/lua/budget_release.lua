@@ -4,17 +4,17 @@
 -- ARGV: id
 -- Returns {applied, max_tokens, max_nano, spent_tokens, spent_nano, held_tokens,
 --          held_nano}.
-local function usage(applied)
-  local b = redis.call('HMGET', KEYS[1], 'max_tokens', 'max_nano', 'spent_tokens',
-    'spent_nano', 'held_tokens', 'held_nano')
-  return {applied, tonumber(b[1]) or -1, tonumber(b[2]) or -1, tonumber(b[3]) or 0,
-    tonumber(b[4]) or 0, tonumber(b[5]) or 0, tonumber(b[6]) or 0}
-end
-
+local function int(n) return string.format('%d', n) end
 local t, n = string.match(redis.call('HGET', KEYS[2], ARGV[1]) or '', '^h (%d+) (%d+)$')
-if not t then return usage(0) end
-redis.call('HINCRBY', KEYS[1], 'held_tokens', string.format('%d', -tonumber(t)))
-redis.call('HINCRBY', KEYS[1], 'held_nano', string.format('%d', -tonumber(n)))
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], 'r')
-return usage(1)
+local b = redis.call('HMGET', KEYS[1], 'max_tokens', 'max_nano', 'spent_tokens',
+  'spent_nano', 'held_tokens', 'held_nano')
+local ht, hn = tonumber(b[5]) or 0, tonumber(b[6]) or 0
+local applied = 0
+if t then
+  ht, hn, applied = ht - tonumber(t), hn - tonumber(n), 1
+  redis.call('HSET', KEYS[1], 'held_tokens', int(ht), 'held_nano', int(hn))
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('HSET', KEYS[2], ARGV[1], 'r')
+end
+return {applied, tonumber(b[1]) or -1, tonumber(b[2]) or -1, tonumber(b[3]) or 0,
+  tonumber(b[4]) or 0, ht, hn}

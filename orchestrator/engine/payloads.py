@@ -73,16 +73,29 @@ class Payloads:
         seen before costs nothing) and return their references, remembered by the run
         ``run_id``; :meth:`unpack` reads each back. Used for LLM messages, which
         repeat across calls. With no blob store, ``values`` themselves."""
+        packed = await self.put_each(values, what=what)
+        if self.blobs is not None:
+            await self._remember(run_id, packed)
+        return packed
+
+    async def put_each(self, values: list[Any], *, what: str) -> list[Any]:
+        """:meth:`store_each` without remembering the references: the caller adds
+        :meth:`queue_remember` to a pipeline of its own (one round trip for both)."""
         if self.blobs is None:
             return values
-        packed = await store_all(
+        return await store_all(
             [serde.dumps(v, what=what) for v in values],
             store=self.blobs,
             hard_limit=self.hard_limit,
             what=what,
         )
-        await self._remember(run_id, packed)
-        return packed
+
+    def queue_remember(self, pipe: Any, run_id: str, packed: list[Any]) -> None:
+        """Add to the pipeline ``pipe`` the run's remembering of the references among
+        ``packed`` (what :meth:`put_each` returned)."""
+        refs = [r["$blob"] for r in packed if is_ref(r)]
+        if refs:
+            pipe.sadd(self.store.keys.blobs(run_id), *refs)
 
     async def error(self, run_id: str, exc: BaseException) -> dict[str, Any]:
         """:func:`~taskloom.errors.error_dict` of ``exc`` for run ``run_id``: when

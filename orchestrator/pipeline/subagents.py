@@ -34,6 +34,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from taskloom.agents.agent import Agent, AgentResult, AgentRunner, CallObserver
+from taskloom.agents.batching import PipelineStep
 from taskloom.agents.llm import Usage
 from taskloom.engine.attempt import current
 from taskloom.engine.context import Context as EngineContext
@@ -282,6 +283,14 @@ async def _run_agent(
     run_id, step = attempt.task.run_id, attempt.task.seq
     live = LiveTokens(worker.store) if spec.stream else None
     sink = live.sink(run_id, step, attempt.info.attempt) if live is not None else None
+    payloads = worker.payloads
+    stored: list[Any] = []
+
+    async def keep(result: AgentResult) -> PipelineStep:
+        # Each message once, by content; the run remembers them in the settle's round trip.
+        stored[:] = await payloads.put_each(result.messages, what=f"a message of agent {agent!r}")
+        return lambda pipe: payloads.queue_remember(pipe, run_id, stored)
+
     try:
         result = await subagents.runner.run(
             spec,
@@ -292,6 +301,9 @@ async def _run_agent(
             model=model,
             budget=budget or run_id,
             stream=sink,
+            # a re-execution after a crash takes over this attempt's budget hold
+            key=f"{attempt.info.idempotency_key}#{attempt.info.attempt}",
+            finish=keep,
         )
     except BaseException:
         if live is not None:  # followers look at whether another attempt comes
@@ -301,9 +313,7 @@ async def _run_agent(
     if live is not None:
         await live.finish(run_id, step, attempt.info.attempt)
     out: dict[str, Any] = result.to_dict()
-    out["messages"] = await worker.payloads.store_each(  # each message once, by content
-        run_id, out["messages"], what=f"a message of agent {agent!r}"
-    )
+    out["messages"] = list(stored)
     return out
 
 
