@@ -545,17 +545,19 @@ class Orchestrator:
         notify.install(worker, self.settings)
         # The subagents eagerly when its code may reach ctx.agent (it imported them, for
         # an Agent or for `from taskloom import Context`); the pipeline, its verifiers and
-        # templates (and the subagents otherwise) off the loop as it starts.
+        # templates (and the subagents otherwise) off the loop as it starts, unless the
+        # caller gave verifiers or cross-checks of its own, which are checked at once.
         agents = list(agents)
-        if agents or "taskloom.pipeline.subagents" in sys.modules:
+        eager = agents or "taskloom.pipeline.subagents" in sys.modules
+        if eager:
             _subagents(worker, self.settings, agents)
-            worker.defer(functools.partial(_pipeline, verifiers, cross_checks, subagents=None))
+        load = functools.partial(
+            _pipeline, verifiers, cross_checks, subagents=None if eager else (self.settings, agents)
+        )
+        if verifiers or cross_checks:  # the user's checks: a mistake in them is said here
+            load()(worker)
         else:
-            worker.defer(
-                functools.partial(
-                    _pipeline, verifiers, cross_checks, subagents=(self.settings, agents)
-                )
-            )
+            worker.defer(load)
         return worker
 
 
