@@ -12,9 +12,9 @@ import time
 from typing import TYPE_CHECKING
 
 from taskloom.engine.keys import Keys
-from taskloom.engine.metrics import Metrics
 
 if TYPE_CHECKING:
+    from taskloom.engine.metrics import Metrics
     from taskloom.engine.worker import Worker
 
 __all__ = ["GAUGE_INTERVAL_S", "SWEEP_INTERVAL_MS", "SWEEP_INTERVAL_S", "Maintenance"]
