@@ -81,7 +81,8 @@ def summary(row: dict[str, Any]) -> str:
                 f"completed={row['completed']} lost={row['lost']} "
                 f"recorded_twice={row['recorded_twice']} "
                 f"executed_twice={row['executed_twice']} recovery {row['recovery_s']} s "
-                f"(lease {row['lease_ttl_s']} s)"
+                f"(lease {row['lease_ttl_s']} s; raw loop {row.get('raw_recovery_s')} s, "
+                f"+{row.get('recovery_over_raw_s')} s)"
             )
         case "W5":
             return (
@@ -109,7 +110,8 @@ def summary(row: dict[str, Any]) -> str:
         case "cold_start":
             return (
                 f"launch to first activity {row['cold_start_s']} s (plain engine code "
-                f"{row['cold_start_plain_s']} s; slowest {row['cold_start_max_s']} s), "
+                f"{row['cold_start_plain_s']} s; slowest {row['cold_start_max_s']} s; "
+                f"compiling from source {row.get('cold_start_nocache_s')} s), "
                 f"median of {row['launches']}"
             )
         case "cli":
