@@ -5,9 +5,10 @@ It imports nothing but redis-py and the standard library. It runs up to
 ``concurrency`` tasks at a time, each an ``asyncio.sleep`` then one line appended to
 ``path`` (as :func:`benchmarks.workloads.crash_step`), stores the result and
 acknowledges the delivery in one pipeline, and pushes to ``KEY:done`` once all ``n``
-results are stored. Every ``lease_ttl / 4`` seconds (taskloom's maintenance period) it
-XAUTOCLAIMs the deliveries idle for ``lease_ttl`` (taskloom's lease TTL), which is how
-a restarted one takes over what a killed one was running::
+results are stored (to ``KEY:ready`` once it has connected). Every ``lease_ttl / 4``
+seconds (taskloom's maintenance period) it XAUTOCLAIMs the deliveries idle for
+``lease_ttl`` (taskloom's lease TTL), which is how a restarted one takes over what a
+killed one was running::
 
     python -m benchmarks.raw_worker REDIS_URL KEY N CONCURRENCY SECONDS PATH LEASE_TTL
 """
@@ -69,6 +70,7 @@ async def serve(
             running.add(task)
             task.add_done_callback(running.discard)
 
+    await r.rpush(f"{key}:ready", consumer)  # connected: the driver may start the clock
     next_claim = 0.0
     while True:
         while free <= 0:

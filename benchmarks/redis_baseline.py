@@ -182,11 +182,8 @@ async def raw_crash(bench: Bench, env: dict[str, str]) -> dict[str, Any]:
     try:
         await client.xgroup_create(stream, raw_worker.GROUP, id="0", mkstream=True)
         first = launch("first")
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not await client.xinfo_consumers(stream, raw_worker.GROUP):  # its first read
-            if first.poll() is not None or time.monotonic() > deadline:
-                raise BenchmarkError("W4's raw worker did not start reading")
-            await asyncio.sleep(0.01)
+        if await client.blpop([f"{key}:ready"], timeout=READY_TIMEOUT_S) is None:
+            raise BenchmarkError(f"W4's raw worker did not start (exit code {first.poll()})")
         t0 = time.perf_counter()
         pipe = client.pipeline(transaction=False)
         for i in range(n):
