@@ -169,7 +169,10 @@ async def raw_crash(bench: Bench, env: dict[str, str]) -> dict[str, Any]:
     args = [str(n), str(s.w4_concurrency), str(s.w4_sleep_s), str(path), str(DEFAULT_LEASE_TTL_S)]
     command = [sys.executable, "-m", "benchmarks.raw_worker", bench.redis_url, key, *args]
     penv = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    client = Redis.from_url(bench.redis_url, decode_responses=True)
+    # redis-py 8 reads with a 5 s timeout by default: the BLPOP below waits longer.
+    client = Redis.from_url(
+        bench.redis_url, decode_responses=True, socket_timeout=RESULT_TIMEOUT_S + 5
+    )
     stream = f"{key}:tasks"
     procs: list[subprocess.Popen[bytes]] = []
 
