@@ -13,18 +13,22 @@ A variable the template uses but the caller did not pass is a
 an empty string. Autoescaping is off: these are prompts, not HTML. Block tags swallow
 their own line (``trim_blocks``, ``lstrip_blocks``), so templates can be laid out
 readably without leaving blank lines in the prompt.
+
+Jinja2 loads on the first render (or listing), not on import or construction: a worker
+makes its runner's :class:`Prompts` as it starts, and most start-ups render nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
-from typing import Any
-
-import jinja2
-from jinja2 import meta
+from typing import TYPE_CHECKING, Any
 
 from taskloom.agents.errors import PromptError, PromptNotFoundError, PromptVariableError, UserError
+
+if TYPE_CHECKING:
+    import jinja2
 
 PROMPTS_PACKAGE = "taskloom.prompts"
 """Where the shipped templates live (the checkout's ``prompts/`` folder)."""
@@ -46,16 +50,25 @@ class Prompts:
     ) -> None:
         self.package = package
         self.user_dir = None if user_dir is None else Path(user_dir).expanduser()
-        self._user: jinja2.FileSystemLoader | None = None
-        if self.user_dir is not None:
-            if not self.user_dir.is_dir():
-                raise UserError(
-                    f"prompt directory {str(self.user_dir)!r} does not exist or is not a "
-                    "directory; create it or pass user_dir=None"
-                )
-            self._user = jinja2.FileSystemLoader(self.user_dir)
-        shipped = jinja2.PackageLoader(package, package_path="")  # templates at its root
-        self.env = jinja2.Environment(
+        if self.user_dir is not None and not self.user_dir.is_dir():
+            raise UserError(
+                f"prompt directory {str(self.user_dir)!r} does not exist or is not a "
+                "directory; create it or pass user_dir=None"
+            )
+
+    @functools.cached_property
+    def _user(self) -> jinja2.FileSystemLoader | None:
+        import jinja2
+
+        return None if self.user_dir is None else jinja2.FileSystemLoader(self.user_dir)
+
+    @functools.cached_property
+    def env(self) -> jinja2.Environment:
+        """The Jinja2 environment (made, and Jinja2 imported, on first use)."""
+        import jinja2
+
+        shipped = jinja2.PackageLoader(self.package, package_path="")  # templates at its root
+        return jinja2.Environment(
             loader=jinja2.ChoiceLoader([shipped] if self._user is None else [self._user, shipped]),
             undefined=jinja2.StrictUndefined,
             autoescape=False,
@@ -74,6 +87,8 @@ class Prompts:
     def origin(self, name: str) -> str:
         """Where template ``name`` is read from: a file path in the user directory, or
         ``package/NAME.j2``."""
+        import jinja2
+
         file, template = self._file(name), self._template(name)
         try:  # the user directory wins when it has the file (the ChoiceLoader's order)
             if self._user is not None and self._user.get_source(self.env, file):
@@ -84,6 +99,8 @@ class Prompts:
 
     def variables(self, name: str) -> set[str]:
         """The top-level variables template ``name`` reads (required or optional)."""
+        from jinja2 import meta
+
         template = self._file(name)
         assert self.env.loader is not None
         source, _, _ = self.env.loader.get_source(self.env, template)
@@ -96,6 +113,8 @@ class Prompts:
         :class:`~taskloom.agents.errors.PromptVariableError` (a variable it needs was not given)
         or :class:`~taskloom.agents.errors.PromptError` (a syntax error).
         """
+        import jinja2
+
         template = self._template(name)
         try:
             return template.render(**variables)
@@ -106,6 +125,8 @@ class Prompts:
         return name if name.endswith(SUFFIX) else name + SUFFIX
 
     def _template(self, name: str) -> jinja2.Template:
+        import jinja2
+
         file = self._file(name)
         try:
             return self.env.get_template(file)

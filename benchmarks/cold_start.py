@@ -6,6 +6,12 @@ imports, connects, takes the run, replays it and starts its activity. ``cold_sta
 serves :mod:`benchmarks.workloads` (what W4's restarted worker serves: an agent, so the
 subagents load at start); ``cold_start_plain_s`` serves :mod:`benchmarks.cold_workloads`,
 plain engine code (the pipeline and LLM layer load off the loop meanwhile).
+
+Both read compiled bytecode, as an installed worker does (pip compiles it on install;
+a first run writes it): the workers get a bytecode cache of their own
+(:func:`bytecode_env`), filled by one launch not counted. Without one, as under
+``PYTHONDONTWRITEBYTECODE=1`` with nothing compiled, every start compiles every module
+it imports from source: ``cold_start_nocache_s`` is that start.
 """
 
 from __future__ import annotations
@@ -19,14 +25,31 @@ from benchmarks import workloads as wl
 from benchmarks.harness import Bench, result_of
 from benchmarks.measure import rounded
 
-__all__ = ["LAUNCHES", "run"]
+__all__ = ["LAUNCHES", "bytecode_env", "run"]
 
 LAUNCHES = 5
 
 
-async def _launch(bench: Bench, module: str, workflow: str, args: list[Any], i: int) -> float:
+def bytecode_env(bench: Bench, *, cached: bool = True) -> dict[str, str]:
+    """The environment of a worker process that reads and writes compiled bytecode in
+    this run's own cache (``cached``), or compiles every module it imports from source
+    (an empty cache it may not write to)."""
+    if cached:
+        return {"PYTHONPYCACHEPREFIX": str(bench.tmp / "pycache"), "PYTHONDONTWRITEBYTECODE": ""}
+    return {"PYTHONPYCACHEPREFIX": str(bench.tmp / "no-pycache"), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+async def _launch(
+    bench: Bench, module: str, workflow: str, args: list[Any], label: str, *, cached: bool = True
+) -> float:
     """Seconds from one worker process's launch to its first activity's start."""
-    worker = bench.worker("cold", 4, label=f"-{module.rsplit('.', 1)[-1]}-{i}", module=module)
+    worker = bench.worker(
+        "cold",
+        4,
+        label=f"-{module.rsplit('.', 1)[-1]}-{label}",
+        module=module,
+        extra_env=bytecode_env(bench, cached=cached),
+    )
     async with bench.orchestrator("cold") as orch:
         handle = await orch.start(workflow, *args)
         try:
@@ -40,15 +63,28 @@ async def _launch(bench: Bench, module: str, workflow: str, args: list[Any], i: 
 
 
 async def run(bench: Bench) -> dict[str, Any]:
-    """Launch a worker :data:`LAUNCHES` times per module; the medians."""
-    full = [await _launch(bench, "benchmarks.workloads", wl.CHAIN, [1], i) for i in range(LAUNCHES)]
-    plain = [
-        await _launch(bench, "benchmarks.cold_workloads", cw.PLAIN, [], i) for i in range(LAUNCHES)
-    ]
+    """Launch a worker :data:`LAUNCHES` times per module (and without a bytecode cache);
+    the medians."""
+    full_args: tuple[str, str, list[Any]] = ("benchmarks.workloads", wl.CHAIN, [1])
+    plain_args: tuple[str, str, list[Any]] = ("benchmarks.cold_workloads", cw.PLAIN, [])
+    await _launch(bench, *full_args, "compile")  # fills the cache: pip's compile step
+    full, plain, nocache = [], [], []
+    for i in range(LAUNCHES):  # interleaved: the machine's load falls on all three alike
+        full.append(await _launch(bench, *full_args, str(i)))
+        plain.append(await _launch(bench, *plain_args, str(i)))
+        nocache.append(await _launch(bench, *full_args, f"nocache-{i}", cached=False))
     return {
         "workload": "cold_start",
         "cold_start_s": rounded(median(full)),
         "cold_start_plain_s": rounded(median(plain)),
+        "cold_start_nocache_s": rounded(median(nocache)),
         "cold_start_max_s": rounded(max(full)),
         "launches": LAUNCHES,
+        "method": (
+            "launch of `python -m taskloom.terminal.cli worker` to its first activity's "
+            "start (wall clock), a run waiting in the queue; median of "
+            f"{LAUNCHES} launches each, interleaved. cold_start_s and _plain_s read "
+            "compiled bytecode (a cache of the run's own, filled by one launch first); "
+            "cold_start_nocache_s compiles every module from source (no cache)."
+        ),
     }

@@ -1,20 +1,36 @@
 """The ``baseline`` workload: the least durable work per task with plain redis-py (XADD,
-XREADGROUP, HSET, XACK), fanned out and in sequential rounds; W1 is measured against it."""
+XREADGROUP, HSET, XACK), fanned out and in sequential rounds; W1 is measured against it.
+And W4's raw loop (:func:`raw_crash`): a plain redis-py worker process
+(:mod:`benchmarks.raw_worker`) SIGKILLed and restarted as W4's taskloom worker is."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from collections import Counter
 from statistics import median
 from typing import Any
 
 from redis.asyncio import Redis
 
-from benchmarks.harness import RESULT_TIMEOUT_S, Bench, BenchmarkError
+from benchmarks import raw_worker
+from benchmarks.harness import (
+    DEFAULT_LEASE_TTL_S,
+    READY_TIMEOUT_S,
+    RESULT_TIMEOUT_S,
+    ROOT,
+    STOP_TIMEOUT_S,
+    Bench,
+    BenchmarkError,
+)
 from benchmarks.measure import percentile, rounded
 
-__all__ = ["run"]
+__all__ = ["raw_crash", "run"]
 
 
 async def run(bench: Bench) -> dict[str, Any]:
@@ -138,3 +154,65 @@ async def _sequential(producer: Redis, consumer: Redis, key: str, n: int) -> lis
         pipe.xack(stream, group, msg_id)
         await pipe.execute()
     return [stamps[i][0] - stamps[i - 1][1] for i in range(1, n)]
+
+
+# -- W4's raw loop ------------------------------------------------------------------------
+async def raw_crash(bench: Bench, env: dict[str, str]) -> dict[str, Any]:
+    """W4 with a plain redis-py worker process (:mod:`benchmarks.raw_worker`, its
+    deliveries reclaimed after taskloom's lease TTL): started, given W4's tasks,
+    SIGKILLed at W4's point, restarted at once; ``raw_recovery_s`` runs from the restart
+    to the last result stored. ``env``: added to the processes' environment."""
+    s = bench.sizes
+    n, key = s.w4, f"{bench.sub_prefix('W4')}-raw"
+    path = bench.tmp / "w4-raw-executions.log"
+    path.write_bytes(b"")
+    args = [str(n), str(s.w4_concurrency), str(s.w4_sleep_s), str(path), str(DEFAULT_LEASE_TTL_S)]
+    command = [sys.executable, "-m", "benchmarks.raw_worker", bench.redis_url, key, *args]
+    penv = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    # redis-py 8 reads with a 5 s timeout by default: the BLPOP below waits longer.
+    client = Redis.from_url(
+        bench.redis_url, decode_responses=True, socket_timeout=RESULT_TIMEOUT_S + 5
+    )
+    stream = f"{key}:tasks"
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def launch(label: str) -> subprocess.Popen[bytes]:
+        with (bench.tmp / f"raw-worker-{label}.log").open("ab") as out:
+            proc = subprocess.Popen(command, cwd=ROOT, env=penv, stdout=out, stderr=out)
+        procs.append(proc)
+        return proc
+
+    try:
+        await client.xgroup_create(stream, raw_worker.GROUP, id="0", mkstream=True)
+        first = launch("first")
+        if await client.blpop([f"{key}:ready"], timeout=READY_TIMEOUT_S) is None:
+            raise BenchmarkError(f"W4's raw worker did not start (exit code {first.poll()})")
+        t0 = time.perf_counter()
+        pipe = client.pipeline(transaction=False)
+        for i in range(n):
+            pipe.xadd(stream, {"i": str(i)})
+        await pipe.execute()
+        await asyncio.sleep(max(0.0, t0 + s.w4_kill_after_s - time.perf_counter()))
+        executed_before_kill = len(path.read_bytes().splitlines())
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=STOP_TIMEOUT_S)
+        restarted = time.perf_counter()
+        launch("fresh")
+        if await client.blpop([f"{key}:done"], timeout=RESULT_TIMEOUT_S) is None:
+            raise BenchmarkError(f"W4's raw loop did not finish within {RESULT_TIMEOUT_S:.0f}s")
+        end = time.perf_counter()
+        stored = int(await client.hlen(f"{key}:results"))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=STOP_TIMEOUT_S)
+        await client.aclose()
+    executed = Counter(int(line) for line in path.read_bytes().splitlines() if line)
+    return {
+        "raw_recovery_s": rounded(end - restarted),
+        "raw_lost": n - stored,
+        "raw_executed_twice": sum(1 for c in executed.values() if c > 1),
+        "raw_executed_before_kill": executed_before_kill,
+        "raw_seconds": rounded(end - t0),
+    }

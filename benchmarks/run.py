@@ -16,7 +16,9 @@ Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
   activity's end and the next one's start, as the activities themselves saw the clock.
 - ``W4``: 2000 activities of 5 ms, two at a time; the worker is SIGKILLed about 1 s in
   and a fresh one started at once. Executions are counted by the activities in an
-  append-only file; duplicate recordings are counted in the run's log.
+  append-only file; duplicate recordings are counted in the run's log. In the same run a
+  raw redis-py worker process is killed and restarted at the same point
+  (``raw_recovery_s``; ``recovery_over_raw_s`` is taskloom's recovery minus it).
 - ``W5``: 500 subagent calls (``ctx.agent``) through the official openai SDK to the
   fake LLM server (:mod:`taskloom.agents.fake_llm`, on a thread of this process) answering
   after 100 ms, at most 100 at once: makespan versus the ideal (0.5 s), and the worker
@@ -39,7 +41,8 @@ Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
 - ``cold_start``: from launching ``taskloom worker`` to its first activity started, the
   median of 5 fresh processes (:mod:`benchmarks.cold_start`): serving
   :mod:`benchmarks.workloads` (``cold_start_s``) and plain engine code
-  (``cold_start_plain_s``).
+  (``cold_start_plain_s``), reading compiled bytecode as installed code does; and
+  compiling every module from source (``cold_start_nocache_s``).
 - ``W8``: 100 workflows at once, each gathering 20 no-op activities, 2000 runs in all,
   with a 2 s retention: run latency (p50, p99), Redis ``used_memory`` at the start, at
   its peak and once the runs expired (within 10% of the start?), and the keys runs left

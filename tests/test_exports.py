@@ -105,7 +105,8 @@ def test_importing_the_engine_loads_no_llm_sdk_no_templates_and_no_web() -> None
             "import sys",
             *ENGINE_IMPORTS,
             probe,
-            "import taskloom.agents.prompts",  # the probe sees a library when one is loaded
+            # the probe sees a library when one is loaded (Jinja2: on a first render)
+            "import taskloom.agents.prompts as p; p.Prompts().env",
             probe,
         )
     )

@@ -9,6 +9,7 @@ the GC.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import subprocess
@@ -24,7 +25,7 @@ from tests.helpers import ROOT, running, wait_until
 
 pytestmark = pytest.mark.anyio
 
-HEAVY = ("openai", "anthropic", "jinja2", "starlette")
+HEAVY = ("openai", "anthropic", "jinja2", "starlette", "prometheus_client")
 """Packages (and what they hold) a worker of plain engine code has no use for."""
 
 _WORKER_IMPORTS = """
@@ -63,6 +64,46 @@ def test_a_worker_for_plain_engine_code_imports_no_sdk_template_or_web_library(
 ) -> None:
     code = _WORKER_IMPORTS.replace("{heavy}", repr(set(HEAVY)))
     assert json.loads(_python(code, redis_url, prefix)) == []  # the pipeline neither
+
+
+_AGENT_WORKER = """
+import asyncio, json, sys
+from taskloom import Context, Orchestrator, Settings
+from taskloom.agents import Agent
+from taskloom.pipeline.subagents import agent_runner
+
+async def main():
+    orch = Orchestrator(settings=Settings(redis_url=sys.argv[1], key_prefix=sys.argv[2]))
+    async with orch:
+        worker = orch.worker(agents=[Agent(name="a", model="openai:gpt-4.1-mini")])
+        before = "jinja2" in sys.modules
+        await agent_runner(worker).warm([])
+        text = agent_runner(worker).prompts.render("subagent", role="r", task="t", name="a")
+        print(json.dumps([before, "jinja2" in sys.modules, "t" in text]))
+
+asyncio.run(main())
+"""
+
+
+def test_a_worker_with_subagents_loads_jinja2_in_its_warm_up_not_at_start(
+    redis_url: str, prefix: str
+) -> None:
+    """``from taskloom import Context`` and the subagents a worker serves at once load no
+    Jinja2 (~100 ms to import and compile); the warm-up thread loads it before a call."""
+    assert json.loads(_python(_AGENT_WORKER, redis_url, prefix)) == [False, True, True]
+
+
+def test_the_cli_loads_with_the_gc_paused_and_leaves_it_running() -> None:
+    seen: list[bool] = []
+
+    def parse() -> argparse.Namespace:
+        seen.append(gc.isenabled())
+        return argparse.Namespace()
+
+    assert gc.isenabled()
+    cli._load(parse)
+    assert seen == [False]
+    assert gc.isenabled()
 
 
 def test_the_in_process_worker_freezes_the_gc_like_the_cli_worker(

@@ -52,7 +52,7 @@ from typing import Any, Literal
 
 from taskloom.engine import serde
 from taskloom.engine.events import HumanDecided, HumanExpired
-from taskloom.engine.metrics import INBOX_LATENCY_BUCKETS, InboxStats
+from taskloom.engine.inboxstats import INBOX_LATENCY_BUCKETS, InboxStats
 from taskloom.engine.store import Store, now_ms
 from taskloom.errors import HumanTaskClosedError, HumanTaskNotFoundError, UserError
 

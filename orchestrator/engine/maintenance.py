@@ -12,10 +12,10 @@ import time
 from typing import TYPE_CHECKING
 
 from taskloom.engine.keys import Keys
-from taskloom.engine.metrics import Metrics
 from taskloom.engine.retention import RunDeleter
 
 if TYPE_CHECKING:
+    from taskloom.engine.metrics import Metrics
     from taskloom.engine.worker import Worker
 
 __all__ = [

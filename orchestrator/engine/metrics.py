@@ -31,8 +31,7 @@ import hmac
 import math
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import IO, Any, Literal, Self, cast, get_args
 from wsgiref.headers import Headers
@@ -49,6 +48,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import ThreadingWSGIServer, generate_latest
 from prometheus_client.utils import floatToGoString as _untyped_go_float
 
+from taskloom.engine.inboxstats import INBOX_LATENCY_BUCKETS, InboxStats
 from taskloom.errors import UserError
 
 __all__ = [
@@ -74,36 +74,6 @@ Five per decade (1, 1.5, 2.5, 4, 6), so neighbouring bounds differ by 1.5-1.7x a
 p99 read with ``histogram_quantile`` is within that factor at any scale, from a cache
 hit to a long LLM call.
 """
-
-INBOX_LATENCY_BUCKETS: tuple[float, ...] = (
-    *(1.0, 5.0, 15.0, 30.0),  # seconds: someone was watching
-    *(60.0, 120.0, 300.0, 600.0, 1800.0),  # minutes
-    *(3600.0, 7200.0, 14400.0, 28800.0, 57600.0),  # hours
-    *(86400.0, 172800.0, 345600.0, 604800.0, 1209600.0),  # days, up to two weeks
-)
-"""Bucket bounds in seconds of ``taskloom_inbox_decision_latency_seconds``: a person
-answers in seconds when watching, in hours or days when not."""
-
-
-@dataclass(frozen=True)
-class InboxStats:
-    """The inbox's cluster-wide numbers, as Redis keeps them
-    (:meth:`~taskloom.HumanTasks.stats` reads them)."""
-
-    open_by_assignee: Mapping[str, int] = field(default_factory=dict)
-    """Open tasks per assignee (``""``: assigned to nobody, a group only, say)."""
-    decisions: Mapping[str, int] = field(default_factory=dict)
-    """Decisions made so far, per decision (``approve``, ...)."""
-    latency_counts: tuple[int, ...] = ()
-    """Decisions per latency bucket (not cumulative): one per bound of
-    :data:`INBOX_LATENCY_BUCKETS`, then one for longer."""
-    latency_sum: float = 0.0
-    """Seconds from opening to decision, summed over every decision."""
-    notifications_dead: int = 0
-    """Notifications given up on, waiting for an operator."""
-    open: int | None = None
-    """Open tasks in all (``taskloom_human_tasks_open``); ``None``: not read."""
-
 
 _STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
 _go_float: Callable[[float], str] = _untyped_go_float  # bucket bounds as Histogram writes them

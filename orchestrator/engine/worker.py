@@ -24,7 +24,7 @@ import signal
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
@@ -40,13 +40,15 @@ from taskloom.engine.intake import Intake
 from taskloom.engine.keys import consumer_name
 from taskloom.engine.looplag import LoopLagMonitor
 from taskloom.engine.maintenance import Maintenance
-from taskloom.engine.metrics import Metrics
 from taskloom.engine.ownership import Ownership
 from taskloom.engine.payloads import Payloads
 from taskloom.engine.retries import DEFAULT_RETRY, RetryPolicy
 from taskloom.engine.store import Store, ride_out
 from taskloom.engine.tasks import Task
 from taskloom.errors import RedisRefusedError, UserError
+
+if TYPE_CHECKING:  # given by the caller that serves them: prometheus_client loads only then
+    from taskloom.engine.metrics import Metrics
 
 __all__ = ["Worker", "settle_memory"]
 
@@ -59,12 +61,17 @@ PREFETCH_HORIZON_S = 0.5
 """A worker prefetches the deliveries it expects to start within this many seconds."""
 
 
-def settle_memory() -> None:
+def settle_memory(*, collect: bool = True) -> None:
     """Keep what is loaded by now (modules, registries: it lives as long as the process)
     out of the cyclic GC, whose full passes over it paused the loop ~15 ms each; done
-    once per process, by the first worker to start (in-process or ``taskloom worker``)."""
+    once per process, by the first worker to start (in-process or ``taskloom worker``).
+
+    ``collect``: collect garbage first (20-30 ms: a full pass over all of it). A fresh
+    process that has only imported code (``taskloom worker``) has a few hundred KB of
+    garbage at most, and freezes it with the rest rather than wait for that pass."""
     if gc.get_freeze_count() == 0:
-        gc.collect()
+        if collect:
+            gc.collect()
         gc.freeze()
 
 

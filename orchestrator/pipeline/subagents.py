@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
@@ -41,12 +41,14 @@ from taskloom.engine.context import Context as EngineContext
 from taskloom.engine.definitions import ActivityDef
 from taskloom.engine.execution import Host
 from taskloom.engine.extensions import WorkerExtension
-from taskloom.engine.metrics import Metrics
 from taskloom.engine.retries import RetryPolicy
 from taskloom.engine.worker import Worker
 from taskloom.errors import UserError
 from taskloom.pipeline.livetokens import LiveTokens
 from taskloom.settings import Settings
+
+if TYPE_CHECKING:  # a worker's metrics come with it; prometheus_client loads only then
+    from taskloom.engine.metrics import Metrics
 
 __all__ = [
     "AGENT_ACTIVITY",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import json
 import logging
@@ -16,18 +17,19 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from taskloom.client import Orchestrator
 from taskloom.errors import RedisRefusedError, RedisUnavailableError, TaskloomError, UserError
 from taskloom.redaction import redact_text, redact_url
-from taskloom.settings import Settings
-from taskloom.terminal import store_commands
 from taskloom.terminal.output import out
+
+if TYPE_CHECKING:  # main() loads them, with the command's module, while the GC rests
+    from taskloom.client import Orchestrator
+    from taskloom.settings import Settings
 
 __all__ = ["main"]
 
-Handler = Callable[[argparse.Namespace, Orchestrator], Coroutine[Any, Any, int]]
+Handler = Callable[[argparse.Namespace, "Orchestrator"], Coroutine[Any, Any, int]]
 Command = Callable[[str, Handler, str], argparse.ArgumentParser]
 """Makes one subcommand's parser: ``cmd(name, handler, help)``; the modules with the
 commands (``run_commands``, ``worker_command``, ``dlq_commands``, ``runs_commands``,
@@ -84,6 +86,8 @@ def _command_of(argv: Sequence[str]) -> str | None:
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    from taskloom.settings import Settings
+
     settings = Settings.from_env(
         redis_url=args.redis_url, data_dir=args.data_dir, key_prefix=args.key_prefix, **extra
     )
@@ -93,6 +97,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 
 async def _doctor(args: argparse.Namespace, orch: Orchestrator) -> int:
+    from taskloom.terminal import store_commands
     from taskloom.terminal.doctor import diagnose, render_json, render_text
 
     report = await diagnose(orch.store.client, durability=orch.settings.durability)
@@ -106,6 +111,8 @@ async def _doctor(args: argparse.Namespace, orch: Orchestrator) -> int:
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of the command line whose command word is ``command``: in full for
     that command, the others by name and help line (``None``: all by name)."""
+    from taskloom.terminal import store_commands
+
     p = argparse.ArgumentParser(
         prog="taskloom",
         description="durable orchestration of LLM subagents on Redis",
@@ -170,6 +177,9 @@ def _check_redis_url(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def _main(args: argparse.Namespace) -> int:
+    from taskloom.client import Orchestrator
+    from taskloom.terminal import store_commands
+
     settings = _settings(args)
     _check_redis_url(args, settings)
     orch = Orchestrator(settings=settings)
@@ -186,7 +196,7 @@ async def _main(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``taskloom`` console script."""
     words = sys.argv[1:] if argv is None else list(argv)
-    args = _parser(_command_of(words)).parse_args(words)
+    args = _load(lambda: _parser(_command_of(words)).parse_args(words))
     _import_from_cwd()
     log_file = _log_file(args)
     logging.basicConfig(
@@ -220,6 +230,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"taskloom: {log_file.warnings} warning(s) logged to {log_file.baseFilename}",
                     file=sys.stderr,
                 )
+
+
+def _load(parse: Callable[[], argparse.Namespace]) -> argparse.Namespace:
+    """Parse the command line, which imports the command's module (for ``worker``: the
+    client, the engine, Redis and pydantic), with the cyclic GC paused: what loads now
+    lives as long as the process (the worker freezes it, :func:`settle_memory
+    <taskloom.engine.worker.settle_memory>`), and the GC passes over it while it
+    grew took ~40 ms of a worker's start."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        args = parse()
+        importlib.import_module("taskloom.client")  # every command makes an Orchestrator
+        return args
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _import_from_cwd() -> None:
@@ -277,6 +304,8 @@ def _log_file(args: argparse.Namespace) -> _LogFile | None:
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if args.debug or not interactive or args.command not in ("demo", "run", "chat"):
         return None
+    from taskloom.settings import Settings
+
     try:
         data_dir = Settings.from_env(data_dir=args.data_dir).data_dir
         return _LogFile(data_dir / "taskloom.log", delay=True)

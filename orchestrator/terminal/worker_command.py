@@ -8,11 +8,11 @@ import ipaddress
 from typing import TYPE_CHECKING
 
 from taskloom.cliargs import int_in
-from taskloom.client import Orchestrator
-from taskloom.engine.metrics import Metrics
+from taskloom.engine.worker import settle_memory
 from taskloom.terminal.output import out
 
 if TYPE_CHECKING:
+    from taskloom.client import Orchestrator
     from taskloom.terminal.cli import Command
 
 __all__ = ["register"]
@@ -42,12 +42,17 @@ def register(cmd: Command) -> None:
 
 
 async def _worker(args: argparse.Namespace, orch: Orchestrator) -> int:
-    metrics = Metrics() if args.metrics_port is not None else None
+    metrics = None
+    if args.metrics_port is not None:  # prometheus_client, the WSGI server: only then
+        from taskloom.engine.metrics import Metrics
+
+        metrics = Metrics()
     worker = orch.worker(
         modules=args.imports or [],
         concurrency=args.concurrency or orch.settings.concurrency,
         metrics=metrics,
     )
+    settle_memory(collect=False)  # this process has only imported code: no pass needed
     out(
         f"worker {worker.worker_id}: {len(worker.registry.workflow_names)} workflows, "
         f"{len(worker.registry.activity_names)} activities, queue {worker.queue!r}, "
