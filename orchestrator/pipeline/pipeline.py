@@ -27,9 +27,12 @@ What happens, in order:
    ``replan_on_failure``) stops new work, withdraws the run's other open questions,
    asks the planner for a new version, and reuses every accepted activity whose spec
    (and upstream specs) did not change; the others are cancelled.
-4. **Integrate.** Cross-activity checks look at the accepted outputs together; then the
-   integrator (or the user's reducer activity) combines them, and the answer is
-   verified with the same policy. Only accepted outputs reach the integrator.
+4. **Integrate.** Activities that state figures for the same quantity are checked
+   against each other as soon as both are accepted, before anything uses them
+   (:mod:`taskloom.pipeline.crossgate`); every cross-activity check looks at the accepted
+   outputs together once more; then the integrator (or the user's reducer activity)
+   combines them, and the answer is verified with the same policy. Only accepted
+   outputs reach the integrator.
 
 Every decision is in the run's log as a ``value_recorded`` event named ``pipeline.*``
 (:func:`pipeline_events` reads them): the plans, each activity's start, verdicts,
@@ -50,6 +53,7 @@ from taskloom.engine.definitions import ActivityDef, workflow
 from taskloom.engine.human import Decision
 from taskloom.engine.store import Event
 from taskloom.errors import ActivityError, HumanTaskExpiredError, WorkflowError
+from taskloom.pipeline.crossgate import CrossGate, cross_title, plan_facts, signature
 from taskloom.pipeline.plan import Plan, PlanActivity, diff_plans, spec_keys
 from taskloom.pipeline.planner import Planner
 from taskloom.pipeline.policy import ActivityRun, Work, edited, problem_of
@@ -192,6 +196,10 @@ class Pipeline:
         self.dropped: list[str] = []
         self.escalations = 0
         self.planner = Planner(self)
+        self.plan: Plan | None = None
+        self.histories: dict[str, list[dict[str, Any]]] = {}  # activity -> its attempts
+        self.settled_findings: set[str] = set()
+        """Cross-check findings a person approved: not asked about again."""
 
     def emit(self, event: str, **data: Any) -> Any:
         return self.ctx.record(f"pipeline.{event}", data)
@@ -203,7 +211,7 @@ class Pipeline:
         while True:
             await self.execute(plan)
             if self.replan is None:
-                await self.cross_check()
+                await self.cross_check(plan)
             if self.replan is None:
                 break
             note, self.replan = self.replan, None
@@ -254,15 +262,19 @@ class Pipeline:
     # -- executing ----------------------------------------------------------------------
     async def execute(self, plan: Plan) -> None:
         keys = spec_keys(plan)
+        self.plan = plan
         self.works = {a.id: Work(a.id, keys[a.id]) for a in plan.activities}
         ready = {a.id: asyncio.Event() for a in plan.activities}
+        gate = CrossGate(self, plan)
 
         async def branch(act: PlanActivity) -> None:
             try:
                 for dep in act.inputs:
                     await ready[dep].wait()
                 await self.activity(act)
+                await gate.release(act)  # checked against its peers before any use
             finally:
+                gate.finish(act.id)
                 ready[act.id].set()
 
         await self.ctx.gather(*(branch(a) for a in plan.activities))
@@ -280,6 +292,15 @@ class Pipeline:
             self.emit("activity", id=act.id, state="blocked", by=blocked)
             return
         await ActivityRun(self, act, work).run()
+        if work.status == "accepted":
+            self.accepted[work.key] = work
+
+    async def rerun(self, act: PlanActivity, feedback: str) -> None:
+        """Run an accepted activity again (a cross-check's decision kept another side)."""
+        work = self.works[act.id]
+        work.status = "pending"
+        self.emit("activity", id=act.id, state="rerun", feedback=feedback)
+        await ActivityRun(self, act, work).run(feedback=feedback)
         if work.status == "accepted":
             self.accepted[work.key] = work
 
@@ -347,35 +368,91 @@ class Pipeline:
         return outcome
 
     # -- across activities, and integration ---------------------------------------------
-    async def cross_check(self) -> None:
-        outputs = {i: w.output for i, w in self.works.items() if w.status == "accepted"}
-        verdicts = await self.ctx.run("taskloom.cross_check", outputs) if outputs else []
-        bad = [v for v in verdicts if v["status"] in ("fail", "uncertain")]
-        if not bad:
-            return
+    async def cross_check(self, plan: Plan) -> None:
+        """Every cross-activity check over the accepted outputs together, before
+        integration; findings a person already settled are not asked again."""
+        facts = plan_facts(plan)
+        used = {d for a in plan.activities for d in a.inputs}
+        while self.replan is None:
+            works = self.works
+            outputs = {i: w.output for i, w in works.items() if w.status == "accepted"}
+            if not outputs:
+                return
+            found = await self.ctx.run("taskloom.cross_check", outputs, facts)
+            bad = [
+                v
+                for v in found
+                if v["status"] in ("fail", "uncertain")
+                and signature(v) not in self.settled_findings
+            ]
+            if not bad:
+                return
+            free = [i for v in bad for i in v.get("activities", []) if i not in used]
+            decision = await self.ask_cross(bad, outputs, rerunnable=free)
+            target = await self.apply_cross(decision, bad)
+            if target is None:
+                return
+            note = decision.note if decision is not None else ""
+            feedback = "\n".join(
+                [v.get("feedback") or "; ".join(v["reasons"]) for v in bad]
+                + ([f"The reviewer adds: {note}"] if note else [])
+            )
+            await self.rerun(plan.activity(target), feedback)
+
+    async def ask_cross(
+        self, bad: list[dict[str, Any]], outputs: Mapping[str, Any], *, rerunnable: list[str]
+    ) -> Decision | None:
+        """Ask a person about cross-check findings, with both sides' context."""
         implicated = sorted({i for v in bad for i in v.get("activities", [])})
         self.emit("cross_check", verdicts=bad, activities=implicated)
-        decisions = ("approve", "reject", "replan") if self.can_replan() else ("approve", "reject")
-        decision = await self.ask(
-            "Accepted outputs do not agree with each other",
+        reruns = [f"rerun:{i}" for i in dict.fromkeys(rerunnable) if i in implicated]
+        decisions = ("approve", *reruns, "reject", *(("replan",) if self.can_replan() else ()))
+        plan = self.plan
+        specs = {
+            i: plan.activity(i).model_dump(mode="json", by_alias=True)
+            for i in implicated
+            if plan is not None and any(a.id == i for a in plan.activities)
+        }
+        reasons = [r for v in bad for r in v.get("reasons", [])]
+        return await self.ask(
+            cross_title(bad),
             {
                 "goal": self.req.goal,
-                "verdicts": bad,
+                "reason": "; ".join(reasons),
+                "why": "the accepted outputs were checked against each other before "
+                "anything used them, and do not agree",
+                "activities": specs,
                 "outputs": {i: outputs.get(i) for i in implicated},
+                "verdicts": bad,
+                "history": {i: self.histories.get(i, []) for i in implicated},
+                "decisions_help": {
+                    "approve": "keep every output as it is",
+                    **{r: f"keep the others, run {r[6:]!r} again" for r in reruns},
+                    "reject": "reject the implicated outputs",
+                },
             },
             decisions,
         )
+
+    async def apply_cross(self, decision: Decision | None, bad: list[dict[str, Any]]) -> str | None:
+        """Apply a decision on cross-check findings: the activity to run again, if any."""
         if decision is None or decision.decision == "approve":
-            return
+            self.settled_findings |= {signature(v) for v in bad}
+            return None
+        if decision.decision.startswith("rerun:"):
+            return decision.decision.removeprefix("rerun:")
         if decision.decision == "replan":
-            self.replan = decision.note or "the outputs contradict each other: " + "; ".join(
-                r for v in bad for r in v.get("reasons", [])
+            await self.ask_replan(
+                decision.note
+                or "the outputs contradict each other: "
+                + "; ".join(r for v in bad for r in v.get("reasons", []))
             )
-            return
-        for i in implicated:
+            return None
+        for i in sorted({i for v in bad for i in v.get("activities", [])}):
             if i in self.works:
                 self.works[i].status = "rejected"
                 self.works[i].decided_by = decision.by
+        return None
 
     def can_replan(self) -> bool:
         return self.planner.version - 1 < self.req.max_replans  # each re-plan adopts a new version

@@ -85,6 +85,14 @@ class PlanActivity(BaseModel):
     split: bool = Field(
         default=False, description="the piece may be too big: its subagent may ask for a sub-plan"
     )
+    facts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "the quantities whose figures the output states (e.g. 'revenue 2024'); "
+            "activities stating the same one are checked against each other before "
+            "anything uses them"
+        ),
+    )
 
     @field_validator("id", mode="before")
     @classmethod
@@ -482,6 +490,8 @@ def spec_keys(plan: Plan) -> dict[str, str]:
         act = by_id[activity_id]
         spec = act.model_dump(mode="json", exclude={"id", "inputs"}, by_alias=True)
         spec["inputs"] = sorted(keys[d] for d in act.inputs)
+        if not spec.get("facts"):
+            spec.pop("facts", None)  # keys of plans made before facts existed stay the same
         text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
         keys[activity_id] = hashlib.sha256(text.encode()).hexdigest()[:24]
     return {a.id: keys[a.id] for a in plan.activities if a.id in keys}

@@ -63,13 +63,14 @@ class ActivityRun:
         self.spec = act.verify
         self.model = act.model or (None if self.agent.model else pipe.req.model)
         self.inputs = {d: pipe.works[d].output for d in act.inputs}
-        self.history: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = pipe.histories.setdefault(act.id, [])
         self.finish: str | None = None
         """Why the model stopped the last attempt's output (``None``: no model wrote it)."""
 
-    async def run(self) -> None:
+    async def run(self, *, feedback: str | None = None) -> None:
+        """Attempt, verify, retry, escalate until the activity is settled; ``feedback``
+        goes with the first attempt (a re-run asked for by a cross-check)."""
         pipe, act, work = self.pipe, self.act, self.work
-        feedback: str | None = None
         retries = self.spec.max_retries
         while True:
             if not pipe.go(act.id, "started", attempt=work.attempts + 1):
