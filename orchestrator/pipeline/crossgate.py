@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from taskloom.pipeline.plan import Plan, PlanActivity
+from taskloom.pipeline.routing import Escalation
 from taskloom.verifiers.figures import fact_terms
 
 if TYPE_CHECKING:
@@ -41,7 +42,10 @@ __all__ = [
     "FACT_WORDS",
     "CrossGate",
     "GatePlan",
+    "apply_cross",
+    "ask_cross",
     "cross_title",
+    "final_check",
     "gate_plan",
     "plan_facts",
     "signature",
@@ -288,8 +292,8 @@ class CrossGate:
             if not bad:
                 return None
             open_ = [act.id, *(p for p in peers if p not in self.released)]
-            decision = await pipe.ask_cross(bad, outputs, rerunnable=open_)
-            target = await pipe.apply_cross(decision, bad)
+            decision = await ask_cross(pipe, bad, outputs, rerunnable=open_)
+            target = await apply_cross(pipe, decision, bad)
             if target is None:
                 return None
             feedback = _feedback(bad, target, decision)
@@ -306,3 +310,100 @@ def _feedback(bad: list[dict[str, Any]], target: str, decision: Decision | None)
     lines = [line for v, line in zip(bad, lines, strict=True) if target in v["activities"]]
     note = decision.note if decision is not None else ""
     return "\n".join([*lines, *([f"The reviewer adds: {note}"] if note else [])])
+
+
+async def final_check(pipe: Pipeline, plan: Plan) -> None:
+    """Every cross-activity check over the accepted outputs together, before
+    integration; findings a person already settled are not asked again."""
+    facts = plan_facts(plan)
+    used = {d for a in plan.activities for d in a.inputs}
+    while pipe.replan is None:
+        works = pipe.works
+        outputs = {i: w.output for i, w in works.items() if w.status == "accepted"}
+        if not outputs:
+            return
+        found = await pipe.ctx.run("taskloom.cross_check", outputs, facts)
+        bad = [
+            v
+            for v in found
+            if v["status"] in ("fail", "uncertain") and signature(v) not in pipe.settled_findings
+        ]
+        if not bad:
+            return
+        free = [i for v in bad for i in v.get("activities", []) if i not in used]
+        decision = await ask_cross(pipe, bad, outputs, rerunnable=free)
+        target = await apply_cross(pipe, decision, bad)
+        if target is None:
+            return
+        note = decision.note if decision is not None else ""
+        feedback = "\n".join(
+            [v.get("feedback") or "; ".join(v["reasons"]) for v in bad]
+            + ([f"The reviewer adds: {note}"] if note else [])
+        )
+        await pipe.rerun(plan.activity(target), feedback)
+
+
+async def ask_cross(
+    pipe: Pipeline, bad: list[dict[str, Any]], outputs: Mapping[str, Any], *, rerunnable: list[str]
+) -> Decision | None:
+    """Ask a person about cross-check findings, with both sides' context."""
+    implicated = sorted({i for v in bad for i in v.get("activities", [])})
+    pipe.emit("cross_check", verdicts=bad, activities=implicated)
+    reruns = [f"rerun:{i}" for i in dict.fromkeys(rerunnable) if i in implicated]
+    decisions = ("approve", *reruns, "reject", *(("replan",) if pipe.can_replan() else ()))
+    plan = pipe.plan
+    specs = {
+        i: plan.activity(i).model_dump(mode="json", by_alias=True)
+        for i in implicated
+        if plan is not None and any(a.id == i for a in plan.activities)
+    }
+    reasons = [r for v in bad for r in v.get("reasons", [])]
+    about = Escalation(
+        activities=tuple(implicated),
+        roles=tuple(sorted({s["role"] for s in specs.values()})),
+        verifiers=tuple(sorted({v["verifier"] for v in bad})),
+        severity="fail" if any(v["status"] == "fail" for v in bad) else "uncertain",
+    )
+    return await pipe.ask(
+        cross_title(bad),
+        {
+            "goal": pipe.req.goal,
+            "reason": "; ".join(reasons),
+            "why": "the accepted outputs were checked against each other before "
+            "anything used them, and do not agree",
+            "activities": specs,
+            "outputs": {i: outputs.get(i) for i in implicated},
+            "verdicts": bad,
+            "history": {i: pipe.histories.get(i, []) for i in implicated},
+            "decisions_help": {
+                "approve": "keep every output as it is",
+                **{r: f"keep the others, run {r[6:]!r} again" for r in reruns},
+                "reject": "reject the implicated outputs",
+            },
+        },
+        decisions,
+        about,
+    )
+
+
+async def apply_cross(
+    pipe: Pipeline, decision: Decision | None, bad: list[dict[str, Any]]
+) -> str | None:
+    """Apply a decision on cross-check findings: the activity to run again, if any."""
+    if decision is None or decision.decision == "approve":
+        pipe.settled_findings |= {signature(v) for v in bad}
+        return None
+    if decision.decision.startswith("rerun:"):
+        return decision.decision.removeprefix("rerun:")
+    if decision.decision == "replan":
+        await pipe.ask_replan(
+            decision.note
+            or "the outputs contradict each other: "
+            + "; ".join(r for v in bad for r in v.get("reasons", []))
+        )
+        return None
+    for i in sorted({i for v in bad for i in v.get("activities", [])}):
+        if i in pipe.works:
+            pipe.works[i].status = "rejected"
+            pipe.works[i].decided_by = decision.by
+    return None

@@ -46,19 +46,20 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from taskloom.agents.agent import Agent
 from taskloom.engine.definitions import ActivityDef, workflow
 from taskloom.engine.human import Decision
 from taskloom.engine.store import Event
 from taskloom.errors import ActivityError, HumanTaskExpiredError, WorkflowError
-from taskloom.pipeline.crossgate import CrossGate, cross_title, plan_facts, signature
+from taskloom.pipeline.crossgate import CrossGate, final_check
 from taskloom.pipeline.plan import Plan, PlanActivity, diff_plans, spec_keys
 from taskloom.pipeline.planner import Planner
 from taskloom.pipeline.policy import ActivityRun, Work, edited, problem_of
 from taskloom.pipeline.rerun import downstream, previous_run
 from taskloom.pipeline.roles import BUILTIN_ROLES, INTEGRATOR, PLANNER
+from taskloom.pipeline.routing import Escalation, FallbackStep, Route, Routing, check_reviewer
 from taskloom.pipeline.subagents import Context, Subagents
 from taskloom.pipeline.verification import CustomVerifiers, install_verifiers
 from taskloom.verifiers import VerifySpec
@@ -107,6 +108,13 @@ class PipelineRequest(BaseModel):
     budget: str | None = None
     """The run whose budget model calls are held against (a child's root run)."""
     assignee: str | None = None
+    """Who gets the escalations no route takes (the run-level default)."""
+    sla: float | None = Field(default=None, gt=0)
+    """Seconds the default assignee has to decide; then ``fallback`` applies."""
+    fallback: list[FallbackStep] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+    """Escalations by activity, role, verifier kind or severity to their reviewers
+    (:mod:`taskloom.pipeline.routing`), before the template's and the plan's."""
     reducer: str | None = None
     """An activity that combines the accepted outputs instead of the integrator."""
     replan_on_failure: bool = False
@@ -117,6 +125,11 @@ class PipelineRequest(BaseModel):
     point, and its accepted activities whose spec did not change are reused."""
     rerun: list[str] = Field(default_factory=list)
     """Activities of ``previous`` to do again, with everything built on them."""
+
+    @field_validator("assignee")
+    @classmethod
+    def _reviewer(cls, value: str | None) -> str | None:
+        return None if value is None else check_reviewer(value)
 
 
 @dataclass
@@ -311,14 +324,40 @@ class Pipeline:
             self.emit("activity", id=act_id, state=state, go=self.replan is None, **data)["go"]
         )
 
+    def routing(self) -> Routing:
+        """The run's routes: the submit's, the template's, the current plan's."""
+        req = self.req
+        template = [Route.model_validate(r) for r in (req.template or {}).get("routes", [])]
+        planned = self.plan.routes if self.plan is not None else []
+        return Routing(
+            [*req.routes, *template, *planned],
+            assignee=req.assignee,
+            sla=req.sla,
+            fallback=req.fallback,
+        )
+
     async def ask(
-        self, title: str, context: dict[str, Any], decisions: tuple[str, ...]
+        self,
+        title: str,
+        context: dict[str, Any],
+        decisions: tuple[str, ...],
+        about: Escalation | None = None,
     ) -> Decision | None:
-        """Escalate to a person; ``None`` when a re-plan withdrew the question."""
+        """Escalate to a person (the one its route names); ``None`` when a re-plan
+        withdrew the question."""
         self.escalations += 1
+        to = self.routing().target(about or Escalation())
+        if isinstance(context, dict):
+            context = {**context, "routed_to": to.assignee or to.group}
         try:
             return await self.ctx.escalate(
-                title, context=context, decisions=decisions, assignee=self.req.assignee
+                title,
+                context=context,
+                decisions=decisions,
+                assignee=to.assignee,
+                group=to.group,
+                sla=to.sla,
+                fallback=to.steps(decisions),
             )
         except HumanTaskExpiredError as exc:
             if SUPERSEDED in str(exc):
@@ -370,89 +409,8 @@ class Pipeline:
     # -- across activities, and integration ---------------------------------------------
     async def cross_check(self, plan: Plan) -> None:
         """Every cross-activity check over the accepted outputs together, before
-        integration; findings a person already settled are not asked again."""
-        facts = plan_facts(plan)
-        used = {d for a in plan.activities for d in a.inputs}
-        while self.replan is None:
-            works = self.works
-            outputs = {i: w.output for i, w in works.items() if w.status == "accepted"}
-            if not outputs:
-                return
-            found = await self.ctx.run("taskloom.cross_check", outputs, facts)
-            bad = [
-                v
-                for v in found
-                if v["status"] in ("fail", "uncertain")
-                and signature(v) not in self.settled_findings
-            ]
-            if not bad:
-                return
-            free = [i for v in bad for i in v.get("activities", []) if i not in used]
-            decision = await self.ask_cross(bad, outputs, rerunnable=free)
-            target = await self.apply_cross(decision, bad)
-            if target is None:
-                return
-            note = decision.note if decision is not None else ""
-            feedback = "\n".join(
-                [v.get("feedback") or "; ".join(v["reasons"]) for v in bad]
-                + ([f"The reviewer adds: {note}"] if note else [])
-            )
-            await self.rerun(plan.activity(target), feedback)
-
-    async def ask_cross(
-        self, bad: list[dict[str, Any]], outputs: Mapping[str, Any], *, rerunnable: list[str]
-    ) -> Decision | None:
-        """Ask a person about cross-check findings, with both sides' context."""
-        implicated = sorted({i for v in bad for i in v.get("activities", [])})
-        self.emit("cross_check", verdicts=bad, activities=implicated)
-        reruns = [f"rerun:{i}" for i in dict.fromkeys(rerunnable) if i in implicated]
-        decisions = ("approve", *reruns, "reject", *(("replan",) if self.can_replan() else ()))
-        plan = self.plan
-        specs = {
-            i: plan.activity(i).model_dump(mode="json", by_alias=True)
-            for i in implicated
-            if plan is not None and any(a.id == i for a in plan.activities)
-        }
-        reasons = [r for v in bad for r in v.get("reasons", [])]
-        return await self.ask(
-            cross_title(bad),
-            {
-                "goal": self.req.goal,
-                "reason": "; ".join(reasons),
-                "why": "the accepted outputs were checked against each other before "
-                "anything used them, and do not agree",
-                "activities": specs,
-                "outputs": {i: outputs.get(i) for i in implicated},
-                "verdicts": bad,
-                "history": {i: self.histories.get(i, []) for i in implicated},
-                "decisions_help": {
-                    "approve": "keep every output as it is",
-                    **{r: f"keep the others, run {r[6:]!r} again" for r in reruns},
-                    "reject": "reject the implicated outputs",
-                },
-            },
-            decisions,
-        )
-
-    async def apply_cross(self, decision: Decision | None, bad: list[dict[str, Any]]) -> str | None:
-        """Apply a decision on cross-check findings: the activity to run again, if any."""
-        if decision is None or decision.decision == "approve":
-            self.settled_findings |= {signature(v) for v in bad}
-            return None
-        if decision.decision.startswith("rerun:"):
-            return decision.decision.removeprefix("rerun:")
-        if decision.decision == "replan":
-            await self.ask_replan(
-                decision.note
-                or "the outputs contradict each other: "
-                + "; ".join(r for v in bad for r in v.get("reasons", []))
-            )
-            return None
-        for i in sorted({i for v in bad for i in v.get("activities", [])}):
-            if i in self.works:
-                self.works[i].status = "rejected"
-                self.works[i].decided_by = decision.by
-        return None
+        integration (:func:`~taskloom.pipeline.crossgate.final_check`)."""
+        await final_check(self, plan)
 
     def can_replan(self) -> bool:
         return self.planner.version - 1 < self.req.max_replans  # each re-plan adopts a new version
@@ -488,6 +446,14 @@ class Pipeline:
                     else outcome["verdicts"][0]["reasons"][0],
                 },
                 decisions,
+                Escalation(
+                    activities=("final",),
+                    roles=(INTEGRATOR.name,),
+                    verifiers=tuple(
+                        sorted(v["verifier"] for v in outcome["verdicts"] if v["status"] != "pass")
+                    ),
+                    severity=outcome["status"] if outcome["status"] != "pass" else "error",
+                ),
             )
             if decision is None or decision.decision == "reject":
                 raise WorkflowError("the integrated answer was rejected")

@@ -24,11 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from taskloom.agents.agent import Agent
 from taskloom.agents.errors import PriceTableError, validation_problems
 from taskloom.agents.pricing import PriceTable
 from taskloom.errors import PlanError
+from taskloom.pipeline.routing import Route, route_problems
 from taskloom.verifiers import VerifySpec
 
 __all__ = [
@@ -121,6 +123,12 @@ class Plan(BaseModel):
         default_factory=VerifySpec, description="checks on the integrated answer"
     )
     rationale: str = Field(default="", description="why the work is split this way")
+    routes: SkipJsonSchema[list[Route]] = Field(
+        default_factory=list,
+        description="who decides escalations, by activity, role, verifier or severity",
+    )
+    """Set by whoever gives the plan (not shown to the planner: the submit's and the
+    template's routes are the usual place)."""
     version: int = Field(default=1, ge=1, description="set by the runtime, not the planner")
 
     def activity(self, activity_id: str) -> PlanActivity:
@@ -263,6 +271,7 @@ def validate_plan(
             verifiers=verifiers,
         )
     )
+    problems.extend(route_problems(plan.routes, activities=known, roles=set(roles)))
     too_big = size_problem(len(plan.activities), limits.max_activities)
     if too_big:
         problems.append(too_big)

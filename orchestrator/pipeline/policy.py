@@ -25,6 +25,7 @@ from taskloom.agents.agent import AgentResult
 from taskloom.agents.structured import json_schema
 from taskloom.errors import ActivityError, ChildWorkflowError
 from taskloom.pipeline.plan import PlanActivity
+from taskloom.pipeline.routing import Escalation, Severity
 
 if TYPE_CHECKING:
     from taskloom.pipeline.pipeline import Pipeline
@@ -66,6 +67,8 @@ class ActivityRun:
         self.history: list[dict[str, Any]] = pipe.histories.setdefault(act.id, [])
         self.finish: str | None = None
         """Why the model stopped the last attempt's output (``None``: no model wrote it)."""
+        self.about = Escalation(activities=(act.id,), roles=(act.role,))
+        """What the next escalation is about (for its route)."""
 
     async def run(self, *, feedback: str | None = None) -> None:
         """Attempt, verify, retry, escalate until the activity is settled; ``feedback``
@@ -79,6 +82,9 @@ class ActivityRun:
             work.attempts += 1
             output, problem = await self.attempt(feedback)
             outcome: dict[str, Any] | None = None
+            if problem is not None:
+                broke = "budget" if problem.startswith("the run's budget") else "subagent"
+                self.about = Escalation(activities=(act.id,), roles=(act.role,), verifiers=(broke,))
             if problem is None:
                 async with pipe.slots:
                     outcome = await pipe.verify(
@@ -118,6 +124,14 @@ class ActivityRun:
                     pipe.emit("activity", id=act.id, state="retrying", feedback=feedback)
                     continue
                 problem = problem_of(outcome)
+                status: Severity = outcome["status"]
+                kinds = {v["verifier"] for v in outcome["verdicts"] if v["status"] != "pass"}
+                self.about = Escalation(
+                    activities=(act.id,),
+                    roles=(act.role,),
+                    verifiers=tuple(sorted(kinds | ({"budget"} if over else set()))),
+                    severity=status,
+                )
                 if over:
                     problem += f" (its attempts cost ${work.cost_usd:.4f}, over its ${act.max_usd})"
             if pipe.req.replan_on_failure and pipe.can_replan() and outcome is not None:
@@ -232,6 +246,7 @@ class ActivityRun:
                     "output_schema": self.output_schema(),
                 },
                 decisions,
+                self.about,
             )
             if decision is None:
                 self.cancel()
