@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from taskloom.agents.agent import AgentResult
-from taskloom.agents.structured import json_schema
+from taskloom.agents.structured import LAST_ANSWER, json_schema
 from taskloom.errors import ActivityError, ChildWorkflowError
 from taskloom.pipeline.plan import PlanActivity
 from taskloom.pipeline.routing import Escalation, Severity
@@ -69,6 +69,8 @@ class ActivityRun:
         """Why the model stopped the last attempt's output (``None``: no model wrote it)."""
         self.about = Escalation(activities=(act.id,), roles=(act.role,))
         """What the next escalation is about (for its route)."""
+        self.raw: str | None = None
+        """What the model last answered when no output validated (for the person)."""
 
     async def run(self, *, feedback: str | None = None) -> None:
         """Attempt, verify, retry, escalate until the activity is settled; ``feedback``
@@ -85,6 +87,14 @@ class ActivityRun:
             if problem is not None:
                 broke = "budget" if problem.startswith("the run's budget") else "subagent"
                 self.about = Escalation(activities=(act.id,), roles=(act.role,), verifiers=(broke,))
+                self.history.append(
+                    {
+                        "attempt": work.attempts,
+                        "output": self.raw,
+                        "status": "error",
+                        "feedback": problem,
+                    }
+                )
             if problem is None:
                 async with pipe.slots:
                     outcome = await pipe.verify(
@@ -147,7 +157,7 @@ class ActivityRun:
         """One subagent call (or child run): its output, or why there is none."""
         pipe, act = self.pipe, self.act
         task = act.instructions
-        self.finish = None
+        self.finish, self.raw = None, None
         if act.split and pipe.req.depth < pipe.req.max_depth and self.agent.output is None:
             task += (
                 "\n\nIf this piece is too big to do well in one answer, reply with only "
@@ -166,9 +176,10 @@ class ActivityRun:
                 )
         except ActivityError as exc:
             budget = exc.error_type == "BudgetExceededError"
-            return None, (
-                "the run's budget is spent: " if budget else "the subagent failed: "
-            ) + str(exc)
+            text, _, self.raw = str(exc).partition(LAST_ANSWER)
+            return None, ("the run's budget is spent: " if budget else "the subagent failed: ") + (
+                text if self.raw else str(exc)
+            )
         self.add(result.usage.total, result.cost_usd)
         why = decomposition(result) if self.agent.output is None else None
         if why is None:
@@ -244,6 +255,7 @@ class ActivityRun:
                     "history": self.history,
                     "reason": problem,
                     "output_schema": self.output_schema(),
+                    **({"last_output": self.raw} if output is None and self.raw else {}),
                 },
                 decisions,
                 self.about,
