@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks import cli_latency
+from benchmarks import cli_latency, v1_verification
 
 __all__ = ["TARGETS", "render_table", "summary", "target_met"]
 
@@ -46,6 +46,8 @@ def target_met(row: dict[str, Any]) -> bool | None:
             return bool(row["overhead_ratio"] <= 1.3)
         case "W7":
             return bool(row["retries_recorded"] == row["retries_expected"])
+        case "V1":
+            return v1_verification.target_met(row)
         case "cli":
             return cli_latency.target_met(row)
     return None
@@ -102,6 +104,14 @@ def summary(row: dict[str, Any]) -> str:
             return (
                 f"{row['activities_per_s']:,} activities/s with {row['retries_recorded']} "
                 f"retries recorded (expected {row['retries_expected']})"
+            )
+        case "V1":
+            return (
+                f"{row['stopped_before_integration']:.0%} of {row['defects']} defects stopped "
+                f"before integration, {row['automatic_stopped_without_person']:.0%} of the "
+                f"automatic ones without a person; {row['clean_accepted_without_person']:.0%} "
+                f"clean accepted alone; {row['false_escalations']} false escalations; "
+                f"{row['final_answers_with_defect']} final answers with a defect"
             )
         case "cli":
             return cli_latency.summary(row)

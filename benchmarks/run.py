@@ -33,6 +33,13 @@ Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
   before and after: everything the server ran meanwhile, divided by the plan's activities).
 - ``W7``: 1000 activities of which 30% fail twice, 10 ms apart, before succeeding:
   throughput, and the retries recorded in the run's log (must be 600).
+- ``V1``: verification quality: 12 goals, 72 activities of varied domains, about half
+  answering first with one defect (a wrong total, an IBAN or national phone number, a
+  figure contradicting another activity's, a cut-off answer, an injection, a fabricated
+  citation, a false statement a judge knows), through the real pipeline with a scripted
+  person answering the inbox (:mod:`benchmarks.v1_verification`): defects stopped before
+  integration, stopped without a person, clean outputs accepted without one, false
+  escalations, final answers with a defect.
 - ``cli``: ``taskloom status RUN`` on the embedded store (no Redis URL; the ``--redis-url``
   is not used): wall time with the server already running, against a cold start and
   against starting and stopping it per command (:mod:`benchmarks.cli_latency`).
@@ -68,6 +75,7 @@ from redis.exceptions import RedisError  # noqa: E402
 from benchmarks import (  # noqa: E402
     cli_latency,
     redis_baseline,
+    v1_verification,
     w1_fanout,
     w2_latency,
     w3_chain,
@@ -82,7 +90,7 @@ from taskloom import TaskloomError  # noqa: E402
 
 __all__ = ["QUICK", "STANDARD", "Sizes", "main"]
 
-WORKLOADS = ("baseline", "W1", "W2", "W3", "W4", "W5", "W6", "W7", "cli")
+WORKLOADS = ("baseline", "W1", "W2", "W3", "W4", "W5", "W6", "W7", "V1", "cli")
 _RUNS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "baseline": redis_baseline.run,
     "W1": w1_fanout.run,
@@ -92,6 +100,7 @@ _RUNS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "W5": w5_subagents.run,
     "W6": w6_pipeline.run,
     "W7": w7_retries.run,
+    "V1": v1_verification.run,
     "cli": lambda bench: asyncio.to_thread(cli_latency.measure, quick=bench.sizes is QUICK),
 }
 

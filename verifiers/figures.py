@@ -61,7 +61,7 @@ _FIGURE = (
 _LABEL = r"(?P<label>[A-Za-z][A-Za-z'\- ]{1,60}?)"
 _LINK = (
     r"(?:\s*(?:\([^)]{0,20}\)\s*)?(?::|=|\u2014|\u2013| -|\s+(?:was|were|is|are|of|at|"
-    r"reached|totall?ed|totals|stood at|came to|amounted to|amounts to|came in at|"
+    r"reached|totall?ed|totals?|stood at|came to|amounted to|amounts to|came in at|"
     r"reported at|hit)))\s+"
 )
 _STATED = re.compile(
@@ -88,6 +88,8 @@ class Statement:
 
     label: str
     """The quantity, normalised (``"revenue"``)."""
+    words: frozenset[str]
+    """Every word of the label that matters, stemmed (for matching a plan's facts)."""
     periods: tuple[str, ...]
     """The periods named with it (``("2024",)``); none: any."""
     value: float
@@ -99,11 +101,24 @@ class Statement:
     """The statement as written."""
 
 
+def _stem(word: str) -> str:
+    """A crude singular: ``salaries`` -> ``salary``, ``sales`` stays, ``users`` -> ``user``."""
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith("s") and not word.endswith(("ss", "us", "sales")) and len(word) > 3:
+        return word[:-1]
+    return word
+
+
+def _words(raw: str) -> frozenset[str]:
+    found = (w.strip("-'") for w in _WORD.findall(raw.lower()))
+    return frozenset(_stem(w) for w in found if len(w) > 1 and w not in _DROP)
+
+
 def fact_terms(text: str) -> frozenset[str]:
     """The words of a quantity's name that matter (``"Total Revenue (2024)"`` ->
     ``{"revenue"}``: a period is read next to each figure, not from the name)."""
-    words = {w.strip("-'") for w in _WORD.findall(_PERIOD.sub(" ", text.lower()))}
-    return frozenset(w for w in words if len(w) > 1 and w not in _DROP)
+    return _words(_PERIOD.sub(" ", text.lower()))
 
 
 def _number(match: re.Match[str]) -> tuple[float, float, str] | None:
@@ -152,14 +167,16 @@ def _text_statements(text: str) -> Iterator[Statement]:
             number = _number(match)
             if label is None or number is None:
                 continue
-            yield _statement(label, number, periods, match.group(0).strip())
+            words = _words(match.group("label"))
+            yield _statement(label, words, number, periods, match.group(0).strip())
     for row in _TABLE.finditer(text):
         value = _VALUE.match(row.group("value").strip("* "))
         label = _label(row.group("label"))
         number = _number(value) if value else None
         if label and number:
             periods = sorted({p.lower() for p in _PERIOD.findall(row.group("label"))})
-            yield _statement(label, number, periods, row.group(0).strip())
+            words = _words(row.group("label"))
+            yield _statement(label, words, number, periods, row.group(0).strip())
 
 
 def _json_statements(value: Any, key: str) -> Iterator[Statement]:
@@ -174,26 +191,32 @@ def _json_statements(value: Any, key: str) -> Iterator[Statement]:
         label = _label(key.replace("_", " "))
         number = _number(match) if match else None
         if match and label and number:
-            yield _statement(label, number, [], f"{key}: {value}")
+            words = _words(key.replace("_", " "))
+            yield _statement(label, words, number, [], f"{key}: {value}")
         elif not match:
             yield from _text_statements(value)
     elif isinstance(value, int | float) and not isinstance(value, bool) and key:
         label = _label(key.replace("_", " "))
         if label and not (label.endswith("year") or label in {"id", "count"}):
-            yield Statement(label, (), float(value), 0.0, "", f"{key}: {value}")
+            words = _words(key.replace("_", " "))
+            yield Statement(label, words, (), float(value), 0.0, "", f"{key}: {value}")
 
 
 def _statement(
-    label: str, number: tuple[float, float, str], periods: Sequence[str], text: str
+    label: str,
+    words: frozenset[str],
+    number: tuple[float, float, str],
+    periods: Sequence[str],
+    text: str,
 ) -> Statement:
     value, slack, kind = number
-    return Statement(label, tuple(periods), value, slack, kind, text)
+    return Statement(label, words, tuple(periods), value, slack, kind, text)
 
 
 def _comparable(a: Statement, b: Statement) -> bool:
-    """Same period (or one names none) and the same kind of figure (a plain number
+    """A period in common (or one names none) and the same kind of figure (a plain number
     goes with an amount, never with a percentage)."""
-    if a.periods and b.periods and a.periods != b.periods:
+    if a.periods and b.periods and not set(a.periods) & set(b.periods):
         return False
     if "%" in (a.kind, b.kind):
         return a.kind == b.kind
@@ -236,7 +259,8 @@ class Figures(CrossCheck):
         said: dict[str, dict[str, list[Statement]]] = {}
         for activity, output in outputs.items():
             for s in statements(output):
-                said.setdefault(s.label, {}).setdefault(activity, []).append(s)
+                for key in self._keys(activity, s):
+                    said.setdefault(key, {}).setdefault(activity, []).append(s)
         verdicts = []
         for label, by_activity in sorted(said.items()):
             clash = self._clash(label, by_activity)
@@ -254,12 +278,20 @@ class Figures(CrossCheck):
             )
         ]
 
+    def _keys(self, activity: str, statement: Statement) -> list[str]:
+        """The quantities ``statement`` is compared under: its label; with ``facts``,
+        the facts of ``activity`` that the label names (and nothing else)."""
+        if not self.facts:
+            return [statement.label]
+        return [
+            " ".join(sorted(f)) for f in self.facts.get(activity, []) if f and f <= statement.words
+        ]
+
     def _compared(self, label: str, a: str, b: str) -> bool:
         if not self.facts:
             return True
-        terms = set(label.split())  # a period is not part of the label
-        shared = [f for f in self.facts.get(a, []) if f in self.facts.get(b, [])]
-        return any(f and (f <= terms or terms <= f) for f in shared)
+        terms = frozenset(label.split())
+        return terms in self.facts.get(a, []) and terms in self.facts.get(b, [])
 
     def _clash(self, label: str, by: dict[str, list[Statement]]) -> dict[str, list[Statement]]:
         """The activities whose figures for ``label`` share none with another's."""
