@@ -29,6 +29,8 @@ from .errors import LLMOutputError, LLMRequestError, validation_problems
 from .llm import LLMRequest, LLMResponse, Message, OutputMode, Provider, TokenSink, Usage
 
 __all__ = [
+    "LAST_ANSWER",
+    "LAST_ANSWER_CHARS",
     "MODES",
     "RefusedModes",
     "StructuredResult",
@@ -37,6 +39,11 @@ __all__ = [
     "json_schema",
     "server_key",
 ]
+
+LAST_ANSWER = "\nIts last answer was:\n"
+"""Where an :class:`LLMOutputError`'s message gives the model's last (invalid) answer,
+so a person deciding what to do sees what the model produced."""
+LAST_ANSWER_CHARS = 4000
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -170,7 +177,7 @@ async def complete_structured(
             return StructuredResult(value, response.text, usage, calls, mode, repaired=True)
         raise LLMOutputError(
             f"{provider.name}:{request.model} gave no valid {output.__name__} after a repair "
-            f"turn: {problem}"
+            f"turn: {problem}{LAST_ANSWER}{response.text[:LAST_ANSWER_CHARS]}"
         )
     raise LLMOutputError(f"{provider.name}:{request.model}: no output mode left to try")
 

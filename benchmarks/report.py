@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks import cli_latency
+from benchmarks import cli_latency, v1_verification
 
 __all__ = ["TARGETS", "render_table", "summary", "target_met"]
 
@@ -31,38 +31,80 @@ TARGETS = {
 
 def target_met(row: dict[str, Any]) -> bool | None:
     """Whether ``row`` meets its workload's target (``None``: no target)."""
-    match row.get("workload"):
-        case "W1":
-            return bool(row["activities_per_s"] >= 3000 and row["ratio_to_baseline"] >= 0.4)
-        case "W2":
-            return bool(row["overhead_ratio"] <= 1.15)
-        case "W3":
-            return bool(row["p50_ms"] <= 0.5 and row["p99_ms"] <= 1.0)
-        case "W4":
-            return bool(
-                row["completed"]
-                and row["lost"] == 0
-                and row["recorded_twice"] == 0
-                and row["executed_twice"] <= 2
-                and row["recovery_s"] <= 6
-                and row.get("recovery_over_raw_s") is not None
-                and row["recovery_over_raw_s"] <= 0.5
-            )
-        case "W5":
-            return bool(row["ratio_to_sdk"] <= 1.1 and row["own_cpu_ratio"] <= 0.5)
-        case "W6":
-            return bool(row["overhead_ratio"] <= 1.15 and row["redis_commands_per_activity"] <= 40)
-        case "W7":
-            return bool(row["retries_recorded"] == row["retries_expected"])
-        case "cold_start":
-            return bool(row["cold_start_s"] <= 0.3)
-        case "W8":
-            return bool(row["end_within_10pct"] and row["keys_left"] == 0)
-        case "soak":
-            return bool(row["memory_flat"] and row["keys_left"] == 0)
-        case "cli":
-            return cli_latency.target_met(row)
-    return None
+    met = _TARGET_MET.get(str(row.get("workload")))
+    return None if met is None else met(row)
+
+
+def _met_w1(row: dict[str, Any]) -> bool:
+    return bool(row["activities_per_s"] >= 3000 and row["ratio_to_baseline"] >= 0.4)
+
+
+def _met_w2(row: dict[str, Any]) -> bool:
+    return bool(row["overhead_ratio"] <= 1.15)
+
+
+def _met_w3(row: dict[str, Any]) -> bool:
+    return bool(row["p50_ms"] <= 0.5 and row["p99_ms"] <= 1.0)
+
+
+def _met_w4(row: dict[str, Any]) -> bool:
+    return bool(
+        row["completed"]
+        and row["lost"] == 0
+        and row["recorded_twice"] == 0
+        and row["executed_twice"] <= 2
+        and row["recovery_s"] <= 6
+        and row.get("recovery_over_raw_s") is not None
+        and row["recovery_over_raw_s"] <= 0.5
+    )
+
+
+def _met_w5(row: dict[str, Any]) -> bool:
+    return bool(row["ratio_to_sdk"] <= 1.1 and row["own_cpu_ratio"] <= 0.5)
+
+
+def _met_w6(row: dict[str, Any]) -> bool:
+    return bool(row["overhead_ratio"] <= 1.15 and row["redis_commands_per_activity"] <= 40)
+
+
+def _met_w7(row: dict[str, Any]) -> bool:
+    return bool(row["retries_recorded"] == row["retries_expected"])
+
+
+def _met_cold_start(row: dict[str, Any]) -> bool:
+    return bool(row["cold_start_s"] <= 0.3)
+
+
+def _met_w8(row: dict[str, Any]) -> bool:
+    return bool(row["end_within_10pct"] and row["keys_left"] == 0)
+
+
+def _met_soak(row: dict[str, Any]) -> bool:
+    return bool(row["memory_flat"] and row["keys_left"] == 0)
+
+
+def _met_v1(row: dict[str, Any]) -> bool:
+    return v1_verification.target_met(row)
+
+
+def _met_cli(row: dict[str, Any]) -> bool:
+    return cli_latency.target_met(row)
+
+
+_TARGET_MET: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "W1": _met_w1,
+    "W2": _met_w2,
+    "W3": _met_w3,
+    "W4": _met_w4,
+    "W5": _met_w5,
+    "W6": _met_w6,
+    "W7": _met_w7,
+    "cold_start": _met_cold_start,
+    "W8": _met_w8,
+    "soak": _met_soak,
+    "V1": _met_v1,
+    "cli": _met_cli,
+}
 
 
 def summary(row: dict[str, Any]) -> str:
@@ -152,6 +194,16 @@ def _w8(row: dict[str, Any]) -> str:
     )
 
 
+def _v1(row: dict[str, Any]) -> str:
+    return (
+        f"{row['stopped_before_integration']:.0%} of {row['defects']} defects stopped "
+        f"before integration, {row['automatic_stopped_without_person']:.0%} of the "
+        f"automatic ones without a person; {row['clean_accepted_without_person']:.0%} "
+        f"clean accepted alone; {row['false_escalations']} false escalations; "
+        f"{row['final_answers_with_defect']} final answers with a defect"
+    )
+
+
 def _cli(row: dict[str, Any]) -> str:
     return cli_latency.summary(row)
 
@@ -168,6 +220,7 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "cold_start": _cold_start,
     "W8": _w8,
     "soak": _w8,
+    "V1": _v1,
     "cli": _cli,
 }
 

@@ -50,6 +50,13 @@ Workloads (sizes of a full run; ``--quick`` shrinks them for a smoke test):
   takes them for 3 minutes with a 5 s retention; memory should stay flat after the
   first retention period (:mod:`benchmarks.w8_retention`; both read the whole server's
   ``used_memory``, so give them a Redis of their own).
+- ``V1``: verification quality: 12 goals, 72 activities of varied domains, about half
+  answering first with one defect (a wrong total, an IBAN or national phone number, a
+  figure contradicting another activity's, a cut-off answer, an injection, a fabricated
+  citation, a false statement a judge knows), through the real pipeline with a scripted
+  person answering the inbox (:mod:`benchmarks.v1_verification`): defects stopped before
+  integration, stopped without a person, clean outputs accepted without one, false
+  escalations, final answers with a defect.
 - ``cli``: ``taskloom status RUN`` on the embedded store (no Redis URL; the ``--redis-url``
   is not used): wall time with the server already running, against a cold start and
   against starting and stopping it per command (:mod:`benchmarks.cli_latency`).
@@ -86,6 +93,7 @@ from benchmarks import (  # noqa: E402
     cli_latency,
     cold_start,
     redis_baseline,
+    v1_verification,
     w1_fanout,
     w2_latency,
     w3_chain,
@@ -101,7 +109,20 @@ from taskloom import TaskloomError  # noqa: E402
 
 __all__ = ["QUICK", "STANDARD", "Sizes", "main"]
 
-WORKLOADS = ("baseline", "W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "cold_start", "cli")
+WORKLOADS = (
+    "baseline",
+    "W1",
+    "W2",
+    "W3",
+    "W4",
+    "W5",
+    "W6",
+    "W7",
+    "W8",
+    "V1",
+    "cold_start",
+    "cli",
+)
 EXTRA_WORKLOADS = ("soak",)
 """Measured only when named in ``--only`` (minutes long)."""
 _RUNS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
@@ -113,6 +134,7 @@ _RUNS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "W5": w5_subagents.run,
     "W6": w6_pipeline.run,
     "W7": w7_retries.run,
+    "V1": v1_verification.run,
     "cold_start": cold_start.run,
     "W8": w8_retention.run,
     "soak": w8_retention.soak,

@@ -32,12 +32,12 @@ def house_style(output: Any) -> bool:
 async def test_a_plan_naming_an_unknown_verifier_is_fed_back_and_the_next_plan_runs(
     fake: FakeLLM, orch: Orchestrator
 ) -> None:
-    figures = FunctionVerifier(lambda output: True, name="figures")
+    figures = FunctionVerifier(lambda output: True, name="sourced")
     unknown = {"activities": [act("a", verify={"custom": ["tone"]}), act("b", "a")]}
     fixed = {"activities": [act("a", verify={"custom": ["house_style"]}), act("b", "a")]}
     team = SimulatedTeam(plans=[unknown, fixed])
     fake.answer_with(team)
-    registered = {"house_style": house_style, "figures": (figures, "Every figure matches a source")}
+    registered = {"house_style": house_style, "sourced": (figures, "Every figure matches a source")}
     async with running(orch.worker(verifiers=registered)):
         handle = await orch.submit("write two parts", model=MODEL)
         result = await handle.result(timeout=30)
@@ -50,12 +50,13 @@ async def test_a_plan_naming_an_unknown_verifier_is_fed_back_and_the_next_plan_r
     events = [e async for e in pipeline_events(handle, follow=False)]
     [invalid] = [e for e in events if e["event"] == "plan_invalid"]
     [problem] = invalid["problems"]
-    assert "'tone'" in problem and "figures, house_style" in problem
+    assert "'tone'" in problem and "house_style, sourced" in problem
 
     first, second = (system_prompt(r) for r in team.requests["planner"])
     for prompt in (first, second):  # what exists, and what each checks
         assert '"house_style": "Follows the house style guide: no exclamation marks."' in prompt
-        assert '"figures": "Every figure matches a source"' in prompt
+        assert '"sourced": "Every figure matches a source"' in prompt
+        assert '"figures": "Figures stated for the same quantity by different' in prompt
         assert '"references": "Every reference to another activity must name one' in prompt
         assert "More lines" not in prompt
     assert "## Fix this" not in first

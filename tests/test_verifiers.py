@@ -694,7 +694,7 @@ def test_the_package_exports_what_it_means_to() -> None:
         "run_cross_checks", "VerifySpec", "RulesSpec", "PIISpec", "Totals", "JudgeSpec",
         "ConsensusSpec",
         "build", "UnknownVerifierError", "VerifierConfigError", "MissingRunnerError",
-        "Truncation", "Injection", "Citations",
+        "Truncation", "Injection", "Citations", "Figures",
     }  # fmt: skip
     assert set(verifiers.__all__) == expected and len(verifiers.__all__) == len(expected)
     for name in set(verifiers.__all__) - {"Status"}:  # a Literal alias holds no docstring

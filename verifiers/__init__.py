@@ -9,7 +9,8 @@ Python callable (:func:`verifier`); and, on by default for every output,
 :class:`Truncation` (an answer cut off before its end), :class:`Injection` (instructions
 aimed at the reviewer, judge or integrator: escalated) and :class:`Citations` (citations
 that point at nothing); cross-activity checks (:class:`References`, :class:`Agreement`)
-look at several outputs together. A :class:`VerifySpec` declares them in JSON.
+look at several outputs together (:class:`Figures`: figures stated for one quantity
+in text or JSON must agree). A :class:`VerifySpec` declares them in JSON.
 
 ::
 
@@ -35,6 +36,7 @@ from .consensus import Consensus
 from .cross import Agreement, CrossCheck, References, run_cross_checks
 from .custom import FunctionVerifier, verifier
 from .errors import MissingRunnerError, UnknownVerifierError, VerifierConfigError
+from .figures import Figures
 from .injection import Injection
 from .judge import Judge, JudgeScore
 from .rules import Rules
@@ -52,6 +54,7 @@ __all__ = [
     "Consensus",
     "ConsensusSpec",
     "CrossCheck",
+    "Figures",
     "FunctionVerifier",
     "Injection",
     "Judge",

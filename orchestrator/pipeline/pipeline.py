@@ -27,9 +27,12 @@ What happens, in order:
    ``replan_on_failure``) stops new work, withdraws the run's other open questions,
    asks the planner for a new version, and reuses every accepted activity whose spec
    (and upstream specs) did not change; the others are cancelled.
-4. **Integrate.** Cross-activity checks look at the accepted outputs together; then the
-   integrator (or the user's reducer activity) combines them, and the answer is
-   verified with the same policy. Only accepted outputs reach the integrator.
+4. **Integrate.** Activities that state figures for the same quantity are checked
+   against each other as soon as both are accepted, before anything uses them
+   (:mod:`taskloom.pipeline.crossgate`); every cross-activity check looks at the accepted
+   outputs together once more; then the integrator (or the user's reducer activity)
+   combines them, and the answer is verified with the same policy. Only accepted
+   outputs reach the integrator.
 
 Every decision is in the run's log as a ``value_recorded`` event named ``pipeline.*``
 (:func:`pipeline_events` reads them): the plans, each activity's start, verdicts,
@@ -43,18 +46,20 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from taskloom.agents.agent import Agent
 from taskloom.engine.definitions import ActivityDef, workflow
 from taskloom.engine.human import Decision
 from taskloom.engine.store import Event
 from taskloom.errors import ActivityError, HumanTaskExpiredError, WorkflowError
+from taskloom.pipeline.crossgate import CrossGate, final_check
 from taskloom.pipeline.plan import Plan, PlanActivity, diff_plans, spec_keys
 from taskloom.pipeline.planner import Planner
 from taskloom.pipeline.policy import ActivityRun, Work, edited, problem_of
 from taskloom.pipeline.rerun import downstream, previous_run
 from taskloom.pipeline.roles import BUILTIN_ROLES, INTEGRATOR, PLANNER
+from taskloom.pipeline.routing import Escalation, FallbackStep, Route, Routing, check_reviewer
 from taskloom.pipeline.subagents import Context, Subagents
 from taskloom.pipeline.verification import CustomVerifiers, install_verifiers
 from taskloom.verifiers import VerifySpec
@@ -104,6 +109,13 @@ class PipelineRequest(BaseModel):
     budget: str | None = None
     """The run whose budget model calls are held against (a child's root run)."""
     assignee: str | None = None
+    """Who gets the escalations no route takes (the run-level default)."""
+    sla: float | None = Field(default=None, gt=0)
+    """Seconds the default assignee has to decide; then ``fallback`` applies."""
+    fallback: list[FallbackStep] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+    """Escalations by activity, role, verifier kind or severity to their reviewers
+    (:mod:`taskloom.pipeline.routing`), before the template's and the plan's."""
     reducer: str | None = None
     """An activity that combines the accepted outputs instead of the integrator."""
     replan_on_failure: bool = False
@@ -114,6 +126,11 @@ class PipelineRequest(BaseModel):
     point, and its accepted activities whose spec did not change are reused."""
     rerun: list[str] = Field(default_factory=list)
     """Activities of ``previous`` to do again, with everything built on them."""
+
+    @field_validator("assignee")
+    @classmethod
+    def _reviewer(cls, value: str | None) -> str | None:
+        return None if value is None else check_reviewer(value)
 
 
 @dataclass
@@ -198,6 +215,10 @@ class Pipeline:
         self.dropped: list[str] = []
         self.escalations = 0
         self.planner = Planner(self)
+        self.plan: Plan | None = None
+        self.histories: dict[str, list[dict[str, Any]]] = {}  # activity -> its attempts
+        self.settled_findings: set[str] = set()
+        """Cross-check findings a person approved: not asked about again."""
 
     def emit(self, event: str, **data: Any) -> Any:
         return self.ctx.record(f"pipeline.{event}", data)
@@ -209,7 +230,7 @@ class Pipeline:
         while True:
             await self.execute(plan)
             if self.replan is None:
-                await self.cross_check()
+                await self.cross_check(plan)
             if self.replan is None:
                 break
             note, self.replan = self.replan, None
@@ -260,15 +281,19 @@ class Pipeline:
     # -- executing ----------------------------------------------------------------------
     async def execute(self, plan: Plan) -> None:
         keys = spec_keys(plan)
+        self.plan = plan
         self.works = {a.id: Work(a.id, keys[a.id]) for a in plan.activities}
         ready = {a.id: asyncio.Event() for a in plan.activities}
+        gate = CrossGate(self, plan)
 
         async def branch(act: PlanActivity) -> None:
             try:
                 for dep in act.inputs:
                     await ready[dep].wait()
                 await self.activity(act)
+                await gate.release(act)  # checked against its peers before any use
             finally:
+                gate.finish(act.id)
                 ready[act.id].set()
 
         await self.ctx.gather(*(branch(a) for a in plan.activities))
@@ -289,6 +314,15 @@ class Pipeline:
         if work.status == "accepted":
             self.accepted[work.key] = work
 
+    async def rerun(self, act: PlanActivity, feedback: str) -> None:
+        """Run an accepted activity again (a cross-check's decision kept another side)."""
+        work = self.works[act.id]
+        work.status = "pending"
+        self.emit("activity", id=act.id, state="rerun", feedback=feedback)
+        await ActivityRun(self, act, work).run(feedback=feedback)
+        if work.status == "accepted":
+            self.accepted[work.key] = work
+
     def go(self, act_id: str, state: str, **data: Any) -> bool:
         """Record a step of an activity; False when a re-plan stopped new work (the
         recorded answer, so a replay takes the same path)."""
@@ -296,14 +330,40 @@ class Pipeline:
             self.emit("activity", id=act_id, state=state, go=self.replan is None, **data)["go"]
         )
 
+    def routing(self) -> Routing:
+        """The run's routes: the submit's, the template's, the current plan's."""
+        req = self.req
+        template = [Route.model_validate(r) for r in (req.template or {}).get("routes", [])]
+        planned = self.plan.routes if self.plan is not None else []
+        return Routing(
+            [*req.routes, *template, *planned],
+            assignee=req.assignee,
+            sla=req.sla,
+            fallback=req.fallback,
+        )
+
     async def ask(
-        self, title: str, context: dict[str, Any], decisions: tuple[str, ...]
+        self,
+        title: str,
+        context: dict[str, Any],
+        decisions: tuple[str, ...],
+        about: Escalation | None = None,
     ) -> Decision | None:
-        """Escalate to a person; ``None`` when a re-plan withdrew the question."""
+        """Escalate to a person (the one its route names); ``None`` when a re-plan
+        withdrew the question."""
         self.escalations += 1
+        to = self.routing().target(about or Escalation())
+        if isinstance(context, dict):
+            context = {**context, "routed_to": to.assignee or to.group}
         try:
             return await self.ctx.escalate(
-                title, context=context, decisions=decisions, assignee=self.req.assignee
+                title,
+                context=context,
+                decisions=decisions,
+                assignee=to.assignee,
+                group=to.group,
+                sla=to.sla,
+                fallback=to.steps(decisions),
             )
         except HumanTaskExpiredError as exc:
             if SUPERSEDED in str(exc):
@@ -353,35 +413,10 @@ class Pipeline:
         return outcome
 
     # -- across activities, and integration ---------------------------------------------
-    async def cross_check(self) -> None:
-        outputs = {i: w.output for i, w in self.works.items() if w.status == "accepted"}
-        verdicts = await self.ctx.run("taskloom.cross_check", outputs) if outputs else []
-        bad = [v for v in verdicts if v["status"] in ("fail", "uncertain")]
-        if not bad:
-            return
-        implicated = sorted({i for v in bad for i in v.get("activities", [])})
-        self.emit("cross_check", verdicts=bad, activities=implicated)
-        decisions = ("approve", "reject", "replan") if self.can_replan() else ("approve", "reject")
-        decision = await self.ask(
-            "Accepted outputs do not agree with each other",
-            {
-                "goal": self.req.goal,
-                "verdicts": bad,
-                "outputs": {i: outputs.get(i) for i in implicated},
-            },
-            decisions,
-        )
-        if decision is None or decision.decision == "approve":
-            return
-        if decision.decision == "replan":
-            self.replan = decision.note or "the outputs contradict each other: " + "; ".join(
-                r for v in bad for r in v.get("reasons", [])
-            )
-            return
-        for i in implicated:
-            if i in self.works:
-                self.works[i].status = "rejected"
-                self.works[i].decided_by = decision.by
+    async def cross_check(self, plan: Plan) -> None:
+        """Every cross-activity check over the accepted outputs together, before
+        integration (:func:`~taskloom.pipeline.crossgate.final_check`)."""
+        await final_check(self, plan)
 
     def can_replan(self) -> bool:
         return self.planner.version - 1 < self.req.max_replans  # each re-plan adopts a new version
@@ -417,6 +452,14 @@ class Pipeline:
                     else outcome["verdicts"][0]["reasons"][0],
                 },
                 decisions,
+                Escalation(
+                    activities=("final",),
+                    roles=(INTEGRATOR.name,),
+                    verifiers=tuple(
+                        sorted(v["verifier"] for v in outcome["verdicts"] if v["status"] != "pass")
+                    ),
+                    severity=outcome["status"] if outcome["status"] != "pass" else "error",
+                ),
             )
             if decision is None or decision.decision == "reject":
                 raise WorkflowError("the integrated answer was rejected")

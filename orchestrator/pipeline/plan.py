@@ -24,11 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from taskloom.agents.agent import Agent
 from taskloom.agents.errors import PriceTableError, validation_problems
 from taskloom.agents.pricing import PriceTable
 from taskloom.errors import PlanError
+from taskloom.pipeline.routing import Route, route_problems
 from taskloom.verifiers import VerifySpec
 
 __all__ = [
@@ -85,6 +87,14 @@ class PlanActivity(BaseModel):
     split: bool = Field(
         default=False, description="the piece may be too big: its subagent may ask for a sub-plan"
     )
+    facts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "the quantities whose figures the output states (e.g. 'revenue 2024'); "
+            "activities stating the same one are checked against each other before "
+            "anything uses them"
+        ),
+    )
 
     @field_validator("id", mode="before")
     @classmethod
@@ -113,6 +123,12 @@ class Plan(BaseModel):
         default_factory=VerifySpec, description="checks on the integrated answer"
     )
     rationale: str = Field(default="", description="why the work is split this way")
+    routes: SkipJsonSchema[list[Route]] = Field(
+        default_factory=list,
+        description="who decides escalations, by activity, role, verifier or severity",
+    )
+    """Set by whoever gives the plan (not shown to the planner: the submit's and the
+    template's routes are the usual place)."""
     version: int = Field(default=1, ge=1, description="set by the runtime, not the planner")
 
     def activity(self, activity_id: str) -> PlanActivity:
@@ -255,6 +271,7 @@ def validate_plan(
             verifiers=verifiers,
         )
     )
+    problems.extend(route_problems(plan.routes, activities=known, roles=set(roles)))
     too_big = size_problem(len(plan.activities), limits.max_activities)
     if too_big:
         problems.append(too_big)
@@ -482,6 +499,8 @@ def spec_keys(plan: Plan) -> dict[str, str]:
         act = by_id[activity_id]
         spec = act.model_dump(mode="json", exclude={"id", "inputs"}, by_alias=True)
         spec["inputs"] = sorted(keys[d] for d in act.inputs)
+        if not spec.get("facts"):
+            spec.pop("facts", None)  # keys of plans made before facts existed stay the same
         text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
         keys[activity_id] = hashlib.sha256(text.encode()).hexdigest()[:24]
     return {a.id: keys[a.id] for a in plan.activities if a.id in keys}

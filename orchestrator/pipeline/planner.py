@@ -16,6 +16,7 @@ from taskloom.errors import ActivityError, PlanError
 from taskloom.pipeline.plan import Plan, PlanLimits, parse_plan, starter_plan, validate_plan
 from taskloom.pipeline.policy import edited
 from taskloom.pipeline.roles import PLANNER, catalog
+from taskloom.pipeline.routing import Escalation
 from taskloom.pipeline.subagents import Subagents
 from taskloom.pipeline.verification import cross_check_catalog, verifier_catalog
 
@@ -121,6 +122,7 @@ class Planner:
                     "planner_said": last,
                 },
                 ("retry", "edit", "reject"),
+                Escalation(roles=(PLANNER.name,), verifiers=("planner",), severity="error"),
             )
             if decision is None or decision.decision == "reject":
                 raise PlanError(f"no valid plan for the goal: {feedback}")

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from taskloom.agents.agent import AgentResult
-from taskloom.agents.structured import json_schema
+from taskloom.agents.structured import LAST_ANSWER, json_schema
 from taskloom.errors import ActivityError, ChildWorkflowError
 from taskloom.pipeline.plan import PlanActivity
+from taskloom.pipeline.routing import Escalation, Severity
 
 if TYPE_CHECKING:
     from taskloom.pipeline.pipeline import Pipeline
@@ -63,13 +64,18 @@ class ActivityRun:
         self.spec = act.verify
         self.model = act.model or (None if self.agent.model else pipe.req.model)
         self.inputs = {d: pipe.works[d].output for d in act.inputs}
-        self.history: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = pipe.histories.setdefault(act.id, [])
         self.finish: str | None = None
         """Why the model stopped the last attempt's output (``None``: no model wrote it)."""
+        self.about = Escalation(activities=(act.id,), roles=(act.role,))
+        """What the next escalation is about (for its route)."""
+        self.raw: str | None = None
+        """What the model last answered when no output validated (for the person)."""
 
-    async def run(self) -> None:
+    async def run(self, *, feedback: str | None = None) -> None:
+        """Attempt, verify, retry, escalate until the activity is settled; ``feedback``
+        goes with the first attempt (a re-run asked for by a cross-check)."""
         pipe, act, work = self.pipe, self.act, self.work
-        feedback: str | None = None
         retries = self.spec.max_retries
         while True:
             if not pipe.go(act.id, "started", attempt=work.attempts + 1):
@@ -78,6 +84,17 @@ class ActivityRun:
             work.attempts += 1
             output, problem = await self.attempt(feedback)
             outcome: dict[str, Any] | None = None
+            if problem is not None:
+                broke = "budget" if problem.startswith("the run's budget") else "subagent"
+                self.about = Escalation(activities=(act.id,), roles=(act.role,), verifiers=(broke,))
+                self.history.append(
+                    {
+                        "attempt": work.attempts,
+                        "output": self.raw,
+                        "status": "error",
+                        "feedback": problem,
+                    }
+                )
             if problem is None:
                 async with pipe.slots:
                     outcome = await pipe.verify(
@@ -117,6 +134,14 @@ class ActivityRun:
                     pipe.emit("activity", id=act.id, state="retrying", feedback=feedback)
                     continue
                 problem = problem_of(outcome)
+                status: Severity = outcome["status"]
+                kinds = {v["verifier"] for v in outcome["verdicts"] if v["status"] != "pass"}
+                self.about = Escalation(
+                    activities=(act.id,),
+                    roles=(act.role,),
+                    verifiers=tuple(sorted(kinds | ({"budget"} if over else set()))),
+                    severity=status,
+                )
                 if over:
                     problem += f" (its attempts cost ${work.cost_usd:.4f}, over its ${act.max_usd})"
             if pipe.req.replan_on_failure and pipe.can_replan() and outcome is not None:
@@ -132,7 +157,7 @@ class ActivityRun:
         """One subagent call (or child run): its output, or why there is none."""
         pipe, act = self.pipe, self.act
         task = act.instructions
-        self.finish = None
+        self.finish, self.raw = None, None
         if act.split and pipe.req.depth < pipe.req.max_depth and self.agent.output is None:
             task += (
                 "\n\nIf this piece is too big to do well in one answer, reply with only "
@@ -151,9 +176,10 @@ class ActivityRun:
                 )
         except ActivityError as exc:
             budget = exc.error_type == "BudgetExceededError"
-            return None, (
-                "the run's budget is spent: " if budget else "the subagent failed: "
-            ) + str(exc)
+            text, _, self.raw = str(exc).partition(LAST_ANSWER)
+            return None, ("the run's budget is spent: " if budget else "the subagent failed: ") + (
+                text if self.raw else str(exc)
+            )
         self.add(result.usage.total, result.cost_usd)
         why = decomposition(result) if self.agent.output is None else None
         if why is None:
@@ -229,8 +255,10 @@ class ActivityRun:
                     "history": self.history,
                     "reason": problem,
                     "output_schema": self.output_schema(),
+                    **({"last_output": self.raw} if output is None and self.raw else {}),
                 },
                 decisions,
+                self.about,
             )
             if decision is None:
                 self.cancel()

@@ -11,7 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
+from taskloom.agents.errors import validation_problems
 from taskloom.errors import UserError
+from taskloom.pipeline.routing import Route
 
 __all__ = ["BUILTIN_TEMPLATES", "Template", "get_template", "template_names"]
 
@@ -26,14 +30,27 @@ class Template:
     """Words for the planner: how to split the job, which roles, what to check."""
     verify: dict[str, Any] = field(default_factory=dict)
     """Checks (a :class:`~taskloom.verifiers.VerifySpec` as JSON) suggested for every activity."""
+    routes: list[dict[str, Any]] = field(default_factory=list)
+    """Who decides escalations (:class:`~taskloom.pipeline.routing.Route` as JSON), after
+    the routes given at submit and before the plan's."""
 
     def __post_init__(self) -> None:
         if not self.name or not self.guidance:
             raise UserError("a Template needs a name and guidance for the planner")
+        for n, route in enumerate(self.routes, 1):
+            try:
+                Route.model_validate(route)
+            except ValidationError as exc:
+                raise UserError(
+                    f"template {self.name!r}, route {n}: {validation_problems(exc)[0]}"
+                ) from None
 
     def to_dict(self) -> dict[str, Any]:
-        """The form a run's input records."""
-        return asdict(self)
+        """The form a run's input records (``routes`` only when it has some)."""
+        data = asdict(self)
+        if not self.routes:
+            del data["routes"]
+        return data
 
 
 BUILTIN_TEMPLATES = (

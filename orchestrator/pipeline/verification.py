@@ -24,8 +24,10 @@ from taskloom.engine.worker import Worker
 from taskloom.errors import HumanTaskClosedError
 from taskloom.pipeline.subagents import Subagents, agent_runner
 from taskloom.verifiers import (
+    Agreement,
     Check,
     CrossCheck,
+    Figures,
     References,
     Tools,
     Verifier,
@@ -45,6 +47,7 @@ __all__ = [
     "VERIFY_ACTIVITY",
     "CustomVerifiers",
     "cross_check_catalog",
+    "gating_checks",
     "install_verifiers",
     "verifier_catalog",
 ]
@@ -62,6 +65,7 @@ BUILTIN_CHECK_NAMES = frozenset(
         "citations",
         "references",
         "agreement",
+        "figures",
     }
 )
 """The built-in checks' names, which a user verifier may not take: a plan, a verdict
@@ -84,8 +88,9 @@ def install_verifiers(
     cross_checks: Iterable[CrossCheck] | None = None,
 ) -> None:
     """Register the verification activities on ``worker``, with the user's named
-    ``verifiers`` and the ``cross_checks`` run before integration (by default: every
-    ``references`` entry must name an activity of the plan).
+    ``verifiers`` and the ``cross_checks`` run across outputs (by default: every
+    ``references`` entry must name an activity of the plan, and figures stated for one
+    quantity must agree: :class:`~taskloom.verifiers.Figures`).
 
     Raises :class:`~taskloom.verifiers.VerifierConfigError` for a verifier named like a
     built-in check (:data:`BUILTIN_CHECK_NAMES`)."""
@@ -104,7 +109,9 @@ def install_verifiers(
         descriptions[name] = description or _first_line(_doc_of(check))
     worker.resources[_VERIFIERS] = checks
     worker.resources[_DESCRIPTIONS] = descriptions
-    worker.resources[_CROSS] = list(cross_checks) if cross_checks is not None else [References()]
+    worker.resources[_CROSS] = (
+        list(cross_checks) if cross_checks is not None else [References(), Figures()]
+    )
     for definition in (VERIFY_ACTIVITY, CROSS_CHECK_ACTIVITY, SUPERSEDE_ACTIVITY):
         worker.registry.add(definition)
 
@@ -178,10 +185,27 @@ async def _verify(request: dict[str, Any]) -> dict[str, Any]:
     return outcome.model_dump(mode="json")
 
 
-async def _cross_check(outputs: dict[str, Any]) -> list[dict[str, Any]]:
-    """Run the worker's cross-activity checks over the accepted outputs."""
+def gating_checks(checks: Iterable[CrossCheck]) -> list[CrossCheck]:
+    """The checks that compare figures (:class:`~taskloom.verifiers.Figures`,
+    :class:`~taskloom.verifiers.Agreement`): they can run on a few outputs at a time,
+    as soon as those are accepted; the others need the whole plan's outputs."""
+    return [c for c in checks if isinstance(c, Figures | Agreement)]
+
+
+async def _cross_check(
+    outputs: dict[str, Any],
+    facts: dict[str, list[str]] | None = None,
+    gate: bool = False,
+) -> list[dict[str, Any]]:
+    """Run the worker's cross-activity checks over the accepted outputs; ``facts`` (activity
+    id -> the quantities it states) narrows :class:`~taskloom.verifiers.Figures`;
+    ``gate``: only the checks that compare figures (a few outputs, not the plan's all)."""
     worker: Worker = current().host
     checks: list[CrossCheck] = worker.resources.get(_CROSS, [])
+    if gate:
+        checks = gating_checks(checks)
+    if facts is not None:
+        checks = [c.for_plan(facts) if isinstance(c, Figures) else c for c in checks]
     verdicts = await run_cross_checks(checks, outputs)
     return [v.model_dump(mode="json") for v in verdicts]
 

@@ -205,6 +205,8 @@ def show(task: HumanTask, out: TextIO = sys.stdout) -> None:
     if "output" in ctx:
         text = ctx["output"] if isinstance(ctx["output"], str) else json.dumps(ctx["output"])
         print(f"    output:   {clip(text, 300)}", file=out)
+    if ctx.get("last_output"):  # what the model answered, though it never validated
+        print(f"    answered: {clip(str(ctx['last_output']), 300)}", file=out)
     if ctx.get("problems"):  # why the planner's plans were refused
         print(f"    why:      {clip(str(ctx['problems']), 400)}", file=out)
     if "last_plan" in ctx:

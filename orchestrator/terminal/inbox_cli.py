@@ -46,7 +46,20 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 _Action = Callable[[argparse.Namespace, "Orchestrator"], Awaitable[int]]
-_SECTIONS = ("goal", "activity", "reason", "output", "answer", "verdicts", "history")
+_SECTIONS = (
+    "goal",
+    "activity",
+    "activities",
+    "reason",
+    "why",
+    "routed_to",
+    "output",
+    "answer",
+    "last_output",
+    "outputs",
+    "verdicts",
+    "history",
+)
 """Context keys of the pipeline's escalations, shown in this order by ``show``."""
 
 
@@ -240,8 +253,18 @@ def _section(key: str, value: Any) -> list[str]:
         return lines
     if key == "verdicts" and isinstance(value, list):
         return ["verdicts:", *(line for v in value for line in _verdict(v))]
+    if key == "activities" and isinstance(value, dict):  # a cross-check's
+        return [line for spec in value.values() for line in _section("activity", spec)]
     if key == "history" and isinstance(value, list):
         return ["history:", *(line for h in value for line in _attempt(h))]
+    if key == "history" and isinstance(value, dict):  # activity id -> its attempts
+        return [
+            f"history of {act}:" if i == 0 else line
+            for act, attempts in value.items()
+            for i, line in enumerate(["", *(x for h in attempts or [] for x in _attempt(h))])
+        ]
+    if key == "last_output":
+        return _block("last answer of the model (it never validated)", pretty(value))
     return _block(key, pretty(value))
 
 

@@ -103,9 +103,10 @@ class ItemPages:
         links = await self.links.list(task.id) if visitor.link is None else []
         ctx = task.context if isinstance(task.context, dict) else {}
         known = {"goal", "output", "answer", "reason", "output_schema", "problems"}
-        known |= {"last_plan", "outputs"}
+        known |= {"last_plan", "outputs", "last_output", "why", "routed_to", "decisions_help"}
         known |= {"activity"} if isinstance(ctx.get("activity"), dict) else set()
-        known |= {k for k in ("verdicts", "history") if isinstance(ctx.get(k), list)}
+        known |= {"activities"} if isinstance(ctx.get("activities"), dict) else set()
+        known |= {k for k in ("verdicts", "history") if isinstance(ctx.get(k), list | dict)}
         extra = (
             {k: v for k, v in ctx.items() if k not in known}
             if isinstance(task.context, dict)
@@ -117,9 +118,9 @@ class ItemPages:
             status=status,
             task=task,
             ctx=ctx,
-            activity=ctx.get("activity") if isinstance(ctx.get("activity"), dict) else None,
+            activities=_activities(ctx),
             verdicts=_records(ctx.get("verdicts"), _VERDICT_FIELDS),
-            history=_records(ctx.get("history"), ("attempt", "status", "feedback", "output")),
+            history=_records(_attempts(ctx.get("history")), _ATTEMPT_FIELDS),
             extra=extra,
             sla=_sla(task, self.clock.now_ms()),
             spec=spec,
@@ -202,6 +203,32 @@ def _sla(task: HumanTask, now_ms: int) -> str:
     left = task.sla_due_ms - now_ms
     at = when(task.sla_due_ms)
     return f"due in {span(left)} ({at})" if left >= 0 else f"overdue by {span(left)} ({at})"
+
+
+_ATTEMPT_FIELDS = ("attempt", "status", "feedback", "output")
+
+
+def _activities(ctx: dict[str, Any]) -> list[dict[str, Any]]:
+    """The activity specs an item is about: one (``activity``) or several (a
+    cross-check's ``activities``, by id)."""
+    if isinstance(ctx.get("activity"), dict):
+        return [ctx["activity"]]
+    many = ctx.get("activities")
+    return [a for a in many.values() if isinstance(a, dict)] if isinstance(many, dict) else []
+
+
+def _attempts(history: Any) -> Any:
+    """An item's attempt history as one list; a cross-check's (activity id -> attempts)
+    labels each attempt with its activity."""
+    if not isinstance(history, dict):
+        return history
+    return [
+        {**h, "attempt": f"{act} #{h.get('attempt', n + 1)}"}
+        for act, attempts in history.items()
+        if isinstance(attempts, list)
+        for n, h in enumerate(attempts)
+        if isinstance(h, dict)
+    ]
 
 
 _VERDICT_FIELDS = ("verifier", "status", "score", "reasons", "feedback", "evidence", "activities")
