@@ -90,7 +90,10 @@ class LocalCluster:
         args = [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1"]
         args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         args += ["--cluster-node-timeout", "1000", "--save", "", "--appendonly", "no"]
-        args += ["--dir", str(home)]
+        # A replica syncs at once (no 5 s wait for more replicas) and may always take
+        # over, however long a loaded machine kept it from its master.
+        args += ["--repl-diskless-sync-delay", "0", "--cluster-replica-validity-factor", "0"]
+        args += ["--dir", str(home), "--logfile", str(home / "server.log")]
         self.procs[port] = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -114,6 +117,8 @@ class LocalCluster:
 
             self._until(replicate, f"node {port} to replicate {master}")
         self.wait_ok()
+        for port in masters:
+            self.wait_synced(port)
 
     def wait_ok(self, ports: list[int] | None = None) -> None:
         """Wait until every live node (or ``ports``) says ``cluster_state:ok`` and knows
@@ -133,6 +138,50 @@ class LocalCluster:
         proc = self.procs.pop(port)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+    def master_of(self, slot: int) -> int:
+        """The port of the master serving ``slot``, as a live node sees it."""
+        for first, last, master, *_ in self.node(next(iter(self.procs))).execute_command(
+            "CLUSTER SLOTS"
+        ):
+            if int(first) <= slot <= int(last):
+                return int(master[1])
+        raise RuntimeError(f"no master serves slot {slot}")
+
+    def replicas_of(self, port: int) -> list[int]:
+        """The ports of the live replicas of the master on ``port``."""
+        found = []
+        for replica in self.procs:
+            info = self.node(replica).info("replication")
+            if info.get("role") == "slave" and int(info.get("master_port", 0)) == port:
+                found.append(replica)
+        return found
+
+    def wait_synced(self, port: int) -> None:
+        """Wait until every replica of the master on ``port`` has all it wrote (so a
+        failover loses no acknowledged write: replication is asynchronous)."""
+
+        def synced() -> None:
+            info = self.node(port).info("replication")
+            offset = int(info["master_repl_offset"])
+            seen = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+            if len(seen) < self.replicas or any(
+                r.get("state") != "online" or int(r["offset"]) < offset for r in seen
+            ):
+                raise RedisError(f"replicas behind {offset}: {seen}")
+
+        self._until(synced, f"the replicas of {port} to catch up")
+
+    def wait_promoted(self, port: int) -> None:
+        """Wait until one of ``port``'s replicas is a master and every live node says the
+        cluster is ok again."""
+
+        def promoted() -> None:
+            if self.node(port).info("replication").get("role") != "master":
+                raise RedisError(f"{port} is not a master yet")
+
+        self._until(promoted, f"{port} to be promoted")
+        self.wait_ok()
 
     @staticmethod
     def _until(check: object, what: str, timeout: float = 30) -> None:
