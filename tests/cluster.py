@@ -50,11 +50,14 @@ def free_port_block(n: int) -> int:
 @dataclass
 class LocalCluster:
     """``masters`` masters (each with ``replicas`` replicas) on loopback, started on
-    enter, killed on exit."""
+    enter, killed on exit; ``binary`` is the server (default: redis-server from PATH or
+    the embedded one), ``appendfsync`` turns AOF on with that policy."""
 
     home: Path
     masters: int = 3
     replicas: int = 0
+    binary: str = ""
+    appendfsync: str = ""
     ports: list[int] = field(default_factory=list)
     procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -87,9 +90,13 @@ class LocalCluster:
     def _start(self, port: int) -> None:
         home = self.home / str(port)
         home.mkdir(parents=True, exist_ok=True)
-        args = [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1"]
+        args = [self.binary or find_redis_server(), "--port", str(port), "--bind", "127.0.0.1"]
         args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-        args += ["--cluster-node-timeout", "1000", "--save", "", "--appendonly", "no"]
+        args += ["--cluster-node-timeout", "1000", "--save", ""]
+        if self.appendfsync:
+            args += ["--appendonly", "yes", "--appendfsync", self.appendfsync]
+        else:
+            args += ["--appendonly", "no"]
         # A replica syncs at once (no 5 s wait for more replicas) and may always take
         # over, however long a loaded machine kept it from its master.
         args += ["--repl-diskless-sync-delay", "0", "--cluster-replica-validity-factor", "0"]

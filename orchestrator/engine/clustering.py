@@ -28,8 +28,16 @@ from redis.exceptions import (
 
 from taskloom.engine.refusals import Where, not_a_cluster, refusal
 from taskloom.errors import ConfigurationError, RedisRefusedError
+from taskloom.luascripts import queued_keys
 
-__all__ = ["CLUSTER_SCHEMES", "MAX_IN_FLIGHT", "ClusterClient", "cluster_url", "is_cluster"]
+__all__ = [
+    "CLUSTER_SCHEMES",
+    "MAX_IN_FLIGHT",
+    "ClusterClient",
+    "cluster_url",
+    "is_cluster",
+    "wait_for_fsync",
+]
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 """URL schemes that name a Redis Cluster, and the plain scheme each stands for."""
@@ -69,6 +77,23 @@ def cluster_url(url: str, *, cluster: bool | None = None) -> tuple[str, bool]:
 def is_cluster(client: Any) -> bool:
     """Whether ``client`` is a Redis Cluster client."""
     return isinstance(client, RedisCluster)
+
+
+def wait_for_fsync(client: RedisCluster, pipe: Any) -> None:
+    """End ``pipe`` with one ``WAITAOF 1 0 0`` for each primary its commands go to.
+
+    WAITAOF names no key, so redis-py would send it to one node of its choosing; and it
+    waits only for the writes of its own connection. Sent here to each node the batch
+    writes to, after the batch's commands in the pipeline, it travels on the connection
+    that carried them (the cluster pipeline sends each node its commands in order, on
+    one connection) and returns once they are on that node's disk. A slot that moves
+    between here and the send (a resharding's MOVED) is not waited for."""
+    nodes: dict[str, Any] = {}
+    for key in queued_keys(pipe):
+        node = client.nodes_manager.get_node_from_slot(client.keyslot(key))
+        nodes.setdefault(node.name, node)
+    for node in nodes.values():
+        pipe.execute_command("WAITAOF", 1, 0, 0, target_nodes=node)
 
 
 class ClusterClient(RedisCluster):
