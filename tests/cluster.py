@@ -16,17 +16,29 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from redis import Redis
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from taskloom.engine.clustering import cluster_url
 from taskloom.engine.embedded import find_redis_server
 
-__all__ = ["LocalCluster", "free_port_block"]
+__all__ = ["LocalCluster", "free_port_block", "sync_client"]
 
 SLOTS = 16384
 PORTS = range(7000, 7090)
 """The loopback ports the suite's clusters may use (bus ports are these + 10000)."""
+
+
+def sync_client(url: str) -> Any:
+    """A plain (blocking) redis-py client of ``url``: a ``RedisCluster`` for a cluster
+    URL (``redis+cluster://``), a ``Redis`` otherwise; replies decoded."""
+    plain, cluster = cluster_url(url)
+    if cluster:
+        return RedisCluster.from_url(plain, decode_responses=True)
+    return Redis.from_url(plain, decode_responses=True)
 
 
 def _free(port: int) -> bool:
