@@ -121,6 +121,17 @@ class ClusterClient(RedisCluster):
                     raise
                 raise refused from exc
 
+    async def initialize(self, *args: Any, **kwargs: Any) -> ClusterClient:
+        """redis-py's topology (re)load, then the startup nodes it read ``CLUSTER SLOTS``
+        from let go of their connections when they are not the nodes commands go to
+        (redis-py keeps them apart): a node holds at most ``max_connections`` of ours."""
+        await super().initialize(*args, **kwargs)
+        manager = self.nodes_manager
+        for name, node in list(manager.startup_nodes.items()):
+            if manager.nodes_cache.get(name) is not node:
+                await node.disconnect_free_connections()
+        return self
+
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
         if shard_hint:
             return super().pipeline(transaction, shard_hint)  # redis-py's own error
