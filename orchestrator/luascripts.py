@@ -42,7 +42,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from taskloom.agents.errors import UserError
 
-__all__ = ["LuaScripts"]
+__all__ = ["LuaScripts", "queued", "queued_keys"]
 
 
 class LuaScripts:
@@ -121,7 +121,7 @@ class LuaScripts:
         pipe = self._client.pipeline(transaction=False)
         build(pipe)
         if len(pipe) == 1:
-            return [await self._lone(*_queued(pipe)[0])]
+            return [await self._lone(*queued(pipe)[0])]
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         if not any(isinstance(r, NoScriptError) for r in replies):
             return replies
@@ -157,10 +157,25 @@ def _is_cluster(client: Any) -> bool:
     return hasattr(client, "nodes_manager")
 
 
-def _queued(pipe: Any) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+def queued(pipe: Any) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
     """The ``(args, options)`` of each command queued in ``pipe``, a pipeline of a
     single-Redis or a cluster client (redis-py keeps them apart in each)."""
     stack = getattr(pipe, "command_stack", None)
     if stack is not None:
         return [(args, options) for args, options in stack]
     return [(c.args, c.kwargs) for c in pipe._execution_strategy._command_queue]
+
+
+def queued_keys(pipe: Any) -> list[str]:
+    """The keys of the commands queued in ``pipe``: an EVAL's or EVALSHA's declared
+    keys, else the first argument (every command taskloom pipelines names its key
+    first)."""
+    keys: list[str] = []
+    for args, _ in queued(pipe):
+        name = str(args[0]).upper()
+        if name in ("EVALSHA", "EVAL"):
+            numkeys = int(args[2])
+            keys += [str(k) for k in args[3 : 3 + numkeys]]
+        elif len(args) > 1:
+            keys.append(str(args[1]))
+    return keys

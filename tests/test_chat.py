@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from rich.console import Console
 from rich.text import Text
 
@@ -20,6 +19,7 @@ from taskloom.engine.keys import Keys
 from taskloom.terminal import liveview
 from taskloom.terminal.liveview import LiveView
 from taskloom.testing.simulated import SimulatedTeam, task_of
+from tests.cluster import sync_client
 from tests.conftest import worker_env
 from tests.helpers import TASKLOOM, act
 from tests.helpers import taskloom as run_cli
@@ -255,7 +255,7 @@ def test_log_lines_go_to_a_file_not_into_the_prompt(
     term = taskloom("chat", env=env | {"TASKLOOM_DATA_DIR": str(tmp_path)})
     term.expect("you> ")
     term.send("a slow report")
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = sync_client(redis_url)
     deadline = time.monotonic() + 30
     while sent(team, "a") == 0 and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -200,3 +200,20 @@ async def test_doctor_reports_the_cluster_and_each_node(
     assert sum(row["slots"] for row in report.nodes) == 16384
     assert {row["role"] for row in report.nodes} == {"master"}
     assert [row["aof"] for row in report.nodes if row["node"] == f"127.0.0.1:{first}"] == [True]
+
+
+async def test_no_node_holds_more_than_max_connections(
+    local_cluster: LocalCluster, prefix: str
+) -> None:
+    name = f"bound-{prefix}"
+    url = f"{local_cluster.url}?client_name={name}&max_connections=2"
+    client = make_client(url)
+    try:
+        await asyncio.gather(*(client.set(f"{prefix}:{n}", n) for n in range(300)))
+        held = {
+            port: sum(c.get("name") == name for c in local_cluster.node(port).client_list())
+            for port in local_cluster.ports
+        }
+    finally:
+        await client.aclose()
+    assert all(0 < n <= 2 for n in held.values()), held  # the first node's CLUSTER SLOTS too

@@ -33,6 +33,8 @@ from taskloom.agents.limits import (
     block_from_headers,
     limits_for,
 )
+from taskloom.engine.clustering import is_cluster
+from taskloom.engine.connection import make_client
 from taskloom.luascripts import LuaScripts
 from tests.helpers import ROOT
 
@@ -127,7 +129,7 @@ async def test_two_limiters_never_admit_more_than_the_tpm_in_any_window(
 ) -> None:
     tpm = 6_000
     clock = FastTime(speed=300, epoch=time.time())
-    other = Redis.from_url(redis_url, decode_responses=True)  # as a second process would
+    other = make_client(redis_url)  # as a second process would
     try:
         limiters = [
             RateLimiter(
@@ -168,13 +170,13 @@ async def test_without_a_limit_the_same_workload_overfills_windows(
 _CHILD = textwrap.dedent(
     """
     import asyncio, json, sys
-    from redis.asyncio import Redis
     from taskloom.agents.limits import RateLimiter, RateLimits
+    from taskloom.engine.connection import make_client
     from tests.test_limits import FastTime, _workload
 
     async def main(url, prefix, model, tpm, speed, epoch, start, seconds, seed):
         clock = FastTime(speed, epoch)
-        client = Redis.from_url(url, decode_responses=True)
+        client = make_client(url)
         limiter = RateLimiter(client, model=model, prefix=prefix,
                               limits=RateLimits(tpm=tpm), now=clock.now, sleep=clock.sleep)
         await asyncio.sleep(max(0.0, (start - clock.now()) / speed))
@@ -235,7 +237,7 @@ async def test_rpm_is_shared_and_the_wait_is_computed_not_polled(
 ) -> None:
     clock = ManualTime()
     t0 = clock.t
-    other = Redis.from_url(redis_url, decode_responses=True)
+    other = make_client(redis_url)
     try:
         a, b = _limiter(client, prefix, clock, rpm=3), _limiter(other, prefix, clock, rpm=3)
         for who in (a, b, a):
@@ -281,7 +283,7 @@ async def test_penalize_blocks_every_limiter_of_the_model(
     client: Redis, redis_url: str, prefix: str
 ) -> None:
     clock = ManualTime()
-    other = Redis.from_url(redis_url, decode_responses=True)
+    other = make_client(redis_url)
     try:
         a, b = _limiter(client, prefix, clock, rpm=100), _limiter(other, prefix, clock, rpm=100)
         unrelated = RateLimiter(
@@ -468,13 +470,23 @@ async def test_a_block_whose_script_must_be_loaded_first_lets_no_call_through(
     )
     await limiter.reserve(1)  # the admission script is loaded; the block script is not
     await asyncio.gather(*(client.ping() for _ in range(3)))  # connections ready for both
-    assert await client.script_exists(scripts.sha("rl_penalize")) == [False]
+    assert not await _loaded(client, scripts.sha("rl_penalize"))
     blocked, meanwhile = await asyncio.gather(
         limiter.penalize(30), limiter.reserve(1, max_wait=1), return_exceptions=True
     )
     assert blocked == 30
     assert isinstance(meanwhile, RateLimitDeferredError), "a call slipped through the 429"
     assert meanwhile.retry_after == pytest.approx(30)
-    assert await client.script_exists(scripts.sha("rl_penalize")) == [True]
+    assert await _loaded(client, scripts.sha("rl_penalize"))
     elsewhere = _limiter(client, prefix, clock, rpm=100)  # another process
     assert await _deferred_for(elsewhere) == pytest.approx(30)
+
+
+async def _loaded(client: Redis, sha: str) -> bool:
+    """Whether the script ``sha`` is in the server's cache (on a cluster: in some
+    primary's, the one of the keys it ran on; each node has a cache of its own)."""
+    if not is_cluster(client):
+        return bool((await client.script_exists(sha)) == [True])
+    nodes = client.get_primaries()  # type: ignore[attr-defined]
+    replies = [await client.execute_command("SCRIPT EXISTS", sha, target_nodes=n) for n in nodes]
+    return any(bool(reply[0]) for reply in replies)

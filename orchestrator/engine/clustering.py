@@ -28,8 +28,16 @@ from redis.exceptions import (
 
 from taskloom.engine.refusals import Where, not_a_cluster, refusal
 from taskloom.errors import ConfigurationError, RedisRefusedError
+from taskloom.luascripts import queued_keys
 
-__all__ = ["CLUSTER_SCHEMES", "MAX_IN_FLIGHT", "ClusterClient", "cluster_url", "is_cluster"]
+__all__ = [
+    "CLUSTER_SCHEMES",
+    "MAX_IN_FLIGHT",
+    "ClusterClient",
+    "cluster_url",
+    "is_cluster",
+    "wait_for_fsync",
+]
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 """URL schemes that name a Redis Cluster, and the plain scheme each stands for."""
@@ -71,6 +79,23 @@ def is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)
 
 
+def wait_for_fsync(client: RedisCluster, pipe: Any) -> None:
+    """End ``pipe`` with one ``WAITAOF 1 0 0`` for each primary its commands go to.
+
+    WAITAOF names no key, so redis-py would send it to one node of its choosing; and it
+    waits only for the writes of its own connection. Sent here to each node the batch
+    writes to, after the batch's commands in the pipeline, it travels on the connection
+    that carried them (the cluster pipeline sends each node its commands in order, on
+    one connection) and returns once they are on that node's disk. A slot that moves
+    between here and the send (a resharding's MOVED) is not waited for."""
+    nodes: dict[str, Any] = {}
+    for key in queued_keys(pipe):
+        node = client.nodes_manager.get_node_from_slot(client.keyslot(key))
+        nodes.setdefault(node.name, node)
+    for node in nodes.values():
+        pipe.execute_command("WAITAOF", 1, 0, 0, target_nodes=node)
+
+
 class ClusterClient(RedisCluster):
     """redis-py's cluster client that raises a refusal as a
     :class:`~taskloom.errors.RedisRefusedError` saying what to fix, and queues callers
@@ -95,6 +120,17 @@ class ClusterClient(RedisCluster):
                 if refused is None:
                     raise
                 raise refused from exc
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> ClusterClient:
+        """redis-py's topology (re)load, then the startup nodes it read ``CLUSTER SLOTS``
+        from let go of their connections when they are not the nodes commands go to
+        (redis-py keeps them apart): a node holds at most ``max_connections`` of ours."""
+        await super().initialize(*args, **kwargs)
+        manager = self.nodes_manager
+        for name, node in list(manager.startup_nodes.items()):
+            if manager.nodes_cache.get(name) is not node:
+                await node.disconnect_free_connections()
+        return self
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
         if shard_hint:

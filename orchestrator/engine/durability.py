@@ -14,7 +14,8 @@ levels (``TASKLOOM_DURABILITY``):
     host's disk before taskloom goes on: one ``WAITAOF 1 0`` after each batch of writes
     (Redis ≥ 7.2; the batch shares it), or nothing extra where the server fsyncs every
     write (``appendfsync always``; the embedded server is started so). Refused at
-    connect time on a server that offers neither.
+    connect time on a server that offers neither. On a Redis Cluster, every primary
+    must offer one, and each batch waits on each node it wrote to.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from taskloom.engine.clustering import is_cluster
 from taskloom.errors import ConfigurationError, RedisRefusedError
 
 __all__ = ["Durability", "appendfsync_policy", "fsync_mode", "server_version"]
@@ -32,20 +34,22 @@ Durability = Literal["ack", "fsync"]
 WAITAOF_VERSION = (7, 2)
 
 
-async def server_version(client: Redis) -> tuple[int, ...]:
-    """The server's Redis version (what Valkey reports as ``redis_version`` too)."""
-    info: dict[str, Any] = await client.info("server")
+async def server_version(client: Redis, **target: Any) -> tuple[int, ...]:
+    """The server's Redis version (what Valkey reports as ``redis_version`` too);
+    ``target`` (``target_nodes=``) picks a node of a cluster."""
+    info: dict[str, Any] = await client.info("server", **target)
     text = str(info.get("redis_version", ""))
     return tuple(int(p) for p in text.split(".") if p.isdigit())
 
 
-async def appendfsync_policy(client: Redis) -> str | None:
-    """``appendfsync`` of a server with AOF on (``None``: AOF off, or CONFIG refused)."""
-    info: dict[str, Any] = await client.info("persistence")
+async def appendfsync_policy(client: Redis, **target: Any) -> str | None:
+    """``appendfsync`` of a server with AOF on (``None``: AOF off, or CONFIG refused);
+    ``target`` (``target_nodes=``) picks a node of a cluster."""
+    info: dict[str, Any] = await client.info("persistence", **target)
     if str(info.get("aof_enabled")) != "1":
         return None
     try:
-        values: dict[Any, Any] = await client.config_get("appendfsync")
+        values: dict[Any, Any] = await client.config_get("appendfsync", **target)
     except (ResponseError, RedisRefusedError):  # CONFIG is not for every (ACL) user
         return None
     return next((str(v) for k, v in values.items() if str(k) == "appendfsync"), None)
@@ -53,20 +57,43 @@ async def appendfsync_policy(client: Redis) -> str | None:
 
 async def fsync_mode(client: Redis) -> Literal["waitaof", "always"]:
     """How the ``fsync`` level is kept on this server: ``'waitaof'`` (Redis ≥ 7.2:
-    WAITAOF after each batch) or ``'always'`` (the server fsyncs every write).
+    WAITAOF after each batch) or ``'always'`` (the server fsyncs every write). On a
+    Redis Cluster every primary is asked: ``'always'`` if each fsyncs every write, else
+    ``'waitaof'`` if each can take WAITAOF.
 
     Raises:
-        ConfigurationError: the server offers neither; the message says what to change.
+        ConfigurationError: the server (or a primary) offers neither; the message says
+            what to change, and on which node.
     """
-    version = await server_version(client)
-    policy = await appendfsync_policy(client)
+    if not is_cluster(client):
+        version, policy = await server_version(client), await appendfsync_policy(client)
+        mode = _mode(version, policy)
+        if mode is None:
+            raise ConfigurationError(_unfit(version, policy))
+        return mode
+    modes: list[Literal["waitaof", "always"]] = []
+    for node in client.get_primaries():  # type: ignore[attr-defined]
+        version = await server_version(client, target_nodes=node)
+        policy = await appendfsync_policy(client, target_nodes=node)
+        mode = _mode(version, policy)
+        if mode is None:
+            raise ConfigurationError(f"on the cluster node {node.name}: {_unfit(version, policy)}")
+        modes.append(mode)
+    return "always" if all(m == "always" for m in modes) else "waitaof"
+
+
+def _mode(version: tuple[int, ...], policy: str | None) -> Literal["waitaof", "always"] | None:
     if policy == "always":
         return "always"
     if version >= WAITAOF_VERSION and policy is not None:
         return "waitaof"
+    return None
+
+
+def _unfit(version: tuple[int, ...], policy: str | None) -> str:
     shown = ".".join(map(str, version)) or "unknown"
     aof = f"appendfsync {policy}" if policy else "AOF off (or CONFIG refused)"
-    raise ConfigurationError(
+    return (
         f"TASKLOOM_DURABILITY=fsync needs Redis 7.2 or newer with AOF on (for WAITAOF) or "
         f"a server with `appendfsync always`; this one is Redis {shown} with {aof}. "
         f"Upgrade Redis, set `appendonly yes` and `appendfsync always` in its redis.conf, "

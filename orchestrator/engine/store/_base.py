@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from taskloom.engine.clustering import is_cluster, wait_for_fsync
 from taskloom.engine.keys import Keys
 from taskloom.luascripts import LuaScripts
 
@@ -60,8 +61,14 @@ class StoreBase:
 
     def _sync(self, pipe: Any) -> None:
         """End ``pipe`` with WAITAOF when the durability level asks for it: one fsync
-        wait shared by every write of the batch, in the same round trip."""
-        if self.waitaof:
+        wait shared by every write of the batch, in the same round trip (on a cluster,
+        one on each node the batch writes to:
+        :func:`~taskloom.engine.clustering.wait_for_fsync`)."""
+        if not self.waitaof:
+            return
+        if is_cluster(self.client):
+            wait_for_fsync(self.raw, pipe)
+        else:
             pipe.execute_command("WAITAOF", 1, 0, 0)
 
     async def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:

@@ -1,0 +1,139 @@
+"""S1 (partial): one Redis node against a cluster of 3 masters, with 1, 2 and 4 worker
+processes; reported, never asserted.
+
+Two loads: W1 (one run gathering ``n`` no-op activities: one run's keys live in one
+slot, so on one master) and a W8-style spread (``runs`` runs of 10 activities each,
+started together: their keys spread over the slots). For each: activities/s, Redis
+commands per activity (every node's ``total_commands_processed``, before and after)
+and commands per node (how evenly the masters share the load). "1 node" is a cluster
+of one master holding every slot, so both sides speak the same protocol.
+
+Not yet: sharded activity queues (one queue key still lives on one master, the hot
+spot this shows), so W1's per-node spread stays lopsided.
+
+    .venv/bin/python benchmarks/s1_cluster.py [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import workloads as wl  # noqa: E402
+from benchmarks.harness import WorkerProcess, result_of  # noqa: E402
+from taskloom import Orchestrator, Settings  # noqa: E402
+from tests.cluster import LocalCluster  # noqa: E402  (the suite's local cluster)
+
+__all__ = ["main", "measure"]
+
+WORKERS = (1, 2, 4)
+CONCURRENCY = 32
+
+
+def commands(cluster: LocalCluster) -> dict[int, int]:
+    """Commands each node has processed so far."""
+    return {
+        port: int(cluster.node(port).info("stats")["total_commands_processed"])
+        for port in cluster.ports
+    }
+
+
+async def measure(cluster: LocalCluster, workers: int, load: str, n: int) -> dict[str, Any]:
+    """One row: ``load`` ('W1' or 'spread') with ``workers`` worker processes."""
+    prefix = f"s1{uuid.uuid4().hex[:8]}"
+    logs = Path(tempfile.mkdtemp(prefix="tl-s1-"))
+    procs = [
+        WorkerProcess(
+            redis_url=cluster.url,
+            prefix=prefix,
+            concurrency=CONCURRENCY,
+            log_path=logs / f"worker{i}.log",
+        )
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    settings = Settings(redis_url=cluster.url, key_prefix=prefix)
+    try:
+        async with Orchestrator(settings=settings) as orch:
+            warm = await orch.start(wl.WARMUP, 8)
+            await result_of(warm, procs)
+            before, t0 = commands(cluster), time.perf_counter()
+            if load == "W1":
+                handles = [await orch.start(wl.FANOUT_NOOP, n)]
+                activities = n
+            else:
+                runs = n // 10
+                handles = list(
+                    await asyncio.gather(*(orch.start(wl.FANOUT_NOOP, 10) for _ in range(runs)))
+                )
+                activities = runs * 10
+            for h in handles:
+                await result_of(h, procs, timeout=300)
+            seconds = time.perf_counter() - t0
+            after = commands(cluster)
+    finally:
+        for p in procs:
+            await p.stop()
+    per_node = [after[p] - before[p] for p in cluster.ports]
+    total = sum(per_node)
+    return {
+        "workload": "S1",
+        "load": load,
+        "masters": cluster.masters,
+        "workers": workers,
+        "activities": activities,
+        "seconds": round(seconds, 3),
+        "activities_per_s": round(activities / seconds),
+        "commands_per_activity": round(total / activities, 2),
+        "commands_per_node": per_node,
+        "busiest_node_share": round(max(per_node) / total, 3) if total else None,
+    }
+
+
+async def run_all(quick: bool) -> list[dict[str, Any]]:
+    """Every row: 1 and 3 masters, 1/2/4 workers, W1 and the spread."""
+    n = 500 if quick else 2000
+    rows = []
+    for masters in (1, 3):
+        home = Path(tempfile.mkdtemp(prefix="tl-s1-cluster-", dir="/tmp"))
+        with LocalCluster(home, masters=masters) as cluster:
+            for workers in WORKERS:
+                for load in ("W1", "spread"):
+                    rows.append(await measure(cluster, workers, load, n))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run S1 and print its rows (a table, or JSON with ``--json``)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="500 activities per row")
+    parser.add_argument("--json", action="store_true", help="print JSON rows")
+    args = parser.parse_args(argv)
+    rows = asyncio.run(run_all(args.quick))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print("load    masters workers  act/s  cmds/act  busiest-node  commands per node")
+    for r in rows:
+        print(
+            f"{r['load']:<7} {r['masters']:>7} {r['workers']:>7} {r['activities_per_s']:>6}"
+            f" {r['commands_per_activity']:>9} {r['busiest_node_share']:>13}  "
+            f"{r['commands_per_node']}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
