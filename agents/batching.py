@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from taskloom.luascripts import LuaScripts
+from taskloom.luascripts import LuaScripts, queued_count
 
 __all__ = ["PipelineBatch", "PipelineStep"]
 
@@ -61,9 +61,9 @@ class PipelineBatch:
         def build_all(pipe: Any) -> None:
             spans.clear()  # built again after NOSCRIPT
             for build, _ in items:
-                start = len(pipe.command_stack)
+                start = queued_count(pipe)  # a single Redis's pipeline or a cluster's
                 build(pipe)
-                spans.append((start, len(pipe.command_stack)))
+                spans.append((start, queued_count(pipe)))
 
         try:
             replies = await self._scripts.pipeline(build_all)

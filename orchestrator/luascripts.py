@@ -42,7 +42,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from taskloom.agents.errors import UserError
 
-__all__ = ["LuaScripts", "queued", "queued_keys"]
+__all__ = ["LuaScripts", "queued", "queued_count", "queued_keys"]
 
 
 class LuaScripts:
@@ -164,6 +164,12 @@ def queued(pipe: Any) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
     if stack is not None:
         return [(args, options) for args, options in stack]
     return [(c.args, c.kwargs) for c in pipe._execution_strategy._command_queue]
+
+
+def queued_count(pipe: Any) -> int:
+    """How many commands are queued in ``pipe`` (a single Redis's or a cluster's)."""
+    stack = getattr(pipe, "command_stack", None)
+    return len(stack if stack is not None else pipe._execution_strategy._command_queue)
 
 
 def queued_keys(pipe: Any) -> list[str]:

@@ -27,6 +27,7 @@ from taskloom.agents.errors import BudgetExceededError, RateLimitDeferredError
 from taskloom.agents.fake_llm import FakeLLM, rate_limited, reply
 from taskloom.agents.limits import RateLimits
 from taskloom.agents.pricing import PriceTable
+from taskloom.engine.connection import make_client
 from taskloom.luascripts import LuaScripts
 from tests.helpers import own_redis
 
@@ -139,7 +140,7 @@ async def test_concurrent_calls_of_two_runners_run_exactly_as_many_as_the_budget
     client: Redis, redis_url: str, prefix: str
 ) -> None:
     agent = Agent(name="w", model=MODEL, max_tokens=50)
-    other = Redis.from_url(redis_url, decode_responses=True)  # as another worker would
+    other = make_client(redis_url)  # as another worker would
     answer = reply("done", input_tokens=30, output_tokens=5, latency=0.02)
     async with FakeLLM(lambda request: answer) as fake:
         runners = [
@@ -211,7 +212,7 @@ async def test_a_block_reaches_the_light_admission_of_another_process(
     """A 429 on a model without rate limits blocks it for every process: the one EXISTS
     finds the block key, and the window script says how long to wait."""
     agent = Agent(name="w", model=MODEL)
-    other = Redis.from_url(redis_url, decode_responses=True)
+    other = make_client(redis_url)
     async with FakeLLM([rate_limited(retry_after=30)]) as fake:
         first = runner_for(fake, client, prefix, limits=UNLIMITED)
         with pytest.raises(Exception, match=r"429|rate"):
