@@ -82,7 +82,7 @@ GOALS: tuple[Goal, ...] = (
             Case(
                 "availability",
                 "Report turbine availability",
-                "Availability averaged 96.3% (range 94.8–97.9%) across 212 turbines; "
+                "Availability averaged 96.3% (range 94.8–97.9%) across 212 turbines; "  # noqa: RUF001
                 "the ISO 55001 audit was passed on 2024-03-15.",
             ),
             cut(
@@ -158,8 +158,7 @@ GOALS: tuple[Goal, ...] = (
             Case(
                 "room-revenue",
                 "Report room revenue for FY2024",
-                "Room revenue came in at about ¥1.07 billion for FY2024; occupancy "
-                "averaged 81%.",
+                "Room revenue came in at about ¥1.07 billion for FY2024; occupancy averaged 81%.",
             ),
             _swap(
                 "owner-summary",
@@ -334,7 +333,7 @@ GOALS: tuple[Goal, ...] = (
                 "questions",
                 "phone",
                 "Say where citizens can ask questions",
-                "Questions go to the city's 010 information line, open 8:00–20:00.",
+                "Questions go to the city's 010 information line, open 8:00–20:00.",  # noqa: RUF001
                 "The budget office answers on +34 963 52 54 78.",
             ),
             Case(

@@ -21,8 +21,8 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from benchmarks.harness import AGENT_MODEL, NO_RATE_LIMITS, Bench
 from benchmarks import v1_heldout
+from benchmarks.harness import AGENT_MODEL, NO_RATE_LIMITS, Bench
 from benchmarks.v1_corpus import GOALS, plan_of
 from benchmarks.v1_defects import AUTOMATIC, FALSE_FACTS, Case, Goal
 from taskloom import Orchestrator

@@ -45,6 +45,7 @@ __all__ = [
     "apply_cross",
     "ask_cross",
     "cross_title",
+    "declared_facts",
     "final_check",
     "gate_plan",
     "plan_facts",
@@ -122,9 +123,26 @@ def plan_facts(plan: Plan) -> dict[str, list[str]]:
         if act.facts:
             facts[act.id] = list(act.facts)
         else:
-            found = set(_WORDS.findall(act.instructions.lower())) & FACT_WORDS
+            found = {w for w in _WORDS.findall(act.instructions.lower()) if _fact_word(w)}
             facts[act.id] = sorted(found)
     return facts
+
+
+def _fact_word(word: str) -> str | None:
+    """The quantity ``word`` names, singular or plural ("visitor", "visitors")."""
+    for form in (word, word + "s", word.removesuffix("s")):
+        if form in FACT_WORDS:
+            return form
+    return None
+
+
+def declared_facts(plan: Plan) -> dict[str, list[str]] | None:
+    """The facts the plan itself lists, or ``None`` when it lists none: the check
+    before integration then compares every quantity two outputs both state (the
+    instructions' words only decide, earlier, who waits for whose check)."""
+    if not any(a.facts for a in plan.activities):
+        return None
+    return plan_facts(plan)
 
 
 @dataclass(frozen=True)
@@ -315,7 +333,7 @@ def _feedback(bad: list[dict[str, Any]], target: str, decision: Decision | None)
 async def final_check(pipe: Pipeline, plan: Plan) -> None:
     """Every cross-activity check over the accepted outputs together, before
     integration; findings a person already settled are not asked again."""
-    facts = plan_facts(plan)
+    facts = declared_facts(plan)
     used = {d for a in plan.activities for d in a.inputs}
     while pipe.replan is None:
         works = pipe.works
