@@ -7,7 +7,8 @@ mid-item (:func:`list_cut`: a stop sequence or a proxy can do that). Only when t
 reason is unknown (a server that sends none, or one without a name here such as
 ``content_filter``) does a text output go through :func:`cut_off`, a cheap look at how
 the text ends that flags only endings a complete answer does not have (an open code
-block, a dangling comma or "the"), so that clean outputs are not sent back."""
+block, a dangling comma or "the"), so that clean outputs are not sent back.
+"""
 
 from __future__ import annotations
 
