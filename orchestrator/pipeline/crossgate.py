@@ -229,6 +229,8 @@ def cross_title(bad: Sequence[Mapping[str, Any]]) -> str:
     """An inbox title that says what the cross-check found."""
     first = bad[0]
     reason = (first.get("reasons") or [f"the {first.get('verifier')} check failed"])[0]
+    if first.get("verifier") == "figures":  # the figures themselves are in the item
+        reason = reason.partition(": ")[0]
     more = f" (and {len(bad) - 1} more finding(s))" if len(bad) > 1 else ""
     return f"Cross-check {first.get('verifier')}: {reason}"[: 280 - len(more)] + more
 
@@ -397,6 +399,7 @@ async def ask_cross(
                 "approve": "keep every output as it is",
                 **{r: f"keep the others, run {r[6:]!r} again" for r in reruns},
                 "reject": "reject the implicated outputs",
+                **({"replan": "plan the run again, with your note"} if pipe.can_replan() else {}),
             },
         },
         decisions,
