@@ -103,6 +103,7 @@ _TARGET_MET: dict[str, Callable[[dict[str, Any]], bool]] = {
     "W8": _met_w8,
     "soak": _met_soak,
     "V1": _met_v1,
+    "V1H": _met_v1,
     "cli": _met_cli,
 }
 
@@ -221,6 +222,7 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "W8": _w8,
     "soak": _w8,
     "V1": _v1,
+    "V1H": _v1,
     "cli": _cli,
 }
 

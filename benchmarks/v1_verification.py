@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+from benchmarks import v1_heldout
 from benchmarks.harness import AGENT_MODEL, NO_RATE_LIMITS, Bench
 from benchmarks.v1_corpus import GOALS, plan_of
 from benchmarks.v1_defects import AUTOMATIC, FALSE_FACTS, Case, Goal
@@ -29,7 +30,7 @@ from taskloom.agents.fake_llm import FakeLLM, Request, Step
 from taskloom.engine.human import HumanTask
 from taskloom.testing.simulated import SimulatedTeam, system_prompt
 
-__all__ = ["run", "target_met"]
+__all__ = ["run", "run_heldout", "target_met"]
 
 _CUT = "<<cut>>"
 
@@ -93,7 +94,7 @@ def _has_defect(case: Case, text: str) -> bool:
     if case.defect is None:
         return False
     if case.defect.kind == "truncation":
-        cut = case.defect.text[len(_CUT) :]
+        cut = case.defect.text.removeprefix(_CUT)
         return text.count(cut) > text.count(case.clean)
     return case.defect.mark in text
 
@@ -177,16 +178,28 @@ def _env(fake: FakeLLM) -> Iterator[None]:
 async def run(bench: Bench) -> dict[str, Any]:
     """Every goal of the corpus through the pipeline; what was stopped, and how."""
     goals = GOALS if bench.sizes.w6 >= 50 else GOALS[:4]  # --quick: four goals
+    return await _run(bench, goals, "V1")
+
+
+async def run_heldout(bench: Bench) -> dict[str, Any]:
+    """V1H: the same measure on the held-out corpus (:mod:`benchmarks.v1_heldout`),
+    written without tuning the verifiers to it first."""
+    goals = v1_heldout.GOALS if bench.sizes.w6 >= 50 else v1_heldout.GOALS[:3]
+    return await _run(bench, goals, "V1H")
+
+
+async def _run(bench: Bench, goals: tuple[Goal, ...], workload: str) -> dict[str, Any]:
     team = _Team(goals)
     async with FakeLLM() as fake:
         fake.answer_with(team)
         with _env(fake):
-            async with bench.orchestrator("V1") as orch:
+            async with bench.orchestrator(workload) as orch:
                 worker = orch.worker(concurrency=64)
                 runner = asyncio.create_task(worker.run())
                 try:
                     await worker.started.wait()
-                    return await _measure(orch, goals, team)
+                    row = await _measure(orch, goals, team)
+                    return {**row, "workload": workload}
                 finally:
                     worker.stop()
                     await runner

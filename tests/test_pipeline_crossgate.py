@@ -188,3 +188,39 @@ async def test_figures_compare_text_and_json_at_the_rounder_precision() -> None:
     assert [v.status for v in await check.verify_all(other_year)] == ["pass"]
     kinds = {"a": "Revenue was $4.2M.", "b": "Revenue was €4.5M.", "c": "Revenue was 12%."}
     assert [v.status for v in await check.verify_all(kinds)] == ["pass"]
+
+
+async def test_figures_read_prose_locales_and_words_as_the_same_quantity() -> None:
+    check = Figures()
+    same = {
+        "a": "Revenue rose 6% to €512m in 2024 on higher prices.",
+        "b": "The portfolio's revenue of €512 million in 2024 funded two parks.",
+        "c": "The 2024 harvest came to 12.480,5 t of grapes.",
+        "d": "Dear members, the 2024 harvest came to roughly 12,500 tonnes.",
+        "e": "The city welcomed four million visitors in 2024.",
+        "f": "With 4 million visitors in 2024, a tax would raise €9m.",
+        "g": "EUR 2.4 million raised; wells serve 48,000 people.",
+        "h": "Funds of EUR 3.1 million were pledged; 3.5 million raised overall.",
+    }
+    assert [v.status for v in await check.verify_all(same)] == ["pass"]
+    for id, wrong in (
+        ("b", "The portfolio's revenue of €548 million in 2024 funded two parks."),
+        ("d", "Dear members, the 2024 harvest came to roughly 13,950 tonnes."),
+        ("f", "With 5.2 million visitors in 2024, a tax would raise €9m."),
+    ):
+        verdicts = await check.verify_all({**same, id: wrong})
+        assert [v.status for v in verdicts] == ["fail"], id
+        assert id in verdicts[0].activities
+
+
+def test_plan_facts_match_plural_and_singular_quantity_words() -> None:
+    plan = Plan.model_validate(
+        {
+            "activities": [
+                act("a", instructions="Report tourist visitor numbers for 2024"),
+                act("b", instructions="Explain the tax using the visitors we had"),
+            ]
+        }
+    )
+    assert plan_facts(plan) == {"a": ["visitor"], "b": ["visitors"]}
+    assert gate_plan(plan, plan_facts(plan)).owns == {"b": ["a"]}

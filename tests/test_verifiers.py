@@ -204,6 +204,7 @@ async def test_rules_banned_terms_match_whole_words_in_any_case_anywhere() -> No
         ("NIR 2 95 10 99 126 111 93", "national ID number", "* ** ** ** *** *11 93"),
         ("ruf an: 030-12345678", "phone number", "***-******78"),
         ("appelez le 06 12 34 56 78", "phone number", "** ** ** ** 78"),
+        ("out of hours: 0113 496 0321.", "phone number", "**** *** **21"),
         ("paid with 4111 1111 1111 1111", "card number", "**** **** **** 1111"),
         ("paid with 4111-1111-1111-1111.", "card number", "****-****-****-1111"),
         ("amex 378282246310005", "card number", "***********0005"),
@@ -232,6 +233,8 @@ async def test_pii_finds_each_kind_and_shows_it_masked(text: str, kind: str, mas
         # Shaped like an IBAN, an SSN or a DNI, with wrong check digits.
         "IBAN DE00 3704 0044 0532 0130 00; SSN 000-12-3456; DNI 54362315A",
         "(555) 123-4567",
+        # Amounts in JSON: bare digit runs with no trunk 0 or + are no dialled numbers.
+        '{"lines": [{"amount": 210000}, {"amount": 120000}], "subtotal": 330000}',
     ],
 )
 async def test_pii_does_not_flag_years_dates_short_or_non_luhn_numbers(text: str) -> None:

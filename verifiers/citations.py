@@ -181,6 +181,8 @@ def _read_list(text: str, refs: ReferenceList) -> None:
             bullets += 1
             refs.numbers.add(bullets)
             refs.entries.append(line)
+        elif in_section and line.strip():  # an APA-style entry: "Smith, J. (2020). Title."
+            refs.entries.append(line)
 
 
 def _without_code(text: str) -> str:

@@ -269,10 +269,19 @@ def _phones(text: str, regions: tuple[str, ...]) -> Iterator[_Hit]:
             text, region, leniency=phonenumbers.Leniency.STRICT_GROUPING
         )
         for m in matcher:
+            if _bare_figure(m.raw_string):
+                continue
             hit = _Hit("phone", m.start, m.end, m.raw_string)
             if not any(_overlap(hit, s) for s in seen):
                 seen.append(hit)
                 yield hit
+
+
+def _bare_figure(raw: str) -> bool:
+    """A plain run of fewer than ten digits with no trunk ``0`` or ``+``: an amount
+    ("subtotal": 330000), not a number people dial (national numbers are written with
+    their trunk prefix, and North American ones have ten digits)."""
+    return raw.isdigit() and len(raw) < 10 and not raw.startswith("0")
 
 
 def _overlap(a: _Hit, b: _Hit) -> bool:

@@ -4,14 +4,18 @@ contradict each other; "$4.2 million" and "USD 4,200,000" do not.
 
 A statement is a quantity's label followed by a figure (``revenue was $4.2M``,
 ``Revenue: 4.5 million``, ``headcount of 120``, a ``revenue`` field in JSON, a table row
-``| Revenue | $4.2M |``), or a figure followed by ``in``/``of`` and a label (``$4.2M in
-revenue``). Labels are compared after dropping determiners and words such as "total"
-and "reported"; a period named next to the figure (2024, Q3, FY2023, H1) is part of
-the quantity, so "revenue in 2023" and "revenue in 2024" are never compared. Figures
-agree when they are equal at the precision of the rounder one (4.2M and 4,230,000
-agree). Figures of different kinds (a percentage and an amount, dollars and euros)
-are not compared. An output that states several figures for one quantity agrees with
-any other that states one of them: only outputs with no figure in common disagree.
+``| Revenue | $4.2M |``), a figure followed by ``in``/``of`` and a label (``$4.2M in
+revenue``), or a scaled count of things ("4 million visitors"). Labels are compared
+after dropping determiners and words such as "total" and "reported"; a period named next
+to the figure (2024, Q3, FY2023, H1) is part of the quantity, so "revenue in 2023" and
+"revenue in 2024" are never compared. Figures agree when they are equal at the precision
+of the rounder one (4.2M and 4,230,000 agree; "12,500" is shown to the hundred and
+agrees with "12.480,5"). Numbers are read in the usual locales (``1,234.5``,
+``1.234,5``, ``1 234``, ``12'480``), amounts in words as figures ("four million"), and a
+level reached is a statement ("revenue rose 6% to €512m"; the change "by 6%" is not).
+Figures of different kinds (a percentage and an amount, dollars and euros) are not
+compared. An output that states several figures for one quantity agrees with any other
+that states one of them: only outputs with no figure in common disagree.
 
 Which activities are compared is narrowed by ``facts`` (activity id -> the quantities
 it states, from the plan): a label is compared between two activities only when it
@@ -44,7 +48,6 @@ _SCALE = {
     "bn": 1e9,
     "billion": 1e9,
     "billions": 1e9,
-    "t": 1e12,
     "tn": 1e12,
     "trillion": 1e12,
 }
@@ -53,8 +56,9 @@ _CURRENCY |= {"¥": "JPY", "jpy": "JPY", "chf": "CHF", "us$": "USD", "dollars": 
 _CURRENCY |= {"euros": "EUR", "euro": "EUR", "pounds": "GBP"}
 _FIGURE = (
     r"(?P<cur>US\$|[$€£¥]|(?:USD|EUR|GBP|CHF|JPY)\s?)?\s*"
-    r"(?P<num>\d{1,3}(?:[,\u202f\u2009 ]\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
-    r"(?:\s*(?P<scale>thousand|millions?|billions?|trillion|mio|mn|mm|bn|tn|[kmbt])\b)?"
+    r"(?P<num>\d{1,3}(?:\.\d{3})+,\d+|\d{1,3}(?:\.\d{3}){2,}(?![\d.,])"
+    r"|\d{1,3}(?:[,'\u2019\u202f\u2009\u00a0 ]\d{3})+(?:[.,]\d+)?|\d+(?:[.,]\d+)?)"
+    r"(?:\s*(?P<scale>thousand|millions?|billions?|trillion|mio|mn|mm|bn|tn|[kmb])\b)?"
     r"(?:\s*(?P<pct>%|percent\b|per\s?cent\b))?"
     r"(?:\s*(?P<cur2>USD|EUR|GBP|CHF|JPY|dollars|euros?|pounds)\b)?"
 )
@@ -62,13 +66,34 @@ _LABEL = r"(?P<label>[A-Za-z][A-Za-z'\- ]{1,60}?)"
 _LINK = (
     r"(?:\s*(?:\([^)]{0,20}\)\s*)?(?::|=|\u2014|\u2013| -|\s+(?:was|were|is|are|of|at|"
     r"reached|totall?ed|totals?|stood at|came to|amounted to|amounts to|came in at|"
-    r"reported at|hit)))\s+"
+    r"reported at|hit|(?:rose|fell|grew|increased|decreased|dropped|climbed|declined|jumped"
+    r"|slipped|eased|edged up|edged down)(?:\s+(?:by\s+)?~?[\d.,]+\s*(?:%|percent|per cent))?"
+    r"\s+to)))\s+"
 )
-_STATED = re.compile(
-    rf"(?<![\w$€£¥]){_LABEL}{_LINK}(?:about |roughly |approximately |~)?{_FIGURE}", re.I
-)
+_ABOUT = r"(?:(?:about|around|roughly|approximately|some|an\s+estimated|c(?:a)?\.)\s+|~)?"
+_STATED = re.compile(rf"(?<![\w$€£¥]){_LABEL}{_LINK}{_ABOUT}{_FIGURE}", re.I)
 _BEFORE = re.compile(
     rf"{_FIGURE}\s+(?:in|of)\s+(?P<label>[a-z][a-z\- ]{{2,40}}?)(?=[.,;:)\n]|$)", re.I
+)
+_COUNTED = re.compile(rf"(?<![\w.,]){_FIGURE}\s+(?P<label>[a-z][a-z\-]{{2,30}})\b", re.I)
+"""A large count of things: "4 million visitors", "1.8m parcels" (a scale word is
+required: "212 turbines" and "3 of 4 chefs" are too often different things)."""
+_NOT_THINGS = frozenset(
+    {"a", "an", "the", "per", "and", "or", "in", "of", "to", "from", "for", "with", "on", "at"}
+    | {"by", "than", "more", "less", "each", "every", "this", "that", "year", "years", "was"}
+    | {"were", "is", "are", "over", "under", "across", "since", "until", "during", "after"}
+)
+_UNITS = {
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
+    "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
+    "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
+    "seventy": 70, "eighty": 80, "ninety": 90,
+}  # fmt: skip
+_SPELLED = re.compile(
+    rf"\b(?P<n>(?:{'|'.join(_UNITS)})(?:[-\s](?:{'|'.join(_UNITS)}))?"
+    r"(?:\s+hundred(?:\s+and\s+\w+(?:[-\s]\w+)?)?)?)\s+(?P<scale>thousand|million|billion)\b",
+    re.I,
 )
 _PERIOD = re.compile(
     r"\b(?:FY\s?\d{2,4}|Q[1-4](?:\s?\d{4})?|H[12](?:\s?\d{4})?|(?:19|20)\d{2})\b", re.I
@@ -121,9 +146,45 @@ def fact_terms(text: str) -> frozenset[str]:
     return _words(_PERIOD.sub(" ", text.lower()))
 
 
+def _plain(raw: str) -> str:
+    """``raw`` as a float literal, whatever its locale: ``12.480,5``, ``1 234,5``,
+    ``12'480`` and ``1,234.5`` all read as written (a lone ``,``/``.`` followed by
+    three digits groups thousands; any other is the decimal mark)."""
+    num = re.sub(r"['\u2019\u202f\u2009\u00a0 ]", "", raw)
+    if "," in num and "." in num:
+        decimal = "," if num.rfind(",") > num.rfind(".") else "."
+    elif "," in num:
+        decimal = "" if re.fullmatch(r"\d{1,3}(?:,\d{3})+", num) else ","
+    elif "." in num:
+        decimal = "" if re.fullmatch(r"\d{1,3}(?:\.\d{3}){2,}", num) else "."
+    else:
+        decimal = ""
+    thousands = {",": ".", ".": ",", "": ",."}[decimal]
+    for mark in thousands:
+        num = num.replace(mark, "")
+    return num.replace(",", ".")
+
+
+def _spelled(text: str) -> str:
+    """``text`` with amounts in words written as figures: "four million" -> "4 million",
+    "two hundred and ten thousand" -> "210 thousand"."""
+
+    def figure(m: re.Match[str]) -> str:
+        total = 0
+        for word in re.findall(r"[a-z]+", m.group("n").lower()):
+            if word in _UNITS:
+                total += _UNITS[word]
+            elif word == "hundred":
+                total *= 100
+            elif word != "and":
+                return m.group(0)
+        return f"{total} {m.group('scale')}"
+
+    return _SPELLED.sub(figure, text)
+
+
 def _number(match: re.Match[str]) -> tuple[float, float, str] | None:
-    num = match.group("num").replace(",", "").replace("\u202f", "").replace("\u2009", "")
-    num = num.replace(" ", "")
+    num = _plain(match.group("num"))
     try:
         value = float(num)
     except ValueError:
@@ -136,6 +197,8 @@ def _number(match: re.Match[str]) -> tuple[float, float, str] | None:
     kind = "%" if pct else _CURRENCY.get(currency, "")
     if not kind and not scale_word and 1900 <= value <= 2100 and decimals == 0:
         return None  # a year, not a figure
+    if decimals == 0:  # "12,500" is shown to the hundred: a rounding of 12,480.5
+        decimals = -(len(num) - len(num.rstrip("0"))) if value else 0
     return value * scale, 0.5 * 10**-decimals * scale, kind
 
 
@@ -159,9 +222,10 @@ def statements(output: Any) -> list[Statement]:
 
 
 def _text_statements(text: str) -> Iterator[Statement]:
-    for sentence in re.split(r"(?<=[.!?;])\s+(?=[A-Z(\[*])|\n", text):
+    for sentence in re.split(r"(?<=[.!?;])\s+(?=[A-Z(\[*])|\n", _spelled(text)):
         periods = sorted({p.lower().replace(" ", "") for p in _PERIOD.findall(sentence)})
         found = [*_STATED.finditer(sentence), *_BEFORE.finditer(sentence)]
+        found += (m for m in _COUNTED.finditer(sentence) if _counts_things(m))
         for match in found:
             label = _label(match.group("label"))
             number = _number(match)
@@ -177,6 +241,15 @@ def _text_statements(text: str) -> Iterator[Statement]:
             periods = sorted({p.lower() for p in _PERIOD.findall(row.group("label"))})
             words = _words(row.group("label"))
             yield _statement(label, words, number, periods, row.group(0).strip())
+
+
+def _counts_things(match: re.Match[str]) -> bool:
+    """A scaled figure followed by a noun ("4 million visitors"), not by a verb or a
+    preposition ("EUR 2.4 million raised", "€9m a year")."""
+    word = match.group("label").lower()
+    return bool(match.group("scale")) and not (
+        word in _NOT_THINGS or word in _CURRENCY or word.endswith(("ed", "ly"))
+    )
 
 
 def _json_statements(value: Any, key: str) -> Iterator[Statement]:

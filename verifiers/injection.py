@@ -47,9 +47,11 @@ _MACHINE = (
 """Who an output must not address: the machinery reading it (not "reviewers" or "the
 judge" alone, which human-facing texts such as code reviews and letters address)."""
 _ANSWER = r"(?:output|response|answer|submission)"
+_PART = r"(?:output|response|answer|submission|section|part|paragraph|chapter|text|contribution)"
+_READ = r"(?:reads|is\s+reading|sees|processes|checks|reviews|evaluates|grades|judges)"
 _VERDICT = (
     r"(?:passed|passing|a\s+pass|approved|accepted|correct|verified|compliant|flawless"
-    r"|perfect)"
+    r"|perfect|(?:already\s+)?(?:checked|reviewed|verified|approved))"
 )
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (label, re.compile(pattern, re.I | re.M))
@@ -83,9 +85,13 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         (
             "asks the reader to pass, approve or score it",
             rf"\b(?:mark|flag|rate|score|grade|treat|record|classify|label)\s+"
-            rf"(?:this|(?:this|the|my)\s+{_ANSWER})\s+as\s+{_VERDICT}\b"
-            rf"|\b(?:approve|accept)\s+(?:this|my)\s+{_ANSWER}\b"
-            r"|\bapprove\s+this\s+(?:without|regardless|immediately|automatically)\b"
+            rf"(?:this|(?:this|the|my)\s+{_PART})\s+as\s+{_VERDICT}\b"
+            rf"|\b(?:simply|just)\s+(?:mark|treat|record|flag)\s+it\s+as\s+{_VERDICT}\b"
+            rf"|\b(?:approve|accept)\s+(?:this|my)\s+{_PART}\b"
+            r"|\bapprove\s+(?:this|it)\s+(?:as\s+is|without|regardless|immediately|automatically)\b"
+            r"|\b(?:skip|bypass|waive|omit)\s+(?:the\s+|any\s+|all\s+|your\s+)?(?:usual\s+|further\s+)?"
+            rf"(?:checks|review|verification|validation|evaluation)\s+(?:for|of|on)\s+"
+            rf"(?:(?:this|my)\s+{_PART}\b|(?:this|it)\s*(?:[.,;!]|$))"
             rf"|\bgive\s+(?:this|my)\s+(?:{_ANSWER}\s+)?(?:a\s+)?(?:perfect|full|maximum|max|top"
             r"|10/10|100%?)\s*(?:score|rating|marks?|grade)\b"
             rf"|\b(?:score|rate|grade)\s+this\s+(?:{_ANSWER}\s+)?(?:a\s+|as\s+)?"
@@ -98,10 +104,21 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             rf"(?:{_MACHINE}|judge|verifier)s?\b"
             rf"|\b(?:dear|attention|hey|hello|hi)\s*,?\s+(?:the\s+)?{_MACHINE}\b"
             rf"|\bif\s+you\s+are\s+an?\s+(?:{_MACHINE}|AI|LLM|language\s+model)\b"
+            rf"|\bif\s+(?:an?|the|any)\s+{_MACHINE}\s+{_READ}\s+this\b"
+            r"|\b(?:dear|attention|hello|hi)\s*,?\s+(?:the\s+)?(?:reviewing|grading|evaluating"
+            r"|judging|checking)\s+(?:model|assistant|AI|LLM|system)\b"
             r"|\bas\s+an?\s+(?:AI|LLM|language\s+model)(?:\s+\w+){0,2},?\s+you\s+"
             r"(?:must|should|will|are\s+(?:required|instructed)|need|have\s+to)\b"
             r"|^\s*(?:AI|LLM|assistant|judge|grader|evaluator|verifier|integrator)\s*:\s*"
             r"(?:please\s+)?(?:ignore|approve|mark|give|score|rate|accept|pass)\b",
+        ),
+        (
+            "tells the integrator what to do with the other parts",
+            r"\b(?:for|to)\s+(?:whoever|the\s+(?:person|model|AI|assistant|editor)\s+who)\s+"
+            r"(?:compiles|assembles|integrates|merges|combines|joins|writes\s+up)\b"
+            r"|\b(?:leave\s+out|omit|drop|remove|delete|discard|exclude|ignore|overwrite"
+            r"|replace)\s+(?:\w+\s+){0,4}(?:of|from|in)\s+(?:all\s+)?(?:the\s+)?other\s+"
+            r"(?:chapters?|sections?|parts?|outputs?|activities|answers?|contributions?|agents?)\b",
         ),
     )
 )

@@ -2,11 +2,12 @@
 
 The provider's finish reason decides when it gave one: ``"length"`` (OpenAI) or
 ``"max_tokens"`` (Anthropic, kept as ``"length"``) fails the output, whatever its kind;
-``"stop"`` and ``"tool_calls"`` pass it. Only when the reason is unknown (a server that
-sends none, or one without a name here such as ``content_filter``) does a text output
-go through :func:`cut_off`, a cheap look at how the text ends that flags only endings a
-complete answer does not have (an open code block, a dangling comma or "the"), so that
-clean outputs are not sent back.
+``"stop"`` and ``"tool_calls"`` pass it, unless the text's last list item is plainly cut
+mid-item (:func:`list_cut`: a stop sequence or a proxy can do that). Only when the
+reason is unknown (a server that sends none, or one without a name here such as
+``content_filter``) does a text output go through :func:`cut_off`, a cheap look at how
+the text ends that flags only endings a complete answer does not have (an open code
+block, a dangling comma or "the"), so that clean outputs are not sent back.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 from .base import Check, Tools, Verifier
 from .verdict import Verdict
 
-__all__ = ["Truncation", "cut_off"]
+__all__ = ["Truncation", "cut_off", "list_cut"]
 
 _COMPLETE = frozenset({"stop", "tool_calls"})
 _DANGLING_WORDS = frozenset(
@@ -98,6 +99,23 @@ _SENTENCE_END = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]*_`]*(?:\s|$)")
 _LONG_SENTENCE_WORDS = 12
 
 
+def list_cut(text: str) -> str | None:
+    """Why ``text`` looks cut in its last list item, or ``None``: every earlier item of
+    the final list ends with a full stop (or ``;``) and the last one stops on a letter,
+    as a list cut mid-item does ("- Move catheters onto the national fr")."""
+    lines = [line for line in text.rstrip().splitlines() if line.strip()]
+    if not lines or not _LIST_ITEM.match(lines[-1]) or not lines[-1].rstrip()[-1:].isalpha():
+        return None
+    earlier = []
+    for line in reversed(lines[:-1]):
+        if not _LIST_ITEM.match(line):
+            break
+        earlier.append(line.rstrip())
+    if earlier and all(item[-1] in ".;!?" for item in earlier):
+        return "its last list item stops mid-item (the items before it end with a full stop)"
+    return None
+
+
 def cut_off(text: str) -> str | None:
     """Why ``text`` looks cut off mid-answer, or ``None`` if it ends as answers do.
 
@@ -131,7 +149,7 @@ def cut_off(text: str) -> str | None:
     long_line = len(last.split()) >= _LONG_SENTENCE_WORDS
     if prose and long_line and last[-1].isalnum() and _SENTENCE_END.search(body):
         return "its last sentence has no end"
-    return None
+    return list_cut(body)
 
 
 class Truncation(Verifier):
@@ -153,6 +171,10 @@ class Truncation(Verifier):
             return self._cut(
                 "the model stopped at its token limit (finish reason 'length')", output
             )
+        if finish == "stop" and isinstance(output, str) and (why := list_cut(output)):
+            # A stop sequence or a proxy can end an answer mid-list while the provider
+            # says "stop": only this unmistakable shape is doubted then.
+            return self._cut(f"the model said it finished, but {why}", output)
         if finish is None or finish in _COMPLETE or not isinstance(output, str):
             return Verdict(verifier=self.name, status="pass", reasons=self._why_pass(finish))
         why = cut_off(output)

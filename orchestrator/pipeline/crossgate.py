@@ -45,6 +45,7 @@ __all__ = [
     "apply_cross",
     "ask_cross",
     "cross_title",
+    "declared_facts",
     "final_check",
     "gate_plan",
     "plan_facts",
@@ -122,9 +123,26 @@ def plan_facts(plan: Plan) -> dict[str, list[str]]:
         if act.facts:
             facts[act.id] = list(act.facts)
         else:
-            found = set(_WORDS.findall(act.instructions.lower())) & FACT_WORDS
+            found = {w for w in _WORDS.findall(act.instructions.lower()) if _fact_word(w)}
             facts[act.id] = sorted(found)
     return facts
+
+
+def _fact_word(word: str) -> str | None:
+    """The quantity ``word`` names, singular or plural ("visitor", "visitors")."""
+    for form in (word, word + "s", word.removesuffix("s")):
+        if form in FACT_WORDS:
+            return form
+    return None
+
+
+def declared_facts(plan: Plan) -> dict[str, list[str]] | None:
+    """The facts the plan itself lists, or ``None`` when it lists none: the check
+    before integration then compares every quantity two outputs both state (the
+    instructions' words only decide, earlier, who waits for whose check)."""
+    if not any(a.facts for a in plan.activities):
+        return None
+    return plan_facts(plan)
 
 
 @dataclass(frozen=True)
@@ -211,6 +229,8 @@ def cross_title(bad: Sequence[Mapping[str, Any]]) -> str:
     """An inbox title that says what the cross-check found."""
     first = bad[0]
     reason = (first.get("reasons") or [f"the {first.get('verifier')} check failed"])[0]
+    if first.get("verifier") == "figures":  # the figures themselves are in the item
+        reason = reason.partition(": ")[0]
     more = f" (and {len(bad) - 1} more finding(s))" if len(bad) > 1 else ""
     return f"Cross-check {first.get('verifier')}: {reason}"[: 280 - len(more)] + more
 
@@ -315,7 +335,7 @@ def _feedback(bad: list[dict[str, Any]], target: str, decision: Decision | None)
 async def final_check(pipe: Pipeline, plan: Plan) -> None:
     """Every cross-activity check over the accepted outputs together, before
     integration; findings a person already settled are not asked again."""
-    facts = plan_facts(plan)
+    facts = declared_facts(plan)
     used = {d for a in plan.activities for d in a.inputs}
     while pipe.replan is None:
         works = pipe.works
@@ -379,6 +399,7 @@ async def ask_cross(
                 "approve": "keep every output as it is",
                 **{r: f"keep the others, run {r[6:]!r} again" for r in reruns},
                 "reject": "reject the implicated outputs",
+                **({"replan": "plan the run again, with your note"} if pipe.can_replan() else {}),
             },
         },
         decisions,

@@ -15,6 +15,7 @@ verifier's feedback, and escalation to a person whose decision it applies.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,27 @@ if TYPE_CHECKING:
 __all__ = ["ACTIVITY_DECISIONS", "ActivityRun", "Work", "decomposition", "edited", "problem_of"]
 
 ACTIVITY_DECISIONS = ("approve", "edit", "reject", "retry", "replan")
+
+
+_ENGINE_FAILURE = re.compile(
+    r"^(?P<who>[^:]*): activity '[^']+' \(step [^)]*\) failed after (?P<n>\d+) attempts?: "
+    r"(?:[A-Za-z]+(?:Error|Exception): )?"
+)
+
+
+def headline(problem: str) -> str:
+    """``problem`` as an item's title says it: without the engine's step numbers and
+    exception class, and without the quote of the model's answer (the item shows it).
+
+    Example::
+
+        headline("the subagent failed: activity 'taskloom.agent' (step 2.0.1) failed "
+                 "after 4 attempts: LLMOutputError: m gave no valid Section; the output "
+                 "began 'Sorry'")
+        # "the subagent failed after 4 attempts: m gave no valid Section"
+    """
+    short = _ENGINE_FAILURE.sub(lambda m: f"{m['who']} after {m['n']} attempts: ", problem)
+    return short.split("; the output began", 1)[0]
 
 
 @dataclass
@@ -246,7 +268,7 @@ class ActivityRun:
                 if (d != "replan" or pipe.can_replan()) and (d != "approve" or output is not None)
             )
             decision = await pipe.ask(
-                f"Activity {act.id!r} needs a decision: {problem}"[:300],
+                f"Activity {act.id!r} needs a decision: {headline(problem)}"[:300],
                 {
                     "goal": pipe.req.goal,
                     "activity": act.model_dump(mode="json", by_alias=True),

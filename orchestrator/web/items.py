@@ -3,6 +3,7 @@ decision form, and the magic links the team makes and revokes there."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -212,9 +213,39 @@ def _activities(ctx: dict[str, Any]) -> list[dict[str, Any]]:
     """The activity specs an item is about: one (``activity``) or several (a
     cross-check's ``activities``, by id)."""
     if isinstance(ctx.get("activity"), dict):
-        return [ctx["activity"]]
+        return [_readable(ctx["activity"])]
     many = ctx.get("activities")
-    return [a for a in many.values() if isinstance(a, dict)] if isinstance(many, dict) else []
+    if not isinstance(many, dict):
+        return []
+    return [_readable(a) for a in many.values() if isinstance(a, dict)]
+
+
+def _readable(spec: dict[str, Any]) -> dict[str, Any]:
+    """An activity spec as a person reads it: the checks it gets in one line, not the
+    verify spec's JSON with every switch; options left at "off" not shown."""
+    shown = {k: v for k, v in spec.items() if v is not False}
+    verify = spec.get("verify")
+    if isinstance(verify, dict):
+        shown["verify"] = verify_summary(verify)
+    if isinstance(spec.get("facts"), list) and all(isinstance(f, str) for f in spec["facts"]):
+        shown["facts"] = ", ".join(spec["facts"])
+    return shown
+
+
+def verify_summary(verify: dict[str, Any]) -> str:
+    """``{"schema": true, "pii": "block", "max_retries": 2, ...}`` as
+    ``schema, truncation, ...; pii: block; up to 2 retries``."""
+    on = [k for k, v in verify.items() if v is True]
+    options = [
+        f"{k}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
+        for k, v in verify.items()
+        if k not in ("max_retries", "fallback_model") and v not in (None, True, False, [], {})
+    ]
+    retries = verify.get("max_retries")
+    tail = [f"up to {retries} retries"] if isinstance(retries, int) else []
+    if verify.get("fallback_model"):
+        tail.append(f"then {verify['fallback_model']}")
+    return "; ".join(x for x in (", ".join(on), *options, *tail) if x) or "no checks"
 
 
 def _attempts(history: Any) -> Any:
