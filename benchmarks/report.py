@@ -205,6 +205,15 @@ def _v1(row: dict[str, Any]) -> str:
     )
 
 
+def _s1(row: dict[str, Any]) -> str:
+    return (
+        f"W1 best {row['W1_1m_best_per_s']}/s on 1 master, {row['W1_3m_best_per_s']}/s on 3 "
+        f"(busiest master {row['W1_3m_busiest_share']:.0%} of commands); many runs best "
+        f"{row['spread_1m_best_per_s']}/s on 1, {row['spread_3m_best_per_s']}/s on 3 "
+        f"(busiest {row['spread_3m_busiest_share']:.0%}); {len(row['rows'])} rows in --json"
+    )
+
+
 def _cli(row: dict[str, Any]) -> str:
     return cli_latency.summary(row)
 
@@ -221,6 +230,7 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "cold_start": _cold_start,
     "W8": _w8,
     "soak": _w8,
+    "S1": _s1,
     "V1": _v1,
     "V1H": _v1,
     "cli": _cli,

@@ -97,6 +97,7 @@ from benchmarks import (  # noqa: E402
     cli_latency,
     cold_start,
     redis_baseline,
+    s1_cluster,
     v1_verification,
     w1_fanout,
     w2_latency,
@@ -128,7 +129,7 @@ WORKLOADS = (
     "cold_start",
     "cli",
 )
-EXTRA_WORKLOADS = ("soak",)
+EXTRA_WORKLOADS = ("soak", "S1")
 """Measured only when named in ``--only`` (minutes long)."""
 _RUNS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "baseline": redis_baseline.run,
@@ -144,6 +145,7 @@ _RUNS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "cold_start": cold_start.run,
     "W8": w8_retention.run,
     "soak": w8_retention.soak,
+    "S1": s1_cluster.run,
     "cli": lambda bench: asyncio.to_thread(cli_latency.measure, quick=bench.sizes is QUICK),
 }
 

@@ -12,6 +12,9 @@ Not yet: sharded activity queues (one queue key still lives on one master, the h
 spot this shows), so W1's per-node spread stays lopsided.
 
     .venv/bin/python benchmarks/s1_cluster.py [--quick] [--json]
+    .venv/bin/python benchmarks/run.py --only S1 [--quick] [--json]   # the same, as one row
+
+It starts its own clusters (loopback ports 7000-7089), so ``--redis-url`` is not used.
 """
 
 from __future__ import annotations
@@ -31,11 +34,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import workloads as wl  # noqa: E402
-from benchmarks.harness import WorkerProcess, result_of  # noqa: E402
+from benchmarks.harness import QUICK, Bench, WorkerProcess, result_of  # noqa: E402
 from taskloom import Orchestrator, Settings  # noqa: E402
-from tests.cluster import LocalCluster  # noqa: E402  (the suite's local cluster)
+from taskloom.testing.cluster import LocalCluster  # noqa: E402
 
-__all__ = ["main", "measure"]
+__all__ = ["main", "measure", "run"]
 
 WORKERS = (1, 2, 4)
 CONCURRENCY = 32
@@ -113,6 +116,21 @@ async def run_all(quick: bool) -> list[dict[str, Any]]:
                 for load in ("W1", "spread"):
                     rows.append(await measure(cluster, workers, load, n))
     return rows
+
+
+async def run(bench: Bench) -> dict[str, Any]:
+    """S1 as one row of ``benchmarks/run.py``: every measurement in ``rows``, and for
+    each load the best rate on 1 and on 3 masters and the 3 masters' busiest share."""
+    rows = await run_all(bench.sizes is QUICK)
+    n = rows[0]["activities"] if rows else 0
+    out: dict[str, Any] = {"workload": "S1", "n": n, "rows": rows}
+    for load in ("W1", "spread"):
+        for masters in (1, 3):
+            mine = [r for r in rows if r["load"] == load and r["masters"] == masters]
+            out[f"{load}_{masters}m_best_per_s"] = max(r["activities_per_s"] for r in mine)
+        three = [r for r in rows if r["load"] == load and r["masters"] == 3]
+        out[f"{load}_3m_busiest_share"] = max(r["busiest_node_share"] or 0 for r in three)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
