@@ -20,6 +20,7 @@ import pytest
 from redis.asyncio import Redis
 
 from taskloom import Context, Orchestrator, activity, workflow
+from taskloom.terminal.doctor import diagnose
 from tests.cluster import LocalCluster
 from tests.helpers import running, wait_until
 from tests.test_durability import assert_recorded_once
@@ -90,3 +91,16 @@ async def test_runs_on_a_killed_master_resume_on_its_promoted_replica(
         for t in on_victim
     }  # type: ignore[attr-defined]
     assert moved == {replica}
+
+
+async def test_doctor_counts_the_replicas_of_each_master(
+    client: Redis, replicated_cluster: LocalCluster
+) -> None:
+    """The cluster client may know only the masters: the replicas count from each
+    master's replication view (it said '0 replicas' of this cluster). After the
+    failover above, a promoted replica is a master without one, and doctor says so."""
+    replicas = len(replicated_cluster.procs) - 3  # every live node but the 3 masters
+    report = await diagnose(client, pings=3)
+    cluster = next(check for check in report.checks if check.name == "cluster")
+    assert cluster.ok and f"3 masters, {replicas} replicas" in cluster.detail
+    assert ("without a replica" in cluster.detail) == (replicas < 3)

@@ -83,7 +83,8 @@ async def check_cluster(client: Any, rows: list[dict[str, Any]]) -> Check:
         info = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
     state, covered = info.get("cluster_state"), int(info.get("cluster_slots_ok", 0))
     masters = [r for r in rows if r["role"] == "master"]
-    replicas = len(rows) - len(masters)
+    # The client may know the masters only: their replicas count from each master's view.
+    replicas = max(len(rows) - len(masters), sum(r.get("replicas", 0) for r in masters))
     unprotected = [r["node"] for r in masters if not r.get("replicas")]
     detail = (
         f"Redis Cluster, state {state}: {len(masters)} masters, {replicas} replicas, "
