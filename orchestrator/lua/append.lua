@@ -17,6 +17,15 @@
 --              with a claim key index, the owner claims it to run it itself
 -- Returns one entry per event: the new entry id, 'done' (outcome already recorded),
 -- 'busy' (another worker holds the claim), or 'dup'.
+-- HMGET of many fields, in chunks (unpack has a limit).
+local function hmget(key, fields)
+  local out = {}
+  for from = 1, #fields, 1000 do
+    local part = redis.call('HMGET', key, unpack(fields, from, math.min(from + 999, #fields)))
+    for k = 1, #part do out[from + k - 1] = part[k] end
+  end
+  return out
+end
 local last = redis.call('GET', KEYS[4])
 if last and string.sub(last, 1, #ARGV[9] + 1) == ARGV[9] .. ' ' then
   local first = {}
@@ -39,17 +48,30 @@ for id in string.gmatch(ARGV[7], '%S+') do
 end
 local out = {}
 local n = tonumber(ARGV[8])
+-- Which steps already have an outcome: one HMGET for all of them.
+local asked = {}
+for k = 0, n - 1 do
+  if ARGV[12 + 4 * k] ~= 'log' then asked[#asked + 1] = ARGV[11 + 4 * k] end
+end
+local recorded = {}
+if #asked > 0 then
+  local ids = hmget(KEYS[3], asked)
+  for k = 1, #asked do
+    if ids[k] then recorded[asked[k]] = true end
+  end
+end
 local i = 11
 for k = 1, n do
   local seq, mode, claim, event = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   i = i + 4
   if mode == 'log' then
     out[k] = redis.call('XADD', KEYS[2], '*', 'e', event)
-  elseif redis.call('HEXISTS', KEYS[3], seq) == 1 then
+  elseif recorded[seq] then
     out[k] = mode == 'sched' and 'done' or 'dup'
   elseif mode == 'step' then
     local id = redis.call('XADD', KEYS[2], '*', 'e', event)
     redis.call('HSET', KEYS[3], seq, id)
+    recorded[seq] = true
     out[k] = id
   else
     local busy = false
