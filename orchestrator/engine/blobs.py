@@ -258,8 +258,10 @@ class LocalBlobStore(_ShardedStore):
     def _stored(self, hexdigest: str, size: int) -> bool:
         """Whether the blob is in place (content-addressed: the same name holds the same
         bytes; a file of another size is a torn write, written again)."""
+        # os.path and a str: pathlib costs several times the stat itself
+        path = os.path.join(self.location, hexdigest[:2], hexdigest[2:4], hexdigest)
         try:
-            return self._path(hexdigest).stat().st_size == size
+            return os.stat(path).st_size == size
         except FileNotFoundError:
             return False
 
