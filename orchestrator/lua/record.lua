@@ -1,7 +1,10 @@
 -- Record step outcomes of one run exactly once each; any worker may call it, no lease
 -- needed (the steps hash, not the owner, decides what counts).
--- KEYS: meta, log, steps, attempts, then one claim key per item
+-- KEYS: meta, log, steps, attempts
 -- ARGV: worker_id, then per item: seq, attempt, event_json
+-- The step's claim is left to lapse (it has a TTL of a lease): once the steps hash holds
+-- the outcome, whoever would start the step again is told 'done' (start.lua,
+-- append.lua) before any claim is looked at.
 -- An outcome of an attempt that was already recorded as failed (given up as hung, say)
 -- is stale: dropped like a duplicate.
 -- Returns one reply per item: {'ok', entry_id, owner, lease_until} | {'dup'} | {'late'}
@@ -23,7 +26,7 @@ local function hset(key, kv)
 end
 local m = redis.call('HMGET', KEYS[1], 'status', 'owner', 'lease_until')
 local out = {}
-local n = #KEYS - 4
+local n = (#ARGV - 1) / 3
 if not m[1] then
   for k = 1, n do out[k] = {'missing'} end
   return out
@@ -49,8 +52,6 @@ for k = 1, n do
     done[seq] = true
     written[#written + 1] = seq
     written[#written + 1] = id
-    local claim = KEYS[4 + k]
-    if redis.call('GET', claim) == ARGV[1] then redis.call('DEL', claim) end
     out[k] = {'ok', id, m[2], m[3]}
   end
 end
