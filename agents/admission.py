@@ -7,7 +7,7 @@ Before the call, :func:`admit` asks the model's shared rate limit
 (the run's blob references, say). Sent through a
 :class:`~taskloom.agents.batching.PipelineBatch`, the calls of one event-loop tick
 share one round trip. For a model without rate limits the rate part is a single
-``EXISTS`` of its block key.
+``EXISTS`` of its block key, sent once for all the calls of the tick.
 
 The pipeline spans two hash slots (the limiter's ``{rl:MODEL}`` and the run's
 ``{RUN_ID}``); each script in it stays in one, so a Redis Cluster client sends each part
@@ -23,21 +23,26 @@ nothing is held while it waits; a call the budget refuses gives its rate admissi
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
-from .batching import PipelineStep
+from .batching import Command, PipelineStep
 from .budget import BudgetReservation, Budgets
 from .limits import RateLimiter, RateReservation
 
 __all__ = ["Send", "admit", "settle"]
 
-Send = Callable[[PipelineStep], Awaitable[list[Any]]]
-"""Runs the commands a :data:`~taskloom.agents.batching.PipelineStep` adds to a pipeline
-and returns their replies: :meth:`LuaScripts.pipeline
-<taskloom.luascripts.LuaScripts.pipeline>`, or :meth:`PipelineBatch.send
-<taskloom.agents.batching.PipelineBatch.send>` to share the round trip with other calls."""
+
+class Send(Protocol):
+    """Runs the commands a :data:`~taskloom.agents.batching.PipelineStep` adds to a
+    pipeline (after ``shared``, whose reply comes first) and returns their replies:
+    :meth:`PipelineBatch.send <taskloom.agents.batching.PipelineBatch.send>`, which
+    shares the round trip (and ``shared``) with the other calls of a tick."""
+
+    def __call__(
+        self, build: PipelineStep, /, *, shared: Command | None = None
+    ) -> Awaitable[list[Any]]: ...
 
 
 async def admit(
@@ -61,16 +66,19 @@ async def admit(
     if limiter is not None:
         tokens = limiter.check(tokens)
     rid = uuid.uuid4().hex
+    # A limiter with no rpm or tpm asks only whether the model is blocked: one read the
+    # calls of a tick share.
+    shared = limiter.block_check() if at_once and limiter is not None else None
 
     def build(pipe: Any) -> None:
-        if at_once:
+        if at_once and shared is None:
             assert limiter is not None
             limiter.queue(pipe, tokens, rid)
         if ask is not None:
             assert budgets is not None
             budgets.queue(pipe, ask)
 
-    replies = await send(build) if (at_once or ask is not None) else []
+    replies = await send(build, shared=shared) if (at_once or ask is not None) else []
     rate = held = None
     try:
         if at_once:

@@ -10,8 +10,10 @@ it in one pipeline; each caller gets the replies of its own commands::
     batch = PipelineBatch(scripts)
     replies = await batch.send(lambda pipe: scripts.queue(pipe, "budget_reserve", ...))
 
-A caller waits at most one tick longer than alone. Every command must be safe to run
-twice: the pipeline's ``NOSCRIPT`` recovery runs them all again
+A read the callers of a tick all make (``shared=("EXISTS", block_key)``: is the model
+blocked?) is sent once, and each of them gets its reply. A caller waits at most one tick
+longer than alone. Every command must be safe to run twice: the pipeline's
+``NOSCRIPT`` recovery runs them all again
 (:meth:`LuaScripts.pipeline <taskloom.luascripts.LuaScripts.pipeline>`).
 """
 
@@ -23,10 +25,13 @@ from typing import Any
 
 from taskloom.luascripts import LuaScripts, queued_count
 
-__all__ = ["PipelineBatch", "PipelineStep"]
+__all__ = ["Command", "PipelineBatch", "PipelineStep"]
 
 PipelineStep = Callable[[Any], None]
 """Adds commands to a redis-py pipeline."""
+
+Command = tuple[str, ...]
+"""A Redis command and its arguments, e.g. ``("EXISTS", key)``."""
 
 
 class PipelineBatch:
@@ -35,16 +40,19 @@ class PipelineBatch:
 
     def __init__(self, scripts: LuaScripts) -> None:
         self._scripts = scripts
-        self._queued: list[tuple[PipelineStep, asyncio.Future[list[Any]]]] = []
+        self._queued: list[_Item] = []
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def send(self, build: PipelineStep) -> list[Any]:
+    async def send(self, build: PipelineStep, *, shared: Command | None = None) -> list[Any]:
         """Run the commands ``build(pipe)`` adds, with those of the other callers of
         this tick; returns their replies (errors as exception objects, as
-        :meth:`LuaScripts.pipeline <taskloom.luascripts.LuaScripts.pipeline>` does)."""
+        :meth:`LuaScripts.pipeline <taskloom.luascripts.LuaScripts.pipeline>` does).
+
+        ``shared``: a read-only command (``("EXISTS", key)``) sent once for all the
+        callers of the tick that name it; its reply comes first in the list."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
-        self._queued.append((build, future))
+        self._queued.append((build, shared, future))
         if len(self._queued) == 1:
             loop.call_soon(self._flush)
         return await future
@@ -55,25 +63,35 @@ class PipelineBatch:
         self._sending.add(task)  # kept until done: the loop holds tasks weakly
         task.add_done_callback(self._sending.discard)
 
-    async def _send(self, items: list[tuple[PipelineStep, asyncio.Future[list[Any]]]]) -> None:
+    async def _send(self, items: list[_Item]) -> None:
         spans: list[tuple[int, int]] = []
+        shared_at: dict[Command, int] = {}
 
         def build_all(pipe: Any) -> None:
             spans.clear()  # built again after NOSCRIPT
-            for build, _ in items:
-                start = queued_count(pipe)  # a single Redis's pipeline or a cluster's
+            shared_at.clear()
+            for _, shared, _ in items:
+                if shared is not None and shared not in shared_at:
+                    shared_at[shared] = queued_count(pipe)
+                    pipe.execute_command(*shared)
+            for build, _, _ in items:
+                start = queued_count(pipe)
                 build(pipe)
                 spans.append((start, queued_count(pipe)))
 
         try:
             replies = await self._scripts.pipeline(build_all)
         except BaseException as exc:
-            for _, future in items:
+            for _, _, future in items:
                 if not future.done():
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for (start, end), (_, future) in zip(spans, items, strict=True):
+        for (start, end), (_, shared, future) in zip(spans, items, strict=True):
             if not future.done():
-                future.set_result(replies[start:end])
+                first = [] if shared is None else [replies[shared_at[shared]]]
+                future.set_result(first + replies[start:end])
+
+
+_Item = tuple[PipelineStep, "Command | None", asyncio.Future[list[Any]]]

@@ -257,6 +257,12 @@ class RateLimiter:
         """Whether this process knows of a block still on (maybe not yet in Redis)."""
         return self._blocked_until > self._local_clock()
 
+    def block_check(self) -> tuple[str, str] | None:
+        """For a :attr:`light` limiter, the command whose reply :meth:`admitted` reads in
+        place of :meth:`queue`'s (``EXISTS`` of the block key, the same for every call,
+        so the calls of a tick can share it); else ``None``."""
+        return ("EXISTS", self.keys.block) if self.light else None
+
     def queue(self, pipe: Any, tokens: int, rid: str) -> None:
         """Add one admission attempt of a call of ``tokens`` (checked, see :meth:`check`)
         under id ``rid`` to the pipeline ``pipe``; read its reply with :meth:`admitted`."""

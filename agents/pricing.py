@@ -152,6 +152,9 @@ BUILTIN_PRICES: Mapping[str, ModelPrice] = {
 """Prices as published by OpenAI and Anthropic (late 2025); override with your own."""
 
 
+_RESOLVED_KEPT = 1024  # model names whose table key a PriceTable remembers
+
+
 class PriceTable(Mapping[str, ModelPrice]):
     """An immutable mapping of model name (``provider:model``, ``provider:*`` or
     ``*``) to :class:`ModelPrice`, with lookup that understands snapshot names."""
@@ -164,6 +167,7 @@ class PriceTable(Mapping[str, ModelPrice]):
                     f"price of {model!r} must be a ModelPrice, not {type(price).__name__}"
                 )
             self._prices[_name(model)] = price
+        self._resolved: dict[str, str | None] = {}  # resolve() runs a regex: a few per call
 
     @classmethod
     def builtin(cls) -> PriceTable:
@@ -240,6 +244,16 @@ class PriceTable(Mapping[str, ModelPrice]):
 
     def resolve(self, model: str) -> str | None:
         """The table key that prices ``model``, or ``None``."""
+        try:
+            return self._resolved[model]
+        except KeyError:
+            pass
+        key = self._resolve(model)
+        if len(self._resolved) < _RESOLVED_KEPT:
+            self._resolved[model] = key
+        return key
+
+    def _resolve(self, model: str) -> str | None:
         name = model.strip()
         provider, _, bare = name.partition(":")
         if not bare:  # no provider given

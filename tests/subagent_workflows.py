@@ -25,9 +25,10 @@ checker = Agent(name="checker", role="a fact checker", model=MODEL, output=Fact)
 
 
 @workflow(name="write_parts")
-async def write_parts(ctx: Context, n: int) -> list[str]:
-    """Fan out ``n`` writer subagents, one per part; fan in their texts."""
-    results = await ctx.gather(*(ctx.agent(writer, f"part {i}") for i in range(n)))
+async def write_parts(ctx: Context, n: int, brief: str = "") -> list[str]:
+    """Fan out ``n`` writer subagents, one per part (``brief`` after its number); fan in
+    their texts."""
+    results = await ctx.gather(*(ctx.agent(writer, f"part {i}{brief}") for i in range(n)))
     return [r.text for r in results]
 
 

@@ -121,6 +121,35 @@ async def test_a_call_without_rate_limits_makes_one_round_trip_before_and_one_af
     assert usage.held_tokens == 0 and usage.spent_tokens > 0
 
 
+async def test_the_calls_of_one_tick_share_one_block_check(counted: Redis, prefix: str) -> None:
+    # Twenty calls admitted together each need "is the model blocked?": one EXISTS for
+    # all, in their one round trip; a block set meanwhile reaches every one of them.
+    agent = Agent(name="w", model=MODEL, max_tokens=20)
+    async with FakeLLM(lambda request: reply("done")) as fake:
+        runner = runner_for(fake, counted, prefix, limits=UNLIMITED)
+        await runner.run(agent, "warm", budget="run-t")
+        before = await _commands(counted)
+        await asyncio.gather(*(runner.run(agent, f"task {i}", budget="run-t") for i in range(20)))
+        used = await _commands(counted) - before
+        assert runner.limiters is not None
+        limiter = runner.limiters.for_model(MODEL)
+        check = limiter.block_check()
+        assert check == ("EXISTS", limiter.keys.block)
+        await counted.set(limiter.keys.block, "1", px=5000)
+        before = await _commands(counted)
+        batch = PipelineBatch(LuaScripts(counted, package="taskloom.agents"))
+        replies = await asyncio.gather(
+            *(batch.send(lambda pipe: pipe.ping(), shared=check) for _ in range(5))
+        )
+        shared_used = await _commands(counted) - before
+        await runner.aclose()
+    assert used["exists"] == 1
+    assert used["evalsha"] == 20 * 2  # each call's budget hold and settle are its own
+    assert shared_used["exists"] == 1 and shared_used["ping"] == 5
+    assert [r[0] for r in replies] == [1] * 5  # each sees the block ...
+    assert all(limiter.admitted(r[0], 10, "id") is None for r in replies)  # ... and waits
+
+
 async def test_a_call_without_a_budget_asks_only_the_rate_limit(
     counted: Redis, prefix: str
 ) -> None:

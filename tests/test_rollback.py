@@ -29,6 +29,8 @@ from taskloom import (
     workflow,
 )
 from taskloom.engine.embedded import EmbeddedRedis
+from taskloom.engine.store import Op, Store
+from taskloom.errors import StoreRolledBackError
 from tests.helpers import running
 
 pytestmark = pytest.mark.anyio
@@ -127,3 +129,32 @@ async def test_waiting_on_a_run_redis_lost_ends_with_a_clear_error(orch: Orchest
     with pytest.raises(RunNotFoundError, match="is gone from Redis"):
         async with asyncio.timeout(30):  # before: followed the vanished log forever
             await anext(events)
+
+
+async def test_an_outcome_recorded_here_is_checked_in_the_steps_hash(store: Store) -> None:
+    # The owner checks the outcomes it recorded itself (ID=SEQ, see Writes.known) with
+    # one HMGET of the steps hash, which their script wrote with the log entry: an
+    # outcome Redis lost, or one recorded again after the loss under another entry,
+    # stops appends, reads and lease renewals alike.
+    await store.create_run("rb", workflow="wf", input_json='{"args":[],"kwargs":{}}')
+    state, epoch = await store.acquire("rb", "w1", ttl_ms=30_000)
+    assert state == "acquired"
+    done = {"type": "activity_completed", "seq": "0", "result": 1, "ts": 1}
+    [routing] = await store.record([("rb", "0", done)], "w1")
+    entry = routing.entry_id
+    assert entry is not None
+    mark = {"type": "marker", "ts": 2}
+
+    await store.append("rb", "w1", epoch, [Op(event=mark)], claim_ttl_ms=1000, known=[f"{entry}=0"])
+    assert await store.read_log("rb", known=[f"{entry}=0"])
+    assert await store.renew([("rb", epoch)], "w1", ttl_ms=30_000, known={"rb": [f"{entry}=0"]})
+
+    await store.raw.hset(store.keys.steps("rb"), "0", "1-1")  # recorded again, elsewhere
+    for gone in ([f"{entry}=0"], [f"{entry}=7"]):  # ... or never there
+        with pytest.raises(StoreRolledBackError, match=entry):
+            await store.append("rb", "w1", epoch, [Op(event=mark)], claim_ttl_ms=1000, known=gone)
+        with pytest.raises(StoreRolledBackError, match=entry):
+            await store.read_log("rb", known=gone)
+        assert await store.renew([("rb", epoch)], "w1", ttl_ms=30_000, known={"rb": gone}) == [
+            False
+        ]

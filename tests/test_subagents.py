@@ -105,11 +105,12 @@ async def test_messages_are_stored_by_content_and_the_log_keeps_references(
 ) -> None:
     fake.answer_with(echo())
     worker = orch_blobs.worker(modules=[flows])
+    brief = ": " + "a long brief for the writer, " * 4
     refs: list[set[str]] = []
     async with running(worker):
         for run_id in ("parts-a", "parts-b"):  # the same conversations twice
-            handle = await orch_blobs.start(flows.write_parts, 3, run_id=run_id)
-            assert await handle.result(timeout=20) == [f"done part {i}" for i in range(3)]
+            handle = await orch_blobs.start(flows.write_parts, 3, brief, run_id=run_id)
+            assert await handle.result(timeout=20) == [f"done part {i}{brief}" for i in range(3)]
             run_refs = set()
             for event in await completed(orch_blobs.store, run_id):
                 messages = event.data["result"]["messages"]
@@ -124,8 +125,28 @@ async def test_messages_are_stored_by_content_and_the_log_keeps_references(
     roles = Counter(m["role"] for m in texts)
     assert roles == {"system": 3, "user": 3, "assistant": 3}
     assert {m["content"] for m in texts if m["role"] == "assistant"} == {
-        f"done part {i}" for i in range(3)
+        f"done part {i}{brief}" for i in range(3)
     }
+    assert await orch_blobs.store.raw.smembers(orch_blobs.store.keys.blobs("parts-a")) == refs[0]
+
+
+async def test_a_message_no_longer_than_its_reference_stays_in_the_log(
+    fake: FakeLLM, orch_blobs: Orchestrator
+) -> None:
+    # Its reference would be as long: the log is no smaller, and the call writes no file.
+    fake.answer_with(echo())
+    worker = orch_blobs.worker(modules=[flows])
+    async with running(worker):
+        handle = await orch_blobs.start(flows.write_parts, 2, run_id="short")
+        assert await handle.result(timeout=20) == ["done part 0", "done part 1"]
+    stored = set()
+    for event in await completed(orch_blobs.store, "short"):
+        system, user, assistant = event.data["result"]["messages"]
+        assert is_ref(system)  # the system prompt is long
+        assert not is_ref(user) and user["role"] == "user"
+        assert assistant == {"role": "assistant", "content": f"done {user['content']}"}
+        stored.add(system["$blob"])
+    assert await orch_blobs.store.raw.smembers(orch_blobs.store.keys.blobs("short")) == stored
 
 
 async def test_a_fan_out_under_a_budget_never_spends_past_it(

@@ -131,7 +131,10 @@ class Execution:
             self.last_id = events[-1].id
             self.writes.saw(self.last_id)
         elif events:  # recorded after the last check: maybe past a hole Redis left
-            self.writes.unverified.extend(e.id for e in events)
+            # ID=SEQ: recorded with the steps hash's SEQ, which checks it (Writes.known)
+            self.writes.unverified.extend(
+                e.id if e.seq is None else f"{e.id}={e.seq}" for e in events
+            )
         self._check_evictable()
 
     def known(self) -> list[str]:

@@ -19,6 +19,7 @@ from taskloom.engine.blobs import (
     BlobStore,
     collect_garbage,
     externalize,
+    fits_its_ref,
     internalize,
     is_ref,
     store_all,
@@ -80,15 +81,28 @@ class Payloads:
 
     async def put_each(self, values: list[Any], *, what: str) -> list[Any]:
         """:meth:`store_each` without remembering the references: the caller adds
-        :meth:`queue_remember` to a pipeline of its own (one round trip for both)."""
+        :meth:`queue_remember` to a pipeline of its own (one round trip for both).
+
+        A value whose JSON is no longer than its reference would be (a short message:
+        "ok", a one-line task) stays as it is: the log would not be any smaller, and
+        its write (a file and two fsyncs) would be the dearest part of the call."""
         if self.blobs is None:
             return values
-        return await store_all(
-            [serde.dumps(v, what=what) for v in values],
-            store=self.blobs,
-            hard_limit=self.hard_limit,
-            what=what,
+        texts = [serde.dumps(v, what=what) for v in values]
+        large = [
+            i
+            for i, (value, text) in enumerate(zip(values, texts, strict=True))
+            if not fits_its_ref(text) or is_ref(value)
+        ]
+        if not large:
+            return list(values)
+        packed = list(values)
+        refs = await store_all(
+            [texts[i] for i in large], store=self.blobs, hard_limit=self.hard_limit, what=what
         )
+        for i, ref in zip(large, refs, strict=True):
+            packed[i] = ref
+        return packed
 
     def queue_remember(self, pipe: Any, run_id: str, packed: list[Any]) -> None:
         """Add to the pipeline ``pipe`` the run's remembering of the references among

@@ -39,7 +39,7 @@ class Writes:
         self._flush_queued = False
         self.flushing: asyncio.Task[None] | None = None
         self.known_id = ""  # the newest log entry this owner saw written (see saw)
-        self.unverified: list[str] = []  # entries of outcomes recorded here (see apply_all)
+        self.unverified: list[str] = []  # ID=SEQ of outcomes recorded here (see apply_all)
 
     # -- the entries the owner built on -------------------------------------------------
     def saw(self, entry_id: str) -> None:
@@ -52,13 +52,17 @@ class Writes:
         """The log entries to check before building on this owner's view: the newest it
         saw with all before it, and the outcomes recorded here since. Redis loses writes
         only as the tail of its AOF, so while it holds these it holds all the owner
-        built on; every write, read and lease renewal of the owner checks them."""
+        built on; every write, read and lease renewal of the owner checks them.
+
+        An outcome comes as ``ID=SEQ``: the script that wrote entry ID also wrote the
+        steps hash's SEQ, in the same atomic write, so one HMGET of the steps hash checks
+        them all (a lookup of each entry in the log was one command apiece)."""
         return [self.known_id, *self.unverified] if self.known_id else list(self.unverified)
 
     def verified(self, checked: list[str]) -> None:
         """The entries of :meth:`known` were there: they need no checking again."""
         for entry_id in checked:
-            self.saw(entry_id)
+            self.saw(entry_id.partition("=")[0])
         done = set(checked)
         self.unverified = [e for e in self.unverified if e not in done]
 

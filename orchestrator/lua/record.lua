@@ -1,24 +1,47 @@
 -- Record step outcomes of one run exactly once each; any worker may call it, no lease
 -- needed (the steps hash, not the owner, decides what counts).
--- KEYS: meta, log, steps, attempts, then one claim key per item
+-- KEYS: meta, log, steps, attempts
 -- ARGV: worker_id, then per item: seq, attempt, event_json
+-- The step's claim is left to lapse (it has a TTL of a lease): once the steps hash holds
+-- the outcome, whoever would start the step again is told 'done' (start.lua,
+-- append.lua) before any claim is looked at.
 -- An outcome of an attempt that was already recorded as failed (given up as hung, say)
 -- is stale: dropped like a duplicate.
 -- Returns one reply per item: {'ok', entry_id, owner, lease_until} | {'dup'} | {'late'}
 -- | {'missing'}
+-- HMGET of many fields, in chunks (unpack has a limit).
+local function hmget(key, fields)
+  local out = {}
+  for from = 1, #fields, 1000 do
+    local part = redis.call('HMGET', key, unpack(fields, from, math.min(from + 999, #fields)))
+    for k = 1, #part do out[from + k - 1] = part[k] end
+  end
+  return out
+end
+-- HSET of many field-value pairs, in chunks (unpack has a limit).
+local function hset(key, kv)
+  for from = 1, #kv, 2000 do
+    redis.call('HSET', key, unpack(kv, from, math.min(from + 1999, #kv)))
+  end
+end
 local m = redis.call('HMGET', KEYS[1], 'status', 'owner', 'lease_until')
 local out = {}
-local n = #KEYS - 4
+local n = (#ARGV - 1) / 3
 if not m[1] then
   for k = 1, n do out[k] = {'missing'} end
   return out
 end
 local ended = m[1] == 'completed' or m[1] == 'failed' or m[1] == 'cancelled'
+-- What is recorded already, and the attempts given up: one HMGET each for all items.
+local seqs = {}
+for k = 1, n do seqs[k] = ARGV[3 * k - 1] end
+local recorded = hmget(KEYS[3], seqs)
+local given_up = hmget(KEYS[4], seqs)
+local done, written = {}, {}
 local dups, late = 0, 0
 for k = 1, n do
-  local seq, attempt, event = ARGV[3 * k - 1], tonumber(ARGV[3 * k]), ARGV[3 * k + 1]
-  if redis.call('HEXISTS', KEYS[3], seq) == 1
-      or (attempt > 0 and (tonumber(redis.call('HGET', KEYS[4], seq)) or 0) >= attempt) then
+  local seq, attempt, event = seqs[k], tonumber(ARGV[3 * k]), ARGV[3 * k + 1]
+  if recorded[k] or done[seq] or (attempt > 0 and (tonumber(given_up[k]) or 0) >= attempt) then
     dups = dups + 1
     out[k] = {'dup'}
   elseif ended then
@@ -26,12 +49,13 @@ for k = 1, n do
     out[k] = {'late'}
   else
     local id = redis.call('XADD', KEYS[2], '*', 'e', event)
-    redis.call('HSET', KEYS[3], seq, id)
-    local claim = KEYS[4 + k]
-    if redis.call('GET', claim) == ARGV[1] then redis.call('DEL', claim) end
+    done[seq] = true
+    written[#written + 1] = seq
+    written[#written + 1] = id
     out[k] = {'ok', id, m[2], m[3]}
   end
 end
+if #written > 0 then hset(KEYS[3], written) end
 if dups > 0 then redis.call('HINCRBY', KEYS[1], 'dups', dups) end
 if late > 0 then redis.call('HINCRBY', KEYS[1], 'late', late) end
 return out

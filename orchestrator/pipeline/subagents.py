@@ -6,7 +6,8 @@ calls the model again; each call reserves against the run's budget (set with
 ``orch.start(..., budget_usd=, budget_tokens=)``) and the model's shared rate limit
 before it is sent. The conversation's messages are stored content-addressed in the
 blob store (when the worker has one): a system prompt shared by a hundred subagents is
-stored once, and the log keeps references.
+stored once, and the log keeps references (a message no
+longer than its reference stays in the log: storing it would save nothing).
 
 An agent with ``stream=True`` sends its tokens, as they arrive, to a short-lived stream
 of its own (:meth:`LiveTokens.follow`, ``orch.live_tokens(run_id, step)``); only the

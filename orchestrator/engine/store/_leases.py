@@ -60,7 +60,7 @@ class Leases(RunRecords):
                 self.scripts.queue(
                     pipe,
                     "renew",
-                    [self.keys.meta(run_id), self.keys.log(run_id)],
+                    [self.keys.meta(run_id), self.keys.log(run_id), self.keys.steps(run_id)],
                     [worker, epoch, ts, ttl_ms, " ".join(known.get(run_id, ()))],
                 )
             pipe.zadd(self.keys.leases, {run_id: ts + ttl_ms for run_id, _ in leases})

@@ -70,18 +70,27 @@ class RunLog(RunRecords):
     ) -> list[Event]:
         """Events of the run's log after entry id ``after`` (all of them by default).
 
-        ``known``: entries the reader saw before; if the log no longer holds one, Redis
+        ``known``: entries the reader saw before (``ID=SEQ``: an outcome, looked up in the
+        steps hash its script wrote with it); if the log no longer holds one, Redis
         lost writes and :class:`StoreRolledBackError` is raised.
         """
         start = f"({after}" if after else "-"
         log = self.keys.log(run_id)
+        entries = [e for e in known if "=" not in e]
+        outcomes = [e.split("=", 1) for e in known if "=" in e]
         pipe = self.raw.pipeline(transaction=False)
-        for entry_id in known:
+        for entry_id in entries:
             pipe.xrange(log, entry_id, entry_id)
+        if outcomes:  # ID=SEQ: an outcome, written with the steps hash's SEQ
+            pipe.hmget(self.keys.steps(run_id), [seq for _, seq in outcomes])
         pipe.xrange(log, start, "+")
         *found, rows = await pipe.execute()
-        for entry_id, hit in zip(known, found, strict=True):
+        held = found.pop() if outcomes else []
+        for entry_id, hit in zip(entries, found, strict=True):
             if not hit:
+                raise _rolled_back(run_id, entry_id)
+        for (entry_id, _), have in zip(outcomes, held, strict=True):
+            if have != entry_id:
                 raise _rolled_back(run_id, entry_id)
         return [Event.parse(entry_id, fields) for entry_id, fields in rows]
 

@@ -52,7 +52,6 @@ class Outcomes(Queues):
                 args: list[Any] = [worker]
                 for i in positions:
                     _, seq, event = items[i]
-                    keys.append(self.keys.claim(run_id, seq))
                     text = event if isinstance(event, str) else serde.dumps(event)
                     args += [seq, attempts[i] if attempts else 0, text]
                 self.scripts.queue(pipe, "record", keys, args)
