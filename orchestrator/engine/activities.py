@@ -133,6 +133,7 @@ class ActivityRunner:
             self.inflight.pop((run_id, seq), None)
             if task.msg_id is not None:
                 w.intake.held_msgs.discard(task.msg_id)
+            w.intake.attempt_over(run_id, seq)  # its next attempt may be here already
         if routing.status == "dup" and w.metrics is not None:
             w.metrics.duplicate()
         ex = w.runs.get(run_id)

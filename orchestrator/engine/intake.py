@@ -4,6 +4,7 @@ this worker's (the claim may have lapsed while it waited)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -38,6 +39,9 @@ class Intake:
         """Message ids of the deliveries held here (the heartbeat re-claims them)."""
         self.claimed_at: dict[tuple[str, str], float] = {}  # delivery -> claim sent/renewed
         self.rechecker = Batcher(self.recheck_batch)
+        self.after_attempt: dict[tuple[str, str], list[tuple[str, dict[str, str]]]] = {}
+        """Deliveries of steps running here, by step: taken when the attempt ends."""
+        self._retaking: set[asyncio.Task[None]] = set()
 
     async def queue_loop(self) -> None:
         w = self.w
@@ -61,19 +65,42 @@ class Intake:
         timeout any worker's reclaim takes them. (Not sooner: the claims the failed call
         may have taken in Redis lapse after that same time.)
 
-        A delivery of a step this worker is running already (a re-dispatch after a
-        takeover) is left pending, not held: it is looked at again after the visibility
-        timeout, when the running attempt has likely recorded its outcome."""
+        A delivery of a step this worker is running already waits here, held, until
+        that attempt ends (:meth:`attempt_over`), and is taken then: the step's next
+        attempt, which the retry loop moved to the queue while this attempt's failure
+        was still being recorded, or a re-dispatch after a takeover (then found done).
+        Left pending instead, it waited for the visibility timeout (a lease, 1 s in the
+        benchmarks) before its retry ran."""
         inflight = self.w.activities.inflight
-        running = [m for m, f in messages if f and (f["run"], f["seq"]) in inflight]
+        running = [(m, f) for m, f in messages if f and (f["run"], f["seq"]) in inflight]
         if running:
-            messages = [(m, f) for m, f in messages if m not in running]
+            for m, f in running:
+                self.after_attempt.setdefault((f["run"], f["seq"]), []).append((m, f))
+            self.held_msgs.update(m for m, _ in running)  # kept alive by the heartbeat
+            messages = [(m, f) for m, f in messages if (m, f) not in running]
         try:
             await self._take_tasks(messages)
         except Exception:
             started = set(inflight.values())
             self.held_msgs.difference_update(m for m, _ in messages if m not in started)
             raise
+
+    def attempt_over(self, run_id: str, seq: str) -> None:
+        """The attempt of step ``seq`` of ``run_id`` held here is over: take the
+        deliveries of that step that came in meanwhile (:meth:`intake`) now."""
+        waiting = self.after_attempt.pop((run_id, seq), None)
+        if not waiting:
+            return
+        self.held_msgs.difference_update(m for m, _ in waiting)
+        task = asyncio.get_running_loop().create_task(self._retake(waiting))
+        self._retaking.add(task)  # kept until done: the loop holds tasks weakly
+        task.add_done_callback(self._retaking.discard)
+
+    async def _retake(self, messages: list[tuple[str, dict[str, str]]]) -> None:
+        try:
+            await self.intake(messages)
+        except RedisError as exc:  # left pending: the visibility timeout brings them back
+            log.warning("could not take deliveries of a step that ended here: %s", exc)
 
     async def _take_tasks(self, messages: list[tuple[str, dict[str, str]]]) -> None:
         """Claim delivered tasks; start them while slots are free, queue the rest here
@@ -202,6 +229,7 @@ class Intake:
                 "recorded already" if state == "done" else "run by another worker",
             )
             inflight.pop(key, None)
+            self.attempt_over(*key)
             assert task.msg_id is not None
             if state == "done":
                 with contextlib.suppress(RedisError):  # else found done when reclaimed
@@ -210,6 +238,7 @@ class Intake:
             return False
         except BaseException:
             inflight.pop(key, None)
+            self.attempt_over(*key)
             raise
         finally:
             if key not in inflight:
