@@ -29,6 +29,7 @@ from tests.test_durability import (
 # Retries and dead letters, collected again here: on a queue of 4 partitions (this
 # module's ``make_worker``), on each Redis of this module's ``redis_url``.
 from tests.test_retries import (  # noqa: F401
+    _reset,
     test_backoff_waits_as_configured_on_the_clock,
     test_exhausted_attempts_raise_into_the_workflow_and_leave_a_dead_letter,
     test_non_retryable_pauses_at_once_and_redrive_completes_the_run,
@@ -66,7 +67,7 @@ async def echo(x: int) -> int:
     return x
 
 
-GATE = asyncio.Event()
+GATE: asyncio.Event  # made by the test that uses it, on its own event loop
 HELD = "parts-held"  # the worker whose attempts wait at the gate
 
 
@@ -125,7 +126,8 @@ async def test_a_worker_reads_the_partitions_another_worker_wrote(
 ) -> None:
     """A worker set to 1 partition reads all 4 that another worker writes to: the
     queue's high-water mark in Redis says how many there are."""
-    GATE.clear()
+    global GATE
+    GATE = asyncio.Event()
     # A owns the run; its one slot waits at the gate and it reads nothing ahead.
     a = make_worker(workflows=[gated], activities=[gate], concurrency=1, prefetch=0, worker_id=HELD)
     b = make_worker(activities=[gate], partitions=1, concurrency=4)
