@@ -12,6 +12,9 @@ When its slots are busy with short activities it prefetches: it claims up to
 trip. It prefetches only as many as it expects to start within ``PREFETCH_HORIZON_S``
 (from the mean duration of its recent activities), so long activities, such as LLM
 calls, stay in the queue for whichever worker frees a slot first.
+
+With ``partitions=N`` (``TASKLOOM_QUEUE_PARTITIONS``) its queue is N streams of their
+own hash slots, written by step hash and all read (:mod:`taskloom.engine.partitions`).
 """
 
 from __future__ import annotations
