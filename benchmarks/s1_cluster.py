@@ -8,8 +8,14 @@ commands per activity (every node's ``total_commands_processed``, before and aft
 and commands per node (how evenly the masters share the load). "1 node" is a cluster
 of one master holding every slot, so both sides speak the same protocol.
 
-Not yet: sharded activity queues (one queue key still lives on one master, the hot
-spot this shows), so W1's per-node spread stays lopsided.
+W1 with one queue partition (the default) is lopsided by design: every delivery goes
+through one stream, on one master. The rows with ``partitions`` 4 run the same W1 on
+3 masters with ``TASKLOOM_QUEUE_PARTITIONS=4`` (four streams of their own hash tags),
+and the spread load as well: the busiest master's share is what to compare. (Measured:
+it hardly moves. The queue carries under a tenth of W1's commands; the rest are the
+run's own, in its one slot, so one run's fan-out stays on one master whatever the
+queue does. The partitions matter where many runs already spread over many masters
+and the one queue stream would be the remaining hot key.)
 
     .venv/bin/python benchmarks/s1_cluster.py [--quick] [--json]
     .venv/bin/python benchmarks/run.py --only S1 [--quick] [--json]   # the same, as one row
@@ -42,6 +48,8 @@ __all__ = ["main", "measure", "run"]
 
 WORKERS = (1, 2, 4)
 CONCURRENCY = 32
+PARTITIONS = 4
+"""Queue partitions of the W1 rows run with them (on 3 masters)."""
 
 
 def commands(cluster: LocalCluster) -> dict[int, int]:
@@ -52,8 +60,11 @@ def commands(cluster: LocalCluster) -> dict[int, int]:
     }
 
 
-async def measure(cluster: LocalCluster, workers: int, load: str, n: int) -> dict[str, Any]:
-    """One row: ``load`` ('W1' or 'spread') with ``workers`` worker processes."""
+async def measure(
+    cluster: LocalCluster, workers: int, load: str, n: int, *, partitions: int = 1
+) -> dict[str, Any]:
+    """One row: ``load`` ('W1' or 'spread') with ``workers`` worker processes, their
+    activity queue in ``partitions`` partitions."""
     prefix = f"s1{uuid.uuid4().hex[:8]}"
     logs = Path(tempfile.mkdtemp(prefix="tl-s1-"))
     procs = [
@@ -62,6 +73,7 @@ async def measure(cluster: LocalCluster, workers: int, load: str, n: int) -> dic
             prefix=prefix,
             concurrency=CONCURRENCY,
             log_path=logs / f"worker{i}.log",
+            extra_env={"TASKLOOM_QUEUE_PARTITIONS": str(partitions)},
         )
         for i in range(workers)
     ]
@@ -96,6 +108,7 @@ async def measure(cluster: LocalCluster, workers: int, load: str, n: int) -> dic
         "load": load,
         "masters": cluster.masters,
         "workers": workers,
+        "partitions": partitions,
         "activities": activities,
         "seconds": round(seconds, 3),
         "activities_per_s": round(activities / seconds),
@@ -106,7 +119,8 @@ async def measure(cluster: LocalCluster, workers: int, load: str, n: int) -> dic
 
 
 async def run_all(quick: bool) -> list[dict[str, Any]]:
-    """Every row: 1 and 3 masters, 1/2/4 workers, W1 and the spread."""
+    """Every row: 1 and 3 masters, 1/2/4 workers, W1 and the spread; then on 3 masters
+    both again with the queue in :data:`PARTITIONS` partitions."""
     n = 500 if quick else 2000
     rows = []
     for masters in (1, 3):
@@ -115,21 +129,33 @@ async def run_all(quick: bool) -> list[dict[str, Any]]:
             for workers in WORKERS:
                 for load in ("W1", "spread"):
                     rows.append(await measure(cluster, workers, load, n))
+            if masters == 3:
+                for workers in WORKERS:
+                    for load in ("W1", "spread"):
+                        row = await measure(cluster, workers, load, n, partitions=PARTITIONS)
+                        rows.append(row)
     return rows
 
 
 async def run(bench: Bench) -> dict[str, Any]:
     """S1 as one row of ``benchmarks/run.py``: every measurement in ``rows``, and for
-    each load the best rate on 1 and on 3 masters and the 3 masters' busiest share."""
+    each load the best rate on 1 and on 3 masters and the 3 masters' busiest share (one
+    queue partition); and the same two on 3 masters with :data:`PARTITIONS`."""
     rows = await run_all(bench.sizes is QUICK)
     n = rows[0]["activities"] if rows else 0
     out: dict[str, Any] = {"workload": "S1", "n": n, "rows": rows}
+    plain = [r for r in rows if r["partitions"] == 1]
     for load in ("W1", "spread"):
         for masters in (1, 3):
-            mine = [r for r in rows if r["load"] == load and r["masters"] == masters]
+            mine = [r for r in plain if r["load"] == load and r["masters"] == masters]
             out[f"{load}_{masters}m_best_per_s"] = max(r["activities_per_s"] for r in mine)
-        three = [r for r in rows if r["load"] == load and r["masters"] == 3]
+        three = [r for r in plain if r["load"] == load and r["masters"] == 3]
         out[f"{load}_3m_busiest_share"] = max(r["busiest_node_share"] or 0 for r in three)
+    for load in ("W1", "spread"):
+        parted = [r for r in rows if r["partitions"] == PARTITIONS and r["load"] == load]
+        out[f"{load}_3m_p{PARTITIONS}_best_per_s"] = max(r["activities_per_s"] for r in parted)
+        share = max(r["busiest_node_share"] or 0 for r in parted)
+        out[f"{load}_3m_p{PARTITIONS}_busiest_share"] = share
     return out
 
 
@@ -143,10 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print("load    masters workers  act/s  cmds/act  busiest-node  commands per node")
+    print("load    masters workers parts  act/s  cmds/act  busiest-node  commands per node")
     for r in rows:
         print(
-            f"{r['load']:<7} {r['masters']:>7} {r['workers']:>7} {r['activities_per_s']:>6}"
+            f"{r['load']:<7} {r['masters']:>7} {r['workers']:>7} {r['partitions']:>5}"
+            f" {r['activities_per_s']:>6}"
             f" {r['commands_per_activity']:>9} {r['busiest_node_share']:>13}  "
             f"{r['commands_per_node']}"
         )

@@ -526,6 +526,7 @@ class Orchestrator:
         (name -> :class:`~taskloom.verifiers.Verifier`) and ``cross_checks=``."""
         options.setdefault("concurrency", self.settings.concurrency)
         options.setdefault("queue", self.settings.queue)
+        options.setdefault("partitions", self.settings.queue_partitions)
         options.setdefault("lease_ttl", self.settings.lease_ttl)
         options.setdefault("prefetch", self.settings.prefetch)
         options.setdefault("retention", self.settings.retention)

@@ -45,6 +45,7 @@ from tests.test_pipeline import (  # noqa: F401
     test_an_uncertain_verdict_escalates_and_approve_resumes_the_run,
 )
 from tests.test_retries import (  # noqa: F401
+    _reset,
     test_exhausted_attempts_raise_into_the_workflow_and_leave_a_dead_letter,
     test_non_retryable_pauses_at_once_and_redrive_completes_the_run,
 )

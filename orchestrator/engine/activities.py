@@ -19,6 +19,7 @@ from taskloom.engine.attempt import ActivityInfo, Attempt, enter
 from taskloom.engine.batch import Batcher
 from taskloom.engine.events import ActivityFailed
 from taskloom.engine.failures import Failure, handle_failure
+from taskloom.engine.partitions import partition_of
 from taskloom.engine.store import Event, Routing, now_ms, ride_out
 from taskloom.engine.tasks import Task
 from taskloom.errors import ActivityTimeoutError, TaskloomError, error_dict
@@ -259,7 +260,7 @@ class ActivityRunner:
         return await w.store.record(
             [(r, s, e) for r, s, e, _, _ in items],
             w.worker_id,
-            acks=[(w.queue, m) for _, _, _, m, _ in items if m is not None],
+            acks=[partition_of(w.queue, m) for _, _, _, m, _ in items if m is not None],
             attempts=[a for *_, a in items],
         )
 

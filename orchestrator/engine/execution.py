@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from taskloom.engine.clock import Clock
     from taskloom.engine.definitions import Registry
     from taskloom.engine.extensions import ExtensionT
+    from taskloom.engine.partitions import QueuePartitions
     from taskloom.engine.payloads import Payloads
 
 __all__ = ["Execution", "Host"]
@@ -58,6 +59,7 @@ class Host(Protocol):
     resources: dict[str, Any]
     worker_id: str
     queue: str
+    partitions: QueuePartitions
     claim_ttl_ms: int
     context_type: type[Context]
 

@@ -21,6 +21,7 @@ from taskloom.engine import serde
 from taskloom.engine.bounds import HISTORY_TEXT_LIMIT, bound_text
 from taskloom.engine.dlq import DeadLetter, DeadLetters
 from taskloom.engine.events import ActivityFailed, ActivityPaused, ActivityRetrying
+from taskloom.engine.partitions import partition_of
 from taskloom.engine.retries import RetryPolicy
 from taskloom.engine.store import Store
 from taskloom.engine.tasks import Task, field_list
@@ -66,7 +67,8 @@ async def handle_failure(
             "worker": worker_id,
         },
     ]
-    ack = (queue, task.msg_id) if task.msg_id is not None else None
+    # The delivery's partition: its ack, and the retry set the next attempt waits in.
+    ack = partition_of(queue, task.msg_id) if task.msg_id is not None else None
     if policy.retries(error, in_generation):
         asked = error.get("retry_after")
         delay = (
@@ -92,7 +94,7 @@ async def handle_failure(
             attempt=task.attempt,
             event=serde.dumps(retrying),
             worker=worker_id,
-            retry=(queue, due, member),
+            retry=(ack[0] if ack else queue, due, member),
             ack=ack,
         )
         return Failure(retry_due_ms=due if routing.status == "ok" else None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -13,7 +14,9 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 
 from taskloom.engine.batch import Batcher
-from taskloom.engine.keys import Keys
+from taskloom.engine.clustering import is_cluster
+from taskloom.engine.keys import Keys, lane
+from taskloom.engine.partitions import by_partition, delivery_id, split_delivery
 from taskloom.engine.store import ride_out
 from taskloom.engine.tasks import Task
 
@@ -44,18 +47,45 @@ class Intake:
         self._retaking: set[asyncio.Task[None]] = set()
 
     async def queue_loop(self) -> None:
+        """Read deliveries while the worker runs: on one Redis with one XREADGROUP over
+        every partition of the queue; on a cluster (where one command names keys of one
+        slot) with a reader per partition, one more as the queue's partitions grow."""
         w = self.w
-        client, key = w.store.raw, w.store.keys.queue(w.queue)
+        if not is_cluster(w.store.client):
+            await self.read_loop(None)
+            return
+        parts = w.partitions
+        readers: dict[str, asyncio.Task[None]] = {}
+        try:
+            while not w._stopping.is_set():
+                parts.grew.clear()
+                for name in parts.lanes():
+                    if name not in readers:
+                        read = functools.partial(self.read_loop, name)
+                        readers[name] = asyncio.ensure_future(w._guard(read))
+                await parts.grew.wait()
+        finally:
+            for reader in readers.values():
+                reader.cancel()
+            await asyncio.gather(*readers.values(), return_exceptions=True)
+
+    async def read_loop(self, only: str | None) -> None:
+        """Read deliveries off lane ``only``, or off every lane of the queue (``None``),
+        as many as this worker has room for (shared out between the partitions)."""
+        w = self.w
+        client, parts = w.store.raw, w.partitions
         while not w._stopping.is_set():
             want = max(w._free, 0) + w._prefetch_room()
             if want <= 0:
                 w._slot_freed.clear()
                 await w._slot_freed.wait()
                 continue
-            res = await client.xreadgroup(
-                Keys.GROUP, w.worker_id, {key: ">"}, count=want, block=1000
-            )
-            for _, messages in res or []:
+            lanes = parts.lanes() if only is None else [only]
+            streams = {w.store.keys.queue(name): ">" for name in lanes}
+            count = -(-want // parts.readable)  # COUNT is per stream
+            res = await client.xreadgroup(Keys.GROUP, w.worker_id, streams, count=count, block=1000)
+            messages = parts.parse_read(res)
+            if messages:
                 await self.intake(messages)
 
     async def intake(self, messages: list[tuple[str, dict[str, str]]]) -> None:
@@ -165,24 +195,33 @@ class Intake:
     async def ack(self, msg_ids: list[str]) -> None:
         """Acknowledge and delete deliveries, and stop holding them."""
         self.held_msgs.difference_update(msg_ids)
-        qkey = self.w.store.keys.queue(self.w.queue)
-        pipe = self.w.store.raw.pipeline(transaction=False)
-        pipe.xack(qkey, Keys.GROUP, *msg_ids)
-        pipe.xdel(qkey, *msg_ids)
+        store = self.w.store
+        pipe = store.raw.pipeline(transaction=False)
+        for part, ids in by_partition(msg_ids).items():
+            qkey = store.keys.queue(lane(self.w.queue, part))
+            pipe.xack(qkey, Keys.GROUP, *ids)
+            pipe.xdel(qkey, *ids)
         await pipe.execute()
 
     async def requeue(self, msg_ids: list[str]) -> None:
         """Hand deliveries this worker holds back to the queue (it is stopping)."""
         store = self.w.store
-        qkey = store.keys.queue(self.w.queue)
-        await self.hand_back(await store.raw.xclaim(qkey, Keys.GROUP, self.w.worker_id, 0, msg_ids))
+        taken: list[tuple[str, dict[str, str]]] = []
+        for part, ids in by_partition(msg_ids).items():
+            qkey = store.keys.queue(lane(self.w.queue, part))
+            claimed = await store.raw.xclaim(qkey, Keys.GROUP, self.w.worker_id, 0, ids)
+            taken += [(delivery_id(part, m), f) for m, f in claimed]
+        await self.hand_back(taken)
 
     async def hand_back(self, deliveries: list[tuple[str, dict[str, str]]]) -> None:
-        """Put deliveries back at the end of the queue as new messages, for any worker."""
-        qkey = self.w.store.keys.queue(self.w.queue)
+        """Put deliveries back at the end of their partition as new messages, for any
+        worker."""
         self.held_msgs.difference_update(m for m, _ in deliveries)
-        pipe = self.w.store.raw.pipeline(transaction=False)
-        for msg_id, fields in deliveries:
+        store = self.w.store
+        pipe = store.raw.pipeline(transaction=False)
+        for delivery, fields in deliveries:
+            part, msg_id = split_delivery(delivery)
+            qkey = store.keys.queue(lane(self.w.queue, part))
             if fields:  # keep when it was first queued: schedule-to-start counts from there
                 pipe.xadd(qkey, {"queued": msg_id.split("-", 1)[0]} | fields)
             pipe.xack(qkey, Keys.GROUP, msg_id)

@@ -19,6 +19,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "Keys",
     "consumer_name",
+    "lane",
 ]
 
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
@@ -152,9 +153,19 @@ class Keys:
         return f"{self.prefix}:{{sched}}:leases"
 
     # -- activity queues and workers ----------------------------------------------------
+    # A queue's keys take its name or, for partition ``i > 0`` of a partitioned queue,
+    # the *lane* ``name:i`` (:func:`lane`): each partition's stream and retry set share
+    # a tag of their own, so a cluster spreads a queue over its masters.
     def queue(self, name: str) -> str:
-        """Stream + consumer group: activity tasks any worker can take."""
+        """Stream + consumer group: activity tasks any worker can take (``name``: a
+        queue, or a lane of one, :func:`lane`)."""
         return f"{self.prefix}:{{q:{name}}}:tasks"
+
+    @property
+    def queue_partitions(self) -> str:
+        """Sorted set: queue name -> the most partitions any worker has served it with
+        (only grows; workers read every partition below it)."""
+        return f"{self.prefix}:queue_partitions"
 
     def retries(self, name: str) -> str:
         """Sorted set: tasks of queue ``name`` waiting to be retried, by due time (ms).
@@ -297,6 +308,13 @@ class Keys:
         return f"{escaped}:*"
 
     GROUP = "workers"
+
+
+def lane(queue: str, partition: int) -> str:
+    """The name the keys of partition ``partition`` of ``queue`` are built from:
+    partition 0 is the queue itself (its keys are those of an unpartitioned queue),
+    partition ``i`` is ``queue:i`` (a queue name has no colon: ``Settings.queue``)."""
+    return queue if partition == 0 else f"{queue}:{partition}"
 
 
 def consumer_name() -> str:

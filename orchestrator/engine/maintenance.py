@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from taskloom.engine.keys import Keys
+from taskloom.engine.partitions import delivery_id
 from taskloom.engine.retention import RunDeleter
 
 if TYPE_CHECKING:
@@ -62,14 +63,19 @@ class Maintenance:
         """Deletes runs and everything they own (the sweep's, and ``orch.delete``'s)."""
 
     async def retry_loop(self) -> None:
-        """Move due retries onto the queue: at once when this worker set them, and
-        every ``lease_ttl`` for those a dead worker left behind."""
+        """Move due retries onto the queue (each partition's onto its own stream): at
+        once when this worker set them, and every ``lease_ttl`` for those a dead worker
+        left behind. As often, look whether the queue gained partitions to read."""
         w = self.w
         store, cancel = w.store, None
         while not w._stopping.is_set():
             self.retry_due.clear()
-            await store.move_due_retries(w.queue, now_ms=w.clock.now_ms())
-            due = await store.next_retry_ms(w.queue)
+            await w.partitions.sync()
+            dues = []
+            for name in w.partitions.lanes():
+                await store.move_due_retries(name, now_ms=w.clock.now_ms())
+                dues.append(await store.next_retry_ms(name))
+            due = min((d for d in dues if d is not None), default=None)
             if cancel is not None:
                 cancel()
             cancel = None if due is None else w.clock.call_at(due, self.retry_due.set)
@@ -177,16 +183,18 @@ class Maintenance:
                 await w.take_run(run_id)
         # A dead worker's deliveries come back even while this one is busy: they queue
         # for a slot here, kept alive by this worker's heartbeat.
-        res = await store.raw.xautoclaim(
-            store.keys.queue(w.queue),
-            Keys.GROUP,
-            w.worker_id,
-            idle,
-            "0-0",
-            count=max(1, w._free + w._prefetch_room()),
-        )
-        if res[1]:
-            await w.intake.intake(res[1])
+        pipe = store.raw.pipeline(transaction=False)
+        count = max(1, w._free + w._prefetch_room())
+        for name in w.partitions.lanes():
+            qkey = store.keys.queue(name)
+            pipe.xautoclaim(qkey, Keys.GROUP, w.worker_id, idle, "0-0", count=count)
+        found = [
+            (delivery_id(part, m), f)
+            for part, res in enumerate(await pipe.execute())
+            for m, f in res[1]
+        ]
+        if found:
+            await w.intake.intake(found)
         res = await store.raw.xautoclaim(
             store.keys.runq, Keys.GROUP, w.worker_id, idle, "0-0", count=50
         )

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 
 from taskloom.engine.execution import Execution
-from taskloom.engine.keys import Keys
+from taskloom.engine.keys import Keys, lane
+from taskloom.engine.partitions import by_partition
 from taskloom.engine.store import now_ms
 from taskloom.errors import StoreRolledBackError, TaskloomError
 
@@ -190,11 +191,8 @@ class Ownership:
             await store.renew_claims(list(w.activities.inflight), ttl_ms=w.claim_ttl_ms)
             w.intake.claims_renewed(sent)
         if w.intake.held_msgs:
-            await store.raw.xclaim(
-                store.keys.queue(w.queue),
-                Keys.GROUP,
-                w.worker_id,
-                0,
-                list(w.intake.held_msgs),
-                justid=True,
-            )
+            pipe = store.raw.pipeline(transaction=False)
+            for part, ids in by_partition(w.intake.held_msgs).items():
+                qkey = store.keys.queue(lane(w.queue, part))
+                pipe.xclaim(qkey, Keys.GROUP, w.worker_id, 0, ids, justid=True)
+            await pipe.execute()

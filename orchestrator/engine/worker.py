@@ -12,6 +12,9 @@ When its slots are busy with short activities it prefetches: it claims up to
 trip. It prefetches only as many as it expects to start within ``PREFETCH_HORIZON_S``
 (from the mean duration of its recent activities), so long activities, such as LLM
 calls, stay in the queue for whichever worker frees a slot first.
+
+With ``partitions=N`` (``TASKLOOM_QUEUE_PARTITIONS``) its queue is N streams of their
+own hash slots, written by step hash and all read (:mod:`taskloom.engine.partitions`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from taskloom.engine.keys import consumer_name
 from taskloom.engine.looplag import LoopLagMonitor
 from taskloom.engine.maintenance import Maintenance
 from taskloom.engine.ownership import Ownership
+from taskloom.engine.partitions import QueuePartitions
 from taskloom.engine.payloads import Payloads
 from taskloom.engine.retries import DEFAULT_RETRY, RetryPolicy
 from taskloom.engine.store import Store, ride_out
@@ -109,6 +113,7 @@ class Worker:
         extensions: Iterable[WorkerExtension] = (),
         concurrency: int = 16,
         queue: str = "default",
+        partitions: int = 1,
         lease_ttl: float = 1.0,
         worker_id: str | None = None,
         shutdown_grace: float = 30.0,
@@ -125,6 +130,9 @@ class Worker:
             self.registry.add_module(module)
         self.concurrency = concurrency
         self.queue = queue
+        self.partitions = QueuePartitions(store, queue, partitions)
+        """The queue's partitions this worker writes tasks to and reads
+        (:mod:`taskloom.engine.partitions`)."""
         self.lease_ttl = lease_ttl
         self.claim_ttl_ms = int(lease_ttl * 1000)
         self.worker_id = worker_id or consumer_name()
@@ -294,6 +302,8 @@ class Worker:
         """
         settle_memory()
         await self.store.ensure_groups(self.queue)
+        await self.partitions.ensure_groups()
+        await self.partitions.sync()
         loop = asyncio.get_running_loop()
         if install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):

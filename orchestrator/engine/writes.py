@@ -105,7 +105,7 @@ class Writes:
                     ex.epoch,
                     batch.ops,
                     claim_ttl_ms=host.claim_ttl_ms,
-                    tasks=[(host.queue, task) for task in batch.tasks],
+                    tasks=host.partitions.route(batch.tasks),
                     known=known,
                 )
                 if batch.ops
