@@ -45,6 +45,8 @@ class Intake:
         self.after_attempt: dict[tuple[str, str], list[tuple[str, dict[str, str]]]] = {}
         """Deliveries of steps running here, by step: taken when the attempt ends."""
         self._retaking: set[asyncio.Task[None]] = set()
+        self.taking: set[tuple[str, str]] = set()
+        """Steps whose deliveries are being claimed here right now."""
 
     async def queue_loop(self) -> None:
         """Read deliveries while the worker runs: on one Redis with one XREADGROUP over
@@ -102,12 +104,26 @@ class Intake:
         Left pending instead, it waited for the visibility timeout (a lease, 1 s in the
         benchmarks) before its retry ran."""
         inflight = self.w.activities.inflight
-        running = [(m, f) for m, f in messages if f and (f["run"], f["seq"]) in inflight]
+        running: list[tuple[str, dict[str, str]]] = []
+        fresh: list[tuple[str, dict[str, str]]] = []
+        seen: set[tuple[str, str]] = set()
+        for m, f in messages:
+            key = (f["run"], f["seq"]) if f and m not in self.held_msgs else None
+            # Another delivery of a step running here, being taken here right now (by
+            # the queue read, a reclaim or a retake, each awaiting its claim), or earlier
+            # in this batch: the claim script says 'ok' to its holder every time, so
+            # taking both would run the step twice side by side.
+            if key is not None and (key in inflight or key in self.taking or key in seen):
+                running.append((m, f))
+                continue
+            if key is not None:
+                seen.add(key)
+            fresh.append((m, f))
         if running:
             for m, f in running:
                 self.after_attempt.setdefault((f["run"], f["seq"]), []).append((m, f))
             self.held_msgs.update(m for m, _ in running)  # kept alive by the heartbeat
-            messages = [(m, f) for m, f in messages if (m, f) not in running]
+            messages = fresh
         try:
             await self._take_tasks(messages)
         except Exception:
@@ -149,6 +165,18 @@ class Intake:
         if not tasks:
             return
         self.held_msgs.update(m for m, _ in tasks)
+        keys = [(f["run"], f["seq"]) for _, f in tasks]
+        self.taking.update(keys)
+        try:
+            await self._claim_and_start(tasks)
+        finally:
+            self.taking.difference_update(keys)
+            for key in keys:  # not started here: what waited on it is taken now
+                if key not in w.activities.inflight:
+                    self.attempt_over(*key)
+
+    async def _claim_and_start(self, tasks: list[tuple[str, dict[str, str]]]) -> None:
+        w = self.w
         sent = time.monotonic()
         states = await w.store.start_activities(
             [(f["run"], f["seq"]) for _, f in tasks], w.worker_id, ttl_ms=w.claim_ttl_ms
