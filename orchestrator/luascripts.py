@@ -157,19 +157,27 @@ def _is_cluster(client: Any) -> bool:
     return hasattr(client, "nodes_manager")
 
 
-def queued(pipe: Any) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
-    """The ``(args, options)`` of each command queued in ``pipe``, a pipeline of a
-    single-Redis or a cluster client (redis-py keeps them apart in each)."""
+def _queue_of(pipe: Any) -> tuple[list[Any], bool]:
+    """The list of commands queued in ``pipe``, and whether it is a cluster pipeline's
+    (redis-py keeps them apart in each kind: ``(args, options)`` pairs, or commands)."""
     stack = getattr(pipe, "command_stack", None)
     if stack is not None:
-        return [(args, options) for args, options in stack]
-    return [(c.args, c.kwargs) for c in pipe._execution_strategy._command_queue]
+        return stack, False
+    return pipe._execution_strategy._command_queue, True
+
+
+def queued(pipe: Any) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """The ``(args, options)`` of each command queued in ``pipe``, a pipeline of a
+    single-Redis or a cluster client."""
+    commands, cluster = _queue_of(pipe)
+    if cluster:
+        return [(c.args, c.kwargs) for c in commands]
+    return [(args, options) for args, options in commands]
 
 
 def queued_count(pipe: Any) -> int:
     """How many commands are queued in ``pipe`` (a single Redis's or a cluster's)."""
-    stack = getattr(pipe, "command_stack", None)
-    return len(stack if stack is not None else pipe._execution_strategy._command_queue)
+    return len(_queue_of(pipe)[0])
 
 
 def queued_keys(pipe: Any) -> list[str]:

@@ -23,10 +23,9 @@ from redis.exceptions import (
     MaxConnectionsError,
     RedisClusterException,
     RedisError,
-    ResponseError,
 )
 
-from taskloom.engine.refusals import Where, not_a_cluster, refusal
+from taskloom.engine.refusals import Where, not_a_cluster, refusal, refused_replies
 from taskloom.errors import ConfigurationError, RedisRefusedError
 from taskloom.luascripts import queued_keys
 
@@ -153,10 +152,7 @@ class _ClusterPipeline(ClusterPipeline):
                 if refused is None:
                     raise
                 raise refused from exc
-        for i, reply in enumerate(replies):
-            if isinstance(reply, ResponseError):
-                replies[i] = refusal(reply, client.where) or reply
-        return replies
+        return refused_replies(replies, client.where)
 
 
 def _refusal(exc: BaseException, where: Where) -> RedisRefusedError | None:

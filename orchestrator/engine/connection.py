@@ -33,6 +33,7 @@ from taskloom.engine.refusals import (
     cluster_node,
     is_refusal,
     refusal,
+    refused_replies,
 )
 from taskloom.errors import RedisRefusedError, RedisUnavailableError
 from taskloom.redaction import redact_text, redact_url
@@ -271,10 +272,7 @@ class _Pipeline(Pipeline):
             if refused is None:
                 raise
             raise refused from exc
-        for i, reply in enumerate(replies):
-            if isinstance(reply, ResponseError):
-                replies[i] = refusal(reply, self.where) or reply
-        return replies
+        return refused_replies(replies, self.where)
 
 
 def _driver_info() -> dict[str, Any]:

@@ -35,7 +35,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from taskloom.errors import RedisRefusedError
 from taskloom.redaction import redact_text
 
-__all__ = ["NotTLSError", "Where", "cluster_node", "is_refusal", "not_a_cluster", "refusal"]
+__all__ = [
+    "NotTLSError",
+    "Where",
+    "cluster_node",
+    "is_refusal",
+    "not_a_cluster",
+    "refusal",
+    "refused_replies",
+]
 
 _URL_SETTING = "the Redis URL (TASKLOOM_REDIS_URL, REDIS_URL or --redis-url)"
 _CLUSTER_REPLIES = ("MOVED ", "ASK ", "CLUSTERDOWN")
@@ -241,3 +249,13 @@ def _tls(w: Where, cause: ssl.SSLError) -> RedisRefusedError:
         "ssl_keyfile) against the server's tls-* settings",
         "tls",
     )
+
+
+def refused_replies(replies: list[Any], where: Where) -> list[Any]:
+    """A pipeline's replies (``raise_on_error=False``) with each refusal among their
+    errors as a :class:`RedisRefusedError`, for the single-Redis and cluster pipelines
+    alike; changed in place and returned."""
+    for i, reply in enumerate(replies):
+        if isinstance(reply, ResponseError):
+            replies[i] = refusal(reply, where) or reply
+    return replies
