@@ -47,6 +47,7 @@ __all__ = [
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LEASE_TTL_S = float(Settings.model_fields["lease_ttl"].default)
 READY_TIMEOUT_S = 30.0
+READY_LINE = ": ready, "  # taskloom worker's line once its background loading is done
 RESULT_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 # The fake has no limits; the built-in tier-1 limits would throttle W5 and W6.
@@ -220,6 +221,18 @@ class WorkerProcess:
             self.proc.kill()
             self.proc.wait(timeout=STOP_TIMEOUT_S)
 
+    async def ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Wait for the worker's "ready" line (``taskloom worker`` prints it once the
+        layers it loads in the background are installed)."""
+        deadline = time.monotonic() + timeout
+        while READY_LINE not in self.log_path.read_text(errors="replace"):
+            code = self.exited()
+            if code is not None:
+                raise BenchmarkError(f"the worker exited with code {code}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise BenchmarkError(f"the worker did not say it was ready:\n{self.tail()}")
+            await asyncio.sleep(0.02)
+
     def tail(self, lines: int = 15) -> str:
         """The end of the worker's output, for error messages."""
         try:
@@ -275,11 +288,15 @@ def fake_llm_env(fake: FakeLLM) -> dict[str, str]:
 
 
 async def warm_up(orch: Orchestrator, worker: WorkerProcess, n: int) -> None:
-    """Wait until the worker serves runs, by running a small workflow to completion."""
+    """Wait until the worker serves runs, by running a small workflow to completion,
+    and is at rest: it has said it is ready (the layers it loads in the background, the
+    pipeline and its verifiers, are in), so none of that start-up work overlaps what is
+    measured next."""
     handle = await orch.start(wl.WARMUP, n)
     total = await result_of(handle, [worker], timeout=READY_TIMEOUT_S)
     if total != n * (n - 1) // 2:
         raise BenchmarkError(f"warm-up returned {total!r}, expected {n * (n - 1) // 2}")
+    await worker.ready()
 
 
 class Bench:

@@ -9,9 +9,11 @@ the GC.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import importlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -187,9 +189,11 @@ async def test_work_of_a_layer_still_loading_waits_for_it_and_plain_work_does_no
         # Plain work is served while the layer loads; the layer's activity waits for it.
         assert await orch.handle((await orch.start(plain_only)).run_id).result(timeout=60) == 3
         assert await first.status() not in ("completed", "failed")
+        assert not worker.loaded.is_set()
         release.set()
         assert await first.result(timeout=60) == [1, -2]
         assert worker.registry.loading is None
+        await asyncio.wait_for(worker.loaded.wait(), 60)
     assert await orch.dead_letters.count() == 0  # nothing was called unknown
 
 
@@ -216,3 +220,24 @@ async def main():
 asyncio.run(main())
 """
     assert json.loads(_python(code, redis_url, prefix)) == [False, True, True]
+
+
+def test_the_cli_worker_says_when_its_background_layers_are_in(redis_url: str, prefix: str) -> None:
+    """``taskloom worker`` prints a "ready" line once the pipeline loaded off the loop
+    is installed (the benchmarks wait for it before measuring): more workflows than at
+    its first line, the pipeline's among them."""
+    env = {**os.environ, "TASKLOOM_REDIS_URL": redis_url, "TASKLOOM_KEY_PREFIX": prefix}
+    args = [
+        sys.executable,
+        *["-m", "taskloom.terminal.cli", "worker", "--import", "tests.plain_workflows"],
+    ]
+    with subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            first, ready = proc.stdout.readline(), proc.stdout.readline()
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    counted = [int(line.split(" workflows")[0].rsplit(" ", 1)[1]) for line in (first, ready)]
+    assert ": ready, " in ready, (first, ready)
+    assert counted[1] > counted[0], (first, ready)

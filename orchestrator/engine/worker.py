@@ -172,6 +172,10 @@ class Worker:
         )
         """Watches this worker's event loop: a loop blocked for the lease loses it."""
         self.started = asyncio.Event()
+        """Set once :meth:`run` serves."""
+        self.loaded = asyncio.Event()
+        """Set once :meth:`run` serves and every layer given to :meth:`defer` is
+        installed: the worker is at rest, its imports done."""
         self.extensions: dict[type[WorkerExtension], WorkerExtension] = {}
         """The layers above the engine installed here (:meth:`extend`), by type."""
         self.context_type: type[Context] = Context
@@ -320,6 +324,8 @@ class Worker:
         if self._deferred:
             loops.append(loop.create_task(self.load(), name="load"))
             self.registry.loading = loops[-1]
+        else:
+            self.loaded.set()
         self.started.set()
         log.info(
             "worker %s serving queue %r, %d slots", self.worker_id, self.queue, self.concurrency
@@ -353,6 +359,8 @@ class Worker:
             gc.freeze()  # what was loaded lives as long as the process, as at start
         finally:
             self.registry.loading = None
+            if self.started.is_set():
+                self.loaded.set()
 
     async def _guard(self, body: Callable[[], Awaitable[None]]) -> None:
         """Run a loop forever, riding out Redis outages with capped backoff; a refusal

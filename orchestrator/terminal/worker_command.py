@@ -4,6 +4,7 @@ Prometheus metrics."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,8 @@ from taskloom.terminal.output import out
 
 if TYPE_CHECKING:
     from taskloom.client import Orchestrator
+    from taskloom.engine.metrics import Metrics
+    from taskloom.engine.worker import Worker
     from taskloom.terminal.cli import Command
 
 __all__ = ["register"]
@@ -58,6 +61,26 @@ async def _worker(args: argparse.Namespace, orch: Orchestrator) -> int:
         f"{len(worker.registry.activity_names)} activities, queue {worker.queue!r}, "
         f"{worker.concurrency} slots (Ctrl-C or SIGTERM stops gracefully)"
     )
+    ready = asyncio.ensure_future(_say_ready(worker))
+    try:
+        return await _serve(args, orch, worker, metrics)
+    finally:
+        ready.cancel()
+
+
+async def _say_ready(worker: Worker) -> None:
+    """One line once the layers loading in the background are in: from then on the
+    worker does no more start-up work (a benchmark or a supervisor may wait for it)."""
+    await worker.loaded.wait()
+    out(
+        f"worker {worker.worker_id}: ready, {len(worker.registry.workflow_names)} workflows, "
+        f"{len(worker.registry.activity_names)} activities"
+    )
+
+
+async def _serve(
+    args: argparse.Namespace, orch: Orchestrator, worker: Worker, metrics: Metrics | None
+) -> int:
     if metrics is None:
         await worker.run(install_signal_handlers=True)
         return 0
