@@ -203,9 +203,9 @@ class RedisRefusedError(ConfigurationError):
     URL of the wrong mode (a single Redis's for a cluster node, or the other way).
     Asking again gets the same answer, so it is reported at once, never retried as an
     outage. ``kind`` says which (``wrong_password``, ``no_password``, ``no_password_set``,
-    ``login``, ``permission``, ``tls_untrusted``, ``not_tls``, ``tls_client_cert``,
-    ``tls``, ``cluster_mode``, ``not_cluster``) and ``fix`` what to change; neither
-    holds a credential."""
+    ``login``, ``permission``, ``tls_untrusted``, ``not_tls``, ``tls_required``,
+    ``tls_client_cert``, ``tls``, ``cluster_mode``, ``not_cluster``) and ``fix`` what to
+    change; neither holds a credential."""
 
     code = "redis_refused"
 

@@ -238,6 +238,24 @@ async def test_a_tls_mismatch_fails_on_the_first_attempt_saying_what_to_fix(
     assert door.entered == attempts  # one handshake (and, to a plain port, one PING check)
 
 
+@pytest.mark.anyio
+async def test_a_plain_url_to_a_tls_port_fails_on_the_first_attempt_saying_use_rediss(
+    tls_redis: tuple[int, int, Path], prefix: str
+) -> None:
+    """A ``redis://`` URL at a port that serves only TLS: the server drops the plain
+    connection, which used to be retried as an outage for ~40 s and then called "cannot
+    reach Redis"."""
+    _, tls, _ = tls_redis
+    async with _tcp_door(tls) as door:
+        orch = Orchestrator(settings=Settings(redis_url=f"redis://127.0.0.1:{door.port}/0"))
+        with pytest.raises(RedisRefusedError) as caught:
+            await orch.connect()
+    _assert_told(caught.value, "tls_required", "speaks TLS", "rediss://")
+    # The plain connection (and redis-py's own reconnect of its health check), then one
+    # TLS handshake to check: no retry (it made dozens of connections over ~40 s).
+    assert door.entered <= 3
+
+
 # -- the command line ---------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("user", "command", "said"),

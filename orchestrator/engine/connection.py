@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import redis
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import AbstractConnection, SSLConnection
+from redis.asyncio.connection import Connection as TCPConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.connection import HiredisRespSerializer
@@ -29,6 +31,7 @@ from redis.utils import HIREDIS_AVAILABLE
 from taskloom.engine.clustering import MAX_IN_FLIGHT, ClusterClient, cluster_url
 from taskloom.engine.refusals import (
     NotTLSError,
+    SpeaksTLSError,
     Where,
     cluster_node,
     is_refusal,
@@ -123,6 +126,52 @@ class _TLSCheck:
                     await handshake
 
 
+class _PlainCheck:
+    """A plain TCP connection that notices a server speaking only TLS on its port.
+
+    Redis with a ``tls-port`` drops a plain client at its first command (the bytes are
+    no TLS ClientHello): to a retry on connection errors that is an outage, retried for
+    ~40 s and then reported as "cannot reach Redis". When the first commands of a new
+    connection fail so, a TLS handshake is tried on the same port; a server that
+    answers it serves TLS there, and the connect fails with :class:`SpeaksTLSError`, a
+    refusal naming the fix (``rediss://``). A server that merely went away answers no
+    handshake and the error stays an outage.
+    """
+
+    host: str
+    port: int
+
+    async def on_connect_check_health(self, check_health: bool = True) -> None:
+        parent: Any = super()
+        try:
+            await parent.on_connect_check_health(check_health=check_health)
+        except RedisConnectionError as exc:
+            if not is_refusal(exc) and await _answers_tls(self.host, self.port):
+                raise RedisConnectionError(str(exc)) from SpeaksTLSError(
+                    f"{self.host}:{self.port} answered a TLS handshake"
+                )
+            raise
+
+
+async def _answers_tls(host: str, port: int) -> bool:
+    """Whether the server at ``host:port`` answers a TLS handshake (its certificate
+    unchecked: only whether it speaks TLS is asked)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        async with asyncio.timeout(1.0):
+            _, writer = await asyncio.open_connection(host, port, ssl=context)
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
+    except ssl.SSLError as exc:  # answered, with an alert (a client certificate asked)
+        return "ALERT" in str(exc)
+    except (OSError, TimeoutError):
+        return False
+    return True
+
+
 async def _answers_plain_redis(host: str, port: int) -> bool:
     """Whether the server at ``host:port`` replies to a plain-text ``PING`` as Redis."""
     try:
@@ -140,12 +189,15 @@ async def _answers_plain_redis(host: str, port: int) -> bool:
 
 def _tuned(cls: type[AbstractConnection]) -> type[AbstractConnection]:
     """``cls`` (redis-py's TCP, unix-socket or TLS connection) with :class:`_Tuned`
-    (when hiredis is there to pack commands) and, for TLS, :class:`_TLSCheck`."""
+    (when hiredis is there to pack commands), for TLS :class:`_TLSCheck` and for plain
+    TCP :class:`_PlainCheck`."""
     key = f"{cls.__module__}.{cls.__qualname__}"
     if key not in _TUNED:
         bases: tuple[type, ...] = (_Tuned,) if HIREDIS_AVAILABLE else ()
         if issubclass(cls, SSLConnection):
             bases += (_TLSCheck,)
+        elif issubclass(cls, TCPConnection):
+            bases += (_PlainCheck,)
         _TUNED[key] = type(cls.__name__, (*bases, cls), {}) if bases else cls
     return _TUNED[key]
 

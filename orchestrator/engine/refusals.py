@@ -37,6 +37,7 @@ from taskloom.redaction import redact_text
 
 __all__ = [
     "NotTLSError",
+    "SpeaksTLSError",
     "Where",
     "cluster_node",
     "is_refusal",
@@ -55,6 +56,12 @@ _TRANSIENT_TLS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 class NotTLSError(ssl.SSLError):
     """The server at a ``rediss://`` address answered a plain ``PING``: it speaks
     Redis without TLS there (raised by the TLS connection, found by a check)."""
+
+
+class SpeaksTLSError(ssl.SSLError):
+    """The server at a ``redis://`` address dropped a plain connection and answered a
+    TLS handshake: it serves only TLS there (raised by the plain connection, found by a
+    check)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +233,14 @@ def _tls(w: Where, cause: ssl.SSLError) -> RedisRefusedError:
             f"use redis:// instead of rediss:// in {_URL_SETTING}, or the port the "
             f"server serves TLS on (its tls-port)",
             "not_tls",
+        )
+    if isinstance(cause, SpeaksTLSError):
+        return _refused(
+            f"Redis at {w.server} speaks TLS (a redis:// URL asks for plain Redis)",
+            f"use rediss:// instead of redis:// in {_URL_SETTING}, adding "
+            f"?ssl_ca_certs=/path/to/ca.pem if a CA this machine does not trust signed "
+            f"its certificate",
+            "tls_required",
         )
     if isinstance(cause, ssl.SSLCertVerificationError):
         detail = redact_text(cause.verify_message or reason)
