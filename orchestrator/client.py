@@ -503,7 +503,8 @@ class Orchestrator:
 
     async def delete(self, run_id: str) -> None:
         """Delete the ended run ``run_id`` and everything it owns: its log, results and
-        state, the blobs no other run references, its budget, its human tasks.
+        state, the blobs no other run references, its budget, its human tasks, its
+        dead-letter entries.
 
         Raises:
             RunNotFoundError: there is no run ``run_id``.

@@ -5,6 +5,7 @@ references stay."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,11 @@ import pytest
 from redis.asyncio import Redis
 
 from taskloom import (
+    ActivityError,
     Context,
     ManualClock,
     Orchestrator,
+    RetryPolicy,
     RunActiveError,
     RunNotFoundError,
     Settings,
@@ -41,6 +44,11 @@ async def big(text: str, n: int) -> str:
     return text * n
 
 
+@activity(name="ret.fails", retry=RetryPolicy(max_attempts=1))
+async def fails() -> None:
+    raise ValueError("no luck")
+
+
 @workflow(name="ret.nothing")
 async def nothing(ctx: Context, i: int) -> int:
     return i
@@ -59,7 +67,10 @@ async def waits(ctx: Context) -> Any:
 @workflow(name="ret.everything")
 async def everything(ctx: Context) -> dict[str, Any]:
     """A run that owns one of each kind of key: a subagent (budget, live tokens,
-    messages as blobs), a big result (a blob), an escalation decided (an inbox item)."""
+    messages as blobs), a big result (a blob), an escalation decided (an inbox item), an
+    activity that failed for good (a dead-letter entry)."""
+    with contextlib.suppress(ActivityError):
+        await ctx.run(fails)
     story = await ctx.agent(streamer, "a story")
     size = len(await ctx.run(big, "x", 5000))
     decision = await ctx.escalate("Publish?", decisions=["yes", "no"])
@@ -155,7 +166,11 @@ async def test_a_deleted_run_leaves_no_key_behind(
     orch = orch_blobs
     clock = ManualClock()
     worker = orch.worker(
-        workflows=[everything], activities=[big], agents=[streamer], clock=clock, retention=60
+        workflows=[everything],
+        activities=[big, fails],
+        agents=[streamer],
+        clock=clock,
+        retention=60,
     )
     async with running(worker):
         handle = await orch.start(everything, budget_usd="1.00")
@@ -173,6 +188,7 @@ async def test_a_deleted_run_leaves_no_key_behind(
     ):
         assert key in owned, f"the run has {key} to delete"
     assert any(":live:" in k for k in owned), "and a live token stream"
+    assert [e.run_id for e in await orch.dead_letters.list()] == [handle.run_id], "a dead letter"
     assert blob_files(tmp_path / "blobs"), "and blobs"
 
     if how == "sweep":
@@ -185,6 +201,7 @@ async def test_a_deleted_run_leaves_no_key_behind(
     with pytest.raises(RunNotFoundError):
         await handle.info()
     assert await client.exists(keys.inbox_task(task.id)) == 0
+    assert await orch.dead_letters.count() == 0
 
 
 async def test_delete_refuses_a_run_that_has_not_ended_and_says_to_cancel_it(

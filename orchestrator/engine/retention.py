@@ -7,6 +7,8 @@ the sweep finds runs by):
 
 1. its human tasks (``{inbox}`` slot, ``lua/inbox_forget.lua``), decided or still open:
    found as ``RUN/SEQ`` for each step the run recorded or tried, and among the open ones;
+   and its dead-letter entries (each queue's slot, ``lua/dlq_forget.lua``), read from the
+   dead letters of every queue that has any;
 2. its own keys (``{run_id}`` slot, ``lua/run_delete.lua``, refusing a run that has not
    ended): meta, log, steps, attempts, heartbeats, blob set, last write, sent events,
    the LLM layer's budget keys, and the claim and live token stream of each step
@@ -41,7 +43,8 @@ log = logging.getLogger("taskloom.engine.retention")
 BATCH = 200
 """Runs deleted per batch: one read pipeline, one pipeline of scripts, one index trim."""
 _INBOX_CHUNK = 1000
-"""Task keys per ``inbox_forget`` call, so no one script holds the server for long."""
+"""Task (or dead-letter entry) keys per ``inbox_forget`` (``dlq_forget``) call, so no
+one script holds the server for long."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class RunDeleter:
             seqs[run_id] = sorted(set(steps) | set(attempts))
             blobs[run_id] = frozenset(refs)
         await self._forget_tasks(ended, seqs, open_tasks)
+        await self._forget_dead_letters(ended)
 
         def build(pipe: Any) -> None:
             for run_id in run_ids:
@@ -145,6 +149,39 @@ class RunDeleter:
                 self.store.scripts.queue(pipe, "inbox_forget", fixed + task_keys, chunk)
 
         raise_first(await self.store.scripts.pipeline(build))
+
+    async def _forget_dead_letters(self, run_ids: list[str]) -> None:
+        """Delete the dead-letter entries of ``run_ids`` (``RUN/SEQ``) in every queue.
+        One read of the queues' sizes when no queue has dead letters (the usual case)."""
+        if not run_ids:
+            return
+        store, keys, wanted = self.store, self.store.keys, set(run_ids)
+        queues = sorted(await store.raw.smembers(keys.queues))
+        if not queues:
+            return
+        pipe = store.raw.pipeline(transaction=False)
+        for queue in queues:
+            pipe.zcard(keys.dlq(queue))
+        holding = [q for q, n in zip(queues, await pipe.execute(), strict=True) if n]
+        if not holding:
+            return
+        pipe = store.raw.pipeline(transaction=False)
+        for queue in holding:
+            pipe.zrange(keys.dlq(queue), 0, -1)
+        found = {
+            queue: [i for i in ids if i.split("/", 1)[0] in wanted]
+            for queue, ids in zip(holding, await pipe.execute(), strict=True)
+        }
+
+        def build(pipe: Any) -> None:
+            for queue, ids in found.items():
+                for i in range(0, len(ids), _INBOX_CHUNK):
+                    chunk = ids[i : i + _INBOX_CHUNK]
+                    entries = [keys.dlq_entry(queue, entry_id) for entry_id in chunk]
+                    store.scripts.queue(pipe, "dlq_forget", [keys.dlq(queue), *entries], chunk)
+
+        if any(found.values()):
+            raise_first(await store.scripts.pipeline(build))
 
     async def expire(
         self,
