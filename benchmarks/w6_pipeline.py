@@ -175,12 +175,14 @@ async def run(bench: Bench) -> dict[str, Any]:
         fake.answer_with(counts)
         idle = await redis_commands_per_s(orch, bench.sizes.w6_idle_sample_s)
         commands0 = await redis_commands(orch)
+        cpu0 = worker.cpu_seconds()
         t0 = time.monotonic()  # the fake stamps requests with time.monotonic
         handle = await orch.submit(
             "A report in independent sections", model=AGENT_MODEL, max_parallel=n
         )
         result = await result_of(handle, [worker])
         end = time.monotonic()
+        cpu = worker.cpu_seconds() - cpu0
         commands = await redis_commands(orch) - commands0
         expected = {"planner": 1, "work": n, "judge": n, "integrator": 1}
         accepted = sum(a["status"] == "accepted" for a in result["activities"].values())
@@ -208,6 +210,8 @@ async def run(bench: Bench) -> dict[str, Any]:
             "commands_by_kind": command_kinds(commands),
             "commands_by_phase": counts.phases(commands0, commands0 + commands),
             "redis_idle_commands_per_s": round(idle),
+            "worker_cpu_s": rounded(cpu, 3),
+            "worker_cpu_ms_per_activity": rounded(cpu / n * 1000, 2),
             "max_parallel": n,
             "concurrency": conc,
             "llm_latency_s": latency,
@@ -231,7 +235,11 @@ async def run(bench: Bench) -> dict[str, Any]:
                 "fake's thread each time). "
                 "redis_idle_commands_per_s: the same count's rate over "
                 f"{bench.sizes.w6_idle_sample_s} s just before the run, the worker "
-                "idle: its polling, and a sign of other clients when high."
+                "idle: its polling, and a sign of other clients when high. "
+                "worker_cpu_s: the worker process's user + system CPU from submit to the "
+                "result (/proc, 10 ms ticks), all its model calls (SDK included), "
+                "scheduling, verification and recording; on 2 shared cores the part of "
+                "the overhead that is the worker being busy."
             ),
         }
 

@@ -372,6 +372,7 @@ def _fold(step: Step, entry: dict[str, Any]) -> None:
             step.state = {"replan": "replan", "reject": "rejected"}.get(decision, "decided")
         case "accepted":
             step.state, step.accepted_by = "accepted", str(entry.get("by", ""))
+            step.verdict = str(entry.get("status") or step.verdict)  # by its verifiers
             step.tokens = int(entry.get("tokens") or step.tokens)
             step.cost_usd = float(entry.get("cost_usd") or step.cost_usd)
         case "blocked":

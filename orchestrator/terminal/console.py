@@ -88,7 +88,11 @@ def describe(event: dict[str, Any]) -> str:
         "retrying": f"retrying: {one_line(event.get('feedback', ''), 120)}",
         "escalated": f"needs a person: {one_line(event.get('reason', ''), 120)}",
         "decided": f"{event.get('by')} decided {event.get('decision')}",
-        "accepted": f"accepted ({event.get('by')})",
+        "accepted": (
+            f"accepted ({event.get('by')}): verification {event['status']}"
+            if event.get("status")
+            else f"accepted ({event.get('by')})"
+        ),
         "blocked": f"blocked by {event.get('by')}",
         "reused": "reused from the previous plan",
         "decomposed": f"split into a sub-plan: {event.get('why')}",

@@ -245,6 +245,7 @@ def _fold(row: ActivitySummary, entry: dict[str, Any], at: int) -> None:
         row.state = "verifying"
     elif state == "accepted":
         row.tokens, row.cost_usd = int(entry.get("tokens", 0)), float(entry.get("cost_usd", 0))
+        row.verdict = str(entry.get("status") or row.verdict)  # accepted by its verifiers
     elif state in ("retrying", "escalated", "decided", "decomposed"):
         row.state = {"decomposed": "sub-plan"}.get(state, state)
     if state in _ENDED:

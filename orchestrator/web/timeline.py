@@ -149,6 +149,9 @@ def _activity_text(e: dict[str, Any]) -> str:
             return f"{head}: {short(e.get('reason') or '')}"
         case "decided":
             return f"{head} {e.get('decision')!r} by {e.get('by')}"
+        case "accepted" if e.get("status"):  # by its verifiers: the verdict is here too
+            verified = f"verification {e.get('status')} (attempt {e.get('attempt')})"
+            return f"{head} (by {e.get('by')}): {verified}"
         case "accepted":
             return f"{head} (by {e.get('by')})"
         case "blocked":
