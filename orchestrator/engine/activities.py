@@ -17,6 +17,7 @@ from taskloom import tracing
 from taskloom.engine import serde
 from taskloom.engine.attempt import ActivityInfo, Attempt, enter
 from taskloom.engine.batch import Batcher
+from taskloom.engine.blobs import is_ref
 from taskloom.engine.events import ActivityFailed
 from taskloom.engine.failures import Failure, handle_failure
 from taskloom.engine.partitions import partition_of
@@ -185,24 +186,28 @@ class ActivityRunner:
     async def _call_activity(self, attempt: Attempt) -> dict[str, Any]:
         w = self.w
         task = attempt.task
+        registry = w.registry
         try:
-            await w.registry.settle(task.name)  # a layer still loading
-            adef = w.registry.activity(task.name)
-            waited = self.queued_for(task)
-            if adef.schedule_to_start is not None and waited > adef.schedule_to_start:
-                raise ActivityTimeoutError(
-                    f"activity {task.name!r} waited {waited:.1f}s in queue {w.queue!r}, "
-                    f"past its schedule-to-start timeout of {adef.schedule_to_start:g}s: are "
-                    f"enough workers serving the queue?",
-                    kind="schedule_to_start",
-                )
+            if registry.loading is not None:
+                await registry.settle(task.name)  # a layer still loading
+            adef = registry.activity(task.name)
+            if adef.schedule_to_start is not None:
+                waited = self.queued_for(task)
+                if waited > adef.schedule_to_start:
+                    raise ActivityTimeoutError(
+                        f"activity {task.name!r} waited {waited:.1f}s in queue {w.queue!r}, "
+                        f"past its schedule-to-start timeout of {adef.schedule_to_start:g}s: "
+                        f"are enough workers serving the queue?",
+                        kind="schedule_to_start",
+                    )
             # The attempt runs on the values; the task (a retry, a dead letter) keeps the
             # references to big ones.
-            attempt.task = dataclasses.replace(
-                task,
-                args=await w.payloads.unpack(task.args),
-                kwargs=await w.payloads.unpack(task.kwargs),
-            )
+            if is_ref(task.args) or is_ref(task.kwargs):
+                attempt.task = dataclasses.replace(
+                    task,
+                    args=await w.payloads.unpack(task.args),
+                    kwargs=await w.payloads.unpack(task.kwargs),
+                )
             result = await attempt.call(adef, executor=self.executor)
             return {"type": "activity_completed", "result": result}
         except Exception as exc:  # its message bounded, the whole of it in the blob store

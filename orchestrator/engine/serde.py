@@ -50,7 +50,8 @@ def _c_encoder() -> Any:
 
 
 _fast_encode = _c_encoder()
-_scan = _json_decoder.JSONDecoder().scan_once
+_decoder: Any = _json_decoder.JSONDecoder()  # its scan_once is missing from the stubs
+_scan = _decoder.scan_once
 
 
 def dumps(value: Any, *, what: str = "value") -> str:
