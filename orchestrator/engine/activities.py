@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from taskloom import tracing
 from taskloom.engine import serde
-from taskloom.engine.attempt import ActivityInfo, Attempt, enter
+from taskloom.engine.attempt import ActivityInfo, Attempt, enter, leave
 from taskloom.engine.batch import Batcher
 from taskloom.engine.blobs import is_ref
 from taskloom.engine.events import ActivityFailed
@@ -93,29 +93,24 @@ class ActivityRunner:
         info = ActivityInfo(
             run_id, seq, name, w.worker_id, task.attempt, heartbeat_details=task.details
         )
-        attempt = Attempt(task, info, now_ms=started, host=w)
+        attempt = Attempt(task, info, now_ms=started, host=w, clock=w.clock.now_ms)
         self.attempts[(run_id, seq)] = attempt
-        leave = enter(attempt, w.clock.now_ms)
+        token = enter(attempt)
         try:
             if tracing.enabled():
                 event = await self._traced_call(attempt)
             else:
                 event = await self._call_activity(attempt)
         finally:
-            leave()
+            leave(token)
             self.attempts.pop((run_id, seq), None)
             took = (w.clock.now_ms() - started) / 1000
             w._mean_s = took if w._mean_s is None else 0.8 * w._mean_s + 0.2 * took
             if w.metrics is not None:
                 w.metrics.activity_finished(name, took)
             w.give_slot()  # recording needs no slot: the next activity may start now
-        event |= {
-            "seq": seq,
-            "name": name,
-            "started_ms": started,
-            "ended_ms": w.clock.now_ms(),
-            "worker": w.worker_id,
-        }
+        event["seq"], event["name"], event["started_ms"] = seq, name, started
+        event["ended_ms"], event["worker"] = w.clock.now_ms(), w.worker_id
         try:
             text = serde.dumps(event, what=f"result of activity {name!r}")
             if len(text) > w.payloads.threshold and event["type"] == "activity_completed":
