@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from taskloom import Context, Orchestrator, Store, Worker, activity, workflow
+from taskloom.engine.worker import YOUNG_GC_THRESHOLD
 from taskloom.terminal import cli
 from tests.helpers import ROOT, running, wait_until
 
@@ -32,6 +33,7 @@ HEAVY = ("openai", "anthropic", "jinja2", "starlette", "prometheus_client")
 
 _WORKER_IMPORTS = """
 import asyncio, json, sys
+from taskloom.engine.worker import YOUNG_GC_THRESHOLD
 from taskloom.terminal import cli
 cli._parser("worker")  # what `taskloom worker` parses with
 from taskloom import Orchestrator, Settings
@@ -117,18 +119,21 @@ from taskloom import Orchestrator, Settings
 
 async def main():
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold()[0] == 700
     settings = Settings(redis_url=sys.argv[1], key_prefix=sys.argv[2])
     async with Orchestrator(settings=settings) as orch:
         worker = orch.worker()
         task = asyncio.create_task(worker.run())
         await worker.started.wait()
-        print(gc.get_freeze_count())
+        print(gc.get_freeze_count(), *gc.get_threshold())
         worker.stop()
         await task
 
 asyncio.run(main())
 """
-    assert int(_python(code, redis_url, prefix)) > 0
+    frozen, young, *older = map(int, _python(code, redis_url, prefix).split())
+    assert frozen > 0
+    assert (young, older) == (YOUNG_GC_THRESHOLD, [10, 10])  # the young passes are rarer
 
 
 def test_the_command_table_is_what_the_command_modules_register() -> None:

@@ -15,8 +15,9 @@ from redis.exceptions import RedisError
 
 from taskloom import tracing
 from taskloom.engine import serde
-from taskloom.engine.attempt import ActivityInfo, Attempt, enter
+from taskloom.engine.attempt import ActivityInfo, Attempt, enter, leave
 from taskloom.engine.batch import Batcher
+from taskloom.engine.blobs import is_ref
 from taskloom.engine.events import ActivityFailed
 from taskloom.engine.failures import Failure, handle_failure
 from taskloom.engine.partitions import partition_of
@@ -67,13 +68,22 @@ class ActivityRunner:
         if self.w.metrics is not None and task.msg_id is not None:
             self.w.metrics.queue_wait(self.w.queue, self.queued_for(task))
         # Named: a loop-lag warning names the activity that blocked the loop.
-        self.track(self._start(task), name=f"activity {task.name} {task.run_id}/{task.seq}")
+        name = f"activity {task.name} {task.run_id}/{task.seq}"
+        self.tasks.add(asyncio.get_running_loop().create_task(self._start(task), name=name))
 
     async def _start(self, task: Task) -> None:
         """Run ``task`` in its slot, unless it waited here so long (a paused process, a
-        blocked loop) that its claim may have lapsed and it is no longer ours."""
-        if task.msg_id is None or await self.w.intake.still_ours(task):
-            await self._execute(task)
+        blocked loop) that its claim may have lapsed and it is no longer ours. (What
+        :meth:`track`'s done-callback does, done here: one callback less per attempt.)"""
+        try:
+            if task.msg_id is None or await self.w.intake.still_ours(task):
+                await self._execute(task)
+        except Exception:
+            # A bug, not an outage (those are retried inside): say so loudly. The step's
+            # claim and delivery lapse, so another worker runs it again.
+            log.error("worker %s: activity task crashed", self.w.worker_id, exc_info=True)
+        finally:
+            self.tasks.discard(asyncio.current_task())
 
     async def _execute(self, task: Task) -> None:
         """Run one attempt (its slot is held) and record its outcome exactly once."""
@@ -83,29 +93,24 @@ class ActivityRunner:
         info = ActivityInfo(
             run_id, seq, name, w.worker_id, task.attempt, heartbeat_details=task.details
         )
-        attempt = Attempt(task, info, now_ms=started, host=w)
+        attempt = Attempt(task, info, now_ms=started, host=w, clock=w.clock.now_ms)
         self.attempts[(run_id, seq)] = attempt
-        leave = enter(attempt, w.clock.now_ms)
+        token = enter(attempt)
         try:
             if tracing.enabled():
                 event = await self._traced_call(attempt)
             else:
                 event = await self._call_activity(attempt)
         finally:
-            leave()
+            leave(token)
             self.attempts.pop((run_id, seq), None)
             took = (w.clock.now_ms() - started) / 1000
             w._mean_s = took if w._mean_s is None else 0.8 * w._mean_s + 0.2 * took
             if w.metrics is not None:
                 w.metrics.activity_finished(name, took)
             w.give_slot()  # recording needs no slot: the next activity may start now
-        event |= {
-            "seq": seq,
-            "name": name,
-            "started_ms": started,
-            "ended_ms": w.clock.now_ms(),
-            "worker": w.worker_id,
-        }
+        event["seq"], event["name"], event["started_ms"] = seq, name, started
+        event["ended_ms"], event["worker"] = w.clock.now_ms(), w.worker_id
         try:
             text = serde.dumps(event, what=f"result of activity {name!r}")
             if len(text) > w.payloads.threshold and event["type"] == "activity_completed":
@@ -126,10 +131,13 @@ class ActivityRunner:
                 if failure.outcome is None:  # a retry is due, or the step is paused
                     return
                 event, text = dict(failure.outcome), serde.dumps(failure.outcome)
-            routing = await self._until_stored(
-                task,
-                lambda: self.recorder.submit((run_id, seq, text, task.msg_id, task.attempt)),
-            )
+            item = (run_id, seq, text, task.msg_id, task.attempt, event)
+            try:  # the common case first: no retry loop to set up
+                routing, applied = await self.recorder.submit(item)
+            except RedisError:
+                routing, applied = await self._until_stored(
+                    task, lambda: self.recorder.submit(item)
+                )
         finally:
             self.inflight.pop((run_id, seq), None)
             if task.msg_id is not None:
@@ -137,10 +145,9 @@ class ActivityRunner:
             w.intake.attempt_over(run_id, seq)  # its next attempt may be here already
         if routing.status == "dup" and w.metrics is not None:
             w.metrics.duplicate()
-        ex = w.runs.get(run_id)
-        if routing.status == "ok" and ex is not None and routing.owner == w.worker_id:
-            ex.apply_all([Event(id=routing.entry_id, type=event["type"], data=event)], read=False)
-        elif routing.status in ("ok", "dup"):
+        if applied:  # the owner is here and has it (_record_batch)
+            return
+        if routing.status in ("ok", "dup"):
             # "dup" may be this very outcome: recorded by a first try whose reply a Redis
             # outage lost, then sent again by _until_stored. Nobody told the owner then;
             # tell it now (where another worker recorded it, the owner reads its log twice).
@@ -185,24 +192,28 @@ class ActivityRunner:
     async def _call_activity(self, attempt: Attempt) -> dict[str, Any]:
         w = self.w
         task = attempt.task
+        registry = w.registry
         try:
-            await w.registry.settle(task.name)  # a layer still loading
-            adef = w.registry.activity(task.name)
-            waited = self.queued_for(task)
-            if adef.schedule_to_start is not None and waited > adef.schedule_to_start:
-                raise ActivityTimeoutError(
-                    f"activity {task.name!r} waited {waited:.1f}s in queue {w.queue!r}, "
-                    f"past its schedule-to-start timeout of {adef.schedule_to_start:g}s: are "
-                    f"enough workers serving the queue?",
-                    kind="schedule_to_start",
-                )
+            if registry.loading is not None:
+                await registry.settle(task.name)  # a layer still loading
+            adef = registry.activity(task.name)
+            if adef.schedule_to_start is not None:
+                waited = self.queued_for(task)
+                if waited > adef.schedule_to_start:
+                    raise ActivityTimeoutError(
+                        f"activity {task.name!r} waited {waited:.1f}s in queue {w.queue!r}, "
+                        f"past its schedule-to-start timeout of {adef.schedule_to_start:g}s: "
+                        f"are enough workers serving the queue?",
+                        kind="schedule_to_start",
+                    )
             # The attempt runs on the values; the task (a retry, a dead letter) keeps the
             # references to big ones.
-            attempt.task = dataclasses.replace(
-                task,
-                args=await w.payloads.unpack(task.args),
-                kwargs=await w.payloads.unpack(task.kwargs),
-            )
+            if is_ref(task.args) or is_ref(task.kwargs):
+                attempt.task = dataclasses.replace(
+                    task,
+                    args=await w.payloads.unpack(task.args),
+                    kwargs=await w.payloads.unpack(task.kwargs),
+                )
             result = await attempt.call(adef, executor=self.executor)
             return {"type": "activity_completed", "result": result}
         except Exception as exc:  # its message bounded, the whole of it in the blob store
@@ -254,15 +265,29 @@ class ActivityRunner:
         return 0.0 if task.queued_ms is None else max(0.0, (now_ms() - task.queued_ms) / 1000)
 
     async def _record_batch(
-        self, items: list[tuple[str, str, str, str | None, int]]
-    ) -> list[Routing]:
+        self, items: list[tuple[str, str, str, str | None, int, dict[str, Any]]]
+    ) -> list[tuple[Routing, bool]]:
+        """Record the outcomes of one tick in one round trip; those recorded on runs
+        owned here are applied to them at once, one call per run: ``(routing, applied)``
+        for each."""
         w = self.w
-        return await w.store.record(
-            [(r, s, e) for r, s, e, _, _ in items],
+        routings = await w.store.record(
+            [(r, s, e) for r, s, e, *_ in items],
             w.worker_id,
-            acks=[partition_of(w.queue, m) for _, _, _, m, _ in items if m is not None],
-            attempts=[a for *_, a in items],
+            acks=[partition_of(w.queue, it[3]) for it in items if it[3] is not None],
+            attempts=[it[4] for it in items],
         )
+        mine: dict[str, list[Event]] = {}
+        out: list[tuple[Routing, bool]] = []
+        for (run_id, *_, event), routing in zip(items, routings, strict=True):
+            here = routing.status == "ok" and routing.owner == w.worker_id and run_id in w.runs
+            if here:
+                ev = Event(id=routing.entry_id, type=event["type"], data=event)
+                mine.setdefault(run_id, []).append(ev)
+            out.append((routing, here))
+        for run_id, events in mine.items():
+            w.runs[run_id].apply_all(events, read=False)
+        return out
 
     async def watch_attempts(self) -> None:
         """Stop attempts that stopped heartbeating (hung) or whose run was cancelled, and

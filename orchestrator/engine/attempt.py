@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -57,10 +58,20 @@ class ActivityInfo:
 class Attempt:
     """The state of one running attempt, shared by the activity and its worker."""
 
-    def __init__(self, task: Task, info: ActivityInfo, *, now_ms: int, host: Any = None) -> None:
+    def __init__(
+        self,
+        task: Task,
+        info: ActivityInfo,
+        *,
+        now_ms: int,
+        host: Any = None,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
         self.task = task
         self.info = info
         self.host = host  # the worker running it (built-in activities use its resources)
+        self.clock = clock or _wall_ms
+        """The worker's clock (milliseconds), which heartbeats are stamped with."""
         self.started_ms = now_ms
         self.last_beat_ms = now_ms
         self.details: Any = info.heartbeat_details
@@ -159,7 +170,10 @@ def _consume(fut: asyncio.Future[Any]) -> None:
 
 
 _current: contextvars.ContextVar[Attempt] = contextvars.ContextVar("taskloom_attempt")
-_now: contextvars.ContextVar[Callable[[], int]] = contextvars.ContextVar("taskloom_now")
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def current() -> Attempt:
@@ -170,15 +184,14 @@ def current() -> Attempt:
         raise RuntimeError("only available inside a running activity") from None
 
 
-def enter(attempt: Attempt, now: Callable[[], int]) -> Callable[[], None]:
-    """Make ``attempt`` the current one; returns the function that leaves it."""
-    token, clock = _current.set(attempt), _now.set(now)
+def enter(attempt: Attempt) -> contextvars.Token[Attempt]:
+    """Make ``attempt`` the current one; returns the token that :func:`leave` takes."""
+    return _current.set(attempt)
 
-    def leave() -> None:
-        _current.reset(token)
-        _now.reset(clock)
 
-    return leave
+def leave(token: contextvars.Token[Attempt]) -> None:
+    """Stop making an attempt the current one (``token``: from :func:`enter`)."""
+    _current.reset(token)
 
 
 def activity_info() -> ActivityInfo:
@@ -194,6 +207,6 @@ def heartbeat(details: Any = None) -> None:
     or which was given up as hung, so it stops at once.
     """
     attempt = current()
-    attempt.beat(details, _now.get()())
+    attempt.beat(details, attempt.clock())
     if attempt.stopping:
         raise asyncio.CancelledError(f"activity stopped: {attempt.stop_reason}")

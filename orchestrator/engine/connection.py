@@ -53,6 +53,9 @@ T = TypeVar("T")
 
 # Untyped in redis-py 8 (typed in 5-7): the ignore covers both.
 _PACKER: Any = HiredisRespSerializer()  # type: ignore[no-untyped-call,unused-ignore]
+_pack: Any = None  # hiredis's packer; without hiredis there is no _Tuned to use it
+if HIREDIS_AVAILABLE:
+    from hiredis import pack_command as _pack
 _TUNED: dict[str, type[AbstractConnection]] = {}
 PLAIN_CHECK_AFTER_S = 0.5
 """A TLS handshake still unanswered after this long is checked for a plain server."""
@@ -78,6 +81,17 @@ class _Tuned:
     is_connected: bool
 
     def pack_command(self, *args: Any) -> list[bytes]:
+        # Straight to hiredis: redis-py's packer first rebuilds the arguments in a
+        # Python generator (an isinstance per argument, thousands per batch of script
+        # calls). Only a command name of two words (``SCRIPT LOAD``) is split as it
+        # splits them; what hiredis refuses (a bytearray, None) goes its way, which
+        # converts it or raises its DataError.
+        first = args[0]
+        if " " not in first if isinstance(first, str) else b" " not in first:
+            try:
+                return [_pack(args)]
+            except TypeError:
+                pass
         packed: list[bytes] = _PACKER.pack(*args)
         return packed
 

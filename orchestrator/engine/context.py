@@ -12,8 +12,8 @@ import asyncio
 import hashlib
 import random as _random
 import uuid
-from collections.abc import Awaitable, Sequence
-from contextvars import ContextVar
+from collections.abc import Awaitable, Coroutine, Sequence
+from contextvars import ContextVar, copy_context
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -47,9 +47,21 @@ class _Scope:
 _scope: ContextVar[_Scope] = ContextVar("taskloom_scope")
 
 
-async def _in_scope(prefix: str, aw: Awaitable[T]) -> T:
-    _scope.set(_Scope(prefix))
+async def _in_scope(scope: _Scope, aw: Awaitable[T]) -> T:
+    _scope.set(scope)
     return await aw
+
+
+def _branch(loop: asyncio.AbstractEventLoop, prefix: str, aw: Awaitable[T]) -> asyncio.Future[T]:
+    """``aw`` as a task of its own, in a step scope of its own: a coroutine (the common
+    case, ``ctx.run(...)``) runs in a copy of the context with the scope set, with no
+    wrapper coroutine that every resumption of the branch passes through."""
+    scope = _Scope(prefix)
+    if isinstance(aw, Coroutine):
+        context = copy_context()
+        context.run(_scope.set, scope)
+        return loop.create_task(aw, context=context)
+    return asyncio.ensure_future(_in_scope(scope, aw))
 
 
 class Context:
@@ -120,8 +132,8 @@ class Context:
 
         Each awaitable gets its own step scope, so branches may hold several steps.
         """
-        base = self._next()
-        tasks = [asyncio.ensure_future(_in_scope(f"{base}.{i}.", aw)) for i, aw in enumerate(aws)]
+        base, loop = self._next(), asyncio.get_running_loop()
+        tasks = [_branch(loop, f"{base}.{i}.", aw) for i, aw in enumerate(aws)]
         try:
             return list(await asyncio.gather(*tasks, return_exceptions=return_exceptions))
         except BaseException:

@@ -67,20 +67,23 @@ class Task:
     @classmethod
     def from_fields(cls, msg_id: str, f: dict[str, str]) -> Task:
         """A task from its stream fields."""
-        return cls(
-            run_id=f["run"],
-            seq=f["seq"],
-            name=f["name"],
-            args=serde.loads(f["args"]),
-            kwargs=serde.loads(f.get("kwargs") or "{}"),
-            msg_id=msg_id,
-            attempt=int(f.get("attempt") or 1),
-            gen=int(f.get("gen") or 1),
-            history=serde.loads(f["hist"]) if f.get("hist") else [],
-            details=serde.loads(f["beat"]) if f.get("beat") else None,
+        kwargs = f.get("kwargs")
+        task = cls(
+            f["run"],
+            f["seq"],
+            f["name"],
+            serde.loads(f["args"]),
+            serde.loads(kwargs) if kwargs and kwargs != "{}" else {},
+            msg_id,
             # A stream id starts with the time it was added.
-            queued_ms=int(f.get("queued") or msg_id.split("-", 1)[0]),
+            queued_ms=int(f.get("queued") or msg_id.partition("-")[0]),
         )
+        if len(f) > 5:  # a first attempt's task has run, seq, name, args, kwargs only
+            task.attempt = int(f.get("attempt") or 1)
+            task.gen = int(f.get("gen") or 1)
+            task.history = serde.loads(f["hist"]) if f.get("hist") else []
+            task.details = serde.loads(f["beat"]) if f.get("beat") else None
+        return task
 
     def fields(
         self, *, attempt: int, history: Sequence[dict[str, Any]], details: Any = None
