@@ -161,6 +161,28 @@ async def _gone(store: Store, key: str, member: str) -> bool:
     return await store.raw.zscore(key, member) is None
 
 
+async def test_a_pop_that_cannot_reach_the_run_queue_fires_after_the_grace(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run queue's write fails (its node is down, say): the pop raises, and the
+    timer, taken, is fired by a later pop once the grace has passed, not before."""
+    (run_id,) = run_ids([1], tag="unreached")
+    await store.add_timer(run_id, 1_000, partitions=PARTS)
+
+    async def unreachable(self: Store, taken: dict[int, list[str]]) -> None:
+        raise ConnectionError("the run queue's node is down")
+
+    monkeypatch.setattr(Timers, "_fire", unreachable)
+    with pytest.raises(ConnectionError):
+        await store.pop_timers(now=1_000, partitions=PARTS)
+    monkeypatch.undo()
+    assert await store.pop_timers(now=1_000 + FIRE_AGAIN_MS - 1, partitions=PARTS) == 0
+    assert await store.pop_timers(now=1_000 + FIRE_AGAIN_MS, partitions=PARTS) == 1
+    assert [f["run"] for _, f in await store.raw.xrange(store.keys.runq)] == [run_id]
+    firing = store.keys.timers_firing(timer_partition(run_id, PARTS))
+    assert await store.raw.zcard(firing) == 0
+
+
 @pytest.mark.parametrize("later", [False, True], ids=["earlier", "later"])
 async def test_a_timer_set_again_during_a_pop_is_kept(
     store: Store, monkeypatch: pytest.MonkeyPatch, later: bool
