@@ -6,44 +6,26 @@ kept; a run put on the run queue twice by a timer sees each of its timers fire o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 from redis.crc import key_slot
 
+import tests.test_partitions as queue_partitions
 from taskloom import Context, ManualClock, Orchestrator, Store, Worker, workflow
 from taskloom.engine.clustering import is_cluster
 from taskloom.engine.partitions import TIMERS_MARK, TimerPartitions
 from taskloom.engine.store._timers import FIRE_AGAIN_MS, Timers, timer_partition
-from tests.conftest import REDIS_URL
 from tests.helpers import running, wait_until
 
 pytestmark = pytest.mark.anyio
 
-PARTS = 4
+# Each test on a single Redis, then on the local 3-master cluster; workers of 4 partitions.
+redis_url = queue_partitions.redis_url
+make_worker = queue_partitions.make_worker
+PARTS = queue_partitions.PARTS
+
 HOUR = 3600
-
-
-@pytest.fixture(scope="module", params=["single", "cluster"])
-def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Every test here on a single Redis, then on the local 3-master cluster."""
-    if request.param == "cluster":
-        yield request.getfixturevalue("local_cluster").url
-    else:
-        yield REDIS_URL
-
-
-@pytest.fixture
-def make_worker(store: Store) -> Callable[..., Worker]:
-    """An in-process worker whose timers go to 4 partitions."""
-
-    def make(**kwargs: Any) -> Worker:
-        kwargs.setdefault("lease_ttl", 1.0)
-        kwargs.setdefault("partitions", PARTS)
-        return Worker(store, **kwargs)
-
-    return make
 
 
 @workflow(name="tparts.nap")
