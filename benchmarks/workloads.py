@@ -29,6 +29,7 @@ __all__ = [
     "CRASH_FANOUT",
     "FANOUT_NOOP",
     "FANOUT_SLEEP",
+    "NAPS",
     "PIPELINE_LATENCY_S",
     "RETENTION_FLOW",
     "SMALL_RUN",
@@ -39,6 +40,7 @@ __all__ = [
     "fanout_agents",
     "fanout_noop",
     "fanout_sleep",
+    "naps",
     "noop",
     "pipeline_plan",
     "retention_flow",
@@ -55,6 +57,7 @@ CHAIN = "bench.chain"
 CRASH_FANOUT = "bench.crash_fanout"
 RETRY_STORM = "bench.retry_storm"
 AGENT_FANOUT = "bench.fanout_agents"
+NAPS = "bench.naps"
 
 # W5: a subagent on the fake LLM server (OPENAI_BASE_URL), answering a few tokens.
 BENCH_AGENT = Agent(
@@ -154,6 +157,15 @@ async def fanout_sleep(ctx: Context, n: int, seconds: float) -> int:
     """W2: gather ``n`` activities that each wait ``seconds``; returns how many ran."""
     done = await ctx.gather(*(ctx.run(sleep_step, i, seconds) for i in range(n)))
     return len(done)
+
+
+@workflow(name=NAPS)
+async def naps(ctx: Context, n: int, seconds: float) -> int:
+    """S1's timer load: ``n`` durable sleeps of ``seconds`` one after the other (long
+    enough that the run leaves memory and its timer goes to Redis); returns ``n``."""
+    for _ in range(n):
+        await ctx.sleep(seconds)
+    return n
 
 
 @workflow(name=CHAIN)

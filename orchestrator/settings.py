@@ -143,8 +143,9 @@ class Settings(BaseModel):
     """Activity queue a worker takes work from (TASKLOOM_QUEUE)."""
     queue_partitions: int = Field(default=1, ge=1, le=1024)
     """Streams the activity queue is spread over, each with its own hash tag, so a Redis
-    Cluster serves one queue from several masters (TASKLOOM_QUEUE_PARTITIONS). Workers
-    read every partition any worker has used; see :mod:`taskloom.engine.partitions`."""
+    Cluster serves one queue from several masters (TASKLOOM_QUEUE_PARTITIONS); the
+    durable timers are spread over as many sorted sets. Workers read every partition any
+    worker has used; see :mod:`taskloom.engine.partitions`."""
     payload_threshold: int = Field(default=32 * 1024, ge=0)
     """Bytes of JSON above which an activity's arguments or result go to the blob store
     and the log keeps a reference (TASKLOOM_PAYLOAD_THRESHOLD)."""

@@ -144,8 +144,24 @@ class Keys:
 
     @property
     def timers(self) -> str:
-        """Sorted set: ``run_id`` of durable timers, scored by due time (ms)."""
+        """Sorted set: ``run_id`` of durable timers, scored by due time (ms); timer
+        partition 0 (:meth:`timer_set`)."""
         return f"{self.prefix}:{{sched}}:timers"
+
+    # Timer partition ``i > 0`` has a tag of its own, ``{sched:i}``, so a cluster spreads
+    # the timers over its masters (``taskloom.engine.store._timers``).
+    def timer_set(self, partition: int) -> str:
+        """Sorted set: the durable timers of timer partition ``partition`` (``run_id``
+        by due time, ms); partition 0 is :attr:`timers`."""
+        if partition == 0:
+            return self.timers
+        return f"{self.prefix}:{{sched:{partition}}}:timers"
+
+    def timers_firing(self, partition: int) -> str:
+        """Sorted set: the timers of partition ``partition > 0`` taken to be fired onto
+        the run queue (another slot), by when to fire them again if the taker never
+        says it did (it died). Shares the partition's tag."""
+        return f"{self.prefix}:{{sched:{partition}}}:firing"
 
     @property
     def leases(self) -> str:
@@ -164,7 +180,8 @@ class Keys:
     @property
     def queue_partitions(self) -> str:
         """Sorted set: queue name -> the most partitions any worker has served it with
-        (only grows; workers read every partition below it)."""
+        (only grows; workers read every partition below it); and the member ``{timers}``
+        (no queue's name), the most timer partitions any worker has written to."""
         return f"{self.prefix}:queue_partitions"
 
     def retries(self, name: str) -> str:

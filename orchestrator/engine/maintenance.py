@@ -200,7 +200,8 @@ class Maintenance:
         )
         if res[1]:
             await w.ownership.handle_run_messages(res[1])
-        await store.pop_timers(now=w.clock.now_ms())
+        await w.timer_partitions.sync()  # every partition any worker has written to
+        await store.pop_timers(now=w.clock.now_ms(), partitions=w.timer_partitions.readable)
         for step in await w.human_tasks.apply_due_slas(now=w.clock.now_ms()):
             log.info("human task %s: %s %s", step.task_id, step.kind, step.detail)
             if step.kind == "sla_breached" and w.metrics is not None:

@@ -133,7 +133,7 @@ class Ownership:
         store = w.store
         due = ex.next_due_ms()
         if due is not None:
-            await store.add_timer(ex.run_id, due)
+            await store.add_timer(ex.run_id, due, partitions=w.timer_partitions.count)
             loop = asyncio.get_running_loop()
             loop.call_at(
                 loop.time() + max(0.0, (due - now_ms()) / 1000), w.maintenance.timer_due.set

@@ -1,4 +1,5 @@
-"""Queue partitions: one activity queue spread over several streams (``TASKLOOM_QUEUE_PARTITIONS``).
+"""Queue partitions: one activity queue spread over several streams, and the durable
+timers over several sorted sets (``TASKLOOM_QUEUE_PARTITIONS``).
 
 With one partition (the default) a queue is one stream, as it always was. With ``N``
 partitions each gets keys of its own hash tag (its *lane*, :func:`~taskloom.engine.keys.lane`:
@@ -15,6 +16,13 @@ reads every partition below that high-water mark, which it reads again at every
 maintenance tick; so a task is never left on a partition nobody reads, whichever
 workers start, stop or change their setting. (Lowering ``N`` only stops the writes to
 the upper partitions: the workers keep reading them.)
+
+The same setting spreads the durable timers over ``N`` sorted sets of their own hash tags
+(:class:`TimerPartitions`; partition 0 is the one set there always was): one knob for
+one concern, so that no one key of the scheduler's is the hot spot of a cluster. Their
+high-water mark is the member ``{timers}`` of the same sorted set (:data:`TIMERS_MARK`),
+raised by every worker to its ``N`` before it writes a timer and read by every worker
+at each maintenance tick; each pops every timer partition below it.
 
 In a worker, a delivery is named by its *delivery id*: the stream message id, with
 ``@i`` after it for partition ``i > 0`` (two partitions' streams may hand out the same
@@ -35,13 +43,19 @@ if TYPE_CHECKING:
     from taskloom.engine.store import Store
 
 __all__ = [
+    "TIMERS_MARK",
     "QueuePartitions",
+    "TimerPartitions",
     "by_partition",
     "delivery_id",
     "partition_of",
     "pick",
     "split_delivery",
 ]
+
+TIMERS_MARK = "{timers}"
+"""The member of :attr:`Keys.queue_partitions` that holds the timer partitions' mark
+(a queue's name has no brace)."""
 
 
 def pick(run_id: str, seq: str, partitions: int) -> int:
@@ -75,6 +89,21 @@ def by_partition(deliveries: Iterable[str]) -> dict[int, list[str]]:
         part, msg_id = split_delivery(delivery)
         out.setdefault(part, []).append(msg_id)
     return out
+
+
+async def _high_water_mark(store: Store, member: str, count: int) -> int:
+    """Raise the high-water mark of ``member`` (a queue, or :data:`TIMERS_MARK`) in
+    :attr:`Keys.queue_partitions` to ``count`` (with one partition, only read it) and
+    return it: the partitions to read, at least ``count``."""
+    key = store.keys.queue_partitions
+    if count > 1:
+        pipe = store.raw.pipeline(transaction=False)
+        pipe.zadd(key, {member: count}, gt=True)
+        pipe.zscore(key, member)
+        _, mark = await pipe.execute()
+    else:
+        mark = await store.raw.zscore(key, member)
+    return max(count, int(mark or 1))
 
 
 class QueuePartitions:
@@ -112,15 +141,8 @@ class QueuePartitions:
         """Raise the queue's high-water mark in Redis to :attr:`count` (one worker with
         one partition only reads it), read it back, and make the consumer groups of the
         partitions this worker did not read before. Whether :attr:`readable` grew."""
-        store, key = self.store, self.store.keys.queue_partitions
-        if self.count > 1:
-            pipe = store.raw.pipeline(transaction=False)
-            pipe.zadd(key, {self.queue: self.count}, gt=True)
-            pipe.zscore(key, self.queue)
-            _, mark = await pipe.execute()
-        else:
-            mark = await store.raw.zscore(key, self.queue)
-        readable = max(self.count, int(mark or 1))
+        store = self.store
+        readable = await _high_water_mark(store, self.queue, self.count)
         if readable <= self.readable:
             return False
         for i in range(self.readable, readable):
@@ -143,3 +165,23 @@ class QueuePartitions:
             part = parts[stream]
             out += [(delivery_id(part, m), f) for m, f in messages]
         return out
+
+
+class TimerPartitions:
+    """One worker's view of the timer partitions: how many it writes timers to
+    (:attr:`count`, its setting) and how many it pops (:attr:`readable`, at least as
+    many: the most any worker has written to)."""
+
+    def __init__(self, store: Store, count: int) -> None:
+        if count < 1:
+            raise ConfigurationError(f"timer partitions must be >= 1 (got {count})")
+        self.store = store
+        self.count = count
+        """Partitions this worker writes timers to."""
+        self.readable = count
+        """Partitions this worker pops: the high-water mark in Redis."""
+
+    async def sync(self) -> None:
+        """Raise the timers' high-water mark in Redis to :attr:`count` (one worker with
+        one partition only reads it) and read it back into :attr:`readable`."""
+        self.readable = await _high_water_mark(self.store, TIMERS_MARK, self.count)

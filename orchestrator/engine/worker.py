@@ -14,7 +14,8 @@ trip. It prefetches only as many as it expects to start within ``PREFETCH_HORIZO
 calls, stay in the queue for whichever worker frees a slot first.
 
 With ``partitions=N`` (``TASKLOOM_QUEUE_PARTITIONS``) its queue is N streams of their
-own hash slots, written by step hash and all read (:mod:`taskloom.engine.partitions`).
+own hash slots, written by step hash and all read, and the timers it sets go to N timer
+sets of their own hash slots, by run, all popped (:mod:`taskloom.engine.partitions`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from taskloom.engine.keys import consumer_name
 from taskloom.engine.looplag import LoopLagMonitor
 from taskloom.engine.maintenance import Maintenance
 from taskloom.engine.ownership import Ownership
-from taskloom.engine.partitions import QueuePartitions
+from taskloom.engine.partitions import QueuePartitions, TimerPartitions
 from taskloom.engine.payloads import Payloads
 from taskloom.engine.retries import DEFAULT_RETRY, RetryPolicy
 from taskloom.engine.store import Store, ride_out
@@ -148,6 +149,9 @@ class Worker:
         self.partitions = QueuePartitions(store, queue, partitions)
         """The queue's partitions this worker writes tasks to and reads
         (:mod:`taskloom.engine.partitions`)."""
+        self.timer_partitions = TimerPartitions(store, partitions)
+        """The timer partitions this worker writes timers to and pops (as many as the
+        queue's: one setting)."""
         self.lease_ttl = lease_ttl
         self.claim_ttl_ms = int(lease_ttl * 1000)
         self.worker_id = worker_id or consumer_name()
@@ -323,6 +327,7 @@ class Worker:
         await self.store.ensure_groups(self.queue)
         await self.partitions.ensure_groups()
         await self.partitions.sync()
+        await self.timer_partitions.sync()  # before any timer is written to them
         loop = asyncio.get_running_loop()
         if install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -13,7 +13,8 @@ step does not repair.
 - ``_leases``: one owner per run, its epoch, renewals, expiry;
 - ``_claims``: claims on running activities, their heartbeats, stopped runs;
 - ``_outcomes``: outcomes and outside events recorded exactly once (:class:`Routing`);
-- ``_queues``: activity queues, retries, the run queue, wake-ups and timers;
+- ``_queues``: activity queues, retries, the run queue, wake-ups;
+- ``_timers``: durable timers, over their partitions;
 - ``_base``: the client, keys and scripts they share, :func:`now_ms`, :func:`ride_out`.
 """
 
@@ -26,11 +27,12 @@ from taskloom.engine.store._log import Event, Op, RunLog
 from taskloom.engine.store._outcomes import Outcomes
 from taskloom.engine.store._queues import Queues, Routing
 from taskloom.engine.store._runs import RunInfo, RunRecords
+from taskloom.engine.store._timers import Timers
 
 __all__ = ["Event", "Op", "Routing", "RunInfo", "Store", "now_ms", "ride_out"]
 
 
-class Store(RunLog, Leases, RunRecords, Claims, Outcomes, Queues):
+class Store(RunLog, Leases, RunRecords, Claims, Outcomes, Queues, Timers):
     """Durable state on one Redis client (``decode_responses=True``).
 
     ``Store(client, prefix="tl")``; every method is one of its parts' (see the module's

@@ -3,8 +3,8 @@
 Activities travel on one stream per queue (consumer group :attr:`Keys.GROUP`); a
 retry waits in the queue's retry set, a sorted set by due time, until it is moved back
 onto the stream. Runs that need an owner go to the run queue; a run's live owner is woken
-on its own wake stream instead (:class:`Routing` says which), and durable timers are a
-sorted set of runs by the time they are due.
+on its own wake stream instead (:class:`Routing` says which). Durable timers, which put
+runs on the run queue when they fall due, are ``_timers``'.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def parse_routing(res: Any) -> Routing:
 
 
 class Queues(StoreBase):
-    """The store's queues: consumer groups, the run queue, wake-ups, retries and timers."""
+    """The store's queues: consumer groups, the run queue, wake-ups and retries."""
 
     async def ensure_groups(self, queue: str) -> None:
         """Create the consumer groups (idempotent)."""
@@ -89,13 +89,3 @@ class Queues(StoreBase):
         """When the earliest retry of ``queue`` is due, if any is waiting."""
         rows = await self.raw.zrange(self.keys.retries(queue), 0, 0, withscores=True)
         return int(rows[0][1]) if rows else None
-
-    async def add_timer(self, run_id: str, due_ms: int) -> None:
-        """Make sure the run is woken at ``due_ms`` (keeps the earliest)."""
-        await self.raw.zadd(self.keys.timers, {run_id: due_ms}, lt=True)
-
-    async def pop_timers(self, *, now: int | None = None, limit: int = 100) -> int:
-        """Move timers due by ``now`` (ms; default: the real time) to the run queue;
-        returns how many fired."""
-        at = now_ms() if now is None else now
-        return int(await self._call("pop_timers", [self.keys.timers, self.keys.runq], [at, limit]))
