@@ -171,7 +171,7 @@ class Subagents(WorkerExtension):
     def add(self, agent: Agent) -> None:
         """Register a subagent spec; another spec under a taken name is an error."""
         known = self._agents.get(agent.name)
-        if known is not None and known != agent:
+        if known is not None and known is not agent and known != agent:
             raise UserError(f"two different agents are named {agent.name!r}; rename one")
         self._agents[agent.name] = agent
 
