@@ -48,8 +48,9 @@ __all__ = ["Agent", "AgentResult", "AgentRunner", "CallObserver", "Finisher", "L
 log = logging.getLogger("taskloom.agents")
 
 CLIENT_SHARDS = 8
-"""Provider clients (each with its connection pool) an :class:`AgentRunner` spreads its
-calls over."""
+"""The most provider clients (each with its connection pool) an :class:`AgentRunner`
+spreads its calls over; fewer where a client says so (its ``shards``: one for the
+SDKs' aiohttp clients)."""
 CallObserver = Callable[[str, str, float, Usage, Decimal], None]
 """Told of every finished model call: ``(provider, model, seconds, usage, cost)``."""
 LimitObserver = Callable[[str, str], None]
@@ -191,8 +192,9 @@ class AgentRunner:
 
     def provider(self, name: str) -> Provider:
         """A client of provider ``name``: up to :data:`CLIENT_SHARDS` made on demand and
-        taken in turn (one HTTP connection pool scans all its connections on every
-        request: with a hundred calls in flight, that scan cost more than the call).
+        taken in turn, as many as the first says are worth it (httpx's connection pool
+        scans all its connections on every request: with a hundred calls in flight, that
+        scan cost more than the call; aiohttp's does not, and one client serves them).
 
         Making one blocks: the first imports the provider's SDK (one to several seconds),
         each builds an SSL context (tens of milliseconds). On an event loop, use
@@ -200,7 +202,7 @@ class AgentRunner:
         """
         shards = self._providers.setdefault(name, [])
         self._turn += 1
-        if len(shards) < CLIENT_SHARDS:
+        if len(shards) < _wanted(shards):
             shards.append(self._open(name))
             return shards[-1]
         return shards[self._turn % len(shards)]
@@ -216,7 +218,7 @@ class AgentRunner:
             async with lock:  # the first one: everyone waits for it
                 if not shards:
                     shards.append(await asyncio.to_thread(self._open, name))
-        elif len(shards) < CLIENT_SHARDS and not lock.locked():
+        elif len(shards) < _wanted(shards) and not lock.locked():
             async with lock:  # free: taken at once, so ``shards`` is as just seen
                 shards.append(await asyncio.to_thread(self._open, name))
                 return shards[-1]
@@ -451,6 +453,13 @@ class AgentRunner:
             provider_name, model_name = split_model(ref)
             self._observe(provider_name, model_name, time.monotonic() - started, usage, cost)
         return cost
+
+
+def _wanted(shards: list[Provider]) -> int:
+    """How many clients of one provider to make, given those made so far."""
+    if not shards:
+        return 1
+    return min(CLIENT_SHARDS, int(getattr(shards[0], "shards", CLIENT_SHARDS)))
 
 
 def _message_dict(m: Message) -> dict[str, Any]:

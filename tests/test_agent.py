@@ -204,3 +204,27 @@ async def test_a_call_cancelled_before_its_reply_charges_its_estimate(client, pr
         await runner.aclose()
     # The provider may have generated the answer: the hold (the most it costs) is spent.
     assert usage.spent_tokens == prompt + answer and usage.held_tokens == 0
+
+
+async def test_calls_share_one_aiohttp_client_and_spread_over_httpx_ones(
+    client, prefix, monkeypatch
+) -> None:
+    # aiohttp's pool serves many calls in flight; httpx's scans every connection per
+    # request, so on httpx calls go to several clients in turn.
+    import taskloom.agents.providers.openai as openai_provider
+    from taskloom.agents.agent import CLIENT_SHARDS
+
+    agent = Agent(name="many", model=MODEL, max_tokens=16)
+    async with FakeLLM(lambda request: reply("ok", latency=0.05)) as fake:
+        runner = runner_for(fake, client, prefix)
+        results = await asyncio.gather(*(runner.run(agent, f"item {i}") for i in range(30)))
+        shared = {id(runner.provider("openai")) for _ in range(2 * CLIENT_SHARDS)}
+        await runner.aclose()
+        monkeypatch.setattr(openai_provider, "http_client", lambda sdk: None)
+        runner = runner_for(fake, client, prefix)
+        await asyncio.gather(*(runner.run(agent, f"item {i}") for i in range(30)))
+        spread = {id(runner.provider("openai")) for _ in range(2 * CLIENT_SHARDS)}
+        await runner.aclose()
+    assert [r.text for r in results] == ["ok"] * 30
+    assert len(shared) == 1
+    assert len(spread) == CLIENT_SHARDS

@@ -8,7 +8,7 @@ import anthropic
 
 from ..llm import LLMRequest, LLMResponse, Message, TokenSink, ToolCall, Usage
 from ._classify import kept_headers, sdk_error
-from ._transport import endpoint, http_client, parsed, warm_models
+from ._transport import endpoint, http_client, parsed, shards_for, warm_models
 
 __all__ = ["AnthropicProvider"]
 
@@ -78,12 +78,15 @@ class AnthropicProvider:
     name = "anthropic"
 
     def __init__(self, *, api_key: str, base_url: str | None = None, max_retries: int = 0) -> None:
+        http = http_client(anthropic)
         self.client = anthropic.AsyncAnthropic(
             api_key=api_key,
             base_url=base_url,
             max_retries=max_retries,
-            http_client=http_client(anthropic),
+            http_client=http,
         )
+        self.shards = shards_for(http)
+        """How many clients like this one are worth spreading calls over."""
         self.endpoint = endpoint(self.name, self.client.base_url)
         """Who serves its calls: the provider and base URL, without secrets."""
         # its tracing imports OpenTelemetry's propagators on the first request

@@ -10,7 +10,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from ..llm import LLMRequest, LLMResponse, Message, TokenSink, ToolCall, Usage
 from ._classify import kept_headers, sdk_error
-from ._transport import endpoint, http_client, parsed, warm_models
+from ._transport import endpoint, http_client, parsed, shards_for, warm_models
 
 __all__ = ["OpenAIProvider"]
 
@@ -104,12 +104,15 @@ class OpenAIProvider:
         name: str = "openai",
     ) -> None:
         self.name = name
+        http = http_client(openai)
         self.client = openai.AsyncOpenAI(
             api_key=api_key,
             base_url=base_url,
             max_retries=max_retries,
-            http_client=http_client(openai),
+            http_client=http,
         )
+        self.shards = shards_for(http)
+        """How many clients like this one are worth spreading calls over."""
         self.endpoint = endpoint(name, self.client.base_url)
         """Who serves its calls: the provider and base URL, without secrets."""
         warm_models(openai, _SAMPLES)
