@@ -165,12 +165,16 @@ class WorkerProcess:
 
     def env(self) -> dict[str, str]:
         """The parent's environment without any ``TASKLOOM_*`` (defaults apply, e.g. the
-        lease TTL), plus this benchmark's Redis URL, key prefix and PYTHONPATH."""
+        lease TTL), plus this benchmark's Redis URL, key prefix and PYTHONPATH, and a
+        blob store of this run's own, empty at the start as a new deployment's is (the
+        default, under the user's data directory, kept what earlier runs stored, so a
+        rerun found its blobs written already and measured less work than a first run)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("TASKLOOM_")}
         path = env.get("PYTHONPATH", "")
         env["PYTHONPATH"] = str(ROOT) + (os.pathsep + path if path else "")
         env["TASKLOOM_REDIS_URL"] = self.redis_url
         env["TASKLOOM_KEY_PREFIX"] = self.prefix
+        env["TASKLOOM_BLOB_URL"] = str(self.log_path.parent / "blobs")
         env.update(self.extra_env)
         return env
 
@@ -334,7 +338,11 @@ class Bench:
     @contextlib.asynccontextmanager
     async def orchestrator(self, workload: str) -> AsyncIterator[Orchestrator]:
         """A client on ``workload``'s key prefix."""
-        settings = Settings(redis_url=self.redis_url, key_prefix=self.sub_prefix(workload))
+        settings = Settings(
+            redis_url=self.redis_url,
+            key_prefix=self.sub_prefix(workload),
+            blob_url=str(self.tmp / "blobs"),  # the workers' (WorkerProcess.env)
+        )
         async with Orchestrator(settings=settings) as orch:
             yield orch
 

@@ -64,16 +64,31 @@ def echo(*, latency: float = 0.0, **options: Any) -> Callable[[Request], Step]:
 async def orch_blobs(
     client: Redis, prefix: str, redis_url: str, tmp_path: Path
 ) -> AsyncIterator[Orchestrator]:
-    """An orchestrator whose workers keep a blob store under ``tmp_path``."""
-    settings = Settings(redis_url=redis_url, key_prefix=prefix, blob_url=str(tmp_path / "blobs"))
+    """An orchestrator whose workers keep a blob store under ``tmp_path`` and store
+    every message over 100 bytes there."""
+    settings = Settings(
+        redis_url=redis_url,
+        key_prefix=prefix,
+        blob_url=str(tmp_path / "blobs"),
+        payload_threshold=BLOB_THRESHOLD,
+    )
     o = Orchestrator(client=client, settings=settings)
     await o.connect()
     yield o
     await o.close()
 
 
+BLOB_THRESHOLD = 100
+
+
 async def completed(store: Store, run_id: str) -> list[Event]:
     return [e for e in await store.read_log(run_id) if e.type == "activity_completed"]
+
+
+async def results(orch: Orchestrator, run_id: str) -> list[dict[str, Any]]:
+    """The results its activities recorded (read back from the blob store if there)."""
+    payloads = orch.payloads()
+    return [await payloads.unpack(e.data["result"]) for e in await completed(orch.store, run_id)]
 
 
 async def test_an_agent_step_is_recorded_and_a_new_worker_replays_it_without_a_call(
@@ -105,15 +120,15 @@ async def test_messages_are_stored_by_content_and_the_log_keeps_references(
 ) -> None:
     fake.answer_with(echo())
     worker = orch_blobs.worker(modules=[flows])
-    brief = ": " + "a long brief for the writer, " * 4
+    brief = ": " + "a long brief for the writer, " * 4  # every message over BLOB_THRESHOLD
     refs: list[set[str]] = []
     async with running(worker):
         for run_id in ("parts-a", "parts-b"):  # the same conversations twice
             handle = await orch_blobs.start(flows.write_parts, 3, brief, run_id=run_id)
             assert await handle.result(timeout=20) == [f"done part {i}{brief}" for i in range(3)]
             run_refs = set()
-            for event in await completed(orch_blobs.store, run_id):
-                messages = event.data["result"]["messages"]
+            for result in await results(orch_blobs, run_id):
+                messages = result["messages"]
                 assert [m["size"] > 0 for m in messages] == [True] * 3
                 assert all(is_ref(m) for m in messages)
                 run_refs |= {m["$blob"] for m in messages}
@@ -127,7 +142,28 @@ async def test_messages_are_stored_by_content_and_the_log_keeps_references(
     assert {m["content"] for m in texts if m["role"] == "assistant"} == {
         f"done part {i}{brief}" for i in range(3)
     }
-    assert await orch_blobs.store.raw.smembers(orch_blobs.store.keys.blobs("parts-a")) == refs[0]
+    # remembered by the run (with its activities' arguments and results, over 100 bytes too)
+    assert refs[0] <= await orch_blobs.store.raw.smembers(orch_blobs.store.keys.blobs("parts-a"))
+
+
+async def test_messages_under_the_payload_threshold_stay_in_the_log_and_write_no_file(
+    fake: FakeLLM, client: Redis, prefix: str, redis_url: str, tmp_path: Path
+) -> None:
+    # A subagent's system prompt holds its task: new at every call, so storing it by
+    # content saved nothing and cost a file and two fsyncs per call.
+    fake.answer_with(echo())
+    blobs = tmp_path / "blobs"
+    settings = Settings(redis_url=redis_url, key_prefix=prefix, blob_url=str(blobs))
+    async with Orchestrator(client=client, settings=settings) as orch:
+        async with running(orch.worker(modules=[flows])):
+            handle = await orch.start(flows.write_parts, 2, run_id="inline")
+            assert await handle.result(timeout=20) == ["done part 0", "done part 1"]
+        for event in await completed(orch.store, "inline"):
+            system, user, assistant = event.data["result"]["messages"]
+            assert system["role"] == "system" and "part" in system["content"]
+            assert not any(is_ref(m) for m in (system, user, assistant))
+        assert await orch.store.raw.smembers(orch.store.keys.blobs("inline")) == set()
+    assert not [p for p in blobs.rglob("*") if p.is_file()], "no blob written"
 
 
 async def test_a_message_no_longer_than_its_reference_stays_in_the_log(
@@ -140,13 +176,13 @@ async def test_a_message_no_longer_than_its_reference_stays_in_the_log(
         handle = await orch_blobs.start(flows.write_parts, 2, run_id="short")
         assert await handle.result(timeout=20) == ["done part 0", "done part 1"]
     stored = set()
-    for event in await completed(orch_blobs.store, "short"):
-        system, user, assistant = event.data["result"]["messages"]
+    for result in await results(orch_blobs, "short"):
+        system, user, assistant = result["messages"]
         assert is_ref(system)  # the system prompt is long
         assert not is_ref(user) and user["role"] == "user"
         assert assistant == {"role": "assistant", "content": f"done {user['content']}"}
         stored.add(system["$blob"])
-    assert await orch_blobs.store.raw.smembers(orch_blobs.store.keys.blobs("short")) == stored
+    assert stored <= await orch_blobs.store.raw.smembers(orch_blobs.store.keys.blobs("short"))
 
 
 async def test_a_fan_out_under_a_budget_never_spends_past_it(

@@ -72,27 +72,32 @@ class Payloads:
     async def store_each(self, run_id: str, values: list[Any], *, what: str) -> list[Any]:
         """Store every value in the blob store whatever its size (by content: a value
         seen before costs nothing) and return their references, remembered by the run
-        ``run_id``; :meth:`unpack` reads each back. Used for LLM messages, which
-        repeat across calls. With no blob store, ``values`` themselves."""
-        packed = await self.put_each(values, what=what)
+        ``run_id``; :meth:`unpack` reads each back (an error's whole message, say). With
+        no blob store, ``values`` themselves."""
+        packed = await self.put_each(values, what=what, threshold=0)
         if self.blobs is not None:
             await self._remember(run_id, packed)
         return packed
 
-    async def put_each(self, values: list[Any], *, what: str) -> list[Any]:
-        """:meth:`store_each` without remembering the references: the caller adds
-        :meth:`queue_remember` to a pipeline of its own (one round trip for both).
-
-        A value whose JSON is no longer than its reference would be (a short message:
-        "ok", a one-line task) stays as it is: the log would not be any smaller, and
-        its write (a file and two fsyncs) would be the dearest part of the call."""
+    async def put_each(
+        self, values: list[Any], *, what: str, threshold: int | None = None
+    ) -> list[Any]:
+        """Each value whose JSON is over ``threshold`` bytes (default: the payload
+        threshold, the rule for every payload) stored in the blob store on its own, by
+        content, and replaced by its reference; the references are not remembered: the
+        caller adds :meth:`queue_remember` to a pipeline of its own (one round trip for
+        both). Used for LLM messages: a subagent's system prompt holds its task and
+        inputs, so it is new at every call, and storing it (a file and two fsyncs,
+        ~0.5 ms of CPU) was the dearest part of a call. A value no longer than its
+        reference would be is never stored: the log would not be any smaller."""
         if self.blobs is None:
             return values
+        over = self.threshold if threshold is None else threshold
         texts = [serde.dumps(v, what=what) for v in values]
         large = [
             i
             for i, (value, text) in enumerate(zip(values, texts, strict=True))
-            if not fits_its_ref(text) or is_ref(value)
+            if is_ref(value) or (len(text.encode()) > over and not fits_its_ref(text))
         ]
         if not large:
             return list(values)

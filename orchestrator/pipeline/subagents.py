@@ -4,10 +4,10 @@ as a recorded activity, ``taskloom.agent``.
 Its output, usage and cost are recorded like any activity result, so a replay never
 calls the model again; each call reserves against the run's budget (set with
 ``orch.start(..., budget_usd=, budget_tokens=)``) and the model's shared rate limit
-before it is sent. The conversation's messages are stored content-addressed in the
-blob store (when the worker has one): a system prompt shared by a hundred subagents is
-stored once, and the log keeps references (a message no
-longer than its reference stays in the log: storing it would save nothing).
+before it is sent. The conversation's messages stay in the log, except those larger
+than the payload threshold (``TASKLOOM_PAYLOAD_THRESHOLD``), which are stored
+content-addressed in the blob store (when the worker has one; a long system prompt
+shared by a hundred subagents is stored once) and referenced.
 
 An agent with ``stream=True`` sends its tokens, as they arrive, to a short-lived stream
 of its own (:meth:`LiveTokens.follow`, ``orch.live_tokens(run_id, step)``); only the
@@ -296,7 +296,7 @@ async def _run_agent(
     stored: list[Any] = []
 
     async def keep(result: AgentResult) -> PipelineStep:
-        # Each message once, by content; the run remembers them in the settle's round trip.
+        # Large messages once, by content; the run remembers them in the settle's round trip.
         stored[:] = await payloads.put_each(result.messages, what=f"a message of agent {agent!r}")
         return lambda pipe: payloads.queue_remember(pipe, run_id, stored)
 
