@@ -197,7 +197,7 @@ async def test_keys_live_next_to_the_run(client: Redis, prefix: str) -> None:
     await budgets.settle(r, actual_tokens=1, actual_usd="0.01")
     await budgets.reserve("r9", est_tokens=1, est_usd="0.01")
     stored = set(await client.keys(f"{prefix}:*"))
-    assert stored == {keys.budget("r9"), keys.expiry("r9")}  # holds: only older versions'
+    assert stored == {keys.budget("r9")}  # holds: only older versions'; no limit: no expiry
     assert set(keys.all("r9")) >= stored and all("{r9}" in k for k in keys.all("r9"))
 
 
@@ -270,3 +270,44 @@ async def test_a_run_with_a_budget_it_cannot_have_is_refused_before_it_exists(
         await orch.start("budgeted", run_id="refused-budget", **limits)
     with pytest.raises(RunNotFoundError):
         await orch.store.get_meta("refused-budget")
+
+
+async def test_a_dead_callers_hold_without_a_limit_lapses_once_someone_looks(
+    client: Redis, prefix: str
+) -> None:
+    """A hold made without a limit has no expiry until the usage is read (or a limit is
+    set) while it is held: from then on it lapses after its TTL."""
+    clock = [1_000.0]
+    budgets = Budgets(client, prefix=prefix, now=lambda: clock[0], hold_ttl=60)
+    lost = await budgets.reserve("r13", est_tokens=5, est_usd="0.80")  # then the worker dies
+    done = await budgets.reserve("r13", est_tokens=5, est_usd="0.10")
+    await budgets.settle(done, actual_tokens=5, actual_usd="0.10")
+    clock[0] += 600
+    assert (await budgets.usage("r13")).held_usd == Decimal("0.80")  # its TTL starts now
+    clock[0] += 59
+    assert (await budgets.usage("r13")).held_usd == Decimal("0.80")
+    clock[0] += 2
+    usage = await budgets.usage("r13")
+    assert (usage.held_usd, usage.held_tokens, usage.spent_usd) == (0, 0, Decimal("0.10"))
+    usage = await budgets.settle(lost, actual_tokens=5, actual_usd="0.30")  # alive after all
+    assert (usage.held_usd, usage.spent_usd) == (0, Decimal("0.40"))
+
+
+async def test_holds_made_without_a_limit_count_and_lapse_once_one_is_set(
+    client: Redis, prefix: str
+) -> None:
+    clock = [1_000.0]
+    budgets = Budgets(client, prefix=prefix, now=lambda: clock[0], hold_ttl=60)
+    first = await budgets.reserve("r14", est_tokens=5, est_usd="0.50")
+    lost = await budgets.reserve("r14", est_tokens=5, est_usd="0.30")  # then its caller dies
+    clock[0] += 600
+    await budgets.set_limits("r14", max_usd="1")  # their TTL starts now
+    assert await _try_reserve(budgets, "r14", 1, Decimal("0.21")) is None
+    await budgets.settle(first, actual_tokens=5, actual_usd="0.40")
+    clock[0] += 61
+    r = await budgets.reserve("r14", est_tokens=1, est_usd="0.60")  # lost's hold lapsed
+    usage = await budgets.usage("r14")
+    assert (usage.held_usd, usage.spent_usd) == (Decimal("0.60"), Decimal("0.40"))
+    await budgets.release(r)
+    await budgets.release(lost)  # lapsed already: nothing to give back
+    assert (await budgets.usage("r14")).held_usd == 0

@@ -8,7 +8,7 @@ local function int(n) return string.format('%d', n) end
 local b = redis.call('HMGET', KEYS[1], 'max_tokens', 'max_nano', 'spent_tokens',
   'spent_nano', 'held_tokens', 'held_nano', 'r:' .. ARGV[1])
 local h = b[7] or redis.call('HGET', KEYS[2], ARGV[1])  -- else: held by an older version
-local t, n = string.match(h or '', '^h (%d+) (%d+)$')
+local t, n = string.match(h or '', '^[hu] (%d+) (%d+)')
 local ht, hn = tonumber(b[5]) or 0, tonumber(b[6]) or 0
 local applied = 0
 if t then

@@ -13,7 +13,7 @@ local st, sn = tonumber(b[3]) or 0, tonumber(b[4]) or 0
 local ht, hn = tonumber(b[5]) or 0, tonumber(b[6]) or 0
 if h == 's' then return {0, tonumber(b[1]) or -1, tonumber(b[2]) or -1, st, sn, ht, hn} end
 st, sn = st + tonumber(ARGV[2]), sn + tonumber(ARGV[3])
-local t, n = string.match(h or '', '^h (%d+) (%d+)$')
+local t, n = string.match(h or '', '^[hu] (%d+) (%d+)')
 if t then
   ht, hn = ht - tonumber(t), hn - tonumber(n)
   redis.call('HSET', KEYS[1], 'spent_tokens', int(st), 'spent_nano', int(sn),

@@ -1,4 +1,5 @@
--- Read a run's budget: limits, spent and held (after dropping lapsed holds).
+-- Read a run's budget: limits, spent and held (after dropping lapsed holds). While
+-- anything is held, holds made without a limit ('u') are given their expiry from now.
 -- KEYS: budget, holds, expiry (see budget_reserve.lua)
 -- ARGV: now_ms ('' = the server's clock)
 -- Returns {max_tokens, max_nano, spent_tokens, spent_nano, held_tokens, held_nano}.
@@ -29,6 +30,17 @@ for from = 1, #lapsed, 1000 do
   end
 end
 if #lapsed > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now) end
+if ht > 0 or hn > 0 then  -- holds without a limit: they lapse their TTL from now
+  local all = redis.call('HGETALL', KEYS[1])
+  for k = 1, #all, 2 do
+    local t, n, ttl = string.match(all[k + 1], '^u (%d+) (%d+) (%d+)$')
+    if t and string.sub(all[k], 1, 2) == 'r:' then
+      writes[#writes + 1] = all[k]
+      writes[#writes + 1] = 'h ' .. t .. ' ' .. n
+      redis.call('ZADD', KEYS[3], int(now + tonumber(ttl)), string.sub(all[k], 3))
+    end
+  end
+end
 if #writes > 0 then  -- in chunks: unpack has a limit
   local kv = {'held_tokens', int(ht), 'held_nano', int(hn)}
   for _, v in ipairs(writes) do kv[#kv + 1] = v end
