@@ -29,12 +29,24 @@ sums stay exact.
 Keys (the ``{run_id}`` hash tag puts them in the run's Redis Cluster slot)::
 
     {prefix}:run:{RUN_ID}:budget          hash  max_tokens, max_nano, spent_tokens,
-                                                spent_nano, held_tokens, held_nano
-    {prefix}:run:{RUN_ID}:budget:holds    hash  reservation id -> 'h TOKENS NANO' while
-                                                held, then 's' / 'r' / 'x' / 't'
-                                                (settled, released, lapsed, taken over);
-                                                'k:KEY' -> the id held under a key
-    {prefix}:run:{RUN_ID}:budget:expiry   zset  reservation id -> when its hold lapses
+                                                spent_nano, held_tokens, held_nano;
+                                                'r:ID' -> 'h TOKENS NANO' while reservation
+                                                ID holds under a limit ('u TOKENS NANO
+                                                TTL_MS' without one), then 's' / 'r' / 'x'
+                                                / 't' (settled, released, lapsed, taken
+                                                over); 'k:KEY' -> the id held under a key
+    {prefix}:run:{RUN_ID}:budget:holds    hash  reservation id -> the same states, as
+                                                older versions kept them (only read)
+    {prefix}:run:{RUN_ID}:budget:expiry   zset  reservation id -> when its 'h' hold lapses;
+                                                a settled id stays until that time passes
+                                                (the sweeps skip what is not held)
+
+A reservation and its settlement are one hash read and one hash write each: the holds
+live in the budget hash itself, and settling leaves the expiry entry to the next sweep.
+Under a limit a reservation also reads the server's clock, sweeps lapsed holds and adds
+its expiry. Without one its hold ('u') has no expiry yet: setting a limit, or reading
+the usage while anything is held, starts the TTL of each such hold then, so a dead
+caller's hold lapses late (by up to the time until someone looks), never early.
 """
 
 from __future__ import annotations
@@ -71,11 +83,13 @@ class BudgetKeys:
         return f"{self.prefix}:run:{{{run_id}}}:budget"
 
     def holds(self, run_id: str) -> str:
-        """Hash: reservation id -> its hold, or what became of it."""
+        """Hash: reservation id -> its hold, or what became of it, as older versions
+        kept them (the budget hash holds them now; this one is only read)."""
         return f"{self.prefix}:run:{{{run_id}}}:budget:holds"
 
     def expiry(self, run_id: str) -> str:
-        """Sorted set: reservation id -> when its hold lapses (ms)."""
+        """Sorted set: reservation id -> when its hold lapses (ms); settled ids stay
+        until then."""
         return f"{self.prefix}:run:{{{run_id}}}:budget:expiry"
 
     def all(self, run_id: str) -> tuple[str, str, str]:
@@ -183,8 +197,8 @@ class Budgets:
         nano = None if max_usd is None else _nano(max_usd, "max_usd")
         await self._scripts.call(
             "budget_limits",
-            keys=[self.keys.budget(run_id)],
-            args=["" if tokens is None else tokens, "" if nano is None else nano],
+            keys=list(self.keys.all(run_id)),
+            args=["" if tokens is None else tokens, "" if nano is None else nano, self._now_arg()],
         )
 
     async def reserve(

@@ -197,8 +197,54 @@ async def test_keys_live_next_to_the_run(client: Redis, prefix: str) -> None:
     await budgets.settle(r, actual_tokens=1, actual_usd="0.01")
     await budgets.reserve("r9", est_tokens=1, est_usd="0.01")
     stored = set(await client.keys(f"{prefix}:*"))
-    assert stored == set(keys.all("r9"))
-    assert all("{r9}" in k for k in stored)
+    assert stored == {keys.budget("r9")}  # holds: only older versions'; no limit: no expiry
+    assert set(keys.all("r9")) >= stored and all("{r9}" in k for k in keys.all("r9"))
+
+
+async def test_a_settled_hold_whose_expiry_passes_is_not_given_back_again(
+    client: Redis, prefix: str
+) -> None:
+    """Settling leaves the reservation in the expiry set until its time; the sweep then
+    drops only holds still held."""
+    clock = [1_000.0]
+    budgets = Budgets(client, prefix=prefix, now=lambda: clock[0], hold_ttl=60)
+    await budgets.set_limits("r11", max_usd="1")
+    first = await budgets.reserve("r11", est_tokens=10, est_usd="0.20")
+    await budgets.settle(first, actual_tokens=10, actual_usd="0.10")
+    clock[0] += 30
+    second = await budgets.reserve("r11", est_tokens=10, est_usd="0.30")
+    clock[0] += 31  # first's time has passed, second's not
+    usage = await budgets.usage("r11")
+    assert (usage.held_usd, usage.spent_usd) == (Decimal("0.30"), Decimal("0.10"))
+    assert await _try_reserve(budgets, "r11", 1, Decimal("0.61")) is None  # 0.1 + 0.3 held
+    assert await budgets.settle(second, actual_tokens=5, actual_usd="0.30")
+    clock[0] += 31  # second's too: it is settled, nothing to give back
+    usage = await budgets.usage("r11")
+    assert (usage.held_usd, usage.spent_usd, usage.spent_tokens) == (0, Decimal("0.40"), 15)
+    assert await client.zcard(BudgetKeys(prefix).expiry("r11")) == 0
+
+
+async def test_a_hold_an_older_version_kept_is_settled_once_or_lapses(
+    client: Redis, prefix: str
+) -> None:
+    """Holds an older version wrote (in the holds hash) still settle, release and lapse."""
+    keys = BudgetKeys(prefix)
+    clock = [1_000.0]
+    budgets = Budgets(client, prefix=prefix, now=lambda: clock[0], hold_ttl=60)
+    await budgets.set_limits("r12", max_usd="1")
+    await client.hset(keys.budget("r12"), mapping={"held_tokens": 30, "held_nano": 600_000_000})
+    await client.hset(keys.holds("r12"), mapping={"a": "h 10 200000000", "b": "h 20 400000000"})
+    await client.zadd(keys.expiry("r12"), {"a": 61_000, "b": 61_000})
+    a = BudgetReservation("a", "r12", 10, Decimal("0.2"))
+    usage = await budgets.settle(a, actual_tokens=7, actual_usd="0.15")
+    assert (usage.held_usd, usage.spent_usd) == (Decimal("0.4"), Decimal("0.15"))
+    usage = await budgets.settle(a, actual_tokens=7, actual_usd="0.15")
+    assert (usage.held_usd, usage.spent_usd) == (Decimal("0.4"), Decimal("0.15"))
+    clock[0] += 61
+    usage = await budgets.usage("r12")
+    assert (usage.held_usd, usage.held_tokens, usage.spent_usd) == (0, 0, Decimal("0.15"))
+    b = BudgetReservation("b", "r12", 20, Decimal("0.4"))
+    assert (await budgets.release(b)).held_usd == 0  # lapsed already: nothing to give back
 
 
 async def test_amounts_are_exact_and_validated(client: Redis, prefix: str) -> None:
@@ -224,3 +270,44 @@ async def test_a_run_with_a_budget_it_cannot_have_is_refused_before_it_exists(
         await orch.start("budgeted", run_id="refused-budget", **limits)
     with pytest.raises(RunNotFoundError):
         await orch.store.get_meta("refused-budget")
+
+
+async def test_a_dead_callers_hold_without_a_limit_lapses_once_someone_looks(
+    client: Redis, prefix: str
+) -> None:
+    """A hold made without a limit has no expiry until the usage is read (or a limit is
+    set) while it is held: from then on it lapses after its TTL."""
+    clock = [1_000.0]
+    budgets = Budgets(client, prefix=prefix, now=lambda: clock[0], hold_ttl=60)
+    lost = await budgets.reserve("r13", est_tokens=5, est_usd="0.80")  # then the worker dies
+    done = await budgets.reserve("r13", est_tokens=5, est_usd="0.10")
+    await budgets.settle(done, actual_tokens=5, actual_usd="0.10")
+    clock[0] += 600
+    assert (await budgets.usage("r13")).held_usd == Decimal("0.80")  # its TTL starts now
+    clock[0] += 59
+    assert (await budgets.usage("r13")).held_usd == Decimal("0.80")
+    clock[0] += 2
+    usage = await budgets.usage("r13")
+    assert (usage.held_usd, usage.held_tokens, usage.spent_usd) == (0, 0, Decimal("0.10"))
+    usage = await budgets.settle(lost, actual_tokens=5, actual_usd="0.30")  # alive after all
+    assert (usage.held_usd, usage.spent_usd) == (0, Decimal("0.40"))
+
+
+async def test_holds_made_without_a_limit_count_and_lapse_once_one_is_set(
+    client: Redis, prefix: str
+) -> None:
+    clock = [1_000.0]
+    budgets = Budgets(client, prefix=prefix, now=lambda: clock[0], hold_ttl=60)
+    first = await budgets.reserve("r14", est_tokens=5, est_usd="0.50")
+    lost = await budgets.reserve("r14", est_tokens=5, est_usd="0.30")  # then its caller dies
+    clock[0] += 600
+    await budgets.set_limits("r14", max_usd="1")  # their TTL starts now
+    assert await _try_reserve(budgets, "r14", 1, Decimal("0.21")) is None
+    await budgets.settle(first, actual_tokens=5, actual_usd="0.40")
+    clock[0] += 61
+    r = await budgets.reserve("r14", est_tokens=1, est_usd="0.60")  # lost's hold lapsed
+    usage = await budgets.usage("r14")
+    assert (usage.held_usd, usage.spent_usd) == (Decimal("0.60"), Decimal("0.40"))
+    await budgets.release(r)
+    await budgets.release(lost)  # lapsed already: nothing to give back
+    assert (await budgets.usage("r14")).held_usd == 0

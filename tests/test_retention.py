@@ -182,7 +182,7 @@ async def test_a_deleted_run_leaves_no_key_behind(
     keys = orch.store.keys
     for key in (
         keys.budget(handle.run_id),
-        keys.budget_holds(handle.run_id),
+        keys.budget_expiry(handle.run_id),
         keys.inbox_task(task.id),
         keys.blobs(handle.run_id),
     ):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, cast
@@ -39,6 +40,9 @@ class ActivityRunner:
     def __init__(self, worker: Worker) -> None:
         self.w = worker
         self.inflight: dict[tuple[str, str], str | None] = {}
+        self.claimed: dict[tuple[str, str], float] = {}
+        """When the claims of steps in :attr:`inflight` were last sent (made or renewed;
+        ``time.monotonic()``); one missing is taken as old."""
         self.attempts: dict[tuple[str, str], Attempt] = {}  # running now
         self.traces: dict[str, tracing.RunTrace] = {}  # run id -> its trace context
         self.tasks: set[asyncio.Task[None]] = set()
@@ -61,6 +65,17 @@ class ActivityRunner:
             log.error(
                 "worker %s: activity task crashed", self.w.worker_id, exc_info=task.exception()
             )
+
+    def claims_due(self, now: float, age: float) -> list[tuple[str, str]]:
+        """The claims in flight sent ``age`` seconds or more before ``now``: those a
+        heartbeat renews (forgetting the times of claims no longer in flight)."""
+        claimed = self.claimed
+        self.claimed = {k: claimed[k] for k in self.inflight if k in claimed}
+        return [k for k in self.inflight if now - self.claimed.get(k, -math.inf) >= age]
+
+    def claims_sent(self, keys: list[tuple[str, str]], sent: float) -> None:
+        """The claims of ``keys`` were sent (made or renewed) at ``sent``."""
+        self.claimed.update(dict.fromkeys(keys, sent))
 
     def spawn(self, task: Task) -> None:
         """Start ``task`` in the slot taken for it."""

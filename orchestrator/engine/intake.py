@@ -186,6 +186,7 @@ class Intake:
             Task.from_fields(m, f) for (m, f), s in zip(tasks, states, strict=True) if s == "ok"
         ]
         self.claimed_at.update(((t.run_id, t.seq), sent) for t in ready)
+        w.activities.claims_sent([(t.run_id, t.seq) for t in ready], sent)
         await self._load_details(ready)
         by_msg = {t.msg_id: t for t in ready}
         for (msg_id, _), state in zip(tasks, states, strict=True):
@@ -282,12 +283,14 @@ class Intake:
         if claimed is None or time.monotonic() - claimed < w.lease_ttl * CLAIM_TRUST:
             return True
         try:
+            sent = time.monotonic()  # the claim made again goes out after this
             state = await ride_out(
                 lambda: self.rechecker.submit(key),
                 what=f"run {task.run_id} step {task.seq}: cannot check its claim yet",
                 log=log,
             )
             if state == "ok":
+                w.activities.claims_sent([key], sent)
                 return True
             log.info(
                 "run %s step %s: waited here past its claim and is %s; not running it",
@@ -317,10 +320,13 @@ class Intake:
             keys, self.w.worker_id, ttl_ms=self.w.claim_ttl_ms
         )
 
-    def claims_renewed(self, sent: float) -> None:
-        """The heartbeat sent at ``sent`` renewed the claims of waiting deliveries: those
-        still trusted then stay trusted (a lapsed one may have been taken meanwhile)."""
+    def claims_renewed(self, sent: float, keys: list[tuple[str, str]]) -> None:
+        """The heartbeat sent at ``sent`` renewed the claims of ``keys``: those of waiting
+        deliveries still trusted then stay trusted (a lapsed one may have been taken
+        meanwhile)."""
         trust = self.w.lease_ttl * CLAIM_TRUST
-        for key, claimed in self.claimed_at.items():
-            if sent - claimed < trust:
-                self.claimed_at[key] = sent
+        claimed_at = self.claimed_at
+        for key in keys:
+            claimed = claimed_at.get(key)
+            if claimed is not None and sent - claimed < trust:
+                claimed_at[key] = sent

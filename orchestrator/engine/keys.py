@@ -94,11 +94,13 @@ class Keys:
     # too so that deleting a run takes them, without a write per model call to record
     # them; tests/test_retention.py checks that both agree.
     def budget(self, run_id: str) -> str:
-        """Hash (the LLM layer's): the run's budget limits, spent and held totals."""
+        """Hash (the LLM layer's): the run's budget limits, spent and held totals, and
+        its reservations' holds."""
         return f"{self.prefix}:run:{{{run_id}}}:budget"
 
     def budget_holds(self, run_id: str) -> str:
-        """Hash (the LLM layer's): reservation id -> its hold on the run's budget."""
+        """Hash (the LLM layer's): reservation id -> its hold on the run's budget, where
+        older versions kept the holds (read only now)."""
         return f"{self.prefix}:run:{{{run_id}}}:budget:holds"
 
     def budget_expiry(self, run_id: str) -> str:

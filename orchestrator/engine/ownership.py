@@ -20,7 +20,11 @@ from taskloom.errors import StoreRolledBackError, TaskloomError
 if TYPE_CHECKING:
     from taskloom.engine.worker import Worker
 
-__all__ = ["Ownership"]
+__all__ = ["CLAIM_RENEW_AGE", "Ownership"]
+
+CLAIM_RENEW_AGE = 0.25
+"""The heartbeat renews an activity's claim once it is this part of the lease old (one
+heartbeat interval), so a claim renewed at most every half lease keeps half its TTL."""
 
 log = logging.getLogger("taskloom.engine.worker")
 
@@ -186,10 +190,16 @@ class Ownership:
                 self.finished(ex)
                 if ex.task is not None:
                     ex.task.cancel()
-        if w.activities.inflight:
-            sent = time.monotonic()
-            await store.renew_claims(list(w.activities.inflight), ttl_ms=w.claim_ttl_ms)
-            w.intake.claims_renewed(sent)
+        # A claim is renewed once it is a heartbeat interval old, not at every heartbeat:
+        # between two renewals at most two intervals pass (half the TTL; heartbeats come
+        # at least every interval), so half the TTL is left as the margin for a late
+        # heartbeat and the trip to Redis.
+        sent = time.monotonic()
+        due = w.activities.claims_due(sent, w.lease_ttl * CLAIM_RENEW_AGE)
+        if due:
+            await store.renew_claims(due, ttl_ms=w.claim_ttl_ms)
+            w.activities.claims_sent(due, sent)
+            w.intake.claims_renewed(sent, due)
         if w.intake.held_msgs:
             pipe = store.raw.pipeline(transaction=False)
             for part, ids in by_partition(w.intake.held_msgs).items():

@@ -301,9 +301,18 @@ class Worker:
         self.ownership.evict_soon(execution)
 
     def run_local(
-        self, run_id: str, seq: str, name: str, args: list[Any], kwargs: dict[str, Any]
+        self,
+        run_id: str,
+        seq: str,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        *,
+        claimed: float,
     ) -> None:
-        """Run an activity of an owned run here (its slot is already taken)."""
+        """Run an activity of an owned run here (its slot is already taken; its claim
+        was sent at ``claimed``, ``time.monotonic()``)."""
+        self.activities.claimed[(run_id, seq)] = claimed
         self.activities.spawn(Task(run_id, seq, name, args, kwargs))
 
     async def sweep(self) -> tuple[int, int]:

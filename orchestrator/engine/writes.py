@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -97,6 +98,7 @@ class Writes:
         ex = self._ex
         store, host = ex.host.store, ex.host
         known = self.known()
+        sent = time.monotonic()  # when the claims of steps run here went out
         try:
             results = (
                 await store.append(
@@ -134,7 +136,7 @@ class Writes:
                     host.give_slot()
                 else:
                     name, args, kwargs = batch.local[op.seq]
-                    host.run_local(ex.run_id, op.seq, name, args, kwargs)
+                    host.run_local(ex.run_id, op.seq, name, args, kwargs, claimed=sent)
         for item in batch.after:
             await self._after(item)
 
