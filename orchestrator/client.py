@@ -192,7 +192,8 @@ class RunHandle:
         if routing.status == "missing":
             await self._store.get_meta(self.run_id)  # raises RunNotFoundError
         if routing.status == "terminal":
-            raise UserError(f"run {self.run_id} has already ended; nothing to {event['type']}")
+            what = "cancel" if event["type"] == "cancel_requested" else "signal"
+            raise UserError(f"run {self.run_id} has already ended; nothing to {what}")
         await self._store.wake(self.run_id, routing)
 
 

@@ -251,4 +251,9 @@ def test_signal_history_follow_and_cancel_from_the_command_line(
         time.sleep(0.1)
     assert status == "cancelled"
     again = taskloom("cancel", "sig-2", env=env)
-    assert again.returncode == 2 and "already ended" in again.stderr
+    assert again.returncode == 2 and "already ended; nothing to cancel\n" in again.stderr
+    late = taskloom("signal", "sig-2", "approve", env=env)
+    assert late.returncode == 2 and "already ended; nothing to signal\n" in late.stderr
+    for wait in ([], ["--wait"], ["--wait", "--timeout", "5"]):
+        gone = taskloom("result", "sig-2", *wait, env=env)
+        assert gone.returncode == 1 and gone.stdout == "run sig-2 was cancelled: it has no result\n"

@@ -193,8 +193,10 @@ async def _result(args: argparse.Namespace, orch: Orchestrator) -> int:
         )
     elif info.status == "failed":
         out(f"run {info.run_id} failed: {json.dumps(result)}")
+    elif info.status == "cancelled":
+        out(f"run {info.run_id} was cancelled: it has no result")
     else:
-        waited = f" after {args.timeout:g}s" if args.wait else ""
+        waited = f" after {args.timeout:g}s" if args.wait and args.timeout is not None else ""
         out(
             f"run {info.run_id} is {info.status}{waited}: no result yet; `taskloom inbox list "
             f"--run {info.run_id}` shows what waits on a person, `taskloom history {info.run_id} "
