@@ -10,12 +10,14 @@ The whole suite runs on the cluster with ``TASKLOOM_TEST_CLUSTER=1``.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 
 import pytest
 from redis.asyncio import Redis
 
 from taskloom import Context, Orchestrator, Settings, activity, workflow
+from taskloom.engine.clustering import seed_nodes
 from taskloom.engine.connection import connect, make_client
 from taskloom.engine.store import Store
 from taskloom.errors import ConfigurationError, RedisRefusedError
@@ -149,6 +151,33 @@ async def test_a_plain_url_with_the_cluster_setting_connects(local_cluster: Loca
         assert len(conn.client.get_primaries()) == 3  # type: ignore[attr-defined]
     finally:
         await conn.close()
+
+
+async def test_a_url_naming_several_nodes_starts_while_the_first_is_down(
+    local_cluster: LocalCluster,
+) -> None:
+    """A process must be able to start while the node its URL names first is down (a
+    master SIGKILLed, its replica promoted): the URL may name several to start from."""
+    with socket.socket() as s:  # a port nothing listens on: the "dead" first node
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    live = local_cluster.ports[1]
+    conn = await connect(Settings(redis_url=f"redis+cluster://127.0.0.1:{dead},127.0.0.1:{live}"))
+    try:
+        assert len(conn.client.get_primaries()) == 3  # type: ignore[attr-defined]
+    finally:
+        await conn.close()
+
+
+def test_seed_nodes_keep_the_credentials_and_options_of_the_url() -> None:
+    url = "rediss://app:pw@10.0.0.1:7000,10.0.0.2:7001, [::1]:7002/0?ssl_ca_certs=/ca.pem"
+    assert seed_nodes(url) == (
+        "rediss://app:pw@10.0.0.1:7000/0?ssl_ca_certs=/ca.pem",
+        [("10.0.0.2", 7001), ("::1", 7002)],
+    )
+    assert seed_nodes("redis://h:1") == ("redis://h:1", [])
+    with pytest.raises(ConfigurationError, match="HOST:PORT"):
+        seed_nodes("redis://h:1,h2")
 
 
 async def test_a_cluster_url_to_a_single_redis_is_refused_at_once() -> None:

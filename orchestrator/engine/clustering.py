@@ -35,6 +35,7 @@ __all__ = [
     "ClusterClient",
     "cluster_url",
     "is_cluster",
+    "seed_nodes",
     "wait_for_fsync",
 ]
 
@@ -71,6 +72,28 @@ def cluster_url(url: str, *, cluster: bool | None = None) -> tuple[str, bool]:
             f"({scheme}://HOST:PORT)"
         )
     return f"{plain}://{rest}", True
+
+
+def seed_nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """``(the URL naming its first node only, the other nodes)`` of a cluster URL that
+    names several, ``redis://USER:PASSWORD@HOST1:PORT1,HOST2:PORT2``: the client starts
+    from whichever answers, so a process can start while the node named first is down
+    (redis-py's ``startup_nodes``). A URL naming one node comes back as it is."""
+    scheme, sep, rest = url.partition("://")
+    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    user, at, hosts = authority.rpartition("@")
+    first, *others = hosts.split(",")
+    seeds = []
+    for node in others:
+        host, _, port = node.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigurationError(
+                f"the Redis URL names the cluster node {node.strip()!r}: give each node as "
+                f"HOST:PORT, e.g. redis+cluster://10.0.0.1:6379,10.0.0.2:6379"
+            )
+        seeds.append((host.strip("[]"), int(port)))
+    return f"{scheme}{sep}{user}{at}{first}{tail}", seeds
 
 
 def is_cluster(client: Any) -> bool:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import AbstractConnection, SSLConnection
 from redis.asyncio.connection import Connection as TCPConnection
 from redis.asyncio.retry import Retry
@@ -28,7 +29,7 @@ from redis.exceptions import (
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
-from taskloom.engine.clustering import MAX_IN_FLIGHT, ClusterClient, cluster_url
+from taskloom.engine.clustering import MAX_IN_FLIGHT, ClusterClient, cluster_url, seed_nodes
 from taskloom.engine.refusals import (
     NotTLSError,
     SpeaksTLSError,
@@ -390,9 +391,12 @@ def make_client(url: str, *, key_prefix: str = "tl", cluster: bool | None = None
 
 def _cluster_client(url: str, *, key_prefix: str) -> Redis:
     """redis-py's cluster client as :func:`make_client` tunes the single one: the same
-    retry policy (refusals end a call at once), connection class and driver info."""
+    retry policy (refusals end a call at once), connection class and driver info;
+    every node the URL names is a node it may start from (:func:`seed_nodes`)."""
+    url, seeds = seed_nodes(url)
     client: Any = ClusterClient.from_url(
         url,
+        startup_nodes=[ClusterNode(host, port) for host, port in seeds] or None,
         decode_responses=True,
         retry=_OutageRetry(ExponentialBackoff(cap=2.0, base=0.05), retries=6),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
