@@ -55,6 +55,10 @@ class Prompts:
                 f"prompt directory {str(self.user_dir)!r} does not exist or is not a "
                 "directory; create it or pass user_dir=None"
             )
+        # The shipped templates, compiled once: Jinja2's own cache checks each file's
+        # mtime again on every render (a stat per model call) to reload edits, which
+        # only a user directory's templates need.
+        self._shipped: dict[str, jinja2.Template] = {}
 
     @functools.cached_property
     def _user(self) -> jinja2.FileSystemLoader | None:
@@ -125,11 +129,17 @@ class Prompts:
         return name if name.endswith(SUFFIX) else name + SUFFIX
 
     def _template(self, name: str) -> jinja2.Template:
+        file = self._file(name)
+        found = self._shipped.get(file)
+        if found is not None:
+            return found
         import jinja2
 
-        file = self._file(name)
         try:
-            return self.env.get_template(file)
+            template = self.env.get_template(file)
+            if self.user_dir is None:
+                self._shipped[file] = template
+            return template
         except jinja2.TemplateNotFound:
             where = f"{self.user_dir} or " if self.user_dir else ""
             raise PromptNotFoundError(
