@@ -20,6 +20,7 @@ makes its runner's :class:`Prompts` as it starts, and most start-ups render noth
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from pathlib import Path
@@ -109,6 +110,14 @@ class Prompts:
         assert self.env.loader is not None
         source, _, _ = self.env.loader.get_source(self.env, template)
         return set(meta.find_undeclared_variables(self.env.parse(source)))
+
+    def warm(self) -> None:
+        """Load Jinja2 and compile every template now (a worker does it in a thread as
+        it starts), so that no render on the event loop pays for it (milliseconds a
+        template). A template that does not compile is left for its render to report."""
+        for name in self.names():
+            with contextlib.suppress(PromptError):
+                self._template(name)
 
     def render(self, name: str, /, **variables: Any) -> str:
         """Render template ``name`` (``subagent`` or ``subagent.j2``) with ``variables``.

@@ -102,3 +102,24 @@ def test_a_user_template_edited_between_renders_is_read_again(tmp_path: Path) ->
     stat = template.stat()  # a newer mtime than the first version's, as an edit has
     os.utime(template, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
     assert prompts.render("note", x=1) == "second 1"
+
+
+def test_warming_compiles_every_template_and_leaves_a_broken_one_to_its_render(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken.j2").write_text("{% if %}")
+    prompts = Prompts(user_dir=tmp_path)
+    prompts.warm()  # the broken template does not stop the others
+    compiled = {key[1] for key in prompts.env.cache}  # type: ignore[union-attr]
+    assert {"subagent.j2", "judge.j2", "planner.j2", "integrator.j2"} <= compiled
+    with pytest.raises(PromptError, match="syntax error"):
+        prompts.render("broken")
+
+    shipped = Prompts()
+    shipped.warm()
+
+    def compiled_again(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a template was compiled at render time")
+
+    monkeypatch.setattr(shipped.env, "compile", compiled_again)
+    assert shipped.render("subagent", role="r", task="t").startswith("You are r")
