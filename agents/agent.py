@@ -226,14 +226,14 @@ class AgentRunner:
 
     async def warm(self, models: Iterable[str]) -> list[str]:
         """Import the SDKs of ``models``' providers and make a client of each, and load
-        the prompt templates' Jinja2, in a thread, so that no call pays for it; returns
-        the providers made ready.
+        Jinja2 and compile the prompt templates, in a thread, so that no call pays for
+        it; returns the providers made ready.
 
         A worker calls this when it starts. A model that cannot be used here (an
         unknown provider, no API key) is skipped: its calls fail as they would have.
         """
         ready: list[str] = []
-        await asyncio.to_thread(lambda: self.prompts.env)  # Jinja2, for the first render
+        await asyncio.to_thread(self.prompts.warm)  # Jinja2 and the templates, compiled
         for provider in dict.fromkeys(_provider_of(m) for m in models):
             if provider is None:
                 continue

@@ -20,6 +20,7 @@ makes its runner's :class:`Prompts` as it starts, and most start-ups render noth
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from pathlib import Path
@@ -55,6 +56,10 @@ class Prompts:
                 f"prompt directory {str(self.user_dir)!r} does not exist or is not a "
                 "directory; create it or pass user_dir=None"
             )
+        # The shipped templates, compiled once: Jinja2's own cache checks each file's
+        # mtime again on every render (a stat per model call) to reload edits, which
+        # only a user directory's templates need.
+        self._shipped: dict[str, jinja2.Template] = {}
 
     @functools.cached_property
     def _user(self) -> jinja2.FileSystemLoader | None:
@@ -106,6 +111,14 @@ class Prompts:
         source, _, _ = self.env.loader.get_source(self.env, template)
         return set(meta.find_undeclared_variables(self.env.parse(source)))
 
+    def warm(self) -> None:
+        """Load Jinja2 and compile every template now (a worker does it in a thread as
+        it starts), so that no render on the event loop pays for it (milliseconds a
+        template). A template that does not compile is left for its render to report."""
+        for name in self.names():
+            with contextlib.suppress(PromptError):
+                self._template(name)
+
     def render(self, name: str, /, **variables: Any) -> str:
         """Render template ``name`` (``subagent`` or ``subagent.j2``) with ``variables``.
 
@@ -125,11 +138,17 @@ class Prompts:
         return name if name.endswith(SUFFIX) else name + SUFFIX
 
     def _template(self, name: str) -> jinja2.Template:
+        file = self._file(name)
+        found = self._shipped.get(file)
+        if found is not None:
+            return found
         import jinja2
 
-        file = self._file(name)
         try:
-            return self.env.get_template(file)
+            template = self.env.get_template(file)
+            if self.user_dir is None:
+                self._shipped[file] = template
+            return template
         except jinja2.TemplateNotFound:
             where = f"{self.user_dir} or " if self.user_dir else ""
             raise PromptNotFoundError(

@@ -3,6 +3,7 @@ user directory that overrides them."""
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -76,3 +77,49 @@ def test_unknown_templates_and_syntax_errors(tmp_path: Path) -> None:
         Prompts(user_dir=tmp_path).render("broken", x=1)
     with pytest.raises(UserError, match="does not exist"):
         Prompts(user_dir=tmp_path / "missing")
+
+
+def test_a_shipped_template_is_compiled_once_and_not_looked_up_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prompts = Prompts()
+    first = prompts.render("subagent", role="r", task="t")
+
+    def looked_up(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the template was looked up again")
+
+    monkeypatch.setattr(prompts.env, "get_template", looked_up)
+    assert prompts.render("subagent.j2", role="r", task="t") == first
+    assert prompts.render("subagent", role="r", task="t") == first
+
+
+def test_a_user_template_edited_between_renders_is_read_again(tmp_path: Path) -> None:
+    template = tmp_path / "note.j2"
+    template.write_text("first {{ x }}")
+    prompts = Prompts(user_dir=tmp_path)
+    assert prompts.render("note", x=1) == "first 1"
+    template.write_text("second {{ x }}")
+    stat = template.stat()  # a newer mtime than the first version's, as an edit has
+    os.utime(template, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+    assert prompts.render("note", x=1) == "second 1"
+
+
+def test_warming_compiles_every_template_and_leaves_a_broken_one_to_its_render(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken.j2").write_text("{% if %}")
+    prompts = Prompts(user_dir=tmp_path)
+    prompts.warm()  # the broken template does not stop the others
+    compiled = {key[1] for key in prompts.env.cache}  # type: ignore[union-attr]
+    assert {"subagent.j2", "judge.j2", "planner.j2", "integrator.j2"} <= compiled
+    with pytest.raises(PromptError, match="syntax error"):
+        prompts.render("broken")
+
+    shipped = Prompts()
+    shipped.warm()
+
+    def compiled_again(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a template was compiled at render time")
+
+    monkeypatch.setattr(shipped.env, "compile", compiled_again)
+    assert shipped.render("subagent", role="r", task="t").startswith("You are r")
