@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sized
 from pathlib import Path
@@ -99,6 +101,26 @@ def own_redis(home: Path, *args: str, ready: Callable[[], object]) -> Iterator[N
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+
+@contextlib.contextmanager
+def own_socket_redis(*args: str, password: str | None = None) -> Iterator[Path]:
+    """A redis-server of the test's own on a unix socket (under a short /tmp path),
+    started with ``args`` (and ``--requirepass`` with ``password``) and killed
+    afterwards; its socket's path."""
+    from redis import Redis as SyncRedis
+
+    home = Path(tempfile.mkdtemp(prefix="tl-own-", dir="/tmp"))  # a short socket path
+    sock = home / "redis.sock"
+    if password is not None:
+        args = (*args, "--requirepass", password)
+    admin = SyncRedis(unix_socket_path=str(sock), password=password)
+    try:
+        with own_redis(home, "--port", "0", "--unixsocket", str(sock), *args, ready=admin.ping):
+            yield sock
+    finally:
+        admin.close()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def taskloom(

@@ -6,8 +6,6 @@ commands are counted), the official SDK against the fake LLM server."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -15,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.asyncio.connection import ConnectionPool, UnixDomainSocketConnection
 from redis.exceptions import ResponseError
@@ -29,7 +26,7 @@ from taskloom.agents.limits import RateLimits
 from taskloom.agents.pricing import PriceTable
 from taskloom.engine.connection import make_client
 from taskloom.luascripts import LuaScripts
-from tests.helpers import own_redis
+from tests.helpers import own_socket_redis
 
 pytestmark = pytest.mark.anyio
 
@@ -51,20 +48,8 @@ class CountingConnection(UnixDomainSocketConnection):
 @pytest.fixture(scope="module")
 def counted_redis() -> Iterator[Path]:
     """A redis-server of this module's own (its INFO commandstats are this module's)."""
-    home = Path(tempfile.mkdtemp(prefix="tl-adm-", dir="/tmp"))  # a short socket path
-    sock = home / "redis.sock"
-    try:
-        with own_redis(
-            home,
-            "--port",
-            "0",
-            "--unixsocket",
-            str(sock),
-            ready=SyncRedis(unix_socket_path=str(sock)).ping,
-        ):
-            yield sock
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+    with own_socket_redis() as sock:
+        yield sock
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ this module's own (INFO commandstats counts the commands scripts run)."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -13,31 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from taskloom.agents.budget import Budgets
-from tests.helpers import own_redis
+from tests.helpers import own_socket_redis
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(scope="module")
 def own_socket() -> Iterator[Path]:
-    home = Path(tempfile.mkdtemp(prefix="tl-bud-", dir="/tmp"))  # a short socket path
-    sock = home / "redis.sock"
-    try:
-        with own_redis(
-            home,
-            "--port",
-            "0",
-            "--unixsocket",
-            str(sock),
-            ready=SyncRedis(unix_socket_path=str(sock)).ping,
-        ):
-            yield sock
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+    with own_socket_redis() as sock:
+        yield sock
 
 
 @pytest.fixture

@@ -4,19 +4,16 @@ command output and repr (issue 15, finding 3)."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis import Redis as SyncRedis
 
 from taskloom import Settings
 from taskloom.errors import RedisUnavailableError
 from taskloom.redaction import redact_text, redact_url
-from tests.helpers import ROOT, own_redis, taskloom
+from tests.helpers import ROOT, own_socket_redis, taskloom
 
 PASSWORD = "Pa55-w0rd-nobody-may-read"
 """The right password of the locked Redis below."""
@@ -27,16 +24,8 @@ WRONG = "wr0ng-pa55-also-secret"
 def locked_redis() -> Iterator[Path]:
     """A redis-server of this module's own, on a unix socket, that asks for
     :data:`PASSWORD`; killed afterwards."""
-    home = Path(tempfile.mkdtemp(prefix="tl-pw-", dir="/tmp"))  # a short socket path
-    sock = home / "redis.sock"
-    args = ("--port", "0", "--unixsocket", str(sock), "--requirepass", PASSWORD)
-    try:
-        with own_redis(
-            home, *args, ready=SyncRedis(unix_socket_path=str(sock), password=PASSWORD).ping
-        ):
-            yield sock
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+    with own_socket_redis(password=PASSWORD) as sock:
+        yield sock
 
 
 def _closed_port() -> int:

@@ -8,14 +8,10 @@ and a waiter on a long chain woke for every event appended to it.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from taskloom import (
@@ -31,7 +27,7 @@ from taskloom import (
     workflow,
 )
 from taskloom.engine.follow import Entry, StreamFollower
-from tests.helpers import own_redis, running, wait_until
+from tests.helpers import own_socket_redis, running, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -87,15 +83,8 @@ class CountingFollower(StreamFollower):
 def own_server() -> Iterator[str]:
     """A redis-server of this module's own (on a unix socket): its command statistics
     count only what these tests send."""
-    home = Path(tempfile.mkdtemp(prefix="tl-res-", dir="/tmp"))
-    sock = home / "redis.sock"
-    admin = SyncRedis(unix_socket_path=str(sock))
-    try:
-        with own_redis(home, "--port", "0", "--unixsocket", str(sock), ready=admin.ping):
-            yield f"unix://{sock}"
-    finally:
-        admin.close()
-        shutil.rmtree(home, ignore_errors=True)
+    with own_socket_redis() as sock:
+        yield f"unix://{sock}"
 
 
 @pytest.fixture
