@@ -33,6 +33,7 @@ them (``decode_responses=True`` gives ``str``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
@@ -42,7 +43,16 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from taskloom.agents.errors import UserError
 
-__all__ = ["LuaScripts", "queued", "queued_count", "queued_keys"]
+__all__ = ["PRELUDE", "LuaScripts", "queued", "queued_count", "queued_keys"]
+
+
+PRELUDE = "_prelude.lua"
+"""The file of the engine's script folder whose text every script begins with."""
+
+
+@functools.cache
+def _prelude() -> str:
+    return (resources.files("taskloom") / "lua" / PRELUDE).read_text(encoding="utf-8")
 
 
 class LuaScripts:
@@ -50,6 +60,8 @@ class LuaScripts:
 
     ``package`` is an importable package and ``folder`` a folder inside it holding
     ``NAME.lua`` files; ``names`` picks some of them (default: every ``.lua`` file).
+    Every script begins with the text of :data:`PRELUDE` (``taskloom/lua/_prelude.lua``:
+    local helper functions the scripts of every folder share), which is no script itself.
     Reading happens once, here; nothing touches Redis until the first call.
     """
 
@@ -67,14 +79,15 @@ class LuaScripts:
             names = sorted(
                 entry.name.removesuffix(".lua")
                 for entry in root.iterdir()
-                if entry.name.endswith(".lua")
+                if entry.name.endswith(".lua") and entry.name != PRELUDE
             )
+        shared = _prelude()
         self._source: dict[str, str] = {}
         for name in names:
             path = root / f"{name}.lua"
             if not path.is_file():
                 raise UserError(f"no Lua script {name!r}: {package}/{folder}/{name}.lua not found")
-            self._source[name] = path.read_text(encoding="utf-8")
+            self._source[name] = shared + path.read_text(encoding="utf-8")
         self._sha = {n: hashlib.sha1(s.encode()).hexdigest() for n, s in self._source.items()}
         self._by_sha = {sha: name for name, sha in self._sha.items()}
 

@@ -63,7 +63,7 @@ async def test_one_loader_runs_the_engine_s_scripts_and_the_llm_layer_s(
 ) -> None:
     """The store, the budget and the rate limiter share one loader; each reads its own
     folder, every ``.lua`` file of it (a new script needs no list to be kept in step)."""
-    engine = sorted(p.stem for p in (ROOT / "orchestrator" / "lua").glob("*.lua"))
+    engine = sorted(p.stem for p in (ROOT / "orchestrator" / "lua").glob("[!_]*.lua"))
     assert isinstance(store.scripts, LuaScripts)
     assert sorted(store.scripts.names) == engine
     for owner in (Budgets(client, prefix=prefix), RateLimiter(client, model="a:b", prefix=prefix)):
@@ -108,3 +108,17 @@ async def test_a_pipeline_that_gets_noscript_runs_again_with_its_scripts_loaded(
 
     assert await scripts.pipeline(build) == [True, 11]
     assert await client.get(key) == "11"
+
+
+async def test_every_script_of_every_folder_begins_with_the_shared_prelude(
+    client: Redis, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``taskloom/lua/_prelude.lua``'s helpers are there in any folder's script; the
+    prelude itself is no script."""
+    package = _fresh_package(
+        tmp_path, monkeypatch, {"fields": "return hmget(KEYS[1], {'a', 'b', 'c'})"}
+    )
+    key = f"{prefix}:prelude"
+    await client.hset(key, mapping={"a": "1", "c": "3"})
+    assert await LuaScripts(client, package=package).call("fields", [key], []) == ["1", None, "3"]
+    assert "_prelude" not in LuaScripts(client, package="taskloom").names

@@ -13,17 +13,13 @@ for i = 1, 2 do
 end
 redis.call('HSETNX', KEYS[1], 'spent_tokens', '0')
 if ARGV[1] == '' and ARGV[2] == '' then return 1 end
-local now = tonumber(ARGV[3])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local now = clock(ARGV[3])
 local all = redis.call('HGETALL', KEYS[1])
 for k = 1, #all, 2 do
   local t, n, ttl = string.match(all[k + 1], '^u (%d+) (%d+) (%d+)$')
   if t and string.sub(all[k], 1, 2) == 'r:' then
     redis.call('HSET', KEYS[1], all[k], 'h ' .. t .. ' ' .. n)
-    redis.call('ZADD', KEYS[3], string.format('%d', now + tonumber(ttl)), string.sub(all[k], 3))
+    redis.call('ZADD', KEYS[3], int(now + tonumber(ttl)), string.sub(all[k], 3))
   end
 end
 return 1

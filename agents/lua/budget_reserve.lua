@@ -21,7 +21,6 @@
 -- held, 2 when the id already holds (the same reservation sent twice).
 -- The common case (no hold to take over) is HMGET, HSET; under a limit also TIME,
 -- ZRANGEBYSCORE (lapsed holds) and ZADD.
-local function int(n) return string.format('%d', n) end
 
 local id, key = ARGV[1], ARGV[6]
 local b = redis.call('HMGET', KEYS[1], 'max_tokens', 'max_nano', 'spent_tokens',
@@ -36,9 +35,7 @@ local writes = {}  -- field, value pairs of KEYS[1]: one HSET at the end
 local function flush()
   local kv = {'held_tokens', int(ht), 'held_nano', int(hn)}
   for _, v in ipairs(writes) do kv[#kv + 1] = v end
-  for from = 1, #kv, 2000 do
-    redis.call('HSET', KEYS[1], unpack(kv, from, math.min(from + 1999, #kv)))
-  end
+  hset_chunks(KEYS[1], kv)
 end
 -- Drop the holds of ids (their states in states, nil: look in the older holds hash).
 local function drop(ids, states, mark)
@@ -59,11 +56,7 @@ end
 
 local now
 if maxt or maxn then  -- only a limit needs the held totals exact before checking
-  now = tonumber(ARGV[4])
-  if not now then
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  end
+  now = clock(ARGV[4])
   local lapsed = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
   for from = 1, #lapsed, 1000 do
     local part, fields = {}, {}

@@ -5,7 +5,6 @@
 -- ARGV: id, tokens, nano
 -- Returns {applied, max_tokens, max_nano, spent_tokens, spent_nano, held_tokens,
 --          held_nano} (applied 0: already settled).
-local function int(n) return string.format('%d', n) end
 local b = redis.call('HMGET', KEYS[1], 'max_tokens', 'max_nano', 'spent_tokens',
   'spent_nano', 'held_tokens', 'held_nano', 'r:' .. ARGV[1])
 local h = b[7] or redis.call('HGET', KEYS[2], ARGV[1])  -- else: held by an older version

@@ -3,12 +3,7 @@
 -- KEYS: budget, holds, expiry (see budget_reserve.lua)
 -- ARGV: now_ms ('' = the server's clock)
 -- Returns {max_tokens, max_nano, spent_tokens, spent_nano, held_tokens, held_nano}.
-local function int(n) return string.format('%d', n) end
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local now = clock(ARGV[1])
 local b = redis.call('HMGET', KEYS[1], 'max_tokens', 'max_nano', 'spent_tokens',
   'spent_nano', 'held_tokens', 'held_nano')
 local ht, hn = tonumber(b[5]) or 0, tonumber(b[6]) or 0
@@ -44,9 +39,7 @@ end
 if #writes > 0 then  -- in chunks: unpack has a limit
   local kv = {'held_tokens', int(ht), 'held_nano', int(hn)}
   for _, v in ipairs(writes) do kv[#kv + 1] = v end
-  for from = 1, #kv, 2000 do
-    redis.call('HSET', KEYS[1], unpack(kv, from, math.min(from + 1999, #kv)))
-  end
+  hset_chunks(KEYS[1], kv)
 end
 return {tonumber(b[1]) or -1, tonumber(b[2]) or -1, tonumber(b[3]) or 0,
   tonumber(b[4]) or 0, ht, hn}

@@ -6,13 +6,8 @@
 -- ARGV: now_ms ('' = the server's clock), window_ms, rpm (-1 = none), tpm (-1 = none),
 --       tokens, id, ttl_ms
 -- Returns {1, admitted_at_ms} or {0, wait_ms, reason} (1 blocked, 2 rpm, 3 tpm).
-local function int(n) return string.format('%d', n) end
 
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local now = clock(ARGV[1])
 -- Admission times never go backwards, even when callers' clocks differ a little:
 -- the window arithmetic below relies on it.
 local last = tonumber(redis.call('HGET', KEYS[3], 'last'))

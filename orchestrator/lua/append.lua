@@ -17,15 +17,6 @@
 --              with a claim key index, the owner claims it to run it itself
 -- Returns one entry per event: the new entry id, 'done' (outcome already recorded),
 -- 'busy' (another worker holds the claim), or 'dup'.
--- HMGET of many fields, in chunks (unpack has a limit).
-local function hmget(key, fields)
-  local out = {}
-  for from = 1, #fields, 1000 do
-    local part = redis.call('HMGET', key, unpack(fields, from, math.min(from + 999, #fields)))
-    for k = 1, #part do out[from + k - 1] = part[k] end
-  end
-  return out
-end
 local last = redis.call('GET', KEYS[4])
 if last and string.sub(last, 1, #ARGV[9] + 1) == ARGV[9] .. ' ' then
   local first = {}

@@ -9,21 +9,6 @@
 -- is stale: dropped like a duplicate.
 -- Returns one reply per item: {'ok', entry_id, owner, lease_until} | {'dup'} | {'late'}
 -- | {'missing'}
--- HMGET of many fields, in chunks (unpack has a limit).
-local function hmget(key, fields)
-  local out = {}
-  for from = 1, #fields, 1000 do
-    local part = redis.call('HMGET', key, unpack(fields, from, math.min(from + 999, #fields)))
-    for k = 1, #part do out[from + k - 1] = part[k] end
-  end
-  return out
-end
--- HSET of many field-value pairs, in chunks (unpack has a limit).
-local function hset(key, kv)
-  for from = 1, #kv, 2000 do
-    redis.call('HSET', key, unpack(kv, from, math.min(from + 1999, #kv)))
-  end
-end
 local m = redis.call('HMGET', KEYS[1], 'status', 'owner', 'lease_until')
 local out = {}
 local n = (#ARGV - 1) / 3
@@ -55,7 +40,7 @@ for k = 1, n do
     out[k] = {'ok', id, m[2], m[3]}
   end
 end
-if #written > 0 then hset(KEYS[3], written) end
+if #written > 0 then hset_chunks(KEYS[3], written) end
 if dups > 0 then redis.call('HINCRBY', KEYS[1], 'dups', dups) end
 if late > 0 then redis.call('HINCRBY', KEYS[1], 'late', late) end
 return out
