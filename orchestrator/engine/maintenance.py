@@ -1,7 +1,8 @@
 """A worker's periodic duties: moving due retries onto the queue; every ``lease_ttl / 4``
-the heartbeat, the watch over running attempts, the takeover of runs and deliveries dead
-workers left, due timers and human-task SLAs, and the gauges; and, beside them, the
-retention sweep, which deletes finished runs as they fall due (one worker at a time)."""
+the watch over running attempts, the takeover of runs and deliveries dead workers left,
+due timers and human-task SLAs, and the gauges; and, beside them, each on its own, the
+heartbeat (every ``lease_ttl / 4`` too) and the retention sweep, which deletes finished
+runs as they fall due (one worker at a time)."""
 
 from __future__ import annotations
 
@@ -86,12 +87,16 @@ class Maintenance:
         w = self.w
         interval = w.lease_ttl / 4
         next_gauges = 0.0
-        sweeper = None
-        if w.retention is not None:  # beside this loop: a long sweep never delays a heartbeat
-            sweeper = asyncio.ensure_future(w._guard(self.retention_loop))
+        # Beside this loop, each its own: the heartbeat, so that the round trips of a
+        # recovery pass never delay a renewal (on a busy machine, a cold worker saw the
+        # eight of a pass, each waiting for the GIL behind its SDK's import, hold its
+        # heartbeat past a 1 s lease without the loop ever stalling half of one); and the
+        # retention sweep, however long it takes.
+        beside = [asyncio.ensure_future(w._guard(self.heartbeat_loop))]
+        if w.retention is not None:
+            beside.append(asyncio.ensure_future(w._guard(self.retention_loop)))
         try:
             while not w._stopping.is_set():
-                await w.ownership.heartbeat()
                 await w.activities.watch_attempts()
                 await self.recover()
                 if w.metrics is not None and time.monotonic() >= next_gauges:
@@ -101,10 +106,20 @@ class Maintenance:
                 with contextlib.suppress(TimeoutError):  # a timer this worker set wakes it early
                     await asyncio.wait_for(self.timer_due.wait(), interval)
         finally:
-            if sweeper is not None:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+            for task in beside:
+                task.cancel()
+            await asyncio.gather(*beside, return_exceptions=True)
+
+    async def heartbeat_loop(self) -> None:
+        """Renew what this worker holds every ``lease_ttl / 4`` (:meth:`Ownership.heartbeat
+        <taskloom.engine.ownership.Ownership.heartbeat>`), counted from the start of the
+        last renewal: a slow one is followed by the next at once."""
+        w = self.w
+        interval = w.lease_ttl / 4
+        while not w._stopping.is_set():
+            started = time.monotonic()
+            await w.ownership.heartbeat()
+            await asyncio.sleep(max(0.0, started + interval - time.monotonic()))
 
     async def retention_loop(self) -> None:
         """Delete runs as they fall due, while this worker holds the sweep lock: every
