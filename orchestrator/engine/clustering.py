@@ -20,9 +20,14 @@ from typing import Any
 
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+)
+from redis.exceptions import (
     MaxConnectionsError,
     RedisClusterException,
+    RedisClusterUnreachableError,
     RedisError,
+    SlotNotCoveredError,
 )
 
 from taskloom.engine.refusals import Where, not_a_cluster, refusal, refused_replies
@@ -138,10 +143,10 @@ class ClusterClient(RedisCluster):
             try:
                 return await _ride(lambda: parent.execute_command(*args, **options))
             except (RedisError, RedisClusterException) as exc:
-                refused = _refusal(exc, self.where)
-                if refused is None:
+                why = _why(exc, self.where)
+                if why is exc:
                     raise
-                raise refused from exc
+                raise why from exc
 
     async def initialize(self, *args: Any, **kwargs: Any) -> ClusterClient:
         """redis-py's topology (re)load, then the startup nodes it read ``CLUSTER SLOTS``
@@ -171,11 +176,25 @@ class _ClusterPipeline(ClusterPipeline):
             try:
                 replies: list[Any] = await parent.execute(raise_on_error, allow_redirections)
             except (RedisError, RedisClusterException) as exc:
-                refused = _refusal(exc, client.where)
-                if refused is None:
+                why = _why(exc, client.where)
+                if why is exc:
                     raise
-                raise refused from exc
+                raise why from exc
         return refused_replies(replies, client.where)
+
+
+def _why(exc: Exception, where: Where) -> Exception:
+    """What to raise for ``exc``: a refusal as :class:`~taskloom.errors.RedisRefusedError`;
+    no node answering, or a slot no node serves, as the outage it is, a redis-py
+    ``ConnectionError`` (redis-py raises them as ``RedisClusterException``, which is not a
+    ``RedisError``: the worker's loops, which ride out Redis errors, died of them and a
+    stopping worker crashed); anything else as it is."""
+    refused = _refusal(exc, where)
+    if refused is not None:
+        return refused
+    if isinstance(exc, RedisClusterUnreachableError | SlotNotCoveredError):
+        return RedisConnectionError(f"the Redis Cluster is out of reach: {exc}")
+    return exc
 
 
 def _refusal(exc: BaseException, where: Where) -> RedisRefusedError | None:

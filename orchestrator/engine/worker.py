@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from taskloom.engine.activities import ActivityRunner
 from taskloom.engine.clock import Clock, SystemClock
@@ -394,13 +394,31 @@ class Worker:
     async def _guard(self, body: Callable[[], Awaitable[None]]) -> None:
         """Run a loop forever, riding out Redis outages with capped backoff; a refusal
         stops the worker (:meth:`run` raises it)."""
+        what = f"worker {self.worker_id}: Redis error"
         try:
             while not self._stopping.is_set():
-                await ride_out(body, what=f"worker {self.worker_id}: Redis error", log=log)
+                await ride_out(lambda: self._regrouping(body), what=what, log=log)
         except RedisRefusedError as exc:
             log.error("worker %s: stopping: %s", self.worker_id, exc)
             self._refused = self._refused or exc
             self._stopping.set()
+
+    async def _regrouping(self, body: Callable[[], Awaitable[None]]) -> None:
+        """``body()``; when Redis no longer knows the queues' consumer groups (it came back
+        without its data: no persistence, or a replica promoted before it had them), make
+        them again and say so; without them every read failed with NOGROUP for good."""
+        try:
+            await body()
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            log.warning(
+                "worker %s: Redis lost the queues' consumer groups (restarted without its "
+                "data?); making them again (what was stored before is gone with them)",
+                self.worker_id,
+            )
+            await self.store.ensure_groups(self.queue)
+            await self.partitions.ensure_groups()
 
     async def _shutdown(self) -> None:
         store = self.store

@@ -204,6 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         handlers=[log_file] if log_file is not None else None,
     )
+    if not args.debug:
+        # Outages are reported by taskloom, a line each ("Redis error (...); retrying");
+        # redis-py's cluster client also logs every failed topology refresh, at ERROR
+        # with its traceback, several a second while the cluster is out of reach.
+        logging.getLogger("redis").setLevel(logging.CRITICAL)
     try:
         return asyncio.run(_main(args))
     except KeyboardInterrupt:

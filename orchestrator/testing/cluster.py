@@ -165,6 +165,11 @@ class LocalCluster:
 
             self._until(ok, f"node {port} to see the cluster ok")
 
+    def restart(self, port: int) -> None:
+        """Start the node on ``port`` again, after :meth:`kill`: it rejoins with the slots
+        its cluster config gave it and no data (unless ``appendfsync`` kept an AOF)."""
+        self._start(port)
+
     def kill(self, port: int) -> None:
         """SIGKILL the node on ``port``."""
         proc = self.procs.pop(port)
