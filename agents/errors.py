@@ -134,9 +134,15 @@ class LLMUnavailableError(RetryableError):
 
 class LLMOutputError(RetryableError):
     """The model's output was unusable (invalid after the repair turn, or truncated). A
-    new attempt may do better; the retry policy decides."""
+    new attempt may do better; the retry policy decides whether there is one, and it
+    comes at once unless ``retry_after`` says otherwise: the model answered, nothing is
+    overloaded, and the policy's backoff (made for outages and rate limits) would only
+    make the run, or the person its escalation waits for, wait (4 attempts: 14 s)."""
 
     code = "llm_output"
+
+    def __init__(self, message: str = "", *, retry_after: float | None = 0.0) -> None:
+        super().__init__(message, retry_after=retry_after)
 
 
 class LLMRequestError(NonRetryableError):

@@ -362,6 +362,9 @@ async def test_a_model_that_answers_garbage_forever_fails_the_run_after_its_retr
     log = await orch.store.read_log(handle.run_id)
     retries = [e for e in log if e.type == "activity_retrying"]
     assert len(retries) == 3  # four attempts in all (the agent activity's policy)
+    # An unusable answer is asked again at once, not after the backoff made for outages
+    # and rate limits (2, 4, 8 s: a person waited 14 s for a planner's escalation).
+    assert [e.data["due_ms"] - e.data["ts"] for e in retries] == [0, 0, 0]
     assert len(fake.requests) == 8  # each attempt: the answer, then one repair turn
     repair = fake.requests[1].body["messages"][-1]["content"]
     assert "JSON" in repair or "valid" in repair.lower()
