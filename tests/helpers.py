@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from taskloom import Worker
 from taskloom.engine.embedded import find_redis_server
+from taskloom.testing.cluster import free_port_block
 
 ROOT = Path(__file__).resolve().parent.parent
 """The checkout: where commands run from and what PYTHONPATH holds."""
@@ -251,3 +252,25 @@ class Relay:
             for w in (writer, up_writer):
                 w.close()
             self._relays.discard(task)  # type: ignore[arg-type]
+
+
+class RestartableRedis:
+    """A redis-server of the test's own on a TCP port, no persistence, that can be
+    SIGKILLed and started again (empty) on the same port: :meth:`start`, :meth:`kill`."""
+
+    def __init__(self, home: Path) -> None:
+        self.home, self.port = home, free_port_block(1)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it (empty); callers connect with retries, as taskloom's client does."""
+        args = [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendonly", "no", "--dir", str(self.home)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def kill(self) -> None:
+        """SIGKILL it, if running."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None

@@ -12,16 +12,14 @@ Redis back without the queues' consumer groups failed every read with NOGROUP fo
 from __future__ import annotations
 
 import logging
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from taskloom import Context, Orchestrator, Settings, Worker, activity, workflow
-from taskloom.engine.embedded import find_redis_server
-from taskloom.testing.cluster import LocalCluster, free_port_block
-from tests.helpers import running, wait_until
+from taskloom.testing.cluster import LocalCluster
+from tests.helpers import RestartableRedis, running, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -36,29 +34,9 @@ async def one(ctx: Context, x: int) -> int:
     return await ctx.run(inc, x)
 
 
-class _Server:
-    """A redis-server of the test's own on a TCP port, no persistence, that can be
-    SIGKILLed and started again on the same port."""
-
-    def __init__(self, home: Path) -> None:
-        self.home, self.port = home, free_port_block(1)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        args = [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--save", "", "--appendonly", "no", "--dir", str(self.home)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-
 @pytest.fixture
 def single(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
-    server = _Server(tmp_path)
+    server = RestartableRedis(tmp_path)
     server.start()
     try:
         yield f"redis://127.0.0.1:{server.port}/0", server.kill, server.start

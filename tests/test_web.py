@@ -706,6 +706,12 @@ async def test_serve_makes_a_private_secret_and_serves_on_loopback(
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{m.group(1)}") as http:
             page = await http.get("/signin")
             assert page.status_code == 200 and "Sign in to the inbox" in page.text
+        # The default public URL names port 8765: links made for this server would open
+        # nothing, and serve says what to set.
+        said = [await asyncio.to_thread(proc.stdout.readline) for _ in range(2)]
+        assert "magic links point at http://127.0.0.1:8765" in said[0], said
+        want = f"TASKLOOM_PUBLIC_URL=http://127.0.0.1:{m.group(1)}"
+        assert "not this server's port" in said[1] and want in said[1], said
         secret = data_dir / "secret"
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600
         settings = Settings(data_dir=data_dir)

@@ -8,6 +8,7 @@ import ipaddress
 import json
 import socket
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from taskloom.cliargs import int_in
 from taskloom.errors import UserError
@@ -80,6 +81,14 @@ async def _serve(args: argparse.Namespace, orch: Orchestrator) -> int:
     shown = f"[{host}]" if ":" in host else host
     _out(f"web inbox on http://{shown}:{port}/ (sign in with TASKLOOM_INBOX_TOKEN); Ctrl-C stops")
     _out(f"magic links point at {settings.public_url} (TASKLOOM_PUBLIC_URL)")
+    public = urlsplit(settings.public_url)
+    if _loopback(public.hostname or "") and (public.port or 80) != port:
+        # The default public URL names the default port: links made for this server
+        # would open nothing (a public URL behind a proxy has a port of its own: left).
+        _out(
+            f"note: that is not this server's port ({port}); set TASKLOOM_PUBLIC_URL="
+            f"http://{shown}:{port} for this server and every process that makes links"
+        )
     if settings.metrics_token is None:
         _out(
             "note: /metrics takes the inbox token as its bearer; set TASKLOOM_METRICS_TOKEN "

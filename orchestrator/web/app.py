@@ -40,6 +40,7 @@ from importlib.resources import files
 from urllib.parse import quote
 
 from prometheus_client.exposition import choose_encoder
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -52,12 +53,15 @@ from taskloom.engine.metrics import Metrics
 from taskloom.errors import (
     HumanTaskClosedError,
     HumanTaskNotFoundError,
+    RedisRefusedError,
+    RedisUnavailableError,
     RunNotFoundError,
     TaskloomError,
     UserError,
 )
 from taskloom.inbox.links import LinkRefusedError, MagicLinks
 from taskloom.inbox.signing import Signer
+from taskloom.redaction import redact_text
 from taskloom.web.credentials import check_token
 from taskloom.web.forms import FormError, parse_form
 from taskloom.web.hardening import SECURITY_HEADERS as _HEADERS
@@ -70,9 +74,12 @@ from taskloom.web.sessions import Session as _Session
 from taskloom.web.throttle import SigninLimits, SigninThrottle, SigninThrottledError
 from taskloom.web.visitors import NAME, Access, Handler, Problem, Visitor, task_id_of
 
-__all__ = ["SESSION_COOKIE", "create_app"]
+__all__ = ["SESSION_COOKIE", "STORE_DOWN_RETRY_S", "create_app"]
 
 log = logging.getLogger("taskloom.web")
+
+STORE_DOWN_RETRY_S = 5
+"""The ``Retry-After`` (seconds) of the page served while Redis is out of reach."""
 MAX_BODY = 1024 * 1024
 
 
@@ -188,6 +195,39 @@ class _Inbox:
 
     # -- plumbing -----------------------------------------------------------------------
     def _page(self, handler: Handler, access: Access) -> Callable[[Request], Awaitable[Response]]:
+        serve = self._serve(handler, access)
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await serve(request)
+            except (RedisError, RedisUnavailableError, RedisRefusedError) as exc:
+                return self._store_down(request, exc)
+
+        return endpoint
+
+    def _store_down(self, request: Request, exc: Exception) -> Response:
+        """Redis out of reach (after the client's own retries) or refusing: a 503 page
+        that says so, and one log line, instead of a bare 500 and a traceback per
+        request."""
+        log.warning(
+            "web: %s %s: Redis out of reach: %s",
+            request.method,
+            request.url.path,
+            redact_text(str(exc)),
+        )
+        response = self.pages.message(
+            None,
+            503,
+            "Try again in a moment",
+            "taskloom cannot reach its state store (Redis) just now, so this page can be "
+            "neither read nor changed. Nothing was recorded. Reload in a few seconds.",
+        )
+        response.headers["Retry-After"] = str(STORE_DOWN_RETRY_S)
+        for name, value in _HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    def _serve(self, handler: Handler, access: Access) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             session = await self.sessions.load(request.cookies.get(SESSION_COOKIE))
             token = request.query_params.get("link")
