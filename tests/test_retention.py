@@ -20,6 +20,7 @@ from taskloom import (
     Orchestrator,
     RetryPolicy,
     RunActiveError,
+    RunCancelledError,
     RunNotFoundError,
     Settings,
     activity,
@@ -276,3 +277,33 @@ async def test_taskloom_runs_delete_from_the_command_line(
             refused.stderr
         )
         assert (await busy.info()).status in ("pending", "running", "waiting")
+
+
+@workflow(name="ret.nap")
+async def nap(ctx: Context) -> None:
+    await ctx.sleep(3600)
+
+
+@pytest.mark.parametrize("partitions", [1, 4])
+async def test_a_deleted_run_leaves_no_timer_behind(
+    orch: Orchestrator, client: Redis, partitions: int
+) -> None:
+    """A run cancelled in a durable sleep kept its timer until it fell due (an hour on,
+    here; days for an SLA) after the run was deleted: a member of a sorted set no run
+    owned. Deleting the run forgets it, in whichever timer partition it was set."""
+    keys = orch.store.keys
+    sets = [keys.timer_set(i) for i in range(partitions)]
+    async with running(orch.worker(workflows=[nap], partitions=partitions)):
+        handle = await orch.start(nap)
+
+        async def timer_set() -> bool:
+            scores = [await client.zscore(key, handle.run_id) for key in sets]
+            return any(score is not None for score in scores)
+
+        await wait_until(timer_set, "the run's timer")
+        await handle.cancel()
+        with pytest.raises(RunCancelledError):
+            await handle.result(timeout=10)
+    assert await timer_set(), "the timer outlives the cancelled run"
+    await orch.delete(handle.run_id)
+    assert not await timer_set()

@@ -51,6 +51,7 @@ __all__ = [
     "partition_of",
     "pick",
     "split_delivery",
+    "timer_partitions_in_use",
 ]
 
 TIMERS_MARK = "{timers}"
@@ -104,6 +105,12 @@ async def _high_water_mark(store: Store, member: str, count: int) -> int:
     else:
         mark = await store.raw.zscore(key, member)
     return max(count, int(mark or 1))
+
+
+async def timer_partitions_in_use(store: Store) -> int:
+    """How many timer partitions hold timers: the most any worker has written to (the
+    high-water mark, read only)."""
+    return await _high_water_mark(store, TIMERS_MARK, 1)
 
 
 class QueuePartitions:

@@ -32,6 +32,7 @@ from typing import Any
 
 from taskloom.engine.blobs import BlobStore
 from taskloom.engine.keys import ACTIVE_STATUSES, STATUSES, TERMINAL_STATUSES
+from taskloom.engine.partitions import timer_partitions_in_use
 from taskloom.engine.store import Store
 from taskloom.engine.store._base import raise_first
 from taskloom.errors import RunActiveError, RunNotFoundError
@@ -122,7 +123,16 @@ class RunDeleter:
         ]
         done = [d.run_id for d in gone if not d.active]
         if done:  # last: the entry is how a sweep finds a run it has to finish deleting
+            # A run that ended while a durable timer of its was set (cancelled in a
+            # sleep, say) leaves the timer until it falls due, maybe days on: forgotten
+            # here, in every timer partition any worker has used (which one a run's timer
+            # is in depends on the partitions of the worker that set it).
+            partitions = await timer_partitions_in_use(store)
             pipe = store.raw.pipeline(transaction=False)
+            for i in range(partitions):
+                pipe.zrem(keys.timer_set(i), *done)
+                if i:
+                    pipe.zrem(keys.timers_firing(i), *done)
             for status in STATUSES:
                 if status not in ACTIVE_STATUSES:
                     pipe.zrem(keys.index(status), *done)
