@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -21,7 +22,7 @@ from taskloom.engine.clustering import is_cluster, wait_for_fsync
 from taskloom.engine.keys import Keys
 from taskloom.luascripts import LuaScripts
 
-__all__ = ["StoreBase", "group_by_run", "now_ms", "raise_first", "ride_out"]
+__all__ = ["RIDE_OUT_REMIND_S", "StoreBase", "group_by_run", "now_ms", "raise_first", "ride_out"]
 
 T = TypeVar("T")
 
@@ -31,15 +32,31 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+RIDE_OUT_REMIND_S = 30.0
+"""While :func:`ride_out` keeps missing, it says so again at most this often (the misses
+in between are logged at DEBUG); a call that ran at least this long before it failed
+met a new outage, whose backoff starts over."""
+
+
 async def ride_out(call: Callable[[], Awaitable[T]], *, what: str, log: logging.Logger) -> T:
     """``call()``'s result, retrying while Redis cannot be reached (0.05 s, doubling, at
-    most 5 s apart), each miss logged as ``what (error); retrying in ...``."""
-    delay = 0.05
+    most 5 s apart; each try is also the client's own retries, a few seconds). A miss is
+    logged as ``what (error); retrying in ...``: at WARNING the first of an outage and
+    then once every :data:`RIDE_OUT_REMIND_S`, at DEBUG in between (a hundred steps
+    holding outcomes through a 10 s outage logged ~700 lines)."""
+    delay, warned = 0.05, -math.inf
     while True:
+        started = time.monotonic()
         try:
             return await call()
         except RedisError as exc:
-            log.warning("%s (%s); retrying in %.2fs", what, exc, delay)
+            now = time.monotonic()
+            if now - started >= RIDE_OUT_REMIND_S:  # it ran well meanwhile: a new outage
+                delay, warned = 0.05, -math.inf
+            level = logging.DEBUG
+            if now - warned >= RIDE_OUT_REMIND_S:
+                level, warned = logging.WARNING, now
+            log.log(level, "%s (%s); retrying in %.2fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
