@@ -16,12 +16,10 @@ cluster client's own pipelining, which sends each node its commands.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, NoReturn
 
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
-from redis.exceptions import (
-    ConnectionError as RedisConnectionError,
-)
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import (
     MaxConnectionsError,
     RedisClusterException,
@@ -143,10 +141,7 @@ class ClusterClient(RedisCluster):
             try:
                 return await _ride(lambda: parent.execute_command(*args, **options))
             except (RedisError, RedisClusterException) as exc:
-                why = _why(exc, self.where)
-                if why is exc:
-                    raise
-                raise why from exc
+                _raise_why(exc, self.where)
 
     async def initialize(self, *args: Any, **kwargs: Any) -> ClusterClient:
         """redis-py's topology (re)load, then the startup nodes it read ``CLUSTER SLOTS``
@@ -176,11 +171,16 @@ class _ClusterPipeline(ClusterPipeline):
             try:
                 replies: list[Any] = await parent.execute(raise_on_error, allow_redirections)
             except (RedisError, RedisClusterException) as exc:
-                why = _why(exc, client.where)
-                if why is exc:
-                    raise
-                raise why from exc
+                _raise_why(exc, client.where)
         return refused_replies(replies, client.where)
+
+
+def _raise_why(exc: Exception, where: Where) -> NoReturn:
+    """Raise what ``exc`` means (:func:`_why`), from it; ``exc`` itself when it is that."""
+    why = _why(exc, where)
+    if why is exc:
+        raise exc
+    raise why from exc
 
 
 def _why(exc: Exception, where: Where) -> Exception:

@@ -333,8 +333,7 @@ class Worker:
                 permission taken away): it stops at once, as no retry can help.
         """
         settle_memory()
-        await self.store.ensure_groups(self.queue)
-        await self.partitions.ensure_groups()
+        await self._ensure_groups()
         await self.partitions.sync()
         await self.timer_partitions.sync()  # before any timer is written to them
         loop = asyncio.get_running_loop()
@@ -417,8 +416,13 @@ class Worker:
                 "data?); making them again (what was stored before is gone with them)",
                 self.worker_id,
             )
-            await self.store.ensure_groups(self.queue)
-            await self.partitions.ensure_groups()
+            await self._ensure_groups()
+
+    async def _ensure_groups(self) -> None:
+        """Make the consumer groups this worker reads (idempotent): the run queue's and
+        its activity queue's, every partition of it read here."""
+        await self.store.ensure_groups(self.queue)
+        await self.partitions.ensure_groups()
 
     async def _shutdown(self) -> None:
         store = self.store

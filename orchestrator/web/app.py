@@ -223,9 +223,7 @@ class _Inbox:
             "neither read nor changed. Nothing was recorded. Reload in a few seconds.",
         )
         response.headers["Retry-After"] = str(STORE_DOWN_RETRY_S)
-        for name, value in _HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+        return _secured(response)
 
     def _serve(self, handler: Handler, access: Access) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -330,9 +328,7 @@ class _Inbox:
     def _finish(self, response: Response, session: _Session, *, cookie: bool) -> Response:
         if session.fresh and cookie:
             self.sessions.set_cookie(response, session)
-        for name, value in _HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+        return _secured(response)
 
     async def _form(self, request: Request, visitor: Visitor) -> dict[str, str]:
         """The POSTed form, bounded in size, with its CSRF token checked."""
@@ -359,9 +355,7 @@ class _Inbox:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         text = {404: "There is no page here.", 405: "This page does not take that method."}
         response = self.pages.message(None, status, f"Error {status}", text.get(status, str(exc)))
-        for name, value in _HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+        return _secured(response)
 
     # -- signing in and out -------------------------------------------------------------
     async def signin_form(self, request: Request, visitor: Visitor) -> Response:
@@ -421,3 +415,10 @@ def _local(url: str) -> str:
     if url.startswith("/") and not url.startswith("//") and "\\" not in url:
         return url
     return "/"
+
+
+def _secured(response: Response) -> Response:
+    """``response`` with the security headers (those it set itself win)."""
+    for name, value in _HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
