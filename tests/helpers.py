@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from taskloom import Worker
 from taskloom.engine.embedded import find_redis_server
-from taskloom.testing.cluster import free_port_block
+from taskloom.testing.cluster import free_port_block, release_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 """The checkout: where commands run from and what PYTHONPATH holds."""
@@ -256,7 +256,8 @@ class Relay:
 
 class RestartableRedis:
     """A redis-server of the test's own on a TCP port, no persistence, that can be
-    SIGKILLed and started again (empty) on the same port: :meth:`start`, :meth:`kill`."""
+    SIGKILLed and started again (empty) on the same port: :meth:`start`, :meth:`kill`;
+    :meth:`close` at the end gives the port back."""
 
     def __init__(self, home: Path) -> None:
         self.home, self.port = home, free_port_block(1)
@@ -274,3 +275,8 @@ class RestartableRedis:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
+
+    def close(self) -> None:
+        """Kill it and give its port back (it reserved the port while it lived)."""
+        self.kill()
+        release_ports([self.port])

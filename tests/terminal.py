@@ -30,7 +30,9 @@ class Terminal:
             stdout=slave,
             stderr=slave,
             cwd=ROOT,
-            env=dict(env),
+            # The window's size is the pty's: COLUMNS and LINES, which a runner may set
+            # for its own output (pytest-xdist's workers get 80x24), would override it.
+            env={k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")},
             start_new_session=True,
         )
         os.close(slave)

@@ -41,7 +41,7 @@ def single(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None], Callable[[
     try:
         yield f"redis://127.0.0.1:{server.port}/0", server.kill, server.start
     finally:
-        server.kill()
+        server.close()
 
 
 @pytest.fixture

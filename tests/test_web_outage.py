@@ -28,7 +28,7 @@ def server(tmp_path: Path) -> Iterator[RestartableRedis]:
     try:
         yield redis
     finally:
-        redis.kill()
+        redis.close()
 
 
 async def test_pages_say_redis_is_out_of_reach_with_a_503(

@@ -10,11 +10,13 @@ Example::
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ from redis.exceptions import RedisError
 from taskloom.engine.clustering import cluster_url
 from taskloom.engine.embedded import find_redis_server
 
-__all__ = ["LocalCluster", "free_port_block", "sync_client", "valkey_binary"]
+__all__ = ["LocalCluster", "free_port_block", "release_ports", "sync_client", "valkey_binary"]
 
 SLOTS = 16384
 PORTS = range(7000, 7090)
@@ -63,12 +65,50 @@ def _free(port: int) -> bool:
     return True
 
 
+_RESERVED: dict[int, int] = {}
+"""The ports this process reserved (:func:`free_port_block`), each with the descriptor of
+its lock file, locked until :func:`release_ports` or the process's end."""
+
+
+def _reserve(port: int) -> bool:
+    """Lock ``port``'s file under the temporary directory: no other process of this user
+    picks the port meanwhile, though a server on it was killed and is not back yet (two
+    test processes side by side, pytest-xdist's). Where the file cannot be made, only the
+    bind test (:func:`_free`) guards."""
+    lock = Path(tempfile.gettempdir()) / f"taskloom-ports-{os.getuid()}" / f"{port}.lock"
+    try:
+        lock.parent.mkdir(exist_ok=True)
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # another process holds it
+        os.close(fd)
+        return False
+    _RESERVED[port] = fd
+    return True
+
+
+def release_ports(ports: list[int] | range) -> None:
+    """Give back ports :func:`free_port_block` reserved (the servers on them are gone)."""
+    for port in ports:
+        fd = _RESERVED.pop(port, None)
+        if fd is not None:
+            os.close(fd)
+
+
 def free_port_block(n: int) -> int:
     """The first port of ``n`` consecutive free ports in :data:`PORTS` whose bus ports
-    (+10000) are free too."""
+    (+10000) are free too, reserved for this process until :func:`release_ports`."""
     for base in range(PORTS.start, PORTS.stop - n + 1, n):
-        if all(_free(p) and _free(p + 10000) for p in range(base, base + n)):
+        block = range(base, base + n)
+        if any(p in _RESERVED for p in block):
+            continue
+        taken = [p for p in block if _reserve(p)]
+        if len(taken) == n and all(_free(p) and _free(p + 10000) for p in block):
             return base
+        release_ports(taken)
     raise RuntimeError(f"no {n} free ports in {PORTS.start}-{PORTS.stop - 1}")
 
 
@@ -111,6 +151,7 @@ class LocalCluster:
     def __exit__(self, *_: object) -> None:
         for port in list(self.procs):
             self.kill(port)
+        release_ports(self.ports)
 
     def _start(self, port: int) -> None:
         home = self.home / str(port)
