@@ -12,17 +12,29 @@ a first run writes it): the workers get a bytecode cache of their own
 (:func:`bytecode_env`), filled by one launch not counted. Without one, as under
 ``PYTHONDONTWRITEBYTECODE=1`` with nothing compiled, every start compiles every module
 it imports from source: ``cold_start_nocache_s`` is that start.
+
+The yardstick, ``cold_start_raw_s``: W4's raw loop (:mod:`benchmarks.raw_worker`, plain
+redis-py and the standard library) launched the same way with one task waiting, to the
+start of that task: what any worker in Python on redis-py pays on this machine (the
+interpreter, asyncio, redis-py, a connection), before any code of taskloom's.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import time
 from statistics import median
 from typing import Any
 
+from redis.asyncio import Redis
+
 from benchmarks import cold_workloads as cw
+from benchmarks import raw_worker
 from benchmarks import workloads as wl
-from benchmarks.harness import Bench, result_of
+from benchmarks.harness import ROOT, Bench, BenchmarkError, result_of
 from benchmarks.measure import rounded
 
 __all__ = ["LAUNCHES", "bytecode_env", "run"]
@@ -62,29 +74,70 @@ async def _launch(
     return float(started) - launched
 
 
+async def _launch_raw(bench: Bench, label: str) -> float:
+    """Seconds from launching W4's raw loop, a task waiting, to that task's start (its
+    task takes no time: the line it appends is written as it starts; the file's
+    modification time says when)."""
+    key = f"{bench.sub_prefix('cold')}-raw-{label}"
+    path = bench.tmp / f"cold-raw-{label}.log"
+    args = [bench.redis_url, key, "1", "4", "0", str(path), "1.0"]
+    env = {**os.environ, **bytecode_env(bench), "PYTHONPATH": str(ROOT)}
+    client = Redis.from_url(bench.redis_url, decode_responses=True)
+    proc = None
+    try:
+        await client.xgroup_create(f"{key}:tasks", raw_worker.GROUP, id="0", mkstream=True)
+        await client.xadd(f"{key}:tasks", {"i": "0"})
+        launched = time.time()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.raw_worker", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while not path.exists() or not path.stat().st_size:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchmarkError(f"the raw worker ran no task (exit code {proc.poll()})")
+            await asyncio.sleep(0.01)
+        return path.stat().st_mtime - launched
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        await client.delete(f"{key}:tasks", f"{key}:results", f"{key}:done", f"{key}:ready")
+        await client.aclose()
+
+
 async def run(bench: Bench) -> dict[str, Any]:
     """Launch a worker :data:`LAUNCHES` times per module (and without a bytecode cache);
     the medians."""
     full_args: tuple[str, str, list[Any]] = ("benchmarks.workloads", wl.CHAIN, [1])
     plain_args: tuple[str, str, list[Any]] = ("benchmarks.cold_workloads", cw.PLAIN, [])
     await _launch(bench, *full_args, "compile")  # fills the cache: pip's compile step
-    full, plain, nocache = [], [], []
-    for i in range(LAUNCHES):  # interleaved: the machine's load falls on all three alike
+    await _launch_raw(bench, "compile")
+    full, plain, nocache, raw = [], [], [], []
+    for i in range(LAUNCHES):  # interleaved: the machine's load falls on all four alike
         full.append(await _launch(bench, *full_args, str(i)))
         plain.append(await _launch(bench, *plain_args, str(i)))
         nocache.append(await _launch(bench, *full_args, f"nocache-{i}", cached=False))
+        raw.append(await _launch_raw(bench, str(i)))
     return {
         "workload": "cold_start",
         "cold_start_s": rounded(median(full)),
         "cold_start_plain_s": rounded(median(plain)),
         "cold_start_nocache_s": rounded(median(nocache)),
         "cold_start_max_s": rounded(max(full)),
+        "cold_start_raw_s": rounded(median(raw)),
         "launches": LAUNCHES,
         "method": (
             "launch of `python -m taskloom.terminal.cli worker` to its first activity's "
             "start (wall clock), a run waiting in the queue; median of "
             f"{LAUNCHES} launches each, interleaved. cold_start_s and _plain_s read "
             "compiled bytecode (a cache of the run's own, filled by one launch first); "
-            "cold_start_nocache_s compiles every module from source (no cache)."
+            "cold_start_nocache_s compiles every module from source (no cache). "
+            "cold_start_raw_s: W4's raw redis-py loop (benchmarks/raw_worker.py) "
+            "launched the same way, one task waiting, to its start (the task writes "
+            "a line as it starts; the file's mtime)."
         ),
     }

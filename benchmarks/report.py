@@ -163,7 +163,9 @@ def _w6(row: dict[str, Any]) -> str:
     share = row["token_share"]
     return (
         f"makespan {row['seconds']} s vs ideal {row['ideal_s']} s "
-        f"= {row['overhead_ratio']}x; tokens: planning {share['planning']:.0%}, "
+        f"= {row['overhead_ratio']}x (the SDK alone, same requests: "
+        f"{row['sdk_overhead_ratio']}x; taskloom over it {row['ratio_to_sdk']}x); "
+        f"tokens: planning {share['planning']:.0%}, "
         f"verification {share['verification']:.0%}, integration "
         f"{share['integration']:.0%}; {row['redis_commands_per_activity']} Redis "
         f"commands per activity"
@@ -181,7 +183,8 @@ def _cold_start(row: dict[str, Any]) -> str:
     return (
         f"launch to first activity {row['cold_start_s']} s (plain engine code "
         f"{row['cold_start_plain_s']} s; slowest {row['cold_start_max_s']} s; "
-        f"compiling from source {row.get('cold_start_nocache_s')} s), "
+        f"compiling from source {row.get('cold_start_nocache_s')} s; a raw redis-py "
+        f"worker {row.get('cold_start_raw_s')} s), "
         f"median of {row['launches']}"
     )
 

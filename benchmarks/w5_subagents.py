@@ -32,19 +32,16 @@ from taskloom.agents.fake_llm import FakeLLM, reply
 __all__ = ["run", "run_sdk_baseline"]
 
 
-async def run_sdk_baseline(
-    base_url: str, n: int, concurrency: int, mode: str = "taskloom"
-) -> dict[str, float]:
-    """W5's baseline: the official SDK alone, in a process of its own, called as
-    taskloom calls it (``mode="taskloom"``) or as its README shows (``"default"``)."""
+async def run_sdk_baseline(*args: object) -> dict[str, float]:
+    """A baseline of the SDK alone, in a process of its own: ``python -m
+    benchmarks.sdk_baseline ARGS`` (W5's: ``base_url, n, concurrency[, mode]``, called as
+    taskloom calls it (``mode="taskloom"``) or as its README shows (``"default"``); W6's:
+    ``"pipeline", base_url, requests_file, concurrency``); its JSON answer."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "benchmarks.sdk_baseline",
-        base_url,
-        str(n),
-        str(concurrency),
-        mode,
+        *map(str, args),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -4,8 +4,10 @@ shares, and Redis commands per activity."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -20,11 +22,12 @@ from benchmarks.harness import (
     result_of,
 )
 from benchmarks.measure import makespan_row, redis_commands, redis_commands_per_s, rounded
+from benchmarks.w5_subagents import run_sdk_baseline
 from taskloom import Orchestrator
 from taskloom.agents.fake_llm import FakeLLM, Request, Step
-from taskloom.testing.simulated import SimulatedTeam
+from taskloom.testing.simulated import SimulatedTeam, system_prompt, task_of
 
-__all__ = ["PhaseCounts", "command_kinds", "pipeline_phases", "run"]
+__all__ = ["PhaseCounts", "command_kinds", "pipeline_phases", "replay_requests", "run"]
 
 PHASES = ("submit_to_planner", "planning", "work_and_verification", "integration")
 """W6's phases for Redis commands: until the planner is called, from then until the
@@ -158,6 +161,30 @@ def pipeline_phases(
     return {k: rounded(v, 4) for k, v in phases.items()}
 
 
+def replay_requests(team: SimulatedTeam, path: Path) -> Path:
+    """Write the requests of ``team``'s run for the SDK-alone baseline
+    (:mod:`benchmarks.sdk_baseline`'s ``pipeline``): the planner's body, each subagent's
+    body with the body of the judge call that checked its answer, the integrator's."""
+    judges: dict[str, dict[str, Any]] = {}
+    for request in team.requests["judge"]:
+        system = system_prompt(request)
+        checked = system.split("<<<OUTPUT\n", 1)[-1].rsplit("\nOUTPUT>>>", 1)[0].strip()
+        judges[checked] = request.body
+    pairs = []
+    for request in team.requests["work"]:
+        answer = team.work(task_of(request), None)
+        if not isinstance(answer, str) or answer.strip() not in judges:
+            raise BenchmarkError("W6: a subagent answer no judge call checked")
+        pairs.append([request.body, judges[answer.strip()]])
+    requests = {
+        "planner": team.requests["planner"][0].body,
+        "pairs": pairs,
+        "integrator": team.requests["integrator"][0].body,
+    }
+    path.write_text(json.dumps(requests))
+    return path
+
+
 async def run(bench: Bench) -> dict[str, Any]:
     """A planned pipeline of parallel, judged activities: makespan versus the ideal,
     where the overhead went, token shares, and Redis commands per activity."""
@@ -196,7 +223,15 @@ async def run(bench: Bench) -> dict[str, Any]:
         # judge call, integrator
         ideal = sum(latency.values())
         tokens = result["tokens"]
+        # The yardstick: the same requests sent again by the SDK alone, same shape.
+        fake.answer_with(SimulatedTeam(plans=[plan], latency=latency))
+        replay = replay_requests(team, bench.tmp / "w6-requests.json")
+        sdk = await run_sdk_baseline("pipeline", fake.openai_url, replay, n)
         return makespan_row("W6", n, seconds, ideal) | {
+            "sdk_seconds": rounded(sdk["seconds"], 4),
+            "sdk_overhead_ratio": rounded(sdk["seconds"] / ideal),
+            "sdk_cpu_s": rounded(sdk["cpu_s"], 3),
+            "ratio_to_sdk": rounded(seconds / sdk["seconds"]),
             "overhead_s": pipeline_phases(team.requests, latency, t0, end),
             "token_share": {
                 k: rounded(tokens[k] / tokens["total"])
@@ -239,7 +274,14 @@ async def run(bench: Bench) -> dict[str, Any]:
                 "worker_cpu_s: the worker process's user + system CPU from submit to the "
                 "result (/proc, 10 ms ticks), all its model calls (SDK included), "
                 "scheduling, verification and recording; on 2 shared cores the part of "
-                "the overhead that is the worker being busy."
+                "the overhead that is the worker being busy. "
+                "sdk_seconds: the yardstick, the very requests of the run (planner, "
+                f"{n} subagent calls each followed by its judge call, integrator) sent "
+                "again by the official SDK alone in a process of its own, in the same "
+                "order of dependence, as taskloom calls it (benchmarks/sdk_baseline.py "
+                "pipeline); sdk_overhead_ratio its makespan over ideal_s (what a "
+                "taskloom costing nothing beside the SDK would reach on this machine), "
+                "sdk_cpu_s its CPU, ratio_to_sdk taskloom's makespan over it."
             ),
         }
 
