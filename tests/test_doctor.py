@@ -163,3 +163,42 @@ def test_unreachable_redis_is_reported(tmp_path: Path) -> None:
 
     with pytest.raises(RedisUnavailableError, match="cannot reach Redis"):
         asyncio.run(run())
+
+
+class _SlowPings(redis.asyncio.Redis):
+    """The local Redis, with each PING first waiting what ``delays`` say (seconds, in
+    turn): a Redis far away, or a client machine that stalls now and then."""
+
+    def __init__(self, delays: list[float]) -> None:
+        super().__init__(host="127.0.0.1", port=6379)
+        self.delays = iter(delays)
+
+    async def ping(self, **kwargs: object) -> bool:
+        await asyncio.sleep(next(self.delays, 0.0))
+        return bool(await super().ping(**kwargs))
+
+
+@pytest.mark.parametrize(
+    ("delays", "fails_with"),
+    [
+        ([0.0] * 49 + [0.04], None),  # one stall of a busy client: not Redis being slow
+        ([0.008] * 50, "a typical round trip above 5 ms"),
+        ([0.0] * 45 + [0.15] * 5, "stalls above 100 ms"),
+    ],
+)
+def test_latency_fails_on_a_slow_typical_round_trip_or_stalls_not_on_one_slow_ping(
+    delays: list[float], fails_with: str | None
+) -> None:
+    async def check() -> Check:
+        client = _SlowPings(delays)
+        try:
+            report = await diagnose(client, pings=50)
+        finally:
+            await client.aclose()
+        return {c.name: c for c in report.checks}["latency"]
+
+    latency = asyncio.run(check())
+    assert latency.ok == (fails_with is None), latency.detail
+    if fails_with is not None:
+        assert fails_with in latency.detail
+        assert "run Redis close to the workers" in latency.fix

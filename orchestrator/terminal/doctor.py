@@ -30,7 +30,11 @@ from taskloom.redaction import redact_text
 __all__ = ["Check", "Report", "diagnose", "render_json", "render_text"]
 
 _MIN_VERSION = (6, 2)
-_MAX_P99_MS = 5.0
+_MAX_P50_MS = 5.0
+"""The typical round trip above which every workflow step is slowed: Redis is far away."""
+_MAX_P99_MS = 100.0
+"""The tail above which Redis stalls (a fork for persistence, slow commands, a saturated
+host): a few slow pings of a busy client machine stay below it."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,9 @@ def _percentile(sorted_ms: list[float], fraction: float) -> float:
 
 
 async def _check_latency(client: redis.asyncio.Redis, pings: int) -> Check:
+    """Fails on a typical round trip (p50) above :data:`_MAX_P50_MS`, or a tail (p99)
+    above :data:`_MAX_P99_MS`; p99 of a few dozen pings is nearly their slowest, and one
+    stall of this process on a busy machine must not say Redis is slow."""
     samples: list[float] = []
     for _ in range(pings):
         started = time.perf_counter()
@@ -219,12 +226,16 @@ async def _check_latency(client: redis.asyncio.Redis, pings: int) -> Check:
     samples.sort()
     p50, p99 = _percentile(samples, 0.50), _percentile(samples, 0.99)
     detail = f"PING round trip p50 {p50:.2f} ms, p99 {p99:.2f} ms over {pings} pings"
-    if p99 <= _MAX_P99_MS:
+    if p50 > _MAX_P50_MS:
+        why = f"a typical round trip above {_MAX_P50_MS:g} ms: every workflow step waits on it"
+    elif p99 > _MAX_P99_MS:
+        why = f"stalls above {_MAX_P99_MS:g} ms: steps wait on them now and then"
+    else:
         return Check("latency", True, detail, "")
     return Check(
         "latency",
         False,
-        f"{detail}; above {_MAX_P99_MS:g} ms every workflow step waits on it",
+        f"{detail}; {why}",
         "run Redis close to the workers (same host, zone or network), and check the "
         "network and the load on the Redis host",
     )
