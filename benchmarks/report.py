@@ -155,7 +155,8 @@ def _w5(row: dict[str, Any]) -> str:
         f"as its README calls it {row['sdk_default_overhead_ratio']}x); "
         f"worker CPU {row['cpu_us_per_call']} us per call "
         f"(SDK alone {row['sdk_cpu_us_per_call']}, "
-        f"README way {row['sdk_default_cpu_us_per_call']})"
+        f"README way {row['sdk_default_cpu_us_per_call']}); two workers of half the "
+        f"slots {row['two_workers_overhead_ratio']}x"
     )
 
 

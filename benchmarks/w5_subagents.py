@@ -4,7 +4,12 @@ alone in a process of its own (:mod:`benchmarks.sdk_baseline`).
 
 The yardstick is the SDK alone, in the same run: ``ratio_to_sdk`` is taskloom's makespan
 over the SDK's, ``own_cpu_ratio`` taskloom's own CPU per call (the worker's minus the
-SDK's) over the SDK's own (targets 1.1 and 0.5)."""
+SDK's) over the SDK's own (targets 1.1 and 0.5).
+
+Beside it, ``two_workers_*``: the same fan-out served by two worker processes of half
+the slots each (the same calls in flight), one per core of a 2-core machine, as a
+deployment runs them; the SDK alone stays one process (what a program calling it with
+asyncio gets)."""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from benchmarks.harness import (
     WorkerProcess,
     fake_llm_env,
     result_of,
+    warm_up,
 )
 from benchmarks.measure import ideal_s, makespan_row, rounded
 from taskloom import Orchestrator
@@ -60,6 +66,33 @@ async def run_sdk_baseline(*args: object) -> dict[str, float]:
     return data
 
 
+async def _two_workers(bench: Bench, env: dict[str, str]) -> float:
+    """W5's fan-out served by two worker processes of half the slots each: its
+    makespan (after a warm-up run on both)."""
+    n, conc = bench.sizes.w5, bench.sizes.w5_concurrency
+    workers = [
+        bench.worker("W5x2", max(1, conc // 2), label=f"-{i}", extra_env=env) for i in range(2)
+    ]
+    async with bench.orchestrator("W5x2") as orch:
+        try:
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                await warm_up(orch, worker, bench.sizes.warmup)
+            warm = await orch.start(wl.AGENT_FANOUT, conc)  # both: SDK clients, prompts
+            await result_of(warm, workers)
+            t0 = time.perf_counter()
+            handle = await orch.start(wl.AGENT_FANOUT, n)
+            done = await result_of(handle, workers)
+            seconds = time.perf_counter() - t0
+        finally:
+            for worker in workers:
+                await worker.stop()
+    if done != n:
+        raise BenchmarkError(f"W5 on two workers answered {done!r} of {n}")
+    return seconds
+
+
 async def run(bench: Bench) -> dict[str, Any]:
     """Subagent fan-out against the fake LLM server: makespan and CPU per call."""
     n, conc, latency = bench.sizes.w5, bench.sizes.w5_concurrency, bench.sizes.w5_latency_s
@@ -81,6 +114,7 @@ async def run(bench: Bench) -> dict[str, Any]:
         ideal = ideal_s(n, conc, latency)
         sdk = await run_sdk_baseline(fake.openai_url, n, conc)
         plain = await run_sdk_baseline(fake.openai_url, n, conc, "default")
+        two = await _two_workers(bench, fake_llm_env(fake))
         cpu_us = cpu / n * 1e6
         return makespan_row("W5", n, seconds, ideal) | {
             "cpu_us_per_call": round(cpu_us),
@@ -93,6 +127,9 @@ async def run(bench: Bench) -> dict[str, Any]:
             "sdk_default_seconds": rounded(plain["seconds"], 4),
             "sdk_default_overhead_ratio": rounded(plain["seconds"] / ideal),
             "sdk_default_cpu_us_per_call": round(plain["cpu_us_per_call"]),
+            "two_workers_seconds": rounded(two, 4),
+            "two_workers_overhead_ratio": rounded(two / ideal),
+            "two_workers_ratio_to_sdk": rounded(two / sdk["seconds"]),
             "concurrency": conc,
             "llm_latency_s": latency,
         }
