@@ -58,6 +58,7 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any, TypeAlias
 
 from taskloom.agents.errors import BudgetExceededError, UserError
+from taskloom.budgetkeys import BudgetKeys
 from taskloom.luascripts import LuaScripts
 
 __all__ = ["BudgetAsk", "BudgetKeys", "BudgetReservation", "BudgetUsage", "Budgets", "Money"]
@@ -68,33 +69,6 @@ Money: TypeAlias = Decimal | int | float | str
 _NANO = Decimal(10) ** 9
 _MAX_USD = Decimal(1_000_000)  # keeps nano-dollar sums exact in Lua's doubles
 _SCRIPTS = ("budget_reserve", "budget_settle", "budget_release", "budget_usage", "budget_limits")
-
-
-class BudgetKeys:
-    """Key names of run budgets under one prefix; each run's keys share ``{run_id}``."""
-
-    __slots__ = ("prefix",)
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    def budget(self, run_id: str) -> str:
-        """Hash: limits, spent and held totals of the run."""
-        return f"{self.prefix}:run:{{{run_id}}}:budget"
-
-    def holds(self, run_id: str) -> str:
-        """Hash: reservation id -> its hold, or what became of it, as older versions
-        kept them (the budget hash holds them now; this one is only read)."""
-        return f"{self.prefix}:run:{{{run_id}}}:budget:holds"
-
-    def expiry(self, run_id: str) -> str:
-        """Sorted set: reservation id -> when its hold lapses (ms); settled ids stay
-        until then."""
-        return f"{self.prefix}:run:{{{run_id}}}:budget:expiry"
-
-    def all(self, run_id: str) -> tuple[str, str, str]:
-        """Every budget key of the run (to delete or expire it with the run)."""
-        return self.budget(run_id), self.holds(run_id), self.expiry(run_id)
 
 
 @dataclass(frozen=True)

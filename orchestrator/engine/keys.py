@@ -12,6 +12,8 @@ import socket
 import uuid
 from collections.abc import Iterable
 
+from taskloom.budgetkeys import BudgetKeys
+
 __all__ = [
     "ACTIVE_STATUSES",
     "ENDED_TTL_MS",
@@ -89,24 +91,6 @@ class Keys:
         on, so a waiter wakes once, not for every event of the log."""
         return f"{self.prefix}:run:{{{run_id}}}:ended"
 
-    # The LLM layer keeps a run's budget beside it (``taskloom.agents.budget.BudgetKeys``
-    # builds the same names; the engine may not import that layer). They are named here
-    # too so that deleting a run takes them, without a write per model call to record
-    # them; tests/test_retention.py checks that both agree.
-    def budget(self, run_id: str) -> str:
-        """Hash (the LLM layer's): the run's budget limits, spent and held totals, and
-        its reservations' holds."""
-        return f"{self.prefix}:run:{{{run_id}}}:budget"
-
-    def budget_holds(self, run_id: str) -> str:
-        """Hash (the LLM layer's): reservation id -> its hold on the run's budget, where
-        older versions kept the holds (read only now)."""
-        return f"{self.prefix}:run:{{{run_id}}}:budget:holds"
-
-    def budget_expiry(self, run_id: str) -> str:
-        """Sorted set (the LLM layer's): reservation id -> when its hold lapses (ms)."""
-        return f"{self.prefix}:run:{{{run_id}}}:budget:expiry"
-
     def owned(self, run_id: str, seqs: Iterable[str] = ()) -> list[str]:
         """Every key run ``run_id`` owns in its slot, meta first: those of fixed names,
         and the claim and live stream of each step in ``seqs``. Deleting a run deletes
@@ -121,9 +105,8 @@ class Keys:
             self.last_write(run_id),
             self.sent(run_id),
             self.ended(run_id),
-            self.budget(run_id),
-            self.budget_holds(run_id),
-            self.budget_expiry(run_id),
+            # The LLM layer's budget of the run, beside it: deleting the run takes it.
+            *BudgetKeys(self.prefix).all(run_id),
         ]
         for seq in seqs:
             out += (self.claim(run_id, seq), self.live(run_id, seq))
