@@ -25,7 +25,7 @@ from benchmarks.measure import makespan_row, redis_commands, redis_commands_per_
 from benchmarks.w5_subagents import run_sdk_baseline
 from taskloom import Orchestrator
 from taskloom.agents.fake_llm import FakeLLM, Request, Step
-from taskloom.testing.simulated import SimulatedTeam, system_prompt, task_of
+from taskloom.testing.simulated import SimulatedTeam, checked_output, task_of
 
 __all__ = ["PhaseCounts", "command_kinds", "pipeline_phases", "replay_requests", "run"]
 
@@ -167,9 +167,7 @@ def replay_requests(team: SimulatedTeam, path: Path) -> Path:
     body with the body of the judge call that checked its answer, the integrator's."""
     judges: dict[str, dict[str, Any]] = {}
     for request in team.requests["judge"]:
-        system = system_prompt(request)
-        checked = system.split("<<<OUTPUT\n", 1)[-1].rsplit("\nOUTPUT>>>", 1)[0].strip()
-        judges[checked] = request.body
+        judges[checked_output(request)] = request.body
     pairs = []
     for request in team.requests["work"]:
         answer = team.work(task_of(request), None)

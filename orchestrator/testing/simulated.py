@@ -24,7 +24,7 @@ from typing import Any
 
 from taskloom.agents.fake_llm import Request, Step, reply
 
-__all__ = ["SimulatedTeam", "kind_of", "system_prompt", "task_of"]
+__all__ = ["SimulatedTeam", "checked_output", "kind_of", "system_prompt", "task_of"]
 
 Work = Callable[[str, str | None], Any]
 """``(task, feedback or None) -> output`` (text, or JSON data for a structured role)."""
@@ -77,6 +77,12 @@ def task_of(request: Request) -> str:
     return ""
 
 
+def checked_output(request: Request) -> str:
+    """The output a judge's request asks it to check (between the prompt's fences)."""
+    system = system_prompt(request)
+    return system.split("<<<OUTPUT\n", 1)[-1].rsplit("\nOUTPUT>>>", 1)[0].strip()
+
+
 def _section(system: str, heading: str) -> str | None:
     match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", system, re.M | re.S)
     return match.group(1).strip() if match else None
@@ -119,7 +125,7 @@ class SimulatedTeam:
             plan = self.plans[min(self.calls[kind], len(self.plans)) - 1]
             return reply(json=plan, latency=latency)
         if kind == "judge":
-            text = system.split("<<<OUTPUT\n", 1)[-1].rsplit("\nOUTPUT>>>", 1)[0].strip()
+            text = checked_output(request)
             rubric = _section(system, "The rubric") or ""
             rubric = rubric.removeprefix(
                 "Judge the output against these criteria, and nothing else:"
