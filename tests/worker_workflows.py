@@ -19,3 +19,8 @@ async def slow_step(i: int, log_path: str) -> int:
 @workflow(name="slow_chain")
 async def slow_chain(ctx: Context, n: int, log_path: str) -> list[int]:
     return [await ctx.run(slow_step, i, log_path) for i in range(n)]
+
+
+@workflow(name="slow_fanout")
+async def slow_fanout(ctx: Context, n: int, log_path: str) -> list[int]:
+    return list(await ctx.gather(*(ctx.run(slow_step, i, log_path) for i in range(n))))

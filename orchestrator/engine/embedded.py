@@ -38,7 +38,11 @@ from taskloom.engine.idlestop import parse_watcher_name, pid_alive
 from taskloom.engine.serverbinary import find_redis_server, server_command
 from taskloom.errors import ConfigurationError, EmbeddedRedisError
 
-__all__ = ["EmbeddedRedis", "find_redis_server"]  # the latter from serverbinary, as before
+__all__ = [
+    "EmbeddedRedis",
+    "find_redis_server",  # from serverbinary, as before
+    "parent_death_signal",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -49,8 +53,9 @@ _SHUTDOWN_TIMEOUT = 10.0
 _PR_SET_PDEATHSIG = 1
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes Linux send SIGTERM to the child when its parent dies."""
+def parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes Linux send SIGTERM to the child when its parent dies
+    (``None`` elsewhere): the embedded server's watcher, ``worker --processes``'s workers."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -408,7 +413,7 @@ class EmbeddedRedis:
             proc = _start(
                 command,
                 self._logfile,
-                preexec_fn=None if self._keep else _parent_death_signal(),
+                preexec_fn=None if self._keep else parent_death_signal(),
             )
         except OSError as exc:
             raise EmbeddedRedisError(

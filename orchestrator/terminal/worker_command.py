@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from taskloom.cliargs import int_in
 from taskloom.engine.worker import settle_memory
+from taskloom.errors import UserError
 from taskloom.terminal.output import out
 
 if TYPE_CHECKING:
@@ -35,9 +36,17 @@ def register(cmd: Command) -> None:
         "--concurrency", type=int_in(1, 10_000), help="activities at once (TASKLOOM_CONCURRENCY)"
     )
     w.add_argument(
+        "--processes",
+        type=int_in(1, 256),
+        default=1,
+        help="worker processes to run, each with --concurrency slots (one per core uses "
+        "them all); one that exits on its own is started again (default 1)",
+    )
+    w.add_argument(
         "--metrics-port",
         type=int_in(0, 65535),
-        help="serve Prometheus metrics on /metrics at this port",
+        help="serve Prometheus metrics on /metrics at this port (with --processes N, "
+        "process i at PORT+i)",
     )
     w.add_argument(
         "--metrics-host", default="127.0.0.1", help="address for --metrics-port (default: local)"
@@ -45,6 +54,10 @@ def register(cmd: Command) -> None:
 
 
 async def _worker(args: argparse.Namespace, orch: Orchestrator) -> int:
+    if args.processes > 1:
+        from taskloom.terminal.worker_pool import supervise
+
+        return await supervise(args, metrics_ports=_metrics_ports(args))
     metrics = None
     if args.metrics_port is not None:  # prometheus_client, the WSGI server: only then
         from taskloom.engine.metrics import Metrics
@@ -66,6 +79,18 @@ async def _worker(args: argparse.Namespace, orch: Orchestrator) -> int:
         return await _serve(args, orch, worker, metrics)
     finally:
         ready.cancel()
+
+
+def _metrics_ports(args: argparse.Namespace) -> list[int | None]:
+    """Each process's ``--metrics-port`` under ``--processes N``: PORT, PORT+1, ...
+    (0: each a free port of its own, said as it starts)."""
+    n, port = args.processes, args.metrics_port
+    if port is None or port == 0:
+        return [port] * n
+    if port + n - 1 > 65535:
+        last = port + n - 1
+        raise UserError(f"--metrics-port {port} with --processes {n} needs ports up to {last}")
+    return [port + i for i in range(n)]
 
 
 async def _say_ready(worker: Worker) -> None:
