@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # main() loads them, with the command's module, while the GC 
     from taskloom.client import Orchestrator
     from taskloom.settings import Settings
 
-__all__ = ["main"]
+__all__ = ["global_argv", "main"]
 
 Handler = Callable[[argparse.Namespace, "Orchestrator"], Coroutine[Any, Any, int]]
 Command = Callable[[str, Handler, str], argparse.ArgumentParser]
@@ -71,6 +71,17 @@ modules)."""
 
 _VALUED = ("--redis-url", "--data-dir", "--key-prefix")
 """The global options that take a value (the word after them is not the command)."""
+
+
+def global_argv(args: argparse.Namespace) -> list[str]:
+    """The global options ``args`` was given, as words before a command (for a process
+    this one starts on the same store: ``worker --processes``)."""
+    words: list[str] = []
+    for flag in _VALUED:
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is not None:
+            words += [flag, str(value)]
+    return [*words, "--debug"] if args.debug else words
 
 
 def _command_of(argv: Sequence[str]) -> str | None:

@@ -17,10 +17,9 @@ import asyncio
 import contextlib
 import signal
 import sys
-import time
-from dataclasses import dataclass
 
 from taskloom.engine.embedded import parent_death_signal
+from taskloom.terminal.cli import global_argv
 from taskloom.terminal.output import out
 
 __all__ = ["RESTART_PAUSE_S", "child_argv", "supervise"]
@@ -34,31 +33,12 @@ REFUSED = 2
 def child_argv(args: argparse.Namespace) -> list[str]:
     """The command line of one worker process: this one's options, without
     ``--processes``."""
-    argv = [sys.executable, "-m", "taskloom.terminal.cli"]
-    for flag, value in (
-        ("--redis-url", args.redis_url),
-        ("--data-dir", args.data_dir),
-        ("--key-prefix", args.key_prefix),
-    ):
-        if value is not None:
-            argv += [flag, str(value)]
-    if args.debug:
-        argv.append("--debug")
-    argv.append("worker")
+    argv = [sys.executable, "-m", "taskloom.terminal.cli", *global_argv(args), "worker"]
     for module in args.imports or []:
         argv += ["--import", module]
     if args.concurrency is not None:
         argv += ["--concurrency", str(args.concurrency)]
     return argv
-
-
-@dataclass
-class _Slot:
-    """One of the N processes: its number, and the process running in it now."""
-
-    index: int
-    proc: asyncio.subprocess.Process | None = None
-    started: float = 0.0
 
 
 async def supervise(args: argparse.Namespace, *, metrics_ports: list[int | None]) -> int:
@@ -69,64 +49,58 @@ async def supervise(args: argparse.Namespace, *, metrics_ports: list[int | None]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    slots = [_Slot(i) for i in range(args.processes)]
-    base = child_argv(args)
-
-    async def start(slot: _Slot) -> None:
-        argv = list(base)
-        port = metrics_ports[slot.index]
-        if port is not None:
-            argv += ["--metrics-port", str(port), "--metrics-host", args.metrics_host]
-        slot.proc = await asyncio.create_subprocess_exec(*argv, preexec_fn=parent_death_signal())
-        slot.started = time.monotonic()
-        out(f"worker process {slot.index + 1} of {len(slots)}: pid {slot.proc.pid}")
-
-    for slot in slots:
-        await start(slot)
+    n, base = args.processes, child_argv(args)
+    running: dict[int, asyncio.subprocess.Process] = {}  # process number -> its process
     refused = 0
-    try:
-        waits = {asyncio.ensure_future(_exited(s)): s for s in slots}
-        stop = asyncio.ensure_future(stopping.wait())
-        while not stopping.is_set():
-            done, _ = await asyncio.wait([stop, *waits], return_when=asyncio.FIRST_COMPLETED)
-            for task in done - {stop}:
-                slot = waits.pop(task)
-                code = task.result()
+
+    async def keep(i: int) -> None:
+        """Keep process ``i`` running until the command stops; a process refused for
+        good, or one that cannot be started (an OSError), stops the command."""
+        nonlocal refused
+        argv = list(base)
+        if metrics_ports[i] is not None:
+            argv += ["--metrics-port", str(metrics_ports[i]), "--metrics-host", args.metrics_host]
+        try:
+            while not stopping.is_set():
+                proc = await asyncio.create_subprocess_exec(*argv, preexec_fn=parent_death_signal())
+                running[i] = proc
+                out(f"worker process {i + 1} of {n}: pid {proc.pid}")
+                if stopping.is_set():  # the stop came while it started: not seen by _stop
+                    _stop([proc])
+                code = await proc.wait()
                 if stopping.is_set():
-                    continue
+                    return
                 if code == REFUSED:
                     out(
-                        f"worker process {slot.index + 1} exited with code 2 (refused, or an "
-                        "option it cannot serve: starting it again cannot help); stopping all"
+                        f"worker process {i + 1} exited with code 2 (refused, or an option "
+                        "it cannot serve: starting it again cannot help); stopping all"
                     )
                     refused = code
-                    stopping.set()
-                    continue
+                    return
                 out(
-                    f"worker process {slot.index + 1} (pid {slot.proc.pid if slot.proc else '?'}) "
-                    f"exited with code {code}; starting another in {RESTART_PAUSE_S:g}s"
+                    f"worker process {i + 1} (pid {proc.pid}) exited with code {code}; "
+                    f"starting another in {RESTART_PAUSE_S:g}s"
                 )
-                await asyncio.sleep(RESTART_PAUSE_S)
-                if stopping.is_set():
-                    continue
-                await start(slot)
-                waits[asyncio.ensure_future(_exited(slot))] = slot
-        stop.cancel()
+                with contextlib.suppress(TimeoutError):  # the pause, unless told to stop
+                    await asyncio.wait_for(stopping.wait(), RESTART_PAUSE_S)
+        finally:
+            stopping.set()
+
+    keepers = [asyncio.ensure_future(keep(i)) for i in range(n)]
+    try:
+        await stopping.wait()
     finally:
-        await _stop_all(slots)
+        _stop(list(running.values()))  # each stops gracefully: finishes or hands over
+        ended = await asyncio.gather(*keepers, return_exceptions=True)
+    for failure in ended:
+        if isinstance(failure, Exception):
+            raise failure
     return refused
 
 
-async def _exited(slot: _Slot) -> int:
-    assert slot.proc is not None
-    return await slot.proc.wait()
-
-
-async def _stop_all(slots: list[_Slot]) -> None:
-    """SIGTERM to every process still running, then wait for them (each stops
-    gracefully: it finishes or hands over its work)."""
-    running = [s.proc for s in slots if s.proc is not None and s.proc.returncode is None]
-    for proc in running:
-        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
-            proc.send_signal(signal.SIGTERM)
-    await asyncio.gather(*(proc.wait() for proc in running))
+def _stop(procs: list[asyncio.subprocess.Process]) -> None:
+    """SIGTERM to each of ``procs`` still running."""
+    for proc in procs:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                proc.send_signal(signal.SIGTERM)
