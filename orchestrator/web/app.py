@@ -190,22 +190,17 @@ class _Inbox:
         ]
         self.app = Starlette(
             routes=routes,
-            exception_handlers={HTTPException: self._http_error},
+            exception_handlers={
+                HTTPException: self._http_error,
+                # Whatever a page was doing when Redis went out of reach or refused.
+                RedisError: self._store_down,
+                RedisUnavailableError: self._store_down,
+                RedisRefusedError: self._store_down,
+            },
         )
 
     # -- plumbing -----------------------------------------------------------------------
-    def _page(self, handler: Handler, access: Access) -> Callable[[Request], Awaitable[Response]]:
-        serve = self._serve(handler, access)
-
-        async def endpoint(request: Request) -> Response:
-            try:
-                return await serve(request)
-            except (RedisError, RedisUnavailableError, RedisRefusedError) as exc:
-                return self._store_down(request, exc)
-
-        return endpoint
-
-    def _store_down(self, request: Request, exc: Exception) -> Response:
+    async def _store_down(self, request: Request, exc: Exception) -> Response:
         """Redis out of reach (after the client's own retries) or refusing: a 503 page
         that says so, and one log line, instead of a bare 500 and a traceback per
         request."""
@@ -225,7 +220,7 @@ class _Inbox:
         response.headers["Retry-After"] = str(STORE_DOWN_RETRY_S)
         return _secured(response)
 
-    def _serve(self, handler: Handler, access: Access) -> Callable[[Request], Awaitable[Response]]:
+    def _page(self, handler: Handler, access: Access) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             session = await self.sessions.load(request.cookies.get(SESSION_COOKIE))
             token = request.query_params.get("link")
