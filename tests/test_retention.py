@@ -178,10 +178,10 @@ async def test_a_deleted_run_leaves_no_key_behind(
         result = await handle.result(timeout=20)
     assert result == {"story": "once upon a time", "size": 5000, "decision": "yes"}
     owned = await keys_of(client, prefix, handle.run_id)
-    keys, budget = orch.store.keys, BudgetKeys(prefix)
+    keys = orch.store.keys
     for key in (
-        budget.budget(handle.run_id),
-        budget.expiry(handle.run_id),
+        keys.budgets.budget(handle.run_id),
+        keys.budgets.expiry(handle.run_id),
         keys.inbox_task(task.id),
         keys.blobs(handle.run_id),
     ):

@@ -36,10 +36,12 @@ STATUSES = ACTIVE_STATUSES + TERMINAL_STATUSES
 class Keys:
     """Key names under one prefix (``Settings.key_prefix``)."""
 
-    __slots__ = ("prefix",)
+    __slots__ = ("budgets", "prefix")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
+        self.budgets = BudgetKeys(prefix)
+        """The LLM layer's budget keys of each run, beside the run: deleting it takes them."""
 
     # -- one run: all share the {run_id} tag -------------------------------------------
     def meta(self, run_id: str) -> str:
@@ -105,8 +107,7 @@ class Keys:
             self.last_write(run_id),
             self.sent(run_id),
             self.ended(run_id),
-            # The LLM layer's budget of the run, beside it: deleting the run takes it.
-            *BudgetKeys(self.prefix).all(run_id),
+            *self.budgets.all(run_id),
         ]
         for seq in seqs:
             out += (self.claim(run_id, seq), self.live(run_id, seq))
