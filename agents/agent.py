@@ -19,13 +19,12 @@ import asyncio
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any
 
 from taskloom.luascripts import LuaScripts
 
@@ -39,9 +38,13 @@ from .metering import MeteredProvider
 from .pricing import PriceTable
 from .prompts import Prompts
 from .providers import default_model, open_provider, split_model
-from .structured import RefusedModes, complete_structured, json_schema_text
 from .telemetry import Pricer
-from .tools import Tool, run_tool_loop
+
+if TYPE_CHECKING:  # pydantic, and what is built on it, loads with an agent that needs it
+    from pydantic import BaseModel
+
+    from .structured import RefusedModes
+    from .tools import Tool
 
 __all__ = ["Agent", "AgentResult", "AgentRunner", "CallObserver", "Finisher", "LimitObserver"]
 
@@ -58,6 +61,15 @@ LimitObserver = Callable[[str, str], None]
 Finisher = Callable[["AgentResult"], Awaitable[PipelineStep | None]]
 """Given a call's result before its holds are settled; may return commands for the
 settle's pipeline (:meth:`AgentRunner.run`'s ``finish``)."""
+
+
+def _is_model_class(value: object) -> bool:
+    """Whether ``value`` is a pydantic model class (pydantic is imported if it is one: a
+    process without it holds none, and a worker of plain agents need not load it)."""
+    pydantic = sys.modules.get("pydantic")
+    return (
+        pydantic is not None and isinstance(value, type) and issubclass(value, pydantic.BaseModel)
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,9 +95,7 @@ class Agent:
     def __post_init__(self) -> None:
         if not self.name:
             raise UserError("an Agent needs a name")
-        if self.output is not None and not (
-            isinstance(self.output, type) and issubclass(self.output, BaseModel)
-        ):
+        if self.output is not None and not _is_model_class(self.output):
             raise UserError(f"agent {self.name!r}: output= takes a pydantic model class")
         if self.max_tokens < 1 or self.max_turns < 1:
             raise UserError(f"agent {self.name!r}: max_tokens and max_turns must be >= 1")
@@ -306,6 +316,8 @@ class AgentRunner:
             client = await self.client(provider_name)
             metered = provider = MeteredProvider(client, price=self._pricer(ref))
             if agent.tools:
+                from .tools import run_tool_loop  # loaded already: its Tools were made
+
                 looped = await run_tool_loop(
                     provider, request, agent.tools, max_turns=agent.max_turns, stream=stream
                 )
@@ -314,6 +326,8 @@ class AgentRunner:
                 messages = [*looped.messages, Message(role="assistant", content=text)]
                 request = LLMRequest(**{**request.__dict__, "messages": tuple(messages)})
             if agent.output is not None:
+                from .structured import complete_structured  # pydantic: loaded (the output's)
+
                 shaped = await complete_structured(
                     provider, request, agent.output, stream=stream, refused=self._refused
                 )
@@ -402,6 +416,8 @@ class AgentRunner:
                 {"name": t.name, "description": t.description} for t in agent.tools
             ]
         if agent.output is not None:
+            from .structured import json_schema_text
+
             variables["output_schema"] = json_schema_text(agent.output)
         return self.prompts.render(agent.instructions, **variables)
 

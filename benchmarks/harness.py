@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ __all__ = [
 
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_LEASE_TTL_S = float(Settings.model_fields["lease_ttl"].default)
+DEFAULT_LEASE_TTL_S = next(f.default for f in fields(Settings) if f.name == "lease_ttl")
 READY_TIMEOUT_S = 30.0
 READY_LINE = ": ready, "  # taskloom worker's line once its background loading is done
 RESULT_TIMEOUT_S = 60.0

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from taskloom.agents.budget import Budgets, BudgetUsage
@@ -393,6 +392,8 @@ class Orchestrator:
             "replan_on_failure": replan_on_failure,
             **options,
         }
+        from pydantic import ValidationError  # loaded with the pipeline above
+
         try:
             request = pipeline.PipelineRequest.model_validate(fields)
         except ValidationError as exc:

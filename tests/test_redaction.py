@@ -3,6 +3,7 @@ command output and repr (issue 15, finding 3)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from collections.abc import Iterator
@@ -94,6 +95,7 @@ def test_settings_never_show_passwords_or_secrets() -> None:
         webhook_secret="w" * 32 + PASSWORD,
         secret="s" * 32 + PASSWORD,
         inbox_token="i" * 32 + PASSWORD,
+        metrics_token="m" * 32 + PASSWORD,
     )
     for shown in (repr(settings), str(settings), f"{settings}", f"{settings!r}"):
         assert PASSWORD not in shown
@@ -102,11 +104,12 @@ def test_settings_never_show_passwords_or_secrets() -> None:
     display = settings.display()
     assert PASSWORD not in str(display)
     assert display["webhook_secret"] == display["secret"] == display["inbox_token"] == "***"
+    assert display["metrics_token"] == "***"  # shown before
     assert display["smtp_url"] == "smtps://me:***@mail:465"
     # The values themselves are unchanged for the code that connects with them.
     assert settings.redis_url == f"redis://app:{PASSWORD}@cache:6379/0"
-    assert settings.model_dump()["smtp_url"] == f"smtps://me:{PASSWORD}@mail:465"
-    assert Settings(**settings.model_dump()) == settings
+    assert dataclasses.asdict(settings)["smtp_url"] == f"smtps://me:{PASSWORD}@mail:465"
+    assert Settings(**dataclasses.asdict(settings)) == settings
 
 
 # -- what the command line prints ---------------------------------------------------------

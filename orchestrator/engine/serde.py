@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from json import decoder as _json_decoder
 from json import encoder as _json_encoder
 from typing import Any
-
-from pydantic import BaseModel
 
 from taskloom.errors import SerializationError
 
@@ -20,7 +19,10 @@ __all__ = ["digest", "dumps", "loads"]
 
 
 def _default(value: Any) -> Any:
-    if isinstance(value, BaseModel):
+    # pydantic is not imported for this: a process that has not imported it (a worker of
+    # plain engine code) holds no model to dump.
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(value, pydantic.BaseModel):
         return value.model_dump(mode="json")
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 

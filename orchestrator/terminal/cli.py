@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import importlib
 import json
@@ -103,7 +104,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         redis_url=args.redis_url, data_dir=args.data_dir, key_prefix=args.key_prefix, **extra
     )
     if settings.embedded_keep is None:  # a command leaves the embedded Redis to the next
-        settings = settings.model_copy(update={"embedded_keep": True})
+        settings = dataclasses.replace(settings, embedded_keep=True)
     return settings
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
@@ -96,7 +97,7 @@ async def _demo(args: argparse.Namespace, orch: Orchestrator) -> int:
     update: dict[str, Any] = {"key_prefix": namespace}
     if not args.keep:
         update["blob_url"] = str(blobs)
-    demo = Orchestrator(settings=settings.model_copy(update=update), client=orch.store.raw)
+    demo = Orchestrator(settings=dataclasses.replace(settings, **update), client=orch.store.raw)
     await demo.connect()
     team = demo_team()
     try:
