@@ -17,6 +17,12 @@ The yardstick, ``cold_start_raw_s``: W4's raw loop (:mod:`benchmarks.raw_worker`
 redis-py and the standard library) launched the same way with one task waiting, to the
 start of that task: what any worker in Python on redis-py pays on this machine (the
 interpreter, asyncio, redis-py, a connection), before any code of taskloom's.
+
+``cold_start_without_otel_sdk_s`` and ``cold_start_raw_without_otel_sdk_s``: the first
+and the yardstick again, launched where the OpenTelemetry SDK cannot be imported
+(:mod:`benchmarks.without_otel_sdk`), as on an install without taskloom's ``otel``
+extra: redis-py 8 imports the SDK's metrics at import time whenever the SDK is
+installed, and this environment has it (the trace tests need it).
 """
 
 from __future__ import annotations
@@ -51,8 +57,20 @@ def bytecode_env(bench: Bench, *, cached: bool = True) -> dict[str, str]:
     return {"PYTHONPYCACHEPREFIX": str(bench.tmp / "no-pycache"), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
+WITHOUT_OTEL_SDK = ("-m", "benchmarks.without_otel_sdk")
+"""How a process is launched as on an install without the ``otel`` extra
+(:mod:`benchmarks.without_otel_sdk`)."""
+
+
 async def _launch(
-    bench: Bench, module: str, workflow: str, args: list[Any], label: str, *, cached: bool = True
+    bench: Bench,
+    module: str,
+    workflow: str,
+    args: list[Any],
+    label: str,
+    *,
+    cached: bool = True,
+    launcher: tuple[str, ...] = (),
 ) -> float:
     """Seconds from one worker process's launch to its first activity's start."""
     worker = bench.worker(
@@ -61,6 +79,7 @@ async def _launch(
         label=f"-{module.rsplit('.', 1)[-1]}-{label}",
         module=module,
         extra_env=bytecode_env(bench, cached=cached),
+        launcher=launcher,
     )
     async with bench.orchestrator("cold") as orch:
         handle = await orch.start(workflow, *args)
@@ -74,7 +93,7 @@ async def _launch(
     return float(started) - launched
 
 
-async def _launch_raw(bench: Bench, label: str) -> float:
+async def _launch_raw(bench: Bench, label: str, *, launcher: tuple[str, ...] = ()) -> float:
     """Seconds from launching W4's raw loop, a task waiting, to that task's start (its
     task takes no time: the line it appends is written as it starts; the file's
     modification time says when)."""
@@ -89,7 +108,7 @@ async def _launch_raw(bench: Bench, label: str) -> float:
         await client.xadd(f"{key}:tasks", {"i": "0"})
         launched = time.time()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.raw_worker", *args],
+            [sys.executable, *launcher, "-m", "benchmarks.raw_worker", *args],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -116,12 +135,14 @@ async def run(bench: Bench) -> dict[str, Any]:
     plain_args: tuple[str, str, list[Any]] = ("benchmarks.cold_workloads", cw.PLAIN, [])
     await _launch(bench, *full_args, "compile")  # fills the cache: pip's compile step
     await _launch_raw(bench, "compile")
-    full, plain, nocache, raw = [], [], [], []
-    for i in range(LAUNCHES):  # interleaved: the machine's load falls on all four alike
+    full, plain, nocache, raw, bare, bare_raw = [], [], [], [], [], []
+    for i in range(LAUNCHES):  # interleaved: the machine's load falls on all of them alike
         full.append(await _launch(bench, *full_args, str(i)))
         plain.append(await _launch(bench, *plain_args, str(i)))
         nocache.append(await _launch(bench, *full_args, f"nocache-{i}", cached=False))
         raw.append(await _launch_raw(bench, str(i)))
+        bare.append(await _launch(bench, *full_args, f"bare-{i}", launcher=WITHOUT_OTEL_SDK))
+        bare_raw.append(await _launch_raw(bench, f"bare-{i}", launcher=WITHOUT_OTEL_SDK))
     return {
         "workload": "cold_start",
         "cold_start_s": rounded(median(full)),
@@ -129,6 +150,8 @@ async def run(bench: Bench) -> dict[str, Any]:
         "cold_start_nocache_s": rounded(median(nocache)),
         "cold_start_max_s": rounded(max(full)),
         "cold_start_raw_s": rounded(median(raw)),
+        "cold_start_without_otel_sdk_s": rounded(median(bare)),
+        "cold_start_raw_without_otel_sdk_s": rounded(median(bare_raw)),
         "launches": LAUNCHES,
         "method": (
             "launch of `python -m taskloom.terminal.cli worker` to its first activity's "
@@ -138,6 +161,10 @@ async def run(bench: Bench) -> dict[str, Any]:
             "cold_start_nocache_s compiles every module from source (no cache). "
             "cold_start_raw_s: W4's raw redis-py loop (benchmarks/raw_worker.py) "
             "launched the same way, one task waiting, to its start (the task writes "
-            "a line as it starts; the file's mtime)."
+            "a line as it starts; the file's mtime). The _without_otel_sdk_s pair: "
+            "the same two launched through benchmarks/without_otel_sdk.py, where the "
+            "OpenTelemetry SDK cannot be imported, as on an install without the otel "
+            "extra (redis-py 8 imports the SDK's metrics at import whenever it is "
+            "installed; this environment has it for the trace tests)."
         ),
     }

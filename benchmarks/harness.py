@@ -152,10 +152,14 @@ class WorkerProcess:
         log_path: Path,
         extra_env: dict[str, str] | None = None,
         module: str = "benchmarks.workloads",
+        launcher: Sequence[str] = (),
     ) -> None:
         self.extra_env = dict(extra_env or {})
         self.module = module
         """The module whose definitions it serves (``--import``)."""
+        self.launcher = list(launcher)
+        """Interpreter arguments before ``-m taskloom.terminal.cli`` (``["-m",
+        "benchmarks.without_otel_sdk"]``: run through that module)."""
         self.redis_url = redis_url
         self.prefix = prefix
         self.concurrency = concurrency
@@ -189,6 +193,7 @@ class WorkerProcess:
         """Start the process (returns at once; see :func:`warm_up` for readiness)."""
         args = [
             sys.executable,
+            *self.launcher,
             "-m",
             "taskloom.terminal.cli",
             "worker",
@@ -324,10 +329,13 @@ class Bench:
         label: str = "",
         extra_env: dict[str, str] | None = None,
         module: str = "benchmarks.workloads",
+        launcher: Sequence[str] = (),
     ) -> WorkerProcess:
-        """A (not yet started) worker process for ``workload``, serving ``module``."""
+        """A (not yet started) worker process for ``workload``, serving ``module``
+        (``launcher``: see :attr:`WorkerProcess.launcher`)."""
         return WorkerProcess(
             module=module,
+            launcher=launcher,
             redis_url=self.redis_url,
             prefix=self.sub_prefix(workload),
             concurrency=concurrency,

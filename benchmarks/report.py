@@ -185,8 +185,9 @@ def _cold_start(row: dict[str, Any]) -> str:
         f"launch to first activity {row['cold_start_s']} s (plain engine code "
         f"{row['cold_start_plain_s']} s; slowest {row['cold_start_max_s']} s; "
         f"compiling from source {row.get('cold_start_nocache_s')} s; a raw redis-py "
-        f"worker {row.get('cold_start_raw_s')} s), "
-        f"median of {row['launches']}"
+        f"worker {row.get('cold_start_raw_s')} s; without the OpenTelemetry SDK "
+        f"{row.get('cold_start_without_otel_sdk_s')} s, the raw worker "
+        f"{row.get('cold_start_raw_without_otel_sdk_s')} s), median of {row['launches']}"
     )
 
 
