@@ -248,3 +248,18 @@ def test_the_cli_worker_says_when_its_background_layers_are_in(redis_url: str, p
     counted = [int(line.split(" workflows")[0].rsplit(" ", 1)[1]) for line in (first, ready)]
     assert ": ready, " in ready, (first, ready)
     assert counted[1] > counted[0], (first, ready)
+
+
+@pytest.mark.parametrize("module", ["runs_commands", "dlq_commands", "inbox_cli"])
+def test_the_commands_that_show_runs_load_neither_the_pipeline_nor_pydantic(module: str) -> None:
+    """``taskloom status``, ``runs``, ``result``, ``history``, ``dlq`` and ``inbox`` read
+    what is recorded: the pipeline's name and its log entries
+    (:mod:`taskloom.pipeline.entries`), not the pipeline, its plans and pydantic models,
+    which took ``status`` from ~0.35 to ~0.75 s."""
+    code = (
+        "import sys, taskloom.terminal.cli, taskloom.terminal.store_commands, "
+        f"taskloom.terminal.{module}; "
+        "print([m for m in ('taskloom.pipeline.pipeline', 'taskloom.pipeline.plan', "
+        "'pydantic') if m in sys.modules])"
+    )
+    assert _python(code) == "[]"

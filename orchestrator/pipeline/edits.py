@@ -14,7 +14,6 @@ from typing import Any
 
 from taskloom.engine.human import HumanTask
 from taskloom.errors import PlanError, UserError
-from taskloom.pipeline.plan import parse_plan
 
 __all__ = [
     "MAX_EDIT_BYTES",
@@ -79,6 +78,8 @@ class Editable:
         except ValueError as exc:
             return None, [f"not JSON: {exc}"]
         if self.field == "plan":
+            from taskloom.pipeline.plan import parse_plan  # pydantic: only for a plan
+
             try:
                 parse_plan(value)
             except PlanError as exc:

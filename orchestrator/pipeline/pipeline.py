@@ -42,7 +42,7 @@ retries, escalations and outcome, the re-plan diffs and the integration.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -51,9 +51,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from taskloom.agents.agent import Agent
 from taskloom.engine.definitions import ActivityDef, workflow
 from taskloom.engine.human import Decision
-from taskloom.engine.store import Event
 from taskloom.errors import ActivityError, HumanTaskExpiredError, WorkflowError
 from taskloom.pipeline.crossgate import CrossGate, final_check
+from taskloom.pipeline.entries import PIPELINE_NAME, pipeline_entry, pipeline_events
 from taskloom.pipeline.plan import Plan, PlanActivity, diff_plans, spec_keys
 from taskloom.pipeline.planner import Planner
 from taskloom.pipeline.policy import ActivityRun, Work, edited, problem_of
@@ -65,7 +65,6 @@ from taskloom.pipeline.verification import CustomVerifiers, install_verifiers
 from taskloom.verifiers import VerifySpec
 
 if TYPE_CHECKING:
-    from taskloom.client import RunHandle
     from taskloom.engine.worker import Worker
     from taskloom.verifiers import CrossCheck
 
@@ -79,7 +78,6 @@ __all__ = [
     "pipeline_events",
 ]
 
-PIPELINE_NAME = "taskloom.pipeline"
 SUPERSEDED = "superseded by a re-plan"
 
 
@@ -181,25 +179,6 @@ def add_builtin_roles(subagents: Subagents) -> None:
     for agent in (PLANNER, INTEGRATOR, *BUILTIN_ROLES):
         if agent.name not in known:
             subagents.add(agent)
-
-
-async def pipeline_events(
-    handle: RunHandle, *, follow: bool = True
-) -> AsyncIterator[dict[str, Any]]:
-    """The pipeline's decisions as they are recorded: dicts with ``event`` (``planned``,
-    ``activity``, ``replanned``, ``integrated``, ...) and its data."""
-    async for event in handle.events(follow=follow):
-        entry = pipeline_entry(event)
-        if entry is not None:
-            yield entry
-
-
-def pipeline_entry(event: Event) -> dict[str, Any] | None:
-    """A log event as one of the pipeline's decisions, or ``None`` if it is not one."""
-    name = str(event.data.get("name", ""))
-    if event.type == "value_recorded" and name.startswith("pipeline."):
-        return {"event": name.removeprefix("pipeline."), **(event.data.get("value") or {})}
-    return None
 
 
 class Pipeline:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskloom.engine.store import Event
-from taskloom.pipeline.pipeline import pipeline_entry
+from taskloom.pipeline.entries import pipeline_entry
 from taskloom.pipeline.plan import Plan
 
 __all__ = ["ACTIVE", "DONE", "Bar", "PlanVersion", "RunProgress", "Step", "TimelineRow", "event_ms"]

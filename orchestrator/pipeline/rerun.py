@@ -47,7 +47,7 @@ _PIPELINE = "taskloom.pipeline"
 
 def _entry(event: Event) -> dict[str, Any] | None:
     # Imported here: the workflow's module imports this one for its follow-ups.
-    from taskloom.pipeline.pipeline import pipeline_entry
+    from taskloom.pipeline.entries import pipeline_entry
 
     return pipeline_entry(event)
 

@@ -22,7 +22,7 @@ from taskloom.display import clip, one_line
 from taskloom.engine.human import HumanTask
 from taskloom.errors import HumanTaskClosedError, RunCancelledError, RunFailedError, UserError
 from taskloom.pipeline.edits import editable
-from taskloom.pipeline.pipeline import pipeline_events
+from taskloom.pipeline.entries import pipeline_events
 
 if TYPE_CHECKING:
     from taskloom.terminal.liveview import LiveView

@@ -17,7 +17,7 @@ from taskloom.engine.keys import STATUSES
 from taskloom.engine.store import Event, RunInfo
 from taskloom.errors import RunCancelledError, RunFailedError, UserError
 from taskloom.pipeline.endpoints import served_by
-from taskloom.pipeline.pipeline import PIPELINE_NAME as PIPELINE
+from taskloom.pipeline.entries import PIPELINE_NAME as PIPELINE
 from taskloom.terminal import runview
 from taskloom.terminal.output import out, short
 

@@ -18,7 +18,7 @@ from typing import Any
 from taskloom.display import clip, duration, one_line
 from taskloom.engine.store import Event
 from taskloom.pipeline.endpoints import served_by
-from taskloom.pipeline.pipeline import pipeline_entry
+from taskloom.pipeline.entries import pipeline_entry
 from taskloom.terminal.console import describe
 
 __all__ = [

@@ -20,7 +20,7 @@ from taskloom.display import one_line
 from taskloom.engine.keys import STATUSES, TERMINAL_STATUSES
 from taskloom.engine.payloads import Payloads
 from taskloom.engine.runindex import IndexedRun, RunIndex
-from taskloom.pipeline.pipeline import PIPELINE_NAME
+from taskloom.pipeline.entries import PIPELINE_NAME
 
 __all__ = ["PAGE_SIZE", "SCAN_LIMIT", "RunAbout", "RunRow", "RunsFound", "describe", "find_runs"]
 

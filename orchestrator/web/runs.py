@@ -33,8 +33,8 @@ from taskloom.engine.keys import STATUSES, TERMINAL_STATUSES
 from taskloom.engine.payloads import Payloads
 from taskloom.engine.store import Event, RunInfo
 from taskloom.errors import TaskloomError
+from taskloom.pipeline.entries import PIPELINE_NAME
 from taskloom.pipeline.livetokens import LiveText, LiveTokens
-from taskloom.pipeline.pipeline import PIPELINE_NAME
 from taskloom.pipeline.progress import PlanVersion, RunProgress
 from taskloom.pipeline.templates import template_names
 from taskloom.web.drawing import Gantt, Graph, gantt, plan_graph

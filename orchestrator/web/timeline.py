@@ -9,7 +9,7 @@ from typing import Any
 
 from taskloom.display import one_line
 from taskloom.engine.store import Event
-from taskloom.pipeline.pipeline import pipeline_entry
+from taskloom.pipeline.entries import pipeline_entry
 
 __all__ = ["Row", "event_row", "pipeline_text"]
 
