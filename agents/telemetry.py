@@ -19,16 +19,16 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from .llm import LLMRequest, LLMResponse, Usage
-
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
+
+    from .llm import LLMRequest, LLMResponse, Usage
 else:  # imported only when spans are on
     Span = Tracer = Any
 
 __all__ = ["Pricer", "Span", "call_ended", "call_started", "set_tracer", "tracer"]
 
-Pricer = Callable[[Usage], Decimal]
+Pricer = Callable[["Usage"], Decimal]  # the name: a worker of plain code loads no LLM types
 """The cost of a call's usage (the runner's price table for its model)."""
 
 _tracer: Tracer | None = None

@@ -37,7 +37,6 @@ from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
-from urllib.request import url2pathname
 
 from anyio import to_thread
 
@@ -474,6 +473,8 @@ def _file_url_path(url: str) -> Path:
             f"{url!r} names a file on host {parts.netloc!r}; a file URL must name a local "
             f"path, with three slashes: file:///var/lib/taskloom/blobs"
         )
+    from urllib.request import url2pathname  # http.client and email with it: only here
+
     return Path(url2pathname(unquote(parts.path)))
 
 
