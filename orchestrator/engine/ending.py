@@ -50,6 +50,7 @@ class Ending:
             cancel()
         ex.timer_handles.clear()
         event: RunEnded
+        text: str | None = None  # a completed run's result, encoded once
         if task.cancelled() and ex.timed_out:
             err = error_dict(
                 RunTimeoutError(f"run {ex.run_id} ran past its timeout; it was stopped")
@@ -65,7 +66,7 @@ class Ending:
         else:
             result = task.result()
             try:
-                serde.dumps(result, what=f"result of workflow {ex.workflow_name!r}")
+                text = serde.dumps(result, what=f"result of workflow {ex.workflow_name!r}")
                 status, event = "completed", {"type": "run_completed", "result": result}
             except TaskloomError as ser:
                 err = error_dict(ser)
@@ -77,14 +78,18 @@ class Ending:
             ex.task = loop.create_task(ex.compensation.run(status, event, result))
             ex.task.add_done_callback(self._on_compensated)
             return
-        self._finishing = loop.create_task(self._finish(status, event, result))
+        self._finishing = loop.create_task(self._finish(status, event, result, text))
 
     def _on_compensated(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled() or task.exception() is not None:
             return  # evicted or lease lost: another incarnation compensates
         self._finishing = asyncio.get_running_loop().create_task(self._finish(*task.result()))
 
-    async def _finish(self, status: str, event: RunEnded, result: Any) -> None:
+    async def _finish(
+        self, status: str, event: RunEnded, result: Any, text: str | None = None
+    ) -> None:
+        """Record the run's end; ``text``: ``result`` as JSON, encoded once already (a
+        big result is not encoded twice more: for the status and in the event)."""
         ex = self._ex
         try:
             await ex.writes.drain()
@@ -92,10 +97,16 @@ class Ending:
                 ex.run_id,
                 ex.host.worker_id,
                 ex.epoch,
-                [Op(event=event)],
+                [
+                    Op(
+                        event=event,
+                        text=None if text is None else serde.dumps_spliced(event, "result", text),
+                    )
+                ],
                 claim_ttl_ms=ex.host.claim_ttl_ms,
                 status=status,
                 result=result,
+                result_text=text,
                 at_ms=ex.host.clock.now_ms(),
                 known=ex.known(),
             )

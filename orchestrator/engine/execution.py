@@ -391,7 +391,6 @@ class Execution:
         recorded value instead (whatever ``value`` is then)."""
         step = self._step(seq, "record", name)
         if step is None:  # a replay returns what was checked and recorded then
-            serde.dumps(value, what=f"recorded value {name!r}")
             event: ValueRecorded = {
                 "type": "value_recorded",
                 "seq": seq,
@@ -404,8 +403,9 @@ class Execution:
     def _record_step(
         self, seq: str, kind: str, name: str, event: NowRecorded | ValueRecorded
     ) -> _Step:
+        text = serde.dumps(event, what=f"recorded value {name!r}")  # checked, written as is
         step = self.steps[seq] = _Step(kind, name, done=True, value=event["value"])
-        self.writes.batch.ops.append(Op(event=event, mode="step", seq=seq))
+        self.writes.batch.ops.append(Op(event=event, mode="step", seq=seq, text=text))
         self.writes.queue_flush()
         return step
 

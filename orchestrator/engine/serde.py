@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Mapping
 from json import decoder as _json_decoder
 from json import encoder as _json_encoder
 from typing import Any
 
 from taskloom.errors import SerializationError
 
-__all__ = ["digest", "dumps", "loads"]
+__all__ = ["digest", "dumps", "dumps_spliced", "loads"]
 
 
 def _default(value: Any) -> Any:
@@ -71,6 +72,14 @@ def dumps(value: Any, *, what: str = "value") -> str:
             f"str, int, float, bool, None) or pydantic models, and convert other objects "
             f"first."
         ) from None
+
+
+def dumps_spliced(value: Mapping[str, Any], key: str, text: str) -> str:
+    """``value`` as :func:`dumps` writes it, with the JSON ``text`` as ``key``'s value:
+    a part encoded once already (a run's result, checked as it ended) is not encoded
+    again. ``key`` comes last (JSON objects have no order)."""
+    rest = dumps({k: v for k, v in value.items() if k != key})
+    return f"{rest[:-1]}{',' if len(rest) > 2 else ''}{dumps(key)}:{text}}}"
 
 
 def loads(text: str | bytes) -> Any:

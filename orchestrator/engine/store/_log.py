@@ -59,6 +59,9 @@ class Op:
     mode: Literal["log", "step", "sched"] = "log"
     seq: str = ""
     claim: bool = False
+    text: str | None = None
+    """The event as JSON, when its maker encoded it already (to check it could be
+    stored): written as it is, not encoded again."""
 
 
 class RunLog(RunRecords):
@@ -111,6 +114,7 @@ class RunLog(RunRecords):
         claim_ttl_ms: int,
         status: str = "",
         result: Any = None,
+        result_text: str | None = None,
         tasks: Sequence[tuple[str, dict[str, str]]] = (),
         at_ms: int | None = None,
         known: Sequence[str] = (),
@@ -120,7 +124,8 @@ class RunLog(RunRecords):
         ``tasks`` are ``(queue, fields)`` activity tasks sent in the same round trip,
         before the log entries: a crash in between re-schedules them on replay, never
         leaves a scheduled entry with no task behind it. ``at_ms``: the time of a status
-        change (the worker's clock; retention counts from a run's end). ``known``: log
+        change (the worker's clock; retention counts from a run's end). ``result_text``:
+        ``result`` as JSON, when the caller encoded it already. ``known``: log
         entries the owner saw; if Redis lost one, nothing is written and
         :class:`StoreRolledBackError` is raised (the owner replays instead).
         """
@@ -132,7 +137,7 @@ class RunLog(RunRecords):
             now_ms() if at_ms is None else at_ms,
             claim_ttl_ms,
             status,
-            serde.dumps(result) if status else "",
+            (serde.dumps(result) if result_text is None else result_text) if status else "",
             " ".join(known),
             len(ops),
             secrets.token_hex(8),  # a re-sent call returns its first reply (append.lua)
@@ -143,7 +148,8 @@ class RunLog(RunRecords):
             if op.claim:
                 keys.append(self.keys.claim(run_id, op.seq))
                 claim_index = len(keys)
-            args += [op.seq, op.mode, claim_index, serde.dumps(op.event)]
+            text = serde.dumps(op.event) if op.text is None else op.text
+            args += [op.seq, op.mode, claim_index, text]
 
         enqueues = self._enqueue_calls(tasks)
 
