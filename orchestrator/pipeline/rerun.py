@@ -32,6 +32,7 @@ from taskloom.engine.attempt import current
 from taskloom.engine.keys import TERMINAL_STATUSES
 from taskloom.engine.store import Event, Store
 from taskloom.errors import UserError
+from taskloom.pipeline.entries import PIPELINE_NAME, pipeline_entry
 from taskloom.pipeline.plan import Plan, spec_keys
 from taskloom.pipeline.policy import edited
 from taskloom.pipeline.subagents import Subagents
@@ -42,21 +43,12 @@ if TYPE_CHECKING:
 
 __all__ = ["downstream", "latest_plan", "previous_run", "read_request", "works_from_log"]
 
-_PIPELINE = "taskloom.pipeline"
-
-
-def _entry(event: Event) -> dict[str, Any] | None:
-    # Imported here: the workflow's module imports this one for its follow-ups.
-    from taskloom.pipeline.entries import pipeline_entry
-
-    return pipeline_entry(event)
-
 
 def latest_plan(events: Iterable[Event]) -> Plan | None:
     """The last plan a run's log adopted (``None``: it never had one)."""
     plan = None
     for event in events:
-        entry = _entry(event)
+        entry = pipeline_entry(event)
         if entry is not None and entry["event"] == "planned":
             plan = Plan.model_validate(entry.get("plan"))
     return plan
@@ -87,7 +79,7 @@ async def read_request(store: Store, payloads: Payloads, run_id: str) -> dict[st
     """The request a pipeline run was started with (its recorded input); a
     :class:`UserError` for a run of another workflow."""
     meta = await store.get_meta(run_id)
-    if meta.get("workflow") != _PIPELINE:
+    if meta.get("workflow") != PIPELINE_NAME:
         raise UserError(
             f"run {run_id} is a run of workflow {meta.get('workflow')!r}, not a pipeline run "
             f"of orch.submit: only those can be re-run from an activity"
@@ -114,7 +106,7 @@ async def previous_run(run_id: str) -> dict[str, Any]:
         result = await host.payloads.unpack(info.result)  # a big one is in the blob store
         if isinstance(result, dict) and "plan" in result:
             return result
-    elif info.workflow == _PIPELINE:
+    elif info.workflow == PIPELINE_NAME:
         events = await host.store.read_log(run_id)
         agents = Subagents.of(host).agents
         taken = await works_from_log(events, payloads=host.payloads, agents=agents)
@@ -151,7 +143,7 @@ async def works_from_log(
     works: dict[str, dict[str, Any]] = {}
     for event in events:
         prefix = (event.seq or "").rpartition(".")[0]
-        entry = _entry(event)
+        entry = pipeline_entry(event)
         if entry is None:
             branch = branches.get(prefix)
             if branch is None:
