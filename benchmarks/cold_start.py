@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import time
 from statistics import median
 from typing import Any
@@ -99,7 +98,16 @@ async def _launch_raw(bench: Bench, label: str, *, launcher: tuple[str, ...] = (
     modification time says when)."""
     key = f"{bench.sub_prefix('cold')}-raw-{label}"
     path = bench.tmp / f"cold-raw-{label}.log"
-    args = [bench.redis_url, key, "1", "4", "0", str(path), "1.0"]
+    argv = raw_worker.command(
+        bench.redis_url,
+        key,
+        n=1,
+        concurrency=4,
+        seconds=0,
+        path=str(path),
+        lease_ttl=1.0,
+        launcher=launcher,
+    )
     env = {**os.environ, **bytecode_env(bench), "PYTHONPATH": str(ROOT)}
     client = Redis.from_url(bench.redis_url, decode_responses=True)
     proc = None
@@ -108,7 +116,7 @@ async def _launch_raw(bench: Bench, label: str, *, launcher: tuple[str, ...] = (
         await client.xadd(f"{key}:tasks", {"i": "0"})
         launched = time.time()
         proc = subprocess.Popen(
-            [sys.executable, *launcher, "-m", "benchmarks.raw_worker", *args],
+            argv,
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

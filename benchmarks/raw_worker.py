@@ -19,11 +19,12 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 
-__all__ = ["GROUP", "serve"]
+__all__ = ["GROUP", "command", "serve"]
 
 GROUP = "g"
 
@@ -89,6 +90,23 @@ async def serve(
         )
         if res:
             start(res[0][1])
+
+
+def command(
+    redis_url: str,
+    key: str,
+    *,
+    n: int,
+    concurrency: int,
+    seconds: float,
+    path: str,
+    lease_ttl: float,
+    launcher: Sequence[str] = (),
+) -> list[str]:
+    """The command line that starts this loop (``launcher``: interpreter arguments
+    before ``-m``, as :mod:`benchmarks.without_otel_sdk` takes them)."""
+    args = [redis_url, key, str(n), str(concurrency), str(seconds), path, str(lease_ttl)]
+    return [sys.executable, *launcher, "-m", "benchmarks.raw_worker", *args]
 
 
 if __name__ == "__main__":

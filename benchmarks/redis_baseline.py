@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from statistics import median
@@ -166,8 +165,15 @@ async def raw_crash(bench: Bench, env: dict[str, str]) -> dict[str, Any]:
     n, key = s.w4, f"{bench.sub_prefix('W4')}-raw"
     path = bench.tmp / "w4-raw-executions.log"
     path.write_bytes(b"")
-    args = [str(n), str(s.w4_concurrency), str(s.w4_sleep_s), str(path), str(DEFAULT_LEASE_TTL_S)]
-    command = [sys.executable, "-m", "benchmarks.raw_worker", bench.redis_url, key, *args]
+    command = raw_worker.command(
+        bench.redis_url,
+        key,
+        n=n,
+        concurrency=s.w4_concurrency,
+        seconds=s.w4_sleep_s,
+        path=str(path),
+        lease_ttl=DEFAULT_LEASE_TTL_S,
+    )
     penv = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
     # redis-py 8 reads with a 5 s timeout by default: the BLPOP below waits longer.
     client = Redis.from_url(
